@@ -1,0 +1,73 @@
+//! The one error type of the library.
+//!
+//! Every fallible function returns [`Result<T>`]. Variants are structured so that the CLI can
+//! print a one-line message naming the file, the line and what was expected.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `cnn`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor or layer got a shape it cannot work with.
+    #[error("{op}: expected shape {expected}, got {got}")]
+    Shape {
+        op: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    /// A mistake in a network config file, with its 1-based position.
+    #[error("{file}:{line}:{col}: {msg}")]
+    Config {
+        file: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+
+    /// A data file (IDX, labels.txt, image) that is malformed.
+    #[error("{file}: {msg}")]
+    Data { file: PathBuf, msg: String },
+
+    /// A model or checkpoint file that is malformed or does not match its config.
+    #[error("{file}: {msg}")]
+    Model { file: PathBuf, msg: String },
+
+    /// Training went numerically wrong (NaN or infinity).
+    #[error("{0}")]
+    Diverged(String),
+
+    /// A value given by the caller (an option, a hyper-parameter) that is out of range.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// An I/O error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A shape error with the shapes formatted as `[a, b, c]`.
+    pub fn shape(op: &'static str, expected: &[usize], got: &[usize]) -> Error {
+        Error::Shape {
+            op,
+            expected: format!("{expected:?}"),
+            got: format!("{got:?}"),
+        }
+    }
+}
