@@ -5,9 +5,15 @@
 //! network is made of.
 
 pub mod error;
+pub mod kernels;
 pub mod layers;
 pub mod rng;
 pub mod tensor;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+pub mod gradcheck;
+pub mod init;
+pub mod loss;
+pub mod model;
+pub mod optim;

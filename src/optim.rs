@@ -1,0 +1,114 @@
+//! Optimisers: SGD (plain, momentum, Nesterov), weight decay, Adam. PyTorch's conventions.
+//!
+//! With g = dL/dw (already averaged over the mini-batch by the loss) and learning rate lr:
+//!
+//! ```text
+//! weight decay:  g <- g + wd * w                          (L2, added to the gradient)
+//! SGD:           w <- w - lr * g                          (report 1 eq. 9-10, report 2)
+//! momentum:      v <- mu * v + g;  w <- w - lr * v        (v starts at 0)
+//! Nesterov:      v <- mu * v + g;  w <- w - lr * (g + mu * v)
+//! Adam:          m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  t <- t + 1
+//!                w <- w - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//! ```
+
+use crate::layers::Param;
+
+/// Which update rule, with its own hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    /// Plain gradient descent.
+    Sgd,
+    /// SGD with momentum `mu` (PyTorch default-free; 0.9 is usual), optionally Nesterov.
+    Momentum { mu: f32, nesterov: bool },
+    /// Adam with `beta1`, `beta2`, `eps` (0.9, 0.999, 1e-8 by default).
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+}
+
+impl OptimizerKind {
+    /// Adam with the defaults of Kingma & Ba (and PyTorch).
+    pub fn adam() -> OptimizerKind {
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Momentum 0.9, not Nesterov.
+    pub fn momentum() -> OptimizerKind {
+        OptimizerKind::Momentum {
+            mu: 0.9,
+            nesterov: false,
+        }
+    }
+}
+
+/// An optimiser and its state (one buffer per parameter tensor, in the model's order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub lr: f32,
+    pub weight_decay: f32,
+    /// Steps taken (Adam's t).
+    pub steps: u64,
+    /// Momentum buffers, or Adam's first moments.
+    pub first: Vec<Vec<f32>>,
+    /// Adam's second moments.
+    pub second: Vec<Vec<f32>>,
+}
+
+impl Optimizer {
+    /// A fresh optimiser (its state is created on the first step).
+    pub fn new(kind: OptimizerKind, lr: f32, weight_decay: f32) -> Optimizer {
+        Optimizer {
+            kind,
+            lr,
+            weight_decay,
+            steps: 0,
+            first: Vec::new(),
+            second: Vec::new(),
+        }
+    }
+
+    /// Updates every parameter from its gradient.
+    pub fn step(&mut self, params: &mut [&mut Param]) {
+        if self.first.len() != params.len() {
+            self.first = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
+            if matches!(self.kind, OptimizerKind::Adam { .. }) {
+                self.second = self.first.clone();
+            }
+        }
+        self.steps += 1;
+        let (lr, wd) = (self.lr, self.weight_decay);
+        for (i, p) in params.iter_mut().enumerate() {
+            let (w, g) = (p.value.data_mut(), p.grad.data());
+            match self.kind {
+                OptimizerKind::Sgd => {
+                    for (wi, &gi) in w.iter_mut().zip(g) {
+                        *wi -= lr * (gi + wd * *wi);
+                    }
+                }
+                OptimizerKind::Momentum { mu, nesterov } => {
+                    for ((wi, &gi), vi) in w.iter_mut().zip(g).zip(self.first[i].iter_mut()) {
+                        let gi = gi + wd * *wi;
+                        *vi = mu * *vi + gi;
+                        *wi -= lr * if nesterov { gi + mu * *vi } else { *vi };
+                    }
+                }
+                OptimizerKind::Adam { beta1, beta2, eps } => {
+                    let t = self.steps as i32;
+                    let bc1 = 1.0 - beta1.powi(t);
+                    let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+                    let step = lr / bc1;
+                    let (m, v) = (&mut self.first[i], &mut self.second[i]);
+                    for (((wi, &gi), mi), vi) in w.iter_mut().zip(g).zip(m).zip(v) {
+                        let gi = gi + wd * *wi;
+                        *mi = beta1 * *mi + (1.0 - beta1) * gi;
+                        *vi = beta2 * *vi + (1.0 - beta2) * gi * gi;
+                        *wi -= step * *mi / (vi.sqrt() / bc2_sqrt + eps);
+                    }
+                }
+            }
+        }
+    }
+}
