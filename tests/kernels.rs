@@ -1,0 +1,111 @@
+//! The fast kernels against the naive references, on random shapes.
+
+use cnn::layers::conv2d::{conv2d_backward_naive, conv2d_forward_naive};
+use cnn::layers::*;
+use cnn::rng::Rng;
+use cnn::tensor::Tensor;
+use proptest::prelude::*;
+
+fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        prop_assert!(
+            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+            "{}[{}]: {} vs {}",
+            what,
+            i,
+            g,
+            w
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn im2col_conv_equals_the_naive_definition(
+        n in 1usize..5, c in 1usize..4, h in 1usize..12, w in 1usize..12, k in 1usize..5,
+        kh in 1usize..5, kw in 1usize..5, stride in 1usize..4, pad in 0usize..4, seed in any::<u64>(),
+    ) {
+        let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
+        let spec = Conv2dSpec { filters: k, kernel: (kh, kw), stride, padding, activation: Activation::None };
+        let Ok(g) = ConvGeom::new(&spec, [c, h, w]) else { return Ok(()) };
+        let mut rng = Rng::new(seed);
+        let x = random(n * c * h * w, &mut rng);
+        let mut layer = Conv2D::new(g);
+        layer.weight.value.data_mut().copy_from_slice(&random(k * c * kh * kw, &mut rng));
+        layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
+        let mut y = vec![0.0; n * k * g.out_h * g.out_w];
+        layer.forward(&x, &mut y, n);
+        let want = conv2d_forward_naive(&g, &x, layer.weight.value.data(), layer.bias.value.data(), n);
+        close("y", &y, &want)?;
+        let dy = random(y.len(), &mut rng);
+        let mut dx = vec![0.0; x.len()];
+        layer.backward(&dy, Some(&mut dx), n);
+        let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
+        close("dx", &dx, &wdx)?;
+        close("dw", layer.weight.grad.data(), &wdw)?;
+        close("db", layer.bias.grad.data(), &wdb)?;
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // The same training steps on pools of 1, 2 and 3 threads give bit-identical weights.
+    use cnn::init::Init;
+    use cnn::model::Model;
+    use cnn::optim::{Optimizer, OptimizerKind};
+    let spec = NetworkSpec {
+        input: [1, 12, 12],
+        layers: vec![
+            LayerSpec::Conv2D(Conv2dSpec {
+                filters: 8,
+                kernel: (3, 3),
+                stride: 1,
+                padding: Padding::Same,
+                activation: Activation::Relu,
+            }),
+            LayerSpec::MaxPool2D(PoolSpec {
+                pool: (2, 2),
+                stride: 2,
+            }),
+            LayerSpec::Dense(DenseSpec {
+                units: 40,
+                activation: Activation::Relu,
+            }),
+            LayerSpec::Dense(DenseSpec {
+                units: 10,
+                activation: Activation::Softmax,
+            }),
+        ],
+    };
+    let run = |threads: usize| -> Vec<f32> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut model = Model::new(&spec, Init::He, 9).unwrap();
+            let mut opt = Optimizer::new(OptimizerKind::adam(), 0.01, 0.0);
+            let mut rng = Rng::new(1);
+            for _ in 0..3 {
+                let x = Tensor::from_vec(&[37, 1, 12, 12], random(37 * 144, &mut rng)).unwrap();
+                let labels: Vec<usize> = (0..37).map(|_| rng.below(10)).collect();
+                model.train_step(&x, &labels, &mut opt).unwrap();
+            }
+            model
+                .named_params()
+                .iter()
+                .flat_map(|(_, p)| p.value.data().to_vec())
+                .collect()
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}
