@@ -17,3 +17,4 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod io;

@@ -1,0 +1,269 @@
+//! The training loop: epochs of shuffled mini-batches, evaluation, and resumable state.
+//!
+//! One epoch visits every training image once, in an order drawn from
+//! `Rng::for_purpose(seed, "shuffle-EPOCH")`. Because each epoch's order depends only on the
+//! seed and the epoch number, a run can stop anywhere and resume from (epoch, step) with
+//! bit-identical results: [`TrainState`] holds everything else that changes (the optimiser's
+//! buffers and the running sums of the current epoch).
+//!
+//! The loop never prints: it reports through a callback, which also decides whether to go on.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Normalization};
+use crate::error::{Error, Result};
+use crate::model::{argmax, Model};
+use crate::optim::Optimizer;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// What to train for, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// Passes over the training set. Default 10 (report 1).
+    pub epochs: usize,
+    /// Images per gradient step. Default 32 (report 2).
+    pub batch_size: usize,
+    /// Shuffle each epoch (default true).
+    pub shuffle: bool,
+    /// The seed every random stream of the run derives from.
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 10,
+            batch_size: 32,
+            shuffle: true,
+            seed: 0,
+        }
+    }
+}
+
+/// One row of `metrics.csv`: an epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (weighted by batch size).
+    pub loss: f64,
+    /// Share of training images classified right during the epoch.
+    pub accuracy: f64,
+    /// Loss and accuracy on the held-out set after the epoch, when there is one.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub lr: f64,
+    /// Wall-clock seconds of the epoch's training steps (evaluation excluded).
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// Everything of a run that changes as it trains, besides the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Batches completed in the current epoch.
+    pub step: usize,
+    pub optimizer: Optimizer,
+    pub history: Vec<EpochMetrics>,
+    /// Running sums of the current epoch.
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub seen: u64,
+    pub seconds: f64,
+}
+
+impl TrainState {
+    /// A run at its start.
+    pub fn new(optimizer: Optimizer) -> TrainState {
+        TrainState {
+            epoch: 0,
+            step: 0,
+            optimizer,
+            history: Vec::new(),
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// What the loop reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A gradient step finished: `step` of `steps` in 0-based `epoch`, with the batch's loss.
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+    },
+    /// An epoch finished (its metrics are the last of `state.history`).
+    Epoch,
+}
+
+/// The callback's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Stop after this event (the state is consistent: the run can resume from it).
+    Stop,
+}
+
+/// The order of the training images in `epoch` (0-based).
+pub fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        Rng::for_purpose(seed, &format!("shuffle-{epoch}")).shuffle(&mut order);
+    }
+    order
+}
+
+/// Trains `model` on `train` until `opts.epochs` epochs are done or the callback says stop.
+/// Returns true when all epochs are done. After each epoch the model is evaluated on `val`
+/// if given.
+///
+/// # Errors
+/// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
+pub fn train(
+    model: &mut Model,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    norm: &Normalization,
+    opts: &TrainOptions,
+    state: &mut TrainState,
+    on_event: &mut dyn FnMut(&Event, &TrainState, &Model) -> Control,
+) -> Result<bool> {
+    if train.is_empty() {
+        return Err(Error::Invalid("the training set is empty".into()));
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::Invalid("batch size must be at least 1".into()));
+    }
+    let n = train.len();
+    let steps = n.div_ceil(opts.batch_size);
+    let mut x = Tensor::default();
+    let mut labels = Vec::new();
+    while state.epoch < opts.epochs {
+        let order = epoch_order(n, state.epoch, opts.seed, opts.shuffle);
+        while state.step < steps {
+            let start = Instant::now();
+            let lo = state.step * opts.batch_size;
+            let idx = &order[lo..(lo + opts.batch_size).min(n)];
+            train.batch(idx, norm, &mut x, &mut labels);
+            let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
+            if !loss.is_finite() {
+                return Err(Error::Diverged(format!(
+                    "training diverged at epoch {}, step {}: the loss is {loss}; \
+                     try a lower learning rate (now {})",
+                    state.epoch + 1,
+                    state.step + 1,
+                    state.optimizer.lr
+                )));
+            }
+            state.seconds += start.elapsed().as_secs_f64();
+            state.loss_sum += f64::from(loss) * idx.len() as f64;
+            state.correct += correct as u64;
+            state.seen += idx.len() as u64;
+            state.step += 1;
+            let event = Event::Step {
+                epoch: state.epoch,
+                step: state.step,
+                steps,
+                loss,
+            };
+            if on_event(&event, state, model) == Control::Stop && state.step < steps {
+                return Ok(false);
+            }
+        }
+        let (val_loss, val_accuracy) = match val {
+            Some(v) if !v.is_empty() => {
+                let e = evaluate(model, v, norm, 256)?;
+                (Some(e.loss), Some(e.accuracy))
+            }
+            _ => (None, None),
+        };
+        let seen = state.seen.max(1) as f64;
+        state.history.push(EpochMetrics {
+            epoch: state.epoch + 1,
+            loss: state.loss_sum / seen,
+            accuracy: state.correct as f64 / seen,
+            val_loss,
+            val_accuracy,
+            lr: f64::from(state.optimizer.lr),
+            seconds: state.seconds,
+            images_per_second: seen / state.seconds.max(1e-9),
+        });
+        state.epoch += 1;
+        state.step = 0;
+        state.loss_sum = 0.0;
+        state.correct = 0;
+        state.seen = 0;
+        state.seconds = 0.0;
+        if on_event(&Event::Epoch, state, model) == Control::Stop {
+            return Ok(state.epoch >= opts.epochs);
+        }
+    }
+    Ok(true)
+}
+
+/// The result of running a model over a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Share of images whose arg-max class is the label.
+    pub accuracy: f64,
+    /// Predicted class of each image, in dataset order.
+    pub predictions: Vec<usize>,
+    /// True class of each image.
+    pub labels: Vec<usize>,
+}
+
+/// Runs `model` over all of `ds` in batches of `batch_size`.
+pub fn evaluate(
+    model: &mut Model,
+    ds: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    let k = model.classes();
+    if ds.classes.len() > k {
+        return Err(Error::Invalid(format!(
+            "{}: the data has {} classes but the network has {k} outputs",
+            ds.source,
+            ds.classes.len()
+        )));
+    }
+    let mut x = Tensor::default();
+    let mut labels = Vec::new();
+    let mut loss_sum = 0.0f64;
+    let mut predictions = Vec::with_capacity(ds.len());
+    let mut all_labels = Vec::with_capacity(ds.len());
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        ds.batch(chunk, norm, &mut x, &mut labels);
+        let logits = model.forward(&x)?;
+        loss_sum += f64::from(crate::loss::cross_entropy_only(logits.data(), &labels, k))
+            * chunk.len() as f64;
+        predictions.extend(logits.data().chunks(k).map(argmax));
+        all_labels.extend_from_slice(&labels);
+    }
+    let n = ds.len().max(1) as f64;
+    let correct = predictions
+        .iter()
+        .zip(&all_labels)
+        .filter(|(p, y)| p == y)
+        .count();
+    Ok(Evaluation {
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        predictions,
+        labels: all_labels,
+    })
+}
