@@ -1,0 +1,129 @@
+//! `cnn evaluate MODEL --data DATA`: accuracy, loss, confusion matrix, per-class metrics.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use cnn::data::{self, LoadOptions, Split};
+use cnn::metrics::ConfusionMatrix;
+use cnn::{model_file, train, Error};
+use serde::Serialize;
+
+use super::CmdResult;
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A model file written by `cnn train`.
+    model: PathBuf,
+    /// The data: IDX folder (its t10k-* files) or file, labels.txt folder, or class folders.
+    /// Default: the built-in demo set's test images.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print everything as one JSON object instead.
+    #[arg(long)]
+    json: bool,
+    /// Also write confusion_matrix.csv and confusion_matrix.png/.svg into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resize images whose size differs from the model's input.
+    #[arg(long)]
+    resize: bool,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    model: String,
+    data: String,
+    images: usize,
+    accuracy: f64,
+    loss: f64,
+    confusion_matrix: &'a ConfusionMatrix,
+    per_class: Vec<cnn::metrics::ClassMetrics>,
+    macro_avg: cnn::metrics::ClassMetrics,
+    weighted_avg: cnn::metrics::ClassMetrics,
+    most_confused: Vec<(String, String, u64)>,
+}
+
+pub fn run(args: EvaluateArgs) -> CmdResult {
+    super::set_threads(args.threads)?;
+    let (mut model, meta) = model_file::load(&args.model)?;
+    let [c, h, w] = model.input_shape();
+    let ds = match &args.data {
+        None => data::demo(Split::Test)?,
+        Some(path) => data::load(
+            path,
+            &LoadOptions {
+                split: Split::Test,
+                channels: Some(c),
+                size: Some((h, w)),
+                resize: args.resize,
+            },
+        )?,
+    };
+    if ds.shape != [c, h, w] {
+        return Err(Error::Data {
+            file: PathBuf::from(&ds.source),
+            msg: format!(
+                "images are {:?} (C, H, W) but the model expects {:?}; pass --resize",
+                ds.shape,
+                [c, h, w]
+            ),
+        }
+        .into());
+    }
+    let e = train::evaluate(&mut model, &ds, &meta.normalization, 256)?;
+    let mut cm = ConfusionMatrix::new(meta.classes.clone());
+    for (&y, &p) in e.labels.iter().zip(&e.predictions) {
+        cm.add(y, p);
+    }
+    if let Some(dir) = &args.out {
+        cnn::io::create_dir(dir)?;
+        cnn::io::write_atomic(&dir.join("confusion_matrix.csv"), cm.to_csv().as_bytes())?;
+        for ext in ["png", "svg"] {
+            cnn::plot::confusion_heatmap(
+                &dir.join(format!("confusion_matrix.{ext}")),
+                &cm,
+                "Confusion matrix",
+            )?;
+        }
+    }
+    let name = |i: usize| meta.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let confused: Vec<(String, String, u64)> = cm
+        .most_confused(5)
+        .into_iter()
+        .map(|(t, p, n)| (name(t), name(p), n))
+        .collect();
+    if args.json {
+        let report = Report {
+            model: args.model.display().to_string(),
+            data: ds.source.clone(),
+            images: ds.len(),
+            accuracy: e.accuracy,
+            loss: e.loss,
+            confusion_matrix: &cm,
+            per_class: cm.per_class(),
+            macro_avg: cm.macro_avg(),
+            weighted_avg: cm.weighted_avg(),
+            most_confused: confused,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+        return Ok(());
+    }
+    println!("data: {} ({} images)", ds.source, ds.len());
+    println!("accuracy: {:.2}%  loss: {:.4}\n", e.accuracy * 100.0, e.loss);
+    println!("confusion matrix (rows: true class, columns: predicted)");
+    println!("{}", cm.render_table());
+    println!("{}", cm.render_report());
+    if !confused.is_empty() {
+        println!("most confused:");
+        for (t, p, n) in confused {
+            println!("  {n:>6}  {t} predicted as {p}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Command-line interface: argument parsing (clap derive) and one module per command.
+//!
+//! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
+//! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own),
+//! 3 training diverged.
+
+mod data_cmd;
+mod evaluate;
+mod gradcheck;
+mod plots;
+mod predict;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when training diverged (loss NaN or infinite).
+pub const EXIT_DIVERGED: i32 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cnn",
+    version,
+    about = "Train and inspect convolutional neural networks written from scratch",
+    long_about = "Train and inspect convolutional neural networks written from scratch.\n\n\
+                  A network is a text config file (report 1's format; see examples/).\n\
+                  Start with: cnn train examples/report1-10.cfg"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print each layer's output shape, parameters and FLOPs (with --explain, the arithmetic).
+    Summary {
+        /// The network config file.
+        config: PathBuf,
+        /// Show how each shape, parameter count and FLOP count is computed.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Train a network; without --data, on the built-in Fashion-MNIST demo set.
+    Train(train::TrainArgs),
+    /// Accuracy, loss, confusion matrix and per-class metrics of a model on a dataset.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Classify images (PNG, JPEG, BMP) or the images of an IDX file.
+    Predict(predict::PredictArgs),
+    /// Compare every parameter's backprop gradient with finite differences.
+    Gradcheck(gradcheck::GradcheckArgs),
+    /// Inspect or export datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+}
+
+/// A command's failure: the library's error, or a diverged run (its own exit code).
+#[derive(Debug)]
+pub enum Failure {
+    Error(cnn::Error),
+    Diverged(String),
+}
+
+impl From<cnn::Error> for Failure {
+    fn from(e: cnn::Error) -> Failure {
+        match e {
+            cnn::Error::Diverged(msg) => Failure::Diverged(msg),
+            other => Failure::Error(other),
+        }
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => 0,
+        Err(Failure::Error(e)) => {
+            eprintln!("error: {e}");
+            1
+        }
+        Err(Failure::Diverged(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_DIVERGED
+        }
+    }
+}
+
+fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Summary { config, explain } => {
+            let parsed = cnn::config::load(&config)?;
+            print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+            Ok(())
+        }
+        Command::Train(args) => train::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Data(cmd) => data_cmd::run(cmd),
+    }
+}
+
+/// Sets the number of worker threads (all cores when `None`).
+pub fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(cnn::Error::Invalid("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| cnn::Error::Invalid(format!("cannot start {t} threads: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Model files: safetensors, readable by PyTorch and every other tool that reads them.
+//!
+//! Tensors are named `layers.{i}.weight` and `layers.{i}.bias`, where `i` is the layer's
+//! index among the config's layer lines (0-based; Flatten and pooling lines count, an implied
+//! Flatten does not), in PyTorch's layouts: Conv2D `[K, C, kh, kw]`, Dense `[out, in]` with
+//! its input flattened in (C, H, W) order. All tensors are little-endian F32.
+//!
+//! The header's metadata (string to string) carries what is needed to use the file alone:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `format` | `cnn-model/1` |
+//! | `config` | the config file's text |
+//! | `classes` | JSON array of class names |
+//! | `norm_mean`, `norm_std` | JSON arrays, one number per input channel |
+//! | `seed` | the run's seed |
+//!
+//! Loading checks everything before use: the safetensors header (the crate's checks), the
+//! metadata, that every tensor the config needs is present as F32 with the right shape, that
+//! no unknown tensor is there, and that no value is NaN or infinite.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::config;
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use crate::init::Init;
+use crate::io::{read_capped, write_atomic};
+use crate::model::Model;
+
+/// The `format` value we write and accept.
+pub const FORMAT: &str = "cnn-model/1";
+
+/// Largest model file we read (2 GiB): bigger is not a model of this tool.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
+/// Everything a model file holds besides the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
+    /// The config file's text (parsed again on load).
+    pub config: String,
+    /// Class names, indexed by output.
+    pub classes: Vec<String>,
+    /// The input normalisation that training used.
+    pub normalization: Normalization,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+/// Little-endian bytes of `v`.
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The metadata map of `meta`.
+pub fn meta_map(meta: &ModelMeta) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), meta.config.clone()),
+        ("classes".to_string(), json(&meta.classes)),
+        ("norm_mean".to_string(), json(&meta.normalization.mean)),
+        ("norm_std".to_string(), json(&meta.normalization.std)),
+        ("seed".to_string(), meta.seed.to_string()),
+    ])
+}
+
+/// JSON of a vector of strings or numbers (which cannot fail to serialise).
+fn json<T: serde::Serialize>(v: &[T]) -> String {
+    serde_json::to_string(v).expect("a slice of strings or numbers serialises")
+}
+
+/// Serialises the model's weights, `extra` tensors and the metadata to safetensors bytes.
+pub fn to_bytes(
+    model: &Model,
+    extra: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .named_params()
+        .into_iter()
+        .map(|(name, p)| (name, p.value.shape().to_vec(), f32_bytes(p.value.data())))
+        .collect();
+    owned.extend(
+        extra
+            .iter()
+            .map(|(n, s, v)| (n.clone(), s.clone(), f32_bytes(v))),
+    );
+    let mut views = Vec::with_capacity(owned.len());
+    for (name, shape, bytes) in &owned {
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| Error::Invalid(format!("tensor {name}: {e}")))?;
+        views.push((name.as_str(), view));
+    }
+    safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Invalid(format!("cannot serialise the model: {e}")))
+}
+
+/// Saves `model` with `meta` to `path`, atomically.
+pub fn save(path: &Path, model: &Model, meta: &ModelMeta) -> Result<()> {
+    let bytes = to_bytes(model, &[], meta_map(meta))?;
+    write_atomic(path, &bytes)
+}
+
+/// A parsed model file whose tensors have not been checked against a config yet.
+pub struct RawFile<'a> {
+    pub tensors: SafeTensors<'a>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Parses safetensors bytes, turning every failure into a one-line error about `path`.
+pub fn parse_bytes<'a>(path: &Path, bytes: &'a [u8]) -> Result<RawFile<'a>> {
+    let bad = |msg: String| Error::Model {
+        file: path.into(),
+        msg,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors model file ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let tensors = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a safetensors model file ({e:?})")))?;
+    Ok(RawFile { tensors, metadata })
+}
+
+/// Reads the metadata back into a [`ModelMeta`].
+pub fn parse_meta(path: &Path, m: &HashMap<String, String>) -> Result<ModelMeta> {
+    let bad = |msg: String| Error::Model {
+        file: path.into(),
+        msg,
+    };
+    let get = |key: &str| {
+        m.get(key)
+            .ok_or_else(|| bad(format!("metadata has no `{key}` (not a model written by cnn?)")))
+    };
+    let format = get("format")?;
+    if format != FORMAT {
+        return Err(bad(format!("format is `{format}`, expected `{FORMAT}`")));
+    }
+    let json_vec = |key: &str| -> Result<Vec<f32>> {
+        serde_json::from_str(get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
+    };
+    let classes: Vec<String> = serde_json::from_str(get("classes")?)
+        .map_err(|e| bad(format!("metadata `classes`: {e}")))?;
+    let seed = get("seed")?
+        .parse()
+        .map_err(|e| bad(format!("metadata `seed`: {e}")))?;
+    Ok(ModelMeta {
+        config: get("config")?.clone(),
+        classes,
+        normalization: Normalization {
+            mean: json_vec("norm_mean")?,
+            std: json_vec("norm_std")?,
+        },
+        seed,
+    })
+}
+
+/// Copies the file's `layers.*` tensors into `model`, checking that each one the model
+/// needs is present, F32, of the right shape and finite. Tensors named in `allowed_extra`
+/// by prefix (checkpoint state) are skipped; any other unknown tensor is an error.
+pub fn copy_weights(
+    path: &Path,
+    file: &SafeTensors,
+    model: &mut Model,
+    allowed_extra: &str,
+) -> Result<()> {
+    let bad = |msg: String| Error::Model {
+        file: path.into(),
+        msg,
+    };
+    let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    for name in file.names() {
+        let extra_ok = !allowed_extra.is_empty() && name.starts_with(allowed_extra);
+        if !names.contains(name) && !extra_ok {
+            return Err(bad(format!(
+                "unknown tensor `{name}`: the config's parameters are {}",
+                names.join(", ")
+            )));
+        }
+    }
+    for (name, p) in names.iter().zip(model.params_mut()) {
+        let t = file
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+        }
+        if t.shape() != p.value.shape() {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {:?}, the config needs {:?}",
+                t.shape(),
+                p.value.shape()
+            )));
+        }
+        read_f32_into(name, t.data(), p.value.data_mut()).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// Decodes little-endian f32 bytes into `out`, refusing NaN and infinity.
+pub fn read_f32_into(name: &str, bytes: &[u8], out: &mut [f32]) -> std::result::Result<(), String> {
+    if bytes.len() != out.len() * 4 {
+        return Err(format!("tensor `{name}` has {} bytes, expected {}", bytes.len(), out.len() * 4));
+    }
+    for (i, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(4)).enumerate() {
+        let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if !v.is_finite() {
+            return Err(format!("tensor `{name}` holds {v} at index {i}"));
+        }
+        *o = v;
+    }
+    Ok(())
+}
+
+/// Builds the model its config describes (checking the normalisation and class count
+/// against it).
+pub fn model_for_meta(path: &Path, meta: &ModelMeta) -> Result<Model> {
+    let parsed = config::parse(&meta.config, &format!("{} (embedded config)", path.display()))?;
+    let model = Model::new(&parsed.spec, Init::Normal, meta.seed)?;
+    let bad = |msg: String| Error::Model {
+        file: path.into(),
+        msg,
+    };
+    let c = parsed.spec.input[0];
+    let n = &meta.normalization;
+    if n.mean.len() != c || n.std.len() != c || n.std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+        return Err(bad(format!(
+            "normalisation needs {c} finite means and positive stds, has {:?} / {:?}",
+            n.mean, n.std
+        )));
+    }
+    if meta.classes.len() != model.classes() {
+        return Err(bad(format!(
+            "{} class names for a network with {} outputs",
+            meta.classes.len(),
+            model.classes()
+        )));
+    }
+    Ok(model)
+}
+
+/// Loads a model file: the network, its weights and its metadata.
+pub fn load(path: &Path) -> Result<(Model, ModelMeta)> {
+    let bytes = read_capped(path, MAX_FILE_BYTES)?;
+    let raw = parse_bytes(path, &bytes)?;
+    let meta = parse_meta(path, &raw.metadata)?;
+    let mut model = model_for_meta(path, &meta)?;
+    copy_weights(path, &raw.tensors, &mut model, "")?;
+    Ok((model, meta))
+}
+
+/// Replaces `model`'s weights with those of the model or checkpoint file at `path` (for
+/// `cnn train --init`). The file's tensors must match the model's names and shapes; other
+/// metadata is ignored, so weights exported from PyTorch work.
+pub fn load_weights(path: &Path, model: &mut Model) -> Result<()> {
+    let bytes = read_capped(path, MAX_FILE_BYTES)?;
+    let raw = parse_bytes(path, &bytes)?;
+    copy_weights(path, &raw.tensors, model, "optimizer.")
+}
