@@ -1641,7 +1641,9 @@ Dense units=2 activation=linear
             ) {
                 let text = mutate(REPORT1, &edits);
                 if let Ok(p) = parse(&text, "t") {
+                    // Whatever parses must also be summarisable and checkable.
                     let _ = p.check_classes(2);
+                    let _ = crate::summary::render(&p.spec, true);
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod layers;
 pub mod rng;
+pub mod summary;
 pub mod tensor;
 
 pub use error::{Error, Result};
