@@ -4,10 +4,12 @@
 //! written here, with the formula beside the code. Start with [`layers::spec`] for what a
 //! network is made of.
 
+pub mod config;
 pub mod error;
 pub mod kernels;
 pub mod layers;
 pub mod rng;
+pub mod summary;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1651 @@
+//! The text config format of report 1 (section IV.B): a network described one layer a line.
+//!
+//! ```text
+//! # Report 1's network: two classes (0s and 1s) from 28x28 grey images.
+//! 5
+//! Input shape=1x28x28
+//! Conv2D filters=16 kernel=3x3 stride=1
+//!  padding=same activation=relu
+//! MaxPool2D pool=2x2 stride=2
+//! Dense units=128 activation=relu
+//! Dense units=2 activation=softmax
+//! ```
+//!
+//! # Lines
+//!
+//! - The first non-blank, non-comment line is the **number of layers**. Both report 1's
+//!   count (which includes the Flatten implied before a Dense that follows a spatial layer:
+//!   5 above) and the count of layer lines (4 above) are accepted.
+//! - Then `Input shape=CxHxW`, the shape of one sample (channels x height x width).
+//! - Then one layer per line: `Name key=value key=value ...`. No spaces around `=`.
+//! - A line starting with white space **continues** the line above (report 1's printed
+//!   example wraps the Conv2D line this way).
+//! - Blank lines are ignored; `#` starts a comment, on its own line or after a layer.
+//! - Layer names are case-insensitive; keys are exact (lower case).
+//!
+//! # Layers and keys
+//!
+//! | Layer | Keys (required in **bold**) | Defaults |
+//! |---|---|---|
+//! | `Conv2D` | **filters**, **kernel**, stride, padding, activation, alpha | stride 1, padding valid, activation none |
+//! | `MaxPool2D`, `AvgPool2D` | **pool**, stride | stride = the pool's height |
+//! | `Flatten` | | |
+//! | `Dense` | **units**, activation, alpha | activation none |
+//! | `ReLU`, `Sigmoid`, `Tanh`, `Softmax` | | |
+//! | `LeakyReLU` | alpha | alpha 0.01 |
+//!
+//! Values:
+//! - `kernel` and `pool`: `3x3` or `3` (square).
+//! - `padding`: `valid` (none), `same` (output size ceil(H / S), as in Keras) or a whole
+//!   number P of zeros on every side.
+//! - `activation`: `relu`, `leaky_relu`, `sigmoid`, `tanh`, `softmax`, `none` or `linear`;
+//!   with `leaky_relu`, `alpha=` sets the negative slope (default 0.01, from 0 to 1).
+//!
+//! A `Dense` layer reads its input flattened in (C, H, W) order, so `Flatten` may be left
+//! out, as report 1 does. An implied Flatten is **not** added to [`NetworkSpec::layers`]:
+//! there is exactly one entry per layer line, in order, and model tensors are named
+//! `layers.{i}.weight` by that index.
+//!
+//! # Errors
+//!
+//! Every mistake is an [`Error::Config`] with the 1-based line and column of the offending
+//! token and a message saying what was expected. Sizes are capped (see [`MAX_UNITS`],
+//! [`MAX_DIM`], [`MAX_SAMPLE_VALUES`], [`MAX_PARAMS`], [`MAX_TRAIN_FLOPS`]) so that a typo
+//! cannot ask for an absurd allocation later.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::layers::spec::{
+    Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, PoolSpec,
+};
+
+/// Largest `filters` or `units` accepted.
+pub const MAX_UNITS: usize = 1_000_000;
+/// Largest input dimension, kernel, pool, stride or padding accepted.
+pub const MAX_DIM: usize = 100_000;
+/// Largest number of values one sample may have at any layer's input or output.
+pub const MAX_SAMPLE_VALUES: u128 = 100_000_000;
+/// Largest total number of trainable parameters.
+pub const MAX_PARAMS: u128 = 1_000_000_000;
+/// Largest number of training FLOPs per sample (keeps every count well inside `u64`).
+pub const MAX_TRAIN_FLOPS: u128 = 1_000_000_000_000_000_000;
+
+/// A 1-based position in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Where one `key=value` of a layer was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLoc {
+    pub key: String,
+    /// The first character of the key.
+    pub key_pos: Pos,
+    /// The first character after `=`.
+    pub value_pos: Pos,
+}
+
+/// Where a layer (or the Input line) was written: its name and its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerLoc {
+    /// The first character of the layer's name.
+    pub name: Pos,
+    pub keys: Vec<KeyLoc>,
+}
+
+impl LayerLoc {
+    /// Position of the value of `key`, if the layer has it.
+    pub fn value_pos(&self, key: &str) -> Option<Pos> {
+        self.keys.iter().find(|k| k.key == key).map(|k| k.value_pos)
+    }
+}
+
+/// A parsed config: the network, and where everything was written for later errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedConfig {
+    pub spec: NetworkSpec,
+    /// The file name used in error messages.
+    pub file: String,
+    /// The config's text, as read.
+    pub text: String,
+    /// Position of the layer count.
+    pub count: Pos,
+    /// Position of the `Input` line.
+    pub input: LayerLoc,
+    /// One entry per entry of `spec.layers`.
+    pub layers: Vec<LayerLoc>,
+}
+
+/// Reads and parses a config file. A file that cannot be read is an [`Error::Io`].
+pub fn load(path: &Path) -> Result<ParsedConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses a config's text; `file` names it in error messages.
+pub fn parse(text: &str, file: &str) -> Result<ParsedConfig> {
+    Parser { file }.parse(text)
+}
+
+impl ParsedConfig {
+    /// A config error at `pos` of this file.
+    pub fn error_at(&self, pos: Pos, msg: impl Into<String>) -> Error {
+        config_error(&self.file, pos, msg.into())
+    }
+
+    /// A config error at the name of layer `index` (the Input line if there is no such layer).
+    pub fn layer_error(&self, index: usize, msg: impl Into<String>) -> Error {
+        let pos = self.layers.get(index).unwrap_or(&self.input).name;
+        self.error_at(pos, msg)
+    }
+
+    /// Checks that the network ends with one output per class: the output layer's units must
+    /// equal the dataset's number of classes. The error points at the last Dense's `units`.
+    pub fn check_classes(&self, classes: usize) -> Result<()> {
+        if classes == 0 {
+            return Err(Error::Invalid("the dataset has no classes".into()));
+        }
+        let out = self.spec.output_shape()?;
+        if out == [classes] {
+            return Ok(());
+        }
+        let last_dense = self
+            .spec
+            .layers
+            .iter()
+            .rposition(|l| matches!(l, LayerSpec::Dense(_)));
+        if let Some(i) = last_dense {
+            if let (Some(LayerSpec::Dense(d)), [n]) = (self.spec.layers.get(i), out.as_slice()) {
+                if d.units == *n {
+                    let loc = &self.layers[i];
+                    let pos = loc.value_pos("units").unwrap_or(loc.name);
+                    return Err(self.error_at(
+                        pos,
+                        format!(
+                            "the output layer has units={} but the dataset has {classes} \
+                             classes; set units={classes}",
+                            d.units
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(self.layer_error(
+            self.layers.len().saturating_sub(1),
+            format!(
+                "the network outputs {} but the dataset has {classes} classes; end the \
+                 network with `Dense units={classes} activation=softmax`",
+                fmt_shape(&out)
+            ),
+        ))
+    }
+}
+
+fn config_error(file: &str, pos: Pos, msg: String) -> Error {
+    Error::Config {
+        file: file.to_string(),
+        line: pos.line,
+        col: pos.col,
+        msg,
+    }
+}
+
+/// `(16, 28, 28)` or `(3136)`.
+pub(crate) fn fmt_shape(shape: &[usize]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Levenshtein distance between two strings, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// `; did you mean `x`?` for the closest candidate (case-insensitive), or nothing.
+fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    let w = word.to_lowercase();
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(&w, &c.to_lowercase()), *c))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, c)) if d <= 2.max(c.chars().count() / 3) => format!("; did you mean `{c}`?"),
+        _ => String::new(),
+    }
+}
+
+/// One white-space separated word of a line.
+#[derive(Debug, Clone, Copy)]
+struct Token<'a> {
+    text: &'a str,
+    pos: Pos,
+}
+
+/// A non-blank line with its comment removed.
+struct Line<'a> {
+    tokens: Vec<Token<'a>>,
+    indented: bool,
+}
+
+fn lex(text: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let content = match raw.find('#') {
+            Some(b) => raw.get(..b).unwrap_or(""),
+            None => raw,
+        };
+        let mut tokens = Vec::new();
+        let mut start: Option<(usize, usize)> = None;
+        let mut col = 0;
+        for (b, ch) in content.char_indices() {
+            col += 1;
+            if ch.is_whitespace() {
+                if let Some((sb, sc)) = start.take() {
+                    tokens.push(Token {
+                        text: content.get(sb..b).unwrap_or(""),
+                        pos: Pos {
+                            line: i + 1,
+                            col: sc,
+                        },
+                    });
+                }
+            } else if start.is_none() {
+                start = Some((b, col));
+            }
+        }
+        if let Some((sb, sc)) = start {
+            tokens.push(Token {
+                text: content.get(sb..).unwrap_or(""),
+                pos: Pos {
+                    line: i + 1,
+                    col: sc,
+                },
+            });
+        }
+        if !tokens.is_empty() {
+            lines.push(Line {
+                tokens,
+                indented: content.starts_with(char::is_whitespace),
+            });
+        }
+    }
+    lines
+}
+
+/// A layer line with its continuation lines joined.
+struct Logical<'a> {
+    name: Token<'a>,
+    args: Vec<Token<'a>>,
+}
+
+/// A `key=value` argument.
+struct Arg<'a> {
+    key: &'a str,
+    key_pos: Pos,
+    value: &'a str,
+    value_pos: Pos,
+}
+
+/// What the layer names of the format are, with the keys each takes.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("Input", &["shape"]),
+    (
+        "Conv2D",
+        &[
+            "filters",
+            "kernel",
+            "stride",
+            "padding",
+            "activation",
+            "alpha",
+        ],
+    ),
+    ("MaxPool2D", &["pool", "stride"]),
+    ("AvgPool2D", &["pool", "stride"]),
+    ("Flatten", &[]),
+    ("Dense", &["units", "activation", "alpha"]),
+    ("ReLU", &[]),
+    ("Sigmoid", &[]),
+    ("Tanh", &[]),
+    ("Softmax", &[]),
+    ("LeakyReLU", &["alpha"]),
+];
+
+const ACTIVATIONS: &[&str] = &[
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "none",
+    "linear",
+];
+
+struct Parser<'f> {
+    file: &'f str,
+}
+
+impl Parser<'_> {
+    fn err(&self, pos: Pos, msg: impl Into<String>) -> Error {
+        config_error(self.file, pos, msg.into())
+    }
+
+    fn parse(&self, text: &str) -> Result<ParsedConfig> {
+        let lines = lex(text);
+        let mut iter = lines.into_iter();
+        let Some(first) = iter.next() else {
+            return Err(self.err(
+                Pos { line: 1, col: 1 },
+                "missing layer count: the file has no layers; expected the number of layers \
+                 first (e.g. `4`), then `Input shape=CxHxW`, then one layer per line",
+            ));
+        };
+        let (count, count_pos) = self.count_line(&first)?;
+
+        // Join continuation lines onto the line above.
+        let mut logical: Vec<Logical> = Vec::new();
+        for line in iter {
+            let mut tokens = line.tokens.into_iter();
+            if line.indented {
+                match logical.last_mut() {
+                    Some(l) => l.args.extend(tokens),
+                    None => {
+                        let pos = tokens.next().map_or(count_pos, |t| t.pos);
+                        return Err(self.err(
+                            pos,
+                            "this line starts with white space, so it would continue the \
+                             line above, but the line above is the layer count; remove the \
+                             leading white space",
+                        ));
+                    }
+                }
+            } else if let Some(name) = tokens.next() {
+                logical.push(Logical {
+                    name,
+                    args: tokens.collect(),
+                });
+            }
+        }
+
+        let mut logical = logical.into_iter();
+        let Some(input_line) = logical.next() else {
+            return Err(self.err(
+                count_pos,
+                "missing Input line: the file ends after the layer count; expected \
+                 `Input shape=CxHxW` (e.g. `Input shape=1x28x28`) next",
+            ));
+        };
+        if !input_line.name.text.eq_ignore_ascii_case("input") {
+            return Err(self.err(
+                input_line.name.pos,
+                format!(
+                    "missing Input line: expected `Input shape=CxHxW` (e.g. \
+                     `Input shape=1x28x28`) after the layer count, found `{}`",
+                    input_line.name.text
+                ),
+            ));
+        }
+        let (input, input_loc) = self.input_line(&input_line)?;
+
+        let mut layers = Vec::new();
+        let mut locs = Vec::new();
+        for l in logical {
+            let (layer, loc) = self.layer_line(&l)?;
+            layers.push(layer);
+            locs.push(loc);
+        }
+
+        self.check_count(count, count_pos, &layers, &locs)?;
+        let spec = NetworkSpec { input, layers };
+        self.check_shapes(&spec, &locs)?;
+        Ok(ParsedConfig {
+            spec,
+            file: self.file.to_string(),
+            text: text.to_string(),
+            count: count_pos,
+            input: input_loc,
+            layers: locs,
+        })
+    }
+
+    fn count_line(&self, line: &Line) -> Result<(usize, Pos)> {
+        let Some(tok) = line.tokens.first() else {
+            return Err(self.err(Pos { line: 1, col: 1 }, "missing layer count"));
+        };
+        let looks_like_layer =
+            tok.text.contains('=') || LAYERS.iter().any(|(n, _)| n.eq_ignore_ascii_case(tok.text));
+        let count = match parse_whole(tok.text) {
+            Some(n) => n,
+            None if looks_like_layer => {
+                return Err(self.err(
+                    tok.pos,
+                    format!(
+                        "missing layer count: the first line must be the number of layers \
+                         (e.g. `4`), found `{}`",
+                        tok.text
+                    ),
+                ))
+            }
+            None => {
+                return Err(self.err(
+                    tok.pos,
+                    format!(
+                        "the layer count must be a whole number (e.g. `4`), found `{}`",
+                        tok.text
+                    ),
+                ))
+            }
+        };
+        if let Some(extra) = line.tokens.get(1) {
+            return Err(self.err(
+                extra.pos,
+                format!(
+                    "unexpected `{}` after the layer count; the first line holds only the \
+                     number of layers",
+                    extra.text
+                ),
+            ));
+        }
+        Ok((count, tok.pos))
+    }
+
+    /// Splits a layer's arguments into `key=value` pairs, rejecting unknown and repeated keys.
+    fn args<'a>(&self, layer: &str, allowed: &[&str], args: &[Token<'a>]) -> Result<Vec<Arg<'a>>> {
+        let takes = if allowed.is_empty() {
+            format!("{layer} takes no keys")
+        } else {
+            format!("{layer} takes {}", allowed.join(", "))
+        };
+        let mut out: Vec<Arg> = Vec::new();
+        for (i, tok) in args.iter().enumerate() {
+            let Some((key, value)) = tok.text.split_once('=') else {
+                let next_is_eq = args.get(i + 1).is_some_and(|t| t.text.starts_with('='));
+                let msg = if next_is_eq && allowed.contains(&tok.text) {
+                    format!(
+                        "write `{0}=VALUE` without spaces around `=` (found `{0}` then `{1}`)",
+                        tok.text,
+                        args.get(i + 1).map_or("", |t| t.text)
+                    )
+                } else {
+                    format!(
+                        "expected `key=value`, found `{}` with no `=`; {takes}",
+                        tok.text
+                    )
+                };
+                return Err(self.err(tok.pos, msg));
+            };
+            if key.is_empty() {
+                return Err(self.err(
+                    tok.pos,
+                    format!(
+                        "`{}` has no key before `=` (no spaces around `=`); {takes}",
+                        tok.text
+                    ),
+                ));
+            }
+            if !allowed.contains(&key) {
+                return Err(self.err(
+                    tok.pos,
+                    format!(
+                        "unknown key `{key}` for {layer}{}; {takes}",
+                        did_you_mean(key, allowed)
+                    ),
+                ));
+            }
+            let value_pos = Pos {
+                line: tok.pos.line,
+                col: tok.pos.col + key.chars().count() + 1,
+            };
+            if value.is_empty() {
+                return Err(self.err(
+                    value_pos,
+                    format!(
+                        "`{key}=` has no value (no spaces after `=`); e.g. {}",
+                        example(key)
+                    ),
+                ));
+            }
+            if let Some(prev) = out.iter().find(|a| a.key == key) {
+                return Err(self.err(
+                    tok.pos,
+                    format!(
+                        "duplicate key `{key}` ({layer} already has `{key}={}` at column {})",
+                        prev.value, prev.key_pos.col
+                    ),
+                ));
+            }
+            out.push(Arg {
+                key,
+                key_pos: tok.pos,
+                value,
+                value_pos,
+            });
+        }
+        Ok(out)
+    }
+
+    fn required<'b, 'a>(
+        &self,
+        args: &'b [Arg<'a>],
+        key: &str,
+        layer: &Token,
+    ) -> Result<&'b Arg<'a>> {
+        args.iter().find(|a| a.key == key).ok_or_else(|| {
+            self.err(
+                layer.pos,
+                format!(
+                    "{} is missing the required key `{key}` (e.g. {})",
+                    layer.text,
+                    example(key)
+                ),
+            )
+        })
+    }
+
+    /// A whole number in `min..=max`.
+    fn whole(&self, arg: &Arg, min: usize, max: usize) -> Result<usize> {
+        match parse_whole(arg.value) {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.err(
+                arg.value_pos,
+                format!(
+                    "`{}` must be a whole number from {min} to {}, found `{}`",
+                    arg.key,
+                    thousands(max as u128),
+                    arg.value
+                ),
+            )),
+        }
+    }
+
+    /// `AxB` or `A` (square), each from 1 to [`MAX_DIM`].
+    fn size2(&self, arg: &Arg) -> Result<(usize, usize)> {
+        let dims = parse_dims(arg.value);
+        match dims.as_deref() {
+            Some([a]) => Ok((*a, *a)),
+            Some([a, b]) => Ok((*a, *b)),
+            _ => Err(self.err(
+                arg.value_pos,
+                format!(
+                    "`{}` must be a size like `3x3` or `3` (each from 1 to {}), found `{}`",
+                    arg.key,
+                    thousands(MAX_DIM as u128),
+                    arg.value
+                ),
+            )),
+        }
+    }
+
+    fn input_line(&self, l: &Logical) -> Result<([usize; 3], LayerLoc)> {
+        let args = self.args("Input", &["shape"], &l.args)?;
+        let shape = self.required(&args, "shape", &l.name)?;
+        let input = match parse_dims(shape.value).as_deref() {
+            Some([c, h, w]) => [*c, *h, *w],
+            _ => {
+                return Err(self.err(
+                    shape.value_pos,
+                    format!(
+                        "`shape` must be CxHxW, channels x height x width (e.g. `1x28x28` or \
+                         `3x64x64`, each from 1 to {}), found `{}`",
+                        thousands(MAX_DIM as u128),
+                        shape.value
+                    ),
+                ))
+            }
+        };
+        let values: u128 = input.iter().map(|&d| d as u128).product();
+        if values > MAX_SAMPLE_VALUES {
+            return Err(self.err(
+                shape.value_pos,
+                format!(
+                    "an input of {} has {} values per sample, more than the limit of {}",
+                    shape.value,
+                    thousands(values),
+                    thousands(MAX_SAMPLE_VALUES)
+                ),
+            ));
+        }
+        Ok((input, loc_of(&l.name, &args)))
+    }
+
+    fn activation(&self, args: &[Arg]) -> Result<Activation> {
+        let act = match args.iter().find(|a| a.key == "activation") {
+            None => Activation::None,
+            Some(a) => match a.value.to_ascii_lowercase().as_str() {
+                "relu" => Activation::Relu,
+                "leaky_relu" => Activation::LeakyRelu(0.01),
+                "sigmoid" => Activation::Sigmoid,
+                "tanh" => Activation::Tanh,
+                "softmax" => Activation::Softmax,
+                "none" | "linear" => Activation::None,
+                _ => {
+                    return Err(self.err(
+                        a.value_pos,
+                        format!(
+                            "unknown activation `{}`{}; expected one of {}",
+                            a.value,
+                            did_you_mean(a.value, ACTIVATIONS),
+                            ACTIVATIONS.join(", ")
+                        ),
+                    ))
+                }
+            },
+        };
+        match (act, args.iter().find(|a| a.key == "alpha")) {
+            (Activation::LeakyRelu(_), Some(a)) => Ok(Activation::LeakyRelu(self.alpha(a)?)),
+            (_, Some(a)) => Err(self.err(
+                a.key_pos,
+                "`alpha` only applies with `activation=leaky_relu`",
+            )),
+            (act, None) => Ok(act),
+        }
+    }
+
+    fn alpha(&self, a: &Arg) -> Result<f32> {
+        match a.value.parse::<f32>() {
+            Ok(x) if x.is_finite() && (0.0..=1.0).contains(&x) => Ok(x),
+            _ => Err(self.err(
+                a.value_pos,
+                format!(
+                    "`alpha` must be a number from 0 to 1 (e.g. `alpha=0.01`), found `{}`",
+                    a.value
+                ),
+            )),
+        }
+    }
+
+    fn layer_line(&self, l: &Logical) -> Result<(LayerSpec, LayerLoc)> {
+        let Some((name, allowed)) = LAYERS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
+        else {
+            let names: Vec<&str> = LAYERS.iter().skip(1).map(|(n, _)| *n).collect();
+            let hint = if l.name.text.contains('=') {
+                " (a line that continues the layer above must start with white space)"
+            } else {
+                ""
+            };
+            return Err(self.err(
+                l.name.pos,
+                format!(
+                    "unknown layer `{}`{}{hint}; expected one of {}",
+                    l.name.text,
+                    did_you_mean(l.name.text, &names),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let args = self.args(name, allowed, &l.args)?;
+        let get = |k: &str| args.iter().find(|a| a.key == k);
+        let spec = match *name {
+            "Input" => {
+                return Err(self.err(
+                    l.name.pos,
+                    "a second Input line; `Input` comes once, right after the layer count",
+                ))
+            }
+            "Conv2D" => {
+                let filters =
+                    self.whole(self.required(&args, "filters", &l.name)?, 1, MAX_UNITS)?;
+                let kernel = self.size2(self.required(&args, "kernel", &l.name)?)?;
+                let stride = match get("stride") {
+                    Some(a) => self.whole(a, 1, MAX_DIM)?,
+                    None => 1,
+                };
+                let padding = match get("padding") {
+                    None => Padding::Valid,
+                    Some(a) => match a.value.to_ascii_lowercase().as_str() {
+                        "same" => Padding::Same,
+                        "valid" => Padding::Valid,
+                        v => match parse_whole(v) {
+                            Some(p) if p <= MAX_DIM => Padding::Explicit(p),
+                            _ => {
+                                return Err(self.err(
+                                    a.value_pos,
+                                    format!(
+                                        "`padding` must be `same`, `valid` or a whole number \
+                                         from 0 to {}, found `{}`",
+                                        thousands(MAX_DIM as u128),
+                                        a.value
+                                    ),
+                                ))
+                            }
+                        },
+                    },
+                };
+                LayerSpec::Conv2D(Conv2dSpec {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    activation: self.activation(&args)?,
+                })
+            }
+            "MaxPool2D" | "AvgPool2D" => {
+                let pool = self.size2(self.required(&args, "pool", &l.name)?)?;
+                let stride = match get("stride") {
+                    Some(a) => self.whole(a, 1, MAX_DIM)?,
+                    None => pool.0,
+                };
+                let p = PoolSpec { pool, stride };
+                if *name == "MaxPool2D" {
+                    LayerSpec::MaxPool2D(p)
+                } else {
+                    LayerSpec::AvgPool2D(p)
+                }
+            }
+            "Flatten" => LayerSpec::Flatten,
+            "Dense" => LayerSpec::Dense(DenseSpec {
+                units: self.whole(self.required(&args, "units", &l.name)?, 1, MAX_UNITS)?,
+                activation: self.activation(&args)?,
+            }),
+            "ReLU" => LayerSpec::Activation(Activation::Relu),
+            "Sigmoid" => LayerSpec::Activation(Activation::Sigmoid),
+            "Tanh" => LayerSpec::Activation(Activation::Tanh),
+            "Softmax" => LayerSpec::Activation(Activation::Softmax),
+            _ => LayerSpec::Activation(Activation::LeakyRelu(match get("alpha") {
+                Some(a) => self.alpha(a)?,
+                None => 0.01,
+            })),
+        };
+        Ok((spec, loc_of(&l.name, &args)))
+    }
+
+    /// Accepts the count of layer lines, or that count plus the implied Flattens.
+    fn check_count(
+        &self,
+        count: usize,
+        count_pos: Pos,
+        layers: &[LayerSpec],
+        locs: &[LayerLoc],
+    ) -> Result<()> {
+        let implied = implied_flattens(layers);
+        let n = layers.len();
+        if count == n || count == n + implied.len() {
+            return Ok(());
+        }
+        let names = if n <= 12 {
+            let v: Vec<String> = layers.iter().map(display_name).collect();
+            format!(" ({})", v.join(", "))
+        } else {
+            String::new()
+        };
+        let msg = if implied.is_empty() {
+            format!(
+                "the layer count says {count}, but there are {n} layer lines after `Input`\
+                 {names}; write {n}"
+            )
+        } else {
+            let at: Vec<String> = implied
+                .iter()
+                .filter_map(|&i| locs.get(i))
+                .map(|l| format!("line {}", l.name.line))
+                .collect();
+            format!(
+                "the layer count says {count}, but there are {n} layer lines after `Input`\
+                 {names} and {} implied Flatten (before the Dense on {}); write {n}, or {} to \
+                 count the implied Flatten as report 1 does",
+                implied.len(),
+                at.join(", "),
+                n + implied.len()
+            )
+        };
+        Err(self.err(count_pos, msg))
+    }
+
+    /// Walks the shapes layer by layer, checking the size caps before the next layer's
+    /// arithmetic can overflow.
+    fn check_shapes(&self, spec: &NetworkSpec, locs: &[LayerLoc]) -> Result<()> {
+        let mut shape: Vec<usize> = spec.input.to_vec();
+        let mut params: u128 = 0;
+        let mut train_flops: u128 = 0;
+        for (i, (layer, loc)) in spec.layers.iter().zip(locs).enumerate() {
+            let name = display_name(layer);
+            let spatial = matches!(
+                layer,
+                LayerSpec::Conv2D(_) | LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_)
+            );
+            if spatial && shape.len() != 3 {
+                return Err(self.err(
+                    loc.name,
+                    format!(
+                        "{name} needs a (C, H, W) input, but the layer before it outputs a flat \
+                         vector {}; Conv2D and pooling layers must come before Flatten and Dense",
+                        fmt_shape(&shape)
+                    ),
+                ));
+            }
+            let out = layer.output_shape(&shape).map_err(|e| {
+                let pos = match layer {
+                    LayerSpec::Conv2D(_) => loc.value_pos("kernel"),
+                    LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_) => loc.value_pos("pool"),
+                    _ => None,
+                };
+                let msg = match e {
+                    Error::Invalid(m) => m,
+                    e => e.to_string(),
+                };
+                self.err(
+                    pos.unwrap_or(loc.name),
+                    format!("{msg}: this layer's input is {}", fmt_shape(&shape)),
+                )
+            })?;
+            if out.contains(&0) {
+                return Err(self.err(
+                    loc.name,
+                    format!(
+                        "{name} shrinks its input {} to {}, which has a zero dimension",
+                        fmt_shape(&shape),
+                        fmt_shape(&out)
+                    ),
+                ));
+            }
+            let n_in: u128 = shape.iter().map(|&d| d as u128).product();
+            let n_out: u128 = out.iter().map(|&d| d as u128).product();
+            if n_out > MAX_SAMPLE_VALUES {
+                return Err(self.err(
+                    loc.name,
+                    format!(
+                        "{name} outputs {} = {} values per sample, more than the limit of {}",
+                        fmt_shape(&out),
+                        thousands(n_out),
+                        thousands(MAX_SAMPLE_VALUES)
+                    ),
+                ));
+            }
+            let (p, f) = match layer {
+                LayerSpec::Conv2D(s) => {
+                    let c = shape.first().copied().unwrap_or(0) as u128;
+                    let patch = c * s.kernel.0 as u128 * s.kernel.1 as u128;
+                    (
+                        s.filters as u128 * patch + s.filters as u128,
+                        2 * n_out * patch,
+                    )
+                }
+                LayerSpec::Dense(s) => (
+                    s.units as u128 * n_in + s.units as u128,
+                    2 * s.units as u128 * n_in,
+                ),
+                _ => (0, 0),
+            };
+            params += p;
+            train_flops += if i == 0 { 2 * f } else { 3 * f };
+            if params > MAX_PARAMS {
+                return Err(self.err(
+                    loc.name,
+                    format!(
+                        "the network has {} parameters by this layer ({name} adds {}), more \
+                         than the limit of {}",
+                        thousands(params),
+                        thousands(p),
+                        thousands(MAX_PARAMS)
+                    ),
+                ));
+            }
+            if train_flops > MAX_TRAIN_FLOPS {
+                return Err(self.err(
+                    loc.name,
+                    format!(
+                        "the network needs {} training FLOPs per sample by this layer, more \
+                         than the limit of {}",
+                        thousands(train_flops),
+                        thousands(MAX_TRAIN_FLOPS)
+                    ),
+                ));
+            }
+            shape = out;
+        }
+        Ok(())
+    }
+}
+
+fn loc_of(name: &Token, args: &[Arg]) -> LayerLoc {
+    LayerLoc {
+        name: name.pos,
+        keys: args
+            .iter()
+            .map(|a| KeyLoc {
+                key: a.key.to_string(),
+                key_pos: a.key_pos,
+                value_pos: a.value_pos,
+            })
+            .collect(),
+    }
+}
+
+/// Indices of the Dense layers whose input is spatial (C, H, W): a Flatten is implied
+/// before each. Decided from the layer kinds alone, so it works before shapes are checked.
+pub fn implied_flattens(layers: &[LayerSpec]) -> Vec<usize> {
+    let mut spatial = true;
+    let mut out = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        match l {
+            LayerSpec::Conv2D(_) | LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_) => {
+                spatial = true
+            }
+            LayerSpec::Flatten => spatial = false,
+            LayerSpec::Dense(_) => {
+                if spatial {
+                    out.push(i);
+                }
+                spatial = false;
+            }
+            LayerSpec::Activation(_) => {}
+        }
+    }
+    out
+}
+
+/// The name a layer is written with (`ReLU` rather than `Activation`).
+pub(crate) fn display_name(l: &LayerSpec) -> String {
+    match l {
+        LayerSpec::Activation(a) => match a {
+            Activation::None => "Linear",
+            Activation::Relu => "ReLU",
+            Activation::LeakyRelu(_) => "LeakyReLU",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Softmax => "Softmax",
+        }
+        .to_string(),
+        l => l.name().to_string(),
+    }
+}
+
+fn example(key: &str) -> &'static str {
+    match key {
+        "shape" => "`shape=1x28x28`",
+        "filters" => "`filters=16`",
+        "kernel" => "`kernel=3x3`",
+        "stride" => "`stride=1`",
+        "padding" => "`padding=same`",
+        "activation" => "`activation=relu`",
+        "alpha" => "`alpha=0.01`",
+        "pool" => "`pool=2x2`",
+        "units" => "`units=128`",
+        _ => "`key=value`",
+    }
+}
+
+/// Digits only (no sign), fitting in `usize`.
+fn parse_whole(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `AxBxC...`, each a whole number from 1 to [`MAX_DIM`].
+fn parse_dims(s: &str) -> Option<Vec<usize>> {
+    s.split(['x', 'X'])
+        .map(|p| parse_whole(p).filter(|n| (1..=MAX_DIM).contains(n)))
+        .collect()
+}
+
+/// `401954` -> `401,954`.
+pub(crate) fn thousands(n: u128) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT1: &str = "5
+Input shape=1x28x28
+Conv2D filters=16 kernel=3x3 stride=1
+ padding=same activation=relu
+MaxPool2D pool=2x2 stride=2
+Dense units=128 activation=relu
+Dense units=2 activation=softmax
+";
+
+    fn report1_spec(classes: usize) -> NetworkSpec {
+        NetworkSpec {
+            input: [1, 28, 28],
+            layers: vec![
+                LayerSpec::Conv2D(Conv2dSpec {
+                    filters: 16,
+                    kernel: (3, 3),
+                    stride: 1,
+                    padding: Padding::Same,
+                    activation: Activation::Relu,
+                }),
+                LayerSpec::MaxPool2D(PoolSpec {
+                    pool: (2, 2),
+                    stride: 2,
+                }),
+                LayerSpec::Dense(DenseSpec {
+                    units: 128,
+                    activation: Activation::Relu,
+                }),
+                LayerSpec::Dense(DenseSpec {
+                    units: classes,
+                    activation: Activation::Softmax,
+                }),
+            ],
+        }
+    }
+
+    /// Parses `text` expecting a config error; returns (line, col, msg).
+    fn error(text: &str) -> (usize, usize, String) {
+        match parse(text, "t.cfg") {
+            Err(Error::Config {
+                file,
+                line,
+                col,
+                msg,
+            }) => {
+                assert_eq!(file, "t.cfg");
+                (line, col, msg)
+            }
+            other => panic!("expected a config error for {text:?}, got {other:?}"),
+        }
+    }
+
+    fn assert_error(text: &str, line: usize, col: usize, fragment: &str) {
+        let (l, c, msg) = error(text);
+        assert_eq!((l, c), (line, col), "position of {msg:?} for {text:?}");
+        assert!(
+            msg.contains(fragment),
+            "message {msg:?} should contain {fragment:?}"
+        );
+    }
+
+    /// Report 1's network with one line replaced (1-based), keeping the count valid.
+    fn with_line(n: usize, replacement: &str) -> String {
+        REPORT1
+            .lines()
+            .enumerate()
+            .map(|(i, l)| if i + 1 == n { replacement } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn report1_example_parses_as_printed() {
+        let p = parse(REPORT1, "config.txt").unwrap();
+        assert_eq!(p.spec, report1_spec(2));
+        assert_eq!(p.file, "config.txt");
+        assert_eq!(p.text, REPORT1);
+        assert_eq!(p.count, Pos { line: 1, col: 1 });
+        assert_eq!(p.input.name, Pos { line: 2, col: 1 });
+        let lines: Vec<usize> = p.layers.iter().map(|l| l.name.line).collect();
+        assert_eq!(lines, vec![3, 5, 6, 7]);
+        // The continued line's keys keep their own positions.
+        assert_eq!(
+            p.layers[0].value_pos("padding"),
+            Some(Pos { line: 4, col: 10 })
+        );
+        assert_eq!(
+            p.layers[3].value_pos("units"),
+            Some(Pos { line: 7, col: 13 })
+        );
+        assert_eq!(implied_flattens(&p.spec.layers), vec![2]);
+    }
+
+    #[test]
+    fn count_of_layer_lines_without_implied_flatten_is_accepted() {
+        let text = REPORT1.replacen('5', "4", 1);
+        assert_eq!(parse(&text, "t").unwrap().spec, report1_spec(2));
+    }
+
+    #[test]
+    fn comments_blank_lines_crlf_and_case_are_accepted() {
+        let text = "# report 1\r\n\r\n  # indented comment\r\n4   # four layer lines\r\n\
+                    input shape=1x28x28\r\n\r\nCONV2D filters=16 kernel=3 # square\r\n\
+                    \tpadding=same activation=RELU\r\n# between\r\n stride=1\r\n\
+                    maxpool2d pool=2\r\ndense units=128 activation=relu\r\n\
+                    Dense units=2 activation=softmax # output\r\n";
+        assert_eq!(parse(text, "t").unwrap().spec, report1_spec(2));
+    }
+
+    #[test]
+    fn defaults_and_every_layer_kind() {
+        let text = "9
+Input shape=3x8x8
+Conv2D filters=4 kernel=3x2
+AvgPool2D pool=3
+LeakyReLU
+Flatten
+Dense units=5 activation=leaky_relu alpha=0.2
+Sigmoid
+Tanh
+LeakyReLU alpha=0.3
+Dense units=2 activation=linear
+";
+        let p = parse(text, "t").unwrap();
+        assert_eq!(
+            p.spec.layers,
+            vec![
+                LayerSpec::Conv2D(Conv2dSpec {
+                    filters: 4,
+                    kernel: (3, 2),
+                    stride: 1,
+                    padding: Padding::Valid,
+                    activation: Activation::None,
+                }),
+                LayerSpec::AvgPool2D(PoolSpec {
+                    pool: (3, 3),
+                    stride: 3,
+                }),
+                LayerSpec::Activation(Activation::LeakyRelu(0.01)),
+                LayerSpec::Flatten,
+                LayerSpec::Dense(DenseSpec {
+                    units: 5,
+                    activation: Activation::LeakyRelu(0.2),
+                }),
+                LayerSpec::Activation(Activation::Sigmoid),
+                LayerSpec::Activation(Activation::Tanh),
+                LayerSpec::Activation(Activation::LeakyRelu(0.3)),
+                LayerSpec::Dense(DenseSpec {
+                    units: 2,
+                    activation: Activation::None,
+                }),
+            ]
+        );
+        assert!(implied_flattens(&p.spec.layers).is_empty());
+        let p = parse(
+            "1\nInput shape=1x9x9\nConv2D filters=1 kernel=3 padding=2",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            p.spec.layers[0],
+            LayerSpec::Conv2D(Conv2dSpec {
+                filters: 1,
+                kernel: (3, 3),
+                stride: 1,
+                padding: Padding::Explicit(2),
+                activation: Activation::None,
+            })
+        );
+    }
+
+    #[test]
+    fn missing_count_and_input() {
+        assert_error("", 1, 1, "missing layer count");
+        assert_error("# only a comment\n\n", 1, 1, "missing layer count");
+        assert_error(
+            "Input shape=1x28x28\nDense units=2",
+            1,
+            1,
+            "missing layer count",
+        );
+        assert_error("five\nInput shape=1x2x2", 1, 1, "whole number");
+        assert_error("4 layers\nInput shape=1x2x2", 1, 3, "unexpected `layers`");
+        assert_error("\n\n3\n", 3, 1, "missing Input line");
+        assert_error(
+            "1\nDense units=2\n",
+            2,
+            1,
+            "missing Input line: expected `Input shape=CxHxW`",
+        );
+        assert_error(
+            "1\n Input shape=1x2x2\n",
+            2,
+            2,
+            "the line above is the layer count",
+        );
+        assert_error(
+            "1\nInput\nDense units=2",
+            2,
+            1,
+            "missing the required key `shape`",
+        );
+        assert_error(
+            "1\nInput shape=1x28\nDense units=2",
+            2,
+            13,
+            "`shape` must be CxHxW",
+        );
+        assert_error(
+            "2\nInput shape=1x2x2\nDense units=2\nInput shape=1x2x2",
+            4,
+            1,
+            "second Input line",
+        );
+    }
+
+    #[test]
+    fn layer_count_mismatch_says_what_was_counted() {
+        let (l, c, msg) = error(&REPORT1.replacen('5', "7", 1));
+        assert_eq!((l, c), (1, 1));
+        assert!(msg.contains("says 7"), "{msg}");
+        assert!(msg.contains("4 layer lines"), "{msg}");
+        assert!(msg.contains("(Conv2D, MaxPool2D, Dense, Dense)"), "{msg}");
+        assert!(
+            msg.contains("1 implied Flatten (before the Dense on line 6)"),
+            "{msg}"
+        );
+        assert!(msg.contains("write 4, or 5"), "{msg}");
+        assert_error(
+            "3\nInput shape=1x4x4\nFlatten\nDense units=2",
+            1,
+            1,
+            "there are 2 layer lines after `Input` (Flatten, Dense); write 2",
+        );
+        assert_error(
+            "\n  12 # indented count\nInput shape=1x4x4\nFlatten\n",
+            2,
+            3,
+            "says 12",
+        );
+    }
+
+    #[test]
+    fn unknown_layers_and_keys_suggest_the_closest() {
+        assert!(parse(&with_line(3, "Conv2d filters=16 kernel=3x3 stride=1"), "t").is_ok());
+        assert_error(
+            &with_line(3, "Conv3D filters=16 kernel=3x3 stride=1"),
+            3,
+            1,
+            "unknown layer `Conv3D`; did you mean `Conv2D`?",
+        );
+        assert_error(
+            &with_line(5, "MaxPool pool=2x2 stride=2"),
+            5,
+            1,
+            "did you mean `MaxPool2D`?",
+        );
+        assert_error(
+            &with_line(5, "Banana pool=2"),
+            5,
+            1,
+            "expected one of Conv2D",
+        );
+        assert_error(
+            &with_line(3, "Conv2D filter=16 kernel=3x3 stride=1"),
+            3,
+            8,
+            "unknown key `filter` for Conv2D; did you mean `filters`?",
+        );
+        assert_error(
+            &with_line(6, "Dense units=128 stride=1"),
+            6,
+            17,
+            "Dense takes units, activation, alpha",
+        );
+        assert_error(
+            &with_line(3, "Conv2D Filters=16 kernel=3x3"),
+            3,
+            8,
+            "did you mean `filters`?",
+        );
+        assert_error(
+            &with_line(4, "padding=same activation=relu"),
+            4,
+            1,
+            "must start with white space",
+        );
+        assert_error(
+            "2\nInput shape=1x2x2\nFlatten units=3\nDense units=2",
+            3,
+            9,
+            "Flatten takes no keys",
+        );
+    }
+
+    #[test]
+    fn key_syntax_errors() {
+        assert_error(
+            &with_line(6, "Dense units=128 units=64"),
+            6,
+            17,
+            "duplicate key `units`",
+        );
+        // The duplicate may hide on a continuation line.
+        assert_error(
+            &with_line(4, " padding=same stride=2"),
+            4,
+            15,
+            "duplicate key `stride`",
+        );
+        assert_error(&with_line(6, "Dense units 128"), 6, 7, "no `=`");
+        assert_error(
+            &with_line(6, "Dense units =128"),
+            6,
+            7,
+            "without spaces around `=`",
+        );
+        assert_error(
+            &with_line(6, "Dense units= 128"),
+            6,
+            13,
+            "`units=` has no value",
+        );
+        assert_error(&with_line(6, "Dense =128"), 6, 7, "no key before `=`");
+        assert_error(
+            &with_line(6, "Dense activation=relu"),
+            6,
+            1,
+            "Dense is missing the required key `units` (e.g. `units=128`)",
+        );
+        assert_error(
+            &with_line(3, "Conv2D kernel=3x3"),
+            3,
+            1,
+            "missing the required key `filters`",
+        );
+        assert_error(
+            &with_line(3, "Conv2D filters=16"),
+            3,
+            1,
+            "missing the required key `kernel`",
+        );
+        assert_error(
+            &with_line(5, "MaxPool2D stride=2"),
+            5,
+            1,
+            "missing the required key `pool`",
+        );
+    }
+
+    #[test]
+    fn malformed_values() {
+        let conv = |rest: &str| {
+            with_line(3, &format!("Conv2D {rest}")).replace(" padding=same activation=relu", "#")
+        };
+        assert_error(
+            &conv("filters=16 kernel=3y3"),
+            3,
+            26,
+            "`kernel` must be a size like `3x3` or `3`",
+        );
+        assert_error(
+            &conv("filters=-1 kernel=3"),
+            3,
+            16,
+            "`filters` must be a whole number from 1 to 1,000,000, found `-1`",
+        );
+        assert_error(&conv("filters=abc kernel=3"), 3, 16, "found `abc`");
+        assert_error(&conv("filters=0 kernel=3"), 3, 16, "from 1 to");
+        assert_error(
+            &conv("filters=1000001 kernel=3"),
+            3,
+            16,
+            "from 1 to 1,000,000",
+        );
+        assert_error(
+            &conv("filters=99999999999999999999999 kernel=3"),
+            3,
+            16,
+            "whole number",
+        );
+        assert_error(
+            &conv("filters=1 kernel=3 stride=0"),
+            3,
+            34,
+            "`stride` must be",
+        );
+        assert_error(&conv("filters=1 kernel=0x3"), 3, 25, "`kernel` must be");
+        assert_error(&conv("filters=1 kernel=3x3x3"), 3, 25, "`kernel` must be");
+        assert_error(
+            &conv("filters=1 kernel=3 padding=half"),
+            3,
+            35,
+            "`same`, `valid`",
+        );
+        assert_error(
+            &conv("filters=1 kernel=3 activation=rleu"),
+            3,
+            38,
+            "unknown activation `rleu`; did you mean `relu`?",
+        );
+        assert_error(
+            &conv("filters=1 kernel=3 activation=relu alpha=0.1"),
+            3,
+            43,
+            "`alpha` only applies with `activation=leaky_relu`",
+        );
+        assert_error(
+            &conv("filters=1 kernel=3 activation=leaky_relu alpha=NaN"),
+            3,
+            55,
+            "`alpha` must be a number from 0 to 1",
+        );
+        assert_error(
+            &with_line(5, "MaxPool2D pool=2x2 stride=-2"),
+            5,
+            27,
+            "`stride`",
+        );
+        assert_error(
+            &with_line(2, "Input shape=1x28x0"),
+            2,
+            13,
+            "`shape` must be",
+        );
+        assert_error(
+            &with_line(2, "Input shape=1x100001x2"),
+            2,
+            13,
+            "`shape` must be",
+        );
+        assert_error(
+            &with_line(2, "Input shape=100000x100000x100"),
+            2,
+            13,
+            "values per sample",
+        );
+    }
+
+    #[test]
+    fn shape_errors_point_at_the_layer() {
+        // The kernel is larger than its input: pointed at the kernel value.
+        assert_error(
+            "1\nInput shape=1x4x4\nConv2D filters=2 kernel=5",
+            3,
+            25,
+            "kernel 5 is larger than its (padded) input 4: this layer's input is (1, 4, 4)",
+        );
+        // The shape shrinks layer by layer until a pool no longer fits.
+        assert_error(
+            "4\nInput shape=1x4x4\nMaxPool2D pool=2\nMaxPool2D pool=2\nMaxPool2D pool=2\n\
+             Dense units=2",
+            5,
+            16,
+            "this layer's input is (1, 1, 1)",
+        );
+        assert_error(
+            "2\nInput shape=1x4x4\nDense units=3\nConv2D filters=1 kernel=1",
+            4,
+            1,
+            "Conv2D needs a (C, H, W) input, but the layer before it outputs a flat vector (3)",
+        );
+        assert_error(
+            "2\nInput shape=1x4x4\nFlatten\nMaxPool2D pool=2",
+            4,
+            1,
+            "MaxPool2D needs a (C, H, W) input",
+        );
+        // Caps on absurd sizes.
+        assert_error(
+            "1\nInput shape=1x10000x10000\nConv2D filters=1000 kernel=1",
+            3,
+            1,
+            "values per sample",
+        );
+        assert_error(
+            "2\nInput shape=100x100x100\nDense units=1000000\nDense units=1000000",
+            3,
+            1,
+            "parameters",
+        );
+    }
+
+    #[test]
+    fn check_classes_points_at_the_output_units() {
+        let p = parse(REPORT1, "t.cfg").unwrap();
+        p.check_classes(2).unwrap();
+        match p.check_classes(10) {
+            Err(Error::Config { line, col, msg, .. }) => {
+                assert_eq!((line, col), (7, 13));
+                assert!(
+                    msg.contains("units=2 but the dataset has 10 classes"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // An activation layer after the output Dense keeps the Dense's units.
+        let p = parse("2\nInput shape=1x4x4\nDense units=3\nSoftmax", "t.cfg").unwrap();
+        p.check_classes(3).unwrap();
+        assert!(matches!(
+            p.check_classes(4),
+            Err(Error::Config {
+                line: 3,
+                col: 13,
+                ..
+            })
+        ));
+        // No Dense at all: pointed at the last layer.
+        let p = parse("1\nInput shape=1x4x4\nFlatten", "t.cfg").unwrap();
+        match p.check_classes(10) {
+            Err(Error::Config { line, col, msg, .. }) => {
+                assert_eq!((line, col), (3, 1));
+                assert!(msg.contains("outputs (16)"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(p.check_classes(0), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.cfg");
+        std::fs::write(&path, REPORT1).unwrap();
+        assert_eq!(load(&path).unwrap().spec, report1_spec(2));
+        let missing = dir.path().join("missing.cfg");
+        assert!(matches!(load(&missing), Err(Error::Io { .. })));
+        std::fs::write(&path, "1\nInput shape=1x2x2\nDense").unwrap();
+        match load(&path) {
+            Err(Error::Config { file, .. }) => assert!(file.ends_with("net.cfg")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn example_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let report1 = load(&dir.join("report1.cfg")).unwrap();
+        assert_eq!(report1.spec, report1_spec(2));
+        report1.check_classes(2).unwrap();
+        let report10 = load(&dir.join("report1-10.cfg")).unwrap();
+        assert_eq!(report10.spec, report1_spec(10));
+        report10.check_classes(10).unwrap();
+        let lenet = load(&dir.join("lenet.cfg")).unwrap();
+        lenet.check_classes(10).unwrap();
+        let outs: Vec<Vec<usize>> = lenet
+            .spec
+            .shapes()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.output)
+            .collect();
+        assert_eq!(
+            outs,
+            vec![
+                vec![32, 28, 28],
+                vec![32, 14, 14],
+                vec![64, 14, 14],
+                vec![64, 7, 7],
+                vec![128],
+                vec![10]
+            ]
+        );
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("conv2d", "conv2d"), 0);
+        assert_eq!(thousands(401_954), "401,954");
+        assert_eq!(thousands(100), "100");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// An edit of the valid example: (position, kind, character).
+        fn mutate(text: &str, edits: &[(usize, u8, char)]) -> String {
+            let mut chars: Vec<char> = text.chars().collect();
+            for &(at, kind, ch) in edits {
+                let at = at % (chars.len() + 1);
+                match kind % 3 {
+                    0 => chars.insert(at, ch),
+                    1 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    _ if at < chars.len() => chars[at] = ch,
+                    _ => {}
+                }
+            }
+            chars.into_iter().collect()
+        }
+
+        fn config_char() -> impl Strategy<Value = char> {
+            prop_oneof![
+                prop::sample::select(
+                    "0123456789x=# \n\t-.,_abcdefgnpsuyXDCIMR"
+                        .chars()
+                        .collect::<Vec<_>>()
+                ),
+                any::<char>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn on_arbitrary_strings(text in any::<String>()) {
+                let _ = parse(&text, "t");
+            }
+
+            #[test]
+            fn on_config_like_strings(text in "[0-9x=# \n\tA-Za-z_.-]{0,200}") {
+                let _ = parse(&text, "t");
+            }
+
+            #[test]
+            fn on_mutations_of_the_example(
+                edits in prop::collection::vec((any::<usize>(), any::<u8>(), config_char()), 1..8)
+            ) {
+                let text = mutate(REPORT1, &edits);
+                if let Ok(p) = parse(&text, "t") {
+                    // Whatever parses must also be summarisable and checkable.
+                    let _ = p.check_classes(2);
+                    let _ = crate::summary::render(&p.spec, true);
+                }
+            }
+        }
+    }
+}
