@@ -4,6 +4,7 @@
 //! written here, with the formula beside the code. Start with [`layers::spec`] for what a
 //! network is made of.
 
+pub mod data;
 pub mod error;
 pub mod layers;
 pub mod rng;
