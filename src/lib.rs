@@ -1,22 +1,35 @@
 //! `cnn`: a convolutional neural network library written from scratch.
 //!
 //! Every layer's forward and backward pass, the loss, the optimisers and the data pipeline are
-//! written here, with the formula beside the code. Start with [`layers::spec`] for what a
-//! network is made of.
+//! written here, with the formula beside the code. A tour, in the order a network is built:
+//!
+//! - [`config`]: report 1's text config file, parsed into a [`layers::NetworkSpec`];
+//! - [`layers`]: the specs with shape inference, and each layer's forward and backward pass;
+//! - [`kernels`]: matrix multiply and im2col, with the naive references they are tested
+//!   against;
+//! - [`loss`], [`optim`], [`init`]: softmax cross-entropy, SGD/momentum/Adam, initialisation;
+//! - [`model`]: the sequential network; [`train`]: the training loop; [`gradcheck`]: the
+//!   proof that backprop is right;
+//! - [`data`]: IDX files, image folders, the built-in demo set;
+//! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes.
 
+pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod gradcheck;
+pub mod init;
+pub mod io;
 pub mod kernels;
 pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod model_file;
+pub mod optim;
 pub mod rng;
 pub mod summary;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
-pub mod gradcheck;
-pub mod init;
-pub mod loss;
-pub mod model;
-pub mod optim;
-pub mod io;

@@ -1,0 +1,400 @@
+//! Image folders: a folder with `labels.txt`, or one sub-folder per class.
+
+use super::{data_err, line_err, Dataset, LoadOptions};
+use crate::error::{Error, Result};
+use image::{DynamicImage, ImageReader, Limits};
+use rayon::prelude::*;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// The name of the labels file of format 2.
+pub(crate) const LABELS_TXT: &str = "labels.txt";
+/// Largest image side accepted, in pixels.
+pub(crate) const MAX_SIDE: u32 = 16384;
+/// Largest allocation the decoder may make for one image.
+const MAX_ALLOC: u64 = 256 << 20;
+/// Largest labels.txt accepted.
+const MAX_LABELS_TXT: u64 = 64 << 20;
+/// Image file extensions recognised (compared case-insensitively).
+pub(crate) const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+
+/// True for a file name ending in one of [`IMAGE_EXTENSIONS`].
+pub(crate) fn is_image_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Decodes an image with size and allocation limits; a header claiming a huge size is refused
+/// before any pixel buffer is allocated.
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| data_err(path, format!("cannot decode image: {e}")))?;
+    // Keep only what we use: 8-bit luma or 8-bit RGB.
+    Ok(if is_gray(&img) {
+        DynamicImage::ImageLuma8(img.to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(img.to_rgb8())
+    })
+}
+
+/// True when the image's colour type has no colour.
+pub(crate) fn is_gray(img: &DynamicImage) -> bool {
+    matches!(
+        img,
+        DynamicImage::ImageLuma8(_)
+            | DynamicImage::ImageLumaA8(_)
+            | DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageLumaA16(_)
+    )
+}
+
+/// An image of `c` (1 or 3) channels stored CHW as a `DynamicImage`.
+pub(crate) fn chw_to_dynamic(img: &[u8], c: usize, h: usize, w: usize) -> DynamicImage {
+    let plane = h * w;
+    if c == 3 {
+        let mut hwc = Vec::with_capacity(3 * plane);
+        for p in 0..plane {
+            hwc.extend_from_slice(&[img[p], img[plane + p], img[2 * plane + p]]);
+        }
+        DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(w as u32, h as u32, hwc).expect("buffer size matches"),
+        )
+    } else {
+        DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(w as u32, h as u32, img[..plane].to_vec())
+                .expect("buffer size matches"),
+        )
+    }
+}
+
+/// Appends `img` in CHW order with `c` channels (1: luma, 3: RGB).
+pub(crate) fn push_chw(img: &DynamicImage, c: usize, out: &mut Vec<u8>) {
+    if c == 1 {
+        out.extend_from_slice(img.to_luma8().as_raw());
+    } else {
+        let rgb = img.to_rgb8();
+        let raw = rgb.as_raw();
+        for ch in 0..3 {
+            out.extend(raw.iter().skip(ch).step_by(3));
+        }
+    }
+}
+
+/// Why a path written in labels.txt is refused, if it is.
+pub(crate) fn bad_rel_path(file: &str) -> Option<&'static str> {
+    for comp in Path::new(file).components() {
+        match comp {
+            Component::RootDir | Component::Prefix(_) => {
+                return Some("is an absolute path; paths must be relative to the folder")
+            }
+            Component::ParentDir => {
+                return Some("contains a `..` component; paths must stay inside the folder")
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One `FILE LABEL` line of labels.txt.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub line: usize,
+    pub file: String,
+    pub label: String,
+}
+
+/// labels.txt parsed leniently: its entries, the `# classes:` names if any, and the lines
+/// that could not be parsed (line, message).
+#[derive(Debug, Default)]
+pub(crate) struct LabelsTxt {
+    pub entries: Vec<Entry>,
+    pub declared: Option<Vec<String>>,
+    pub malformed: Vec<(usize, String)>,
+}
+
+/// Reads and parses `dir/labels.txt` (at most 64 MiB).
+pub(crate) fn read_labels_txt(path: &Path) -> Result<LabelsTxt> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_LABELS_TXT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_LABELS_TXT {
+        return Err(data_err(
+            path,
+            format!("is larger than the limit of {MAX_LABELS_TXT} bytes"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let off = e.utf8_error().valid_up_to();
+        data_err(
+            path,
+            format!("is not UTF-8 text (invalid byte at offset {off})"),
+        )
+    })?;
+    let mut out = LabelsTxt::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let t = raw.trim();
+        if let Some(comment) = t.strip_prefix('#') {
+            if let Some(names) = comment.trim_start().strip_prefix("classes:") {
+                let names: Vec<String> = names.split(',').map(|s| s.trim().to_string()).collect();
+                if names.iter().any(|n| n.is_empty()) {
+                    out.malformed.push((
+                        line,
+                        "expected \"# classes: NAME, NAME, ...\" with no empty name".into(),
+                    ));
+                } else if out.declared.is_some() {
+                    out.malformed
+                        .push((line, "a second \"# classes:\" line".into()));
+                } else {
+                    out.declared = Some(names);
+                }
+            }
+            continue;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        match t.rsplit_once(|c: char| c.is_whitespace()) {
+            Some((file, label)) if !file.trim().is_empty() => out.entries.push(Entry {
+                line,
+                file: file.trim().to_string(),
+                label: label.to_string(),
+            }),
+            _ => out
+                .malformed
+                .push((line, format!("expected \"FILE LABEL\", got \"{t}\""))),
+        }
+    }
+    Ok(out)
+}
+
+/// The class names and each entry's label index (or why it has none).
+pub(crate) fn resolve_labels(
+    parsed: &LabelsTxt,
+) -> (Vec<String>, Vec<std::result::Result<u16, String>>) {
+    let entries = &parsed.entries;
+    if let Some(names) = &parsed.declared {
+        let labels = entries
+            .iter()
+            .map(|e| {
+                if let Some(i) = names.iter().position(|n| *n == e.label) {
+                    return Ok(i as u16);
+                }
+                match e.label.parse::<usize>() {
+                    Ok(i) if i < names.len() => Ok(i as u16),
+                    Ok(i) => Err(format!(
+                        "label {i} is out of range: the \"# classes:\" line names {} classes",
+                        names.len()
+                    )),
+                    Err(_) => Err(format!(
+                        "label \"{}\" is neither a class index nor one of the names of the \
+                         \"# classes:\" line",
+                        e.label
+                    )),
+                }
+            })
+            .collect();
+        return (names.clone(), labels);
+    }
+    let numeric: Option<Vec<usize>> = entries.iter().map(|e| e.label.parse().ok()).collect();
+    if let Some(nums) = numeric {
+        let max = nums.iter().copied().max().unwrap_or(0);
+        if max < usize::from(u16::MAX) {
+            let classes = (0..=max).map(|i| i.to_string()).collect();
+            return (classes, nums.iter().map(|&n| Ok(n as u16)).collect());
+        }
+        let classes = Vec::new();
+        let labels = nums
+            .iter()
+            .map(|&n| {
+                if n < usize::from(u16::MAX) {
+                    Ok(n as u16)
+                } else {
+                    Err(format!("label {n} is too large (at most 65534 classes)"))
+                }
+            })
+            .collect();
+        return (classes, labels);
+    }
+    let mut names: Vec<String> = entries.iter().map(|e| e.label.clone()).collect();
+    names.sort();
+    names.dedup();
+    let labels = entries
+        .iter()
+        .map(|e| Ok(names.binary_search(&e.label).expect("collected above") as u16))
+        .collect();
+    (names, labels)
+}
+
+/// Loads a folder described by `dir/labels.txt`.
+pub(crate) fn load_labels_txt(dir: &Path, opts: &LoadOptions) -> Result<Dataset> {
+    let lt = dir.join(LABELS_TXT);
+    let parsed = read_labels_txt(&lt)?;
+    if let Some((line, msg)) = parsed.malformed.first() {
+        return Err(line_err(&lt, *line, msg.clone()));
+    }
+    let (classes, labels) = resolve_labels(&parsed);
+    let mut items = Vec::with_capacity(parsed.entries.len());
+    for (e, l) in parsed.entries.iter().zip(labels) {
+        if let Some(why) = bad_rel_path(&e.file) {
+            return Err(line_err(&lt, e.line, format!("\"{}\" {why}", e.file)));
+        }
+        let label = l.map_err(|msg| line_err(&lt, e.line, msg))?;
+        let path = dir.join(&e.file);
+        if !path.is_file() {
+            return Err(line_err(
+                &lt,
+                e.line,
+                format!("image file \"{}\" does not exist", e.file),
+            ));
+        }
+        items.push((path, label));
+    }
+    if items.is_empty() {
+        return Err(data_err(&lt, "lists no image: the dataset is empty"));
+    }
+    decode_all(&items, opts, classes, dir.display().to_string())
+}
+
+/// The class sub-folders of `root` (sorted, hidden ones skipped) and the image files of each
+/// (sorted by name), plus the image files lying directly in `root`.
+pub(crate) struct ClassFolders {
+    pub classes: Vec<String>,
+    pub files: Vec<Vec<PathBuf>>,
+    pub loose: Vec<PathBuf>,
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = path.is_dir();
+        out.push((name, path, is_dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) fn scan_class_folders(root: &Path) -> Result<ClassFolders> {
+    let mut cf = ClassFolders {
+        classes: Vec::new(),
+        files: Vec::new(),
+        loose: Vec::new(),
+    };
+    for (name, path, is_dir) in sorted_entries(root)? {
+        if is_dir {
+            let files = sorted_entries(&path)?
+                .into_iter()
+                .filter(|(n, _, d)| !d && is_image_name(n))
+                .map(|(_, p, _)| p)
+                .collect();
+            cf.classes.push(name);
+            cf.files.push(files);
+        } else if is_image_name(&name) {
+            cf.loose.push(path);
+        }
+    }
+    Ok(cf)
+}
+
+/// Loads `root/<class>/*.png|jpg|jpeg|bmp`.
+pub(crate) fn load_class_folders(root: &Path, opts: &LoadOptions) -> Result<Dataset> {
+    let cf = scan_class_folders(root)?;
+    if cf.classes.is_empty() {
+        return Err(data_err(
+            root,
+            "no dataset found: expected a labels.txt file, IDX files \
+             (train-images-idx3-ubyte[.gz], ...) or one sub-folder of images per class",
+        ));
+    }
+    if cf.classes.len() > usize::from(u16::MAX) {
+        return Err(data_err(root, "more than 65535 class folders"));
+    }
+    let items: Vec<(PathBuf, u16)> = cf
+        .files
+        .iter()
+        .enumerate()
+        .flat_map(|(c, files)| files.iter().map(move |p| (p.clone(), c as u16)))
+        .collect();
+    if items.is_empty() {
+        return Err(data_err(
+            root,
+            format!(
+                "the class folders ({}) hold no .png, .jpg, .jpeg or .bmp image: the dataset is \
+                 empty",
+                cf.classes.join(", ")
+            ),
+        ));
+    }
+    decode_all(&items, opts, cf.classes, root.display().to_string())
+}
+
+/// Decodes every image (in parallel) and stacks them into a dataset.
+fn decode_all(
+    items: &[(PathBuf, u16)],
+    opts: &LoadOptions,
+    classes: Vec<String>,
+    source: String,
+) -> Result<Dataset> {
+    let decoded: Vec<Result<DynamicImage>> = items.par_iter().map(|(p, _)| decode(p)).collect();
+    let mut images = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        images.push(d?);
+    }
+    let c = opts
+        .channels
+        .unwrap_or(if images.iter().all(is_gray) { 1 } else { 3 });
+    let (h, w, from) = match opts.size {
+        Some((h, w)) => (h, w, "as asked".to_string()),
+        None => (
+            images[0].height() as usize,
+            images[0].width() as usize,
+            format!("the size of the first image, {}", items[0].0.display()),
+        ),
+    };
+    let mut out = Vec::with_capacity(items.len() * c * h * w);
+    for (img, (path, _)) in images.iter().zip(items) {
+        let (ih, iw) = (img.height() as usize, img.width() as usize);
+        if (ih, iw) == (h, w) {
+            push_chw(img, c, &mut out);
+        } else if opts.resize {
+            let r = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+            push_chw(&r, c, &mut out);
+        } else {
+            return Err(data_err(
+                path,
+                format!(
+                    "image is {ih}x{iw} (height x width), expected {h}x{w} ({from}); \
+                     allow resizing to scale it"
+                ),
+            ));
+        }
+    }
+    Ok(Dataset {
+        images: out,
+        labels: items.iter().map(|(_, l)| *l).collect(),
+        shape: [c, h, w],
+        classes,
+        source,
+    })
+}

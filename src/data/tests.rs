@@ -1,0 +1,732 @@
+use super::idx::read_idx;
+use super::*;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::Write;
+use tempfile::TempDir;
+
+fn idx_images(n: u32, rows: u32, cols: u32, f: impl Fn(usize) -> u8) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 3];
+    for d in [n, rows, cols] {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend((0..(n * rows * cols) as usize).map(f));
+    v
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 1];
+    v.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    v.extend_from_slice(labels);
+    v
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A valid IDX training pair of `n` 2x3 images with labels `i % 3`.
+fn idx_dir(n: u32, gzip: bool) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let img = idx_images(n, 2, 3, |i| (i * 7 % 256) as u8);
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    let lab = idx_labels(&labels);
+    if gzip {
+        write(dir.path(), "train-images-idx3-ubyte.gz", &gz(&img));
+        write(dir.path(), "train-labels-idx1-ubyte.gz", &gz(&lab));
+    } else {
+        write(dir.path(), "train-images-idx3-ubyte", &img);
+        write(dir.path(), "train-labels-idx1-ubyte", &lab);
+    }
+    dir
+}
+
+fn train() -> LoadOptions {
+    LoadOptions::split(Split::Train)
+}
+
+fn err_text(r: Result<Dataset>) -> String {
+    match r {
+        Ok(ds) => panic!("expected an error, loaded {} images", ds.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_err(r: Result<Dataset>, parts: &[&str]) {
+    let msg = err_text(r);
+    for p in parts {
+        assert!(msg.contains(p), "error {msg:?} should contain {p:?}");
+    }
+}
+
+/// Loads `images` (and valid labels for `n` images) as a training IDX pair.
+fn load_bad_images(images: &[u8], n: usize) -> Result<Dataset> {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "train-images-idx3-ubyte", images);
+    write(
+        dir.path(),
+        "train-labels-idx1-ubyte",
+        &idx_labels(&vec![0; n]),
+    );
+    load(dir.path(), &train())
+}
+
+#[test]
+fn idx_plain_and_gzip_load_the_same() {
+    for gzip in [false, true] {
+        let dir = idx_dir(5, gzip);
+        let ds = load(dir.path(), &train()).unwrap();
+        assert_eq!(ds.len(), 5);
+        assert_eq!(ds.shape, [1, 2, 3]);
+        assert_eq!(ds.labels, vec![0, 1, 2, 0, 1]);
+        assert_eq!(ds.image(1), &[42, 49, 56, 63, 70, 77]);
+        assert_eq!(ds.classes.len(), 10);
+        assert_eq!(ds.classes[9], "9");
+    }
+}
+
+#[test]
+fn idx_single_file_finds_its_labels() {
+    let dir = idx_dir(4, true);
+    let ds = load(&dir.path().join("train-images-idx3-ubyte.gz"), &train()).unwrap();
+    assert_eq!(ds.len(), 4);
+    std::fs::remove_file(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+    assert_err(
+        load(&dir.path().join("train-images-idx3-ubyte.gz"), &train()),
+        &["no labels file beside it", "train-labels-idx1-ubyte"],
+    );
+}
+
+#[test]
+fn idx_train_missing_says_only_test_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "t10k-images-idx3-ubyte",
+        &idx_images(2, 2, 2, |_| 0),
+    );
+    write(dir.path(), "t10k-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    assert_err(
+        load(dir.path(), &train()),
+        &["only holds the test set", "train-images-idx3-ubyte"],
+    );
+    assert_eq!(
+        load(dir.path(), &LoadOptions::split(Split::Test))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn idx_wrong_magic() {
+    let mut b = idx_images(1, 2, 2, |_| 0);
+    b[0] = 0x50;
+    assert_err(
+        load_bad_images(&b, 1),
+        &["train-images-idx3-ubyte", "not an IDX file", "50 00 08 03"],
+    );
+}
+
+#[test]
+fn idx_wrong_data_type() {
+    let mut b = idx_images(1, 2, 2, |_| 0);
+    b[2] = 0x0d;
+    assert_err(
+        load_bad_images(&b, 1),
+        &["data type 0x0d at byte 2", "0x08 (unsigned byte)"],
+    );
+}
+
+#[test]
+fn idx_wrong_dimension_count() {
+    let mut b = idx_images(1, 2, 2, |_| 0);
+    b[3] = 2;
+    assert_err(
+        load_bad_images(&b, 1),
+        &["has 2 dimensions", "expected 3 (images"],
+    );
+    // Labels with 3 dimensions.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "train-images-idx3-ubyte",
+        &idx_images(1, 2, 2, |_| 0),
+    );
+    write(
+        dir.path(),
+        "train-labels-idx1-ubyte",
+        &idx_images(1, 2, 2, |_| 0),
+    );
+    assert_err(
+        load(dir.path(), &train()),
+        &[
+            "train-labels-idx1-ubyte",
+            "has 3 dimensions",
+            "expected 1 (labels",
+        ],
+    );
+}
+
+#[test]
+fn idx_dims_overflowing_or_over_cap_are_refused_before_allocation() {
+    let mut b = vec![0, 0, 8, 3];
+    for d in [u32::MAX, u32::MAX, u32::MAX] {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    assert_err(load_bad_images(&b, 1), &["more than the limit"]);
+    // Same in a gzip stream, where the length is unknown.
+    assert_err(load_bad_images(&gz(&b), 1), &["more than the limit"]);
+}
+
+#[test]
+fn idx_zero_rows() {
+    let b = idx_images(1, 0, 5, |_| 0);
+    assert_err(
+        load_bad_images(&b, 1),
+        &["rows and columns must be at least 1"],
+    );
+}
+
+#[test]
+fn idx_truncated_and_over_long() {
+    let full = idx_images(3, 4, 4, |i| i as u8);
+    assert_err(
+        load_bad_images(&full[..full.len() - 5], 3),
+        &["truncated", "should be 64 bytes, but it has 59"],
+    );
+    assert_err(
+        load_bad_images(&full[..10], 3),
+        &["truncated: the header ends at byte 10"],
+    );
+    assert_err(load_bad_images(&full[..2], 3), &["truncated: 2 bytes"]);
+    let mut long = full.clone();
+    long.extend_from_slice(&[1, 2, 3]);
+    assert_err(load_bad_images(&long, 3), &["over-long", "byte offset 64"]);
+    // gzip: only the decompressed stream tells.
+    assert_err(
+        load_bad_images(&gz(&full[..full.len() - 5]), 3),
+        &["truncated", "after gzip decompression", "byte offset 59"],
+    );
+    assert_err(
+        load_bad_images(&gz(&long), 3),
+        &["over-long", "after gzip decompression", "byte offset 64"],
+    );
+}
+
+#[test]
+fn idx_corrupt_gzip() {
+    let mut z = gz(&idx_images(50, 4, 4, |i| (i * 31 % 251) as u8));
+    let mid = z.len() / 2;
+    for b in &mut z[mid..mid + 8] {
+        *b ^= 0x5a;
+    }
+    assert_err(
+        load_bad_images(&z, 50),
+        &["train-images-idx3-ubyte", "corrupt gzip data"],
+    );
+    // A stream cut short (no CRC trailer).
+    let z = gz(&idx_images(5, 4, 4, |i| i as u8));
+    assert_err(
+        load_bad_images(&z[..z.len() - 6], 5),
+        &["corrupt gzip data"],
+    );
+}
+
+#[test]
+fn idx_gzip_bomb_stops_at_the_cap() {
+    // The header claims 16 MiB, the cap is 1 MiB: refused without inflating anything.
+    let mut b = vec![0, 0, 8, 3];
+    for d in [16u32, 1024, 1024] {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.resize(b.len() + (16 << 20), 0);
+    let z = gz(&b);
+    let p = Path::new("bomb.gz");
+    let e = read_idx(&z[..], p, None, 3, 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the limit of 1048576 bytes"), "{e}");
+    // A header claiming little followed by much: stops one byte past what it declared.
+    let mut small = idx_images(1, 2, 2, |_| 0);
+    small.resize(small.len() + (16 << 20), 0);
+    let z = gz(&small);
+    let e = read_idx(&z[..], p, None, 3, 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("over-long"), "{e}");
+}
+
+#[test]
+fn idx_count_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "train-images-idx3-ubyte",
+        &idx_images(3, 2, 2, |_| 0),
+    );
+    write(dir.path(), "train-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    assert_err(
+        load(dir.path(), &train()),
+        &[
+            "train-labels-idx1-ubyte",
+            "has 2 labels but",
+            "has 3 images",
+        ],
+    );
+}
+
+#[test]
+fn idx_label_out_of_range_when_classes_are_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("fashion");
+    write(&sub, "train-images-idx3-ubyte", &idx_images(3, 2, 2, |_| 0));
+    write(&sub, "train-labels-idx1-ubyte", &idx_labels(&[0, 12, 1]));
+    assert_err(
+        load(&sub, &train()),
+        &["label 12 of item 1 (byte offset 9)", "below 10"],
+    );
+    write(&sub, "train-labels-idx1-ubyte", &idx_labels(&[0, 9, 1]));
+    let ds = load(&sub, &train()).unwrap();
+    assert_eq!(ds.classes[9], "Ankle boot");
+}
+
+#[test]
+fn idx_empty_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "train-images-idx3-ubyte",
+        &idx_images(0, 2, 2, |_| 0),
+    );
+    write(dir.path(), "train-labels-idx1-ubyte", &idx_labels(&[]));
+    assert_err(load(dir.path(), &train()), &["empty"]);
+}
+
+#[test]
+fn idx_channels_and_resize_options() {
+    let dir = idx_dir(2, false);
+    let opts = LoadOptions {
+        channels: Some(3),
+        ..train()
+    };
+    let ds = load(dir.path(), &opts).unwrap();
+    assert_eq!(ds.shape, [3, 2, 3]);
+    assert_eq!(&ds.image(1)[..6], &ds.image(1)[6..12]);
+    let opts = LoadOptions {
+        size: Some((4, 6)),
+        ..train()
+    };
+    assert_err(load(dir.path(), &opts), &["expected 4x6", "resiz"]);
+    let opts = LoadOptions {
+        size: Some((4, 6)),
+        resize: true,
+        ..train()
+    };
+    assert_eq!(load(dir.path(), &opts).unwrap().shape, [1, 4, 6]);
+}
+
+// ---------------------------------------------------------------- image folders
+
+fn png(dir: &Path, rel: &str, w: u32, h: u32, v: u8) -> PathBuf {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    image::GrayImage::from_pixel(w, h, image::Luma([v]))
+        .save(&p)
+        .unwrap();
+    p
+}
+
+fn rgb_png(dir: &Path, rel: &str, w: u32, h: u32, px: [u8; 3]) -> PathBuf {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(w, h, image::Rgb(px))
+        .save(&p)
+        .unwrap();
+    p
+}
+
+#[test]
+fn labels_txt_with_integer_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "zeros/a.png", 4, 3, 10);
+    png(dir.path(), "ones/b.png", 4, 3, 20);
+    png(dir.path(), "c d.png", 4, 3, 30);
+    write(
+        dir.path(),
+        "labels.txt",
+        b"# a comment\n\nzeros/a.png 0\n  ones/b.png\t1  \nc d.png 2\n",
+    );
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.shape, [1, 3, 4]);
+    assert_eq!(ds.labels, vec![0, 1, 2]);
+    assert_eq!(ds.classes, vec!["0", "1", "2"]);
+    assert_eq!(ds.image(1), &[20; 12]);
+    // Also through the labels.txt path itself.
+    assert_eq!(load(&dir.path().join("labels.txt"), &train()).unwrap(), ds);
+}
+
+#[test]
+fn labels_txt_with_names_sorts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 2, 2, 1);
+    png(dir.path(), "b.png", 2, 2, 2);
+    png(dir.path(), "c.png", 2, 2, 3);
+    write(dir.path(), "labels.txt", b"a.png dog\nb.png cat\nc.png 7\n");
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.classes, vec!["7", "cat", "dog"]);
+    assert_eq!(ds.labels, vec![2, 1, 0]);
+}
+
+#[test]
+fn labels_txt_declared_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 2, 2, 1);
+    png(dir.path(), "b.png", 2, 2, 2);
+    write(
+        dir.path(),
+        "labels.txt",
+        b"# classes: T-shirt/top, Ankle boot\na.png 1\nb.png T-shirt/top\n",
+    );
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.classes, vec!["T-shirt/top", "Ankle boot"]);
+    assert_eq!(ds.labels, vec![1, 0]);
+    write(
+        dir.path(),
+        "labels.txt",
+        b"# classes: a, b\na.png 1\nb.png 2\n",
+    );
+    assert_err(
+        load(dir.path(), &train()),
+        &["labels.txt:3: label 2 is out of range"],
+    );
+}
+
+#[test]
+fn labels_txt_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 2, 2, 1);
+    let cases: [(&[u8], &[&str]); 4] = [
+        (
+            b"a.png 0\nlonely\n",
+            &["labels.txt:2: expected \"FILE LABEL\", got \"lonely\""],
+        ),
+        (
+            b"a.png 0\nmissing.png 1\n",
+            &["labels.txt:2: image file \"missing.png\" does not exist"],
+        ),
+        (b"/etc/passwd 0\n", &["labels.txt:1:", "absolute path"]),
+        (b"# x\n../a.png 0\n", &["labels.txt:2:", "`..`"]),
+    ];
+    for (text, parts) in cases {
+        write(dir.path(), "labels.txt", text);
+        assert_err(load(dir.path(), &train()), parts);
+    }
+    write(dir.path(), "labels.txt", b"# only comments\n\n");
+    assert_err(load(dir.path(), &train()), &["labels.txt", "empty"]);
+    write(dir.path(), "labels.txt", b"a.png 0\n\xff\xfe 1\n");
+    assert_err(load(dir.path(), &train()), &["not UTF-8", "offset 8"]);
+}
+
+#[test]
+fn image_size_mismatch_names_the_file_unless_resizing() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 4, 4, 1);
+    png(dir.path(), "b.png", 5, 4, 2);
+    write(dir.path(), "labels.txt", b"a.png 0\nb.png 1\n");
+    assert_err(
+        load(dir.path(), &train()),
+        &["b.png", "image is 4x5", "expected 4x4", "a.png"],
+    );
+    let opts = LoadOptions {
+        resize: true,
+        ..train()
+    };
+    let ds = load(dir.path(), &opts).unwrap();
+    assert_eq!(ds.shape, [1, 4, 4]);
+    assert!(ds.image(1).iter().all(|&b| b == 2));
+}
+
+#[test]
+fn huge_or_corrupt_image_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A BMP header claiming 100,000 x 100,000 pixels, with no pixel data.
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&(54u32).to_le_bytes()); // file size (a lie)
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&(54u32).to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&(40u32).to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend_from_slice(&(100_000i32).to_le_bytes());
+    bmp.extend_from_slice(&(100_000i32).to_le_bytes());
+    bmp.extend_from_slice(&(1u16).to_le_bytes());
+    bmp.extend_from_slice(&(24u16).to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    write(dir.path(), "huge.bmp", &bmp);
+    write(dir.path(), "junk.png", b"\x89PNG\r\n\x1a\nnot really");
+    write(dir.path(), "labels.txt", b"huge.bmp 0\n");
+    assert_err(
+        load(dir.path(), &train()),
+        &["huge.bmp", "cannot decode image"],
+    );
+    write(dir.path(), "labels.txt", b"junk.png 0\n");
+    assert_err(
+        load(dir.path(), &train()),
+        &["junk.png", "cannot decode image"],
+    );
+}
+
+#[test]
+fn class_folders_gray_and_rgb() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "dog/1.png", 3, 2, 5);
+    png(dir.path(), "cat/2.png", 3, 2, 6);
+    png(dir.path(), "cat/1.png", 3, 2, 7);
+    write(dir.path(), "cat/notes.txt", b"ignored");
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.classes, vec!["cat", "dog"]);
+    assert_eq!(ds.labels, vec![0, 0, 1]);
+    assert_eq!(ds.shape, [1, 2, 3]);
+    assert_eq!(ds.image(0)[0], 7, "files sorted by name within a class");
+    // One RGB image makes the whole set RGB, stored CHW.
+    rgb_png(dir.path(), "dog/2.png", 3, 2, [10, 20, 30]);
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.shape, [3, 2, 3]);
+    assert_eq!(
+        ds.image(3),
+        &[10, 10, 10, 10, 10, 10, 20, 20, 20, 20, 20, 20, 30, 30, 30, 30, 30, 30]
+    );
+    assert_eq!(ds.image(0), &[7; 18]);
+    // Forced to grayscale.
+    let opts = LoadOptions {
+        channels: Some(1),
+        ..train()
+    };
+    assert_eq!(load(dir.path(), &opts).unwrap().shape, [1, 2, 3]);
+}
+
+#[test]
+fn empty_folders_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_err(load(dir.path(), &train()), &["no dataset found"]);
+    std::fs::create_dir(dir.path().join("cat")).unwrap();
+    assert_err(load(dir.path(), &train()), &["empty"]);
+}
+
+// ---------------------------------------------------------------- batch, split, subset
+
+fn toy(n: usize, classes: usize) -> Dataset {
+    Dataset {
+        images: (0..n * 2 * 2 * 2).map(|i| (i % 256) as u8).collect(),
+        labels: (0..n).map(|i| (i % classes) as u16).collect(),
+        shape: [2, 2, 2],
+        classes: (0..classes).map(|i| i.to_string()).collect(),
+        source: "toy".into(),
+    }
+}
+
+#[test]
+fn batch_normalizes_per_channel_and_reuses_buffers() {
+    let ds = toy(4, 2);
+    let norm = Normalization {
+        mean: vec![0.0, 0.5],
+        std: vec![1.0, 0.25],
+    };
+    let mut x = Tensor::default();
+    let mut labels = Vec::new();
+    ds.batch(&[3, 1], &norm, &mut x, &mut labels);
+    assert_eq!(x.shape(), &[2, 2, 2, 2]);
+    assert_eq!(labels, vec![1, 1]);
+    let b = ds.image(3);
+    assert!((x.data()[0] - f32::from(b[0]) / 255.0).abs() < 1e-6);
+    assert!((x.data()[4] - (f32::from(b[4]) / 255.0 - 0.5) / 0.25).abs() < 1e-5);
+    let ptr = x.data().as_ptr();
+    ds.batch(&[0], &norm, &mut x, &mut labels);
+    assert_eq!(x.shape(), &[1, 2, 2, 2]);
+    assert_eq!(
+        x.data().as_ptr(),
+        ptr,
+        "no reallocation for a smaller batch"
+    );
+}
+
+#[test]
+fn fit_normalization() {
+    let ds = Dataset {
+        images: vec![0, 255, 0, 255, 51, 51, 51, 51],
+        labels: vec![0],
+        shape: [2, 2, 2],
+        classes: vec!["a".into()],
+        source: "t".into(),
+    };
+    let n = Normalization::fit(&ds);
+    assert!((n.mean[0] - 0.5).abs() < 1e-6 && (n.std[0] - 0.5).abs() < 1e-6);
+    assert!((n.mean[1] - 0.2).abs() < 1e-6 && n.std[1] == 1.0);
+}
+
+#[test]
+fn split_is_stratified_deterministic_and_disjoint() {
+    let ds = toy(100, 4);
+    let (a, b) = ds.clone().split(0.2, 7).unwrap();
+    assert_eq!((a.len(), b.len()), (80, 20));
+    assert_eq!(b.class_counts(), vec![5, 5, 5, 5]);
+    let (a2, b2) = ds.clone().split(0.2, 7).unwrap();
+    assert_eq!((a.images.clone(), b.images.clone()), (a2.images, b2.images));
+    let (_, b3) = ds.clone().split(0.2, 8).unwrap();
+    assert_ne!(b.images, b3.images);
+    assert!(ds.clone().split(0.0, 1).is_err());
+    assert!(ds.clone().split(1.0, 1).is_err());
+    assert!(toy(1, 1).split(0.5, 1).is_err());
+}
+
+#[test]
+fn subset_copies_in_order() {
+    let ds = toy(5, 5);
+    let s = ds.subset(&[4, 0]);
+    assert_eq!(s.labels, vec![4, 0]);
+    assert_eq!(s.image(0), ds.image(4));
+}
+
+// ---------------------------------------------------------------- demo, export, inspect
+
+#[test]
+fn demo_set_is_balanced_fashion_mnist() {
+    let tr = demo(Split::Train).unwrap();
+    let te = demo(Split::Test).unwrap();
+    assert_eq!((tr.len(), te.len()), (2000, 500));
+    assert_eq!(tr.shape, [1, 28, 28]);
+    assert_eq!(tr.class_counts(), vec![200; 10]);
+    assert_eq!(te.class_counts(), vec![50; 10]);
+    assert_eq!(tr.classes[0], "T-shirt/top");
+    assert_eq!(tr.source, "built-in demo set (Fashion-MNIST subset)");
+}
+
+#[test]
+fn export_then_load_round_trips_and_offsets_are_disjoint() {
+    let ds = demo(Split::Test).unwrap();
+    let out1 = tempfile::tempdir().unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    assert_eq!(
+        export(&ds, out1.path(), Some(&[1, 8]), Some(3), 0).unwrap(),
+        6
+    );
+    assert_eq!(
+        export(&ds, out2.path(), Some(&[1, 8]), Some(3), 3).unwrap(),
+        6
+    );
+    let a = load(out1.path(), &train()).unwrap();
+    let b = load(out2.path(), &train()).unwrap();
+    assert_eq!(a.classes, ds.classes);
+    assert_eq!(a.class_counts()[1], 3);
+    assert_eq!(a.class_counts()[8], 3);
+    for i in 0..a.len() {
+        for j in 0..b.len() {
+            assert_ne!(a.image(i), b.image(j));
+        }
+    }
+    // The first image of class 1 in dataset order is exported unchanged.
+    let first = (0..ds.len()).find(|&i| ds.labels[i] == 1).unwrap();
+    assert_eq!(a.image(0), ds.image(first));
+    let text = std::fs::read_to_string(out1.path().join("labels.txt")).unwrap();
+    assert!(
+        text.starts_with("# classes: T-shirt/top, Trouser,"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{first:05}_1.png 1\n")));
+    assert!(!out1.path().join(".labels.txt.tmp").exists());
+    assert!(export(&ds, out1.path(), Some(&[10]), None, 0).is_err());
+}
+
+#[test]
+fn inspect_labels_txt_collects_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "a.png", 4, 4, 1);
+    png(dir.path(), "b.png", 4, 4, 2);
+    png(dir.path(), "c.png", 4, 4, 1); // same pixels as a.png, other label
+    png(dir.path(), "d.png", 5, 4, 3); // other size
+    png(dir.path(), "unlisted.png", 4, 4, 9);
+    write(dir.path(), "bad.png", b"not an image");
+    write(
+        dir.path(),
+        "labels.txt",
+        b"a.png 0\nb.png 1\nc.png 1\nd.png 0\na.png 0\nnope.png 1\nbroken\nbad.png 0\n",
+    );
+    let r = inspect(dir.path()).unwrap();
+    let text = r.to_string();
+    let expect = [
+        "labels.txt:5: \"a.png\" is listed again (first at line 1)",
+        "labels.txt:6: image file \"nope.png\" does not exist",
+        "labels.txt:7: expected \"FILE LABEL\", got \"broken\"",
+        "unlisted.png: image has no label",
+        "c.png: same pixels as",
+        "labelled \"1\" instead of \"0\"",
+        "d.png: image is 4x5 (height x width) but most images are 4x4",
+        "bad.png: unreadable image",
+    ];
+    for e in expect {
+        assert!(text.contains(e), "report should contain {e:?}:\n{text}");
+    }
+    assert_eq!(r.problems.len(), 7, "{text}");
+    assert_eq!(r.sets[0].images, 4);
+    assert_eq!(r.sets[0].counts, vec![2, 2]);
+    assert_eq!(r.sets[0].shape, Some([1, 4, 4]));
+    assert_eq!((r.sets[0].pixel_min, r.sets[0].pixel_max), (1, 3));
+}
+
+#[test]
+fn inspect_class_folders_and_idx() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "cat/1.png", 2, 2, 1);
+    png(dir.path(), "dog/1.png", 2, 2, 1);
+    png(dir.path(), "stray.png", 2, 2, 1);
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let text = inspect(dir.path()).unwrap().to_string();
+    for e in [
+        "stray.png: image has no label",
+        "empty: class folder holds no",
+        "same pixels as",
+    ] {
+        assert!(text.contains(e), "{e:?}:\n{text}");
+    }
+    let dir = idx_dir(6, true);
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(r.sets.len(), 1, "{r}");
+    assert_eq!(r.sets[0].counts[..3], [2, 2, 2]);
+    assert!(r.problems.is_empty(), "{r}");
+    // A broken IDX file is a problem in the report, not an error.
+    write(dir.path(), "t10k-images-idx3-ubyte", &[0, 0, 9, 3]);
+    write(dir.path(), "t10k-labels-idx1-ubyte", &idx_labels(&[0]));
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{r}");
+    assert!(
+        r.to_string().contains("unsupported IDX data type 0x09"),
+        "{r}"
+    );
+}
+
+#[test]
+fn real_mnist_test_set() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let mnist = root.join("mnist");
+    if !mnist.is_dir() {
+        eprintln!("skipping: {} does not exist", mnist.display());
+        return;
+    }
+    let ds = load(&mnist, &LoadOptions::split(Split::Test)).unwrap();
+    assert_eq!(ds.len(), 10_000);
+    assert_eq!(ds.shape, [1, 28, 28]);
+    assert!(ds.labels.iter().all(|&l| l < 10));
+    assert_eq!(ds.classes.len(), 10);
+    assert_err(load(&mnist, &train()), &["only holds the test set"]);
+}
