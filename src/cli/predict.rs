@@ -62,20 +62,20 @@ pub fn run(args: PredictArgs) -> CmdResult {
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for path in &args.inputs {
         if data::is_idx_file(path)? {
-            let images = data::load_idx_images(path)?;
-            if images.shape != [c, h, w] {
+            let (images, shape) = data::load_idx_images(path)?;
+            if shape != [c, h, w] {
                 return Err(Error::Data {
                     file: path.clone(),
-                    msg: format!("images are {:?}, the model expects {:?}", images.shape, [c, h, w]),
+                    msg: format!("images are {shape:?} (C, H, W), the model expects {:?}", [c, h, w]),
                 }
                 .into());
             }
             let len = c * h * w;
-            for (i, img) in images.images.chunks(len).enumerate() {
+            for (i, img) in images.chunks(len).enumerate() {
                 inputs.push((format!("{}#{i}", path.display()), img.to_vec()));
             }
         } else {
-            let img = data::load_image(path, c, (h, w), args.resize)?;
+            let img = data::load_image(path, [c, h, w], args.resize)?;
             inputs.push((path.display().to_string(), img));
         }
     }

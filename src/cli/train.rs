@@ -264,7 +264,7 @@ impl RunFiles {
 pub fn run(mut args: TrainArgs) -> CmdResult {
     set_threads(args.threads)?;
     let resume_from = args.resume.clone();
-    let (parsed, mut model, mut state, meta_seed, run_dir): (ParsedConfig, Model, Option<TrainState>, u64, PathBuf);
+    let (parsed, mut model, state, meta_seed, run_dir): (ParsedConfig, Model, Option<TrainState>, u64, PathBuf);
     let mut resumed_fingerprint = None;
     if let Some(dir) = &resume_from {
         let stored = std::fs::read_to_string(dir.join("run.json")).map_err(|e| Error::io(dir.join("run.json"), e))?;

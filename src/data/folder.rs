@@ -92,6 +92,36 @@ pub(crate) fn push_chw(img: &DynamicImage, c: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `img` as CHW bytes of `shape` (C, H, W): converted to C channels, and resized
+/// when `resize` is set and its size differs; otherwise a different size is an error naming
+/// `path` and saying where the expected size came `from`.
+pub(crate) fn push_fitted(
+    img: &DynamicImage,
+    path: &Path,
+    shape: [usize; 3],
+    resize: bool,
+    from: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let [c, h, w] = shape;
+    let (ih, iw) = (img.height() as usize, img.width() as usize);
+    if (ih, iw) == (h, w) {
+        push_chw(img, c, out);
+    } else if resize {
+        let r = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+        push_chw(&r, c, out);
+    } else {
+        return Err(data_err(
+            path,
+            format!(
+                "image is {ih}x{iw} (height x width), expected {h}x{w} ({from}); \
+                 allow resizing to scale it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a path written in labels.txt is refused, if it is.
 pub(crate) fn bad_rel_path(file: &str) -> Option<&'static str> {
     for comp in Path::new(file).components() {
@@ -374,21 +404,7 @@ fn decode_all(
     };
     let mut out = Vec::with_capacity(items.len() * c * h * w);
     for (img, (path, _)) in images.iter().zip(items) {
-        let (ih, iw) = (img.height() as usize, img.width() as usize);
-        if (ih, iw) == (h, w) {
-            push_chw(img, c, &mut out);
-        } else if opts.resize {
-            let r = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
-            push_chw(&r, c, &mut out);
-        } else {
-            return Err(data_err(
-                path,
-                format!(
-                    "image is {ih}x{iw} (height x width), expected {h}x{w} ({from}); \
-                     allow resizing to scale it"
-                ),
-            ));
-        }
+        push_fitted(img, path, [c, h, w], opts.resize, &from, &mut out)?;
     }
     Ok(Dataset {
         images: out,

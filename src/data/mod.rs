@@ -55,9 +55,11 @@ mod export;
 mod folder;
 mod idx;
 mod inspect;
+mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use export::export;
+pub use single::{is_idx_file, load_idx_images, load_image};
 pub use inspect::{inspect, DataReport, Problem, SetReport};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,56 @@
+//! Single inputs for prediction: one image file, or the images of one IDX file (no labels
+//! needed).
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+
+use super::folder::{decode, push_fitted};
+use super::idx::read_idx_file;
+use crate::error::{Error, Result};
+
+/// True when `path` is an IDX images file, told by its content: the magic `00 00 08 03`,
+/// possibly inside gzip.
+pub fn is_idx_file(path: &Path) -> Result<bool> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 4];
+    let mut raw = BufReader::new(file);
+    let n = read_up_to(&mut raw, &mut head).map_err(|e| Error::io(path, e))?;
+    if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut gz = GzDecoder::new(file);
+        let mut inner = [0u8; 4];
+        // A corrupt gzip is not an IDX file; the IDX reader reports it properly if asked.
+        let got = read_up_to(&mut gz, &mut inner).unwrap_or(0);
+        return Ok(got == 4 && inner == [0, 0, 8, 3]);
+    }
+    Ok(n == 4 && head == [0, 0, 8, 3])
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    Ok(got)
+}
+
+/// The images of an IDX images file, as CHW bytes one after the other, and their shape
+/// (1, rows, cols).
+pub fn load_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3])> {
+    let idx = read_idx_file(path, 3)?;
+    Ok((idx.data, [1, idx.dims[1], idx.dims[2]]))
+}
+
+/// One image file decoded to CHW bytes of `shape` (C, H, W): converted to C channels (1 =
+/// luma, 3 = RGB) and, if `resize`, scaled to H x W; a different size is otherwise an error.
+pub fn load_image(path: &Path, shape: [usize; 3], resize: bool) -> Result<Vec<u8>> {
+    let img = decode(path)?;
+    let mut out = Vec::with_capacity(shape.iter().product());
+    push_fitted(&img, path, shape, resize, "the model's input", &mut out)?;
+    Ok(out)
+}
