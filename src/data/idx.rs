@@ -221,6 +221,7 @@ pub(crate) fn read_idx<R: BufRead>(
     } else {
         ""
     };
+    let zz = if gz { " after gzip decompression" } else { "" };
     let io = |e: std::io::Error| {
         if gz {
             data_err(path, format!("corrupt gzip data: {e}"))
@@ -343,7 +344,7 @@ pub(crate) fn read_idx<R: BufRead>(
             path,
             format!(
                 "truncated: the header declares {shown} = {size} data bytes, but the data ends \
-                 after {got}{z} (byte offset {})",
+                 after {got} bytes (byte offset {}{zz})",
                 header_len + got
             ),
         ));
@@ -353,7 +354,7 @@ pub(crate) fn read_idx<R: BufRead>(
             path,
             format!(
                 "over-long: data continues past the {size} bytes the header declares \
-                 ({shown}){z}, at byte offset {expected_total}"
+                 ({shown}), at byte offset {expected_total}{zz}"
             ),
         ));
     }

@@ -167,13 +167,13 @@ fn inspect_idx(path: &Path, parts: Vec<(&str, Result<Dataset>)>) -> DataReport {
         sets: Vec::new(),
         problems: Vec::new(),
     };
-    let missing: Vec<String> = parts
-        .iter()
-        .filter_map(|(_, r)| match r {
-            Err(Error::Data { msg, .. }) if msg.starts_with("no ") => Some(msg.clone()),
-            _ => None,
-        })
-        .collect();
+    // "no train-images-idx3-ubyte..." / "no t10k-images-idx3-ubyte...": a split is absent.
+    let absent = |r: &Result<Dataset>| {
+        matches!(r, Err(Error::Data { msg, .. })
+            if msg.starts_with("no train-images") || msg.starts_with("no t10k-images"))
+    };
+    let all_absent = parts.iter().all(|(_, r)| absent(r));
+    let mut loaded: Vec<(&str, Dataset)> = Vec::new();
     for (name, r) in parts {
         match r {
             Ok(ds) => {
@@ -197,10 +197,35 @@ fn inspect_idx(path: &Path, parts: Vec<(&str, Result<Dataset>)>) -> DataReport {
                     }
                 }
                 report.sets.push(set_report(name, &ds));
+                loaded.push((name, ds));
             }
             // A split that is absent is only a problem if no split is present.
-            Err(Error::Data { msg, .. }) if msg.starts_with("no ") && missing.len() < 2 => {}
+            Err(_) if absent(&r) && !all_absent => {}
             Err(e) => report.problems.push(Problem::from_error(e)),
+        }
+    }
+    // Test images that also appear in the training set make the test score optimistic.
+    if let [(_, train), (_, test)] = &loaded[..] {
+        let seen: HashMap<&[u8], usize> = (0..train.len()).map(|i| (train.image(i), i)).collect();
+        let leaks: Vec<(usize, usize)> = (0..test.len())
+            .filter_map(|i| seen.get(test.image(i)).map(|&j| (i, j)))
+            .collect();
+        if !leaks.is_empty() {
+            let examples: Vec<String> = leaks
+                .iter()
+                .take(5)
+                .map(|(i, j)| format!("test {i} = train {j}"))
+                .collect();
+            report.problems.push(Problem::new(
+                path,
+                None,
+                format!(
+                    "{} test image(s) also appear in the training set ({}{})",
+                    leaks.len(),
+                    examples.join(", "),
+                    if leaks.len() > 5 { ", ..." } else { "" }
+                ),
+            ));
         }
     }
     let k = report.classes.len();
