@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod layers;
+pub mod metrics;
 pub mod rng;
 pub mod tensor;
 
