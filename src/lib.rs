@@ -7,6 +7,7 @@
 pub mod error;
 pub mod layers;
 pub mod metrics;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 
