@@ -247,6 +247,21 @@ fn axis_range(values: impl Iterator<Item = f64>, pad: f64) -> std::ops::Range<f6
     (lo - p)..(hi + p)
 }
 
+/// A tick label: whole numbers without decimals (epochs read "4", not "4.0"), very large or
+/// small magnitudes in scientific notation, others with at most four decimals.
+fn tick_label(v: &f64) -> String {
+    let v = *v;
+    let a = v.abs();
+    if v == v.round() && a < 1e6 {
+        format!("{v:.0}")
+    } else if !(1e-3..1e6).contains(&a) {
+        format!("{v:.1e}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 fn draw_line_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -278,6 +293,8 @@ fn draw_line_chart<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
         .light_line_style(RGBColor(238, 238, 238))
@@ -782,6 +799,16 @@ mod tests {
     }
 
     #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(&4.0), "4");
+        assert_eq!(tick_label(&-20.0), "-20");
+        assert_eq!(tick_label(&0.25), "0.25");
+        assert_eq!(tick_label(&(1.0 / 3.0)), "0.3333");
+        assert_eq!(tick_label(&2.5e7), "2.5e7");
+        assert_eq!(tick_label(&1.5e-4), "1.5e-4");
+    }
+
+    #[test]
     fn line_chart_png_has_chart_size() {
         let d = dir();
         let path = d.path().join("loss.png");
@@ -967,6 +994,19 @@ mod tests {
             "epoch",
             "cross-entropy loss",
             &curves(),
+        )
+        .expect("chart");
+        let exploding = Series {
+            name: "lr 10".into(),
+            points: vec![(0.0, 2.3), (1.0, 40.0), (2.0, 9.0e5), (3.0, f64::INFINITY)],
+            diverged: true,
+        };
+        line_chart(
+            &out.join("loss_big.png"),
+            "Exploding loss",
+            "epoch",
+            "loss",
+            &[curves()[0].clone(), exploding],
         )
         .expect("chart");
         confusion_heatmap(
