@@ -11,6 +11,8 @@
 //! - [`model`]: the sequential network; [`train`]: the training loop; [`gradcheck`]: the
 //!   proof that backprop is right;
 //! - [`data`]: IDX files, image folders, the built-in demo set;
+//! - [`metrics`], [`plot`]: confusion matrix and per-class scores, charts with an embedded
+//!   font;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes.
 
 pub mod checkpoint;
@@ -23,9 +25,11 @@ pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod summary;
 pub mod tensor;
