@@ -125,7 +125,11 @@ pub fn save(
         ("second", &state.optimizer.second),
     ] {
         for (j, (buf, shape)) in bufs.iter().zip(&shapes).enumerate() {
-            extra.push((format!("optimizer.{prefix}.{j}"), shape.clone(), buf.clone()));
+            extra.push((
+                format!("optimizer.{prefix}.{j}"),
+                shape.clone(),
+                buf.clone(),
+            ));
         }
     }
     let mut map = meta_map(meta);

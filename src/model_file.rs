@@ -131,8 +131,11 @@ pub fn parse_meta(path: &Path, m: &HashMap<String, String>) -> Result<ModelMeta>
         msg,
     };
     let get = |key: &str| {
-        m.get(key)
-            .ok_or_else(|| bad(format!("metadata has no `{key}` (not a model written by cnn?)")))
+        m.get(key).ok_or_else(|| {
+            bad(format!(
+                "metadata has no `{key}` (not a model written by cnn?)"
+            ))
+        })
     };
     let format = get("format")?;
     if format != FORMAT {
@@ -185,7 +188,10 @@ pub fn copy_weights(
             .tensor(name)
             .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
         if t.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+            return Err(bad(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                t.dtype()
+            )));
         }
         if t.shape() != p.value.shape() {
             return Err(bad(format!(
@@ -202,7 +208,11 @@ pub fn copy_weights(
 /// Decodes little-endian f32 bytes into `out`, refusing NaN and infinity.
 pub fn read_f32_into(name: &str, bytes: &[u8], out: &mut [f32]) -> std::result::Result<(), String> {
     if bytes.len() != out.len() * 4 {
-        return Err(format!("tensor `{name}` has {} bytes, expected {}", bytes.len(), out.len() * 4));
+        return Err(format!(
+            "tensor `{name}` has {} bytes, expected {}",
+            bytes.len(),
+            out.len() * 4
+        ));
     }
     for (i, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(4)).enumerate() {
         let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -217,7 +227,10 @@ pub fn read_f32_into(name: &str, bytes: &[u8], out: &mut [f32]) -> std::result::
 /// Builds the model its config describes (checking the normalisation and class count
 /// against it).
 pub fn model_for_meta(path: &Path, meta: &ModelMeta) -> Result<Model> {
-    let parsed = config::parse(&meta.config, &format!("{} (embedded config)", path.display()))?;
+    let parsed = config::parse(
+        &meta.config,
+        &format!("{} (embedded config)", path.display()),
+    )?;
     let model = Model::new(&parsed.spec, Init::Normal, meta.seed)?;
     let bad = |msg: String| Error::Model {
         file: path.into(),
@@ -225,7 +238,11 @@ pub fn model_for_meta(path: &Path, meta: &ModelMeta) -> Result<Model> {
     };
     let c = parsed.spec.input[0];
     let n = &meta.normalization;
-    if n.mean.len() != c || n.std.len() != c || n.std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+    if n.mean.len() != c
+        || n.std.len() != c
+        || n.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || n.mean.iter().any(|m| !m.is_finite())
+    {
         return Err(bad(format!(
             "normalisation needs {c} finite means and positive stds, has {:?} / {:?}",
             n.mean, n.std

@@ -89,7 +89,12 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
             )?;
         }
     }
-    let name = |i: usize| meta.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let name = |i: usize| {
+        meta.classes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    };
     let confused: Vec<(String, String, u64)> = cm
         .most_confused(5)
         .into_iter()
@@ -115,7 +120,11 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
         return Ok(());
     }
     println!("data: {} ({} images)", ds.source, ds.len());
-    println!("accuracy: {:.2}%  loss: {:.4}\n", e.accuracy * 100.0, e.loss);
+    println!(
+        "accuracy: {:.2}%  loss: {:.4}\n",
+        e.accuracy * 100.0,
+        e.loss
+    );
     println!("confusion matrix (rows: true class, columns: predicted)");
     println!("{}", cm.render_table());
     println!("{}", cm.render_report());

@@ -66,7 +66,10 @@ pub fn run(args: PredictArgs) -> CmdResult {
             if shape != [c, h, w] {
                 return Err(Error::Data {
                     file: path.clone(),
-                    msg: format!("images are {shape:?} (C, H, W), the model expects {:?}", [c, h, w]),
+                    msg: format!(
+                        "images are {shape:?} (C, H, W), the model expects {:?}",
+                        [c, h, w]
+                    ),
                 }
                 .into());
             }
@@ -92,7 +95,10 @@ pub fn run(args: PredictArgs) -> CmdResult {
                 index: order[0],
                 probabilities: order[..k].iter().map(|&i| (class_name(i), p[i])).collect(),
             };
-            println!("{}", serde_json::to_string(&pred).expect("prediction serialises"));
+            println!(
+                "{}",
+                serde_json::to_string(&pred).expect("prediction serialises")
+            );
         } else {
             let tops: Vec<String> = order[..k]
                 .iter()

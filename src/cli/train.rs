@@ -137,8 +137,7 @@ fn load_data(args: &TrainArgs, spec_input: [usize; 3]) -> Result<Data, Error> {
         ),
         Some(path) => {
             let train = data::load(path, &opts(Split::Train))?;
-            let test = if path.is_dir() && args.test_data.is_none() && args.val_split.is_none()
-            {
+            let test = if path.is_dir() && args.test_data.is_none() && args.val_split.is_none() {
                 data::load(path, &opts(Split::Test)).ok()
             } else {
                 None
@@ -164,7 +163,12 @@ fn load_data(args: &TrainArgs, spec_input: [usize; 3]) -> Result<Data, Error> {
                 msg: format!(
                     "images are {}x{}x{} (CxHxW) but the config's Input is {}x{}x{}; \
                      change `Input shape=` or pass --resize",
-                    ds.shape[0], ds.shape[1], ds.shape[2], spec_input[0], spec_input[1], spec_input[2]
+                    ds.shape[0],
+                    ds.shape[1],
+                    ds.shape[2],
+                    spec_input[0],
+                    spec_input[1],
+                    spec_input[2]
                 ),
             });
         }
@@ -174,7 +178,10 @@ fn load_data(args: &TrainArgs, spec_input: [usize; 3]) -> Result<Data, Error> {
 
 fn optimizer(args: &TrainArgs) -> Result<Optimizer, Error> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(Error::Invalid(format!("--lr must be a positive number, got {}", args.lr)));
+        return Err(Error::Invalid(format!(
+            "--lr must be a positive number, got {}",
+            args.lr
+        )));
     }
     let kind = match args.optimizer {
         OptimizerArg::Sgd => OptimizerKind::Sgd,
@@ -205,7 +212,8 @@ fn default_run_dir(config: &Path) -> PathBuf {
 
 fn metrics_csv(history: &[EpochMetrics]) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-    let mut s = String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second\n");
+    let mut s =
+        String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second\n");
     for m in history {
         s += &format!(
             "{},{:.6},{:.6},{},{},{},{:.4},{:.1}\n",
@@ -256,7 +264,10 @@ impl RunFiles {
 
     fn write_metrics(&self, history: &[EpochMetrics]) -> Result<(), Error> {
         write_atomic(&self.path("metrics.csv"), metrics_csv(history).as_bytes())?;
-        write_atomic(&self.path("metrics.jsonl"), metrics_jsonl(history).as_bytes())?;
+        write_atomic(
+            &self.path("metrics.jsonl"),
+            metrics_jsonl(history).as_bytes(),
+        )?;
         super::plots::write_training_plots(&self.dir, history)
     }
 }
@@ -264,10 +275,17 @@ impl RunFiles {
 pub fn run(mut args: TrainArgs) -> CmdResult {
     set_threads(args.threads)?;
     let resume_from = args.resume.clone();
-    let (parsed, mut model, state, meta_seed, run_dir): (ParsedConfig, Model, Option<TrainState>, u64, PathBuf);
+    let (parsed, mut model, state, meta_seed, run_dir): (
+        ParsedConfig,
+        Model,
+        Option<TrainState>,
+        u64,
+        PathBuf,
+    );
     let mut resumed_fingerprint = None;
     if let Some(dir) = &resume_from {
-        let stored = std::fs::read_to_string(dir.join("run.json")).map_err(|e| Error::io(dir.join("run.json"), e))?;
+        let stored = std::fs::read_to_string(dir.join("run.json"))
+            .map_err(|e| Error::io(dir.join("run.json"), e))?;
         let mut stored: TrainArgs = serde_json::from_str(&stored).map_err(|e| Error::Data {
             file: dir.join("run.json"),
             msg: format!("not a run description: {e}"),
@@ -278,7 +296,10 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
         stored.resume = None;
         args = stored;
         let ck = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
-        parsed = config::parse(&ck.meta.config, &format!("{} (checkpoint config)", dir.display()))?;
+        parsed = config::parse(
+            &ck.meta.config,
+            &format!("{} (checkpoint config)", dir.display()),
+        )?;
         model = ck.model;
         let mut st = ck.state;
         st.optimizer.lr = args.lr;
@@ -287,7 +308,10 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
         resumed_fingerprint = Some(ck.fingerprint);
         run_dir = dir.clone();
     } else {
-        let cfg_path = args.config.clone().expect("clap requires CONFIG without --resume");
+        let cfg_path = args
+            .config
+            .clone()
+            .expect("clap requires CONFIG without --resume");
         parsed = config::load(&cfg_path)?;
         let init = match args.init_scheme {
             InitArg::Normal => Init::Normal,
@@ -300,7 +324,10 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
         }
         state = None;
         meta_seed = args.seed;
-        run_dir = args.out.clone().unwrap_or_else(|| default_run_dir(&cfg_path));
+        run_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_run_dir(&cfg_path));
     }
     let epochs = args.epochs.unwrap_or(10);
     let data = load_data(&args, parsed.spec.input)?;
@@ -313,7 +340,12 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
     let fingerprint = checkpoint::fingerprint(&[
         parsed.text.as_bytes(),
         &data.train.images,
-        &data.train.labels.iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>(),
+        &data
+            .train
+            .labels
+            .iter()
+            .flat_map(|l| l.to_le_bytes())
+            .collect::<Vec<u8>>(),
     ]);
     if let Some(fp) = &resumed_fingerprint {
         if *fp != fingerprint {
@@ -343,7 +375,9 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
     };
 
     create_dir(&run_dir)?;
-    let files = RunFiles { dir: run_dir.clone() };
+    let files = RunFiles {
+        dir: run_dir.clone(),
+    };
     write_atomic(&files.path("config.cfg"), parsed.text.as_bytes())?;
     let run_json = serde_json::to_string_pretty(&args).expect("options serialise");
     write_atomic(&files.path("run.json"), run_json.as_bytes())?;
@@ -381,7 +415,9 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
     let mut on_event = |event: &Event, st: &TrainState, m: &Model| -> Control {
         let mut stop = false;
         match event {
-            Event::Step { epoch, step, loss, .. } => {
+            Event::Step {
+                epoch, step, loss, ..
+            } => {
                 total_steps += 1;
                 if *step == 1 {
                     bar.reset();

@@ -59,8 +59,8 @@ mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use export::export;
-pub use single::{is_idx_file, load_idx_images, load_image};
 pub use inspect::{inspect, DataReport, Problem, SetReport};
+pub use single::{is_idx_file, load_idx_images, load_image};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;

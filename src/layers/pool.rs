@@ -78,6 +78,12 @@ impl MaxPool2D {
             });
     }
 
+    /// For each output of the last forward pass, the index within its (n, c) plane of the
+    /// input that won its window.
+    pub fn argmax(&self) -> &[u32] {
+        &self.argmax
+    }
+
     /// dL/dx: each dy goes to the input position that won its window.
     pub fn backward(&self, dy: &[f32], dx: &mut [f32], n: usize) {
         let g = self.geom;
