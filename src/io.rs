@@ -63,7 +63,11 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     if meta.len() > cap {
         return Err(Error::Data {
             file: path.into(),
-            msg: format!("file is {} bytes, more than the {} allowed", meta.len(), cap),
+            msg: format!(
+                "file is {} bytes, more than the {} allowed",
+                meta.len(),
+                cap
+            ),
         });
     }
     fs::read(path).map_err(|e| Error::io(path, e))

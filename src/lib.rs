@@ -12,9 +12,10 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+pub mod bench;
 pub mod gradcheck;
 pub mod init;
+pub mod io;
 pub mod loss;
 pub mod model;
 pub mod optim;
-pub mod io;
