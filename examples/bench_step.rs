@@ -96,6 +96,22 @@ fn main() -> cnn::Result<()> {
         kernels();
         return Ok(());
     }
+    if let Some(which) = std::env::args().find(|a| a == "r1" || a == "lenet") {
+        // Only the training steps of one benchmark, many of them (for `perf record`).
+        let (spec, batch) = if which == "r1" {
+            (report1_spec(10), 32)
+        } else {
+            (lenet_spec(), 128)
+        };
+        let t = time_training_steps(&spec, batch, 5, if which == "r1" { 400 } else { 30 })?;
+        println!(
+            "{which} train: median {:.3} ms/step (min {:.3}), {:.1} GFLOP/s",
+            t.median_s * 1e3,
+            t.min_s * 1e3,
+            t.gflops
+        );
+        return Ok(());
+    }
     let quick = std::env::args().any(|a| a == "quick");
     let runs = if quick { 15 } else { 41 };
     println!("threads {}", rayon::current_num_threads());
