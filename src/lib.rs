@@ -15,6 +15,7 @@
 //!   font;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -11,7 +11,13 @@
 //!                w <- w - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //! ```
 
+use rayon::prelude::*;
+
 use crate::layers::Param;
+
+/// Elements per parallel task of an update. Every element is updated on its own, so the split
+/// changes nothing in the result; it only keeps tasks large enough to be worth sending.
+const CHUNK: usize = 16 * 1024;
 
 /// Which update rule, with its own hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,16 +90,25 @@ impl Optimizer {
             let (w, g) = (p.value.data_mut(), p.grad.data());
             match self.kind {
                 OptimizerKind::Sgd => {
-                    for (wi, &gi) in w.iter_mut().zip(g) {
-                        *wi -= lr * (gi + wd * *wi);
-                    }
+                    w.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(w, g)| {
+                            for (wi, &gi) in w.iter_mut().zip(g) {
+                                *wi -= lr * (gi + wd * *wi);
+                            }
+                        });
                 }
                 OptimizerKind::Momentum { mu, nesterov } => {
-                    for ((wi, &gi), vi) in w.iter_mut().zip(g).zip(self.first[i].iter_mut()) {
-                        let gi = gi + wd * *wi;
-                        *vi = mu * *vi + gi;
-                        *wi -= lr * if nesterov { gi + mu * *vi } else { *vi };
-                    }
+                    w.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(self.first[i].par_chunks_mut(CHUNK))
+                        .for_each(|((w, g), v)| {
+                            for ((wi, &gi), vi) in w.iter_mut().zip(g).zip(v) {
+                                let gi = gi + wd * *wi;
+                                *vi = mu * *vi + gi;
+                                *wi -= lr * if nesterov { gi + mu * *vi } else { *vi };
+                            }
+                        });
                 }
                 OptimizerKind::Adam { beta1, beta2, eps } => {
                     let t = self.steps as i32;
@@ -101,12 +116,18 @@ impl Optimizer {
                     let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
                     let step = lr / bc1;
                     let (m, v) = (&mut self.first[i], &mut self.second[i]);
-                    for (((wi, &gi), mi), vi) in w.iter_mut().zip(g).zip(m).zip(v) {
-                        let gi = gi + wd * *wi;
-                        *mi = beta1 * *mi + (1.0 - beta1) * gi;
-                        *vi = beta2 * *vi + (1.0 - beta2) * gi * gi;
-                        *wi -= step * *mi / (vi.sqrt() / bc2_sqrt + eps);
-                    }
+                    w.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .for_each(|(((w, g), m), v)| {
+                            for (((wi, &gi), mi), vi) in w.iter_mut().zip(g).zip(m).zip(v) {
+                                let gi = gi + wd * *wi;
+                                *mi = beta1 * *mi + (1.0 - beta1) * gi;
+                                *vi = beta2 * *vi + (1.0 - beta2) * gi * gi;
+                                *wi -= step * *mi / (vi.sqrt() / bc2_sqrt + eps);
+                            }
+                        });
                 }
             }
         }

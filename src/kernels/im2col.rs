@@ -14,6 +14,19 @@
 
 use crate::layers::spec::ConvGeom;
 
+/// The output columns `lo..hi` whose input column `ox*S + j - pad_left` falls inside the
+/// image (0..W) for kernel column j; the others read padding.
+fn valid_range(g: &ConvGeom, j: usize) -> (usize, usize) {
+    let (s, pl) = (g.stride, g.pad_left);
+    let lo = if pl > j { (pl - j).div_ceil(s) } else { 0 };
+    let hi = if g.w + pl > j {
+        ((g.w - 1 + pl - j) / s + 1).min(g.out_w)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
 /// Fills `cols` (length C*kh*kw * H'*W') from one sample `x` (length C*H*W).
 pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     let ohw = g.out_h * g.out_w;
@@ -33,13 +46,22 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + j) as isize - g.pad_left as isize;
-                        *d = if ix < 0 || ix >= g.w as isize {
-                            0.0
+                    let (lo, hi) = valid_range(g, j);
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo < hi {
+                        // ix = ox*S + j - pad_left, in 0..W for ox in lo..hi.
+                        let ix0 = lo * g.stride + j - g.pad_left;
+                        if g.stride == 1 {
+                            dst[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
                         } else {
-                            src[ix as usize]
-                        };
+                            for (d, &v) in dst[lo..hi]
+                                .iter_mut()
+                                .zip(src[ix0..].iter().step_by(g.stride))
+                            {
+                                *d = v;
+                            }
+                        }
                     }
                 }
             }
@@ -64,10 +86,12 @@ pub fn col2im(cols: &[f32], g: &ConvGeom, dx: &mut [f32]) {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for ox in 0..g.out_w {
-                        let ix = (ox * g.stride + j) as isize - g.pad_left as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[ix as usize] += src[oy * g.out_w + ox];
+                    let (lo, hi) = valid_range(g, j);
+                    if lo < hi {
+                        let ix0 = lo * g.stride + j - g.pad_left;
+                        let s_row = &src[oy * g.out_w + lo..oy * g.out_w + hi];
+                        for (d, &v) in dst[ix0..].iter_mut().step_by(g.stride).zip(s_row) {
+                            *d += v;
                         }
                     }
                 }

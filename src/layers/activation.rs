@@ -19,11 +19,9 @@ pub fn forward(act: Activation, y: &mut [f32], features: usize) {
     match act {
         Activation::None => {}
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::LeakyRelu(a) => y.iter_mut().for_each(|v| {
-            if *v <= 0.0 {
-                *v *= a
-            }
-        }),
+        Activation::LeakyRelu(a) => y
+            .iter_mut()
+            .for_each(|v| *v = if *v <= 0.0 { *v * a } else { *v }),
         Activation::Sigmoid => y.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
         Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
         Activation::Softmax => y.chunks_mut(features).for_each(softmax_in_place),
@@ -34,16 +32,17 @@ pub fn forward(act: Activation, y: &mut [f32], features: usize) {
 pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], features: usize) {
     match act {
         Activation::None => {}
-        Activation::Relu => dy.iter_mut().zip(y).for_each(|(d, &v)| {
-            if v <= 0.0 {
-                *d = 0.0
-            }
-        }),
-        Activation::LeakyRelu(a) => dy.iter_mut().zip(y).for_each(|(d, &v)| {
-            if v <= 0.0 {
-                *d *= a
-            }
-        }),
+        // Both written as an unconditional store of a select, which vectorises: with a
+        // branch, the unpredictable sign of y made ReLU's backward a third of a training
+        // step of report 1's network.
+        Activation::Relu => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(d, &v)| *d = if v <= 0.0 { 0.0 } else { *d }),
+        Activation::LeakyRelu(a) => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(d, &v)| *d = if v <= 0.0 { *d * a } else { *d }),
         Activation::Sigmoid => dy.iter_mut().zip(y).for_each(|(d, &v)| *d *= v * (1.0 - v)),
         Activation::Tanh => dy.iter_mut().zip(y).for_each(|(d, &v)| *d *= 1.0 - v * v),
         Activation::Softmax => {

@@ -1,0 +1,101 @@
+//! Kernel benchmarks at report 1's shapes (batch 32): `cargo bench --bench kernels`.
+//! Small sample sizes keep a run short; CI only compiles this file (clippy --all-targets).
+
+use std::time::Duration;
+
+use cnn::kernels::gemm::{gemm, par_gemm, Trans};
+use cnn::layers::{
+    Activation, Conv2D, Conv2dSpec, ConvGeom, MaxPool2D, Padding, PoolGeom, PoolSpec,
+};
+use cnn::rng::Rng;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const N: usize = 32;
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..len).map(|_| r.normal() as f32).collect()
+}
+
+fn conv(c: &mut Criterion) {
+    let spec = Conv2dSpec {
+        filters: 16,
+        kernel: (3, 3),
+        stride: 1,
+        padding: Padding::Same,
+        activation: Activation::Relu,
+    };
+    let g = ConvGeom::new(&spec, [1, 28, 28]).unwrap();
+    let mut layer = Conv2D::new(g);
+    layer
+        .weight
+        .value
+        .data_mut()
+        .copy_from_slice(&random(16 * 9, 1));
+    let x = random(N * 28 * 28, 2);
+    let mut y = vec![0.0; N * 16 * 28 * 28];
+    let dy = random(y.len(), 3);
+    let mut dx = vec![0.0; x.len()];
+    c.bench_function("conv 1x28x28->16 3x3 forward b32", |b| {
+        b.iter(|| layer.forward(&x, &mut y, N))
+    });
+    layer.forward(&x, &mut y, N);
+    c.bench_function("conv 1x28x28->16 3x3 backward (dW, db) b32", |b| {
+        b.iter(|| layer.backward(&dy, None, N))
+    });
+    c.bench_function("conv 1x28x28->16 3x3 backward (dW, db, dx) b32", |b| {
+        b.iter(|| layer.backward(&dy, Some(&mut dx), N))
+    });
+}
+
+fn pool(c: &mut Criterion) {
+    let spec = PoolSpec {
+        pool: (2, 2),
+        stride: 2,
+    };
+    let g = PoolGeom::new("MaxPool2D", &spec, [16, 28, 28]).unwrap();
+    let mut layer = MaxPool2D::new(g);
+    let x = random(N * 16 * 28 * 28, 4);
+    let mut y = vec![0.0; N * 16 * 14 * 14];
+    let dy = random(y.len(), 5);
+    let mut dx = vec![0.0; x.len()];
+    c.bench_function("maxpool 16x28x28 2x2/2 forward b32", |b| {
+        b.iter(|| layer.forward(&x, &mut y, N))
+    });
+    c.bench_function("maxpool 16x28x28 2x2/2 backward b32", |b| {
+        b.iter(|| layer.backward(&dy, &mut dx, N))
+    });
+}
+
+fn dense_gemm(c: &mut Criterion) {
+    // Dense 3136 -> 128 at batch 32: Y = X W^T, dW = dY^T X, dX = dY W.
+    let (n, i, o) = (N, 3136, 128);
+    let x = random(n * i, 6);
+    let w = random(o * i, 7);
+    let dy = random(n * o, 8);
+    let mut y = vec![0.0; n * o];
+    let mut dw = vec![0.0; o * i];
+    let mut dx = vec![0.0; n * i];
+    c.bench_function("gemm dense fwd 32x128x3136 (1 thread)", |b| {
+        b.iter(|| gemm(n, o, i, &x, Trans::No, &w, Trans::Yes, 0.0, &mut y))
+    });
+    c.bench_function("par_gemm dense fwd 32x128x3136", |b| {
+        b.iter(|| par_gemm(n, o, i, &x, Trans::No, &w, Trans::Yes, 0.0, &mut y))
+    });
+    c.bench_function("par_gemm dense dW 128x3136x32", |b| {
+        b.iter(|| par_gemm(o, i, n, &dy, Trans::Yes, &x, Trans::No, 0.0, &mut dw))
+    });
+    c.bench_function("par_gemm dense dX 32x3136x128", |b| {
+        b.iter(|| par_gemm(n, i, o, &dy, Trans::No, &w, Trans::No, 0.0, &mut dx))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    targets = conv, pool, dense_gemm
+}
+criterion_main!(benches);

@@ -1,0 +1,359 @@
+//! Measuring speed: training steps, inference, the machine's sgemm peak and a per-layer
+//! profile. The library never prints; callers (the `cnn bench` command, the
+//! `bench_step` example) format these numbers.
+//!
+//! Every timing is a median over `runs` repetitions after `warmup` untimed ones, because
+//! wall-clock times on a shared machine are noisy and the median ignores the outliers.
+//! GFLOP/s use the FLOP counts of [`NetworkSpec::train_flops_per_sample`] and
+//! [`NetworkSpec::forward_flops_per_sample`] (a multiply-add counts 2).
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::init::Init;
+use crate::kernels::gemm::{par_gemm, Trans};
+use crate::layers::{Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, PoolSpec};
+use crate::loss::softmax_cross_entropy;
+use crate::model::Model;
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// Seconds per repetition (a training step or a forward pass of one batch) and the rates
+/// derived from the median.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Batch size N of each repetition.
+    pub batch: usize,
+    /// Number of timed repetitions.
+    pub runs: usize,
+    /// Median seconds per repetition.
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    /// N / median.
+    pub images_per_s: f64,
+    /// FLOPs per repetition / median, in 10^9 per second.
+    pub gflops: f64,
+}
+
+impl Timing {
+    fn from_samples(mut secs: Vec<f64>, batch: usize, flops: f64) -> Timing {
+        secs.sort_by(f64::total_cmp);
+        let median_s = median_sorted(&secs);
+        Timing {
+            batch,
+            runs: secs.len(),
+            median_s,
+            min_s: secs[0],
+            max_s: secs[secs.len() - 1],
+            images_per_s: batch as f64 / median_s,
+            gflops: flops / median_s / 1e9,
+        }
+    }
+}
+
+/// Median of an ascending, non-empty slice (mean of the middle two for an even length).
+fn median_sorted(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    median_sorted(&v)
+}
+
+/// A random batch of `batch` samples of the spec's input shape, N(0, 1) values, and random
+/// labels below the network's output size.
+pub fn synthetic_batch(
+    spec: &NetworkSpec,
+    batch: usize,
+    seed: u64,
+) -> Result<(Tensor, Vec<usize>)> {
+    let classes: usize = spec.output_shape()?.iter().product();
+    let [c, h, w] = spec.input;
+    let mut rng = Rng::for_purpose(seed, "bench");
+    let data = (0..batch * c * h * w)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let x = Tensor::from_vec(&[batch, c, h, w], data)?;
+    let labels = (0..batch).map(|_| rng.below(classes.max(1))).collect();
+    Ok((x, labels))
+}
+
+fn check_args(batch: usize, runs: usize) -> Result<()> {
+    if batch == 0 || runs == 0 {
+        return Err(Error::Invalid(
+            "bench: batch and runs must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Times [`Model::train_step`] (forward, fused softmax cross-entropy, backward, SGD with
+/// lr 0.01) on one synthetic batch, repeated: `warmup` untimed steps, then `runs` timed ones.
+pub fn time_training_steps(
+    spec: &NetworkSpec,
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<Timing> {
+    check_args(batch, runs)?;
+    let mut model = Model::new(spec, Init::He, 1)?;
+    let (x, labels) = synthetic_batch(spec, batch, 1)?;
+    let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0);
+    for _ in 0..warmup {
+        model.train_step(&x, &labels, &mut opt)?;
+    }
+    let mut secs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        model.train_step(&x, &labels, &mut opt)?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    let flops = spec.train_flops_per_sample()? as f64 * batch as f64;
+    Ok(Timing::from_samples(secs, batch, flops))
+}
+
+/// Times [`Model::forward`] (logits, no softmax) on one synthetic batch.
+pub fn time_inference(
+    spec: &NetworkSpec,
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<Timing> {
+    check_args(batch, runs)?;
+    let mut model = Model::new(spec, Init::He, 1)?;
+    let (x, _) = synthetic_batch(spec, batch, 1)?;
+    for _ in 0..warmup {
+        model.forward(&x)?;
+    }
+    let mut secs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        model.forward(&x)?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    let flops = spec.forward_flops_per_sample()? as f64 * batch as f64;
+    Ok(Timing::from_samples(secs, batch, flops))
+}
+
+/// Median GFLOP/s of a 1024 x 1024 x 1024 sgemm through [`par_gemm`] on all of rayon's
+/// threads (1 warm-up, 5 timed runs): the ceiling the layers' GEMMs are measured against.
+pub fn peak_gflops() -> f64 {
+    let n = 1024;
+    let mut rng = Rng::new(7);
+    let a: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+    let b: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+    let mut c = vec![0.0f32; n * n];
+    let flops = 2.0 * (n * n * n) as f64;
+    let mut rates = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        par_gemm(n, n, n, &a, Trans::No, &b, Trans::No, 0.0, &mut c);
+        let s = t.elapsed().as_secs_f64();
+        if i > 0 {
+            rates.push(flops / s / 1e9);
+        }
+    }
+    median(rates)
+}
+
+/// Time spent in one part of a training step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTiming {
+    /// `"{index} {LayerName}"`, or `"loss"` / `"update"` for the fused softmax
+    /// cross-entropy and the SGD update.
+    pub name: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// FLOPs of the forward pass for the whole batch (0 for layers without multiply-adds).
+    pub forward_flops: u64,
+    /// FLOPs of the backward pass (weight gradient, plus input gradient except for the first
+    /// layer).
+    pub backward_flops: u64,
+    pub forward_gflops: f64,
+    pub backward_gflops: f64,
+}
+
+impl LayerTiming {
+    fn new(name: String, fwd_s: f64, bwd_s: f64, ff: u64, bf: u64) -> LayerTiming {
+        let rate = |f: u64, s: f64| if s > 0.0 { f as f64 / s / 1e9 } else { 0.0 };
+        LayerTiming {
+            name,
+            forward_ms: fwd_s * 1e3,
+            backward_ms: bwd_s * 1e3,
+            forward_flops: ff,
+            backward_flops: bf,
+            forward_gflops: rate(ff, fwd_s),
+            backward_gflops: rate(bf, bwd_s),
+        }
+    }
+}
+
+/// One training step on `(x, labels)` done layer by layer with the pub
+/// [`crate::layers::Layer`] API, timing each layer's forward and backward. Like
+/// [`Model::train_step`], it ends with an SGD update (lr 0.01, timed as the `"update"` row),
+/// so the model's weights change. Returns one row per layer, then `"loss"`, then `"update"`.
+///
+/// # Panics
+/// If the labels do not match the batch or the network's outputs (caller's data).
+pub fn profile_step(model: &mut Model, x: &Tensor, labels: &[usize]) -> Vec<LayerTiming> {
+    let n = x.batch();
+    assert_eq!(labels.len(), n, "profile_step: one label per sample");
+    let count = model.layers.len();
+    let last = count - 1;
+    let skip_last = model.layers[last].activation == Activation::Softmax;
+    let shapes = model.spec.shapes().expect("a built model has valid shapes");
+    let mut acts = vec![Tensor::default(); count];
+    let mut grads = vec![Tensor::default(); count];
+    let mut fwd = vec![0.0; count];
+    let mut bwd = vec![0.0; count];
+
+    for i in 0..count {
+        let (before, rest) = acts.split_at_mut(i);
+        let input = if i == 0 { x } else { &before[i - 1] };
+        let t = Instant::now();
+        model.layers[i].forward(input, &mut rest[0], i == last && skip_last);
+        fwd[i] = t.elapsed().as_secs_f64();
+    }
+
+    let k = model.classes();
+    let t = Instant::now();
+    grads[last].resize(acts[last].shape());
+    softmax_cross_entropy(acts[last].data(), labels, k, grads[last].data_mut());
+    let loss_s = t.elapsed().as_secs_f64();
+
+    for i in (0..count).rev() {
+        let (g_before, g_rest) = grads.split_at_mut(i);
+        let dx = if i == 0 {
+            None
+        } else {
+            Some(&mut g_before[i - 1])
+        };
+        let input = if i == 0 { x } else { &acts[i - 1] };
+        let t = Instant::now();
+        model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx, i == last && skip_last);
+        bwd[i] = t.elapsed().as_secs_f64();
+    }
+
+    let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0);
+    let t = Instant::now();
+    opt.step(&mut model.params_mut());
+    let update_s = t.elapsed().as_secs_f64();
+
+    let mut rows = Vec::with_capacity(count + 2);
+    for (i, (spec, s)) in model.spec.layers.iter().zip(&shapes).enumerate() {
+        let f = spec.forward_flops(&s.input).unwrap_or(0) * n as u64;
+        let bf = if i == 0 { f } else { 2 * f };
+        rows.push(LayerTiming::new(
+            format!("{i} {}", spec.name()),
+            fwd[i],
+            bwd[i],
+            f,
+            bf,
+        ));
+    }
+    rows.push(LayerTiming::new("loss".into(), loss_s, 0.0, 0, 0));
+    rows.push(LayerTiming::new("update".into(), 0.0, update_s, 0, 0));
+    rows
+}
+
+/// Report 1's network (1x28x28, Conv2D 16 3x3 same relu, MaxPool 2x2/2, Dense 128 relu,
+/// Dense `classes` softmax): the first benchmark, with 10 classes.
+pub fn report1_spec(classes: usize) -> NetworkSpec {
+    NetworkSpec {
+        input: [1, 28, 28],
+        layers: vec![
+            conv(16),
+            pool2(),
+            dense(128, Activation::Relu),
+            dense(classes, Activation::Softmax),
+        ],
+    }
+}
+
+/// LeNet-style: 1x28x28, Conv 32 3x3 same relu, pool 2, Conv 64 3x3 same relu, pool 2,
+/// Dense 128 relu, Dense 10 softmax: the second benchmark.
+pub fn lenet_spec() -> NetworkSpec {
+    NetworkSpec {
+        input: [1, 28, 28],
+        layers: vec![
+            conv(32),
+            pool2(),
+            conv(64),
+            pool2(),
+            dense(128, Activation::Relu),
+            dense(10, Activation::Softmax),
+        ],
+    }
+}
+
+fn conv(filters: usize) -> LayerSpec {
+    LayerSpec::Conv2D(Conv2dSpec {
+        filters,
+        kernel: (3, 3),
+        stride: 1,
+        padding: Padding::Same,
+        activation: Activation::Relu,
+    })
+}
+
+fn pool2() -> LayerSpec {
+    LayerSpec::MaxPool2D(PoolSpec {
+        pool: (2, 2),
+        stride: 2,
+    })
+}
+
+fn dense(units: usize, activation: Activation) -> LayerSpec {
+    LayerSpec::Dense(DenseSpec { units, activation })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_are_consistent() {
+        let spec = report1_spec(10);
+        let t = time_training_steps(&spec, 4, 1, 3).unwrap();
+        assert_eq!((t.batch, t.runs), (4, 3));
+        assert!(t.min_s <= t.median_s && t.median_s <= t.max_s && t.min_s > 0.0);
+        assert!((t.images_per_s - 4.0 / t.median_s).abs() < 1e-6 * t.images_per_s);
+        let i = time_inference(&spec, 2, 0, 1).unwrap();
+        assert!(i.gflops > 0.0);
+        assert!(time_training_steps(&spec, 0, 0, 1).is_err());
+    }
+
+    #[test]
+    fn profile_has_a_row_per_layer_and_matches_train_step() {
+        let spec = lenet_spec();
+        let (x, labels) = synthetic_batch(&spec, 3, 2).unwrap();
+        let mut a = Model::new(&spec, Init::He, 5).unwrap();
+        let mut b = a.clone();
+        let rows = profile_step(&mut a, &x, &labels);
+        assert_eq!(rows.len(), spec.layers.len() + 2);
+        assert_eq!(rows[0].name, "0 Conv2D");
+        assert_eq!(rows[0].forward_flops, 3 * 2 * 32 * 784 * 9);
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0);
+        b.train_step(&x, &labels, &mut opt).unwrap();
+        // The profiled step is the same computation as a training step.
+        let pa: Vec<_> = a
+            .named_params()
+            .iter()
+            .map(|(_, p)| p.value.clone())
+            .collect();
+        let pb: Vec<_> = b
+            .named_params()
+            .iter()
+            .map(|(_, p)| p.value.clone())
+            .collect();
+        assert_eq!(pa, pb);
+    }
+}
