@@ -3,7 +3,6 @@
 use super::folder::{chw_to_dynamic, LABELS_TXT};
 use super::Dataset;
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
 /// Writes images of `ds` into the folder `out` as PNG files named `{index:05}_{label}.png`
@@ -11,8 +10,11 @@ use std::path::Path;
 /// the label as a class index, after a `# classes: NAME, NAME, ...` line), so that [`load`]
 /// reads the folder back with the same classes.
 ///
-/// For each class in `classes` (all when `None`), the images of that class are taken in
-/// dataset order, skipping the first `offset` of them and keeping at most `per_class` (all when
+/// With `classes` given, the exported set has just those classes, in the order given: the
+/// i-th listed class becomes class i (so `--classes 3,5` gives a 2-class set whose names are
+/// `3` and `5`), which is what a network with one output per exported class needs.
+///
+/// For each selected class, the images of that class are taken in dataset order, skipping the first `offset` of them and keeping at most `per_class` (all when
 /// `None`). Exports with the same `per_class` and offsets `0`, `per_class`, `2 * per_class`, ...
 /// are therefore disjoint. Returns the number of images written.
 ///
@@ -36,8 +38,12 @@ pub fn export(
         )));
     }
     let k = ds.classes.len();
-    let mut selected = vec![classes.is_none(); k];
-    for &cl in classes.unwrap_or(&[]) {
+    // new_index[old class] = its index in the exported set, if selected.
+    let mut new_index: Vec<Option<usize>> = match classes {
+        None => (0..k).map(Some).collect(),
+        Some(_) => vec![None; k],
+    };
+    for (i, &cl) in classes.unwrap_or(&[]).iter().enumerate() {
         if cl >= k {
             return Err(Error::Invalid(format!(
                 "class {cl} is out of range: {} has {k} classes (0..{})",
@@ -45,8 +51,15 @@ pub fn export(
                 k.saturating_sub(1)
             )));
         }
-        selected[cl] = true;
+        if new_index[cl].is_some() {
+            return Err(Error::Invalid(format!("class {cl} is listed twice")));
+        }
+        new_index[cl] = Some(i);
     }
+    let names: Vec<&str> = match classes {
+        None => ds.classes.iter().map(String::as_str).collect(),
+        Some(list) => list.iter().map(|&cl| ds.classes[cl].as_str()).collect(),
+    };
     if let Some(bad) = ds
         .classes
         .iter()
@@ -61,13 +74,13 @@ pub fn export(
 
     let mut seen = vec![0usize; k];
     let mut taken = vec![0usize; k];
-    let mut listing = format!("# classes: {}\n", ds.classes.join(", "));
+    let mut listing = format!("# classes: {}\n", names.join(", "));
     let mut written = 0;
     for i in 0..ds.len() {
         let l = ds.labels[i] as usize;
-        if !selected[l] {
+        let Some(new_label) = new_index[l] else {
             continue;
-        }
+        };
         seen[l] += 1;
         if seen[l] <= offset || per_class.is_some_and(|p| taken[l] >= p) {
             continue;
@@ -81,19 +94,10 @@ pub fn export(
                 image::ImageError::IoError(io) => Error::io(&path, io),
                 other => Error::Invalid(format!("{}: cannot write PNG: {other}", path.display())),
             })?;
-        listing.push_str(&format!("{name} {l}\n"));
+        listing.push_str(&format!("{name} {new_label}\n"));
         written += 1;
     }
 
-    let tmp = out.join(format!(".{LABELS_TXT}.tmp"));
-    let dest = out.join(LABELS_TXT);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(listing.as_bytes())?;
-        f.flush()?;
-        f.sync_all()
-    };
-    write().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    crate::io::write_atomic(&out.join(LABELS_TXT), listing.as_bytes())?;
     Ok(written)
 }
