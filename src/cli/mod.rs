@@ -4,6 +4,7 @@
 //! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own),
 //! 3 training diverged.
 
+mod bench;
 mod data_cmd;
 mod evaluate;
 mod gradcheck;
@@ -50,6 +51,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Compare every parameter's backprop gradient with finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
+    Bench(bench::BenchArgs),
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -106,6 +109,7 @@ fn run(command: Command) -> CmdResult {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
     }
 }
