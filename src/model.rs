@@ -193,6 +193,24 @@ impl Model {
             .collect()
     }
 
+    /// The first layer, in order, whose output of the last pass, parameters or gradients hold
+    /// a NaN or an infinity, as `(index, what)`: where a diverging run first went bad.
+    pub fn first_non_finite(&self) -> Option<(usize, &'static str)> {
+        let bad = |t: &Tensor| t.data().iter().any(|v| !v.is_finite());
+        for (i, layer) in self.layers.iter().enumerate() {
+            if layer.params().iter().any(|(_, p)| bad(&p.value)) {
+                return Some((i, "weights"));
+            }
+            if self.acts.get(i).is_some_and(bad) {
+                return Some((i, "output"));
+            }
+            if layer.params().iter().any(|(_, p)| bad(&p.grad)) {
+                return Some((i, "gradients"));
+            }
+        }
+        None
+    }
+
     /// The output of layer `i` for the last forward pass (for visualisation).
     pub fn activation(&self, i: usize) -> Option<&Tensor> {
         self.acts.get(i)

@@ -157,9 +157,9 @@ pub fn train(
             let idx = &order[lo..(lo + opts.batch_size).min(n)];
             train.batch(idx, norm, &mut x, &mut labels);
             let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
-            if !loss.is_finite() {
+            if let Some(why) = divergence(model, loss) {
                 return Err(Error::Diverged(format!(
-                    "training diverged at epoch {}, step {}: the loss is {loss}; \
+                    "training diverged at epoch {}, step {}: {why}; \
                      try a lower learning rate (now {})",
                     state.epoch + 1,
                     state.step + 1,
@@ -210,6 +210,34 @@ pub fn train(
         }
     }
     Ok(true)
+}
+
+/// Multiple of ln(classes) (the loss of a uniform guess) above which a batch's loss counts
+/// as diverged: a network that learns never comes near it.
+pub const DIVERGED_LOSS_FACTOR: f32 = 100.0;
+
+/// Why a training step shows divergence, if it does: a NaN or infinite loss (naming the
+/// first layer whose values went bad), or a loss above [`DIVERGED_LOSS_FACTOR`] x ln(classes).
+pub fn divergence(model: &Model, loss: f32) -> Option<String> {
+    if !loss.is_finite() {
+        let place = match model.first_non_finite() {
+            Some((i, what)) => format!(
+                "; the first bad values are in the {what} of layer {i} ({})",
+                model.layers[i].spec.name()
+            ),
+            None => String::new(),
+        };
+        return Some(format!("the loss is {loss}{place}"));
+    }
+    let bound = DIVERGED_LOSS_FACTOR * (model.classes().max(2) as f32).ln();
+    if loss > bound {
+        return Some(format!(
+            "the loss is {loss:.1}, over {bound:.1} = {DIVERGED_LOSS_FACTOR} x ln({} classes): \
+             the weights are blowing up",
+            model.classes()
+        ));
+    }
+    None
 }
 
 /// The result of running a model over a dataset.

@@ -10,6 +10,8 @@ mod evaluate;
 mod gradcheck;
 mod plots;
 mod predict;
+mod report;
+mod sweep;
 mod train;
 
 use std::path::PathBuf;
@@ -51,6 +53,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Compare every parameter's backprop gradient with finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Train one model per learning rate and epoch count; overlay their loss curves.
+    Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
     Bench(bench::BenchArgs),
     /// Inspect or export datasets.
@@ -109,6 +113,7 @@ fn run(command: Command) -> CmdResult {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
     }

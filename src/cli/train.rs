@@ -23,7 +23,7 @@ use cnn::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{set_threads, CmdResult};
+use super::{set_threads, CmdResult, Failure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum OptimizerArg {
@@ -272,7 +272,25 @@ impl RunFiles {
     }
 }
 
-pub fn run(mut args: TrainArgs) -> CmdResult {
+/// What a training run ended with.
+pub struct Outcome {
+    pub history: Vec<EpochMetrics>,
+    /// Final (accuracy, loss) on the test set, when there is one and the run finished.
+    pub test: Option<(f64, f64)>,
+    /// The divergence message, when the loss became NaN or infinite.
+    pub diverged: Option<String>,
+}
+
+pub fn run(args: TrainArgs) -> CmdResult {
+    let outcome = train_run(args)?;
+    match outcome.diverged {
+        Some(msg) => Err(Failure::Diverged(msg)),
+        None => Ok(()),
+    }
+}
+
+/// Runs `cnn train`, returning how the run ended (used by `cnn sweep` too).
+pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
     set_threads(args.threads)?;
     let resume_from = args.resume.clone();
     let (parsed, mut model, state, meta_seed, run_dir): (
@@ -457,7 +475,7 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
             Control::Continue
         }
     };
-    let finished = train::train(
+    let result = train::train(
         &mut model,
         &data.train,
         data.test.as_ref(),
@@ -465,11 +483,29 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
         &opts,
         &mut state,
         &mut on_event,
-    )?;
+    );
     bar.finish_and_clear();
     if let Some(e) = io_error {
         return Err(e.into());
     }
+    let mut outcome = Outcome {
+        history: state.history.clone(),
+        test: None,
+        diverged: None,
+    };
+    let finished = match result {
+        Ok(finished) => finished,
+        Err(Error::Diverged(msg)) => {
+            outcome.diverged = Some(if ck_path.exists() {
+                format!("{msg}; the last good checkpoint is {}", ck_path.display())
+            } else {
+                format!("{msg}; no checkpoint was written before it")
+            });
+            super::report::write_run_report(&run_dir, &parsed, &outcome, &data.note)?;
+            return Ok(outcome);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !finished {
         eprintln!(
             "stopped at epoch {}, step {}; checkpoint saved: continue with `cnn train --resume {}`",
@@ -477,7 +513,7 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
             state.step,
             run_dir.display()
         );
-        return Ok(());
+        return Ok(outcome);
     }
     model_file::save(&files.path("model.safetensors"), &model, &meta)?;
     if let Some(test) = &data.test {
@@ -489,12 +525,18 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
             test.len(),
             e.loss
         );
+        outcome.test = Some((e.accuracy, e.loss));
     }
-    let secs: f64 = state.history.iter().map(|m| m.seconds).sum();
+    let secs: f64 = state
+        .history
+        .iter()
+        .map(|m| m.seconds)
+        .fold(0.0, |a, b| a + b);
     println!(
         "trained {} epochs in {secs:.2}s; model saved to {}",
         state.history.len(),
         files.path("model.safetensors").display()
     );
-    Ok(())
+    super::report::write_run_report(&run_dir, &parsed, &outcome, &data.note)?;
+    Ok(outcome)
 }

@@ -1,0 +1,83 @@
+//! `report.md`: a run's or a sweep's summary, figures and tables in one Markdown file, to
+//! read on screen or hand in.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use cnn::config::ParsedConfig;
+use cnn::io::write_atomic;
+use cnn::Error;
+
+use super::train::Outcome;
+
+/// Formats an optional number, or a dash.
+fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
+    v.map(|x| format!("{:.*}", digits, x * scale))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The per-epoch metrics as a Markdown table.
+pub fn metrics_table(history: &[cnn::train::EpochMetrics]) -> String {
+    let mut s = String::from(
+        "| epoch | loss | accuracy (%) | test loss | test accuracy (%) | seconds | images/s |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for m in history {
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.2} | {} | {} | {:.2} | {:.0} |",
+            m.epoch,
+            m.loss,
+            m.accuracy * 100.0,
+            opt(m.val_loss, 1.0, 4),
+            opt(m.val_accuracy, 100.0, 2),
+            m.seconds,
+            m.images_per_second
+        );
+    }
+    s
+}
+
+/// Writes `report.md` into a run folder.
+pub fn write_run_report(
+    dir: &Path,
+    parsed: &ParsedConfig,
+    outcome: &Outcome,
+    data_note: &str,
+) -> Result<(), Error> {
+    let mut s = String::from("# Training run\n\n");
+    let _ = writeln!(s, "{data_note}.\n");
+    let secs: f64 = outcome
+        .history
+        .iter()
+        .map(|m| m.seconds)
+        .fold(0.0, |a, b| a + b);
+    match (&outcome.diverged, outcome.test) {
+        (Some(msg), _) => {
+            let _ = writeln!(s, "**Diverged.** {msg}\n");
+        }
+        (None, Some((acc, loss))) => {
+            let _ = writeln!(
+                s,
+                "**Test accuracy {:.2}%**, test loss {loss:.4}, after {} epochs in {secs:.2} s of training.\n",
+                acc * 100.0,
+                outcome.history.len()
+            );
+        }
+        (None, None) => {
+            let _ = writeln!(
+                s,
+                "{} epochs in {secs:.2} s of training (no test set).\n",
+                outcome.history.len()
+            );
+        }
+    }
+    s += "## Network\n\n```text\n";
+    s += &parsed.text;
+    s += "```\n\n```text\n";
+    s += &cnn::summary::render(&parsed.spec, false)?;
+    s += "```\n\n## Loss and accuracy\n\n![loss](loss.png)\n\n![accuracy](accuracy.png)\n\n";
+    s += "## Per epoch\n\n";
+    s += &metrics_table(&outcome.history);
+    write_atomic(&dir.join("report.md"), s.as_bytes())
+}
