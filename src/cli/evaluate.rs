@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use cnn::data::{self, LoadOptions, Split};
 use cnn::metrics::ConfusionMatrix;
+use cnn::plot::{image_grid, GridImage};
 use cnn::{model_file, train, Error};
 use serde::Serialize;
 
@@ -21,7 +22,9 @@ pub struct EvaluateArgs {
     /// Print everything as one JSON object instead.
     #[arg(long)]
     json: bool,
-    /// Also write confusion_matrix.csv and confusion_matrix.png/.svg into this folder.
+    /// Also write confusion_matrix.csv, confusion_matrix.png/.svg and misclassified.png (a
+    /// gallery of up to 32 misclassified images with their true and predicted classes) into
+    /// this folder.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Resize images whose size differs from the model's input.
@@ -78,6 +81,12 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
     for (&y, &p) in e.labels.iter().zip(&e.predictions) {
         cm.add(y, p);
     }
+    let name = |i: usize| {
+        meta.classes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    };
     if let Some(dir) = &args.out {
         cnn::io::create_dir(dir)?;
         cnn::io::write_atomic(&dir.join("confusion_matrix.csv"), cm.to_csv().as_bytes())?;
@@ -87,6 +96,27 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
                 &cm,
                 "Confusion matrix",
             )?;
+        }
+        let wrong: Vec<GridImage> = e
+            .predictions
+            .iter()
+            .zip(&e.labels)
+            .enumerate()
+            .filter(|(_, (p, y))| p != y)
+            .take(32)
+            .map(|(i, (&p, &y))| GridImage {
+                width: w,
+                height: h,
+                channels: if c == 3 { 3 } else { 1 },
+                pixels: ds.image(i)[..if c == 3 { 3 } else { 1 } * h * w]
+                    .iter()
+                    .map(|&b| f32::from(b))
+                    .collect(),
+                caption: Some(format!("{} -> {}", name(y), name(p))),
+            })
+            .collect();
+        if !wrong.is_empty() {
+            image_grid(&dir.join("misclassified.png"), &wrong, 8, 3)?;
         }
     }
     let name = |i: usize| {

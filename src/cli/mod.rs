@@ -13,6 +13,7 @@ mod predict;
 mod report;
 mod sweep;
 mod train;
+mod visualize;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Compare every parameter's backprop gradient with finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Picture the first layer's filters and every layer's activations for one image.
+    Visualize(visualize::VisualizeArgs),
     /// Train one model per learning rate and epoch count; overlay their loss curves.
     Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
@@ -114,6 +117,7 @@ fn run(command: Command) -> CmdResult {
         Command::Predict(args) => predict::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Visualize(args) => visualize::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
     }

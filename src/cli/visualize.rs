@@ -1,0 +1,142 @@
+//! `cnn visualize MODEL IMAGE --out DIR`: what the network learned and what it sees.
+//!
+//! Writes `filters.png` (the first Conv2D layer's filters, one tile each) and, for each layer,
+//! `layer{i}-{name}.png`: its activations for the image (one tile per channel for spatial
+//! outputs, one strip for flat ones), plus `input.png`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use cnn::data;
+use cnn::layers::Op;
+use cnn::model_file;
+use cnn::plot::{image_grid, GridImage};
+use cnn::tensor::Tensor;
+
+use super::CmdResult;
+
+#[derive(Debug, Args)]
+pub struct VisualizeArgs {
+    /// A model file written by `cnn train`.
+    model: PathBuf,
+    /// An image file (PNG, JPEG, BMP) of the model's input size.
+    image: PathBuf,
+    /// Folder for the PNG grids.
+    #[arg(long)]
+    out: PathBuf,
+    /// Resize the image to the model's input size.
+    #[arg(long)]
+    resize: bool,
+}
+
+/// Pixels enlarged per side so that small maps stay visible.
+fn scale_for(side: usize) -> usize {
+    (96 / side.max(1)).clamp(1, 16)
+}
+
+pub fn run(args: VisualizeArgs) -> CmdResult {
+    let (mut model, meta) = model_file::load(&args.model)?;
+    let [c, h, w] = model.input_shape();
+    let bytes = data::load_image(&args.image, [c, h, w], args.resize)?;
+    let norm = &meta.normalization;
+    let plane = h * w;
+    let pixels: Vec<f32> = bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (f32::from(b) / 255.0 - norm.mean[i / plane]) / norm.std[i / plane])
+        .collect();
+    let x = Tensor::from_vec(&[1, c, h, w], pixels.clone())?;
+    let probs = model.predict_proba(&x)?;
+    cnn::io::create_dir(&args.out)?;
+    let mut written = Vec::new();
+
+    let input = GridImage {
+        width: w,
+        height: h,
+        channels: c.min(3),
+        pixels: pixels[..c.min(3) * plane].to_vec(),
+        caption: Some(format!("input ({c}x{h}x{w})")),
+    };
+    let path = args.out.join("input.png");
+    image_grid(&path, &[input], 1, scale_for(h.max(w)))?;
+    written.push(path);
+
+    // The first convolution's filters: one tile per filter, RGB when it reads 3 channels.
+    if let Some(conv) = model.layers.iter().find_map(|l| match &l.op {
+        Op::Conv2D(conv) => Some(conv),
+        _ => None,
+    }) {
+        let g = conv.geom;
+        let show_c = if g.c == 3 { 3 } else { 1 };
+        let per_filter = g.c * g.kh * g.kw;
+        let tiles: Vec<GridImage> = conv
+            .weight
+            .value
+            .data()
+            .chunks(per_filter)
+            .enumerate()
+            .map(|(k, f)| GridImage {
+                width: g.kw,
+                height: g.kh,
+                channels: show_c,
+                pixels: f[..show_c * g.kh * g.kw].to_vec(),
+                caption: Some(format!("filter {k}")),
+            })
+            .collect();
+        let path = args.out.join("filters.png");
+        image_grid(&path, &tiles, 8, scale_for(g.kh.max(g.kw)).max(8))?;
+        written.push(path);
+    }
+
+    for (i, layer) in model.layers.iter().enumerate() {
+        let Some(act) = model.activation(i) else {
+            continue;
+        };
+        let name = layer.spec.name();
+        let tiles: Vec<GridImage> = match layer.output.as_slice() {
+            [ch, oh, ow] => act
+                .data()
+                .chunks(oh * ow)
+                .take(*ch)
+                .enumerate()
+                .map(|(k, m)| GridImage {
+                    width: *ow,
+                    height: *oh,
+                    channels: 1,
+                    pixels: m.to_vec(),
+                    caption: Some(format!("channel {k}")),
+                })
+                .collect(),
+            _ => vec![GridImage {
+                width: act.len(),
+                height: 1,
+                channels: 1,
+                pixels: act.data().to_vec(),
+                caption: Some(format!("{} values", act.len())),
+            }],
+        };
+        let side = tiles.first().map_or(1, |t| t.width.max(t.height));
+        let scale = if tiles.len() == 1 && tiles[0].height == 1 {
+            (600 / side.max(1)).clamp(1, 16)
+        } else {
+            scale_for(side)
+        };
+        let path = args
+            .out
+            .join(format!("layer{i}-{}.png", name.to_lowercase()));
+        image_grid(&path, &tiles, 8, scale)?;
+        written.push(path);
+    }
+    let p = probs.data();
+    let best = cnn::model::argmax(p);
+    println!(
+        "{}: predicted {} ({:.1}%)",
+        args.image.display(),
+        meta.classes.get(best).map_or("?", String::as_str),
+        p[best] * 100.0
+    );
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
