@@ -154,7 +154,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
         );
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{:.4},{status}",
+            "{},{},{},{},{},{:.6},{status}",
             r.name,
             r.lr,
             r.epochs,

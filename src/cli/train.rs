@@ -216,7 +216,7 @@ fn metrics_csv(history: &[EpochMetrics]) -> String {
         String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second\n");
     for m in history {
         s += &format!(
-            "{},{:.6},{:.6},{},{},{},{:.4},{:.1}\n",
+            "{},{:.6},{:.6},{},{},{},{:.6},{:.1}\n",
             m.epoch,
             m.loss,
             m.accuracy,

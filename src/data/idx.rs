@@ -125,7 +125,8 @@ fn load_pair(images: &Path, labels: &Path) -> Result<Dataset> {
 }
 
 /// Builds a dataset from parsed IDX images and labels, checking they agree. `classes`, when
-/// known, bounds the labels; otherwise the classes are "0".."max(9, largest label)".
+/// known, bounds the labels; otherwise the classes are "0" up to the largest label, so a
+/// file holding only 0s and 1s is a 2-class set.
 pub(crate) fn assemble(
     img: Idx,
     lab: Idx,
@@ -162,7 +163,7 @@ pub(crate) fn assemble(
             }
             c
         }
-        None => (0..=max.max(9)).map(|i| i.to_string()).collect(),
+        None => (0..=max).map(|i| i.to_string()).collect(),
     };
     Ok(Dataset {
         images: img.data,

@@ -13,7 +13,7 @@
 //!    An IDX file is big-endian: two zero bytes, the data type (`0x08`, unsigned byte, is the
 //!    only one accepted), the number of dimensions (3 for images: count, rows, cols; 1 for
 //!    labels: count), one `u32` per dimension, then the bytes. Images get shape `(1, rows,
-//!    cols)`. Classes are `"0"`, `"1"`, ... up to the largest label, and at least `"0"`..`"9"`;
+//!    cols)`. Classes are `"0"`, `"1"`, ... up to the largest label;
 //!    when the path contains `fashion` they are the Fashion-MNIST names
 //!    ([`FASHION_MNIST_CLASSES`]) and labels must be below 10.
 //!
