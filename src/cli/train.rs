@@ -272,6 +272,27 @@ impl RunFiles {
     }
 }
 
+/// Removes the temporary files (`.NAME.tmp-PID`, see [`cnn::io`]) that a run killed while
+/// writing left in `dir`, so that they do not pile up run after run. Best effort. They are
+/// never read: the files they were to replace are whole.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let own = format!(".tmp-{}", std::process::id());
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            && !name.ends_with(&own);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub fn run(mut args: TrainArgs) -> CmdResult {
     set_threads(args.threads)?;
     let resume_from = args.resume.clone();
@@ -375,6 +396,7 @@ pub fn run(mut args: TrainArgs) -> CmdResult {
     };
 
     create_dir(&run_dir)?;
+    remove_stale_temps(&run_dir);
     let files = RunFiles {
         dir: run_dir.clone(),
     };
