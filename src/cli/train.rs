@@ -272,22 +272,29 @@ impl RunFiles {
     }
 }
 
-/// Removes the temporary files (`.NAME.tmp-PID`, see [`cnn::io`]) that a run killed while
-/// writing left in `dir`, so that they do not pile up run after run. Best effort. They are
-/// never read: the files they were to replace are whole.
+/// Removes the temporary files that a run killed while writing left in `dir`
+/// (`.NAME.tmp-PID` from [`cnn::io::write_atomic`], `.NAME.PID-N.tmp` from the plots), so
+/// that they do not pile up run after run. Best effort, and done before this run writes
+/// anything. They are never read: the files they were to replace are whole.
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let own = format!(".tmp-{}", std::process::id());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = name.starts_with('.')
-            && name
-                .rsplit_once(".tmp-")
-                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-            && !name.ends_with(&own);
-        if stale {
+        if !name.starts_with('.') {
+            continue;
+        }
+        let io_temp = name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, pid)| digits(pid));
+        let plot_temp = name
+            .strip_suffix(".tmp")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(_, pid_n)| pid_n.split_once('-'))
+            .is_some_and(|(pid, n)| digits(pid) && digits(n));
+        if io_temp || plot_temp {
             let _ = std::fs::remove_file(entry.path());
         }
     }
