@@ -321,7 +321,8 @@ fn model_hash_is_independent_of_thread_count() {
 /// (one step per epoch, so a checkpoint is written every few tens of milliseconds) never leaves a
 /// damaged `checkpoint.safetensors`: after each kill it is absent or loads with
 /// `cnn::checkpoint::load`. The unfinished temporary file a kill may leave has another name,
-/// so it is never taken for the checkpoint, and the next run in the folder removes it.
+/// so it is never taken for the checkpoint, and the next run in the folder removes it; the
+/// folder then resumes to the end.
 #[test]
 fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     let started = Instant::now();
@@ -390,6 +391,22 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
         }
     }
     assert_eq!(loaded, 20, "a checkpoint disappeared");
+    // The folder a kill left behind resumes to the end, and no temporary file remains.
+    let end = (last_epoch + 1).to_string();
+    Command::new(&bin)
+        .arg("train")
+        .arg("--resume")
+        .arg(&run)
+        .args(["--epochs", &end])
+        .assert()
+        .success();
+    assert!(run.join("model.safetensors").exists());
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files remain: {left:?}");
     assert!(
         last_epoch > 1,
         "training made little progress: {last_epoch}"
