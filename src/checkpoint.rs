@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -183,20 +184,54 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     };
     let mut optimizer = Optimizer::new(kind, o.lr, o.weight_decay);
     optimizer.steps = o.steps;
-    let sizes: Vec<usize> = model
+    let shapes: Vec<Vec<usize>> = model
         .named_params()
         .iter()
-        .map(|(_, p)| p.value.len())
+        .map(|(_, p)| p.value.shape().to_vec())
         .collect();
+    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    // Every optimiser tensor must be one the state can hold: `copy_weights` let the
+    // `optimizer.` prefix through.
+    let known = |name: &str| {
+        ["optimizer.first.", "optimizer.second."].iter().any(|p| {
+            name.strip_prefix(p)
+                .and_then(|j| j.parse::<usize>().ok())
+                .is_some_and(|j| j < sizes.len() && name == format!("{p}{j}"))
+        })
+    };
+    if let Some(name) = raw
+        .tensors
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("optimizer.") && !known(n))
+    {
+        return Err(bad(format!(
+            "unknown tensor `{name}`: a checkpoint holds optimizer.first.J and \
+             optimizer.second.J for J below {}",
+            sizes.len()
+        )));
+    }
     for (prefix, bufs) in [
         ("first", &mut optimizer.first),
         ("second", &mut optimizer.second),
     ] {
-        for (j, &len) in sizes.iter().enumerate() {
+        for (j, (&len, shape)) in sizes.iter().zip(&shapes).enumerate() {
             let name = format!("optimizer.{prefix}.{j}");
             let Ok(t) = raw.tensors.tensor(&name) else {
                 break;
             };
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?}, expected F32",
+                    t.dtype()
+                )));
+            }
+            if t.shape() != shape.as_slice() {
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {:?}, its parameter's is {shape:?}",
+                    t.shape()
+                )));
+            }
             let mut buf = vec![0.0; len];
             read_f32_into(&name, t.data(), &mut buf).map_err(bad)?;
             bufs.push(buf);

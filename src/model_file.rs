@@ -19,7 +19,7 @@
 //! metadata, that every tensor the config needs is present as F32 with the right shape, that
 //! no unknown tensor is there, and that no value is NaN or infinite.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -94,8 +94,38 @@ pub fn to_bytes(
             .map_err(|e| Error::Invalid(format!("tensor {name}: {e}")))?;
         views.push((name.as_str(), view));
     }
-    safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Invalid(format!("cannot serialise the model: {e}")))
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Invalid(format!("cannot serialise the model: {e}")))?;
+    Ok(canonical_header(bytes))
+}
+
+/// Rewrites the JSON header of safetensors `bytes` with its keys sorted.
+///
+/// The crate writes the metadata in the iteration order of a `HashMap`, which is seeded at
+/// random in every process, so the same model would be saved as different bytes from run to
+/// run. Sorted keys make a model file a pure function of its content (same SHA-256). The
+/// header keeps its length (same JSON, other order; padded with spaces to 8 bytes as the
+/// format asks), so the tensor data does not move.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("the crate writes a JSON object");
+    // Sorted explicitly at both levels, whatever serde_json's features.
+    let header: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(m) => {
+                let m: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                (k, serde_json::to_value(m).expect("a map serialises"))
+            }
+            other => (k, other),
+        })
+        .collect();
+    let mut sorted = serde_json::to_vec(&header).expect("a JSON value serialises");
+    assert!(sorted.len() <= n, "a reordered header is no longer");
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    bytes
 }
 
 /// Saves `model` with `meta` to `path`, atomically.
