@@ -8,16 +8,30 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// The temporary name used while writing `path`: `.NAME.tmp-PID` in the same folder.
+/// The temporary name used while writing `path`: `.NAME.tmp-PID-N` in the same folder, N
+/// counting this process's writes so two threads never share one.
 fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// True for a name [`temp_path`] makes: `.NAME.tmp-PID-N`.
+pub fn is_temp_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .and_then(|(_, rest)| rest.split_once('-'))
+            .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
 /// Writes `bytes` to `path` atomically (see the module doc).

@@ -9,7 +9,6 @@
 //! half a file.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
 use plotters::backend::RGBPixel;
@@ -160,28 +159,6 @@ where
     Ok(svg.into_bytes())
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file name", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
 /// Estimated width and height in pixels of `text` in the embedded font at `size` px.
 fn text_size(text: &str, size: f64) -> (i32, i32) {
     ensure_font();
@@ -225,7 +202,7 @@ pub fn line_chart(
             draw_line_chart(root, title, x_label, y_label, series)
         })?,
     };
-    write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// `lo..hi` covering `values`, widened when empty or flat; with `pad` (fraction of the span)
@@ -428,7 +405,7 @@ pub fn confusion_heatmap(path: &Path, cm: &ConfusionMatrix, title: &str) -> Resu
             draw_heatmap(root, cm, title, &layout)
         })?,
     };
-    write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// White to dark blue (the ends of matplotlib's "Blues") at `t` in 0..=1.
@@ -659,7 +636,7 @@ pub fn image_grid(path: &Path, images: &[GridImage], cols: usize, scale: usize) 
         root.present()
     })?;
     let bytes = encode_png(path, &buf, size)?;
-    write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// Draws a one-pixel grey frame just outside the `w` x `h` rectangle at `at` in the RGB buffer

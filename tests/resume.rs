@@ -2,8 +2,8 @@
 //! weights, a resumed run equals an uninterrupted one bit for bit, the thread count does not
 //! change the result, and a run killed at any moment leaves a checkpoint that loads.
 //!
-//! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2). IDX
-//! data always has the ten classes "0".."9", so the network has 10 outputs.
+//! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2, so three
+//! classes), for a network with 3 outputs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +16,7 @@ const CONFIG: &str = "4\nInput shape=1x8x8\n\
 Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n\
 MaxPool2D pool=2x2 stride=2\n\
 Dense units=16 activation=relu\n\
-Dense units=10 activation=softmax\n";
+Dense units=3 activation=softmax\n";
 
 /// A small deterministic generator for test data and kill delays.
 struct Lcg(u64);

@@ -272,29 +272,16 @@ impl RunFiles {
     }
 }
 
-/// Removes the temporary files that a run killed while writing left in `dir`
-/// (`.NAME.tmp-PID` from [`cnn::io::write_atomic`], `.NAME.PID-N.tmp` from the plots), so
-/// that they do not pile up run after run. Best effort, and done before this run writes
-/// anything. They are never read: the files they were to replace are whole.
+/// Removes the temporary files that a run killed while writing left in `dir` (see
+/// [`cnn::io::is_temp_name`]), so that they do not pile up run after run. Best effort, and
+/// done before this run writes anything. They are never read: the files they were to replace
+/// are whole.
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') {
-            continue;
-        }
-        let io_temp = name
-            .rsplit_once(".tmp-")
-            .is_some_and(|(_, pid)| digits(pid));
-        let plot_temp = name
-            .strip_suffix(".tmp")
-            .and_then(|rest| rest.rsplit_once('.'))
-            .and_then(|(_, pid_n)| pid_n.split_once('-'))
-            .is_some_and(|(pid, n)| digits(pid) && digits(n));
-        if io_temp || plot_temp {
+        if cnn::io::is_temp_name(&entry.file_name().to_string_lossy()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
