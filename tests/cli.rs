@@ -628,6 +628,31 @@ fn predict_on_an_idx_images_file_gives_one_line_per_image() {
     );
 }
 
+#[test]
+fn predict_into_a_closed_pipe_stops_quietly_without_a_panic() {
+    let (_tmp, idx, run_dir) = trained();
+    // The reading end is closed before cnn starts, so its first line already fails, as with
+    // `cnn predict ... | head -0`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("cnn"))
+        .arg("predict")
+        .arg(run_dir.join("model.safetensors"))
+        .arg(idx.join("t10k-images-idx3-ubyte"))
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    assert_eq!(stderr, "", "nothing on stderr");
+    // Ended by SIGPIPE (no exit code), as `head` expects of a producer.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // gradcheck
 
