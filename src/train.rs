@@ -55,7 +55,7 @@ pub struct EpochMetrics {
     /// Loss and accuracy on the held-out set after the epoch, when there is one.
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
-    pub lr: f64,
+    pub lr: f32,
     /// Wall-clock seconds of the epoch's training steps (evaluation excluded).
     pub seconds: f64,
     pub images_per_second: f64,
@@ -195,7 +195,7 @@ pub fn train(
             accuracy: state.correct as f64 / seen,
             val_loss,
             val_accuracy,
-            lr: f64::from(state.optimizer.lr),
+            lr: state.optimizer.lr,
             seconds: state.seconds,
             images_per_second: seen / state.seconds.max(1e-9),
         });

@@ -96,12 +96,12 @@ fn idx_dataset() -> (TempDir, PathBuf) {
     (tmp, idx)
 }
 
-/// A 1x8x8 network with 10 outputs (IDX data always has at least the classes 0 to 9).
+/// A 1x8x8 network with 3 outputs, one per class of the test data (labels 0 to 2).
 const TINY: &str = "3
 Input shape=1x8x8
 Conv2D filters=2 kernel=3x3 activation=relu
 MaxPool2D pool=2
-Dense units=10 activation=softmax
+Dense units=3 activation=softmax
 ";
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -507,7 +507,7 @@ fn evaluate_prints_accuracy_confusion_matrix_and_per_class_report() {
             .skip(1)
             .map(|n| n.parse().unwrap())
             .collect();
-        assert_eq!(counts.len(), 10, "{row}");
+        assert_eq!(counts.len(), 3, "{row}");
         assert_eq!(counts.iter().sum::<u64>(), 4, "{row}");
     }
 }
@@ -528,7 +528,7 @@ fn evaluate_json_has_accuracy_loss_confusion_matrix_and_per_class() {
     assert!((0.0..=1.0).contains(&acc), "{acc}");
     assert!(v["loss"].as_f64().unwrap() > 0.0);
     assert!(v["confusion_matrix"].is_object() || v["confusion_matrix"].is_array());
-    assert_eq!(v["per_class"].as_array().unwrap().len(), 10, "{stdout}");
+    assert_eq!(v["per_class"].as_array().unwrap().len(), 3, "{stdout}");
     assert_eq!(v["images"].as_u64(), Some(12));
 }
 
@@ -546,7 +546,7 @@ fn evaluate_out_writes_confusion_matrix_csv_png_and_svg() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     let csv = std::fs::read_to_string(out.join("confusion_matrix.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 11, "header and 10 rows:\n{csv}");
+    assert_eq!(csv.lines().count(), 4, "header and 3 rows:\n{csv}");
     let png = std::fs::read(out.join("confusion_matrix.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let svg = std::fs::read_to_string(out.join("confusion_matrix.svg")).unwrap();
