@@ -24,7 +24,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
-/// True for a name [`temp_path`] makes: `.NAME.tmp-PID-N`.
+/// True for the temporary names [`write_atomic`] uses: `.NAME.tmp-PID-N`.
 pub fn is_temp_name(name: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     name.starts_with('.')
