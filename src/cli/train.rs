@@ -137,8 +137,12 @@ fn load_data(args: &TrainArgs, spec_input: [usize; 3]) -> Result<Data, Error> {
         ),
         Some(path) => {
             let train = data::load(path, &opts(Split::Train))?;
-            let test = if path.is_dir() && args.test_data.is_none() && args.val_split.is_none() {
-                data::load(path, &opts(Split::Test)).ok()
+            // An IDX folder carries its own test split (t10k-*); other formats do not.
+            let test = if data::has_idx_test_split(path)
+                && args.test_data.is_none()
+                && args.val_split.is_none()
+            {
+                Some(data::load(path, &opts(Split::Test))?)
             } else {
                 None
             };

@@ -49,6 +49,12 @@ fn find(dir: &Path, prefix: &str, kind: &str, n: u8) -> Option<PathBuf> {
     None
 }
 
+/// True when `dir` is an IDX folder holding a test split (`t10k-images-idx3-ubyte`, with or
+/// without `.gz`): the one format whose folder carries its own test set.
+pub fn has_idx_test_split(dir: &Path) -> bool {
+    dir.is_dir() && find(dir, "t10k", "images", 3).is_some()
+}
+
 /// Loads one split of an IDX folder.
 pub(crate) fn load_dir(dir: &Path, split: Split) -> Result<Dataset> {
     let (prefix, other, what, other_what) = match split {

@@ -59,6 +59,7 @@ mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use export::export;
+pub use idx::has_idx_test_split;
 pub use inspect::{inspect, DataReport, Problem, SetReport};
 pub use single::{is_idx_file, load_idx_images, load_image};
 
