@@ -6,9 +6,12 @@
 //! The fast path is the `matrixmultiply` crate (packed operands, cache blocking, AVX2/FMA
 //! chosen at run time); [`gemm_naive`] is the triple loop it is tested against.
 //!
+//! [`par_gemm`] splits C into fixed tiles (one packed sgemm each) run on rayon's threads;
+//! [`par_gemv`] is the M = 1 case (Dense at batch 1) as dot products over A's rows.
+//!
 //! Determinism: every element of C is a sum over k in an order that depends only on K, not
-//! on M, N or how rows are split across threads, so results are bit-identical whatever the
-//! thread count.
+//! on M, N or how C is split into tiles, so results are bit-identical whatever the thread
+//! count.
 
 use rayon::prelude::*;
 
@@ -74,11 +77,57 @@ pub fn gemm(
     }
 }
 
-/// Rows of C per parallel task in [`par_gemm`]: fixed, so the split does not depend on the
-/// number of threads.
-const ROW_BLOCK: usize = 16;
+/// Largest tile of C that one parallel task of [`par_gemm`] computes: rows, columns.
+const TILE_M: usize = 256;
+const TILE_N: usize = 256;
+/// Below this many multiply-adds a product runs as one task.
+const PAR_MIN_WORK: usize = 1 << 18;
+/// A tile should carry at least this many FLOPs; narrower tiles are widened.
+const TILE_MIN_FLOPS: usize = 1 << 20;
 
-/// [`gemm`] with the rows of C split across rayon's threads in blocks of 16 rows.
+/// The tile size `(rows, cols)` of C that [`par_gemm`] splits an M x N x K product into.
+///
+/// It depends only on the shape, never on the number of threads. Each tile packs only its
+/// own rows of A and columns of B, so nothing is packed more than once per tile (the old
+/// split into 16-row blocks re-packed all of B for every block).
+fn tile_plan(m: usize, n: usize, k: usize) -> (usize, usize) {
+    if m * n * k < PAR_MIN_WORK {
+        return (m, n);
+    }
+    let mb = m.min(TILE_M);
+    let mut nb = if n > TILE_N {
+        TILE_N
+    } else if m <= TILE_M {
+        // One row tile only: halve N (to a multiple of 16) so two tasks can run.
+        n.div_ceil(2).div_ceil(16) * 16
+    } else {
+        n
+    };
+    while nb < n && 2 * mb * nb * k < TILE_MIN_FLOPS {
+        nb *= 2;
+    }
+    (mb, nb.min(n))
+}
+
+/// C's base pointer, shared by the tasks of [`par_gemm`]; each task writes a disjoint tile.
+#[derive(Clone, Copy)]
+struct TilePtr(*mut f32);
+// SAFETY: the pointer is only dereferenced (by matrixmultiply) inside disjoint tiles of C,
+// so no two threads touch the same element, and C outlives the parallel loop.
+unsafe impl Send for TilePtr {}
+// SAFETY: as above.
+unsafe impl Sync for TilePtr {}
+impl TilePtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// [`gemm`] with C split into fixed tiles (see [`tile_plan`]) computed on rayon's threads.
+///
+/// matrixmultiply sums each element of C over k in blocks of a fixed size with the same
+/// micro-kernel whatever the tile, so the result is bit-identical to [`gemm`] and to any
+/// thread count (tested).
 #[allow(clippy::too_many_arguments)]
 pub fn par_gemm(
     m: usize,
@@ -92,61 +141,101 @@ pub fn par_gemm(
     c: &mut [f32],
 ) {
     check(m, n, k, a, b, c);
-    if m * n * k < 64 * 64 * 64 || m <= ROW_BLOCK {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (mb, nb) = tile_plan(m, n, k);
+    if mb >= m && nb >= n {
         return gemm(m, n, k, a, ta, b, tb, beta, c);
     }
-    c[..m * n]
-        .par_chunks_mut(ROW_BLOCK * n)
-        .enumerate()
-        .for_each(|(blk, c_rows)| {
-            let r0 = blk * ROW_BLOCK;
-            let rows = c_rows.len() / n;
-            match ta {
-                // Rows r0.. of A are contiguous.
-                Trans::No => gemm(rows, n, k, &a[r0 * k..], ta, b, tb, beta, c_rows),
-                // A is stored K x M: its columns r0..r0+rows start at offset r0 and keep
-                // the leading dimension M.
-                Trans::Yes => gemm_strided_at(rows, n, k, &a[r0..], m, b, tb, beta, c_rows),
-            }
-        });
+    let (rsa, csa) = strides(ta, m, k);
+    let (rsb, csb) = strides(tb, k, n);
+    let (tiles_m, tiles_n) = (m.div_ceil(mb), n.div_ceil(nb));
+    let cp = TilePtr(c.as_mut_ptr());
+    (0..tiles_m * tiles_n).into_par_iter().for_each(|t| {
+        let (r0, c0) = ((t / tiles_n) * mb, (t % tiles_n) * nb);
+        let (rows, cols) = (mb.min(m - r0), nb.min(n - c0));
+        // SAFETY: `check` asserted A, B and C hold m*k, k*n and m*n elements. The tile reads
+        // rows r0..r0+rows of op(A) (offset r0*rsa, then i*rsa + p*csa with i < rows,
+        // p < k: all inside A), columns c0..c0+cols of op(B) (likewise inside B) and writes
+        // C[r0+i][c0+j] for i < rows, j < cols, inside C. Tiles are disjoint, so no element
+        // of C is written by two tasks, and `c` is borrowed mutably for the whole loop.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                cols,
+                1.0,
+                a.as_ptr().offset(r0 as isize * rsa),
+                rsa,
+                csa,
+                b.as_ptr().offset(c0 as isize * csb),
+                rsb,
+                csb,
+                beta,
+                cp.get().add(r0 * n + c0),
+                n as isize,
+                1,
+            );
+        }
+    });
 }
 
-/// gemm where A is stored transposed with leading dimension `lda` (>= rows), starting at
-/// column 0 of `a`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_strided_at(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    tb: Trans,
-    beta: f32,
-    c: &mut [f32],
-) {
-    assert!(k == 0 || a.len() > (k - 1) * lda + m - 1);
-    assert!(b.len() >= k * n && c.len() >= m * n);
-    let (rsb, csb) = strides(tb, k, n);
-    // SAFETY: A is addressed at i + p*lda for i < m, p < k, checked above; B and C as in gemm.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+/// Dot product in a fixed order: 16 interleaved partial sums (lane l takes the elements
+/// with index = l mod 16), added pairwise at the end, then the tail in order. Written so the
+/// compiler vectorises it; the order depends only on the length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: lengths differ");
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..L {
+            acc[l] += x[l] * y[l];
+        }
     }
+    let mut w = L;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    let mut s = acc[0];
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Output rows per parallel task in [`par_gemv`] (fixed, independent of the thread count).
+const GEMV_ROWS: usize = 32;
+
+/// Matrix-vector product `y[O] = A[O x I] * x[I] + beta * y`, A row-major: a dot product
+/// over each contiguous row of A ([`dot`]), rows in parallel in fixed blocks of 32.
+/// This is Dense's forward at batch 1 (`y = W x + b`), where a packed GEMM would spend
+/// most of its time packing W.
+pub fn par_gemv(o: usize, i: usize, a: &[f32], x: &[f32], beta: f32, y: &mut [f32]) {
+    assert!(a.len() >= o * i, "gemv: A has {} < {}", a.len(), o * i);
+    assert!(x.len() >= i && y.len() >= o, "gemv: x or y too short");
+    let x = &x[..i];
+    let row = |r: usize, yr: &mut f32| {
+        let d = dot(&a[r * i..(r + 1) * i], x);
+        *yr = if beta == 0.0 { d } else { d + beta * *yr };
+    };
+    if o * i < PAR_MIN_WORK / 4 {
+        y[..o].iter_mut().enumerate().for_each(|(r, yr)| row(r, yr));
+        return;
+    }
+    y[..o]
+        .par_chunks_mut(GEMV_ROWS)
+        .enumerate()
+        .for_each(|(blk, ys)| {
+            for (j, yr) in ys.iter_mut().enumerate() {
+                row(blk * GEMV_ROWS + j, yr);
+            }
+        });
 }
 
 /// The reference: `C = op(A) * op(B) + beta * C` by the definition
@@ -238,6 +327,116 @@ mod tests {
             let mut par = c0.clone();
             par_gemm(m, n, k, &a, ta, &b, tb, beta, &mut par);
             close(&par, &want, k);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn gemv_equals_naive(o in 1usize..300, i in 1usize..2000, beta in prop::sample::select(vec![0.0f32, 1.0]),
+                             seed in any::<u64>()) {
+            let a = random(o * i, seed);
+            let x = random(i, seed ^ 1);
+            let y0 = random(o, seed ^ 2);
+            let mut want = y0.clone();
+            gemm_naive(o, 1, i, &a, Trans::No, &x, Trans::No, beta, &mut want);
+            let mut got = y0.clone();
+            par_gemv(o, i, &a, &x, beta, &mut got);
+            close(&got, &want, i);
+        }
+
+        #[test]
+        fn tiled_par_gemm_equals_naive_on_large_shapes(m in 1usize..600, n in 1usize..600, k in 1usize..1200,
+                                  ta in any::<bool>(), tb in any::<bool>(), beta in prop::sample::select(vec![0.0f32, 1.0]),
+                                  seed in any::<u64>()) {
+            let ta = if ta { Trans::Yes } else { Trans::No };
+            let tb = if tb { Trans::Yes } else { Trans::No };
+            let a = random(m * k, seed);
+            let b = random(k * n, seed ^ 1);
+            let c0 = random(m * n, seed ^ 2);
+            let mut want = c0.clone();
+            gemm_naive(m, n, k, &a, ta, &b, tb, beta, &mut want);
+            let mut par = c0.clone();
+            par_gemm(m, n, k, &a, ta, &b, tb, beta, &mut par);
+            close(&par, &want, k);
+        }
+    }
+
+    #[test]
+    fn dot_by_hand() {
+        let a: Vec<f32> = (1..=37).map(|v| v as f32).collect();
+        let b = vec![1.0; 37];
+        assert_eq!(dot(&a, &b), (37 * 38 / 2) as f32);
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn tile_plan_covers_c_and_ignores_threads() {
+        for &(m, n, k) in &[
+            (32, 128, 3136),
+            (128, 3136, 32),
+            (32, 3136, 128),
+            (1024, 1024, 1024),
+            (16, 25088, 9),
+            (3, 5, 7),
+        ] {
+            let (mb, nb) = tile_plan(m, n, k);
+            assert!(
+                mb >= 1 && mb <= m && nb >= 1 && nb <= n,
+                "{m}x{n}x{k}: {mb}x{nb}"
+            );
+        }
+        assert_eq!(tile_plan(32, 128, 3136), (32, 64));
+        assert_eq!(tile_plan(1024, 1024, 1024), (256, 256));
+    }
+
+    #[test]
+    fn gemm_paths_are_bit_identical_in_pools_of_1_2_and_3_threads() {
+        // Shapes of the layers (Dense fwd, dW, dX; conv), K > 1000, ragged edges, M = 1.
+        let shapes = [
+            (32, 128, 3136, Trans::No, Trans::Yes),
+            (128, 3136, 32, Trans::Yes, Trans::No),
+            (32, 3136, 128, Trans::No, Trans::No),
+            (16, 2000, 9, Trans::No, Trans::No),
+            (16, 9, 1500, Trans::No, Trans::Yes),
+            (300, 517, 1100, Trans::Yes, Trans::Yes),
+            (1, 128, 3136, Trans::No, Trans::Yes),
+        ];
+        let run = |threads: usize| -> Vec<Vec<f32>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut out = Vec::new();
+                for (s, &(m, n, k, ta, tb)) in shapes.iter().enumerate() {
+                    let a = random(m * k, s as u64);
+                    let b = random(k * n, s as u64 + 100);
+                    let mut c = random(m * n, s as u64 + 200);
+                    par_gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut c);
+                    out.push(c);
+                    if tb == Trans::Yes && ta == Trans::No {
+                        // y = B x with B stored N x K (Dense's W): the gemv path.
+                        let mut y = random(n, s as u64 + 300);
+                        par_gemv(n, k, &b, &a[..k], 1.0, &mut y);
+                        out.push(y);
+                    }
+                }
+                out
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+        // And the tiled product equals the single-task one.
+        for (s, &(m, n, k, ta, tb)) in shapes.iter().enumerate() {
+            let a = random(m * k, s as u64);
+            let b = random(k * n, s as u64 + 100);
+            let mut single = random(m * n, s as u64 + 200);
+            gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut single);
+            let mut par = random(m * n, s as u64 + 200);
+            par_gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut par);
+            assert_eq!(single, par, "{m}x{n}x{k}");
         }
     }
 

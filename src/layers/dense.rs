@@ -10,7 +10,7 @@
 //! ```
 
 use super::param::Param;
-use crate::kernels::gemm::{par_gemm, Trans};
+use crate::kernels::gemm::{par_gemm, par_gemv, Trans};
 
 /// A fully connected layer with weight `[O, I]` and bias `[O]` (PyTorch's `nn.Linear`).
 ///
@@ -43,7 +43,12 @@ impl Dense {
             row.copy_from_slice(b);
         }
         let w = self.weight.value.data();
-        par_gemm(n, o, i, x, Trans::No, w, Trans::Yes, 1.0, y);
+        if n == 1 {
+            // One sample: y = W x + b as dot products over W's rows (no packing).
+            par_gemv(o, i, w, x, 1.0, y);
+        } else {
+            par_gemm(n, o, i, x, Trans::No, w, Trans::Yes, 1.0, y);
+        }
     }
 
     /// Sets dW and db from `dy`; writes dX if asked.
