@@ -29,6 +29,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
+pub mod monitor;
 pub mod optim;
 pub mod plot;
 pub mod rng;

@@ -84,6 +84,7 @@ pub fn run(args: SweepArgs) -> CmdResult {
                 normalize: false,
                 resize: false,
                 resume: None,
+                monitor: false,
                 stop_after_steps: None,
             };
             let outcome = train_run(run)?;

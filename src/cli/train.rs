@@ -108,6 +108,11 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// After each epoch, print each parameter tensor's gradient L2 norm (of the epoch's last
+    /// step) and each ReLU layer's share of dead units (0 for every image of the last batch).
+    #[arg(long)]
+    #[serde(default)]
+    pub monitor: bool,
     /// Stop (with a checkpoint) after this many gradient steps in total, as if interrupted.
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
@@ -256,6 +261,26 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     )
 }
 
+/// The `--monitor` lines of the model's last step: one per layer with parameters or a ReLU.
+fn monitor_lines(model: &Model) -> String {
+    let mut s = String::new();
+    for h in cnn::monitor::layer_health(model) {
+        if h.grad_norms.is_empty() && h.dead_relu.is_none() {
+            continue;
+        }
+        s += &format!("  layer {} {:<9}", h.index, h.name);
+        for (name, norm) in &h.grad_norms {
+            let short = name.rsplit('.').next().unwrap_or(name);
+            s += &format!("  |grad {short}| {norm:.3e}");
+        }
+        if let Some(d) = h.dead_relu {
+            s += &format!("  dead ReLU {:.1}%", d * 100.0);
+        }
+        s += "\n";
+    }
+    s
+}
+
 /// Files of a run folder.
 struct RunFiles {
     dir: PathBuf,
@@ -329,6 +354,7 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
         })?;
         stored.epochs = args.epochs.or(stored.epochs);
         stored.threads = args.threads;
+        stored.monitor = args.monitor;
         stored.stop_after_steps = args.stop_after_steps;
         stored.resume = None;
         args = stored;
@@ -471,8 +497,11 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
             }
             Event::Epoch => {
                 bar.finish_and_clear();
-                if let Some(m) = st.history.last() {
-                    println!("{}", epoch_line(m, opts.epochs));
+                if let Some(h) = st.history.last() {
+                    println!("{}", epoch_line(h, opts.epochs));
+                }
+                if args.monitor {
+                    print!("{}", monitor_lines(m));
                 }
                 if let Err(e) = files.write_metrics(&st.history) {
                     io_error = Some(e);

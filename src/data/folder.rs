@@ -40,13 +40,21 @@ pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
     reader.limits(limits);
     let img = reader
         .decode()
-        .map_err(|e| data_err(path, format!("cannot decode image: {e}")))?;
+        .map_err(|e| data_err(path, format!("cannot decode image: {}", one_line(&e))))?;
     // Keep only what we use: 8-bit luma or 8-bit RGB.
     Ok(if is_gray(&img) {
         DynamicImage::ImageLuma8(img.to_luma8())
     } else {
         DynamicImage::ImageRgb8(img.to_rgb8())
     })
+}
+
+/// A decoder's message on one line: some decoders end theirs with a newline.
+fn one_line(e: &image::ImageError) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// True when the image's colour type has no colour.

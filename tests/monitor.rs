@@ -1,0 +1,147 @@
+//! Issue 8, the training health monitor and divergence through the `cnn` command:
+//! `--monitor` prints gradient norms and dead-ReLU shares per epoch, and a run that blows up
+//! stops with exit code 3, says where and what to do, and leaves the last good checkpoint
+//! untouched.
+
+use std::path::Path;
+use std::process::Command;
+
+fn cnn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args(args)
+        .output()
+        .expect("cnn runs");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    (out.status.code().expect("exits"), stdout, stderr)
+}
+
+/// `x-images-idx3-ubyte` and its labels: `n` 6x6 images of 2 classes (bright top or bottom).
+fn write_idx(dir: &Path, n: u32) -> std::path::PathBuf {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n, 6, 6] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&n.to_be_bytes());
+    for i in 0..n as usize {
+        let class = i % 2;
+        lab.push(class as u8);
+        img.extend((0..36).map(|k| {
+            let top = k / 6 < 3;
+            if top == (class == 0) {
+                200 + (i * 7 + k) as u8 % 50
+            } else {
+                (i * 3 + k) as u8 % 40
+            }
+        }));
+    }
+    std::fs::write(dir.join("x-labels-idx1-ubyte"), lab).unwrap();
+    let p = dir.join("x-images-idx3-ubyte");
+    std::fs::write(&p, img).unwrap();
+    p
+}
+
+const CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
+Dense units=8 activation=relu\nDense units=2 activation=softmax\n";
+
+#[test]
+fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_idx(tmp.path(), 20);
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(&cfg, CFG).unwrap();
+    let (code, stdout, stderr) = cnn(&[
+        &"train",
+        &cfg,
+        &"--data",
+        &data,
+        &"--epochs",
+        &"2",
+        &"--batch-size",
+        &"4",
+        &"--monitor",
+        &"--out",
+        &tmp.path().join("run"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for epoch in 1..=2 {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("epoch   {epoch}/2")))
+            .unwrap_or_else(|| panic!("no epoch {epoch} line:\n{stdout}"));
+        let conv = lines[at + 1];
+        assert!(conv.starts_with("  layer 0 Conv2D"), "{stdout}");
+        assert!(
+            conv.contains("|grad weight| ") && conv.contains("|grad bias| "),
+            "{stdout}"
+        );
+        assert!(
+            conv.contains("dead ReLU ") && conv.ends_with('%'),
+            "{stdout}"
+        );
+        assert!(lines[at + 2].starts_with("  layer 1 Dense"), "{stdout}");
+        assert!(lines[at + 2].contains("dead ReLU "), "{stdout}");
+        let out = lines[at + 3];
+        assert!(out.starts_with("  layer 2 Dense"), "{stdout}");
+        assert!(
+            !out.contains("dead ReLU"),
+            "softmax has no dead share: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_idx(tmp.path(), 20);
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(&cfg, CFG).unwrap();
+    let run = tmp.path().join("run");
+    // One good epoch at a sane rate writes a checkpoint.
+    let (code, _, stderr) = cnn(&[
+        &"train",
+        &cfg,
+        &"--data",
+        &data,
+        &"--epochs",
+        &"1",
+        &"--batch-size",
+        &"2",
+        &"--lr",
+        &"0.01",
+        &"--out",
+        &run,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let ck = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    // Resume it with the learning rate raised to 1000.
+    let json = std::fs::read_to_string(run.join("run.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["lr"] = serde_json::json!(1000.0);
+    std::fs::write(run.join("run.json"), v.to_string()).unwrap();
+    let (code, _, stderr) = cnn(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
+    assert_eq!(code, 3, "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: training diverged at epoch "),
+        "{stderr}"
+    );
+    assert!(last.contains(", step "), "{stderr}");
+    assert!(
+        last.contains("try a lower learning rate (now 1000)"),
+        "{stderr}"
+    );
+    assert!(
+        last.ends_with(&format!("the last good checkpoint is {}", ck.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the checkpoint was rewritten"
+    );
+}
