@@ -41,6 +41,11 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A download that failed or whose bytes are not the expected ones, with its URL (or the
+    /// local file copied).
+    #[error("{url}: {msg}")]
+    Download { url: String, msg: String },
+
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// The temporary name used while writing `path`: `.NAME.tmp-PID-N` in the same folder, N
 /// counting this process's writes so two threads never share one.
-fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
@@ -56,7 +56,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Syncs the folder holding `path`, so that a rename into it is durable. Best effort: some
 /// file systems do not support syncing a directory.
-fn sync_dir(path: &Path) {
+pub(crate) fn sync_dir(path: &Path) {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

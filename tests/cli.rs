@@ -868,3 +868,33 @@ fn idx_file_with_a_wrong_magic_number_is_an_error_naming_the_file() {
     );
     assert!(stderr.contains("12 34 08 03"), "{stderr}");
 }
+
+#[test]
+fn download_of_an_unknown_dataset_is_an_error() {
+    let (code, _, err) = run(&["download", "cifar10"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected mnist or fashion-mnist"), "{err}");
+}
+
+/// Offline: with Fashion-MNIST already in the folder (Debian's copy in shared/data), the
+/// command only checks the hashes, fetches nothing and says how to train.
+#[test]
+fn download_skips_files_already_in_place() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist");
+    if !shared.is_dir() {
+        eprintln!("skipping: {} does not exist", shared.display());
+        return;
+    }
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("fm");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&shared).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let (code, out, err) = run_p(&[&"download", &"fashion-mnist", &"--dir", &dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("4 already there"), "{out}");
+    assert!(out.contains(&format!("--data {}", dir.display())), "{out}");
+    assert!(!err.contains("fetching"), "{err}");
+}

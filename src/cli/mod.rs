@@ -6,6 +6,7 @@
 
 mod bench;
 mod data_cmd;
+mod download;
 mod evaluate;
 mod gradcheck;
 mod plots;
@@ -60,6 +61,8 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
     Bench(bench::BenchArgs),
+    /// Fetch MNIST or Fashion-MNIST (checked by SHA-256) into data/<name> or --dir.
+    Download(download::DownloadArgs),
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -120,6 +123,7 @@ fn run(command: Command) -> CmdResult {
         Command::Visualize(args) => visualize::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Download(args) => download::run(args),
     }
 }
 

@@ -51,6 +51,7 @@
 //! before that size has been checked against the file's length or a cap.
 
 mod demo;
+pub mod download;
 mod export;
 mod folder;
 mod idx;
@@ -58,6 +59,7 @@ mod inspect;
 mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
+pub use download::download;
 pub use export::export;
 pub use idx::has_idx_test_split;
 pub use inspect::{inspect, DataReport, Problem, SetReport};
