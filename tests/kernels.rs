@@ -60,30 +60,16 @@ fn results_do_not_depend_on_the_thread_count() {
     use cnn::init::Init;
     use cnn::model::Model;
     use cnn::optim::{Optimizer, OptimizerKind};
-    let spec = NetworkSpec {
-        input: [1, 12, 12],
-        layers: vec![
-            LayerSpec::Conv2D(Conv2dSpec {
-                filters: 8,
-                kernel: (3, 3),
-                stride: 1,
-                padding: Padding::Same,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::MaxPool2D(PoolSpec {
-                pool: (2, 2),
-                stride: 2,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 40,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 10,
-                activation: Activation::Softmax,
-            }),
-        ],
-    };
+    let spec = cnn::config::parse(
+        "4\nInput shape=1x12x12\n\
+         Conv2D filters=8 kernel=3x3 stride=1 padding=same activation=relu\n\
+         MaxPool2D pool=2x2 stride=2\n\
+         Dense units=40 activation=relu\n\
+         Dense units=10 activation=softmax\n",
+        "thread-count test",
+    )
+    .unwrap()
+    .spec;
     let run = |threads: usize| -> Vec<f32> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

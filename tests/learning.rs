@@ -2,7 +2,6 @@
 //! backward and the optimiser work together.
 
 use cnn::init::Init;
-use cnn::layers::*;
 use cnn::model::Model;
 use cnn::optim::{Optimizer, OptimizerKind};
 use cnn::rng::Rng;
@@ -36,30 +35,16 @@ fn synthetic(n: usize, rng: &mut Rng) -> (Tensor, Vec<usize>) {
 
 #[test]
 fn a_small_cnn_learns_a_synthetic_task_to_full_training_accuracy() {
-    let spec = NetworkSpec {
-        input: [1, 8, 8],
-        layers: vec![
-            LayerSpec::Conv2D(Conv2dSpec {
-                filters: 4,
-                kernel: (3, 3),
-                stride: 1,
-                padding: Padding::Same,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::MaxPool2D(PoolSpec {
-                pool: (2, 2),
-                stride: 2,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 16,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 3,
-                activation: Activation::Softmax,
-            }),
-        ],
-    };
+    let spec = cnn::config::parse(
+        "4\nInput shape=1x8x8\n\
+         Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n\
+         MaxPool2D pool=2x2 stride=2\n\
+         Dense units=16 activation=relu\n\
+         Dense units=3 activation=softmax\n",
+        "learning test",
+    )
+    .unwrap()
+    .spec;
     let mut rng = Rng::new(42);
     let (x, labels) = synthetic(96, &mut rng);
     let mut model = Model::new(&spec, Init::Normal, 1).unwrap();

@@ -156,38 +156,13 @@ fn fused_softmax_cross_entropy_matches_pytorch() {
     assert_close("dz", &dz, tensor(&f["dz"]).data(), 1e-5);
 }
 
-/// Report 1's network in small: 1x8x8, Conv2D 4 3x3 same relu, MaxPool 2x2, Dense 16 relu,
-/// Dense 3 softmax (the fixture's `config`).
-fn small_report1() -> NetworkSpec {
-    NetworkSpec {
-        input: [1, 8, 8],
-        layers: vec![
-            LayerSpec::Conv2D(Conv2dSpec {
-                filters: 4,
-                kernel: (3, 3),
-                stride: 1,
-                padding: Padding::Same,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::MaxPool2D(PoolSpec {
-                pool: (2, 2),
-                stride: 2,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 16,
-                activation: Activation::Relu,
-            }),
-            LayerSpec::Dense(DenseSpec {
-                units: 3,
-                activation: Activation::Softmax,
-            }),
-        ],
-    }
-}
-
 fn train_case(file: &str, kind: OptimizerKind, lr: f32, wd: f32) {
     let f = fixture(file);
-    let mut model = Model::new(&small_report1(), Init::Normal, 0).unwrap();
+    // Report 1's network in small (1x8x8, Conv2D 4, MaxPool, Dense 16, Dense 3), parsed from
+    // the config text stored in the fixture: the parser and PyTorch agree on the network.
+    let config = f["config"].as_str().unwrap();
+    let spec = cnn::config::parse(config, file).unwrap().spec;
+    let mut model = Model::new(&spec, Init::Normal, 0).unwrap();
     let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
     for (name, p) in names.iter().zip(model.params_mut()) {
         p.value = tensor(&f["initial"][name]);
