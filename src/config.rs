@@ -1023,32 +1023,8 @@ Dense units=128 activation=relu
 Dense units=2 activation=softmax
 ";
 
-    fn report1_spec(classes: usize) -> NetworkSpec {
-        NetworkSpec {
-            input: [1, 28, 28],
-            layers: vec![
-                LayerSpec::Conv2D(Conv2dSpec {
-                    filters: 16,
-                    kernel: (3, 3),
-                    stride: 1,
-                    padding: Padding::Same,
-                    activation: Activation::Relu,
-                }),
-                LayerSpec::MaxPool2D(PoolSpec {
-                    pool: (2, 2),
-                    stride: 2,
-                }),
-                LayerSpec::Dense(DenseSpec {
-                    units: 128,
-                    activation: Activation::Relu,
-                }),
-                LayerSpec::Dense(DenseSpec {
-                    units: classes,
-                    activation: Activation::Softmax,
-                }),
-            ],
-        }
-    }
+    /// Report 1's network built by hand in code (shared with the benchmarks).
+    use crate::bench::report1_spec;
 
     /// Parses `text` expecting a config error; returns (line, col, msg).
     fn error(text: &str) -> (usize, usize, String) {

@@ -415,33 +415,8 @@ impl NetworkSpec {
 mod tests {
     use super::*;
 
-    /// Report 1's network with 10 outputs (section IV.B, `units=10`).
-    pub fn report1(classes: usize) -> NetworkSpec {
-        NetworkSpec {
-            input: [1, 28, 28],
-            layers: vec![
-                LayerSpec::Conv2D(Conv2dSpec {
-                    filters: 16,
-                    kernel: (3, 3),
-                    stride: 1,
-                    padding: Padding::Same,
-                    activation: Activation::Relu,
-                }),
-                LayerSpec::MaxPool2D(PoolSpec {
-                    pool: (2, 2),
-                    stride: 2,
-                }),
-                LayerSpec::Dense(DenseSpec {
-                    units: 128,
-                    activation: Activation::Relu,
-                }),
-                LayerSpec::Dense(DenseSpec {
-                    units: classes,
-                    activation: Activation::Softmax,
-                }),
-            ],
-        }
-    }
+    /// Report 1's network (section IV.B) with `classes` outputs, built by hand in code.
+    use crate::bench::report1_spec as report1;
 
     #[test]
     fn report1_shapes_and_params_match_the_report() {
