@@ -3,10 +3,12 @@
 //! Dimension letters: C is M x N, op(A) is M x K, op(B) is K x N. `op(X)` is X or its
 //! transpose: a transposed A is stored K x M, a transposed B is stored N x K.
 //!
-//! The fast path is the `matrixmultiply` crate (packed operands, cache blocking, AVX2/FMA
-//! chosen at run time); [`gemm_naive`] is the triple loop it is tested against.
+//! The fast path, chosen at run time: our own AVX-512 kernels ([`super::avx512`]) on CPUs
+//! that have AVX-512F, otherwise the `matrixmultiply` crate (packed operands, cache blocking,
+//! AVX2/FMA chosen at run time, portable code elsewhere; [`gemm_portable`] forces it).
+//! [`gemm_naive`] is the triple loop both are tested against.
 //!
-//! [`par_gemm`] splits C into fixed tiles (one packed sgemm each) run on rayon's threads;
+//! [`par_gemm`] splits C into fixed tiles (one kernel call each) run on rayon's threads;
 //! [`par_gemv`] is the M = 1 case (Dense at batch 1) as dot products over A's rows.
 //!
 //! Determinism: every element of C is a sum over k in an order that depends only on K, not
@@ -58,6 +60,41 @@ pub fn gemm(
     // SAFETY: the asserts in `check` guarantee every index the strides reach is in bounds:
     // A spans m*k elements, B k*n and C m*n, each addressed with row-major strides.
     unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            (a.as_ptr(), rsa, csa),
+            (b.as_ptr(), rsb, csb),
+            beta,
+            c.as_mut_ptr(),
+            n,
+        )
+    }
+}
+
+/// [`gemm`] on the `matrixmultiply` path whatever the CPU: the portable fallback, kept
+/// callable so that tests cover it on machines where the AVX-512 path is chosen.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_portable(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    beta: f32,
+    c: &mut [f32],
+) {
+    check(m, n, k, a, b, c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa) = strides(ta, m, k);
+    let (rsb, csb) = strides(tb, k, n);
+    // SAFETY: as in `gemm`.
+    unsafe {
         matrixmultiply::sgemm(
             m,
             k,
@@ -77,6 +114,58 @@ pub fn gemm(
     }
 }
 
+/// An operand given as (pointer, row stride, column stride).
+type Operand = (*const f32, isize, isize);
+
+/// The one place a product is dispatched to a kernel, by the operands' strides:
+/// A and op(B) both contiguous along K -> the AVX-512 dot kernel; op(B)'s rows contiguous
+/// -> the AVX-512 broadcast kernel; anything else, a beta other than 0 or 1, or a CPU
+/// without AVX-512 -> `matrixmultiply`. C(i, j) is `c[i*ldc + j]`.
+///
+/// # Safety
+/// For i < m, j < n, p < k, A(i, p) = `a[i*rsa + p*csa]`, B(p, j) = `b[p*rsb + j*csb]` and
+/// C(i, j) must lie inside their allocations, and C must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, rsa, csa): Operand,
+    (b, rsb, csb): Operand,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && (beta == 0.0 || beta == 1.0) && k > 0 {
+        let beta_one = beta == 1.0;
+        if csa == 1 && rsb == 1 {
+            let (lda, ldb) = (rsa as usize, csb as usize);
+            return super::avx512::gemm_dot(m, n, k, a, lda, b, ldb, beta_one, c, ldc);
+        }
+        if csb == 1 {
+            let (rsa, csa, ldb) = (rsa as usize, csa as usize, rsb as usize);
+            return super::avx512::gemm_bcast(m, n, k, a, rsa, csa, b, ldb, beta_one, c, ldc);
+        }
+    }
+    matrixmultiply::sgemm(
+        m,
+        k,
+        n,
+        1.0,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        ldc as isize,
+        1,
+    );
+}
+
 /// Largest tile of C that one parallel task of [`par_gemm`] computes: rows, columns.
 const TILE_M: usize = 256;
 const TILE_N: usize = 256;
@@ -87,20 +176,24 @@ const TILE_MIN_FLOPS: usize = 1 << 20;
 
 /// The tile size `(rows, cols)` of C that [`par_gemm`] splits an M x N x K product into.
 ///
-/// It depends only on the shape, never on the number of threads. Each tile packs only its
-/// own rows of A and columns of B, so nothing is packed more than once per tile (the old
-/// split into 16-row blocks re-packed all of B for every block).
+/// It depends only on the shape, never on the number of threads. Splits fall on whole
+/// tiles of the AVX-512 broadcast kernel (12 rows, 32 columns), so no task computes a
+/// half-empty vector that a single task would not.
 fn tile_plan(m: usize, n: usize, k: usize) -> (usize, usize) {
     if m * n * k < PAR_MIN_WORK {
         return (m, n);
     }
-    let mb = m.min(TILE_M);
+    let mut mb = m.min(TILE_M);
     let mut nb = if n > TILE_N {
         TILE_N
-    } else if m <= TILE_M {
-        // One row tile only: halve N (to a multiple of 16) so two tasks can run.
-        n.div_ceil(2).div_ceil(16) * 16
+    } else if m <= TILE_M && n >= 64 {
+        // One row tile only: halve N (to whole 32-column kernel tiles) so two tasks can run.
+        n.div_ceil(2).div_ceil(32) * 32
     } else {
+        if (24..=TILE_M).contains(&m) {
+            // Too narrow to split by columns: halve M (to whole 12-row kernel tiles).
+            mb = m.div_ceil(2).div_ceil(12) * 12;
+        }
         n
     };
     while nb < n && 2 * mb * nb * k < TILE_MIN_FLOPS {
@@ -125,8 +218,9 @@ impl TilePtr {
 
 /// [`gemm`] with C split into fixed tiles (see [`tile_plan`]) computed on rayon's threads.
 ///
-/// matrixmultiply sums each element of C over k in blocks of a fixed size with the same
-/// micro-kernel whatever the tile, so the result is bit-identical to [`gemm`] and to any
+/// Both kernels (ours and matrixmultiply, which sums each element of C over k in blocks of a
+/// fixed size with the same micro-kernel whatever the tile) compute an element of C in an
+/// order that depends only on K, so the result is bit-identical to [`gemm`] and to any
 /// thread count (tested).
 #[allow(clippy::too_many_arguments)]
 pub fn par_gemm(
@@ -161,21 +255,15 @@ pub fn par_gemm(
         // C[r0+i][c0+j] for i < rows, j < cols, inside C. Tiles are disjoint, so no element
         // of C is written by two tasks, and `c` is borrowed mutably for the whole loop.
         unsafe {
-            matrixmultiply::sgemm(
+            gemm_raw(
                 rows,
-                k,
                 cols,
-                1.0,
-                a.as_ptr().offset(r0 as isize * rsa),
-                rsa,
-                csa,
-                b.as_ptr().offset(c0 as isize * csb),
-                rsb,
-                csb,
+                k,
+                (a.as_ptr().offset(r0 as isize * rsa), rsa, csa),
+                (b.as_ptr().offset(c0 as isize * csb), rsb, csb),
                 beta,
                 cp.get().add(r0 * n + c0),
-                n as isize,
-                1,
+                n,
             );
         }
     });
@@ -220,22 +308,34 @@ pub fn par_gemv(o: usize, i: usize, a: &[f32], x: &[f32], beta: f32, y: &mut [f3
     assert!(a.len() >= o * i, "gemv: A has {} < {}", a.len(), o * i);
     assert!(x.len() >= i && y.len() >= o, "gemv: x or y too short");
     let x = &x[..i];
-    let row = |r: usize, yr: &mut f32| {
-        let d = dot(&a[r * i..(r + 1) * i], x);
-        *yr = if beta == 0.0 { d } else { d + beta * *yr };
+    // Rows r0.. of y, as many as `ys` holds.
+    let rows = |r0: usize, ys: &mut [f32]| {
+        let a_rows = &a[r0 * i..(r0 + ys.len()) * i];
+        if avx512() && (beta == 0.0 || beta == 1.0) {
+            // The AVX-512 dot kernel (4 rows of A against x at a time).
+            gemm(ys.len(), 1, i, a_rows, Trans::No, x, Trans::No, beta, ys);
+            return;
+        }
+        for (row, yr) in a_rows.chunks(i).zip(ys.iter_mut()) {
+            let d = dot(row, x);
+            *yr = if beta == 0.0 { d } else { d + beta * *yr };
+        }
     };
     if o * i < PAR_MIN_WORK / 4 {
-        y[..o].iter_mut().enumerate().for_each(|(r, yr)| row(r, yr));
-        return;
+        return rows(0, &mut y[..o]);
     }
     y[..o]
         .par_chunks_mut(GEMV_ROWS)
         .enumerate()
-        .for_each(|(blk, ys)| {
-            for (j, yr) in ys.iter_mut().enumerate() {
-                row(blk * GEMV_ROWS + j, yr);
-            }
-        });
+        .for_each(|(blk, ys)| rows(blk * GEMV_ROWS, ys));
+}
+
+/// Whether [`gemm`] takes our AVX-512 kernels on this CPU.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// The reference: `C = op(A) * op(B) + beta * C` by the definition
@@ -324,6 +424,9 @@ mod tests {
             let mut got = c0.clone();
             gemm(m, n, k, &a, ta, &b, tb, beta, &mut got);
             close(&got, &want, k);
+            let mut portable = c0.clone();
+            gemm_portable(m, n, k, &a, ta, &b, tb, beta, &mut portable);
+            close(&portable, &want, k);
             let mut par = c0.clone();
             par_gemm(m, n, k, &a, ta, &b, tb, beta, &mut par);
             close(&par, &want, k);
@@ -388,6 +491,8 @@ mod tests {
         }
         assert_eq!(tile_plan(32, 128, 3136), (32, 64));
         assert_eq!(tile_plan(1024, 1024, 1024), (256, 256));
+        // Dense forward at batch 32 (Y^T = W X^T): two tasks of whole 12-row tiles.
+        assert_eq!(tile_plan(128, 32, 3136), (72, 32));
     }
 
     #[test]

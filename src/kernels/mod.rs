@@ -2,5 +2,7 @@
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
 //! compare it with.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod gemm;
 pub mod im2col;

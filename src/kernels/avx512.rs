@@ -1,0 +1,340 @@
+//! Our own AVX-512 matrix-multiply micro-kernels, chosen at run time on CPUs that have
+//! AVX-512F (see [`available`]); elsewhere [`super::gemm`] uses the `matrixmultiply` crate.
+//!
+//! The shapes of a small CNN's products are thin (report 1's convolution is 16 x 784 x 9,
+//! its Dense backward 128 x 3136 x 32), so these kernels read their operands where they lie,
+//! with no packing: packing a 1.6 MB weight matrix to multiply it by 32 rows costs as much as
+//! the multiply. Two kernels cover every product of the layers:
+//!
+//! * **broadcast** ([`gemm_bcast`]), for `op(B)` stored with contiguous rows:
+//!   `C[i][j0..j0+32] += A[i][p] * B[p][j0..j0+32]` for p = 0, 1, ..., K-1. A tile of up to
+//!   12 rows x 32 columns of C lives in 24 vector registers; each step loads 2 vectors of B
+//!   and broadcasts 12 scalars of A (any strides) for 24 fused multiply-adds.
+//! * **dot** ([`gemm_dot`]), for A and `op(B)` both contiguous along K (`C = A * B^T`):
+//!   `C[i][j] = sum_p A[i][p] * B[j][p]`, a tile of 4 x 4 dot products at once, 16 lanes
+//!   each (lane l sums the p with p mod 16 = l), the lanes of all 16 added pairwise at the
+//!   end by one shuffle network.
+//!
+//! Determinism: in both kernels the arithmetic that produces one element of C depends only
+//! on K (a chain of FMAs over p in order; or the same 16 lane chains and the same final
+//! tree), never on the tile the element falls in or on M and N. So any split of C into
+//! tiles, and any thread count, gives the same bits.
+//!
+//! Edges: a partial column tile uses masked loads and stores (masked-off lanes touch no
+//! memory); a partial row tile uses a kernel instantiated for fewer rows.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Columns of C per broadcast tile: two 16-lane vectors.
+const NR: usize = 32;
+/// Rows of C per broadcast tile (24 accumulators of the 32 vector registers).
+const MR: usize = 12;
+/// Rows and columns of C per dot tile.
+const DR: usize = 4;
+const DS: usize = 4;
+
+/// True when the CPU has AVX-512F and the environment variable `CNN_NO_AVX512` is not set
+/// (set it to measure the portable `matrixmultiply` path on the same machine).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx512f") && std::env::var_os("CNN_NO_AVX512").is_none()
+    })
+}
+
+/// Lane masks of the two vectors of a tile `cols` wide (1..=32).
+fn masks(cols: usize) -> (__mmask16, __mmask16) {
+    let low = |c: usize| -> __mmask16 {
+        if c >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << c) - 1) as __mmask16
+        }
+    };
+    (low(cols), low(cols.saturating_sub(16)))
+}
+
+/// One broadcast tile of `R` rows and `cols` (1..=32) columns:
+/// `C[r][j] = (beta_one ? C[r][j] : 0) + sum_p A[r][p] * B[p][j]`, p in order.
+///
+/// # Safety
+/// AVX-512F must be available. A(r, p) = `a[r*rsa + p*csa]` for r < R, p < k; B(p, j) =
+/// `b[p*ldb + j]` for j < cols; C(r, j) = `c[r*ldc + j]`: all these must be in bounds.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bcast_tile<const R: usize>(
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    beta_one: bool,
+) {
+    let (m0, m1) = masks(cols);
+    let mut acc0 = [_mm512_setzero_ps(); R];
+    let mut acc1 = [_mm512_setzero_ps(); R];
+    if beta_one {
+        for r in 0..R {
+            let cr = c.add(r * ldc);
+            acc0[r] = _mm512_maskz_loadu_ps(m0, cr);
+            acc1[r] = _mm512_maskz_loadu_ps(m1, cr.wrapping_add(16));
+        }
+    }
+    for p in 0..k {
+        let bp = b.add(p * ldb);
+        let b0 = _mm512_maskz_loadu_ps(m0, bp);
+        let b1 = _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16));
+        let ap = a.add(p * csa);
+        for r in 0..R {
+            let av = _mm512_set1_ps(*ap.add(r * rsa));
+            acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        }
+    }
+    for r in 0..R {
+        let cr = c.add(r * ldc);
+        _mm512_mask_storeu_ps(cr, m0, acc0[r]);
+        _mm512_mask_storeu_ps(cr.wrapping_add(16), m1, acc1[r]);
+    }
+}
+
+/// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[K x N]` with A(i, p) = `a[i*rsa + p*csa]`,
+/// B(p, j) = `b[p*ldb + j]` (rows contiguous), C(i, j) = `c[i*ldc + j]`.
+///
+/// # Safety
+/// AVX-512F must be available ([`available`]) and every index above, for i < m, j < n,
+/// p < k, must be inside the allocation its pointer comes from.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_bcast(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+    beta_one: bool,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // Column tiles outside, so one K x 32 strip of B is reused by every row tile while it
+    // is in cache.
+    for j0 in (0..n).step_by(NR) {
+        let cols = NR.min(n - j0);
+        let (bj, cj) = (b.add(j0), c.add(j0));
+        let mut i0 = 0;
+        while i0 + MR <= m {
+            let (ai, ci) = (a.add(i0 * rsa), cj.add(i0 * ldc));
+            bcast_tile::<MR>(k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one);
+            i0 += MR;
+        }
+        let (ai, ci) = (a.add(i0 * rsa), cj.add(i0 * ldc));
+        let args = (k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one);
+        macro_rules! tail {
+            ($($r:literal)*) => {
+                match m - i0 {
+                    0 => {}
+                    $($r => {
+                        let (k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one) = args;
+                        bcast_tile::<$r>(k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one)
+                    })*
+                    _ => unreachable!("row tail is below MR"),
+                }
+            };
+        }
+        tail!(1 2 3 4 5 6 7 8 9 10 11);
+    }
+}
+
+/// The lane sums of 16 vectors at once: returns `out` with `out[q]` = the sum of the 16
+/// lanes of `v[q]`, each added pairwise in the same fixed tree as [`lane_sum`]: lane l plus
+/// lane l+8, then l+4, l+2, l+1. Four levels of shuffles and adds (15 adds for 16 sums)
+/// instead of 16 separate reductions.
+#[target_feature(enable = "avx512f")]
+unsafe fn lane_sums_16(v: &[__m512; 16]) -> [f32; 16] {
+    // Level 1: quarters (q0 + q2, q1 + q3) of two vectors side by side: u[i] holds the
+    // 8 partial sums l + (l+8) of v[2i] in its low half and of v[2i+1] in its high half.
+    let mut u = [_mm512_setzero_ps(); 8];
+    for (i, ui) in u.iter_mut().enumerate() {
+        let (x, y) = (v[2 * i], v[2 * i + 1]);
+        *ui = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+        );
+    }
+    // Level 2: quarter j of w[i] holds the 4 partial sums l + (l+4) of v[4i + j].
+    let mut w = [_mm512_setzero_ps(); 4];
+    for (i, wi) in w.iter_mut().enumerate() {
+        let (x, y) = (u[2 * i], u[2 * i + 1]);
+        *wi = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y),
+        );
+    }
+    // Level 3, within each 128-bit quarter j: lanes (l + (l+2)) of v[j] then of v[j+4]
+    // (from w[0], w[1]); likewise v[8 + j], v[12 + j] from w[2], w[3].
+    let z0 = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(w[0], w[1]),
+        _mm512_shuffle_ps::<0b11_10_11_10>(w[0], w[1]),
+    );
+    let z1 = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(w[2], w[3]),
+        _mm512_shuffle_ps::<0b11_10_11_10>(w[2], w[3]),
+    );
+    // Level 4: lane 4j + t of the result is the total of v[j + 4t].
+    let sums = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(z0, z1),
+        _mm512_shuffle_ps::<0b11_01_11_01>(z0, z1),
+    );
+    let mut t = [0.0f32; 16];
+    _mm512_storeu_ps(t.as_mut_ptr(), sums);
+    let mut out = [0.0f32; 16];
+    for j in 0..4 {
+        for k in 0..4 {
+            out[j + 4 * k] = t[4 * j + k];
+        }
+    }
+    out
+}
+
+/// One vector's lane sum by the tree of [`lane_sums_16`], one lane at a time: the
+/// reference that the shuffle network is tested against.
+#[cfg(test)]
+fn lane_sum(lanes: [f32; 16]) -> f32 {
+    let mut t = lanes;
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            t[l] += t[l + w];
+        }
+    }
+    t[0]
+}
+
+/// One dot tile of R x S (at most 4 x 4) elements: `C[r][s] = (beta_one ? C[r][s] : 0) +
+/// sum_p A[r][p] * B[s][p]`. Unused accumulators of the 4 x 4 set stay zero, so every
+/// element goes through the same reduction whatever the tile's size.
+///
+/// # Safety
+/// AVX-512F must be available; A(r, p) = `a[r*lda + p]`, B(s, p) = `b[s*ldb + p]` for
+/// p < k and C(r, s) = `c[r*ldc + s]` must be in bounds.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_tile<const R: usize, const S: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    beta_one: bool,
+) {
+    let mut acc = [_mm512_setzero_ps(); DR * DS];
+    for p in (0..k).step_by(16) {
+        // The last step may be partial: its masked-off lanes read nothing and add +0.
+        let mask = if p + 16 <= k {
+            0xFFFF
+        } else {
+            ((1u32 << (k - p)) - 1) as __mmask16
+        };
+        let mut bv = [_mm512_setzero_ps(); S];
+        for (s, v) in bv.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(mask, b.add(s * ldb + p));
+        }
+        for r in 0..R {
+            let av = _mm512_maskz_loadu_ps(mask, a.add(r * lda + p));
+            for s in 0..S {
+                acc[r * DS + s] = _mm512_fmadd_ps(av, bv[s], acc[r * DS + s]);
+            }
+        }
+    }
+    let sums = lane_sums_16(&acc);
+    for r in 0..R {
+        for s in 0..S {
+            let out = c.add(r * ldc + s);
+            let sum = sums[r * DS + s];
+            *out = if beta_one { *out + sum } else { sum };
+        }
+    }
+}
+
+/// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[N x K]^T`, with A(i, p) = `a[i*lda + p]`,
+/// B(j, p) = `b[j*ldb + p]` (both contiguous along K) and C(i, j) = `c[i*ldc + j]`.
+///
+/// # Safety
+/// AVX-512F must be available ([`available`]) and every index above, for i < m, j < n,
+/// p < k, must be inside the allocation its pointer comes from.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_dot(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    beta_one: bool,
+    c: *mut f32,
+    ldc: usize,
+) {
+    for i0 in (0..m).step_by(DR) {
+        let rows = DR.min(m - i0);
+        for j0 in (0..n).step_by(DS) {
+            let cols = DS.min(n - j0);
+            let (ai, bj, cij) = (a.add(i0 * lda), b.add(j0 * ldb), c.add(i0 * ldc + j0));
+            macro_rules! tile {
+                ($(($r:literal, $s:literal))*) => {
+                    match (rows, cols) {
+                        $(($r, $s) => dot_tile::<$r, $s>(k, ai, lda, bj, ldb, cij, ldc, beta_one),)*
+                        _ => unreachable!("dot tile larger than DR x DS"),
+                    }
+                };
+            }
+            tile!(
+                (4, 4)(4, 3)(4, 2)(4, 1)(3, 4)(3, 3)(3, 2)(3, 1)(2, 4)(2, 3)(2, 2)(2, 1)(1, 4)(
+                    1, 3
+                )(1, 2)(1, 1)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn the_shuffle_network_sums_each_vector_in_the_tree_order_of_lane_sum() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        let mut r = Rng::new(7);
+        // Values of very different magnitudes, so any other order of the adds would round
+        // differently somewhere.
+        let lanes: Vec<[f32; 16]> = (0..16)
+            .map(|_| {
+                std::array::from_fn(|_| (r.normal() * 10f64.powi(r.below(12) as i32 - 6)) as f32)
+            })
+            .collect();
+        // SAFETY: AVX-512F is available (checked above); loads read 16 floats of an array.
+        let got = unsafe {
+            let v: [__m512; 16] = std::array::from_fn(|q| _mm512_loadu_ps(lanes[q].as_ptr()));
+            lane_sums_16(&v)
+        };
+        for q in 0..16 {
+            assert_eq!(got[q].to_bits(), lane_sum(lanes[q]).to_bits(), "vector {q}");
+        }
+    }
+}
