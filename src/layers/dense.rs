@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! forward:  Y[N, O]  = X[N, I] * W^T[I, O] + b        (y_n = W x_n + b for each sample)
+//!           computed as Y^T[O, N] = W[O, I] * X^T[I, N], then transposed back with b added:
+//!           X^T (small at training batch sizes) is copied once so that the product reads
+//!           rows of X^T whole, and W, the big operand, is read in place.
 //! backward: dW[O, I] = dY^T[O, N] * X[N, I]           (sum over the batch)
 //!           db[O]    = sum_n dY[n, :]
 //!           dX[N, I] = dY[N, O] * W[O, I]
@@ -22,6 +25,9 @@ pub struct Dense {
     pub units: usize,
     pub weight: Param,
     pub bias: Param,
+    /// X^T `[I, N]` and Y^T `[O, N]` of the last forward pass (buffers reused).
+    xt: Vec<f32>,
+    yt: Vec<f32>,
 }
 
 impl Dense {
@@ -32,22 +38,40 @@ impl Dense {
             units,
             weight: Param::zeros(&[units, inputs]),
             bias: Param::zeros(&[units]),
+            xt: Vec::new(),
+            yt: Vec::new(),
         }
     }
 
     /// Y = X W^T + b for `n` samples.
-    pub fn forward(&self, x: &[f32], y: &mut [f32], n: usize) {
+    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let (i, o) = (self.inputs, self.units);
         let b = self.bias.value.data();
-        for row in y[..n * o].chunks_mut(o) {
-            row.copy_from_slice(b);
-        }
         let w = self.weight.value.data();
         if n == 1 {
-            // One sample: y = W x + b as dot products over W's rows (no packing).
+            // One sample: y = W x + b as dot products over W's rows (no copy of x needed).
+            y[..o].copy_from_slice(b);
             par_gemv(o, i, w, x, 1.0, y);
-        } else {
-            par_gemm(n, o, i, x, Trans::No, w, Trans::Yes, 1.0, y);
+            return;
+        }
+        self.xt.resize(i * n, 0.0);
+        self.yt.resize(o * n, 0.0);
+        transpose(&x[..n * i], n, i, &mut self.xt);
+        par_gemm(
+            o,
+            n,
+            i,
+            w,
+            Trans::No,
+            &self.xt,
+            Trans::No,
+            0.0,
+            &mut self.yt,
+        );
+        for (s, row) in y[..n * o].chunks_mut(o).enumerate() {
+            for (u, v) in row.iter_mut().enumerate() {
+                *v = self.yt[u * n + s] + b[u];
+            }
         }
     }
 
@@ -64,6 +88,22 @@ impl Dense {
         if let Some(dx) = dx {
             let w = self.weight.value.data();
             par_gemm(n, i, o, dy, Trans::No, w, Trans::No, 0.0, dx);
+        }
+    }
+}
+
+/// `out[c][r] = m[r][c]` for a `rows` x `cols` row-major matrix, in 16 x 16 blocks so that
+/// both the reads and the writes stay within a few cache lines at a time.
+pub fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    const B: usize = 16;
+    assert!(m.len() == rows * cols && out.len() == rows * cols);
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = m[r * cols + c];
+                }
+            }
         }
     }
 }
