@@ -8,7 +8,7 @@ use cnn::bench::{peak_gflops, profile_step, synthetic_batch, time_inference, tim
 use cnn::init::Init;
 use cnn::model::Model;
 
-use super::{set_threads, CmdResult};
+use super::CmdResult;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -25,7 +25,7 @@ pub struct BenchArgs {
     runs: usize,
     /// Worker threads [default: all cores].
     #[arg(long)]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// Also print each layer's forward and backward time.
     #[arg(long)]
     profile: bool,
@@ -35,7 +35,6 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> CmdResult {
-    set_threads(args.threads)?;
     let parsed = cnn::config::load(&args.config)?;
     let spec = &parsed.spec;
     let threads = rayon::current_num_threads();

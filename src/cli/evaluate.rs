@@ -32,7 +32,7 @@ pub struct EvaluateArgs {
     resize: bool,
     /// Worker threads [default: all cores].
     #[arg(long)]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -50,7 +50,6 @@ struct Report<'a> {
 }
 
 pub fn run(args: EvaluateArgs) -> CmdResult {
-    super::set_threads(args.threads)?;
     let (mut model, meta) = model_file::load(&args.model)?;
     let [c, h, w] = model.input_shape();
     let ds = match &args.data {

@@ -95,7 +95,14 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    match run(cli.command) {
+    if let Err(e) = set_threads(cli.command.threads()) {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    // The command runs on one of the pool's threads, so the layers' parallel loops start
+    // from inside the pool: a small loop then runs at once on the calling thread instead of
+    // waking a sleeping worker and waiting for it, which took most of a batch-1 forward pass.
+    match rayon::scope(|_| run(cli.command)) {
         Ok(()) => 0,
         Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
@@ -127,16 +134,29 @@ fn run(command: Command) -> CmdResult {
     }
 }
 
-/// Sets the number of worker threads (all cores when `None`).
-pub fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
-    if let Some(t) = threads {
-        if t == 0 {
-            return Err(cnn::Error::Invalid("--threads must be at least 1".into()));
+impl Command {
+    /// The `--threads` option of the commands that have one.
+    fn threads(&self) -> Option<usize> {
+        match self {
+            Command::Train(a) => a.threads,
+            Command::Evaluate(a) => a.threads,
+            Command::Sweep(a) => a.threads,
+            Command::Bench(a) => a.threads,
+            _ => None,
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .map_err(|e| cnn::Error::Invalid(format!("cannot start {t} threads: {e}")))?;
     }
-    Ok(())
+}
+
+/// Starts the worker threads (all cores when `None`), with main-thread-sized stacks since
+/// the whole command runs on one of them.
+fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
+    if threads == Some(0) {
+        return Err(cnn::Error::Invalid("--threads must be at least 1".into()));
+    }
+    let t = threads.unwrap_or(0);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .stack_size(8 << 20)
+        .build_global()
+        .map_err(|e| cnn::Error::Invalid(format!("cannot start {t} threads: {e}")))
 }

@@ -11,7 +11,7 @@ use cnn::io::{create_dir, write_atomic};
 use cnn::plot::{line_chart, Series};
 
 use super::train::{train_run, OptimizerArg, TrainArgs};
-use super::{set_threads, CmdResult, Failure};
+use super::{CmdResult, Failure};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -37,7 +37,7 @@ pub struct SweepArgs {
     seed: u64,
     /// Worker threads [default: all cores].
     #[arg(long)]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// The sweep folder: one run folder per setting, plus loss.png/.svg, sweep.csv and
     /// report.md.
     #[arg(long)]
@@ -57,7 +57,6 @@ struct Row {
 }
 
 pub fn run(args: SweepArgs) -> CmdResult {
-    set_threads(args.threads)?;
     create_dir(&args.out)?;
     let mut rows = Vec::new();
     for &epochs in &args.epochs {

@@ -23,7 +23,7 @@ use cnn::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{set_threads, CmdResult, Failure};
+use super::{CmdResult, Failure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum OptimizerArg {
@@ -335,7 +335,6 @@ pub fn run(args: TrainArgs) -> CmdResult {
 
 /// Runs `cnn train`, returning how the run ended (used by `cnn sweep` too).
 pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
-    set_threads(args.threads)?;
     let resume_from = args.resume.clone();
     let (parsed, mut model, state, meta_seed, run_dir): (
         ParsedConfig,
