@@ -37,14 +37,14 @@ fn conv(c: &mut Criterion) {
     let dy = random(y.len(), 3);
     let mut dx = vec![0.0; x.len()];
     c.bench_function("conv 1x28x28->16 3x3 forward b32", |b| {
-        b.iter(|| layer.forward(&x, &mut y, N))
+        b.iter(|| layer.forward(&x, &mut y, N, Activation::None))
     });
-    layer.forward(&x, &mut y, N);
+    layer.forward(&x, &mut y, N, Activation::None);
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db) b32", |b| {
-        b.iter(|| layer.backward(&dy, None, N))
+        b.iter(|| layer.backward(&y, &mut dy.clone(), None, N, Activation::None))
     });
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db, dx) b32", |b| {
-        b.iter(|| layer.backward(&dy, Some(&mut dx), N))
+        b.iter(|| layer.backward(&y, &mut dy.clone(), Some(&mut dx), N, Activation::None))
     });
 }
 

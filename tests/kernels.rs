@@ -41,12 +41,12 @@ proptest! {
         layer.weight.value.data_mut().copy_from_slice(&random(k * c * kh * kw, &mut rng));
         layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
         let mut y = vec![0.0; n * k * g.out_h * g.out_w];
-        layer.forward(&x, &mut y, n);
+        layer.forward(&x, &mut y, n, Activation::None);
         let want = conv2d_forward_naive(&g, &x, layer.weight.value.data(), layer.bias.value.data(), n);
         close("y", &y, &want)?;
         let dy = random(y.len(), &mut rng);
         let mut dx = vec![0.0; x.len()];
-        layer.backward(&dy, Some(&mut dx), n);
+        layer.backward(&y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
         let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
         close("dx", &dx, &wdx)?;
         close("dw", layer.weight.grad.data(), &wdw)?;

@@ -20,12 +20,17 @@
 //!
 //! The fast path lowers each sample with im2col to a matrix multiply
 //! (`y_n = W * cols_n`, `dW = sum_n dy_n * cols_n^T`, `dcols_n = W^T * dy_n`), samples in
-//! parallel. The weight gradient sums over the batch in fixed blocks of [`GRAD_BLOCK`]
-//! samples merged in order, so the result does not depend on the number of threads.
+//! parallel. The weight and bias gradients sum over the batch in fixed blocks of
+//! [`GRAD_BLOCK`] samples merged in order, so the result does not depend on the number of
+//! threads. The layer's activation is applied (and undone in backward) one sample at a
+//! time inside the same loop, while that sample's output is still in cache, instead of in
+//! a separate pass over the whole batch.
 
 use rayon::prelude::*;
 
+use super::activation;
 use super::param::Param;
+use super::spec::Activation;
 use super::spec::ConvGeom;
 use crate::kernels::gemm::{gemm, Trans};
 use crate::kernels::im2col::{col2im, im2col};
@@ -45,7 +50,7 @@ pub struct Conv2D {
     /// im2col of every sample of the last forward batch, `[N, C kh kw, H' W']`, kept for
     /// the weight gradient.
     cols: Vec<f32>,
-    /// Partial weight gradients, one per block of samples.
+    /// Partial weight and bias gradients, `K C kh kw + K` per block of samples.
     partial: Vec<f32>,
 }
 
@@ -61,8 +66,8 @@ impl Conv2D {
         }
     }
 
-    /// y = conv(x) + b for a batch of `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+    /// y = act(conv(x) + b) for a batch of `n` samples.
+    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
@@ -79,38 +84,61 @@ impl Conv2D {
                     row.fill(b[k]);
                 }
                 gemm(g.k, ohw, rows, w, Trans::No, cols, Trans::No, 1.0, y_n);
+                activation::forward(act, y_n, out_len);
             });
     }
 
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.
-    /// Must follow a [`Conv2D::forward`] on the same batch.
-    pub fn backward(&mut self, dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
+    /// `dy` is dL/d(activation output) on entry and is turned into dL/d(conv output) in
+    /// place, using the output `y` of the last forward pass. Must follow a
+    /// [`Conv2D::forward`] on the same batch with the same `act`.
+    pub fn backward(
+        &mut self,
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        act: Activation,
+    ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
         let wlen = g.k * rows;
+        let part_len = wlen + g.k;
+        let w = self.weight.value.data();
 
-        // dL/db[k] = sum over n and pixels, in a fixed order.
-        let db = self.bias.grad.data_mut();
-        db.fill(0.0);
-        for dy_n in dy[..n * out_len].chunks(out_len) {
-            for (k, row) in dy_n.chunks(ohw).enumerate() {
-                db[k] += row.iter().sum::<f32>();
-            }
-        }
-
-        // dL/dW = sum_n dy_n[K, H'W'] * cols_n^T, in fixed blocks of samples.
+        // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then
+        // dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and dL/db_blk[k] = sum_n sum_pixels dy_n[k],
+        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), reusing sample n's cols buffer.
         let blocks = n.div_ceil(GRAD_BLOCK);
-        self.partial.resize(blocks * wlen, 0.0);
-        let cols = &self.cols;
+        self.partial.resize(blocks * part_len, 0.0);
+        let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
+            Some(dx) => dx[..n * in_len]
+                .chunks_mut(GRAD_BLOCK * in_len)
+                .map(Some)
+                .collect(),
+            None => (0..blocks).map(|_| None).collect(),
+        };
         self.partial
-            .par_chunks_mut(wlen)
-            .enumerate()
-            .for_each(|(blk, part)| {
+            .par_chunks_mut(part_len)
+            .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
+            .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
+            .zip(self.cols.par_chunks_mut(GRAD_BLOCK * rows * ohw))
+            .zip(dx_blocks.par_iter_mut())
+            .for_each(|((((part, dy_b), y_b), cols_b), dx_b)| {
+                let (dw_part, db_part) = part.split_at_mut(wlen);
+                db_part.fill(0.0);
                 let mut beta = 0.0;
-                for s in blk * GRAD_BLOCK..((blk + 1) * GRAD_BLOCK).min(n) {
-                    let dy_s = &dy[s * out_len..(s + 1) * out_len];
-                    let cols_s = &cols[s * rows * ohw..(s + 1) * rows * ohw];
+                for (s, (dy_s, y_s)) in dy_b
+                    .chunks_mut(out_len)
+                    .zip(y_b.chunks(out_len))
+                    .enumerate()
+                {
+                    activation::backward(act, y_s, dy_s, out_len);
+                    for (k, row) in dy_s.chunks(ohw).enumerate() {
+                        db_part[k] += row.iter().sum::<f32>();
+                    }
+                    let cols_s = &mut cols_b[s * rows * ohw..(s + 1) * rows * ohw];
                     gemm(
                         g.k,
                         rows,
@@ -120,28 +148,22 @@ impl Conv2D {
                         cols_s,
                         Trans::Yes,
                         beta,
-                        part,
+                        dw_part,
                     );
                     beta = 1.0;
+                    if let Some(dx_b) = dx_b.as_deref_mut() {
+                        let dcols = cols_s;
+                        gemm(rows, ohw, g.k, w, Trans::Yes, dy_s, Trans::No, 0.0, dcols);
+                        col2im(dcols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
+                    }
                 }
             });
-        let dw = self.weight.grad.data_mut();
+        let (dw, db) = (self.weight.grad.data_mut(), self.bias.grad.data_mut());
         dw.copy_from_slice(&self.partial[..wlen]);
-        for part in self.partial[wlen..blocks * wlen].chunks(wlen) {
-            dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
-        }
-
-        // dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), reusing the cols buffer.
-        if let Some(dx) = dx {
-            let w = self.weight.value.data();
-            dx[..n * in_len]
-                .par_chunks_mut(in_len)
-                .zip(self.cols.par_chunks_mut(rows * ohw))
-                .zip(dy[..n * out_len].par_chunks(out_len))
-                .for_each(|((dx_n, dcols), dy_n)| {
-                    gemm(rows, ohw, g.k, w, Trans::Yes, dy_n, Trans::No, 0.0, dcols);
-                    col2im(dcols, &g, dx_n);
-                });
+        db.copy_from_slice(&self.partial[wlen..part_len]);
+        for part in self.partial[part_len..blocks * part_len].chunks(part_len) {
+            dw.iter_mut().zip(&part[..wlen]).for_each(|(d, p)| *d += p);
+            db.iter_mut().zip(&part[wlen..]).for_each(|(d, p)| *d += p);
         }
     }
 }

@@ -91,16 +91,20 @@ impl Layer {
         shape.extend_from_slice(&self.output);
         y.resize(&shape);
         let (xd, yd) = (x.data(), y.data_mut());
+        let act = if skip_activation {
+            Activation::None
+        } else {
+            self.activation
+        };
         match &mut self.op {
-            Op::Conv2D(l) => l.forward(xd, yd, n),
+            // Conv2D applies its activation per sample, while the output is in cache.
+            Op::Conv2D(l) => return l.forward(xd, yd, n, act),
             Op::MaxPool2D(l) => l.forward(xd, yd, n),
             Op::AvgPool2D(l) => l.forward(xd, yd, n),
             Op::Dense(l) => l.forward(xd, yd, n),
             Op::Identity => yd.copy_from_slice(xd),
         }
-        if !skip_activation {
-            activation::forward(self.activation, yd, self.output_len());
-        }
+        activation::forward(act, yd, self.output_len());
     }
 
     /// Backward through the activation (turning `dy` into dL/dz in place, unless it was
@@ -115,16 +119,23 @@ impl Layer {
         skipped_activation: bool,
     ) {
         let n = x.batch();
-        if !skipped_activation {
-            activation::backward(self.activation, y.data(), dy.data_mut(), self.output_len());
-        }
+        let act = if skipped_activation {
+            Activation::None
+        } else {
+            self.activation
+        };
         let dx = dx.map(|t| {
             t.resize(x.shape());
             t.data_mut()
         });
+        if let Op::Conv2D(l) = &mut self.op {
+            // Conv2D undoes its activation per sample inside its own loop.
+            return l.backward(y.data(), dy.data_mut(), dx, n, act);
+        }
+        activation::backward(act, y.data(), dy.data_mut(), self.output_len());
         let dyd = dy.data();
         match (&mut self.op, dx) {
-            (Op::Conv2D(l), dx) => l.backward(dyd, dx, n),
+            (Op::Conv2D(_), _) => unreachable!("handled above"),
             (Op::Dense(l), dx) => l.backward(x.data(), dyd, dx, n),
             (Op::MaxPool2D(l), Some(dx)) => l.backward(dyd, dx, n),
             (Op::AvgPool2D(l), Some(dx)) => l.backward(dyd, dx, n),
