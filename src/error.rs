@@ -53,6 +53,32 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A file that could not be written (a full disk, a file-size limit, a missing folder...).
+    /// Files are written atomically ([`crate::io::write_atomic`]), so nothing half-written is
+    /// left behind: `kept` says that a previous file at `path` is still there, whole.
+    #[error("writing {path}: {}{}", write_reason(.source), if *.kept { " (the previous file is kept)" } else { "" })]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        kept: bool,
+    },
+}
+
+/// Why a write failed, in words: a full disk, a file-size limit and a quota are said plainly
+/// (the system's own text for them varies and is easy to misread); anything else is the
+/// system's message.
+fn write_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull => "no space left on device".into(),
+        ErrorKind::FileTooLarge => {
+            "file too large for the file-size limit (`ulimit -f`) or the file system".into()
+        }
+        ErrorKind::QuotaExceeded => "disk quota exceeded".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// The library's result type.

@@ -34,7 +34,9 @@ pub fn is_temp_name(name: &str) -> bool {
             .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
-/// Writes `bytes` to `path` atomically (see the module doc).
+/// Writes `bytes` to `path` atomically (see the module doc). A write that fails (a full
+/// disk, a file-size limit) removes the temporary file and returns [`Error::Write`]; the
+/// previous file at `path`, if any, is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let result = (|| -> std::io::Result<()> {
@@ -49,9 +51,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(write_error(path, e));
     }
     Ok(())
+}
+
+/// The error of a failed atomic write of `path`, made before anything was renamed over it:
+/// [`Error::Write`], saying whether a previous file there is kept.
+pub(crate) fn write_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Write {
+        path: path.into(),
+        source,
+        kept: path.is_file(),
+    }
 }
 
 /// Syncs the folder holding `path`, so that a rename into it is durable. Best effort: some
@@ -107,6 +119,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("missing/a.txt");
         let e = write_atomic(&p, b"x").unwrap_err().to_string();
-        assert!(e.contains("missing/a.txt"), "{e}");
+        assert!(e.starts_with(&format!("writing {}: ", p.display())), "{e}");
+        assert!(!e.contains("previous file"), "{e}");
+    }
+
+    #[test]
+    fn full_disk_and_file_size_limit_are_said_plainly_with_the_kept_file() {
+        let p = Path::new("runs/x/model.safetensors");
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            Error::Write {
+                path: p.into(),
+                source: full,
+                kept: true
+            }
+            .to_string(),
+            "writing runs/x/model.safetensors: no space left on device (the previous file is kept)"
+        );
+        let big = std::io::Error::from(std::io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            Error::Write {
+                path: p.into(),
+                source: big,
+                kept: false
+            }
+            .to_string(),
+            "writing runs/x/model.safetensors: file too large for the file-size limit \
+             (`ulimit -f`) or the file system"
+        );
     }
 }

@@ -184,7 +184,7 @@ fn text_size(text: &str, size: f64) -> (i32, i32) {
 /// legend and gets a cross at its last finite point.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an extension other than `.png`/`.svg`; [`Error::Io`] (with `path`)
+/// [`Error::Invalid`] for an extension other than `.png`/`.svg`; [`Error::Write`] (with `path`)
 /// when the file cannot be written.
 pub fn line_chart(
     path: &Path,
@@ -379,7 +379,7 @@ fn heatmap_layout(cm: &ConfusionMatrix, title: &str) -> HeatmapLayout {
 ///
 /// # Errors
 /// [`Error::Invalid`] for a matrix with no classes or counts of the wrong length, or an
-/// extension other than `.png`/`.svg`; [`Error::Io`] (with `path`) when the file cannot be
+/// extension other than `.png`/`.svg`; [`Error::Write`] (with `path`) when the file cannot be
 /// written.
 pub fn confusion_heatmap(path: &Path, cm: &ConfusionMatrix, title: &str) -> Result<()> {
     let n = cm.classes.len();
@@ -544,7 +544,7 @@ const MAX_PIXELS: usize = 64 << 20;
 /// # Errors
 /// [`Error::Invalid`] for no images, `cols` or `scale` of 0, an image with 0 width or height,
 /// `channels` other than 1 or 3, `pixels` of the wrong length, a picture over 64 Mpixel or an
-/// extension other than `.png`; [`Error::Io`] (with `path`) when the file cannot be written.
+/// extension other than `.png`; [`Error::Write`] (with `path`) when the file cannot be written.
 pub fn image_grid(path: &Path, images: &[GridImage], cols: usize, scale: usize) -> Result<()> {
     if format_of(path)? != Format::Png {
         return Err(Error::Invalid(format!(
@@ -827,20 +827,20 @@ mod tests {
     }
 
     #[test]
-    fn bad_path_is_io_error_and_bad_extension_invalid() {
+    fn bad_path_is_write_error_and_bad_extension_invalid() {
         let d = dir();
         let missing = d.path().join("no/such/dir/loss.png");
         match line_chart(&missing, "t", "x", "y", &curves()) {
-            Err(Error::Io { path, .. }) => assert_eq!(path, missing),
-            other => panic!("expected Error::Io, got {other:?}"),
+            Err(Error::Write { path, .. }) => assert_eq!(path, missing),
+            other => panic!("expected Error::Write, got {other:?}"),
         }
         assert!(matches!(
             confusion_heatmap(&d.path().join("no/cm.svg"), &example_cm(), "t"),
-            Err(Error::Io { .. })
+            Err(Error::Write { .. })
         ));
         assert!(matches!(
             image_grid(&d.path().join("no/g.png"), &digits(2), 2, 2),
-            Err(Error::Io { .. })
+            Err(Error::Write { .. })
         ));
         assert!(matches!(
             line_chart(&d.path().join("loss.jpg"), "t", "x", "y", &curves()),

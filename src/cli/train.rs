@@ -3,7 +3,8 @@
 //! The run folder gets `config.cfg`, `run.json` (the options, for `--resume`),
 //! `metrics.csv` and `metrics.jsonl` (one row per epoch), `checkpoint.safetensors` (after
 //! every epoch and on Ctrl-C) and `model.safetensors` at the end. Every file is written
-//! atomically.
+//! atomically, so a full disk stops the run with an error naming the file and leaves the
+//! previous version of every file whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -502,10 +503,6 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
                 if args.monitor {
                     print!("{}", monitor_lines(m));
                 }
-                if let Err(e) = files.write_metrics(&st.history) {
-                    io_error = Some(e);
-                    return Control::Stop;
-                }
                 stop = args.stop_after_steps.is_some_and(|s| total_steps >= s)
                     || interrupted.load(Ordering::SeqCst);
             }
@@ -513,6 +510,15 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
         let at_epoch_end = matches!(event, Event::Epoch);
         if stop || at_epoch_end {
             if let Err(e) = checkpoint::save(&ck_path, m, &meta, st, &opts, &fingerprint) {
+                io_error = Some(e);
+                return Control::Stop;
+            }
+        }
+        // The metrics and plots after the checkpoint: a disk filling up at an epoch's end
+        // costs them rather than the training state, and they never show an epoch that the
+        // checkpoint does not have (a resumed run rewrites them from the checkpoint's history).
+        if at_epoch_end {
+            if let Err(e) = files.write_metrics(&st.history) {
                 io_error = Some(e);
                 return Control::Stop;
             }

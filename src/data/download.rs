@@ -38,7 +38,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::io::{create_dir, temp_path};
+use crate::io::{create_dir, temp_path, write_error};
 
 /// One file to fetch: its name (appended to the base URL and used in the target folder), the
 /// SHA-256 of its bytes (lower-case hex) and its size in bytes.
@@ -420,7 +420,7 @@ fn save_checked(
 ) -> Result<()> {
     let tmp = temp_path(target);
     let result = (|| -> Result<()> {
-        let mut out = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut out = File::create(&tmp).map_err(|e| write_error(target, e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 << 10];
         let mut size = 0u64;
@@ -439,7 +439,8 @@ fn save_checked(
                 ));
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| write_error(target, e))?;
             on_event(Event::Progress { bytes: size });
         }
         if size != spec.size {
@@ -455,10 +456,10 @@ fn save_checked(
                 format!("SHA-256 is {got}, expected {}", spec.sha256),
             ));
         }
-        out.flush().map_err(|e| Error::io(&tmp, e))?;
-        out.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        out.flush().map_err(|e| write_error(target, e))?;
+        out.sync_all().map_err(|e| write_error(target, e))?;
         drop(out);
-        fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
+        fs::rename(&tmp, target).map_err(|e| write_error(target, e))?;
         crate::io::sync_dir(target);
         Ok(())
     })();
