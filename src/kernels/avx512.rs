@@ -309,6 +309,66 @@ pub unsafe fn gemm_dot(
     }
 }
 
+/// Max pooling of one plane with 2x2 windows and stride 2, 16 outputs at a time: the same
+/// result as `layers::pool`'s scalar loop (first maximum in row-major order wins, NaN never
+/// wins, an all-NaN window gives its first value). The even and odd columns of the window's
+/// two rows are separated with one permute each; the winner is kept with masked moves.
+///
+/// # Safety
+/// AVX-512F must be available; `x` holds an `h` x `w` plane, `y` and `arg` hold
+/// `out_h` x `out_w` with 2 out_h <= h and 2 out_w <= w.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn max_pool_2x2(
+    x: &[f32],
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let two_lanes = _mm512_slli_epi32::<1>(_mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    ));
+    for oy in 0..out_h {
+        let r0 = 2 * oy * w;
+        for ox0 in (0..out_w).step_by(16) {
+            let lanes = 16.min(out_w - ox0);
+            let m_out = ((1u32 << lanes) - 1) as __mmask16;
+            let (m_lo, m_hi) = masks(2 * lanes);
+            let top = x.as_ptr().add(r0 + 2 * ox0);
+            let bot = top.add(w);
+            let split = |p: *const f32| {
+                let lo = _mm512_maskz_loadu_ps(m_lo, p);
+                let hi = _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(16));
+                (
+                    _mm512_permutex2var_ps(lo, even, hi),
+                    _mm512_permutex2var_ps(lo, odd, hi),
+                )
+            };
+            let (t0, t1) = split(top);
+            let (b0, b1) = split(bot);
+            let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut out = t0;
+            let mut at = _mm512_setzero_si512();
+            let offsets = [0, 1, w as i32, w as i32 + 1];
+            for (v, off) in [t0, t1, b0, b1].into_iter().zip(offsets) {
+                let win = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                best = _mm512_mask_mov_ps(best, win, v);
+                out = _mm512_mask_mov_ps(out, win, v);
+                at = _mm512_mask_mov_epi32(at, win, _mm512_set1_epi32(off));
+            }
+            // Index in the plane: r0 + 2 (ox0 + lane) + offset of the winner.
+            let base = _mm512_add_epi32(_mm512_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
+            let idx = _mm512_add_epi32(base, at);
+            let o = oy * out_w + ox0;
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out);
+            _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::avx512_available as avx512;
+
 /// Whether an operand is used as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trans {
@@ -328,14 +330,6 @@ pub fn par_gemv(o: usize, i: usize, a: &[f32], x: &[f32], beta: f32, y: &mut [f3
         .par_chunks_mut(GEMV_ROWS)
         .enumerate()
         .for_each(|(blk, ys)| rows(blk * GEMV_ROWS, ys));
-}
-
-/// Whether [`gemm`] takes our AVX-512 kernels on this CPU.
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::avx512::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// The reference: `C = op(A) * op(B) + beta * C` by the definition

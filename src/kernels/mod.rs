@@ -6,3 +6,12 @@
 pub mod avx512;
 pub mod gemm;
 pub mod im2col;
+
+/// Whether our AVX-512 kernels run on this CPU (see [`avx512::available`]); false on other
+/// architectures.
+pub fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
