@@ -38,29 +38,30 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
             for j in 0..g.kw {
                 let row = (c * g.kh + i) * g.kw + j;
                 let out = &mut cols[row * ohw..(row + 1) * ohw];
-                for oy in 0..g.out_h {
+                // Output columns lo..hi read the image; ix = ox*S + j - pad_left.
+                let (lo, hi) = valid_range(g, j);
+                let ix0 = (lo * g.stride + j).saturating_sub(g.pad_left);
+                for (oy, dst) in out.chunks_exact_mut(g.out_w).enumerate() {
                     let iy = (oy * g.stride + i) as isize - g.pad_top as isize;
-                    let dst = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
                         dst.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let (lo, hi) = valid_range(g, j);
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
-                    if lo < hi {
-                        // ix = ox*S + j - pad_left, in 0..W for ox in lo..hi.
-                        let ix0 = lo * g.stride + j - g.pad_left;
-                        if g.stride == 1 {
-                            dst[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
-                        } else {
-                            for (d, &v) in dst[lo..hi]
-                                .iter_mut()
-                                .zip(src[ix0..].iter().step_by(g.stride))
-                            {
-                                *d = v;
-                            }
+                    if g.stride == 1 {
+                        // A plain loop, not copy_from_slice: rows are a few dozen floats,
+                        // too short to pay for a call to memcpy.
+                        for (d, &v) in dst[lo..hi].iter_mut().zip(&src[ix0..ix0 + hi - lo]) {
+                            *d = v;
+                        }
+                    } else {
+                        for (d, &v) in dst[lo..hi]
+                            .iter_mut()
+                            .zip(src[ix0..].iter().step_by(g.stride))
+                        {
+                            *d = v;
                         }
                     }
                 }
@@ -80,16 +81,23 @@ pub fn col2im(cols: &[f32], g: &ConvGeom, dx: &mut [f32]) {
             for j in 0..g.kw {
                 let row = (c * g.kh + i) * g.kw + j;
                 let src = &cols[row * ohw..(row + 1) * ohw];
-                for oy in 0..g.out_h {
+                let (lo, hi) = valid_range(g, j);
+                if lo >= hi {
+                    continue;
+                }
+                let ix0 = lo * g.stride + j - g.pad_left;
+                for (oy, s_full) in src.chunks_exact(g.out_w).enumerate() {
                     let iy = (oy * g.stride + i) as isize - g.pad_top as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let (lo, hi) = valid_range(g, j);
-                    if lo < hi {
-                        let ix0 = lo * g.stride + j - g.pad_left;
-                        let s_row = &src[oy * g.out_w + lo..oy * g.out_w + hi];
+                    let s_row = &s_full[lo..hi];
+                    if g.stride == 1 {
+                        for (d, &v) in dst[ix0..ix0 + hi - lo].iter_mut().zip(s_row) {
+                            *d += v;
+                        }
+                    } else {
                         for (d, &v) in dst[ix0..].iter_mut().step_by(g.stride).zip(s_row) {
                             *d += v;
                         }
