@@ -41,10 +41,10 @@ fn conv(c: &mut Criterion) {
     });
     layer.forward(&x, &mut y, N, Activation::None);
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db) b32", |b| {
-        b.iter(|| layer.backward(&y, &mut dy.clone(), None, N, Activation::None))
+        b.iter(|| layer.backward(&x, &y, &mut dy.clone(), None, N, Activation::None))
     });
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db, dx) b32", |b| {
-        b.iter(|| layer.backward(&y, &mut dy.clone(), Some(&mut dx), N, Activation::None))
+        b.iter(|| layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), N, Activation::None))
     });
 }
 

@@ -46,7 +46,7 @@ proptest! {
         close("y", &y, &want)?;
         let dy = random(y.len(), &mut rng);
         let mut dx = vec![0.0; x.len()];
-        layer.backward(&y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
+        layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
         let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
         close("dx", &dx, &wdx)?;
         close("dw", layer.weight.grad.data(), &wdw)?;

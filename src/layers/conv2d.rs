@@ -19,8 +19,12 @@
 //! ```
 //!
 //! The fast path lowers each sample with im2col to a matrix multiply
-//! (`y_n = W * cols_n`, `dW = sum_n dy_n * cols_n^T`, `dcols_n = W^T * dy_n`), samples in
-//! parallel. The weight and bias gradients sum over the batch in fixed blocks of
+//! (`y_n = W * cols_n`, `dW = sum_n dy_n * cols_n^T`, `dcols_n = W^T * dy_n`), in parallel
+//! over blocks of [`GRAD_BLOCK`] samples. Each block has one cols buffer, reused for its
+//! samples while it is in cache, and backward lowers x again rather than keeping every
+//! sample's cols from forward: for the second layer of LeNet at batch 128 those would be
+//! 29 MB, written once and read back from memory, for a copy that costs a few percent of
+//! the multiply. The weight and bias gradients sum over the batch in fixed blocks of
 //! [`GRAD_BLOCK`] samples merged in order, so the result does not depend on the number of
 //! threads. The layer's activation is applied (and undone in backward) one sample at a
 //! time inside the same loop, while that sample's output is still in cache, instead of in
@@ -47,8 +51,7 @@ pub struct Conv2D {
     pub geom: ConvGeom,
     pub weight: Param,
     pub bias: Param,
-    /// im2col of every sample of the last forward batch, `[N, C kh kw, H' W']`, kept for
-    /// the weight gradient.
+    /// One im2col buffer `[C kh kw, H' W']` per block of samples.
     cols: Vec<f32>,
     /// Partial weight and bias gradients, `K C kh kw + K` per block of samples.
     partial: Vec<f32>,
@@ -71,29 +74,33 @@ impl Conv2D {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
-        self.cols.resize(n * rows * ohw, 0.0);
+        let blocks = n.div_ceil(GRAD_BLOCK);
+        self.cols.resize(blocks * rows * ohw, 0.0);
         let w = self.weight.value.data();
         let b = self.bias.value.data();
         y[..n * out_len]
-            .par_chunks_mut(out_len)
+            .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(self.cols.par_chunks_mut(rows * ohw))
-            .zip(x[..n * in_len].par_chunks(in_len))
-            .for_each(|((y_n, cols), x_n)| {
-                im2col(x_n, &g, cols);
-                for (k, row) in y_n.chunks_mut(ohw).enumerate() {
-                    row.fill(b[k]);
+            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
+            .for_each(|((y_b, cols), x_b)| {
+                for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                    im2col(x_n, &g, cols);
+                    for (k, row) in y_n.chunks_mut(ohw).enumerate() {
+                        row.fill(b[k]);
+                    }
+                    gemm(g.k, ohw, rows, w, Trans::No, cols, Trans::No, 1.0, y_n);
+                    activation::forward(act, y_n, out_len);
                 }
-                gemm(g.k, ohw, rows, w, Trans::No, cols, Trans::No, 1.0, y_n);
-                activation::forward(act, y_n, out_len);
             });
     }
 
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.
     /// `dy` is dL/d(activation output) on entry and is turned into dL/d(conv output) in
-    /// place, using the output `y` of the last forward pass. Must follow a
-    /// [`Conv2D::forward`] on the same batch with the same `act`.
+    /// place, using the input `x` and output `y` of the last forward pass, with the same
+    /// `act`.
     pub fn backward(
         &mut self,
+        x: &[f32],
         y: &[f32],
         dy: &mut [f32],
         dx: Option<&mut [f32]>,
@@ -109,8 +116,9 @@ impl Conv2D {
 
         // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then
         // dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and dL/db_blk[k] = sum_n sum_pixels dy_n[k],
-        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), reusing sample n's cols buffer.
+        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the block's cols buffer.
         let blocks = n.div_ceil(GRAD_BLOCK);
+        self.cols.resize(blocks * rows * ohw, 0.0);
         self.partial.resize(blocks * part_len, 0.0);
         let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
             Some(dx) => dx[..n * in_len]
@@ -123,9 +131,10 @@ impl Conv2D {
             .par_chunks_mut(part_len)
             .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
             .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
-            .zip(self.cols.par_chunks_mut(GRAD_BLOCK * rows * ohw))
+            .zip(self.cols.par_chunks_mut(rows * ohw))
+            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .zip(dx_blocks.par_iter_mut())
-            .for_each(|((((part, dy_b), y_b), cols_b), dx_b)| {
+            .for_each(|(((((part, dy_b), y_b), cols), x_b), dx_b)| {
                 let (dw_part, db_part) = part.split_at_mut(wlen);
                 db_part.fill(0.0);
                 let mut beta = 0.0;
@@ -138,23 +147,23 @@ impl Conv2D {
                     for (k, row) in dy_s.chunks(ohw).enumerate() {
                         db_part[k] += row.iter().sum::<f32>();
                     }
-                    let cols_s = &mut cols_b[s * rows * ohw..(s + 1) * rows * ohw];
+                    im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
                     gemm(
                         g.k,
                         rows,
                         ohw,
                         dy_s,
                         Trans::No,
-                        cols_s,
+                        cols,
                         Trans::Yes,
                         beta,
                         dw_part,
                     );
                     beta = 1.0;
                     if let Some(dx_b) = dx_b.as_deref_mut() {
-                        let dcols = cols_s;
-                        gemm(rows, ohw, g.k, w, Trans::Yes, dy_s, Trans::No, 0.0, dcols);
-                        col2im(dcols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
+                        // cols is free again: it holds dcols = W^T dy_s.
+                        gemm(rows, ohw, g.k, w, Trans::Yes, dy_s, Trans::No, 0.0, cols);
+                        col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
                     }
                 }
             });

@@ -130,7 +130,7 @@ impl Layer {
         });
         if let Op::Conv2D(l) = &mut self.op {
             // Conv2D undoes its activation per sample inside its own loop.
-            return l.backward(y.data(), dy.data_mut(), dx, n, act);
+            return l.backward(x.data(), y.data(), dy.data_mut(), dx, n, act);
         }
         activation::backward(act, y.data(), dy.data_mut(), self.output_len());
         let dyd = dy.data();
