@@ -169,7 +169,10 @@ pub fn parse_meta(path: &Path, m: &HashMap<String, String>) -> Result<ModelMeta>
     };
     let format = get("format")?;
     if format != FORMAT {
-        return Err(bad(format!("format is `{format}`, expected `{FORMAT}`")));
+        // Quoted and escaped: the value is the file's, and may hold newlines (found by
+        // the model_file fuzz target) or be long.
+        let shown: String = format.chars().take(60).collect();
+        return Err(bad(format!("format is {shown:?}, expected {FORMAT:?}")));
     }
     let json_vec = |key: &str| -> Result<Vec<f32>> {
         serde_json::from_str(get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))

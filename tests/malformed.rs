@@ -503,6 +503,27 @@ fn safetensors_header_length_of_a_terabyte_is_refused() {
 }
 
 #[test]
+fn model_file_whose_format_holds_newlines_is_refused_on_one_line() {
+    // Found by the model_file fuzz target: the format value was echoed as it was, newlines
+    // and all, splitting the error over several lines.
+    let c = Case::new();
+    let f = c.write(
+        "m.safetensors",
+        &safetensors(
+            r#"{"__metadata__":{"format":"ape=1x2x2\nDense units=2\n"}}"#,
+            &[],
+        ),
+    );
+    c.predict_refuses(
+        &f,
+        &format!(
+            r#"{}: format is "ape=1x2x2\nDense units=2\n", expected "cnn-model/1""#,
+            f.display()
+        ),
+    );
+}
+
+#[test]
 fn model_file_cut_in_its_tensor_data_is_refused() {
     let c = Case::new();
     let b = model_bytes();
@@ -569,6 +590,6 @@ fn model_file_of_another_format_is_refused() {
     );
     c.predict_refuses(
         &f,
-        &format!("{}: format is `pt`, expected `cnn-model/1`", f.display()),
+        &format!(r#"{}: format is "pt", expected "cnn-model/1""#, f.display()),
     );
 }

@@ -251,7 +251,7 @@ fn damaged_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         with(&|_, m| {
             m.insert("format".into(), "pt".into());
         }),
-        "format is `pt`",
+        "format is \"pt\"",
     ));
     out.push((
         "no metadata at all",
