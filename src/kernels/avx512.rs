@@ -30,6 +30,13 @@ use std::sync::OnceLock;
 const NR: usize = 32;
 /// Rows of C per broadcast tile (24 accumulators of the 32 vector registers).
 const MR: usize = 12;
+/// Steps of p per block of the broadcast kernel: a KC x 32 block of B is 32 KB.
+const KC: usize = 256;
+
+thread_local! {
+    /// Each thread's buffer for a packed KC x 32 block of B.
+    static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// Rows and columns of C per dot tile.
 const DR: usize = 4;
 const DS: usize = 4;
@@ -124,33 +131,58 @@ pub unsafe fn gemm_bcast(
     c: *mut f32,
     ldc: usize,
 ) {
-    // Column tiles outside, so one K x 32 strip of B is reused by every row tile while it
-    // is in cache.
-    for j0 in (0..n).step_by(NR) {
-        let cols = NR.min(n - j0);
-        let (bj, cj) = (b.add(j0), c.add(j0));
-        let mut i0 = 0;
-        while i0 + MR <= m {
-            let (ai, ci) = (a.add(i0 * rsa), cj.add(i0 * ldc));
-            bcast_tile::<MR>(k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one);
-            i0 += MR;
+    // Column strips outside, then blocks of KC steps of p: one KC x 32 block of B (32 KB)
+    // is reused from L1 by every row tile. Splitting p into blocks keeps each element's
+    // chain of FMAs in order (the running sum is stored to C and loaded back, exactly), so
+    // the blocking changes no bit. When B's rows are far apart (ldb > 32) and several row
+    // tiles will read the block, it is first copied to a contiguous buffer.
+    let pack = ldb > NR && m > MR && k > 16;
+    PACKED_B.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if pack {
+            buf.resize(KC * NR, 0.0);
         }
-        let (ai, ci) = (a.add(i0 * rsa), cj.add(i0 * ldc));
-        let args = (k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one);
-        macro_rules! tail {
-            ($($r:literal)*) => {
-                match m - i0 {
-                    0 => {}
-                    $($r => {
-                        let (k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one) = args;
-                        bcast_tile::<$r>(k, ai, rsa, csa, bj, ldb, ci, ldc, cols, beta_one)
-                    })*
-                    _ => unreachable!("row tail is below MR"),
+        for j0 in (0..n).step_by(NR) {
+            let cols = NR.min(n - j0);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let (bp, ldbp) = if pack {
+                    for p in 0..kc {
+                        let src = b.add((k0 + p) * ldb + j0);
+                        let dst = buf.as_mut_ptr().add(p * NR);
+                        std::ptr::copy_nonoverlapping(src, dst, cols);
+                    }
+                    (buf.as_ptr(), NR)
+                } else {
+                    (b.add(k0 * ldb + j0), ldb)
+                };
+                let beta = beta_one || k0 > 0;
+                let a0 = a.add(k0 * csa);
+                let cj = c.add(j0);
+                let mut i0 = 0;
+                while i0 + MR <= m {
+                    let (ai, ci) = (a0.add(i0 * rsa), cj.add(i0 * ldc));
+                    bcast_tile::<MR>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta);
+                    i0 += MR;
                 }
-            };
+                let (ai, ci) = (a0.add(i0 * rsa), cj.add(i0 * ldc));
+                let args = (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta);
+                macro_rules! tail {
+                    ($($r:literal)*) => {
+                        match m - i0 {
+                            0 => {}
+                            $($r => {
+                                let (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta) = args;
+                                bcast_tile::<$r>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta)
+                            })*
+                            _ => unreachable!("row tail is below MR"),
+                        }
+                    };
+                }
+                tail!(1 2 3 4 5 6 7 8 9 10 11);
+            }
         }
-        tail!(1 2 3 4 5 6 7 8 9 10 11);
-    }
+    });
 }
 
 /// The lane sums of 16 vectors at once: returns `out` with `out[q]` = the sum of the 16
