@@ -131,12 +131,12 @@ pub fn time_inference(
     let mut model = Model::new(spec, Init::He, 1)?;
     let (x, _) = synthetic_batch(spec, batch, 1)?;
     for _ in 0..warmup {
-        model.forward(&x)?;
+        model.infer(&x)?;
     }
     let mut secs = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        model.forward(&x)?;
+        model.infer(&x)?;
         secs.push(t.elapsed().as_secs_f64());
     }
     let flops = spec.forward_flops_per_sample()? as f64 * batch as f64;

@@ -276,7 +276,7 @@ pub fn evaluate(
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         ds.batch(chunk, norm, &mut x, &mut labels);
-        let logits = model.forward(&x)?;
+        let logits = model.infer(&x)?;
         loss_sum += f64::from(crate::loss::cross_entropy_only(logits.data(), &labels, k))
             * chunk.len() as f64;
         predictions.extend(logits.data().chunks(k).map(argmax));
