@@ -102,7 +102,14 @@ pub fn main() -> i32 {
     // The command runs on one of the pool's threads, so the layers' parallel loops start
     // from inside the pool: a small loop then runs at once on the calling thread instead of
     // waking a sleeping worker and waiting for it, which took most of a batch-1 forward pass.
-    match rayon::scope(|_| run(cli.command)) {
+    // Commands that compute also keep the other workers polling for work, so that no
+    // parallel loop waits 15-20 us for a sleeping worker to wake (kernels::threads).
+    let outcome = if cli.command.computes() {
+        cnn::kernels::threads::with_awake_workers(|| run(cli.command))
+    } else {
+        rayon::scope(|_| run(cli.command))
+    };
+    match outcome {
         Ok(()) => 0,
         Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
@@ -135,6 +142,15 @@ fn run(command: Command) -> CmdResult {
 }
 
 impl Command {
+    /// Whether the command spends its time computing (training, inference, benchmarks)
+    /// rather than reading, writing or downloading files.
+    fn computes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Summary { .. } | Command::Data(_) | Command::Download(_)
+        )
+    }
+
     /// The `--threads` option of the commands that have one.
     fn threads(&self) -> Option<usize> {
         match self {

@@ -1,4 +1,5 @@
-//! Compute kernels shared by the layers: matrix multiply and the im2col transform.
+//! Compute kernels shared by the layers: matrix multiply and the im2col transform, and
+//! keeping the thread pool awake during a computation ([`threads`]).
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
 //! compare it with.
@@ -6,6 +7,7 @@
 pub mod avx512;
 pub mod gemm;
 pub mod im2col;
+pub mod threads;
 
 /// Whether our AVX-512 kernels run on this CPU (see [`avx512::available`]); false on other
 /// architectures.
