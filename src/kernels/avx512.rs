@@ -62,12 +62,32 @@ fn masks(cols: usize) -> (__mmask16, __mmask16) {
     (low(cols), low(cols.saturating_sub(16)))
 }
 
+/// What the broadcast kernel does besides the product, so that a convolution's output is
+/// written once: start each row of C from a bias (`bias[i]` for row i, when C is not
+/// accumulated into), and apply ReLU, `max(v, 0)`, as C is stored for the last time.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue {
+    /// Null for none; else `m` values, one per row of C.
+    pub bias: *const f32,
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// The plain product.
+    pub const NONE: Epilogue = Epilogue {
+        bias: std::ptr::null(),
+        relu: false,
+    };
+}
+
 /// One broadcast tile of `R` rows and `cols` (1..=32) columns:
-/// `C[r][j] = (beta_one ? C[r][j] : 0) + sum_p A[r][p] * B[p][j]`, p in order.
+/// `C[r][j] = (beta_one ? C[r][j] : bias[r] or 0) + sum_p A[r][p] * B[p][j]`, p in order,
+/// then `max(C, 0)` if `relu`.
 ///
 /// # Safety
 /// AVX-512F must be available. A(r, p) = `a[r*rsa + p*csa]` for r < R, p < k; B(p, j) =
-/// `b[p*ldb + j]` for j < cols; C(r, j) = `c[r*ldc + j]`: all these must be in bounds.
+/// `b[p*ldb + j]` for j < cols; C(r, j) = `c[r*ldc + j]`; `bias[r]` unless null: all these
+/// must be in bounds.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn bcast_tile<const R: usize>(
@@ -81,6 +101,8 @@ unsafe fn bcast_tile<const R: usize>(
     ldc: usize,
     cols: usize,
     beta_one: bool,
+    bias: *const f32,
+    relu: bool,
 ) {
     let (m0, m1) = masks(cols);
     let mut acc0 = [_mm512_setzero_ps(); R];
@@ -90,6 +112,11 @@ unsafe fn bcast_tile<const R: usize>(
             let cr = c.add(r * ldc);
             acc0[r] = _mm512_maskz_loadu_ps(m0, cr);
             acc1[r] = _mm512_maskz_loadu_ps(m1, cr.wrapping_add(16));
+        }
+    } else if !bias.is_null() {
+        for r in 0..R {
+            acc0[r] = _mm512_set1_ps(*bias.add(r));
+            acc1[r] = acc0[r];
         }
     }
     for p in 0..k {
@@ -101,6 +128,14 @@ unsafe fn bcast_tile<const R: usize>(
             let av = _mm512_set1_ps(*ap.add(r * rsa));
             acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
             acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        }
+    }
+    if relu {
+        // max_ps returns its second operand when the first is NaN: 0, as f32::max does.
+        let zero = _mm512_setzero_ps();
+        for r in 0..R {
+            acc0[r] = _mm512_max_ps(acc0[r], zero);
+            acc1[r] = _mm512_max_ps(acc1[r], zero);
         }
     }
     for r in 0..R {
@@ -132,11 +167,12 @@ unsafe fn pack_b(kc: usize, b: *const f32, ldb: usize, cols: usize, buf: &mut [f
 }
 
 /// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[K x N]` with A(i, p) = `a[i*rsa + p*csa]`,
-/// B(p, j) = `b[p*ldb + j]` (rows contiguous), C(i, j) = `c[i*ldc + j]`.
+/// B(p, j) = `b[p*ldb + j]` (rows contiguous), C(i, j) = `c[i*ldc + j]`; with `ep`, C starts
+/// from the bias instead of 0 and gets ReLU (see [`Epilogue`]).
 ///
 /// # Safety
 /// AVX-512F must be available ([`available`]) and every index above, for i < m, j < n,
-/// p < k, must be inside the allocation its pointer comes from.
+/// p < k, must be inside the allocation its pointer comes from; so must `ep.bias[i]`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_bcast(
@@ -151,6 +187,7 @@ pub unsafe fn gemm_bcast(
     beta_one: bool,
     c: *mut f32,
     ldc: usize,
+    ep: Epilogue,
 ) {
     // Column strips outside, then blocks of KC steps of p: one KC x 32 block of B (32 KB)
     // is reused from L1 by every row tile. Splitting p into blocks keeps each element's
@@ -173,24 +210,36 @@ pub unsafe fn gemm_bcast(
                 } else {
                     (b.add(k0 * ldb + j0), ldb)
                 };
+                // Only the first block starts from the bias; only the last applies ReLU.
                 let beta = beta_one || k0 > 0;
+                let relu = ep.relu && k0 + kc == k;
                 let a0 = a.add(k0 * csa);
                 let cj = c.add(j0);
                 let mut i0 = 0;
+                let bias_at = |i0: usize| {
+                    if ep.bias.is_null() {
+                        ep.bias
+                    } else {
+                        ep.bias.add(i0)
+                    }
+                };
                 while i0 + MR <= m {
-                    let (ai, ci) = (a0.add(i0 * rsa), cj.add(i0 * ldc));
-                    bcast_tile::<MR>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta);
+                    let (ai, ci, bi) = (a0.add(i0 * rsa), cj.add(i0 * ldc), bias_at(i0));
+                    bcast_tile::<MR>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu);
                     i0 += MR;
                 }
-                let (ai, ci) = (a0.add(i0 * rsa), cj.add(i0 * ldc));
-                let args = (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta);
+                let (ai, ci, bi) = (a0.add(i0 * rsa), cj.add(i0 * ldc), bias_at(i0));
+                let args = (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu);
                 macro_rules! tail {
                     ($($r:literal)*) => {
                         match m - i0 {
                             0 => {}
                             $($r => {
-                                let (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta) = args;
-                                bcast_tile::<$r>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta)
+                                let (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu) =
+                                    args;
+                                bcast_tile::<$r>(
+                                    kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu,
+                                )
                             })*
                             _ => unreachable!("row tail is below MR"),
                         }

@@ -36,7 +36,7 @@ use super::activation;
 use super::param::Param;
 use super::spec::Activation;
 use super::spec::ConvGeom;
-use crate::kernels::gemm::{gemm, Trans};
+use crate::kernels::gemm::{gemm, gemm_bias_relu, Trans};
 use crate::kernels::im2col::{col2im, im2col};
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -85,11 +85,17 @@ impl Conv2D {
             .for_each(|((y_b, cols), x_b)| {
                 for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
                     im2col(x_n, &g, cols);
-                    for (k, row) in y_n.chunks_mut(ohw).enumerate() {
-                        row.fill(b[k]);
+                    // y_n = act(W cols + b): bias and ReLU fused into the product's stores.
+                    match act {
+                        Activation::None | Activation::Relu => {
+                            let relu = act == Activation::Relu;
+                            gemm_bias_relu(g.k, ohw, rows, w, cols, b, relu, y_n);
+                        }
+                        _ => {
+                            gemm_bias_relu(g.k, ohw, rows, w, cols, b, false, y_n);
+                            activation::forward(act, y_n, out_len);
+                        }
                     }
-                    gemm(g.k, ohw, rows, w, Trans::No, cols, Trans::No, 1.0, y_n);
-                    activation::forward(act, y_n, out_len);
                 }
             });
     }
