@@ -370,6 +370,30 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Sum in the fixed order of [`dot`]: 16 interleaved partial sums added pairwise, then the
+/// tail. A plain `iter().sum()` is one chain of dependent additions (4 cycles each), which
+/// made the bias gradient the slowest part of a convolution's backward pass; 16 chains
+/// vectorise.
+pub fn sum(a: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let chunks = a.chunks_exact(L);
+    let rest = chunks.remainder();
+    for x in chunks {
+        for l in 0..L {
+            acc[l] += x[l];
+        }
+    }
+    let mut w = L;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    rest.iter().fold(acc[0], |s, x| s + x)
+}
+
 /// Output rows per parallel task in [`par_gemv`] (fixed, independent of the thread count).
 const GEMV_ROWS: usize = 32;
 
@@ -564,6 +588,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sum_by_hand_and_against_f64() {
+        assert_eq!(sum(&[]), 0.0);
+        assert_eq!(sum(&[1.5]), 1.5);
+        // 1 + 2 + ... + 40 = 820, exact in f32 in any order.
+        let v: Vec<f32> = (1..=40).map(|i| i as f32).collect();
+        assert_eq!(sum(&v), 820.0);
+        let r = random(1000, 3);
+        let exact: f64 = r.iter().map(|&x| f64::from(x)).sum();
+        assert!(
+            (f64::from(sum(&r)) - exact).abs() < 1e-3,
+            "{} vs {exact}",
+            sum(&r)
+        );
     }
 
     #[test]

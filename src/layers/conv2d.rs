@@ -36,7 +36,7 @@ use super::activation;
 use super::param::Param;
 use super::spec::Activation;
 use super::spec::ConvGeom;
-use crate::kernels::gemm::{gemm, gemm_bias_relu, Trans};
+use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, Trans};
 use crate::kernels::im2col::{col2im, im2col};
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -151,7 +151,7 @@ impl Conv2D {
                 {
                     activation::backward(act, y_s, dy_s, out_len);
                     for (k, row) in dy_s.chunks(ohw).enumerate() {
-                        db_part[k] += row.iter().sum::<f32>();
+                        db_part[k] += sum(row);
                     }
                     im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
                     gemm(
