@@ -196,72 +196,92 @@ impl LayerTiming {
     }
 }
 
-/// One training step on `(x, labels)` done layer by layer with the pub
-/// [`crate::layers::Layer`] API, timing each layer's forward and backward. Like
-/// [`Model::train_step`], it ends with an SGD update (lr 0.01, timed as the `"update"` row),
-/// so the model's weights change. Returns one row per layer, then `"loss"`, then `"update"`.
-///
-/// # Panics
-/// If the labels do not match the batch or the network's outputs (caller's data).
-pub fn profile_step(model: &mut Model, x: &Tensor, labels: &[usize]) -> Vec<LayerTiming> {
-    let n = x.batch();
-    assert_eq!(labels.len(), n, "profile_step: one label per sample");
-    let count = model.layers.len();
-    let last = count - 1;
-    let skip_last = model.layers[last].activation == Activation::Softmax;
-    let shapes = model.spec.shapes().expect("a built model has valid shapes");
-    let mut acts = vec![Tensor::default(); count];
-    let mut grads = vec![Tensor::default(); count];
-    let mut fwd = vec![0.0; count];
-    let mut bwd = vec![0.0; count];
+/// Times one training step layer by layer, with its own activation and gradient buffers and
+/// optimiser kept from step to step (as a training run keeps them): the first step grows
+/// them, later ones measure the layers and not the page faults of fresh buffers.
+#[derive(Debug, Default)]
+pub struct Profiler {
+    acts: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    opt: Option<Optimizer>,
+}
 
-    for i in 0..count {
-        let (before, rest) = acts.split_at_mut(i);
-        let input = if i == 0 { x } else { &before[i - 1] };
+impl Profiler {
+    pub fn new() -> Profiler {
+        Profiler::default()
+    }
+
+    /// One training step on `(x, labels)` done layer by layer with the pub
+    /// [`crate::layers::Layer`] API, timing each layer's forward and backward. Like
+    /// [`Model::train_step`], it ends with an SGD update (lr 0.01, timed as the `"update"`
+    /// row), so the model's weights change. Returns one row per layer, then `"loss"`, then
+    /// `"update"`.
+    ///
+    /// # Panics
+    /// If the labels do not match the batch or the network's outputs (caller's data).
+    pub fn step(&mut self, model: &mut Model, x: &Tensor, labels: &[usize]) -> Vec<LayerTiming> {
+        let n = x.batch();
+        assert_eq!(labels.len(), n, "profile step: one label per sample");
+        let count = model.layers.len();
+        let last = count - 1;
+        let skip_last = model.layers[last].activation == Activation::Softmax;
+        let shapes = model.spec.shapes().expect("a built model has valid shapes");
+        self.acts.resize(count, Tensor::default());
+        self.grads.resize(count, Tensor::default());
+        let (acts, grads) = (&mut self.acts, &mut self.grads);
+        let mut fwd = vec![0.0; count];
+        let mut bwd = vec![0.0; count];
+
+        for i in 0..count {
+            let (before, rest) = acts.split_at_mut(i);
+            let input = if i == 0 { x } else { &before[i - 1] };
+            let t = Instant::now();
+            model.layers[i].forward(input, &mut rest[0], i == last && skip_last);
+            fwd[i] = t.elapsed().as_secs_f64();
+        }
+
+        let k = model.classes();
         let t = Instant::now();
-        model.layers[i].forward(input, &mut rest[0], i == last && skip_last);
-        fwd[i] = t.elapsed().as_secs_f64();
-    }
+        grads[last].resize(acts[last].shape());
+        softmax_cross_entropy(acts[last].data(), labels, k, grads[last].data_mut());
+        let loss_s = t.elapsed().as_secs_f64();
 
-    let k = model.classes();
-    let t = Instant::now();
-    grads[last].resize(acts[last].shape());
-    softmax_cross_entropy(acts[last].data(), labels, k, grads[last].data_mut());
-    let loss_s = t.elapsed().as_secs_f64();
+        for i in (0..count).rev() {
+            let (g_before, g_rest) = grads.split_at_mut(i);
+            let dx = if i == 0 {
+                None
+            } else {
+                Some(&mut g_before[i - 1])
+            };
+            let input = if i == 0 { x } else { &acts[i - 1] };
+            let t = Instant::now();
+            model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx, i == last && skip_last);
+            bwd[i] = t.elapsed().as_secs_f64();
+        }
 
-    for i in (0..count).rev() {
-        let (g_before, g_rest) = grads.split_at_mut(i);
-        let dx = if i == 0 {
-            None
-        } else {
-            Some(&mut g_before[i - 1])
-        };
-        let input = if i == 0 { x } else { &acts[i - 1] };
+        let opt = self
+            .opt
+            .get_or_insert_with(|| Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0));
         let t = Instant::now();
-        model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx, i == last && skip_last);
-        bwd[i] = t.elapsed().as_secs_f64();
-    }
+        opt.step(&mut model.params_mut());
+        let update_s = t.elapsed().as_secs_f64();
 
-    let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0);
-    let t = Instant::now();
-    opt.step(&mut model.params_mut());
-    let update_s = t.elapsed().as_secs_f64();
-
-    let mut rows = Vec::with_capacity(count + 2);
-    for (i, (spec, s)) in model.spec.layers.iter().zip(&shapes).enumerate() {
-        let f = spec.forward_flops(&s.input).unwrap_or(0) * n as u64;
-        let bf = if i == 0 { f } else { 2 * f };
-        rows.push(LayerTiming::new(
-            format!("{i} {}", spec.name()),
-            fwd[i],
-            bwd[i],
-            f,
-            bf,
-        ));
+        let mut rows = Vec::with_capacity(count + 2);
+        for (i, (spec, s)) in model.spec.layers.iter().zip(&shapes).enumerate() {
+            let f = spec.forward_flops(&s.input).unwrap_or(0) * n as u64;
+            let bf = if i == 0 { f } else { 2 * f };
+            rows.push(LayerTiming::new(
+                format!("{i} {}", spec.name()),
+                fwd[i],
+                bwd[i],
+                f,
+                bf,
+            ));
+        }
+        rows.push(LayerTiming::new("loss".into(), loss_s, 0.0, 0, 0));
+        rows.push(LayerTiming::new("update".into(), 0.0, update_s, 0, 0));
+        rows
     }
-    rows.push(LayerTiming::new("loss".into(), loss_s, 0.0, 0, 0));
-    rows.push(LayerTiming::new("update".into(), 0.0, update_s, 0, 0));
-    rows
 }
 
 /// Report 1's network (1x28x28, Conv2D 16 3x3 same relu, MaxPool 2x2/2, Dense 128 relu,
@@ -337,7 +357,7 @@ mod tests {
         let (x, labels) = synthetic_batch(&spec, 3, 2).unwrap();
         let mut a = Model::new(&spec, Init::He, 5).unwrap();
         let mut b = a.clone();
-        let rows = profile_step(&mut a, &x, &labels);
+        let rows = Profiler::new().step(&mut a, &x, &labels);
         assert_eq!(rows.len(), spec.layers.len() + 2);
         assert_eq!(rows[0].name, "0 Conv2D");
         assert_eq!(rows[0].forward_flops, 3 * 2 * 32 * 784 * 9);

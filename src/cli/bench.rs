@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cnn::bench::{peak_gflops, profile_step, synthetic_batch, time_inference, time_training_steps};
+use cnn::bench::{peak_gflops, synthetic_batch, time_inference, time_training_steps, Profiler};
 use cnn::init::Init;
 use cnn::model::Model;
 
@@ -75,9 +75,10 @@ pub fn run(args: BenchArgs) -> CmdResult {
         let mut model = Model::new(spec, Init::He, 1)?;
         let (x, labels) = synthetic_batch(spec, args.batch_size, 1)?;
         // Warm up the buffers, then keep the median of several profiles per layer.
+        let mut profiler = Profiler::new();
         let mut rows: Vec<Vec<cnn::bench::LayerTiming>> = Vec::new();
         for _ in 0..runs.min(11) + 2 {
-            rows.push(profile_step(&mut model, &x, &labels));
+            rows.push(profiler.step(&mut model, &x, &labels));
         }
         rows.drain(..2);
         println!(
