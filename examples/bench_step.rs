@@ -2,8 +2,8 @@
 //! Set RAYON_NUM_THREADS to choose the thread count.
 
 use cnn::bench::{
-    lenet_spec, peak_gflops, profile_step, report1_spec, synthetic_batch, time_inference,
-    time_training_steps, LayerTiming,
+    lenet_spec, peak_gflops, report1_spec, synthetic_batch, time_inference, time_training_steps,
+    LayerTiming, Profiler,
 };
 use cnn::init::Init;
 use cnn::model::Model;
@@ -133,8 +133,9 @@ fn main() -> cnn::Result<()> {
         let mut model = Model::new(&spec, Init::He, 1)?;
         let (x, labels) = synthetic_batch(&spec, batch, 1)?;
         let mut all: Vec<Vec<LayerTiming>> = Vec::new();
+        let mut profiler = Profiler::new();
         for i in 0..runs {
-            let rows = profile_step(&mut model, &x, &labels);
+            let rows = profiler.step(&mut model, &x, &labels);
             if i >= 3 {
                 all.push(rows);
             }
