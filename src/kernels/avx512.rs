@@ -467,6 +467,37 @@ pub unsafe fn max_pool_2x2(
     }
 }
 
+/// One row of im2col at stride 1: `dst[ox] = src[ox + shift]` for `lo <= ox < hi`, 0 for
+/// the other ox < `len` (the padding), 16 columns per masked load and store. The masked-off
+/// lanes are never read, so `src + ox + shift` may point outside the row there.
+///
+/// # Safety
+/// AVX-512F must be available; `dst[..len]` must be writable and `src[ox + shift]` readable
+/// for every ox in `lo..hi`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn shifted_row(
+    src: *const f32,
+    shift: isize,
+    lo: usize,
+    hi: usize,
+    dst: *mut f32,
+    len: usize,
+) {
+    let mut c0 = 0;
+    while c0 < len {
+        let lanes = 16.min(len - c0);
+        let (a, b) = (
+            lo.saturating_sub(c0).min(lanes),
+            hi.saturating_sub(c0).min(lanes),
+        );
+        let upto = |n: usize| ((1u32 << n) - 1) as __mmask16;
+        let valid = if b > a { upto(b) & !upto(a) } else { 0 };
+        let v = _mm512_maskz_loadu_ps(valid, src.wrapping_offset(c0 as isize + shift));
+        _mm512_mask_storeu_ps(dst.add(c0), upto(lanes), v);
+        c0 += 16;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
