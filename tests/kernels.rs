@@ -54,6 +54,29 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// im2col's fast path (AVX-512 at stride 1, where the CPU has it) writes exactly what the
+    /// portable loops write, padding zeros included.
+    #[test]
+    fn im2col_equals_its_portable_loops(
+        c in 1usize..4, h in 1usize..20, w in 1usize..40, kh in 1usize..6, kw in 1usize..6,
+        stride in 1usize..3, pad in 0usize..4, seed in any::<u64>(),
+    ) {
+        use cnn::kernels::im2col::{im2col, im2col_portable};
+        let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
+        let spec = Conv2dSpec { filters: 1, kernel: (kh, kw), stride, padding, activation: Activation::None };
+        let Ok(g) = ConvGeom::new(&spec, [c, h, w]) else { return Ok(()) };
+        let x = random(c * h * w, &mut Rng::new(seed));
+        let len = g.patch_len() * g.out_h * g.out_w;
+        let (mut fast, mut portable) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+        im2col(&x, &g, &mut fast);
+        im2col_portable(&x, &g, &mut portable);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&fast), bits(&portable));
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     // The same training steps on pools of 1, 2 and 3 threads give bit-identical weights.

@@ -475,7 +475,8 @@ pub unsafe fn max_pool_2x2(
 /// AVX-512F must be available; `dst[..len]` must be writable and `src[ox + shift]` readable
 /// for every ox in `lo..hi`.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn shifted_row(
+#[inline]
+unsafe fn shifted_row(
     src: *const f32,
     shift: isize,
     lo: usize,
@@ -495,6 +496,42 @@ pub unsafe fn shifted_row(
         let v = _mm512_maskz_loadu_ps(valid, src.wrapping_offset(c0 as isize + shift));
         _mm512_mask_storeu_ps(dst.add(c0), upto(lanes), v);
         c0 += 16;
+    }
+}
+
+/// im2col (see `kernels::im2col`) at stride 1: every row of `cols` from [`shifted_row`],
+/// so padding costs nothing and no row needs a call to memset or memcpy.
+///
+/// # Safety
+/// AVX-512F must be available.
+///
+/// # Panics
+/// If `g.stride` is not 1 or `x` or `cols` is shorter than the geometry needs.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn im2col_stride1(x: &[f32], g: &crate::layers::spec::ConvGeom, cols: &mut [f32]) {
+    let (ohw, ow) = (g.out_h * g.out_w, g.out_w);
+    assert!(g.stride == 1, "im2col_stride1 at stride {}", g.stride);
+    assert!(x.len() >= g.c * g.h * g.w && cols.len() >= g.patch_len() * ohw);
+    for c in 0..g.c {
+        let plane = x.as_ptr().add(c * g.h * g.w);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let out = cols.as_mut_ptr().add(((c * g.kh + i) * g.kw + j) * ohw);
+                let (lo, hi) = super::im2col::valid_range(g, j);
+                let shift = j as isize - g.pad_left as isize;
+                for oy in 0..g.out_h {
+                    // Input row iy = oy + i - pad_top; outside the image the row is padding.
+                    let iy = (oy + i) as isize - g.pad_top as isize;
+                    let (lo, hi, start) = if iy >= 0 && iy < g.h as isize && lo < hi {
+                        (lo, hi, iy as usize * g.w)
+                    } else {
+                        (0, 0, 0)
+                    };
+                    // For ox in lo..hi, ox + shift is a column of row iy (valid_range).
+                    shifted_row(plane.add(start), shift, lo, hi, out.add(oy * ow), ow);
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::layers::spec::ConvGeom;
 
 /// The output columns `lo..hi` whose input column `ox*S + j - pad_left` falls inside the
 /// image (0..W) for kernel column j; the others read padding.
-fn valid_range(g: &ConvGeom, j: usize) -> (usize, usize) {
+pub(super) fn valid_range(g: &ConvGeom, j: usize) -> (usize, usize) {
     let (s, pl) = (g.stride, g.pad_left);
     let lo = if pl > j { (pl - j).div_ceil(s) } else { 0 };
     let hi = if g.w + pl > j {
@@ -32,10 +32,22 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     let ohw = g.out_h * g.out_w;
     debug_assert_eq!(x.len(), g.c * g.h * g.w);
     debug_assert_eq!(cols.len(), g.patch_len() * ohw);
-    // Rows at stride 1 go through masked vector moves where the CPU has AVX-512: at 14 or
-    // 28 columns, the loop below spent more time in calls to memset and memcpy (which the
-    // compiler makes of its fills and copies) than in moving data.
-    let fast = crate::kernels::avx512_available();
+    // At stride 1 with AVX-512, each row is one masked load and store per 16 columns: at
+    // 14 or 28 columns, the loop below spent more time in calls to memset and memcpy (which
+    // the compiler makes of its fills and copies) than in moving data.
+    #[cfg(target_arch = "x86_64")]
+    if g.stride == 1 && crate::kernels::avx512_available() {
+        // SAFETY: AVX-512 is available and the stride is 1; the function checks the lengths.
+        unsafe { super::avx512::im2col_stride1(x, g, cols) };
+        return;
+    }
+    im2col_portable(x, g, cols)
+}
+
+/// [`im2col`] without the AVX-512 path, whatever the CPU: the loops every other case runs,
+/// kept callable so that the tests compare both on any machine.
+pub fn im2col_portable(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
+    let ohw = g.out_h * g.out_w;
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
@@ -48,32 +60,6 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
                 for (oy, dst) in out.chunks_exact_mut(g.out_w).enumerate() {
                     let iy = (oy * g.stride + i) as isize - g.pad_top as isize;
                     let inside = iy >= 0 && iy < g.h as isize && lo < hi;
-                    if g.stride == 1 && fast {
-                        // dst[ox] = row[ox + j - pad_left] on lo..hi, zero elsewhere.
-                        let (lo, hi, start) = if inside {
-                            (lo, hi, iy as usize * g.w)
-                        } else {
-                            (0, 0, 0)
-                        };
-                        let row = plane[start..].as_ptr();
-                        let shift = j as isize - g.pad_left as isize;
-                        assert!(g.w * g.h <= plane.len() && dst.len() == g.out_w);
-                        // SAFETY: AVX-512 is available; dst holds out_w floats; for ox in
-                        // lo..hi (valid_range), ox + shift is a column inside the row iy,
-                        // which lies inside the plane.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            super::avx512::shifted_row(
-                                row,
-                                shift,
-                                lo,
-                                hi,
-                                dst.as_mut_ptr(),
-                                g.out_w,
-                            )
-                        };
-                        continue;
-                    }
                     if !inside {
                         dst.fill(0.0);
                         continue;
@@ -82,8 +68,8 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
                     if g.stride == 1 {
-                        // A plain loop, not copy_from_slice: rows are a few dozen floats,
-                        // too short to pay for a call to memcpy.
+                        // (The compiler makes a call to memcpy of this loop, costly for
+                        // rows of a few dozen floats: the AVX-512 path avoids it.)
                         for (d, &v) in dst[lo..hi].iter_mut().zip(&src[ix0..ix0 + hi - lo]) {
                             *d = v;
                         }
