@@ -189,8 +189,10 @@ pub unsafe fn gemm_bcast(
     ldc: usize,
     ep: Epilogue,
 ) {
-    // Column strips outside, then blocks of KC steps of p: one KC x 32 block of B (32 KB)
-    // is reused from L1 by every row tile. Splitting p into blocks keeps each element's
+    // Blocks of KC steps of p outside, then column strips: one KC x 32 block of B (32 KB)
+    // is reused from L1 by every row tile, and the M x KC panel of A (128 KB for a Dense
+    // layer of 128 units) stays in L2 for every strip instead of being read again from
+    // memory per strip. Splitting p into blocks keeps each element's
     // chain of FMAs in order (the running sum is stored to C and loaded back, exactly), so
     // the blocking changes no bit. When B's rows are far apart (ldb > 32) and several row
     // tiles will read the block, it is first copied to a contiguous buffer.
@@ -200,10 +202,10 @@ pub unsafe fn gemm_bcast(
         if pack {
             buf.resize(KC * NR, 0.0);
         }
-        for j0 in (0..n).step_by(NR) {
-            let cols = NR.min(n - j0);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for j0 in (0..n).step_by(NR) {
+                let cols = NR.min(n - j0);
                 let (bp, ldbp) = if pack {
                     pack_b(kc, b.add(k0 * ldb + j0), ldb, cols, &mut buf);
                     (buf.as_ptr(), NR)
