@@ -558,7 +558,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The fused kernel against fill + product + ReLU: bit-equal, since both start each
         /// element's chain of FMAs from the bias and add the products in the same order
-        /// (K up to 600 crosses the kernel's 256-step blocks).
+        /// (K up to 600 crosses the kernel's 288-step blocks).
         #[test]
         fn fused_bias_and_relu_equal_the_three_passes(m in 1usize..40, n in 1usize..100,
                 k in 1usize..600, relu in any::<bool>(), seed in 0u64..1000) {
