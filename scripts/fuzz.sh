@@ -15,7 +15,7 @@ if cargo fuzz --version >/dev/null 2>&1 && rustup run nightly rustc --version >/
         # The seed corpus is read from fuzz/corpus/$t; new inputs go to a scratch folder so
         # the committed corpus stays small.
         mkdir -p "target/fuzz-scratch/$t"
-        cargo +nightly fuzz run "$t" "target/fuzz-scratch/$t" "fuzz/corpus/$t" -- \
+        cargo +nightly fuzz run -O "$t" "target/fuzz-scratch/$t" "fuzz/corpus/$t" -- \
             -max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 2>&1 |
             grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked" || true
     done
