@@ -27,6 +27,8 @@ pub struct Model {
     grads: Vec<Tensor>,
     /// True when the last layer ends in softmax, which the loss then applies.
     skip_last_softmax: bool,
+    /// The global gradient norm of the last training step.
+    grad_norm: f64,
     /// [`Model::infer`]'s buffers: one chunk of the input, and the logits of the batch.
     chunk_x: Tensor,
     logits: Tensor,
@@ -63,6 +65,7 @@ impl Model {
             acts: vec![Tensor::default(); n],
             grads: vec![Tensor::default(); n],
             skip_last_softmax,
+            grad_norm: 0.0,
             chunk_x: Tensor::default(),
             logits: Tensor::default(),
         };
@@ -217,7 +220,7 @@ impl Model {
         opt: &mut Optimizer,
     ) -> Result<(f32, usize)> {
         let out = self.compute_gradients(x, labels)?;
-        opt.step(&mut self.params_mut());
+        self.grad_norm = opt.step(&mut self.params_mut());
         Ok(out)
     }
 
@@ -239,6 +242,13 @@ impl Model {
             .iter_mut()
             .flat_map(|l| l.params_mut().into_iter().map(|(_, p)| p))
             .collect()
+    }
+
+    /// The global gradient norm `sqrt(sum over every parameter of g^2)` of the last
+    /// [`Model::train_step`], as its optimiser step computed it; 0 before the first. The
+    /// training loop checks it after every step: NaN or infinity means the run diverged.
+    pub fn grad_norm(&self) -> f64 {
+        self.grad_norm
     }
 
     /// The first layer, in order, whose output of the last pass, parameters or gradients hold
@@ -318,5 +328,54 @@ mod tests {
         }
         // And the chunked logits are not all the same value: the comparison means something.
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
+    }
+
+    fn small_model() -> Model {
+        let spec = crate::config::parse(
+            "2\nInput shape=1x4x4\n\
+             Conv2D filters=2 kernel=3x3 stride=1 padding=same activation=relu\n\
+             Dense units=3 activation=softmax\n",
+            "grad norm test",
+        )
+        .unwrap()
+        .spec;
+        Model::new(&spec, Init::He, 1).unwrap()
+    }
+
+    #[test]
+    fn the_optimiser_step_returns_the_gradient_norm_by_hand() {
+        use crate::optim::{Optimizer, OptimizerKind};
+        for kind in [OptimizerKind::Sgd, OptimizerKind::adam()] {
+            let mut model = small_model();
+            for p in model.params_mut() {
+                p.grad.fill(0.0);
+            }
+            let mut opt = Optimizer::new(kind, 0.01, 0.1);
+            assert_eq!(opt.step(&mut model.params_mut()), 0.0);
+            // One 3 in the conv weights and one -4 in the dense bias: sqrt(9 + 16) = 5,
+            // whatever the weight decay adds to the update.
+            let mut params = model.params_mut();
+            params[0].grad.data_mut()[5] = 3.0;
+            params[3].grad.data_mut()[2] = -4.0;
+            assert_eq!(opt.step(&mut params), 5.0);
+        }
+    }
+
+    #[test]
+    fn a_nan_gradient_is_divergence_even_when_the_loss_is_finite() {
+        use crate::optim::{Optimizer, OptimizerKind};
+        let mut model = small_model();
+        let (x, labels) = synthetic_batch(&model.spec.clone(), 2, 4).unwrap();
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, 0.01, 0.0);
+        model.train_step(&x, &labels, &mut opt).unwrap();
+        assert!(model.grad_norm() > 0.0 && model.grad_norm().is_finite());
+        assert_eq!(crate::train::divergence(&model, 0.5), None);
+        // A NaN gradient, applied by the next update: the loss of that step was finite.
+        model.params_mut()[2].grad.data_mut()[0] = f32::NAN;
+        model.grad_norm = opt.step(&mut model.params_mut());
+        let why = crate::train::divergence(&model, 0.5).expect("diverged");
+        assert!(why.starts_with("the gradient norm is NaN"), "{why}");
+        // The update has spread the NaN to the weights it touched, which are named first.
+        assert!(why.contains("weights of layer 1 (Dense"), "{why}");
     }
 }
