@@ -216,18 +216,23 @@ pub fn train(
 /// as diverged: a network that learns never comes near it.
 pub const DIVERGED_LOSS_FACTOR: f32 = 100.0;
 
-/// Why a training step shows divergence, if it does: a NaN or infinite loss (naming the
-/// first layer whose values went bad), or a loss above [`DIVERGED_LOSS_FACTOR`] x ln(classes).
+/// Why a training step shows divergence, if it does: a NaN or infinite loss or global
+/// gradient norm ([`Model::grad_norm`]), naming the first layer whose values went bad, or a
+/// loss above [`DIVERGED_LOSS_FACTOR`] x ln(classes).
 pub fn divergence(model: &Model, loss: f32) -> Option<String> {
+    let place = || match model.first_non_finite() {
+        Some((i, what)) => format!(
+            "; the first bad values are in the {what} of layer {i} ({})",
+            model.layers[i].spec.name()
+        ),
+        None => String::new(),
+    };
     if !loss.is_finite() {
-        let place = match model.first_non_finite() {
-            Some((i, what)) => format!(
-                "; the first bad values are in the {what} of layer {i} ({})",
-                model.layers[i].spec.name()
-            ),
-            None => String::new(),
-        };
-        return Some(format!("the loss is {loss}{place}"));
+        return Some(format!("the loss is {loss}{}", place()));
+    }
+    let norm = model.grad_norm();
+    if !norm.is_finite() {
+        return Some(format!("the gradient norm is {norm}{}", place()));
     }
     let bound = DIVERGED_LOSS_FACTOR * (model.classes().max(2) as f32).ln();
     if loss > bound {
