@@ -145,3 +145,69 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
         "the checkpoint was rewritten"
     );
 }
+
+/// Ctrl-C (SIGINT) during a long run: the step in progress finishes, a checkpoint of that
+/// step is written, the command says how to continue and exits with 0; the checkpoint loads.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_idx(tmp.path(), 40);
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(&cfg, CFG).unwrap();
+    let out = tmp.path().join("run");
+    // Far more epochs than the test waits for: only the signal ends this run.
+    let child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+        .args([
+            "train".as_ref(),
+            cfg.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])
+        .args([
+            "--epochs",
+            "1000000",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cnn starts");
+    // Wait for the first epoch's checkpoint: by then the signal handler is in place.
+    let ck = out.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ck.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = std::fs::read(&ck).unwrap();
+    // SAFETY: kill sends a signal to the child we started; it has no memory effects here.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let done = child.wait_with_output().expect("cnn exits");
+    let stderr = String::from_utf8(done.stderr).unwrap();
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("stopped at epoch ")
+            && last.contains("checkpoint saved: continue with `cnn train --resume "),
+        "{stderr}"
+    );
+    // The checkpoint written at the stop loads, and it is a later one than the first epoch's.
+    let c = cnn::checkpoint::load(&ck).expect("the checkpoint loads");
+    assert!(c.state.epoch >= 1, "epoch {}", c.state.epoch);
+    assert_ne!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "no checkpoint was written at the stop"
+    );
+}
