@@ -356,14 +356,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let mut w = L;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    let mut s = acc[0];
+    let mut s = pairwise_sum(acc);
     for (x, y) in ra.iter().zip(rb) {
         s += x * y;
     }
@@ -384,14 +377,20 @@ pub fn sum(a: &[f32]) -> f32 {
             acc[l] += x[l];
         }
     }
-    let mut w = L;
+    rest.iter().fold(pairwise_sum(acc), |s, x| s + x)
+}
+
+/// The 16 partial sums of [`dot`] and [`sum`] added pairwise: lane l plus lane l+8, then
+/// l+4, l+2, l+1.
+fn pairwise_sum(mut acc: [f32; 16]) -> f32 {
+    let mut w = acc.len();
     while w > 1 {
         w /= 2;
         for l in 0..w {
             acc[l] += acc[l + w];
         }
     }
-    rest.iter().fold(acc[0], |s, x| s + x)
+    acc[0]
 }
 
 /// Output rows per parallel task in [`par_gemv`] (fixed, independent of the thread count).
