@@ -39,8 +39,8 @@ pub struct Model {
 /// 128 x 16 x 28 x 28 floats = 6.4 MB at the widest layer, split over the two cores' halves
 /// of the batch, against 64 MB for a batch of 1000), large enough that the Dense layers
 /// still run as matrix products. Measured with `cnn bench examples/report1-10.cfg
-/// --inference-batch 1000`: chunks of 32, 64, 128, 256 gave 14.0, 14.1, 13.0, 13.1 us per
-/// image; the whole batch at once, 21.5.
+/// --inference-batch 1000` when it was added: chunks of 32, 64, 128, 256 gave 14.0, 14.1,
+/// 13.0, 13.1 us per image; the whole batch at once, 21.5.
 pub const INFER_CHUNK: usize = 128;
 
 impl Model {
@@ -132,7 +132,8 @@ impl Model {
     /// The logits `[N, classes]` of `x`, as [`Model::forward`] gives them, for inference:
     /// a batch larger than [`INFER_CHUNK`] goes through the network one chunk at a time, so
     /// each layer reads its input from cache instead of from memory (batch 1000 through
-    /// report 1's network: 21.5 -> 13 us per image). Leaves no activations for backward.
+    /// report 1's network: 21.5 -> 13 us per image when it was added). Leaves no activations
+    /// for backward.
     pub fn infer(&mut self, x: &Tensor) -> Result<&Tensor> {
         self.check_input(x)?;
         let n = x.batch();
