@@ -5,8 +5,10 @@
 //!
 //! - [`config`]: report 1's text config file, parsed into a [`layers::NetworkSpec`];
 //! - [`layers`]: the specs with shape inference, and each layer's forward and backward pass;
-//! - [`kernels`]: matrix multiply and im2col, with the naive references they are tested
-//!   against;
+//! - [`kernels`]: matrix multiply (our AVX-512 tiles, `matrixmultiply` elsewhere) and
+//!   im2col, with the naive references they are tested against, and
+//!   [`kernels::threads::with_awake_workers`] for running a computation without waiting on
+//!   sleeping worker threads;
 //! - [`loss`], [`optim`], [`init`]: softmax cross-entropy, SGD/momentum/Adam, initialisation;
 //! - [`model`]: the sequential network; [`train`]: the training loop; [`gradcheck`]: the
 //!   proof that backprop is right;
