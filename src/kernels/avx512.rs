@@ -504,7 +504,7 @@ unsafe fn shifted_row(
     }
 }
 
-/// im2col (see `kernels::im2col`) at stride 1: every row of `cols` from [`shifted_row`],
+/// im2col (see `kernels::im2col`) at stride 1: every row of `cols` from `shifted_row`,
 /// so padding costs nothing and no row needs a call to memset or memcpy.
 ///
 /// # Safety

@@ -289,7 +289,7 @@ impl TilePtr {
     }
 }
 
-/// [`gemm`] with C split into fixed tiles (see [`tile_plan`]) computed on rayon's threads.
+/// [`gemm`] with C split into fixed tiles (see `tile_plan`) computed on rayon's threads.
 ///
 /// Both kernels (ours and matrixmultiply, which sums each element of C over k in blocks of a
 /// fixed size with the same micro-kernel whatever the tile) compute an element of C in an
