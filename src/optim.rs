@@ -78,7 +78,7 @@ impl Optimizer {
 
     /// Updates every parameter from its gradient and returns the global gradient norm
     /// `sqrt(sum of g^2)` over every parameter (before weight decay), summed as the update
-    /// reads each block of g (16 lanes in f32 per block, blocks in f64), so checking it
+    /// reads each block of g (64 lanes in f32 per block, blocks in f64), so checking it
     /// every step costs no extra pass over memory.
     pub fn step(&mut self, params: &mut [&mut Param]) -> f64 {
         if self.first.len() != params.len() {
