@@ -138,7 +138,8 @@ impl Model {
         self.check_input(x)?;
         let n = x.batch();
         if n <= INFER_CHUNK {
-            return self.forward(x);
+            self.run_layers(x);
+            return Ok(&self.acts[self.layers.len() - 1]);
         }
         let per_sample = x.len() / n;
         let k = self.classes();

@@ -496,7 +496,8 @@ unsafe fn shifted_row(
             lo.saturating_sub(c0).min(lanes),
             hi.saturating_sub(c0).min(lanes),
         );
-        let upto = |n: usize| ((1u32 << n) - 1) as __mmask16;
+        // masks(n).0 has the low n of 16 lanes set (n <= 16 here).
+        let upto = |n: usize| masks(n).0;
         let valid = if b > a { upto(b) & !upto(a) } else { 0 };
         let v = _mm512_maskz_loadu_ps(valid, src.wrapping_offset(c0 as isize + shift));
         _mm512_mask_storeu_ps(dst.add(c0), upto(lanes), v);

@@ -85,16 +85,12 @@ impl Conv2D {
             .for_each(|((y_b, cols), x_b)| {
                 for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
                     im2col(x_n, &g, cols);
-                    // y_n = act(W cols + b): bias and ReLU fused into the product's stores.
-                    match act {
-                        Activation::None | Activation::Relu => {
-                            let relu = act == Activation::Relu;
-                            gemm_bias_relu(g.k, ohw, rows, w, cols, b, relu, y_n);
-                        }
-                        _ => {
-                            gemm_bias_relu(g.k, ohw, rows, w, cols, b, false, y_n);
-                            activation::forward(act, y_n, out_len);
-                        }
+                    // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
+                    // any other activation is a pass of its own.
+                    let relu = act == Activation::Relu;
+                    gemm_bias_relu(g.k, ohw, rows, w, cols, b, relu, y_n);
+                    if !relu {
+                        activation::forward(act, y_n, out_len);
                     }
                 }
             });
