@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use cnn::kernels::gemm::{gemm, par_gemm, Trans};
-use cnn::layers::{
-    Activation, Conv2D, Conv2dSpec, ConvGeom, MaxPool2D, Padding, PoolGeom, PoolSpec,
-};
+use cnn::layers::{Activation, Conv2D, Conv2dSpec, MaxPool2D, Padding, PoolSpec};
 use cnn::rng::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -25,7 +23,7 @@ fn conv(c: &mut Criterion) {
         padding: Padding::Same,
         activation: Activation::Relu,
     };
-    let g = ConvGeom::new(&spec, [1, 28, 28]).unwrap();
+    let g = spec.geom([1, 28, 28]).unwrap();
     let mut layer = Conv2D::new(g);
     layer
         .weight
@@ -53,7 +51,7 @@ fn pool(c: &mut Criterion) {
         pool: (2, 2),
         stride: 2,
     };
-    let g = PoolGeom::new("MaxPool2D", &spec, [16, 28, 28]).unwrap();
+    let g = spec.geom("MaxPool2D", [16, 28, 28]).unwrap();
     let mut layer = MaxPool2D::new(g);
     let x = random(N * 16 * 28 * 28, 4);
     let mut y = vec![0.0; N * 16 * 14 * 14];

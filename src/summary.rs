@@ -15,7 +15,7 @@
 
 use crate::config::{fmt_shape, thousands};
 use crate::error::Result;
-use crate::layers::spec::{Activation, ConvGeom, LayerSpec, NetworkSpec, Padding, PoolGeom};
+use crate::layers::spec::{Activation, LayerSpec, NetworkSpec, Padding};
 
 struct Row {
     label: String,
@@ -233,7 +233,7 @@ fn explain_layer(layer: &LayerSpec, input: &[usize], output: &[usize]) -> Result
     };
     Ok(match layer {
         LayerSpec::Conv2D(s) => {
-            let g = ConvGeom::new(s, chw(input))?;
+            let g = s.geom(chw(input))?;
             let h = conv_axis(g.h, g.kh, g.stride, s.padding, g.out_h);
             let wv = conv_axis(g.w, g.kw, g.stride, s.padding, g.out_w);
             let hw = if (g.w, g.kw) == (g.h, g.kh) {
@@ -267,7 +267,7 @@ fn explain_layer(layer: &LayerSpec, input: &[usize], output: &[usize]) -> Result
             ]
         }
         LayerSpec::MaxPool2D(p) | LayerSpec::AvgPool2D(p) => {
-            let g = PoolGeom::new("pool", p, chw(input))?;
+            let g = p.geom("pool", chw(input))?;
             let h = format!("floor(({} - {})/{}) + 1 = {}", g.h, g.ph, g.stride, g.out_h);
             let hw = if (g.w, g.pw) == (g.h, g.ph) {
                 format!("H' = {h}; W' likewise")

@@ -34,7 +34,7 @@ proptest! {
     ) {
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
         let spec = Conv2dSpec { filters: k, kernel: (kh, kw), stride, padding, activation: Activation::None };
-        let Ok(g) = ConvGeom::new(&spec, [c, h, w]) else { return Ok(()) };
+        let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
         let mut rng = Rng::new(seed);
         let x = random(n * c * h * w, &mut rng);
         let mut layer = Conv2D::new(g);
@@ -66,7 +66,7 @@ proptest! {
         use cnn::kernels::im2col::{im2col, im2col_portable};
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
         let spec = Conv2dSpec { filters: 1, kernel: (kh, kw), stride, padding, activation: Activation::None };
-        let Ok(g) = ConvGeom::new(&spec, [c, h, w]) else { return Ok(()) };
+        let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
         let x = random(c * h * w, &mut Rng::new(seed));
         let len = g.patch_len() * g.out_h * g.out_w;
         let (mut fast, mut portable) = (vec![f32::NAN; len], vec![f32::NAN; len]);

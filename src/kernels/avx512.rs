@@ -413,7 +413,7 @@ pub unsafe fn gemm_dot(
 }
 
 /// Max pooling of one plane with 2x2 windows and stride 2, 16 outputs at a time: the same
-/// result as `layers::pool`'s scalar loop (first maximum in row-major order wins, NaN never
+/// result as `kernels::pool`'s scalar loop (first maximum in row-major order wins, NaN never
 /// wins, an all-NaN window gives its first value). The even and odd columns of the window's
 /// two rows are separated with one permute each; the winner is kept with masked moves.
 ///
@@ -514,7 +514,7 @@ unsafe fn shifted_row(
 /// # Panics
 /// If `g.stride` is not 1 or `x` or `cols` is shorter than the geometry needs.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn im2col_stride1(x: &[f32], g: &crate::layers::spec::ConvGeom, cols: &mut [f32]) {
+pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols: &mut [f32]) {
     let (ohw, ow) = (g.out_h * g.out_w, g.out_w);
     assert!(g.stride == 1, "im2col_stride1 at stride {}", g.stride);
     assert!(x.len() >= g.c * g.h * g.w && cols.len() >= g.patch_len() * ohw);

@@ -12,7 +12,7 @@
 //! `dcols = W^T * dy`, scattered back with [`col2im`], which adds every column entry into the
 //! input pixel it was copied from.
 
-use crate::layers::spec::ConvGeom;
+use super::geom::ConvGeom;
 
 /// The output columns `lo..hi` whose input column `ox*S + j - pad_left` falls inside the
 /// image (0..W) for kernel column j; the others read padding.

@@ -1,4 +1,5 @@
-//! Compute kernels shared by the layers: matrix multiply and the im2col transform, and
+//! Compute kernels shared by the layers: window geometry ([`geom`]), matrix multiply, the
+//! im2col transform and max pooling with their run-time dispatch to AVX-512, and
 //! keeping the thread pool awake during a computation ([`threads`]).
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
@@ -6,7 +7,9 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod gemm;
+pub mod geom;
 pub mod im2col;
+pub mod pool;
 pub mod threads;
 
 /// Whether our AVX-512 kernels run on this CPU (see [`avx512::available`]); false on other

@@ -58,12 +58,12 @@ impl Layer {
     pub fn new(spec: &LayerSpec, input: &[usize]) -> Result<Layer> {
         let output = spec.output_shape(input)?;
         let op = match spec {
-            LayerSpec::Conv2D(s) => Op::Conv2D(Conv2D::new(ConvGeom::new(s, chw(input))?)),
+            LayerSpec::Conv2D(s) => Op::Conv2D(Conv2D::new(s.geom(chw(input))?)),
             LayerSpec::MaxPool2D(s) => {
-                Op::MaxPool2D(MaxPool2D::new(PoolGeom::new("MaxPool2D", s, chw(input))?))
+                Op::MaxPool2D(MaxPool2D::new(s.geom("MaxPool2D", chw(input))?))
             }
             LayerSpec::AvgPool2D(s) => {
-                Op::AvgPool2D(AvgPool2D::new(PoolGeom::new("AvgPool2D", s, chw(input))?))
+                Op::AvgPool2D(AvgPool2D::new(s.geom("AvgPool2D", chw(input))?))
             }
             LayerSpec::Dense(s) => Op::Dense(Dense::new(input.iter().product(), s.units)),
             LayerSpec::Flatten | LayerSpec::Activation(_) => Op::Identity,

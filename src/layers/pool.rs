@@ -26,6 +26,7 @@
 use rayon::prelude::*;
 
 use super::spec::PoolGeom;
+use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
 
 /// Max pooling. Forward records the flat index (within its plane) of each maximum, which
 /// backward routes the gradient to.
@@ -90,80 +91,6 @@ impl MaxPool2D {
     }
 }
 
-/// Max pooling of one plane, any window and stride: the definition.
-fn max_pool_plane(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
-    for oy in 0..g.out_h {
-        for ox in 0..g.out_w {
-            let mut best = f32::NEG_INFINITY;
-            let mut at = (oy * g.stride) * g.w + ox * g.stride;
-            for i in 0..g.ph {
-                let row = (oy * g.stride + i) * g.w + ox * g.stride;
-                for (j, &v) in x_p[row..row + g.pw].iter().enumerate() {
-                    // `>` keeps the first maximum. NaN never wins, so an
-                    // all-NaN window keeps its first index and outputs NaN.
-                    // Written as selects, not a branch: on real data the
-                    // winner is unpredictable and a mispredicted branch per
-                    // element cost 4-5x the whole loop.
-                    let win = v > best;
-                    best = if win { v } else { best };
-                    at = if win { row + j } else { at };
-                }
-            }
-            y_p[oy * g.out_w + ox] = x_p[at];
-            arg_p[oy * g.out_w + ox] = at as u32;
-        }
-    }
-}
-
-/// [`max_pool_2x2`], 16 outputs at a time with AVX-512 where the CPU has it.
-fn max_pool_2x2_fast(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::avx512_available() {
-        let ohw = g.out_h * g.out_w;
-        assert!(2 * g.out_h <= g.h && 2 * g.out_w <= g.w && x_p.len() >= g.h * g.w);
-        assert!(y_p.len() >= ohw && arg_p.len() >= ohw);
-        // SAFETY: AVX-512F is available and the plane sizes were just checked.
-        unsafe {
-            crate::kernels::avx512::max_pool_2x2(x_p, g.w, g.out_h, g.out_w, y_p, arg_p);
-        }
-        return;
-    }
-    max_pool_2x2(g, x_p, y_p, arg_p)
-}
-
-/// Max pooling of one plane with 2x2 windows and stride 2 (the common case): the same
-/// result as the general loop (first maximum in row-major order, NaN never wins), with the
-/// window's four values read from two row slices and the winner kept with selects.
-fn max_pool_2x2(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
-    let (w, ow) = (g.w, g.out_w);
-    assert!(2 * g.out_h <= g.h && 2 * ow <= w && x_p.len() >= g.h * w);
-    for oy in 0..g.out_h {
-        let r0 = 2 * oy * w;
-        let top = &x_p[r0..r0 + 2 * ow];
-        let bot = &x_p[r0 + w..r0 + w + 2 * ow];
-        let y_row = &mut y_p[oy * ow..(oy + 1) * ow];
-        let a_row = &mut arg_p[oy * ow..(oy + 1) * ow];
-        for (ox, ((yv, av), (t, b))) in y_row
-            .iter_mut()
-            .zip(a_row.iter_mut())
-            .zip(top.chunks_exact(2).zip(bot.chunks_exact(2)))
-            .enumerate()
-        {
-            let c = r0 + 2 * ox;
-            let mut best = f32::NEG_INFINITY;
-            let (mut out, mut at) = (t[0], c);
-            for (v, idx) in [(t[0], c), (t[1], c + 1), (b[0], c + w), (b[1], c + w + 1)] {
-                let win = v > best;
-                best = if win { v } else { best };
-                out = if win { v } else { out };
-                at = if win { idx } else { at };
-            }
-            *yv = out;
-            *av = at as u32;
-        }
-    }
-}
-
 /// Average pooling.
 ///
 /// # Shapes
@@ -222,50 +149,5 @@ impl AvgPool2D {
                     }
                 }
             });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-
-    #[test]
-    fn the_2x2_path_equals_the_general_loop_with_ties_and_nan() {
-        for (h, w) in [(2, 2), (5, 7), (28, 28), (3, 9), (9, 70), (4, 33)] {
-            let g = PoolGeom {
-                c: 1,
-                h,
-                w,
-                ph: 2,
-                pw: 2,
-                stride: 2,
-                out_h: h / 2,
-                out_w: w / 2,
-            };
-            let mut r = Rng::new((h * 100 + w) as u64);
-            // Few distinct values, so windows often tie; some NaN and -inf.
-            let x: Vec<f32> = (0..h * w)
-                .map(|_| match r.below(8) {
-                    0 => f32::NAN,
-                    1 => f32::NEG_INFINITY,
-                    v => v as f32 % 3.0,
-                })
-                .collect();
-            let ohw = g.out_h * g.out_w;
-            let (mut y1, mut a1) = (vec![0.0; ohw], vec![0; ohw]);
-            let (mut y2, mut a2) = (vec![0.0; ohw], vec![0; ohw]);
-            max_pool_plane(&g, &x, &mut y1, &mut a1);
-            max_pool_2x2(&g, &x, &mut y2, &mut a2);
-            assert_eq!(a1, a2);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&y1), bits(&y2));
-            // And the AVX-512 path, where this CPU has it (the same as the scalar one
-            // elsewhere).
-            let (mut y3, mut a3) = (vec![0.0; ohw], vec![0; ohw]);
-            max_pool_2x2_fast(&g, &x, &mut y3, &mut a3);
-            assert_eq!(a1, a3);
-            assert_eq!(bits(&y1), bits(&y3));
-        }
     }
 }

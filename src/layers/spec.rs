@@ -8,6 +8,7 @@
 //! K filters (output channels), kh, kw kernel size, S stride, P padding, H', W' output size.
 
 use crate::error::{Error, Result};
+pub use crate::kernels::geom::{ConvGeom, Padding, PoolGeom};
 
 /// An element-wise (or, for softmax, per-sample) activation applied after a layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,20 +39,6 @@ impl Activation {
             Activation::Softmax => "softmax",
         }
     }
-}
-
-/// How a convolution pads its input with zeros.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Padding {
-    /// No padding: H' = floor((H - kh) / S) + 1.
-    Valid,
-    /// Output H' = ceil(H / S), as TensorFlow and Keras define it. The total padding
-    /// `max((H' - 1) S + kh - H, 0)` is split with the smaller half on top (left) and the
-    /// larger at the bottom (right). With stride 1 and an odd kernel this is P = (kh - 1) / 2
-    /// on every side, and the output has the input's size.
-    Same,
-    /// P zeros on every side: H' = floor((H - kh + 2P) / S) + 1 (report 1, eq. 2-3).
-    Explicit(usize),
 }
 
 /// A 2-D convolution: K filters of shape C x kh x kw.
@@ -87,6 +74,20 @@ pub struct DenseSpec {
     pub activation: Activation,
 }
 
+impl Conv2dSpec {
+    /// The convolution's geometry on an input of shape (C, H, W).
+    pub fn geom(&self, input: [usize; 3]) -> Result<ConvGeom> {
+        ConvGeom::new(input, self.filters, self.kernel, self.stride, self.padding)
+    }
+}
+
+impl PoolSpec {
+    /// The pooling geometry on an input of shape (C, H, W); `op` names the layer in errors.
+    pub fn geom(&self, op: &'static str, input: [usize; 3]) -> Result<PoolGeom> {
+        PoolGeom::new(op, input, self.pool, self.stride)
+    }
+}
+
 /// One layer of a network, as a config line describes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerSpec {
@@ -106,133 +107,6 @@ pub struct NetworkSpec {
     /// (C, H, W) of one input sample.
     pub input: [usize; 3],
     pub layers: Vec<LayerSpec>,
-}
-
-/// The resolved geometry of a convolution on a given input: everything the kernels need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeom {
-    /// Input channels, height, width.
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    /// Filters (output channels).
-    pub k: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    /// Zeros added above and to the left; the bottom and right padding is implied by the
-    /// output size.
-    pub pad_top: usize,
-    pub pad_left: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-}
-
-/// The resolved geometry of a pooling layer on a given input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolGeom {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub stride: usize,
-    /// H' = floor((H - ph) / S) + 1, W' likewise (no padding; PyTorch's floor mode).
-    pub out_h: usize,
-    pub out_w: usize,
-}
-
-/// Output size and leading padding along one axis.
-fn conv_axis(
-    op: &'static str,
-    size: usize,
-    k: usize,
-    s: usize,
-    padding: Padding,
-) -> Result<(usize, usize)> {
-    if s == 0 {
-        return Err(Error::Invalid(format!("{op}: stride must be at least 1")));
-    }
-    let (out, pad_before) = match padding {
-        Padding::Valid => {
-            if k > size {
-                return Err(kernel_too_large(op, k, size));
-            }
-            ((size - k) / s + 1, 0)
-        }
-        Padding::Explicit(p) => {
-            if k > size + 2 * p {
-                return Err(kernel_too_large(op, k, size + 2 * p));
-            }
-            ((size + 2 * p - k) / s + 1, p)
-        }
-        Padding::Same => {
-            let out = size.div_ceil(s);
-            let total = ((out - 1) * s + k).saturating_sub(size);
-            (out, total / 2)
-        }
-    };
-    Ok((out, pad_before))
-}
-
-fn kernel_too_large(op: &'static str, k: usize, size: usize) -> Error {
-    Error::Invalid(format!(
-        "{op}: kernel {k} is larger than its (padded) input {size}"
-    ))
-}
-
-impl ConvGeom {
-    /// Resolves `spec` on an input of shape (C, H, W).
-    pub fn new(spec: &Conv2dSpec, input: [usize; 3]) -> Result<ConvGeom> {
-        let [c, h, w] = input;
-        if spec.filters == 0 || spec.kernel.0 == 0 || spec.kernel.1 == 0 {
-            return Err(Error::Invalid(
-                "Conv2D: filters and kernel must be at least 1".into(),
-            ));
-        }
-        let (out_h, pad_top) = conv_axis("Conv2D", h, spec.kernel.0, spec.stride, spec.padding)?;
-        let (out_w, pad_left) = conv_axis("Conv2D", w, spec.kernel.1, spec.stride, spec.padding)?;
-        Ok(ConvGeom {
-            c,
-            h,
-            w,
-            k: spec.filters,
-            kh: spec.kernel.0,
-            kw: spec.kernel.1,
-            stride: spec.stride,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        })
-    }
-
-    /// C * kh * kw: the length of one filter, and the rows of the im2col matrix.
-    pub fn patch_len(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-}
-
-impl PoolGeom {
-    /// Resolves `spec` on an input of shape (C, H, W).
-    pub fn new(op: &'static str, spec: &PoolSpec, input: [usize; 3]) -> Result<PoolGeom> {
-        let [c, h, w] = input;
-        if spec.pool.0 == 0 || spec.pool.1 == 0 {
-            return Err(Error::Invalid(format!("{op}: pool must be at least 1x1")));
-        }
-        let (out_h, _) = conv_axis(op, h, spec.pool.0, spec.stride, Padding::Valid)?;
-        let (out_w, _) = conv_axis(op, w, spec.pool.1, spec.stride, Padding::Valid)?;
-        Ok(PoolGeom {
-            c,
-            h,
-            w,
-            ph: spec.pool.0,
-            pw: spec.pool.1,
-            stride: spec.stride,
-            out_h,
-            out_w,
-        })
-    }
 }
 
 /// The per-sample shape a layer produces: `[C, H, W]` for spatial layers, `[F]` for flat ones.
@@ -279,15 +153,15 @@ impl LayerSpec {
     pub fn output_shape(&self, input: &[usize]) -> Result<SampleShape> {
         match self {
             LayerSpec::Conv2D(s) => {
-                let g = ConvGeom::new(s, as_chw("Conv2D", input)?)?;
+                let g = s.geom(as_chw("Conv2D", input)?)?;
                 Ok(vec![g.k, g.out_h, g.out_w])
             }
             LayerSpec::MaxPool2D(s) => {
-                let g = PoolGeom::new("MaxPool2D", s, as_chw("MaxPool2D", input)?)?;
+                let g = s.geom("MaxPool2D", as_chw("MaxPool2D", input)?)?;
                 Ok(vec![g.c, g.out_h, g.out_w])
             }
             LayerSpec::AvgPool2D(s) => {
-                let g = PoolGeom::new("AvgPool2D", s, as_chw("AvgPool2D", input)?)?;
+                let g = s.geom("AvgPool2D", as_chw("AvgPool2D", input)?)?;
                 Ok(vec![g.c, g.out_h, g.out_w])
             }
             LayerSpec::Flatten => Ok(vec![input.iter().product()]),
@@ -450,7 +324,7 @@ mod tests {
             activation: Activation::None,
         };
         // H = 7: H' = ceil(7/2) = 4, total pad = 3*2 + 3 - 7 = 2, top = 1.
-        let g = ConvGeom::new(&spec, [1, 7, 6]).unwrap();
+        let g = spec.geom([1, 7, 6]).unwrap();
         assert_eq!((g.out_h, g.pad_top, g.out_w, g.pad_left), (4, 1, 3, 0));
     }
 
@@ -464,7 +338,7 @@ mod tests {
             activation: Activation::None,
         };
         // floor((7 - 3 + 2)/2) + 1 = 4, floor((6 - 3 + 2)/2) + 1 = 3 (PyTorch fixture shape).
-        let g = ConvGeom::new(&spec, [3, 7, 6]).unwrap();
+        let g = spec.geom([3, 7, 6]).unwrap();
         assert_eq!((g.out_h, g.out_w), (4, 3));
     }
 
@@ -477,6 +351,6 @@ mod tests {
             padding: Padding::Valid,
             activation: Activation::None,
         };
-        assert!(ConvGeom::new(&spec, [1, 4, 4]).is_err());
+        assert!(spec.geom([1, 4, 4]).is_err());
     }
 }
