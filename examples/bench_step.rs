@@ -2,9 +2,9 @@
 //! Set RAYON_NUM_THREADS to choose the thread count.
 
 use cnn::bench::{
-    lenet_spec, peak_gflops, report1_spec, synthetic_batch, time_inference, time_training_steps,
-    LayerTiming, Profiler,
+    peak_gflops, synthetic_batch, time_inference, time_training_steps, LayerTiming, Profiler,
 };
+use cnn::examples::{lenet as lenet_spec, report1 as report1_spec};
 use cnn::init::Init;
 use cnn::model::Model;
 
@@ -72,7 +72,7 @@ fn kernels() {
     // Whole layers of report 1 at batch 32.
     use cnn::layers::*;
     let n = 32;
-    let spec = cnn::bench::report1_spec(10);
+    let spec = report1_spec(10);
     let shapes = spec.shapes().unwrap();
     for (l, s) in spec.layers.iter().zip(&shapes) {
         let mut layer = Layer::new(l, &s.input).unwrap();
@@ -82,11 +82,9 @@ fn kernels() {
         let x = cnn::Tensor::from_vec(&shape, rnd(len)).unwrap();
         let mut y = cnn::Tensor::default();
         let mut dx = cnn::Tensor::default();
-        let (fm, fd) = micro(300, || layer.forward(&x, &mut y, false));
+        let (fm, fd) = micro(300, || layer.forward(&x, &mut y));
         let mut dy = y.clone();
-        let (bm, bd) = micro(300, || {
-            layer.backward(&x, &y, &mut dy, Some(&mut dx), false)
-        });
+        let (bm, bd) = micro(300, || layer.backward(&x, &y, &mut dy, Some(&mut dx)));
         println!("  layer {:<10} fwd min {fm:8.1} us med {fd:8.1} us | bwd(with dx) min {bm:8.1} us med {bd:8.1} us", l.name());
     }
 }

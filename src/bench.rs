@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::gemm::{par_gemm, Trans};
-use crate::layers::{Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, PoolSpec};
+use crate::layers::NetworkSpec;
 use crate::loss::softmax_cross_entropy;
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerKind};
@@ -224,7 +224,6 @@ impl Profiler {
         assert_eq!(labels.len(), n, "profile step: one label per sample");
         let count = model.layers.len();
         let last = count - 1;
-        let skip_last = model.layers[last].activation == Activation::Softmax;
         let shapes = model.spec.shapes().expect("a built model has valid shapes");
         self.acts.resize(count, Tensor::default());
         self.grads.resize(count, Tensor::default());
@@ -236,7 +235,7 @@ impl Profiler {
             let (before, rest) = acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };
             let t = Instant::now();
-            model.layers[i].forward(input, &mut rest[0], i == last && skip_last);
+            model.layers[i].forward(input, &mut rest[0]);
             fwd[i] = t.elapsed().as_secs_f64();
         }
 
@@ -255,7 +254,7 @@ impl Profiler {
             };
             let input = if i == 0 { x } else { &acts[i - 1] };
             let t = Instant::now();
-            model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx, i == last && skip_last);
+            model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx);
             bwd[i] = t.elapsed().as_secs_f64();
         }
 
@@ -284,64 +283,13 @@ impl Profiler {
     }
 }
 
-/// Report 1's network (1x28x28, Conv2D 16 3x3 same relu, MaxPool 2x2/2, Dense 128 relu,
-/// Dense `classes` softmax): the first benchmark, with 10 classes.
-pub fn report1_spec(classes: usize) -> NetworkSpec {
-    NetworkSpec {
-        input: [1, 28, 28],
-        layers: vec![
-            conv(16),
-            pool2(),
-            dense(128, Activation::Relu),
-            dense(classes, Activation::Softmax),
-        ],
-    }
-}
-
-/// LeNet-style: 1x28x28, Conv 32 3x3 same relu, pool 2, Conv 64 3x3 same relu, pool 2,
-/// Dense 128 relu, Dense 10 softmax: the second benchmark.
-pub fn lenet_spec() -> NetworkSpec {
-    NetworkSpec {
-        input: [1, 28, 28],
-        layers: vec![
-            conv(32),
-            pool2(),
-            conv(64),
-            pool2(),
-            dense(128, Activation::Relu),
-            dense(10, Activation::Softmax),
-        ],
-    }
-}
-
-fn conv(filters: usize) -> LayerSpec {
-    LayerSpec::Conv2D(Conv2dSpec {
-        filters,
-        kernel: (3, 3),
-        stride: 1,
-        padding: Padding::Same,
-        activation: Activation::Relu,
-    })
-}
-
-fn pool2() -> LayerSpec {
-    LayerSpec::MaxPool2D(PoolSpec {
-        pool: (2, 2),
-        stride: 2,
-    })
-}
-
-fn dense(units: usize, activation: Activation) -> LayerSpec {
-    LayerSpec::Dense(DenseSpec { units, activation })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn timings_are_consistent() {
-        let spec = report1_spec(10);
+        let spec = crate::examples::report1(10);
         let t = time_training_steps(&spec, 4, 1, 3).unwrap();
         assert_eq!((t.batch, t.runs), (4, 3));
         assert!(t.min_s <= t.median_s && t.median_s <= t.max_s && t.min_s > 0.0);
@@ -353,7 +301,7 @@ mod tests {
 
     #[test]
     fn profile_has_a_row_per_layer_and_matches_train_step() {
-        let spec = lenet_spec();
+        let spec = crate::examples::lenet();
         let (x, labels) = synthetic_batch(&spec, 3, 2).unwrap();
         let mut a = Model::new(&spec, Init::He, 5).unwrap();
         let mut b = a.clone();

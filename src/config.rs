@@ -56,27 +56,16 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::layers::spec::{
-    Activation, Conv2dSpec, DenseSpec, LayerSpec, NetworkSpec, Padding, PoolSpec,
-};
-
-/// Largest `filters` or `units` accepted.
-pub const MAX_UNITS: usize = 1_000_000;
-/// Largest input dimension, kernel, pool, stride or padding accepted.
-pub const MAX_DIM: usize = 100_000;
+use crate::layers::keys::{example, parse_dims, parse_whole, Arg, LineKeys};
+pub use crate::layers::keys::{Pos, MAX_DIM, MAX_UNITS};
+use crate::layers::{InputForm, LayerSpec, NetworkSpec};
+pub(crate) use crate::text::{did_you_mean, fmt_shape, thousands};
 /// Largest number of values one sample may have at any layer's input or output.
 pub const MAX_SAMPLE_VALUES: u128 = 100_000_000;
 /// Largest total number of trainable parameters.
 pub const MAX_PARAMS: u128 = 1_000_000_000;
 /// Largest number of training FLOPs per sample (keeps every count well inside `u64`).
 pub const MAX_TRAIN_FLOPS: u128 = 1_000_000_000_000_000_000;
-
-/// A 1-based position in a config file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pos {
-    pub line: usize,
-    pub col: usize,
-}
 
 /// Where one `key=value` of a layer was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,25 +141,26 @@ impl ParsedConfig {
         if out == [classes] {
             return Ok(());
         }
-        let last_dense = self
+        // The last layer that sets an output size (a Dense's `units`), if the network's
+        // output is that size.
+        let sizing = self
             .spec
             .layers
             .iter()
-            .rposition(|l| matches!(l, LayerSpec::Dense(_)));
-        if let Some(i) = last_dense {
-            if let (Some(LayerSpec::Dense(d)), [n]) = (self.spec.layers.get(i), out.as_slice()) {
-                if d.units == *n {
-                    let loc = &self.layers[i];
-                    let pos = loc.value_pos("units").unwrap_or(loc.name);
-                    return Err(self.error_at(
-                        pos,
-                        format!(
-                            "the output layer has units={} but the dataset has {classes} \
-                             classes; set units={classes}",
-                            d.units
-                        ),
-                    ));
-                }
+            .enumerate()
+            .rev()
+            .find_map(|(i, l)| l.output_key().map(|(key, n)| (i, key, n)));
+        if let (Some((i, key, n)), [out_n]) = (sizing, out.as_slice()) {
+            if n == *out_n {
+                let loc = &self.layers[i];
+                let pos = loc.value_pos(key).unwrap_or(loc.name);
+                return Err(self.error_at(
+                    pos,
+                    format!(
+                        "the output layer has {key}={n} but the dataset has {classes} \
+                         classes; set {key}={classes}"
+                    ),
+                ));
             }
         }
         Err(self.layer_error(
@@ -190,41 +180,6 @@ fn config_error(file: &str, pos: Pos, msg: String) -> Error {
         line: pos.line,
         col: pos.col,
         msg,
-    }
-}
-
-/// `(16, 28, 28)` or `(3136)`.
-pub(crate) fn fmt_shape(shape: &[usize]) -> String {
-    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("({})", parts.join(", "))
-}
-
-/// Levenshtein distance between two strings, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
-/// `; did you mean `x`?` for the closest candidate (case-insensitive), or nothing.
-fn did_you_mean(word: &str, candidates: &[&str]) -> String {
-    let w = word.to_lowercase();
-    let best = candidates
-        .iter()
-        .map(|c| (edit_distance(&w, &c.to_lowercase()), *c))
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((d, c)) if d <= 2.max(c.chars().count() / 3) => format!("; did you mean `{c}`?"),
-        _ => String::new(),
     }
 }
 
@@ -293,48 +248,12 @@ struct Logical<'a> {
     args: Vec<Token<'a>>,
 }
 
-/// A `key=value` argument.
-struct Arg<'a> {
-    key: &'a str,
-    key_pos: Pos,
-    value: &'a str,
-    value_pos: Pos,
+/// Every layer name a line may start with (`Input` first), with the keys each takes.
+fn line_names() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut names: Vec<(&'static str, &'static [&'static str])> = vec![("Input", &["shape"])];
+    names.extend(LayerSpec::line_names());
+    names
 }
-
-/// What the layer names of the format are, with the keys each takes.
-const LAYERS: &[(&str, &[&str])] = &[
-    ("Input", &["shape"]),
-    (
-        "Conv2D",
-        &[
-            "filters",
-            "kernel",
-            "stride",
-            "padding",
-            "activation",
-            "alpha",
-        ],
-    ),
-    ("MaxPool2D", &["pool", "stride"]),
-    ("AvgPool2D", &["pool", "stride"]),
-    ("Flatten", &[]),
-    ("Dense", &["units", "activation", "alpha"]),
-    ("ReLU", &[]),
-    ("Sigmoid", &[]),
-    ("Tanh", &[]),
-    ("Softmax", &[]),
-    ("LeakyReLU", &["alpha"]),
-];
-
-const ACTIVATIONS: &[&str] = &[
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "none",
-    "linear",
-];
 
 struct Parser<'f> {
     file: &'f str,
@@ -427,8 +346,10 @@ impl Parser<'_> {
         let Some(tok) = line.tokens.first() else {
             return Err(self.err(Pos { line: 1, col: 1 }, "missing layer count"));
         };
-        let looks_like_layer =
-            tok.text.contains('=') || LAYERS.iter().any(|(n, _)| n.eq_ignore_ascii_case(tok.text));
+        let looks_like_layer = tok.text.contains('=')
+            || line_names()
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(tok.text));
         let count = match parse_whole(tok.text) {
             Some(n) => n,
             None if looks_like_layer => {
@@ -539,61 +460,10 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn required<'b, 'a>(
-        &self,
-        args: &'b [Arg<'a>],
-        key: &str,
-        layer: &Token,
-    ) -> Result<&'b Arg<'a>> {
-        args.iter().find(|a| a.key == key).ok_or_else(|| {
-            self.err(
-                layer.pos,
-                format!(
-                    "{} is missing the required key `{key}` (e.g. {})",
-                    layer.text,
-                    example(key)
-                ),
-            )
-        })
-    }
-
-    /// A whole number in `min..=max`.
-    fn whole(&self, arg: &Arg, min: usize, max: usize) -> Result<usize> {
-        match parse_whole(arg.value) {
-            Some(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(self.err(
-                arg.value_pos,
-                format!(
-                    "`{}` must be a whole number from {min} to {}, found `{}`",
-                    arg.key,
-                    thousands(max as u128),
-                    arg.value
-                ),
-            )),
-        }
-    }
-
-    /// `AxB` or `A` (square), each from 1 to [`MAX_DIM`].
-    fn size2(&self, arg: &Arg) -> Result<(usize, usize)> {
-        let dims = parse_dims(arg.value);
-        match dims.as_deref() {
-            Some([a]) => Ok((*a, *a)),
-            Some([a, b]) => Ok((*a, *b)),
-            _ => Err(self.err(
-                arg.value_pos,
-                format!(
-                    "`{}` must be a size like `3x3` or `3` (each from 1 to {}), found `{}`",
-                    arg.key,
-                    thousands(MAX_DIM as u128),
-                    arg.value
-                ),
-            )),
-        }
-    }
-
     fn input_line(&self, l: &Logical) -> Result<([usize; 3], LayerLoc)> {
         let args = self.args("Input", &["shape"], &l.args)?;
-        let shape = self.required(&args, "shape", &l.name)?;
+        let keys = self.keys(l, &args);
+        let shape = keys.required("shape")?;
         let input = match parse_dims(shape.value).as_deref() {
             Some([c, h, w]) => [*c, *h, *w],
             _ => {
@@ -623,58 +493,23 @@ impl Parser<'_> {
         Ok((input, loc_of(&l.name, &args)))
     }
 
-    fn activation(&self, args: &[Arg]) -> Result<Activation> {
-        let act = match args.iter().find(|a| a.key == "activation") {
-            None => Activation::None,
-            Some(a) => match a.value.to_ascii_lowercase().as_str() {
-                "relu" => Activation::Relu,
-                "leaky_relu" => Activation::LeakyRelu(0.01),
-                "sigmoid" => Activation::Sigmoid,
-                "tanh" => Activation::Tanh,
-                "softmax" => Activation::Softmax,
-                "none" | "linear" => Activation::None,
-                _ => {
-                    return Err(self.err(
-                        a.value_pos,
-                        format!(
-                            "unknown activation `{}`{}; expected one of {}",
-                            a.value,
-                            did_you_mean(a.value, ACTIVATIONS),
-                            ACTIVATIONS.join(", ")
-                        ),
-                    ))
-                }
-            },
-        };
-        match (act, args.iter().find(|a| a.key == "alpha")) {
-            (Activation::LeakyRelu(_), Some(a)) => Ok(Activation::LeakyRelu(self.alpha(a)?)),
-            (_, Some(a)) => Err(self.err(
-                a.key_pos,
-                "`alpha` only applies with `activation=leaky_relu`",
-            )),
-            (act, None) => Ok(act),
-        }
-    }
-
-    fn alpha(&self, a: &Arg) -> Result<f32> {
-        match a.value.parse::<f32>() {
-            Ok(x) if x.is_finite() && (0.0..=1.0).contains(&x) => Ok(x),
-            _ => Err(self.err(
-                a.value_pos,
-                format!(
-                    "`alpha` must be a number from 0 to 1 (e.g. `alpha=0.01`), found `{}`",
-                    a.value
-                ),
-            )),
+    /// The keys of line `l`, for a layer's parser.
+    fn keys<'a>(&'a self, l: &'a Logical, args: &'a [Arg<'a>]) -> LineKeys<'a> {
+        LineKeys {
+            file: self.file,
+            name: l.name.text,
+            name_pos: l.name.pos,
+            args,
         }
     }
 
     fn layer_line(&self, l: &Logical) -> Result<(LayerSpec, LayerLoc)> {
-        let Some((name, allowed)) = LAYERS
+        let names = line_names();
+        let Some((name, allowed)) = names
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
         else {
-            let names: Vec<&str> = LAYERS.iter().skip(1).map(|(n, _)| *n).collect();
+            let names: Vec<&str> = names.iter().skip(1).map(|(n, _)| *n).collect();
             let hint = if l.name.text.contains('=') {
                 " (a line that continues the layer above must start with white space)"
             } else {
@@ -690,78 +525,16 @@ impl Parser<'_> {
                 ),
             ));
         };
+        if *name == "Input" {
+            return Err(self.err(
+                l.name.pos,
+                "a second Input line; `Input` comes once, right after the layer count",
+            ));
+        }
         let args = self.args(name, allowed, &l.args)?;
-        let get = |k: &str| args.iter().find(|a| a.key == k);
-        let spec = match *name {
-            "Input" => {
-                return Err(self.err(
-                    l.name.pos,
-                    "a second Input line; `Input` comes once, right after the layer count",
-                ))
-            }
-            "Conv2D" => {
-                let filters =
-                    self.whole(self.required(&args, "filters", &l.name)?, 1, MAX_UNITS)?;
-                let kernel = self.size2(self.required(&args, "kernel", &l.name)?)?;
-                let stride = match get("stride") {
-                    Some(a) => self.whole(a, 1, MAX_DIM)?,
-                    None => 1,
-                };
-                let padding = match get("padding") {
-                    None => Padding::Valid,
-                    Some(a) => match a.value.to_ascii_lowercase().as_str() {
-                        "same" => Padding::Same,
-                        "valid" => Padding::Valid,
-                        v => match parse_whole(v) {
-                            Some(p) if p <= MAX_DIM => Padding::Explicit(p),
-                            _ => {
-                                return Err(self.err(
-                                    a.value_pos,
-                                    format!(
-                                        "`padding` must be `same`, `valid` or a whole number \
-                                         from 0 to {}, found `{}`",
-                                        thousands(MAX_DIM as u128),
-                                        a.value
-                                    ),
-                                ))
-                            }
-                        },
-                    },
-                };
-                LayerSpec::Conv2D(Conv2dSpec {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    activation: self.activation(&args)?,
-                })
-            }
-            "MaxPool2D" | "AvgPool2D" => {
-                let pool = self.size2(self.required(&args, "pool", &l.name)?)?;
-                let stride = match get("stride") {
-                    Some(a) => self.whole(a, 1, MAX_DIM)?,
-                    None => pool.0,
-                };
-                let p = PoolSpec { pool, stride };
-                if *name == "MaxPool2D" {
-                    LayerSpec::MaxPool2D(p)
-                } else {
-                    LayerSpec::AvgPool2D(p)
-                }
-            }
-            "Flatten" => LayerSpec::Flatten,
-            "Dense" => LayerSpec::Dense(DenseSpec {
-                units: self.whole(self.required(&args, "units", &l.name)?, 1, MAX_UNITS)?,
-                activation: self.activation(&args)?,
-            }),
-            "ReLU" => LayerSpec::Activation(Activation::Relu),
-            "Sigmoid" => LayerSpec::Activation(Activation::Sigmoid),
-            "Tanh" => LayerSpec::Activation(Activation::Tanh),
-            "Softmax" => LayerSpec::Activation(Activation::Softmax),
-            _ => LayerSpec::Activation(Activation::LeakyRelu(match get("alpha") {
-                Some(a) => self.alpha(a)?,
-                None => 0.01,
-            })),
+        let spec = match LayerSpec::parse(name, &self.keys(l, &args)) {
+            Some(spec) => spec?,
+            None => return Err(self.err(l.name.pos, format!("no parser for `{name}`"))),
         };
         Ok((spec, loc_of(&l.name, &args)))
     }
@@ -780,7 +553,7 @@ impl Parser<'_> {
             return Ok(());
         }
         let names = if n <= 12 {
-            let v: Vec<String> = layers.iter().map(display_name).collect();
+            let v: Vec<&str> = layers.iter().map(|l| l.name()).collect();
             format!(" ({})", v.join(", "))
         } else {
             String::new()
@@ -815,12 +588,8 @@ impl Parser<'_> {
         let mut params: u128 = 0;
         let mut train_flops: u128 = 0;
         for (i, (layer, loc)) in spec.layers.iter().zip(locs).enumerate() {
-            let name = display_name(layer);
-            let spatial = matches!(
-                layer,
-                LayerSpec::Conv2D(_) | LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_)
-            );
-            if spatial && shape.len() != 3 {
+            let name = layer.name();
+            if layer.input_form() == InputForm::Spatial && shape.len() != 3 {
                 return Err(self.err(
                     loc.name,
                     format!(
@@ -831,11 +600,7 @@ impl Parser<'_> {
                 ));
             }
             let out = layer.output_shape(&shape).map_err(|e| {
-                let pos = match layer {
-                    LayerSpec::Conv2D(_) => loc.value_pos("kernel"),
-                    LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_) => loc.value_pos("pool"),
-                    _ => None,
-                };
+                let pos = layer.shape_key().and_then(|key| loc.value_pos(key));
                 let msg = match e {
                     Error::Invalid(m) => m,
                     e => e.to_string(),
@@ -855,7 +620,6 @@ impl Parser<'_> {
                     ),
                 ));
             }
-            let n_in: u128 = shape.iter().map(|&d| d as u128).product();
             let n_out: u128 = out.iter().map(|&d| d as u128).product();
             if n_out > MAX_SAMPLE_VALUES {
                 return Err(self.err(
@@ -868,21 +632,8 @@ impl Parser<'_> {
                     ),
                 ));
             }
-            let (p, f) = match layer {
-                LayerSpec::Conv2D(s) => {
-                    let c = shape.first().copied().unwrap_or(0) as u128;
-                    let patch = c * s.kernel.0 as u128 * s.kernel.1 as u128;
-                    (
-                        s.filters as u128 * patch + s.filters as u128,
-                        2 * n_out * patch,
-                    )
-                }
-                LayerSpec::Dense(s) => (
-                    s.units as u128 * n_in + s.units as u128,
-                    2 * s.units as u128 * n_in,
-                ),
-                _ => (0, 0),
-            };
+            let counts = layer.counts(&shape, &out);
+            let (p, f) = (counts.params, counts.flops);
             params += p;
             train_flops += if i == 0 { 2 * f } else { 3 * f };
             if params > MAX_PARAMS {
@@ -934,78 +685,17 @@ pub fn implied_flattens(layers: &[LayerSpec]) -> Vec<usize> {
     let mut spatial = true;
     let mut out = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        match l {
-            LayerSpec::Conv2D(_) | LayerSpec::MaxPool2D(_) | LayerSpec::AvgPool2D(_) => {
-                spatial = true
-            }
-            LayerSpec::Flatten => spatial = false,
-            LayerSpec::Dense(_) => {
+        match l.input_form() {
+            InputForm::Spatial => spatial = true,
+            InputForm::Flattens => spatial = false,
+            InputForm::Flattened => {
                 if spatial {
                     out.push(i);
                 }
                 spatial = false;
             }
-            LayerSpec::Activation(_) => {}
+            InputForm::Any => {}
         }
-    }
-    out
-}
-
-/// The name a layer is written with (`ReLU` rather than `Activation`).
-pub(crate) fn display_name(l: &LayerSpec) -> String {
-    match l {
-        LayerSpec::Activation(a) => match a {
-            Activation::None => "Linear",
-            Activation::Relu => "ReLU",
-            Activation::LeakyRelu(_) => "LeakyReLU",
-            Activation::Sigmoid => "Sigmoid",
-            Activation::Tanh => "Tanh",
-            Activation::Softmax => "Softmax",
-        }
-        .to_string(),
-        l => l.name().to_string(),
-    }
-}
-
-fn example(key: &str) -> &'static str {
-    match key {
-        "shape" => "`shape=1x28x28`",
-        "filters" => "`filters=16`",
-        "kernel" => "`kernel=3x3`",
-        "stride" => "`stride=1`",
-        "padding" => "`padding=same`",
-        "activation" => "`activation=relu`",
-        "alpha" => "`alpha=0.01`",
-        "pool" => "`pool=2x2`",
-        "units" => "`units=128`",
-        _ => "`key=value`",
-    }
-}
-
-/// Digits only (no sign), fitting in `usize`.
-fn parse_whole(s: &str) -> Option<usize> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// `AxBxC...`, each a whole number from 1 to [`MAX_DIM`].
-fn parse_dims(s: &str) -> Option<Vec<usize>> {
-    s.split(['x', 'X'])
-        .map(|p| parse_whole(p).filter(|n| (1..=MAX_DIM).contains(n)))
-        .collect()
-}
-
-/// `401954` -> `401,954`.
-pub(crate) fn thousands(n: u128) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
     }
     out
 }
@@ -1024,7 +714,37 @@ Dense units=2 activation=softmax
 ";
 
     /// Report 1's network built by hand in code (shared with the benchmarks).
-    use crate::bench::report1_spec;
+    use crate::layers::{Activation, Conv2dSpec, DenseSpec, Flatten, Padding, PoolSpec};
+    use crate::text::edit_distance;
+
+    /// Report 1's network (section IV.B) with `classes` outputs, written out by hand: what
+    /// the parser must make of `examples/report1.cfg`.
+    fn report1_spec(classes: usize) -> NetworkSpec {
+        NetworkSpec {
+            input: [1, 28, 28],
+            layers: vec![
+                LayerSpec::Conv2D(Conv2dSpec {
+                    filters: 16,
+                    kernel: (3, 3),
+                    stride: 1,
+                    padding: Padding::Same,
+                    activation: Activation::Relu,
+                }),
+                LayerSpec::MaxPool2D(PoolSpec {
+                    pool: (2, 2),
+                    stride: 2,
+                }),
+                LayerSpec::Dense(DenseSpec {
+                    units: 128,
+                    activation: Activation::Relu,
+                }),
+                LayerSpec::Dense(DenseSpec {
+                    units: classes,
+                    activation: Activation::Softmax,
+                }),
+            ],
+        }
+    }
 
     /// Parses `text` expecting a config error; returns (line, col, msg).
     fn error(text: &str) -> (usize, usize, String) {
@@ -1129,7 +849,7 @@ Dense units=2 activation=linear
                     stride: 3,
                 }),
                 LayerSpec::Activation(Activation::LeakyRelu(0.01)),
-                LayerSpec::Flatten,
+                LayerSpec::Flatten(Flatten),
                 LayerSpec::Dense(DenseSpec {
                     units: 5,
                     activation: Activation::LeakyRelu(0.2),

@@ -50,7 +50,7 @@ pub fn kink_signature(model: &Model) -> u64 {
     };
     for (i, layer) in model.layers.iter().enumerate() {
         if matches!(
-            layer.activation,
+            layer.activation(),
             Activation::Relu | Activation::LeakyRelu(_)
         ) {
             if let Some(y) = model.activation(i) {

@@ -4,7 +4,8 @@
 //! written here, with the formula beside the code. A tour, in the order a network is built:
 //!
 //! - [`config`]: report 1's text config file, parsed into a [`layers::NetworkSpec`];
-//! - [`layers`]: the specs with shape inference, and each layer's forward and backward pass;
+//! - [`layers`]: one module per layer kind, holding its config keys, shape inference,
+//!   counts, summary text and forward and backward pass; [`examples`]: the built-in networks;
 //! - [`kernels`]: matrix multiply (our AVX-512 tiles, `matrixmultiply` elsewhere) and
 //!   im2col, with the naive references they are tested against, and
 //!   [`kernels::threads::with_awake_workers`] for running a computation without waiting on
@@ -22,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod examples;
 pub mod gradcheck;
 pub mod init;
 pub mod io;
@@ -37,6 +39,7 @@ pub mod plot;
 pub mod rng;
 pub mod summary;
 pub mod tensor;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -25,8 +25,6 @@ pub struct Model {
     acts: Vec<Tensor>,
     /// `grads[i]`: dL/d(output of layer i).
     grads: Vec<Tensor>,
-    /// True when the last layer ends in softmax, which the loss then applies.
-    skip_last_softmax: bool,
     /// The global gradient norm of the last training step.
     grad_norm: f64,
     /// [`Model::infer`]'s buffers: one chunk of the input, and the logits of the batch.
@@ -53,18 +51,22 @@ impl Model {
         if spec.layers.is_empty() {
             return Err(Error::Invalid("a network needs at least one layer".into()));
         }
-        let mut layers = Vec::with_capacity(spec.layers.len());
-        for (l, s) in spec.layers.iter().zip(&shapes) {
-            layers.push(Layer::new(l, &s.input)?);
+        let n = spec.layers.len();
+        let mut layers = Vec::with_capacity(n);
+        for (i, (l, s)) in spec.layers.iter().zip(&shapes).enumerate() {
+            let mut layer = Layer::new(l, &s.input)?;
+            if i == n - 1 && l.activation() == Activation::Softmax {
+                // The loss fuses softmax with cross-entropy, so the last layer outputs the
+                // logits z; predict_proba applies the softmax.
+                layer.op = l.with_activation(Activation::None).build(&s.input)?;
+            }
+            layers.push(layer);
         }
-        let n = layers.len();
-        let skip_last_softmax = layers[n - 1].activation == Activation::Softmax;
         let mut model = Model {
             spec: spec.clone(),
             layers,
             acts: vec![Tensor::default(); n],
             grads: vec![Tensor::default(); n],
-            skip_last_softmax,
             grad_norm: 0.0,
             chunk_x: Tensor::default(),
             logits: Tensor::default(),
@@ -120,12 +122,10 @@ impl Model {
 
     /// Every layer's forward pass on a checked input.
     fn run_layers(&mut self, x: &Tensor) {
-        let last = self.layers.len() - 1;
         for i in 0..self.layers.len() {
             let (before, rest) = self.acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };
-            let skip = i == last && self.skip_last_softmax;
-            self.layers[i].forward(input, &mut rest[0], skip);
+            self.layers[i].forward(input, &mut rest[0]);
         }
     }
 
@@ -171,7 +171,6 @@ impl Model {
     /// Backpropagates dL/dlogits (already in the last gradient buffer) through every layer,
     /// setting every parameter's gradient. `x` is the batch of the last forward pass.
     fn backward(&mut self, x: &Tensor) {
-        let last = self.layers.len() - 1;
         for i in (0..self.layers.len()).rev() {
             let (g_before, g_rest) = self.grads.split_at_mut(i);
             let dy = &mut g_rest[0];
@@ -181,8 +180,7 @@ impl Model {
                 Some(&mut g_before[i - 1])
             };
             let input = if i == 0 { x } else { &self.acts[i - 1] };
-            let skipped = i == last && self.skip_last_softmax;
-            self.layers[i].backward(input, &self.acts[i], dy, dx, skipped);
+            self.layers[i].backward(input, &self.acts[i], dy, dx);
         }
     }
 

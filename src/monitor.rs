@@ -62,7 +62,7 @@ pub fn layer_health(model: &Model) -> Vec<LayerHealth> {
                 .filter(|(n, _)| n.starts_with(&prefix))
                 .map(|(n, p)| (n.clone(), l2_norm(p.grad.data())))
                 .collect();
-            let dead_relu = if layer.activation == Activation::Relu {
+            let dead_relu = if layer.activation() == Activation::Relu {
                 model.activation(i).and_then(dead_share)
             } else {
                 None

@@ -2,7 +2,7 @@
 //!
 //! [`render`] prints one row per layer with its output shape, its trainable parameters and
 //! its forward FLOPs for one sample (a multiply-add counts 2; see
-//! [`LayerSpec::forward_flops`]). The Flatten that a Dense layer implies after a spatial
+//! [`crate::layers::LayerSpec::forward_flops`]). The Flatten that a Dense layer implies after a spatial
 //! layer gets its own row, marked implicit and without an index, since it is not a layer of
 //! the network. With `explain`, each layer is followed by the formulas behind its numbers:
 //!
@@ -13,9 +13,9 @@
 //!     FLOPs = 2*16*28*28*1*3*3 = 225,792
 //! ```
 
-use crate::config::{fmt_shape, thousands};
 use crate::error::Result;
-use crate::layers::spec::{Activation, LayerSpec, NetworkSpec, Padding};
+use crate::layers::{InputForm, NetworkSpec};
+use crate::text::{fmt_shape, product_expr, thousands};
 
 struct Row {
     label: String,
@@ -41,7 +41,7 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
     }];
     let mut flops_terms: Vec<(usize, u64)> = Vec::new();
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
-        if matches!(layer, LayerSpec::Dense(_)) && s.input.len() == 3 {
+        if layer.input_form() == InputForm::Flattened && s.input.len() == 3 {
             let n: usize = s.input.iter().product();
             rows.push(Row {
                 label: "   Flatten (implicit)".into(),
@@ -59,11 +59,11 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
         let flops = layer.forward_flops(&s.input)?;
         flops_terms.push((i, flops));
         rows.push(Row {
-            label: format!("{i:>2} {}", describe(layer)),
+            label: format!("{i:>2} {}", layer.describe()),
             shape: fmt_shape(&s.output),
             params: thousands(params as u128),
             flops: thousands(flops as u128),
-            explain: explain_layer(layer, &s.input, &s.output)?,
+            explain: layer.explain(&s.input, &s.output)?,
         });
     }
 
@@ -149,166 +149,6 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
         }
     }
     Ok(out)
-}
-
-/// `0 Conv2D 16 3x3 same relu` without the index.
-fn describe(layer: &LayerSpec) -> String {
-    match layer {
-        LayerSpec::Conv2D(s) => {
-            let mut d = format!("Conv2D {} {}x{}", s.filters, s.kernel.0, s.kernel.1);
-            if s.stride != 1 {
-                d += &format!(" stride {}", s.stride);
-            }
-            d += match s.padding {
-                Padding::Same => " same".to_string(),
-                Padding::Valid => " valid".to_string(),
-                Padding::Explicit(p) => format!(" pad {p}"),
-            }
-            .as_str();
-            d + &act_suffix(s.activation)
-        }
-        LayerSpec::MaxPool2D(p) | LayerSpec::AvgPool2D(p) => format!(
-            "{} {}x{} stride {}",
-            layer.name(),
-            p.pool.0,
-            p.pool.1,
-            p.stride
-        ),
-        LayerSpec::Flatten => "Flatten".into(),
-        LayerSpec::Dense(s) => format!("Dense {}{}", s.units, act_suffix(s.activation)),
-        LayerSpec::Activation(a) => {
-            let name = crate::config::display_name(layer);
-            match a {
-                Activation::LeakyRelu(alpha) => format!("{name} {alpha}"),
-                _ => name,
-            }
-        }
-    }
-}
-
-fn act_suffix(a: Activation) -> String {
-    match a {
-        Activation::None => String::new(),
-        Activation::LeakyRelu(alpha) => format!(" leaky_relu {alpha}"),
-        a => format!(" {}", a.name()),
-    }
-}
-
-/// `16*14*14`.
-fn product_expr(dims: &[usize]) -> String {
-    let v: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    v.join("*")
-}
-
-/// `floor((28 - 3 + 2*1)/1) + 1 = 28 (...)` for one axis of a convolution.
-fn conv_axis(size: usize, k: usize, s: usize, padding: Padding, out: usize) -> String {
-    match padding {
-        Padding::Valid => format!("floor(({size} - {k})/{s}) + 1 = {out}"),
-        Padding::Explicit(p) => format!("floor(({size} - {k} + 2*{p})/{s}) + 1 = {out}"),
-        Padding::Same => {
-            let total = ((out.saturating_sub(1)) * s + k).saturating_sub(size);
-            let (before, after) = (total / 2, total - total / 2);
-            if before == after {
-                format!(
-                    "floor(({size} - {k} + 2*{before})/{s}) + 1 = {out} (same padding \
-                     resolved to P = {before})"
-                )
-            } else {
-                format!(
-                    "floor(({size} - {k} + {before} + {after})/{s}) + 1 = {out} (same \
-                     padding is asymmetric here: {before} before, {after} after)"
-                )
-            }
-        }
-    }
-}
-
-fn explain_layer(layer: &LayerSpec, input: &[usize], output: &[usize]) -> Result<Vec<String>> {
-    let chw = |v: &[usize]| -> [usize; 3] {
-        let mut a = [1; 3];
-        for (d, x) in a.iter_mut().zip(v) {
-            *d = *x;
-        }
-        a
-    };
-    Ok(match layer {
-        LayerSpec::Conv2D(s) => {
-            let g = s.geom(chw(input))?;
-            let h = conv_axis(g.h, g.kh, g.stride, s.padding, g.out_h);
-            let wv = conv_axis(g.w, g.kw, g.stride, s.padding, g.out_w);
-            let hw = if (g.w, g.kw) == (g.h, g.kh) {
-                format!("H' = {h}; W' likewise")
-            } else {
-                format!("H' = {h}; W' = {wv}")
-            };
-            let params = g.kh * g.kw * g.c * g.k + g.k;
-            let flops = 2 * (g.k * g.out_h * g.out_w * g.c * g.kh * g.kw) as u128;
-            vec![
-                hw,
-                format!(
-                    "params = {}*{}*{}*{} + {} = {}  (kh*kw*C*K weights + K biases)",
-                    g.kh,
-                    g.kw,
-                    g.c,
-                    g.k,
-                    g.k,
-                    thousands(params as u128)
-                ),
-                format!(
-                    "FLOPs = 2*{}*{}*{}*{}*{}*{} = {}  (2*K*H'*W'*C*kh*kw)",
-                    g.k,
-                    g.out_h,
-                    g.out_w,
-                    g.c,
-                    g.kh,
-                    g.kw,
-                    thousands(flops)
-                ),
-            ]
-        }
-        LayerSpec::MaxPool2D(p) | LayerSpec::AvgPool2D(p) => {
-            let g = p.geom("pool", chw(input))?;
-            let h = format!("floor(({} - {})/{}) + 1 = {}", g.h, g.ph, g.stride, g.out_h);
-            let hw = if (g.w, g.pw) == (g.h, g.ph) {
-                format!("H' = {h}; W' likewise")
-            } else {
-                format!(
-                    "H' = {h}; W' = floor(({} - {})/{}) + 1 = {}",
-                    g.w, g.pw, g.stride, g.out_w
-                )
-            };
-            vec![
-                hw,
-                "no parameters; comparisons and averages are not counted as FLOPs".into(),
-            ]
-        }
-        LayerSpec::Flatten => vec![format!(
-            "{} = {}",
-            product_expr(input),
-            thousands(output.iter().product::<usize>() as u128)
-        )],
-        LayerSpec::Dense(s) => {
-            let n: usize = input.iter().product();
-            vec![
-                format!(
-                    "params = {n}*{u} + {u} = {}  (inputs*units weights + units biases)",
-                    thousands((n * s.units + s.units) as u128),
-                    u = s.units
-                ),
-                format!(
-                    "FLOPs = 2*{n}*{} = {}  (2*inputs*units)",
-                    s.units,
-                    thousands(2 * (n * s.units) as u128)
-                ),
-            ]
-        }
-        LayerSpec::Activation(Activation::Softmax) => {
-            vec!["softmax over each sample's features; no parameters, not counted as FLOPs".into()]
-        }
-        LayerSpec::Activation(_) => {
-            vec!["element-wise; no parameters, not counted as FLOPs".into()]
-        }
-    })
 }
 
 /// `1.53 MiB`.
@@ -418,10 +258,12 @@ mod tests {
     fn a_network_whose_shapes_fail_is_an_error() {
         let spec = NetworkSpec {
             input: [1, 2, 2],
-            layers: vec![LayerSpec::MaxPool2D(crate::layers::spec::PoolSpec {
-                pool: (3, 3),
-                stride: 1,
-            })],
+            layers: vec![crate::layers::LayerSpec::MaxPool2D(
+                crate::layers::spec::PoolSpec {
+                    pool: (3, 3),
+                    stride: 1,
+                },
+            )],
         };
         assert!(render(&spec, false).is_err());
     }

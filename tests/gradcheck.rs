@@ -23,7 +23,7 @@ fn random_tensor(shape: &[usize], rng: &mut Rng) -> Tensor {
 /// L = sum r * layer(x) in f64.
 fn loss(layer: &mut Layer, x: &Tensor, r: &[f32]) -> f64 {
     let mut y = Tensor::default();
-    layer.forward(x, &mut y, false);
+    layer.forward(x, &mut y);
     y.data()
         .iter()
         .zip(r)
@@ -34,11 +34,11 @@ fn loss(layer: &mut Layer, x: &Tensor, r: &[f32]) -> f64 {
 /// Checks dx and every parameter gradient of `layer` at `x`.
 fn check_layer(what: &str, layer: &mut Layer, x: &Tensor, rng: &mut Rng) {
     let mut y = Tensor::default();
-    layer.forward(x, &mut y, false);
+    layer.forward(x, &mut y);
     let r: Vec<f32> = (0..y.len()).map(|_| rng.normal() as f32).collect();
     let mut dy = Tensor::from_vec(y.shape(), r.clone()).unwrap();
     let mut dx = Tensor::default();
-    layer.backward(x, &y, &mut dy, Some(&mut dx), false);
+    layer.backward(x, &y, &mut dy, Some(&mut dx));
     let analytic_params: Vec<Vec<f32>> = layer
         .params()
         .iter()
@@ -193,7 +193,7 @@ fn activation_gradients_match_finite_differences() {
 #[test]
 fn flatten_passes_gradients_through() {
     let mut rng = Rng::new(15);
-    let mut layer = Layer::new(&LayerSpec::Flatten, &[2, 3, 4]).unwrap();
+    let mut layer = Layer::new(&LayerSpec::Flatten(Flatten), &[2, 3, 4]).unwrap();
     let x = random_tensor(&[2, 2, 3, 4], &mut rng);
     check_layer("Flatten", &mut layer, &x, &mut rng);
 }

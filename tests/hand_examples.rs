@@ -10,7 +10,7 @@ fn run(spec: LayerSpec, x: Tensor, params: &[Vec<f32>]) -> Tensor {
         p.value.data_mut().copy_from_slice(v);
     }
     let mut y = Tensor::default();
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     y
 }
 
@@ -83,10 +83,10 @@ fn max_pool_backward_routes_the_gradient_to_the_maximum() {
     });
     let mut layer = Layer::new(&spec, &[1, 2, 2]).unwrap();
     let mut y = Tensor::default();
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     let mut dy = Tensor::from_vec(&[1, 1, 1, 1], vec![5.0]).unwrap();
     let mut dx = Tensor::default();
-    layer.backward(&x, &y, &mut dy, Some(&mut dx), false);
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_eq!(dx.data(), &[0.0, 5.0, 0.0, 0.0]);
 }
 

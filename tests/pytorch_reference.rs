@@ -30,12 +30,12 @@ fn conv_case(file: &str, stride: usize, padding: Padding) {
     conv.weight.value = w;
     conv.bias.value = b;
     let mut y = Tensor::default();
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     assert_eq!(y.shape(), tensor(&f["y"]).shape());
     assert_close("y", y.data(), tensor(&f["y"]).data(), 1e-5);
     let mut dy = tensor(&f["dy"]);
     let mut dx = Tensor::default();
-    layer.backward(&x, &y, &mut dy, Some(&mut dx), false);
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_close("dx", dx.data(), tensor(&f["dx"]).data(), 1e-5);
     let params = layer.params();
     assert_close(
@@ -72,12 +72,12 @@ fn pool_case(file: &str, spec: LayerSpec) {
     let x = tensor(&f["x"]);
     let mut layer = Layer::new(&spec, &x.shape()[1..]).unwrap();
     let mut y = Tensor::default();
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     assert_eq!(y.shape(), tensor(&f["y"]).shape());
     assert_close("y", y.data(), tensor(&f["y"]).data(), 1e-5);
     let mut dy = tensor(&f["dy"]);
     let mut dx = Tensor::default();
-    layer.backward(&x, &y, &mut dy, Some(&mut dx), false);
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_close("dx", dx.data(), tensor(&f["dx"]).data(), 1e-5);
 }
 
@@ -123,11 +123,11 @@ fn dense_matches_pytorch_linear() {
         ps[1].1.value = tensor(&f["bias"]);
     }
     let mut y = Tensor::default();
-    layer.forward(&x, &mut y, false);
+    layer.forward(&x, &mut y);
     assert_close("y", y.data(), tensor(&f["y"]).data(), 1e-5);
     let mut dy = tensor(&f["dy"]);
     let mut dx = Tensor::default();
-    layer.backward(&x, &y, &mut dy, Some(&mut dx), false);
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_close("dx", dx.data(), tensor(&f["dx"]).data(), 1e-5);
     let ps = layer.params();
     assert_close(

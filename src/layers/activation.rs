@@ -1,4 +1,5 @@
-//! Activations, applied in place after a layer, and their backward passes.
+//! Activations: the layers `ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh` and `Softmax`, and the
+//! in-place passes that Conv2D and Dense also use for a fused `activation=` key.
 //!
 //! Every derivative here is written in terms of the activation's *output* y, so the input
 //! need not be kept:
@@ -12,7 +13,168 @@
 //!            dx_i = y_i (dy_i - sum_j dy_j y_j)
 //! ```
 
-use super::spec::Activation;
+use super::keys::LineKeys;
+use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use crate::error::Result;
+
+/// An element-wise (or, for softmax, per-sample) activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// f(x) = x.
+    None,
+    /// f(x) = max(0, x); f'(x) = 1 if x > 0 else 0 (report 1, eq. 4-5).
+    Relu,
+    /// f(x) = x if x > 0 else alpha * x.
+    LeakyRelu(f32),
+    /// f(x) = 1 / (1 + e^-x); f'(x) = f(x) (1 - f(x)).
+    Sigmoid,
+    /// f(x) = tanh x; f'(x) = 1 - f(x)^2.
+    Tanh,
+    /// softmax(z)_i = e^{z_i} / sum_j e^{z_j} over one sample's features (report 1, eq. 6).
+    Softmax,
+}
+
+impl Activation {
+    /// The name used for the `activation=` key (`relu`, `leaky_relu`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu(_) => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Softmax => "softmax",
+        }
+    }
+
+    /// The name of the stand-alone layer (`ReLU`, `LeakyReLU`, ...).
+    pub fn layer_name(&self) -> &'static str {
+        match self {
+            Activation::None => "Linear",
+            Activation::Relu => "ReLU",
+            Activation::LeakyRelu(_) => "LeakyReLU",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Softmax => "Softmax",
+        }
+    }
+
+    /// ` relu`, ` leaky_relu 0.1`, or nothing: the suffix of a summary label for a layer
+    /// that fuses this activation.
+    pub fn suffix(&self) -> String {
+        match self {
+            Activation::None => String::new(),
+            Activation::LeakyRelu(alpha) => format!(" leaky_relu {alpha}"),
+            a => format!(" {}", a.name()),
+        }
+    }
+}
+
+/// The activation layers' kind.
+pub struct Kind;
+
+impl LayerKind for Kind {
+    type Spec = Activation;
+    type Op = ActivationLayer;
+    const LINES: &'static [(&'static str, &'static [&'static str])] = &[
+        ("ReLU", &[]),
+        ("Sigmoid", &[]),
+        ("Tanh", &[]),
+        ("Softmax", &[]),
+        ("LeakyReLU", &["alpha"]),
+    ];
+    const INPUT: InputForm = InputForm::Any;
+
+    fn parse(name: &str, keys: &LineKeys) -> Result<Activation> {
+        Ok(match name {
+            "ReLU" => Activation::Relu,
+            "Sigmoid" => Activation::Sigmoid,
+            "Tanh" => Activation::Tanh,
+            "Softmax" => Activation::Softmax,
+            _ => Activation::LeakyRelu(match keys.get("alpha") {
+                Some(a) => keys.alpha(a)?,
+                None => 0.01,
+            }),
+        })
+    }
+
+    fn name(spec: &Activation) -> &'static str {
+        spec.layer_name()
+    }
+
+    fn output_shape(_spec: &Activation, input: &[usize]) -> Result<SampleShape> {
+        Ok(input.to_vec())
+    }
+
+    fn counts(_spec: &Activation, _input: &[usize], _output: &[usize]) -> Counts {
+        Counts::default()
+    }
+
+    fn describe(spec: &Activation) -> String {
+        match spec {
+            Activation::LeakyRelu(alpha) => format!("LeakyReLU {alpha}"),
+            a => a.layer_name().to_string(),
+        }
+    }
+
+    fn explain(spec: &Activation, _input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        Ok(vec![match spec {
+            Activation::Softmax => {
+                "softmax over each sample's features; no parameters, not counted as FLOPs"
+            }
+            _ => "element-wise; no parameters, not counted as FLOPs",
+        }
+        .into()])
+    }
+
+    fn activation(spec: &Activation) -> Activation {
+        *spec
+    }
+
+    fn with_activation(_spec: &Activation, act: Activation) -> Activation {
+        act
+    }
+
+    fn build(spec: &Activation, input: &[usize]) -> Result<ActivationLayer> {
+        Ok(ActivationLayer {
+            act: *spec,
+            features: input.iter().product(),
+        })
+    }
+}
+
+/// A stand-alone activation layer: y = f(x), element-wise (softmax: per sample).
+///
+/// # Shapes
+/// input `[N, ...]`, output the same.
+#[derive(Debug, Clone)]
+pub struct ActivationLayer {
+    pub act: Activation,
+    /// Values per sample (softmax normalises over them).
+    pub features: usize,
+}
+
+impl LayerOp for ActivationLayer {
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        let len = n * self.features;
+        y[..len].copy_from_slice(&x[..len]);
+        forward(self.act, &mut y[..len], self.features);
+    }
+
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) {
+        let Some(dx) = dx else { return };
+        let len = n * self.features;
+        backward(self.act, &y[..len], &mut dy[..len], self.features);
+        dx[..len].copy_from_slice(&dy[..len]);
+    }
+}
 
 /// Applies `act` in place to `n` samples of `features` values each.
 pub fn forward(act: Activation, y: &mut [f32], features: usize) {

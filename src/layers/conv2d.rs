@@ -32,15 +32,202 @@
 
 use rayon::prelude::*;
 
-use super::activation;
+use super::activation::{self, Activation};
+use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
-use super::spec::Activation;
-use super::spec::ConvGeom;
+use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use crate::error::Result;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, Trans};
+use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
+use crate::text::thousands;
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
 pub const GRAD_BLOCK: usize = 4;
+
+/// A Conv2D config line: `Conv2D filters=16 kernel=3x3 stride=1 padding=same
+/// activation=relu`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2dSpec {
+    /// K, the number of filters (output channels). Required.
+    pub filters: usize,
+    /// (kh, kw). Required; `3x3` or `3`.
+    pub kernel: (usize, usize),
+    /// S, the same along both axes. Default 1.
+    pub stride: usize,
+    /// `valid`, `same` or a number. Default [`Padding::Valid`].
+    pub padding: Padding,
+    /// Fused into the layer. Default [`Activation::None`].
+    pub activation: Activation,
+}
+
+impl Conv2dSpec {
+    /// The convolution's geometry on an input of shape (C, H, W).
+    pub fn geom(&self, input: [usize; 3]) -> Result<ConvGeom> {
+        ConvGeom::new(input, self.filters, self.kernel, self.stride, self.padding)
+    }
+}
+
+/// The Conv2D kind.
+pub struct Kind;
+
+impl LayerKind for Kind {
+    type Spec = Conv2dSpec;
+    type Op = Conv2D;
+    const LINES: &'static [(&'static str, &'static [&'static str])] = &[(
+        "Conv2D",
+        &[
+            "filters",
+            "kernel",
+            "stride",
+            "padding",
+            "activation",
+            "alpha",
+        ],
+    )];
+    const INPUT: InputForm = InputForm::Spatial;
+    const SHAPE_KEY: Option<&'static str> = Some("kernel");
+
+    fn parse(_name: &str, keys: &LineKeys) -> Result<Conv2dSpec> {
+        let padding = match keys.get("padding") {
+            None => Padding::Valid,
+            Some(a) => match a.value.to_ascii_lowercase().as_str() {
+                "same" => Padding::Same,
+                "valid" => Padding::Valid,
+                v => match super::keys::parse_whole(v) {
+                    Some(p) if p <= MAX_DIM => Padding::Explicit(p),
+                    _ => {
+                        return Err(keys.err(
+                            a.value_pos,
+                            format!(
+                                "`padding` must be `same`, `valid` or a whole number from 0 \
+                                 to {}, found `{}`",
+                                thousands(MAX_DIM as u128),
+                                a.value
+                            ),
+                        ))
+                    }
+                },
+            },
+        };
+        Ok(Conv2dSpec {
+            filters: keys.whole(keys.required("filters")?, 1, MAX_UNITS)?,
+            kernel: keys.size2(keys.required("kernel")?)?,
+            stride: keys.whole_or("stride", 1, MAX_DIM, 1)?,
+            padding,
+            activation: keys.activation()?,
+        })
+    }
+
+    fn name(_spec: &Conv2dSpec) -> &'static str {
+        "Conv2D"
+    }
+
+    fn output_shape(spec: &Conv2dSpec, input: &[usize]) -> Result<SampleShape> {
+        let g = spec.geom(chw("Conv2D", input)?)?;
+        Ok(vec![g.k, g.out_h, g.out_w])
+    }
+
+    /// params = K C kh kw + K; FLOPs = 2 K H' W' C kh kw.
+    fn counts(spec: &Conv2dSpec, input: &[usize], output: &[usize]) -> Counts {
+        let c = input.first().copied().unwrap_or(0) as u128;
+        let patch = c * spec.kernel.0 as u128 * spec.kernel.1 as u128;
+        let k = spec.filters as u128;
+        let out: u128 = output.iter().map(|&d| d as u128).product();
+        Counts {
+            params: k * patch + k,
+            flops: 2 * out * patch,
+        }
+    }
+
+    fn describe(s: &Conv2dSpec) -> String {
+        let mut d = format!("Conv2D {} {}x{}", s.filters, s.kernel.0, s.kernel.1);
+        if s.stride != 1 {
+            d += &format!(" stride {}", s.stride);
+        }
+        d += &match s.padding {
+            Padding::Same => " same".to_string(),
+            Padding::Valid => " valid".to_string(),
+            Padding::Explicit(p) => format!(" pad {p}"),
+        };
+        d + &s.activation.suffix()
+    }
+
+    fn explain(s: &Conv2dSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        let g = s.geom(chw("Conv2D", input)?)?;
+        let h = axis_expr(g.h, g.kh, g.stride, s.padding, g.out_h);
+        let wv = axis_expr(g.w, g.kw, g.stride, s.padding, g.out_w);
+        let hw = if (g.w, g.kw) == (g.h, g.kh) {
+            format!("H' = {h}; W' likewise")
+        } else {
+            format!("H' = {h}; W' = {wv}")
+        };
+        let params = g.kh * g.kw * g.c * g.k + g.k;
+        let flops = 2 * (g.k * g.out_h * g.out_w * g.c * g.kh * g.kw) as u128;
+        Ok(vec![
+            hw,
+            format!(
+                "params = {}*{}*{}*{} + {} = {}  (kh*kw*C*K weights + K biases)",
+                g.kh,
+                g.kw,
+                g.c,
+                g.k,
+                g.k,
+                thousands(params as u128)
+            ),
+            format!(
+                "FLOPs = 2*{}*{}*{}*{}*{}*{} = {}  (2*K*H'*W'*C*kh*kw)",
+                g.k,
+                g.out_h,
+                g.out_w,
+                g.c,
+                g.kh,
+                g.kw,
+                thousands(flops)
+            ),
+        ])
+    }
+
+    fn activation(spec: &Conv2dSpec) -> Activation {
+        spec.activation
+    }
+
+    fn with_activation(spec: &Conv2dSpec, act: Activation) -> Conv2dSpec {
+        Conv2dSpec {
+            activation: act,
+            ..spec.clone()
+        }
+    }
+
+    fn build(spec: &Conv2dSpec, input: &[usize]) -> Result<Conv2D> {
+        let mut layer = Conv2D::new(spec.geom(chw("Conv2D", input)?)?);
+        layer.act = spec.activation;
+        Ok(layer)
+    }
+}
+
+/// `floor((28 - 3 + 2*1)/1) + 1 = 28 (...)` for one axis of a convolution.
+fn axis_expr(size: usize, k: usize, s: usize, padding: Padding, out: usize) -> String {
+    match padding {
+        Padding::Valid => format!("floor(({size} - {k})/{s}) + 1 = {out}"),
+        Padding::Explicit(p) => format!("floor(({size} - {k} + 2*{p})/{s}) + 1 = {out}"),
+        Padding::Same => {
+            let total = ((out.saturating_sub(1)) * s + k).saturating_sub(size);
+            let (before, after) = (total / 2, total - total / 2);
+            if before == after {
+                format!(
+                    "floor(({size} - {k} + 2*{before})/{s}) + 1 = {out} (same padding \
+                     resolved to P = {before})"
+                )
+            } else {
+                format!(
+                    "floor(({size} - {k} + {before} + {after})/{s}) + 1 = {out} (same \
+                     padding is asymmetric here: {before} before, {after} after)"
+                )
+            }
+        }
+    }
+}
 
 /// A convolution layer with weight `[K, C, kh, kw]` and bias `[K]` (PyTorch's layout).
 ///
@@ -51,6 +238,8 @@ pub struct Conv2D {
     pub geom: ConvGeom,
     pub weight: Param,
     pub bias: Param,
+    /// The activation fused into the layer (applied by [`LayerOp::forward`]).
+    pub act: Activation,
     /// One im2col buffer `[C kh kw, H' W']` per block of samples.
     cols: Vec<f32>,
     /// Partial weight and bias gradients, `K C kh kw + K` per block of samples.
@@ -64,6 +253,7 @@ impl Conv2D {
             geom,
             weight: Param::zeros(&[geom.k, geom.c, geom.kh, geom.kw]),
             bias: Param::zeros(&[geom.k]),
+            act: Activation::None,
             cols: Vec::new(),
             partial: Vec::new(),
         }
@@ -176,6 +366,33 @@ impl Conv2D {
             dw.iter_mut().zip(&part[..wlen]).for_each(|(d, p)| *d += p);
             db.iter_mut().zip(&part[wlen..]).for_each(|(d, p)| *d += p);
         }
+    }
+}
+
+impl LayerOp for Conv2D {
+    /// y = act(conv(x) + b), the activation fused per sample.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        let act = self.act;
+        Conv2D::forward(self, x, y, n, act);
+    }
+
+    fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
+        let act = self.act;
+        Conv2D::backward(self, x, y, dy, dx, n, act);
+    }
+
+    fn params(&self) -> Vec<(&'static str, &Param)> {
+        vec![("weight", &self.weight), ("bias", &self.bias)]
+    }
+
+    fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+        vec![("weight", &mut self.weight), ("bias", &mut self.bias)]
+    }
+
+    /// (C kh kw, K kh kw).
+    fn fans(&self) -> Option<(usize, usize)> {
+        let g = self.geom;
+        Some((g.patch_len(), g.k * g.kh * g.kw))
     }
 }
 

@@ -12,9 +12,105 @@
 //!           dX[N, I] = dY[N, O] * W[O, I]
 //! ```
 
+use super::activation::{self, Activation};
+use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
+use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use crate::error::Result;
 use crate::kernels::gemm::{par_gemm, par_gemv, Trans};
+use crate::text::thousands;
 use rayon::prelude::*;
+
+/// A Dense config line: `Dense units=128 activation=relu`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseSpec {
+    /// O, the number of output units. Required.
+    pub units: usize,
+    /// Fused into the layer. Default [`Activation::None`].
+    pub activation: Activation,
+}
+
+/// The Dense kind.
+pub struct Kind;
+
+impl LayerKind for Kind {
+    type Spec = DenseSpec;
+    type Op = Dense;
+    const LINES: &'static [(&'static str, &'static [&'static str])] =
+        &[("Dense", &["units", "activation", "alpha"])];
+    const INPUT: InputForm = InputForm::Flattened;
+
+    fn parse(_name: &str, keys: &LineKeys) -> Result<DenseSpec> {
+        Ok(DenseSpec {
+            units: keys.whole(keys.required("units")?, 1, MAX_UNITS)?,
+            activation: keys.activation()?,
+        })
+    }
+
+    fn name(_spec: &DenseSpec) -> &'static str {
+        "Dense"
+    }
+
+    fn output_shape(spec: &DenseSpec, _input: &[usize]) -> Result<SampleShape> {
+        if spec.units == 0 {
+            return Err(crate::error::Error::Invalid(
+                "Dense: units must be at least 1".into(),
+            ));
+        }
+        Ok(vec![spec.units])
+    }
+
+    /// params = O I + O; FLOPs = 2 O I.
+    fn counts(spec: &DenseSpec, input: &[usize], _output: &[usize]) -> Counts {
+        let i: u128 = input.iter().map(|&d| d as u128).product();
+        let o = spec.units as u128;
+        Counts {
+            params: o * i + o,
+            flops: 2 * o * i,
+        }
+    }
+
+    fn describe(s: &DenseSpec) -> String {
+        format!("Dense {}{}", s.units, s.activation.suffix())
+    }
+
+    fn explain(s: &DenseSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        let n: usize = input.iter().product();
+        Ok(vec![
+            format!(
+                "params = {n}*{u} + {u} = {}  (inputs*units weights + units biases)",
+                thousands((n * s.units + s.units) as u128),
+                u = s.units
+            ),
+            format!(
+                "FLOPs = 2*{n}*{} = {}  (2*inputs*units)",
+                s.units,
+                thousands(2 * (n * s.units) as u128)
+            ),
+        ])
+    }
+
+    fn activation(spec: &DenseSpec) -> Activation {
+        spec.activation
+    }
+
+    fn with_activation(spec: &DenseSpec, act: Activation) -> DenseSpec {
+        DenseSpec {
+            activation: act,
+            ..spec.clone()
+        }
+    }
+
+    fn output_key(spec: &DenseSpec) -> Option<(&'static str, usize)> {
+        Some(("units", spec.units))
+    }
+
+    fn build(spec: &DenseSpec, input: &[usize]) -> Result<Dense> {
+        let mut layer = Dense::new(input.iter().product(), spec.units);
+        layer.act = spec.activation;
+        Ok(layer)
+    }
+}
 
 /// A fully connected layer with weight `[O, I]` and bias `[O]` (PyTorch's `nn.Linear`).
 ///
@@ -26,6 +122,8 @@ pub struct Dense {
     pub units: usize,
     pub weight: Param,
     pub bias: Param,
+    /// The activation fused into the layer (applied by [`LayerOp::forward`]).
+    pub act: Activation,
     /// X^T `[I, N]` and Y^T `[O, N]` of the last forward pass (buffers reused).
     xt: Vec<f32>,
     yt: Vec<f32>,
@@ -39,6 +137,7 @@ impl Dense {
             units,
             weight: Param::zeros(&[units, inputs]),
             bias: Param::zeros(&[units]),
+            act: Activation::None,
             xt: Vec::new(),
             yt: Vec::new(),
         }
@@ -90,6 +189,34 @@ impl Dense {
             let w = self.weight.value.data();
             par_gemm(n, i, o, dy, Trans::No, w, Trans::No, 0.0, dx);
         }
+    }
+}
+
+impl LayerOp for Dense {
+    /// y = act(W x + b).
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        Dense::forward(self, x, y, n);
+        activation::forward(self.act, &mut y[..n * self.units], self.units);
+    }
+
+    /// Undoes the activation in `dy` first, then the product.
+    fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
+        let len = n * self.units;
+        activation::backward(self.act, &y[..len], &mut dy[..len], self.units);
+        Dense::backward(self, x, dy, dx, n);
+    }
+
+    fn params(&self) -> Vec<(&'static str, &Param)> {
+        vec![("weight", &self.weight), ("bias", &self.bias)]
+    }
+
+    fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+        vec![("weight", &mut self.weight), ("bias", &mut self.bias)]
+    }
+
+    /// (I, O).
+    fn fans(&self) -> Option<(usize, usize)> {
+        Some((self.inputs, self.units))
     }
 }
 

@@ -1,77 +1,172 @@
-//! Layers: plain-data specs ([`spec`]) and the runtime [`Layer`] that holds parameters and
-//! runs forward and backward passes over a whole mini-batch.
+//! Layers: one module per kind, each holding every facet of that kind.
 //!
-//! Each layer's module documents its math with the dimension letters N, C, H, W, K, S, P.
-//! A layer's activation (`activation=relu` on a config line) is applied in place on its
-//! output and undone first in backward; every activation derivative is written in terms of
-//! the output, so no pre-activation copy is kept.
+//! A layer kind's module holds, in one file:
+//! - its config struct (the keys of its config line, with their defaults) and the parser
+//!   of that line ([`LayerKind::parse`]);
+//! - shape inference, parameter and FLOP counts, and its `cnn summary --explain` text;
+//! - its runtime operation: forward and backward over a mini-batch ([`LayerOp`]), with the
+//!   math in the module doc (dimension letters N, C, H, W, K, S, P);
+//! - the names of its tensors in model files ([`LayerOp::params`]).
+//!
+//! The list below ([`layer_kinds!`] invocation) is the only place that names every kind:
+//! the config parser, the summary and the model dispatch through the [`LayerSpec`] and
+//! [`Op`] enums it generates. Adding a layer is one new module and one line in that list
+//! (`docs/ARCHITECTURE.md` walks through it).
+//!
+//! Activations are layers of their own ([`activation`]). `activation=relu` on a Conv2D or
+//! Dense line fuses that activation into the layer before it: the layer applies it while
+//! its output is still in cache (Conv2D inside the product's stores) and undoes it first in
+//! backward. Every activation derivative is written in terms of the output, so no
+//! pre-activation copy is kept.
+
+#[macro_use]
+mod dispatch;
 
 pub mod activation;
 pub mod conv2d;
 pub mod dense;
+pub mod flatten;
+pub mod keys;
 pub mod param;
 pub mod pool;
 pub mod spec;
 
-pub use conv2d::Conv2D;
-pub use dense::Dense;
+pub use activation::{Activation, ActivationLayer};
+pub use conv2d::{Conv2D, Conv2dSpec};
+pub use dense::{Dense, DenseSpec};
+pub use flatten::Flatten;
 pub use param::Param;
-pub use pool::{AvgPool2D, MaxPool2D};
+pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
 pub use spec::*;
 
 use crate::error::Result;
 use crate::tensor::Tensor;
+use keys::LineKeys;
 
-/// The operation a layer performs before its activation.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Conv2D(Conv2D),
-    MaxPool2D(MaxPool2D),
-    AvgPool2D(AvgPool2D),
-    Dense(Dense),
-    /// Flatten and stand-alone activations: the data passes through unchanged (NCHW is
-    /// already laid out in (C, H, W) order per sample).
-    Identity,
+layer_kinds! {
+    /// A 2-D convolution ([`conv2d`]).
+    Conv2D => conv2d::Kind,
+    /// Max pooling ([`pool`]).
+    MaxPool2D => pool::MaxKind,
+    /// Average pooling ([`pool`]).
+    AvgPool2D => pool::AvgKind,
+    /// (C, H, W) -> (C*H*W) ([`flatten`]). Implied before a Dense that follows a spatial
+    /// layer, and then not written into the spec.
+    Flatten => flatten::Kind,
+    /// A fully connected layer ([`dense`]).
+    Dense => dense::Kind,
+    /// A stand-alone activation ([`activation`]): `ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh`,
+    /// `Softmax`.
+    Activation => activation::Kind,
 }
 
-/// One runtime layer: an operation, the activation after it, and its per-sample shapes.
+/// What a layer reads of its input shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputForm {
+    /// A (C, H, W) input; the output is (C', H', W') too (Conv2D, pooling).
+    Spatial,
+    /// Any input, read flattened in (C, H, W) order; the output is flat (Dense). A Flatten
+    /// is implied before such a layer when its input is spatial.
+    Flattened,
+    /// Any input, made flat (Flatten itself).
+    Flattens,
+    /// Any input, output of the same shape (activations).
+    Any,
+}
+
+/// A layer's size: trainable parameters and forward FLOPs for one sample (a multiply-add
+/// counts 2; comparisons, bias adds and activations are O(output) and not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub params: u128,
+    pub flops: u128,
+}
+
+/// Everything a layer kind provides at the config level. Each kind's module implements it
+/// on a marker type `Kind` (pooling has two: `MaxKind`, `AvgKind`).
+pub trait LayerKind {
+    /// The config struct: what one config line says (plain data).
+    type Spec: Clone + std::fmt::Debug + PartialEq;
+    /// The runtime operation, with parameters and buffers.
+    type Op: LayerOp + Clone + std::fmt::Debug;
+    /// The names a config line may start with, each with the keys it takes.
+    const LINES: &'static [(&'static str, &'static [&'static str])];
+    /// What the layer reads of its input.
+    const INPUT: InputForm;
+    /// The key whose value a shape error points at (`kernel`, `pool`).
+    const SHAPE_KEY: Option<&'static str> = None;
+
+    /// Reads a config line whose layer name is `name` (one of [`LayerKind::LINES`]).
+    fn parse(name: &str, keys: &LineKeys) -> Result<Self::Spec>;
+    /// The name as written in configs.
+    fn name(spec: &Self::Spec) -> &'static str;
+    /// The per-sample output shape for a per-sample input shape.
+    fn output_shape(spec: &Self::Spec, input: &[usize]) -> Result<SampleShape>;
+    /// Parameters and forward FLOPs per sample; none by default.
+    fn counts(_spec: &Self::Spec, _input: &[usize], _output: &[usize]) -> Counts {
+        Counts::default()
+    }
+    /// The summary's label.
+    fn describe(spec: &Self::Spec) -> String;
+    /// The arithmetic behind the summary's shape, parameter and FLOP numbers.
+    fn explain(spec: &Self::Spec, input: &[usize], output: &[usize]) -> Result<Vec<String>>;
+    /// The activation at the end of the layer; none by default.
+    fn activation(_spec: &Self::Spec) -> Activation {
+        Activation::None
+    }
+    /// The layer with another activation; unchanged by default (it has none).
+    fn with_activation(spec: &Self::Spec, _act: Activation) -> Self::Spec {
+        spec.clone()
+    }
+    /// The key that sets the output size, with its value (Dense: `units`).
+    fn output_key(_spec: &Self::Spec) -> Option<(&'static str, usize)> {
+        None
+    }
+    /// The runtime operation for a per-sample input shape, with zero parameters.
+    fn build(spec: &Self::Spec, input: &[usize]) -> Result<Self::Op>;
+}
+
+/// A layer's forward and backward pass over a mini-batch of `n` samples stored flat
+/// (`n` times the per-sample length, NCHW order).
+pub trait LayerOp {
+    /// y = f(x).
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize);
+    /// Given x and y of the last forward pass and dy = dL/dy, sets the parameter gradients
+    /// and, when `dx` is given, writes dL/dx. `dy` may be overwritten (a fused activation
+    /// turns it into the gradient before the activation in place).
+    fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize);
+    /// The parameters as `(name, param)`; a model file names them `layers.{i}.{name}`.
+    fn params(&self) -> Vec<(&'static str, &Param)> {
+        Vec::new()
+    }
+    /// Mutable access, in the order of [`LayerOp::params`].
+    fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+        Vec::new()
+    }
+    /// Fan-in and fan-out of the weight, for initialisation; `None` without weights.
+    fn fans(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// One runtime layer: its config, its operation, and its per-sample shapes.
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub spec: LayerSpec,
     pub op: Op,
-    pub activation: Activation,
     /// Per-sample input shape.
     pub input: SampleShape,
     /// Per-sample output shape.
     pub output: SampleShape,
 }
 
-fn chw(shape: &[usize]) -> [usize; 3] {
-    match shape {
-        [c, h, w] => [*c, *h, *w],
-        _ => unreachable!("spatial layer on a non-spatial shape; rejected by output_shape"),
-    }
-}
-
 impl Layer {
     /// Builds the layer for a per-sample `input` shape, with zero parameters.
     pub fn new(spec: &LayerSpec, input: &[usize]) -> Result<Layer> {
         let output = spec.output_shape(input)?;
-        let op = match spec {
-            LayerSpec::Conv2D(s) => Op::Conv2D(Conv2D::new(s.geom(chw(input))?)),
-            LayerSpec::MaxPool2D(s) => {
-                Op::MaxPool2D(MaxPool2D::new(s.geom("MaxPool2D", chw(input))?))
-            }
-            LayerSpec::AvgPool2D(s) => {
-                Op::AvgPool2D(AvgPool2D::new(s.geom("AvgPool2D", chw(input))?))
-            }
-            LayerSpec::Dense(s) => Op::Dense(Dense::new(input.iter().product(), s.units)),
-            LayerSpec::Flatten | LayerSpec::Activation(_) => Op::Identity,
-        };
         Ok(Layer {
             spec: spec.clone(),
-            op,
-            activation: spec.activation(),
+            op: spec.build(input)?,
             input: input.to_vec(),
             output,
         })
@@ -82,96 +177,58 @@ impl Layer {
         self.output.iter().product()
     }
 
+    /// The activation at the end of this layer.
+    pub fn activation(&self) -> Activation {
+        self.spec.activation()
+    }
+
     /// Runs the layer on a batch `x` of shape `[N, ..input]`, writing `y` (resized to
-    /// `[N, ..output]`). The activation is applied unless `skip_activation` (used for a
-    /// final softmax, which the loss fuses).
-    pub fn forward(&mut self, x: &Tensor, y: &mut Tensor, skip_activation: bool) {
+    /// `[N, ..output]`).
+    pub fn forward(&mut self, x: &Tensor, y: &mut Tensor) {
         let n = x.batch();
         let mut shape = vec![n];
         shape.extend_from_slice(&self.output);
         y.resize(&shape);
-        let (xd, yd) = (x.data(), y.data_mut());
-        let act = if skip_activation {
-            Activation::None
-        } else {
-            self.activation
-        };
-        match &mut self.op {
-            // Conv2D applies its activation per sample, while the output is in cache.
-            Op::Conv2D(l) => return l.forward(xd, yd, n, act),
-            Op::MaxPool2D(l) => l.forward(xd, yd, n),
-            Op::AvgPool2D(l) => l.forward(xd, yd, n),
-            Op::Dense(l) => l.forward(xd, yd, n),
-            Op::Identity => yd.copy_from_slice(xd),
-        }
-        activation::forward(act, yd, self.output_len());
+        self.op.forward(x.data(), y.data_mut(), n);
     }
 
-    /// Backward through the activation (turning `dy` into dL/dz in place, unless it was
-    /// skipped in forward) and then the operation: sets the parameter gradients and, when
-    /// `dx` is given, writes dL/dx (resized to `x`'s shape).
-    pub fn backward(
-        &mut self,
-        x: &Tensor,
-        y: &Tensor,
-        dy: &mut Tensor,
-        dx: Option<&mut Tensor>,
-        skipped_activation: bool,
-    ) {
+    /// Backward given the input `x` and output `y` of the last forward pass and `dy` =
+    /// dL/dy (overwritten): sets the parameter gradients and, when `dx` is given, writes
+    /// dL/dx (resized to `x`'s shape).
+    pub fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &mut Tensor, dx: Option<&mut Tensor>) {
         let n = x.batch();
-        let act = if skipped_activation {
-            Activation::None
-        } else {
-            self.activation
-        };
         let dx = dx.map(|t| {
             t.resize(x.shape());
             t.data_mut()
         });
-        if let Op::Conv2D(l) = &mut self.op {
-            // Conv2D undoes its activation per sample inside its own loop.
-            return l.backward(x.data(), y.data(), dy.data_mut(), dx, n, act);
-        }
-        activation::backward(act, y.data(), dy.data_mut(), self.output_len());
-        let dyd = dy.data();
-        match (&mut self.op, dx) {
-            (Op::Conv2D(_), _) => unreachable!("handled above"),
-            (Op::Dense(l), dx) => l.backward(x.data(), dyd, dx, n),
-            (Op::MaxPool2D(l), Some(dx)) => l.backward(dyd, dx, n),
-            (Op::AvgPool2D(l), Some(dx)) => l.backward(dyd, dx, n),
-            (Op::Identity, Some(dx)) => dx.copy_from_slice(dyd),
-            (_, None) => {}
-        }
+        self.op.backward(x.data(), y.data(), dy.data_mut(), dx, n);
     }
 
     /// The layer's parameters as `(name, param)`: `weight` then `bias`, or none.
     pub fn params(&self) -> Vec<(&'static str, &Param)> {
-        match &self.op {
-            Op::Conv2D(l) => vec![("weight", &l.weight), ("bias", &l.bias)],
-            Op::Dense(l) => vec![("weight", &l.weight), ("bias", &l.bias)],
-            _ => Vec::new(),
-        }
+        self.op.params()
     }
 
     /// Mutable access to the parameters, in the order of [`Layer::params`].
     pub fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
-        match &mut self.op {
-            Op::Conv2D(l) => vec![("weight", &mut l.weight), ("bias", &mut l.bias)],
-            Op::Dense(l) => vec![("weight", &mut l.weight), ("bias", &mut l.bias)],
-            _ => Vec::new(),
-        }
+        self.op.params_mut()
     }
 
     /// Fan-in and fan-out of the weight, for initialisation: Conv2D (C kh kw, K kh kw),
     /// Dense (I, O).
     pub fn fans(&self) -> Option<(usize, usize)> {
-        match &self.op {
-            Op::Conv2D(l) => {
-                let g = l.geom;
-                Some((g.patch_len(), g.k * g.kh * g.kw))
-            }
-            Op::Dense(l) => Some((l.inputs, l.units)),
-            _ => None,
-        }
+        self.op.fans()
+    }
+}
+
+/// `[C, H, W]` of a per-sample shape, or a shape error naming `op`.
+pub fn chw(op: &'static str, shape: &[usize]) -> Result<[usize; 3]> {
+    match shape {
+        [c, h, w] => Ok([*c, *h, *w]),
+        _ => Err(crate::error::Error::Shape {
+            op,
+            expected: "a (C, H, W) input".into(),
+            got: format!("{shape:?}"),
+        }),
     }
 }

@@ -25,8 +25,183 @@
 
 use rayon::prelude::*;
 
-use super::spec::PoolGeom;
+use super::keys::{LineKeys, MAX_DIM};
+use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use crate::error::Result;
+use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
+
+/// A pooling config line: `MaxPool2D pool=2x2 stride=2` (or `AvgPool2D`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// (ph, pw), the window. Required; `2x2` or `2`.
+    pub pool: (usize, usize),
+    /// S. Default: the window's height (non-overlapping windows, as in Keras).
+    pub stride: usize,
+}
+
+impl PoolSpec {
+    /// The pooling geometry on an input of shape (C, H, W); `op` names the layer in errors.
+    pub fn geom(&self, op: &'static str, input: [usize; 3]) -> Result<PoolGeom> {
+        PoolGeom::new(op, input, self.pool, self.stride)
+    }
+
+    fn parse(keys: &LineKeys) -> Result<PoolSpec> {
+        let pool = keys.size2(keys.required("pool")?)?;
+        Ok(PoolSpec {
+            pool,
+            stride: keys.whole_or("stride", 1, MAX_DIM, pool.0)?,
+        })
+    }
+
+    fn output_shape(&self, op: &'static str, input: &[usize]) -> Result<SampleShape> {
+        let g = self.geom(op, chw(op, input)?)?;
+        Ok(vec![g.c, g.out_h, g.out_w])
+    }
+
+    fn describe(&self, op: &str) -> String {
+        format!(
+            "{op} {}x{} stride {}",
+            self.pool.0, self.pool.1, self.stride
+        )
+    }
+
+    fn explain(&self, input: &[usize]) -> Result<Vec<String>> {
+        let g = self.geom("pool", chw("pool", input)?)?;
+        let h = format!("floor(({} - {})/{}) + 1 = {}", g.h, g.ph, g.stride, g.out_h);
+        let hw = if (g.w, g.pw) == (g.h, g.ph) {
+            format!("H' = {h}; W' likewise")
+        } else {
+            format!(
+                "H' = {h}; W' = floor(({} - {})/{}) + 1 = {}",
+                g.w, g.pw, g.stride, g.out_w
+            )
+        };
+        Ok(vec![
+            hw,
+            "no parameters; comparisons and averages are not counted as FLOPs".into(),
+        ])
+    }
+}
+
+/// The keys of both pooling lines.
+const POOL_KEYS: &[&str] = &["pool", "stride"];
+
+/// The MaxPool2D kind.
+pub struct MaxKind;
+
+impl LayerKind for MaxKind {
+    type Spec = PoolSpec;
+    type Op = MaxPool2D;
+    const LINES: &'static [(&'static str, &'static [&'static str])] = &[("MaxPool2D", POOL_KEYS)];
+    const INPUT: InputForm = InputForm::Spatial;
+    const SHAPE_KEY: Option<&'static str> = Some("pool");
+
+    fn parse(_name: &str, keys: &LineKeys) -> Result<PoolSpec> {
+        PoolSpec::parse(keys)
+    }
+
+    fn name(_spec: &PoolSpec) -> &'static str {
+        "MaxPool2D"
+    }
+
+    fn output_shape(spec: &PoolSpec, input: &[usize]) -> Result<SampleShape> {
+        spec.output_shape("MaxPool2D", input)
+    }
+
+    fn counts(_spec: &PoolSpec, _input: &[usize], _output: &[usize]) -> Counts {
+        Counts::default()
+    }
+
+    fn describe(spec: &PoolSpec) -> String {
+        spec.describe("MaxPool2D")
+    }
+
+    fn explain(spec: &PoolSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        spec.explain(input)
+    }
+
+    fn build(spec: &PoolSpec, input: &[usize]) -> Result<MaxPool2D> {
+        Ok(MaxPool2D::new(
+            spec.geom("MaxPool2D", chw("MaxPool2D", input)?)?,
+        ))
+    }
+}
+
+/// The AvgPool2D kind.
+pub struct AvgKind;
+
+impl LayerKind for AvgKind {
+    type Spec = PoolSpec;
+    type Op = AvgPool2D;
+    const LINES: &'static [(&'static str, &'static [&'static str])] = &[("AvgPool2D", POOL_KEYS)];
+    const INPUT: InputForm = InputForm::Spatial;
+    const SHAPE_KEY: Option<&'static str> = Some("pool");
+
+    fn parse(_name: &str, keys: &LineKeys) -> Result<PoolSpec> {
+        PoolSpec::parse(keys)
+    }
+
+    fn name(_spec: &PoolSpec) -> &'static str {
+        "AvgPool2D"
+    }
+
+    fn output_shape(spec: &PoolSpec, input: &[usize]) -> Result<SampleShape> {
+        spec.output_shape("AvgPool2D", input)
+    }
+
+    fn describe(spec: &PoolSpec) -> String {
+        spec.describe("AvgPool2D")
+    }
+
+    fn explain(spec: &PoolSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        spec.explain(input)
+    }
+
+    fn build(spec: &PoolSpec, input: &[usize]) -> Result<AvgPool2D> {
+        Ok(AvgPool2D::new(
+            spec.geom("AvgPool2D", chw("AvgPool2D", input)?)?,
+        ))
+    }
+}
+
+impl LayerOp for MaxPool2D {
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        MaxPool2D::forward(self, x, y, n);
+    }
+
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        _y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) {
+        if let Some(dx) = dx {
+            MaxPool2D::backward(self, dy, dx, n);
+        }
+    }
+}
+
+impl LayerOp for AvgPool2D {
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        AvgPool2D::forward(self, x, y, n);
+    }
+
+    fn backward(
+        &mut self,
+        _x: &[f32],
+        _y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) {
+        if let Some(dx) = dx {
+            AvgPool2D::backward(self, dy, dx, n);
+        }
+    }
+}
 
 /// Max pooling. Forward records the flat index (within its plane) of each maximum, which
 /// backward routes the gradient to.

@@ -1,6 +1,6 @@
-//! Plain-data descriptions of layers, with shape inference, parameter counts and FLOPs.
+//! A whole network as its config describes it: the input shape and one [`LayerSpec`] per
+//! layer line, with shape inference, parameter counts and FLOPs.
 //!
-//! A [`LayerSpec`] is what one line of a config file says; [`NetworkSpec`] is the whole file.
 //! Each layer's output shape is the next one's input shape, so shapes are inferred from the
 //! `Input` line alone (as in darknet).
 //!
@@ -10,96 +10,14 @@
 use crate::error::{Error, Result};
 pub use crate::kernels::geom::{ConvGeom, Padding, PoolGeom};
 
-/// An element-wise (or, for softmax, per-sample) activation applied after a layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    /// f(x) = x.
-    None,
-    /// f(x) = max(0, x); f'(x) = 1 if x > 0 else 0 (report 1, eq. 4-5).
-    Relu,
-    /// f(x) = x if x > 0 else alpha * x.
-    LeakyRelu(f32),
-    /// f(x) = 1 / (1 + e^-x); f'(x) = f(x) (1 - f(x)).
-    Sigmoid,
-    /// f(x) = tanh x; f'(x) = 1 - f(x)^2.
-    Tanh,
-    /// softmax(z)_i = e^{z_i} / sum_j e^{z_j} over one sample's features (report 1, eq. 6).
-    Softmax,
-}
+pub use super::activation::Activation;
+pub use super::conv2d::Conv2dSpec;
+pub use super::dense::DenseSpec;
+pub use super::pool::PoolSpec;
+pub use super::LayerSpec;
 
-impl Activation {
-    /// The name used in config files (`relu`, `leaky_relu`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Activation::None => "none",
-            Activation::Relu => "relu",
-            Activation::LeakyRelu(_) => "leaky_relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-            Activation::Softmax => "softmax",
-        }
-    }
-}
-
-/// A 2-D convolution: K filters of shape C x kh x kw.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Conv2dSpec {
-    /// K, the number of filters (output channels). Required.
-    pub filters: usize,
-    /// (kh, kw). Required.
-    pub kernel: (usize, usize),
-    /// S, the same along both axes. Default 1.
-    pub stride: usize,
-    /// Default [`Padding::Valid`].
-    pub padding: Padding,
-    /// Default [`Activation::None`].
-    pub activation: Activation,
-}
-
-/// A pooling window (max or average).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSpec {
-    /// (ph, pw), the window. Required.
-    pub pool: (usize, usize),
-    /// S. Default: the window's height (non-overlapping windows, as in Keras).
-    pub stride: usize,
-}
-
-/// A fully connected layer z = W x + b (report 1, eq. 11-12).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DenseSpec {
-    /// Number of output units. Required.
-    pub units: usize,
-    /// Default [`Activation::None`].
-    pub activation: Activation,
-}
-
-impl Conv2dSpec {
-    /// The convolution's geometry on an input of shape (C, H, W).
-    pub fn geom(&self, input: [usize; 3]) -> Result<ConvGeom> {
-        ConvGeom::new(input, self.filters, self.kernel, self.stride, self.padding)
-    }
-}
-
-impl PoolSpec {
-    /// The pooling geometry on an input of shape (C, H, W); `op` names the layer in errors.
-    pub fn geom(&self, op: &'static str, input: [usize; 3]) -> Result<PoolGeom> {
-        PoolGeom::new(op, input, self.pool, self.stride)
-    }
-}
-
-/// One layer of a network, as a config line describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LayerSpec {
-    Conv2D(Conv2dSpec),
-    MaxPool2D(PoolSpec),
-    AvgPool2D(PoolSpec),
-    /// (C, H, W) -> (C*H*W). Implied before a Dense layer that follows a spatial one.
-    Flatten,
-    Dense(DenseSpec),
-    /// A stand-alone activation layer.
-    Activation(Activation),
-}
+/// The per-sample shape a layer produces: `[C, H, W]` for spatial layers, `[F]` for flat ones.
+pub type SampleShape = Vec<usize>;
 
 /// A whole network: the input shape of one sample (C, H, W) and its layers in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,102 +27,22 @@ pub struct NetworkSpec {
     pub layers: Vec<LayerSpec>,
 }
 
-/// The per-sample shape a layer produces: `[C, H, W]` for spatial layers, `[F]` for flat ones.
-pub type SampleShape = Vec<usize>;
-
-fn as_chw(op: &'static str, shape: &[usize]) -> Result<[usize; 3]> {
-    match shape {
-        [c, h, w] => Ok([*c, *h, *w]),
-        _ => Err(Error::Shape {
-            op,
-            expected: "a (C, H, W) input".into(),
-            got: format!("{shape:?}"),
-        }),
-    }
-}
-
 impl LayerSpec {
-    /// The layer's name as written in config files.
-    pub fn name(&self) -> &'static str {
-        match self {
-            LayerSpec::Conv2D(_) => "Conv2D",
-            LayerSpec::MaxPool2D(_) => "MaxPool2D",
-            LayerSpec::AvgPool2D(_) => "AvgPool2D",
-            LayerSpec::Flatten => "Flatten",
-            LayerSpec::Dense(_) => "Dense",
-            LayerSpec::Activation(_) => "Activation",
-        }
-    }
-
-    /// The activation applied after this layer, if it carries one.
-    pub fn activation(&self) -> Activation {
-        match self {
-            LayerSpec::Conv2D(s) => s.activation,
-            LayerSpec::Dense(s) => s.activation,
-            LayerSpec::Activation(a) => *a,
-            _ => Activation::None,
-        }
-    }
-
-    /// The per-sample output shape for a per-sample input shape.
-    ///
-    /// A Dense layer takes any input and reads it flattened in (C, H, W) order, so the
-    /// implied Flatten of report 1's config costs nothing.
-    pub fn output_shape(&self, input: &[usize]) -> Result<SampleShape> {
-        match self {
-            LayerSpec::Conv2D(s) => {
-                let g = s.geom(as_chw("Conv2D", input)?)?;
-                Ok(vec![g.k, g.out_h, g.out_w])
-            }
-            LayerSpec::MaxPool2D(s) => {
-                let g = s.geom("MaxPool2D", as_chw("MaxPool2D", input)?)?;
-                Ok(vec![g.c, g.out_h, g.out_w])
-            }
-            LayerSpec::AvgPool2D(s) => {
-                let g = s.geom("AvgPool2D", as_chw("AvgPool2D", input)?)?;
-                Ok(vec![g.c, g.out_h, g.out_w])
-            }
-            LayerSpec::Flatten => Ok(vec![input.iter().product()]),
-            LayerSpec::Dense(s) => {
-                if s.units == 0 {
-                    return Err(Error::Invalid("Dense: units must be at least 1".into()));
-                }
-                Ok(vec![s.units])
-            }
-            LayerSpec::Activation(_) => Ok(input.to_vec()),
-        }
-    }
-
-    /// Number of trainable parameters for a per-sample input shape:
-    /// Conv2D K*C*kh*kw + K, Dense units*inputs + units, others 0.
+    /// Number of trainable parameters for a per-sample input shape: Conv2D K*C*kh*kw + K,
+    /// Dense units*inputs + units, others 0.
     pub fn param_count(&self, input: &[usize]) -> usize {
-        match self {
-            LayerSpec::Conv2D(s) => {
-                let c = input.first().copied().unwrap_or(0);
-                s.filters * c * s.kernel.0 * s.kernel.1 + s.filters
-            }
-            LayerSpec::Dense(s) => {
-                let n_in: usize = input.iter().product();
-                s.units * n_in + s.units
-            }
-            _ => 0,
+        match self.output_shape(input) {
+            Ok(out) => self.counts(input, &out).params as usize,
+            Err(_) => 0,
         }
     }
 
-    /// Floating-point operations of the forward pass for one sample (a multiply-add counts 2;
-    /// comparisons, bias adds and activations are not counted: they are O(output) and small).
-    ///
-    /// Conv2D: 2 * K * H' * W' * C * kh * kw. Dense: 2 * units * inputs.
+    /// Floating-point operations of the forward pass for one sample (a multiply-add counts
+    /// 2; comparisons, bias adds and activations are not counted: they are O(output) and
+    /// small). Conv2D: 2 * K * H' * W' * C * kh * kw. Dense: 2 * units * inputs.
     pub fn forward_flops(&self, input: &[usize]) -> Result<u64> {
         let out = self.output_shape(input)?;
-        Ok(match self {
-            LayerSpec::Conv2D(s) => {
-                let c = input[0] as u64;
-                2 * (out.iter().product::<usize>() as u64) * c * (s.kernel.0 * s.kernel.1) as u64
-            }
-            LayerSpec::Dense(s) => 2 * s.units as u64 * input.iter().product::<usize>() as u64,
-            _ => 0,
-        })
+        Ok(self.counts(input, &out).flops as u64)
     }
 }
 
@@ -257,7 +95,7 @@ impl NetworkSpec {
             .layers
             .iter()
             .zip(&shapes)
-            .map(|(l, s)| l.param_count(&s.input))
+            .map(|(l, s)| l.counts(&s.input, &s.output).params as usize)
             .sum())
     }
 
@@ -268,7 +106,7 @@ impl NetworkSpec {
         let shapes = self.shapes().map_err(|(_, e)| e)?;
         let mut total = 0;
         for (i, (l, s)) in self.layers.iter().zip(&shapes).enumerate() {
-            let f = l.forward_flops(&s.input)?;
+            let f = l.counts(&s.input, &s.output).flops as u64;
             total += if i == 0 { 2 * f } else { 3 * f };
         }
         Ok(total)
@@ -279,7 +117,7 @@ impl NetworkSpec {
         let shapes = self.shapes().map_err(|(_, e)| e)?;
         let mut total = 0;
         for (l, s) in self.layers.iter().zip(&shapes) {
-            total += l.forward_flops(&s.input)?;
+            total += l.counts(&s.input, &s.output).flops as u64;
         }
         Ok(total)
     }
@@ -289,8 +127,8 @@ impl NetworkSpec {
 mod tests {
     use super::*;
 
-    /// Report 1's network (section IV.B) with `classes` outputs, built by hand in code.
-    use crate::bench::report1_spec as report1;
+    /// Report 1's network (section IV.B) with `classes` outputs, from examples/.
+    use crate::examples::report1;
 
     #[test]
     fn report1_shapes_and_params_match_the_report() {

@@ -1,0 +1,127 @@
+//! The macro behind the list of layer kinds in [`super`]: from one line per kind it makes
+//! the [`LayerSpec`](super::LayerSpec) and [`Op`](super::Op) enums and their methods, each
+//! a `match` that hands the call to the kind's [`LayerKind`](super::LayerKind) or
+//! [`LayerOp`](super::LayerOp) implementation. Nothing here knows any layer by name.
+
+/// `layer_kinds! { Variant => module::Kind, ... }`.
+macro_rules! layer_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $kind:ty),* $(,)?) => {
+        /// One layer of a network, as one config line describes it: plain data, no
+        /// parameters. Each variant holds its kind's config struct.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum LayerSpec {
+            $($(#[$doc])* $variant(<$kind as LayerKind>::Spec),)*
+        }
+
+        /// A layer's operation at run time: its parameters and buffers.
+        #[derive(Debug, Clone)]
+        pub enum Op {
+            $($(#[$doc])* $variant(<$kind as LayerKind>::Op),)*
+        }
+
+        impl LayerSpec {
+            /// Every layer name a config line may start with, with the keys it takes.
+            pub fn line_names() -> Vec<(&'static str, &'static [&'static str])> {
+                let mut names = Vec::new();
+                $(names.extend_from_slice(<$kind as LayerKind>::LINES);)*
+                names
+            }
+
+            /// Parses a layer line whose name is `name` (one of [`LayerSpec::line_names`],
+            /// as listed there) from its keys.
+            pub fn parse(name: &str, keys: &LineKeys) -> Option<Result<LayerSpec>> {
+                $(
+                    if <$kind as LayerKind>::LINES.iter().any(|(n, _)| *n == name) {
+                        return Some(<$kind as LayerKind>::parse(name, keys).map(LayerSpec::$variant));
+                    }
+                )*
+                None
+            }
+
+            /// The layer's name as written in configs (`Conv2D`, `ReLU`).
+            pub fn name(&self) -> &'static str {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::name(s),)* }
+            }
+
+            /// What the layer reads of its input; see [`InputForm`].
+            pub fn input_form(&self) -> InputForm {
+                match self { $(LayerSpec::$variant(_) => <$kind as LayerKind>::INPUT,)* }
+            }
+
+            /// The key whose value a shape error on this layer points at (`kernel`).
+            pub fn shape_key(&self) -> Option<&'static str> {
+                match self { $(LayerSpec::$variant(_) => <$kind as LayerKind>::SHAPE_KEY,)* }
+            }
+
+            /// The per-sample output shape for a per-sample input shape.
+            pub fn output_shape(&self, input: &[usize]) -> Result<SampleShape> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_shape(s, input),)* }
+            }
+
+            /// Parameters and forward FLOPs per sample, in `u128` so that the config's size
+            /// caps can be checked before anything overflows.
+            pub fn counts(&self, input: &[usize], output: &[usize]) -> Counts {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::counts(s, input, output),)* }
+            }
+
+            /// The summary's label (`Conv2D 16 3x3 same relu`).
+            pub fn describe(&self) -> String {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::describe(s),)* }
+            }
+
+            /// The arithmetic behind the summary's numbers, one line each.
+            pub fn explain(&self, input: &[usize], output: &[usize]) -> Result<Vec<String>> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::explain(s, input, output),)* }
+            }
+
+            /// The activation applied at the end of this layer (fused, or the layer itself).
+            pub fn activation(&self) -> Activation {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::activation(s),)* }
+            }
+
+            /// The same layer with its activation replaced (unchanged if it has none).
+            pub fn with_activation(&self, act: Activation) -> LayerSpec {
+                match self {
+                    $(LayerSpec::$variant(s) => LayerSpec::$variant(<$kind as LayerKind>::with_activation(s, act)),)*
+                }
+            }
+
+            /// The key that sets this layer's output size and its value (`units=10`).
+            pub fn output_key(&self) -> Option<(&'static str, usize)> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_key(s),)* }
+            }
+
+            /// The runtime operation on a per-sample `input` shape, with zero parameters.
+            pub fn build(&self, input: &[usize]) -> Result<Op> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build(s, input).map(Op::$variant),)* }
+            }
+        }
+
+        impl Op {
+            /// See [`LayerOp::forward`].
+            pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+                match self { $(Op::$variant(l) => LayerOp::forward(l, x, y, n),)* }
+            }
+
+            /// See [`LayerOp::backward`].
+            pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
+                match self { $(Op::$variant(l) => LayerOp::backward(l, x, y, dy, dx, n),)* }
+            }
+
+            /// See [`LayerOp::params`].
+            pub fn params(&self) -> Vec<(&'static str, &Param)> {
+                match self { $(Op::$variant(l) => LayerOp::params(l),)* }
+            }
+
+            /// See [`LayerOp::params_mut`].
+            pub fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+                match self { $(Op::$variant(l) => LayerOp::params_mut(l),)* }
+            }
+
+            /// See [`LayerOp::fans`].
+            pub fn fans(&self) -> Option<(usize, usize)> {
+                match self { $(Op::$variant(l) => LayerOp::fans(l),)* }
+            }
+        }
+    };
+}
