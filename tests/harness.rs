@@ -17,7 +17,10 @@ fn a_missing_shared_dataset_skips_or_fails_under_ci() {
     let msg = err
         .downcast_ref::<String>()
         .expect("a formatted panic message");
-    assert!(msg.contains("shared/data/no-such-dataset not found"), "{msg}");
+    assert!(
+        msg.contains("shared/data/no-such-dataset not found"),
+        "{msg}"
+    );
     assert!(msg.contains("CI is set"), "{msg}");
 }
 
