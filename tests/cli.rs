@@ -4,39 +4,13 @@
 //! Each test makes its own tiny data (8x8 IDX files, PNG folders) and configs in a temporary
 //! folder, so that it runs in well under a second in release mode.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use common::{cnn, run, write_idx as write_idx_files, write_png as write_png_file};
 use predicates::prelude::*;
 use tempfile::TempDir;
-
-/// The `cnn` binary.
-fn cnn() -> Command {
-    Command::cargo_bin("cnn").expect("the cnn binary is built")
-}
-
-/// Runs `cnn ARGS` and returns (exit code, stdout, stderr), asserting that it did not panic.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = cnn().args(args).output().expect("cnn runs");
-    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
-    assert!(
-        !stderr.contains("panicked at"),
-        "cnn {args:?} panicked:\n{stderr}"
-    );
-    let code = out.status.code().expect("cnn exits normally");
-    (code, stdout, stderr)
-}
-
-/// Like [`run`], but with paths.
-fn run_p(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&refs)
-}
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,20 +44,9 @@ fn image_bytes(class: usize, i: usize) -> Vec<u8> {
 /// Writes `prefix-images-idx3-ubyte` and `prefix-labels-idx1-ubyte` into `dir`: `n` 8x8
 /// images of classes 0, 1, 2 in turn.
 fn write_idx(dir: &Path, prefix: &str, n: usize) {
-    let mut images = Vec::new();
-    for v in [0x0000_0803u32, n as u32, 8, 8] {
-        images.extend_from_slice(&v.to_be_bytes());
-    }
-    let mut labels = Vec::new();
-    for v in [0x0000_0801u32, n as u32] {
-        labels.extend_from_slice(&v.to_be_bytes());
-    }
-    for i in 0..n {
-        images.extend(image_bytes(i % 3, i));
-        labels.push((i % 3) as u8);
-    }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    let pixels: Vec<u8> = (0..n).flat_map(|i| image_bytes(i % 3, i)).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    write_idx_files(dir, prefix, 8, 8, &pixels, &labels);
 }
 
 /// A temp dir with `idx/` holding 30 training and 12 test images (classes 0-2 of "0".."9").
@@ -110,9 +73,10 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Writes image `i` of class `class` (as in the IDX files) as an 8x8 PNG.
 fn write_png(path: &Path, class: usize, i: usize) {
-    let img = image::GrayImage::from_raw(8, 8, image_bytes(class, i)).unwrap();
-    img.save(path).unwrap();
+    let img = image_bytes(class, i);
+    write_png_file(path, 8, 8, |x, y| img[(y * 8 + x) as usize]);
 }
 
 /// Trains [`TINY`] for 2 epochs on [`idx_dataset`]; returns (tmp, idx folder, run folder).
@@ -120,7 +84,7 @@ fn trained() -> (TempDir, PathBuf, PathBuf) {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"train",
         &cfg,
         &"--data",
@@ -143,7 +107,7 @@ fn trained() -> (TempDir, PathBuf, PathBuf) {
 
 #[test]
 fn summary_of_report1_shows_its_shapes_and_401954_parameters() {
-    let (code, stdout, stderr) = run_p(&[&"summary", &example("report1.cfg")]);
+    let (code, stdout, stderr) = run(&[&"summary", &example("report1.cfg")]);
     assert_eq!(code, 0, "{stderr}");
     for s in ["(16, 28, 28)", "(16, 14, 14)", "(3136)", "(128)", "(2)"] {
         assert!(stdout.contains(s), "missing {s} in\n{stdout}");
@@ -156,7 +120,7 @@ fn summary_of_report1_shows_its_shapes_and_401954_parameters() {
 
 #[test]
 fn summary_explain_shows_the_arithmetic_of_each_shape_and_parameter_count() {
-    let (code, stdout, _) = run_p(&[&"summary", &example("report1.cfg"), &"--explain"]);
+    let (code, stdout, _) = run(&[&"summary", &example("report1.cfg"), &"--explain"]);
     assert_eq!(code, 0);
     assert!(
         stdout.contains("H' = floor((28 - 3 + 2*1)/1) + 1 = 28"),
@@ -178,7 +142,7 @@ fn summary_explain_shows_the_arithmetic_of_each_shape_and_parameter_count() {
 fn assert_config_error(text: &str, line: usize, col: usize, fragment: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write(tmp.path(), "bad.cfg", text);
-    let (code, stdout, stderr) = run_p(&[&"summary", &cfg]);
+    let (code, stdout, stderr) = run(&[&"summary", &cfg]);
     assert_eq!(code, 1, "exit code for {text:?}; stderr: {stderr}");
     assert_eq!(stdout, "", "nothing on stdout for {text:?}");
     assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
@@ -336,7 +300,7 @@ fn train_with_two_outputs_on_three_class_data_points_at_the_last_dense_units() {
         "two.cfg",
         "2\nInput shape=1x8x8\nDense units=4 activation=relu\nDense units=2 activation=softmax\n",
     );
-    let (code, _, stderr) = run_p(&[
+    let (code, _, stderr) = run(&[
         &"train",
         &cfg,
         &"--data",
@@ -364,7 +328,7 @@ fn train_on_idx_folder_prints_one_line_per_epoch_and_fills_the_run_folder() {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"train",
         &cfg,
         &"--data",
@@ -435,7 +399,7 @@ fn train_without_data_says_it_uses_the_built_in_demo_set() {
          Dense units=10 activation=softmax\n",
     );
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run_p(&[&"train", &cfg, &"--epochs", &"1", &"--out", &out]);
+    let (code, stdout, stderr) = run(&[&"train", &cfg, &"--epochs", &"1", &"--out", &out]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("no --data given: training on the built-in demo set"),
@@ -450,7 +414,7 @@ fn train_without_data_says_it_uses_the_built_in_demo_set() {
 fn train_with_a_huge_learning_rate_diverges_with_exit_code_3() {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
-    let (code, _, stderr) = run_p(&[
+    let (code, _, stderr) = run(&[
         &"train",
         &cfg,
         &"--data",
@@ -476,7 +440,7 @@ fn train_with_a_huge_learning_rate_diverges_with_exit_code_3() {
 #[test]
 fn evaluate_prints_accuracy_confusion_matrix_and_per_class_report() {
     let (_tmp, idx, run_dir) = trained();
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"evaluate",
         &run_dir.join("model.safetensors"),
         &"--data",
@@ -515,7 +479,7 @@ fn evaluate_prints_accuracy_confusion_matrix_and_per_class_report() {
 #[test]
 fn evaluate_json_has_accuracy_loss_confusion_matrix_and_per_class() {
     let (_tmp, idx, run_dir) = trained();
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"evaluate",
         &run_dir.join("model.safetensors"),
         &"--data",
@@ -536,7 +500,7 @@ fn evaluate_json_has_accuracy_loss_confusion_matrix_and_per_class() {
 fn evaluate_out_writes_confusion_matrix_csv_png_and_svg() {
     let (tmp, idx, run_dir) = trained();
     let out = tmp.path().join("eval");
-    let (code, _, stderr) = run_p(&[
+    let (code, _, stderr) = run(&[
         &"evaluate",
         &run_dir.join("model.safetensors"),
         &"--data",
@@ -561,7 +525,7 @@ fn predict_png_with_top_2_shows_two_classes_with_percentages() {
     let (tmp, _idx, run_dir) = trained();
     let img = tmp.path().join("img.png");
     write_png(&img, 0, 99);
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"predict",
         &run_dir.join("model.safetensors"),
         &img,
@@ -585,7 +549,7 @@ fn predict_json_prints_one_object_per_line_with_input_class_and_probabilities() 
     let b = tmp.path().join("b.png");
     write_png(&a, 0, 98);
     write_png(&b, 1, 97);
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"predict",
         &run_dir.join("model.safetensors"),
         &a,
@@ -611,7 +575,7 @@ fn predict_json_prints_one_object_per_line_with_input_class_and_probabilities() 
 #[test]
 fn predict_on_an_idx_images_file_gives_one_line_per_image() {
     let (_tmp, idx, run_dir) = trained();
-    let (code, stdout, stderr) = run_p(&[
+    let (code, stdout, stderr) = run(&[
         &"predict",
         &run_dir.join("model.safetensors"),
         &idx.join("t10k-images-idx3-ubyte"),
@@ -635,7 +599,7 @@ fn predict_into_a_closed_pipe_stops_quietly_without_a_panic() {
     // `cnn predict ... | head -0`.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("cnn"))
+    let out = std::process::Command::new(common::BIN)
         .arg("predict")
         .arg(run_dir.join("model.safetensors"))
         .arg(idx.join("t10k-images-idx3-ubyte"))
@@ -665,7 +629,7 @@ fn gradcheck_of_a_smooth_network_passes_every_tensor() {
         "3\nInput shape=1x6x6\nConv2D filters=2 kernel=3x3 activation=tanh\nAvgPool2D pool=2\n\
          Dense units=3 activation=softmax\n",
     );
-    let (code, stdout, stderr) = run_p(&[&"gradcheck", &cfg]);
+    let (code, stdout, stderr) = run(&[&"gradcheck", &cfg]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let rows: Vec<&str> = stdout
         .lines()
@@ -703,7 +667,7 @@ fn data_info_lists_a_missing_file_with_its_line_and_an_unlabelled_image() {
         "labels.txt",
         "# classes: x, y\na.png 0\nmissing.png 1\nb.png 1\n",
     );
-    let (code, stdout, stderr) = run_p(&[&"data", &"info", &data]);
+    let (code, stdout, stderr) = run(&[&"data", &"info", &data]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("(labels.txt)"), "{stdout}");
     assert!(stdout.contains("2 problem(s):"), "{stdout}");
@@ -741,7 +705,7 @@ fn data_export_writes_per_class_pngs_and_an_offset_gives_disjoint_images() {
     let first = tmp.path().join("first");
     let second = tmp.path().join("second");
     let export = |out: &Path, offset: &str| {
-        run_p(&[
+        run(&[
             &"data",
             &"export",
             &idx,
@@ -767,7 +731,7 @@ fn data_export_writes_per_class_pngs_and_an_offset_gives_disjoint_images() {
     let zeros = entries.iter().filter(|l| l.ends_with(" 0")).count();
     assert_eq!((zeros, ones), (5, 5), "{labels}");
     // The export reads back as a dataset of 10 images.
-    let (code, stdout, _) = run_p(&[&"data", &"info", &first]);
+    let (code, stdout, _) = run(&[&"data", &"info", &first]);
     assert_eq!(code, 0);
     assert!(stdout.contains("[all] 10 images, 1x8x8"), "{stdout}");
 
@@ -818,7 +782,7 @@ fn missing_argument_is_a_usage_error_with_exit_code_2() {
 fn missing_config_file_is_an_error_naming_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope.cfg");
-    let (code, stdout, stderr) = run_p(&[&"summary", &missing]);
+    let (code, stdout, stderr) = run(&[&"summary", &missing]);
     assert_eq!(code, 1);
     assert_eq!(stdout, "");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -834,7 +798,7 @@ fn data_pointing_to_a_missing_folder_is_an_error_naming_it() {
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let missing = tmp.path().join("no-such-data");
     let out = tmp.path().join("run");
-    let (code, _, stderr) = run_p(&[&"train", &cfg, &"--data", &missing, &"--out", &out]);
+    let (code, _, stderr) = run(&[&"train", &cfg, &"--data", &missing, &"--out", &out]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -852,7 +816,7 @@ fn idx_file_with_a_wrong_magic_number_is_an_error_naming_the_file() {
     bytes[..4].copy_from_slice(&[0x12, 0x34, 0x08, 0x03]);
     std::fs::write(&images, bytes).unwrap();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
-    let (code, _, stderr) = run_p(&[
+    let (code, _, stderr) = run(&[
         &"train",
         &cfg,
         &"--data",
@@ -871,7 +835,7 @@ fn idx_file_with_a_wrong_magic_number_is_an_error_naming_the_file() {
 
 #[test]
 fn download_of_an_unknown_dataset_is_an_error() {
-    let (code, _, err) = run(&["download", "cifar10"]);
+    let (code, _, err) = run(&[&"download", &"cifar10"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("expected mnist or fashion-mnist"), "{err}");
 }
@@ -880,11 +844,9 @@ fn download_of_an_unknown_dataset_is_an_error() {
 /// command only checks the hashes, fetches nothing and says how to train.
 #[test]
 fn download_skips_files_already_in_place() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist");
-    if !shared.is_dir() {
-        eprintln!("skipping: {} does not exist", shared.display());
+    let Some(shared) = common::shared_data("fashion-mnist") else {
         return;
-    }
+    };
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("fm");
     std::fs::create_dir(&dir).unwrap();
@@ -892,7 +854,7 @@ fn download_skips_files_already_in_place() {
         let p = e.unwrap().path();
         std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
     }
-    let (code, out, err) = run_p(&[&"download", &"fashion-mnist", &"--dir", &dir]);
+    let (code, out, err) = run(&[&"download", &"fashion-mnist", &"--dir", &dir]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("4 already there"), "{out}");
     assert!(out.contains(&format!("--data {}", dir.display())), "{out}");

@@ -1,40 +1,33 @@
 //! The reports' experiments and the pictures every run leaves behind: sweep, report.md,
 //! evaluate's files and JSON (checked against a confusion matrix computed here), visualize.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::{cnn, Lcg};
 
 /// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
 /// bar in its own place (learnable in a few epochs), with per-image noise.
 fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n as u32, 8, 8] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
-    let mut state = seed;
+    let mut rng = Lcg(seed);
+    let mut pixels = Vec::with_capacity(n * 64);
     for i in 0..n {
         let class = i % 3;
         for y in 0..8 {
             for x in 0..8 {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = (state >> 58) as u8;
+                let noise = rng.bits(6) as u8;
                 let on = match class {
                     0 => y == 2,
                     1 => x == 5,
                     _ => (3..5).contains(&x) && (3..5).contains(&y),
                 };
-                images.push(if on { 220 } else { noise });
+                pixels.push(if on { 220 } else { noise });
             }
         }
-        labels.push(class as u8);
     }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    common::write_idx(dir, prefix, 8, 8, &pixels, &labels);
 }
 
 const CONFIG: &str = "4\nInput shape=1x8x8\n\
@@ -51,10 +44,6 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     write_idx(&data, "t10k", 30, 2);
     std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
     (dir, data)
-}
-
-fn cnn() -> Command {
-    Command::cargo_bin("cnn").unwrap()
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -265,9 +254,7 @@ fn visualize_writes_the_filters_and_every_layers_activations() {
         .assert()
         .success();
     let img = dir.path().join("x.png");
-    image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x == 5 { 220 } else { 0 }]))
-        .save(&img)
-        .unwrap();
+    common::write_png(&img, 8, 8, |x, _| if x == 5 { 220 } else { 0 });
     let out = dir.path().join("vis");
     cnn()
         .arg("visualize")

@@ -12,12 +12,14 @@
 //! is not, that one test says so and skips.
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cnn");
+use common::BIN;
 
 /// A 1x8x8 network with 3 outputs whose checkpoint (about 36 kB) is twice its model file and
 /// far larger than `config.cfg` and `run.json`.
@@ -39,21 +41,10 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
         let n = 24u32;
-        let mut images = [0x0000_0803u32, n, 8, 8]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect::<Vec<u8>>();
-        images.extend((0..n * 64).map(|i| (i * 37 % 251) as u8));
-        let mut labels = [0x0000_0801u32, n]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect::<Vec<u8>>();
-        labels.extend((0..n).map(|i| (i % 3) as u8));
-        std::fs::write(data.join("train-images-idx3-ubyte"), images).unwrap();
-        std::fs::write(data.join("train-labels-idx1-ubyte"), labels).unwrap();
+        let pixels: Vec<u8> = (0..n * 64).map(|i| (i * 37 % 251) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        common::write_idx(&dir.path().join("data"), "train", 8, 8, &pixels, &labels);
         Setup { dir }
     }
 

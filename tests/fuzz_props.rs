@@ -7,6 +7,8 @@
 //! `PROPTEST_CASES` raises the number of cases (the defaults keep this file near 10 s in
 //! release mode).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,6 +19,7 @@ use cnn::init::Init;
 use cnn::model::Model;
 use cnn::model_file::{self, ModelMeta};
 use cnn::Error;
+use common::idx_header;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -172,14 +175,6 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn idx_header(ndims: u8, dims: &[u32]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, ndims];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v
-}
-
 /// Loads `images` as `x-images-idx3-ubyte` beside a valid labels file of 2 labels.
 fn check_idx(images: &[u8]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
@@ -251,10 +246,7 @@ proptest! {
 // labels.txt
 
 fn png_bytes(v: u8) -> Vec<u8> {
-    let img = image::GrayImage::from_fn(4, 4, |x, y| image::Luma([v ^ (x * 16 + y) as u8]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
+    common::png_bytes(4, 4, |x, y| v ^ (x * 16 + y) as u8)
 }
 
 fn check_labels_txt(text: &[u8]) -> Result<(), TestCaseError> {

@@ -5,6 +5,8 @@
 //! safetensors header claiming a huge tensor) run under `ulimit -v 400000` (about 400 MB),
 //! so that believing a header would kill the process instead of passing.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +18,7 @@ use cnn::model::Model;
 use cnn::model_file::{self, ModelMeta};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cnn");
+use common::{idx_header as header, BIN};
 
 /// A 1x4x4 network with 2 outputs.
 const CFG: &str = "2\nInput shape=1x4x4\nConv2D filters=2 kernel=3x3 activation=relu\n\
@@ -100,14 +102,6 @@ impl Case {
         v.extend((0..n).map(|i| (i % 2) as u8));
         self.write("x-labels-idx1-ubyte", &v);
     }
-}
-
-fn header(ndims: u8, dims: &[u32]) -> Vec<u8> {
-    let mut v = vec![0, 0, 8, ndims];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {

@@ -4,10 +4,11 @@
 //! The library functions are tested directly; the last test also runs `cnn predict` on every
 //! damaged file to check the command's exit code and message.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use cnn::config;
 use cnn::data::Normalization;
 use cnn::init::Init;
@@ -416,9 +417,7 @@ fn damaged_checkpoints_are_refused() {
 
 fn png(dir: &Path) -> PathBuf {
     let p = dir.join("img.png");
-    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8]))
-        .save(&p)
-        .unwrap();
+    common::write_png(&p, 8, 8, |x, y| (x * 30 + y) as u8);
     p
 }
 
@@ -431,8 +430,7 @@ fn cli_refuses_damaged_files_with_exit_1() {
     for (i, (what, bytes, expect)) in damaged_files().into_iter().enumerate() {
         let path = dir.path().join(format!("damaged-{i}.safetensors"));
         std::fs::write(&path, &bytes).unwrap();
-        let out = Command::cargo_bin("cnn")
-            .unwrap()
+        let out = common::cnn()
             .arg("predict")
             .arg(&path)
             .arg(&img)
@@ -454,8 +452,7 @@ fn cli_predicts_with_a_valid_file() {
     let img = png(dir.path());
     let path = dir.path().join("ok.safetensors");
     model_file::save(&path, &model(), &meta()).unwrap();
-    Command::cargo_bin("cnn")
-        .unwrap()
+    common::cnn()
         .arg("predict")
         .arg(&path)
         .arg(&img)

@@ -3,32 +3,17 @@
 //! stops with exit code 3, says where and what to do, and leaves the last good checkpoint
 //! untouched.
 
-use std::path::Path;
+mod common;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn cnn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .args(args)
-        .output()
-        .expect("cnn runs");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!stderr.contains("panicked at"), "{stderr}");
-    (out.status.code().expect("exits"), stdout, stderr)
-}
-
 /// `x-images-idx3-ubyte` and its labels: `n` 6x6 images of 2 classes (bright top or bottom).
-fn write_idx(dir: &Path, n: u32) -> std::path::PathBuf {
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n, 6, 6] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&n.to_be_bytes());
+fn write_idx(dir: &Path, n: u32) -> PathBuf {
+    let mut pixels = Vec::with_capacity(n as usize * 36);
     for i in 0..n as usize {
         let class = i % 2;
-        lab.push(class as u8);
-        img.extend((0..36).map(|k| {
+        pixels.extend((0..36).map(|k| {
             let top = k / 6 < 3;
             if top == (class == 0) {
                 200 + (i * 7 + k) as u8 % 50
@@ -37,10 +22,8 @@ fn write_idx(dir: &Path, n: u32) -> std::path::PathBuf {
             }
         }));
     }
-    std::fs::write(dir.join("x-labels-idx1-ubyte"), lab).unwrap();
-    let p = dir.join("x-images-idx3-ubyte");
-    std::fs::write(&p, img).unwrap();
-    p
+    let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+    common::write_idx(dir, "x", 6, 6, &pixels, &labels)
 }
 
 const CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
@@ -52,7 +35,7 @@ fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
     let data = write_idx(tmp.path(), 20);
     let cfg = tmp.path().join("net.cfg");
     std::fs::write(&cfg, CFG).unwrap();
-    let (code, stdout, stderr) = cnn(&[
+    let (code, stdout, stderr) = common::run(&[
         &"train",
         &cfg,
         &"--data",
@@ -101,7 +84,7 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
     std::fs::write(&cfg, CFG).unwrap();
     let run = tmp.path().join("run");
     // One good epoch at a sane rate writes a checkpoint.
-    let (code, _, stderr) = cnn(&[
+    let (code, _, stderr) = common::run(&[
         &"train",
         &cfg,
         &"--data",
@@ -123,7 +106,7 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v["lr"] = serde_json::json!(1000.0);
     std::fs::write(run.join("run.json"), v.to_string()).unwrap();
-    let (code, _, stderr) = cnn(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
+    let (code, _, stderr) = common::run(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
     assert_eq!(code, 3, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
@@ -158,7 +141,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     std::fs::write(&cfg, CFG).unwrap();
     let out = tmp.path().join("run");
     // Far more epochs than the test waits for: only the signal ends this run.
-    let child = Command::new(env!("CARGO_BIN_EXE_cnn"))
+    let child = Command::new(common::BIN)
         .args([
             "train".as_ref(),
             cfg.as_os_str(),

@@ -1,7 +1,7 @@
 //! Our layers, loss and optimisers against PyTorch 2.15 (float64) reference values.
-//! The numbers come from `tests/fixtures/*.json` (copied from shared/fixtures/pytorch; each
-//! file names the PyTorch call that produced it). f32 lands within ~1e-5 relative for single
-//! layers and ~1e-4 after three training steps.
+//! The numbers come from `tests/fixtures/*.json`, written by scripts/make-pytorch-fixtures.py
+//! (each file names the PyTorch call that produced it and its version). f32 lands within
+//! ~1e-5 relative for single layers and ~1e-4 after three training steps.
 
 mod common;
 

@@ -5,11 +5,14 @@
 //! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2, so three
 //! classes), for a network with 3 outputs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use common::{cnn, Lcg};
 use sha2::{Digest, Sha256};
 
 const CONFIG: &str = "4\nInput shape=1x8x8\n\
@@ -18,44 +21,22 @@ MaxPool2D pool=2x2 stride=2\n\
 Dense units=16 activation=relu\n\
 Dense units=3 activation=softmax\n";
 
-/// A small deterministic generator for test data and kill delays.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 /// Writes `train-images-idx3-ubyte` and `train-labels-idx1-ubyte` with `n` images 8x8 in
 /// `dir`: class k has a bright band at rows 2k..2k+3, plus noise.
 fn write_idx(dir: &Path, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
     let mut rng = Lcg(42);
-    let mut images = Vec::new();
-    images.extend_from_slice(&0x0000_0803u32.to_be_bytes());
-    images.extend_from_slice(&(n as u32).to_be_bytes());
-    images.extend_from_slice(&8u32.to_be_bytes());
-    images.extend_from_slice(&8u32.to_be_bytes());
-    let mut labels = Vec::new();
-    labels.extend_from_slice(&0x0000_0801u32.to_be_bytes());
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut pixels = Vec::with_capacity(n * 64);
     for i in 0..n {
         let k = i % 3;
-        labels.push(k as u8);
         for r in 0..8 {
             for _ in 0..8 {
                 let base = if r >= 2 * k && r < 2 * k + 3 { 180 } else { 20 };
-                images.push(base + (rng.next() % 60) as u8);
+                pixels.push(base + (rng.bits(31) % 60) as u8);
             }
         }
     }
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    common::write_idx(dir, "train", 8, 8, &pixels, &labels);
 }
 
 /// A folder with `net.cfg` and the data in `data/`.
@@ -77,7 +58,7 @@ impl Setup {
 
     /// `cnn train net.cfg --data data --out OUT --batch-size 8 --seed 5 EXTRA...`
     fn train(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("cnn").unwrap();
+        let mut c = cnn();
         c.arg("train")
             .arg(self.path("net.cfg"))
             .arg("--data")
@@ -90,7 +71,7 @@ impl Setup {
     }
 
     fn resume(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("cnn").unwrap();
+        let mut c = cnn();
         c.arg("train")
             .arg("--resume")
             .arg(self.path(out))
@@ -132,12 +113,9 @@ fn model_file_alone_predicts() {
     let s = Setup::new(60);
     s.train("run", &["--epochs", "2"]).assert().success();
     let img = s.path("img.png");
-    image::GrayImage::from_fn(8, 8, |_, y| image::Luma([if y < 3 { 200 } else { 20 }]))
-        .save(&img)
-        .unwrap();
+    common::write_png(&img, 8, 8, |_, y| if y < 3 { 200 } else { 20 });
     let predict = |model: &Path| {
-        let out = Command::cargo_bin("cnn")
-            .unwrap()
+        let out = cnn()
             .arg("predict")
             .arg(model)
             .arg(&img)
@@ -211,8 +189,7 @@ fn init_starts_from_given_weights_and_names_a_differing_tensor() {
 
     let wide = s.path("wide.cfg");
     std::fs::write(&wide, CONFIG.replace("units=16", "units=32")).unwrap();
-    let out = Command::cargo_bin("cnn")
-        .unwrap()
+    let out = cnn()
         .arg("train")
         .arg(&wide)
         .arg("--data")
@@ -328,16 +305,12 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     let started = Instant::now();
     let s = Setup::new(8);
     let run = s.path("run");
-    let bin = assert_cmd::cargo::cargo_bin("cnn");
-    let mut rng = Lcg(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64);
+    let mut rng = Lcg::from_clock();
     let mut loaded = 0;
     let mut last_epoch = 0;
     for i in 0..20 {
         let ck = run.join("checkpoint.safetensors");
-        let mut cmd = std::process::Command::new(&bin);
+        let mut cmd = std::process::Command::new(common::BIN);
         if ck.exists() {
             cmd.arg("train").arg("--resume").arg(&run);
         } else {
@@ -362,7 +335,7 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let delay = 10 + rng.next() % 140;
+        let delay = 10 + rng.bits(31) % 140;
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -393,7 +366,7 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     assert_eq!(loaded, 20, "a checkpoint disappeared");
     // The folder a kill left behind resumes to the end, and no temporary file remains.
     let end = (last_epoch + 1).to_string();
-    Command::new(&bin)
+    cnn()
         .arg("train")
         .arg("--resume")
         .arg(&run)

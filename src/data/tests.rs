@@ -725,19 +725,3 @@ fn inspect_class_folders_and_idx() {
         "{r}"
     );
 }
-
-#[test]
-fn real_mnist_test_set() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let mnist = root.join("mnist");
-    if !mnist.is_dir() {
-        eprintln!("skipping: {} does not exist", mnist.display());
-        return;
-    }
-    let ds = load(&mnist, &LoadOptions::split(Split::Test)).unwrap();
-    assert_eq!(ds.len(), 10_000);
-    assert_eq!(ds.shape, [1, 28, 28]);
-    assert!(ds.labels.iter().all(|&l| l < 10));
-    assert_eq!(ds.classes.len(), 10);
-    assert_err(load(&mnist, &train()), &["only holds the test set"]);
-}

@@ -1,5 +1,19 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the `cnn` binary, IDX and PNG writers, a seeded
+//! generator for test data, the real datasets in `../shared/data`, and the PyTorch fixtures.
+//! Each test file includes this module with `mod common;` and uses what it needs.
+#![allow(dead_code, unused_imports)]
+
+mod bin;
+mod idx;
+mod png;
+mod rng;
+mod shared;
+
+pub use bin::{cnn, run, BIN};
+pub use idx::{idx_header, idx_images, idx_labels, write_idx};
+pub use png::{png_bytes, write_png};
+pub use rng::Lcg;
+pub use shared::shared_data;
 
 use cnn::tensor::Tensor;
 use serde_json::Value;

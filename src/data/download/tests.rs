@@ -336,28 +336,3 @@ fn known_datasets_list_four_idx_files_with_valid_hashes() {
         assert_eq!(p.local.is_some(), k == Known::FashionMnist);
     }
 }
-
-/// The hashes listed for files we have a copy of (shared/data: MNIST's two test files, and
-/// Fashion-MNIST as packaged by Debian) are those of the files.
-#[test]
-fn known_hashes_match_the_copies_in_shared_data() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let cases = [
-        ("mnist", Known::Mnist.files()),
-        ("fashion-mnist", Known::FashionMnist.debian_files().unwrap()),
-    ];
-    for (folder, files) in cases {
-        for f in files {
-            let path = root.join(folder).join(&f.name);
-            if !path.is_file() {
-                eprintln!("skipping: {} does not exist", path.display());
-                continue;
-            }
-            assert_eq!(
-                hash_file(&path).unwrap(),
-                (f.size, f.sha256.clone()),
-                "{path:?}"
-            );
-        }
-    }
-}

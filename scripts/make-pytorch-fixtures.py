@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Makes the PyTorch reference values in tests/fixtures/*.json.
+
+The tests in tests/pytorch_reference.rs compare our layers, loss and optimisers with an
+independent implementation: these files hold PyTorch's answers, computed in float64.
+
+    python3 -m venv /tmp/fixtures-venv
+    /tmp/fixtures-venv/bin/pip install -r scripts/requirements-fixtures.txt
+    /tmp/fixtures-venv/bin/python scripts/make-pytorch-fixtures.py --inputs-from tests/fixtures
+
+With --inputs-from DIR, every input (x, weight, bias, dy, z, labels, the network's initial
+weights) is read from the files of the same name in DIR and every result is computed again:
+that is how the committed files were last written, so their inputs stay those the tests were
+written against. Without it, the inputs are drawn from a generator seeded by the case's name.
+Either way the inputs are rounded to 12 decimals before anything is computed, so that the
+numbers in a file are exactly the inputs that gave its results.
+
+Each file records the PyTorch version that wrote it in "torch_version". The format is
+described in tests/fixtures/README.md.
+"""
+
+import argparse
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DIGITS = 12
+
+# report 1's network in small: the config our parser reads, and the same network in PyTorch.
+SMALL_NET_CONFIG = (
+    "4\n"
+    "Input shape=1x8x8\n"
+    "Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n"
+    "MaxPool2D pool=2x2 stride=2\n"
+    "Dense units=16 activation=relu\n"
+    "Dense units=3 activation=softmax\n"
+)
+# Our tensor names (layers.{i}, i the layer line's index) -> the nn.Sequential index below.
+SMALL_NET_NAMES = {"layers.0": "0", "layers.2": "4", "layers.3": "6"}
+
+
+def small_net():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, 2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 3),
+    )
+
+
+class Inputs:
+    """The inputs of one case: from an existing file when given one, else drawn uniformly."""
+
+    def __init__(self, name, existing):
+        self.existing = existing
+        self.gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+
+    def tensor(self, key, shape, low, high):
+        if self.existing is not None:
+            t = from_json(self.existing[key])
+            assert list(t.shape) == list(shape), f"{key}: shape {list(t.shape)}, want {shape}"
+            return t
+        t = torch.rand(shape, generator=self.gen, dtype=torch.float64) * (high - low) + low
+        return rounded(t)
+
+    def params(self, key, names_shapes, low, high):
+        if self.existing is not None:
+            return {n: from_json(self.existing[key][n]) for n, _ in names_shapes}
+        return {n: self.tensor(None, s, low, high) for n, s in names_shapes}
+
+    def labels(self, key, n, classes):
+        if self.existing is not None:
+            return torch.tensor(self.existing[key], dtype=torch.long)
+        return torch.randint(classes, (n,), generator=self.gen)
+
+
+def rounded(t):
+    return torch.round(t, decimals=DIGITS)
+
+
+def from_json(v):
+    return torch.tensor(v["data"], dtype=torch.float64).reshape(v["shape"])
+
+
+def to_json(t):
+    data = [round(float(v), DIGITS) for v in t.detach().reshape(-1).tolist()]
+    return {"shape": list(t.shape), "data": data}
+
+
+def header(description, call):
+    return {"description": description, "pytorch": call, "torch_version": torch.__version__}
+
+
+def layer_case(inputs, description, call, module, x_shape, y_from, has_params):
+    """Forward x through `module`, backpropagate a random dy, and record every gradient."""
+    x = inputs.tensor("x", x_shape, -1.0, 1.0).requires_grad_(True)
+    if has_params:
+        with torch.no_grad():
+            module.weight.copy_(inputs.tensor("weight", module.weight.shape, -1.0, 1.0))
+            module.bias.copy_(inputs.tensor("bias", module.bias.shape, -1.0, 1.0))
+    y = module(x)
+    dy = inputs.tensor("dy", y.shape, -1.0, 1.0)
+    y.backward(dy)
+    out = header(description, call)
+    out.update({"x": to_json(x), "y": to_json(y), "dy": to_json(dy), "dx": to_json(x.grad)})
+    if has_params:
+        out.update(
+            {
+                "weight": to_json(module.weight),
+                "bias": to_json(module.bias),
+                "dweight": to_json(module.weight.grad),
+                "dbias": to_json(module.bias.grad),
+            }
+        )
+    if y_from is not None:
+        y_from(x, y)
+    return out
+
+
+def no_ties(kernel, stride):
+    """Max pooling's gradient is defined only without ties: check each window's maximum is unique."""
+
+    def check(x, _y):
+        windows = x.detach().unfold(2, kernel, stride).unfold(3, kernel, stride)
+        windows = windows.reshape(*windows.shape[:4], -1)
+        top2 = windows.topk(2, dim=-1).values
+        assert bool((top2[..., 0] > top2[..., 1]).all()), "a pooling window has a tie"
+
+    return check
+
+
+def softmax_cross_entropy(inputs):
+    z = inputs.tensor("z", (4, 5), -4.0, 4.0).requires_grad_(True)
+    labels = inputs.labels("labels", 4, 5)
+    loss = F.cross_entropy(z, labels)
+    loss.backward()
+    out = header(
+        "mean softmax cross-entropy over a batch of 4 logits vectors (5 classes) and its "
+        "gradient dL/dz = (softmax(z) - onehot(y)) / 4",
+        "torch.nn.functional.cross_entropy(z, y)",
+    )
+    out.update(
+        {
+            "z": to_json(z),
+            "labels": labels.tolist(),
+            "loss": float(loss),
+            "dz": to_json(z.grad),
+            "softmax": to_json(torch.softmax(z.detach(), dim=1)),
+        }
+    )
+    return out
+
+
+def train_steps(inputs, call, make_optimizer):
+    """3 steps of an optimiser on one batch, through report 1's network in small."""
+    net = small_net()
+    shapes = []
+    for ours, theirs in SMALL_NET_NAMES.items():
+        for p in ("weight", "bias"):
+            shapes.append((f"{ours}.{p}", tuple(net.state_dict()[f"{theirs}.{p}"].shape)))
+    initial = inputs.params("initial", shapes, -0.5, 0.5)
+    with torch.no_grad():
+        for ours, theirs in SMALL_NET_NAMES.items():
+            for p in ("weight", "bias"):
+                net.state_dict()[f"{theirs}.{p}"].copy_(initial[f"{ours}.{p}"])
+    x = inputs.tensor("x", (6, 1, 8, 8), 0.0, 1.0)
+    labels = (
+        torch.tensor([0, 1, 2, 2, 1, 0]) if inputs.existing is None else inputs.labels("labels", 6, 3)
+    )
+    opt = make_optimizer(net.parameters())
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), labels)
+        losses.append(float(loss))
+        loss.backward()
+        opt.step()
+    after = {}
+    for ours, theirs in SMALL_NET_NAMES.items():
+        for p in ("weight", "bias"):
+            after[f"{ours}.{p}"] = to_json(net.state_dict()[f"{theirs}.{p}"])
+    out = header(
+        "report 1's network shape in small (1x8x8 input, 4 filters, Dense 16, Dense 3); "
+        f"3 steps of {call} on the same batch of 6; weights named as the project's model "
+        "files name them",
+        call,
+    )
+    out.update(
+        {
+            "config": SMALL_NET_CONFIG,
+            "x": to_json(x),
+            "labels": labels.tolist(),
+            "initial": {k: to_json(v) for k, v in initial.items()},
+            "losses_before_each_step": losses,
+            "after_3_steps": after,
+        }
+    )
+    return out
+
+
+def cases():
+    """Each fixture: its file name, the name that seeds its drawn inputs, and the function
+    that computes it from its inputs."""
+    nn = torch.nn
+    layers = [
+        (
+            "conv2d_same_5x5",
+            "Conv2D, 1 input channel, 2 filters, 5x5 kernel, stride 1, padding 2 (same), "
+            "input 6x6, batch 3",
+            "torch.nn.Conv2d(1, 2, 5, padding=2)",
+            lambda: nn.Conv2d(1, 2, 5, padding=2),
+            (3, 1, 6, 6),
+            None,
+            True,
+        ),
+        (
+            "conv2d_stride2_pad1",
+            "Conv2D, 3 input channels, 4 filters, 3x3 kernel, stride 2, zero padding 1, "
+            "odd input 7x6, batch 2",
+            "torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)",
+            lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1),
+            (2, 3, 7, 6),
+            None,
+            True,
+        ),
+        (
+            "conv2d_valid_2x3",
+            "Conv2D, 2 input channels, 3 filters, non-square 2x3 kernel, stride 1, "
+            "no padding (valid), input 5x6, batch 2",
+            "torch.nn.Conv2d(2, 3, (2, 3))",
+            lambda: nn.Conv2d(2, 3, (2, 3)),
+            (2, 2, 5, 6),
+            None,
+            True,
+        ),
+        (
+            "dense_7_to_4",
+            "Dense 7 -> 4 (weight [4, 7]), batch 3",
+            "torch.nn.Linear(7, 4)",
+            lambda: nn.Linear(7, 4),
+            (3, 7),
+            None,
+            True,
+        ),
+        (
+            "maxpool_2x2_s2",
+            "MaxPool2D 2x2 stride 2 on 2x3x6x6 (no ties)",
+            "torch.nn.MaxPool2d(2, 2)",
+            lambda: nn.MaxPool2d(2, 2),
+            (2, 3, 6, 6),
+            no_ties(2, 2),
+            False,
+        ),
+        (
+            "maxpool_3x3_s2_odd",
+            "MaxPool2D 3x3 stride 2 on 1x2x7x7 (overlapping windows, no ties)",
+            "torch.nn.MaxPool2d(3, 2)",
+            lambda: nn.MaxPool2d(3, 2),
+            (1, 2, 7, 7),
+            no_ties(3, 2),
+            False,
+        ),
+        (
+            "avgpool_2x2_s2_odd",
+            "AvgPool2D 2x2 stride 2 on 2x2x5x5 (last row/column dropped, floor)",
+            "torch.nn.AvgPool2d(2, 2)",
+            lambda: nn.AvgPool2d(2, 2),
+            (2, 2, 5, 5),
+            None,
+            False,
+        ),
+    ]
+    for name, description, call, make, x_shape, check, has_params in layers:
+        yield name, name, lambda inp, d=description, c=call, m=make, s=x_shape, k=check, p=has_params: (
+            layer_case(inp, d, c, m(), s, k, p)
+        )
+    yield "softmax_cross_entropy", "softmax_cross_entropy", softmax_cross_entropy
+    optimizers = [
+        ("sgd", "torch.optim.SGD(params, lr=0.1)", lambda p: torch.optim.SGD(p, lr=0.1)),
+        (
+            "sgd_momentum",
+            "torch.optim.SGD(params, lr=0.1, momentum=0.9)",
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        ),
+        (
+            "sgd_nesterov",
+            "torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True)",
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        ),
+        (
+            "sgd_weight_decay",
+            "torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01)",
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+        ),
+        (
+            "adam",
+            "torch.optim.Adam(params, lr=0.01)  # betas (0.9, 0.999), eps 1e-8",
+            lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8),
+        ),
+    ]
+    for name, call, make in optimizers:
+        # One seed for every optimiser: the same network, weights and batch for each.
+        yield f"train_steps_{name}", "train_steps", lambda inp, c=call, m=make: train_steps(inp, c, m)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures"), help="where to write")
+    parser.add_argument(
+        "--inputs-from",
+        type=Path,
+        help="read each case's inputs from DIR/NAME.json instead of drawing them",
+    )
+    args = parser.parse_args()
+    torch.set_default_dtype(torch.float64)
+    torch.use_deterministic_algorithms(True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, seed_name, compute in cases():
+        existing = None
+        if args.inputs_from is not None:
+            existing = json.loads((args.inputs_from / f"{name}.json").read_text())
+        torch.manual_seed(0)  # modules draw default weights before theirs are copied in
+        result = compute(Inputs(seed_name, existing))
+        path = args.out / f"{name}.json"
+        path.write_text(json.dumps(result, separators=(",", ":")))
+        print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
