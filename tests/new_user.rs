@@ -373,6 +373,20 @@ fn a_negative_count_parses_and_is_refused_as_not_positive() {
 }
 
 #[test]
+fn threads_0_is_refused_with_exit_2_for_every_command_that_has_threads() {
+    for cmd in ["train", "evaluate", "bench"] {
+        let (code, stdout, stderr) = run(&[&cmd, &"no-such-file", &"--threads", &"0"]);
+        assert_eq!(code, 2, "{cmd}: {stderr}");
+        assert_eq!(stdout, "");
+        one_error_line(&stderr);
+        assert!(
+            stderr.contains("'--threads <THREADS>': must be at least 1"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_are_one_line_that_points_to_the_subcommand_help() {
     let (code, _, stderr) = run(&[&"evaluate"]);
     assert_eq!(code, 2);

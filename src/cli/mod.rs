@@ -108,8 +108,13 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
+    // train's and sweep's --threads (the others are checked by their value parser).
     if cli.command.threads() == Some(0) {
-        eprintln!("error: invalid value '0' for '--threads <THREADS>': must be at least 1");
+        eprintln!(
+            "error: invalid value '0' for '--threads <THREADS>': must be at least 1 (see {} \
+             --help)",
+            command_path(std::env::args())
+        );
         return 2;
     }
     if let Err(e) = set_threads(cli.command.threads()) {
