@@ -103,7 +103,7 @@ pub fn main() -> i32 {
                 | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
                 }
-                _ => eprintln!("{}", usage_error_line(&e, std::env::args())),
+                _ => eprintln!("{}", usage_error_line(&e, program_args())),
             }
             return e.exit_code();
         }
@@ -113,7 +113,7 @@ pub fn main() -> i32 {
         eprintln!(
             "error: invalid value '0' for '--threads <THREADS>': must be at least 1 (see {} \
              --help)",
-            command_path(std::env::args())
+            command_path(program_args())
         );
         return 2;
     }
@@ -179,6 +179,11 @@ pub fn usage_error_line(e: &clap::Error, args: impl IntoIterator<Item = String>)
         out += &format!("; {tip}");
     }
     out + &format!(" (see {} --help)", command_path(args))
+}
+
+/// The command line, lossily decoded (`std::env::args` would panic on a non-UTF-8 path).
+fn program_args() -> impl Iterator<Item = String> {
+    std::env::args_os().map(|a| a.to_string_lossy().into_owned())
 }
 
 /// `cnn` followed by the subcommands named in `args` (the first being the program), e.g.
