@@ -133,10 +133,23 @@ impl ConfusionMatrix {
             .collect()
     }
 
-    /// Unweighted mean of the per-class precision, recall and F1 over all classes (also those
-    /// with no samples); `support` is the total. All zero when there are no classes.
+    /// The classes that occur: those with samples or predictions (scikit-learn's
+    /// `unique_labels(y_true, y_pred)`), in class order.
+    pub fn occurring(&self) -> Vec<usize> {
+        (0..self.n())
+            .filter(|&c| self.row_sum(c) + self.col_sum(c) > 0)
+            .collect()
+    }
+
+    /// Unweighted mean of the per-class precision, recall and F1 over the classes that occur
+    /// ([`occurring`](Self::occurring)), as scikit-learn does; `support` is the total. A class
+    /// that is neither in the data nor predicted (a model evaluated on a subset of its
+    /// classes) has no precision or recall to speak of, and counting it as 0 would drag the
+    /// average down. A class that occurs but is never predicted correctly counts as 0. All zero
+    /// when nothing occurs.
     pub fn macro_avg(&self) -> ClassMetrics {
-        let per = self.per_class();
+        let all = self.per_class();
+        let per: Vec<&ClassMetrics> = self.occurring().into_iter().map(|c| &all[c]).collect();
         let k = per.len() as f64;
         ClassMetrics {
             precision: ratio(per.iter().map(|m| m.precision).sum(), k),
@@ -223,7 +236,8 @@ impl ConfusionMatrix {
     }
 
     /// A report in the layout of scikit-learn's `classification_report` (two decimals):
-    /// precision, recall, F1 and support per class, then accuracy, macro and weighted averages.
+    /// precision, recall, F1 and support per class that occurs (as scikit-learn lists them),
+    /// then accuracy, macro and weighted averages.
     pub fn render_report(&self) -> String {
         let width = self
             .classes
@@ -242,8 +256,9 @@ impl ConfusionMatrix {
             "{:>width$}  {:>9} {:>9} {:>9} {:>9}\n\n",
             "", "precision", "recall", "f1-score", "support"
         );
-        for (name, m) in self.classes.iter().zip(self.per_class()) {
-            out += &row(name, &m);
+        let per = self.per_class();
+        for c in self.occurring() {
+            out += &row(&self.classes[c], &per[c]);
         }
         out.push('\n');
         out += &format!(
@@ -373,6 +388,37 @@ mod tests {
         assert!(close(w.recall, cm.accuracy()));
         assert!(close(w.f1, 72.0 / 175.0));
         assert_eq!(w.support, 10);
+    }
+
+    #[test]
+    fn classes_that_never_occur_are_left_out_of_the_macro_average_and_the_report() {
+        // The example with two more classes that are neither true nor predicted, and one
+        // ("fish") that is predicted once but never true.
+        let mut cm = ConfusionMatrix::new(
+            ["cat", "dog", "bird", "cow", "fish", "ant"]
+                .map(String::from)
+                .to_vec(),
+        );
+        for t in 0..3 {
+            for p in 0..3 {
+                for _ in 0..example().get(t, p) {
+                    cm.add(t, p);
+                }
+            }
+        }
+        cm.add(0, 4);
+        assert_eq!(cm.occurring(), [0, 1, 2, 4]);
+        // cat now: TP 3, column 6, row 5 -> P 1/2, R 3/5, F1 2*.5*.6/1.1 = 6/11. fish: 0.
+        let m = cm.macro_avg();
+        assert!(close(m.precision, (0.5 + 0.5 + 0.0 + 0.0) / 4.0));
+        assert!(close(m.recall, (0.6 + 2.0 / 3.0) / 4.0));
+        assert!(close(m.f1, (6.0 / 11.0 + 4.0 / 7.0) / 4.0));
+        let report = cm.render_report();
+        assert!(report.contains("        fish  "), "{report}");
+        assert!(
+            !report.contains("cow") && !report.contains("ant"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -17,12 +17,15 @@
 //!
 //! Loading checks everything before use: the safetensors header (the crate's checks), the
 //! metadata, that every tensor the config needs is present as F32 with the right shape, that
-//! no unknown tensor is there, and that no value is NaN or infinite.
+//! no unknown tensor is there, and that no value is NaN or infinite. A checkpoint, which is a
+//! model file plus the optimiser's `optimizer.*` tensors and a `checkpoint` metadata entry,
+//! loads as a model: the optimiser's tensors are skipped. A file cut short is reported as
+//! "truncated or not a safetensors file", with the lengths that show it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use crate::config;
 use crate::data::Normalization;
@@ -142,16 +145,62 @@ pub struct RawFile<'a> {
 
 /// Parses safetensors bytes, turning every failure into a one-line error about `path`.
 pub fn parse_bytes<'a>(path: &Path, bytes: &'a [u8]) -> Result<RawFile<'a>> {
-    let bad = |msg: String| Error::Model {
+    let bad = |e: SafeTensorError| Error::Model {
         file: path.into(),
-        msg,
+        msg: safetensors_problem(&e, bytes),
     };
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| bad(format!("not a safetensors model file ({e:?})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("not a safetensors model file ({e:?})")))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(bad)?;
     Ok(RawFile { tensors, metadata })
+}
+
+/// The header length a safetensors file gives in its first 8 bytes (little-endian).
+fn header_len(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// The tensor data the JSON header of `bytes` declares: the largest end offset of its tensors.
+fn declared_data_len(bytes: &[u8]) -> Option<u64> {
+    let n = usize::try_from(header_len(bytes)?).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .try_fold(0u64, |acc, end| Some(acc.max(end?)))
+}
+
+/// What is wrong with a file the safetensors crate refused, in words. A file cut short (a
+/// copy interrupted, a download stopped) is said to be "truncated or not a safetensors file",
+/// with the lengths that show it; other failures name the crate's error.
+fn safetensors_problem(e: &SafeTensorError, bytes: &[u8]) -> String {
+    const CUT: &str = "truncated or not a safetensors file";
+    let len = bytes.len() as u64;
+    match e {
+        SafeTensorError::HeaderTooSmall => {
+            format!("{CUT}: {len} bytes, fewer than the 8 that give the header's length")
+        }
+        SafeTensorError::InvalidHeaderLength => format!(
+            "{CUT}: its first 8 bytes announce a {}-byte header, but the file has {len} bytes",
+            header_len(bytes).unwrap_or(0)
+        ),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            let data = len.saturating_sub(8 + header_len(bytes).unwrap_or(0));
+            match declared_data_len(bytes) {
+                Some(want) if want > data => format!(
+                    "{CUT}: its header declares {want} bytes of tensor data, the file holds {data}"
+                ),
+                Some(want) if want < data => format!(
+                    "not a safetensors model file: {} bytes follow the last tensor's data",
+                    data - want
+                ),
+                _ => format!("not a safetensors model file ({e:?})"),
+            }
+        }
+        other => format!("not a safetensors model file ({other:?})"),
+    }
 }
 
 /// Reads the metadata back into a [`ModelMeta`].
@@ -292,13 +341,49 @@ pub fn model_for_meta(path: &Path, meta: &ModelMeta) -> Result<Model> {
 }
 
 /// Loads a model file: the network, its weights and its metadata.
+///
+/// A checkpoint ([`crate::checkpoint`]) is a model file with the optimiser's state added, so
+/// it loads too: its weights are used and its `optimizer.*` tensors skipped.
 pub fn load(path: &Path) -> Result<(Model, ModelMeta)> {
     let bytes = read_capped(path, MAX_FILE_BYTES)?;
     let raw = parse_bytes(path, &bytes)?;
     let meta = parse_meta(path, &raw.metadata)?;
     let mut model = model_for_meta(path, &meta)?;
-    copy_weights(path, &raw.tensors, &mut model, "")?;
+    let extra = if raw.metadata.contains_key(CHECKPOINT_KEY) {
+        "optimizer."
+    } else {
+        ""
+    };
+    copy_weights(path, &raw.tensors, &mut model, extra)?;
     Ok((model, meta))
+}
+
+/// The metadata key that marks a checkpoint (see [`crate::checkpoint`]).
+const CHECKPOINT_KEY: &str = "checkpoint";
+
+/// The metadata of a model (or checkpoint) file, without building the network: for
+/// describing a file (`cnn summary model.safetensors`). The file is checked as a whole, so a
+/// truncated file is refused here too.
+pub fn read_meta(path: &Path) -> Result<ModelMeta> {
+    let bytes = read_capped(path, MAX_FILE_BYTES)?;
+    let raw = parse_bytes(path, &bytes)?;
+    parse_meta(path, &raw.metadata)
+}
+
+/// True when `path` looks like a safetensors file rather than a text config: its name ends in
+/// `.safetensors`, or its first 8 bytes give a header length below 100 MB and the 9th byte
+/// opens the JSON header (`{`). A config, being text, has a huge number in its first 8 bytes.
+pub fn looks_like_safetensors(path: &Path) -> Result<bool> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return Ok(true);
+    }
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = Vec::with_capacity(9);
+    file.take(9)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head.len() == 9 && head[8] == b'{' && header_len(&head).is_some_and(|n| n < 100_000_000))
 }
 
 /// Replaces `model`'s weights with those of the model or checkpoint file at `path` (for

@@ -668,7 +668,15 @@ fn data_info_lists_a_missing_file_with_its_line_and_an_unlabelled_image() {
         "# classes: x, y\na.png 0\nmissing.png 1\nb.png 1\n",
     );
     let (code, stdout, stderr) = run(&[&"data", &"info", &data]);
-    assert_eq!(code, 0, "{stderr}");
+    // Issue 14: problems found make the exit code 1; the report is printed all the same.
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: 2 problem(s) found, listed in the report above\n",
+            data.display()
+        )
+    );
     assert!(stdout.contains("(labels.txt)"), "{stdout}");
     assert!(stdout.contains("2 problem(s):"), "{stdout}");
     let lt = data.join("labels.txt");

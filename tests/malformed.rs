@@ -472,10 +472,12 @@ fn safetensors_header_claiming_a_huge_tensor_is_refused_within_the_memory_limit(
             &[0; 16],
         ),
     );
+    // Issue 14: said as a truncation, with the lengths.
     c.predict_refuses(
         &f,
         &format!(
-            "{}: not a safetensors model file (MetadataIncompleteBuffer)",
+            "{}: truncated or not a safetensors file: its header declares 40000000000 bytes \
+             of tensor data, the file holds 16",
             f.display()
         ),
     );
@@ -522,11 +524,15 @@ fn model_file_cut_in_its_tensor_data_is_refused() {
     let c = Case::new();
     let b = model_bytes();
     let f = c.write("m.safetensors", &b[..b.len() - 4]);
+    let data = b.len() - 8 - u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    // Issue 14: said as a truncation, with the lengths.
     c.predict_refuses(
         &f,
         &format!(
-            "{}: not a safetensors model file (MetadataIncompleteBuffer)",
-            f.display()
+            "{}: truncated or not a safetensors file: its header declares {data} bytes of \
+             tensor data, the file holds {}",
+            f.display(),
+            data - 4
         ),
     );
 }

@@ -161,26 +161,27 @@ fn damaged_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let good = build(&tensors, meta.clone());
     let n = header_len(&good);
     let mut out: Vec<(&'static str, Vec<u8>, &'static str)> = vec![
-        ("empty", Vec::new(), "not a safetensors model file"),
+        // Issue 14: a file cut short says so.
+        ("empty", Vec::new(), "truncated or not a safetensors file"),
         (
             "7 bytes",
             good[..7].to_vec(),
-            "not a safetensors model file",
+            "truncated or not a safetensors file",
         ),
         (
             "8 bytes",
             good[..8].to_vec(),
-            "not a safetensors model file",
+            "truncated or not a safetensors file",
         ),
         (
             "half the header",
             good[..8 + n / 2].to_vec(),
-            "not a safetensors model file",
+            "truncated or not a safetensors file",
         ),
         (
             "one byte short",
             good[..good.len() - 1].to_vec(),
-            "not a safetensors model file",
+            "truncated or not a safetensors file",
         ),
     ];
     let mut long = good.clone();

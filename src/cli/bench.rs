@@ -11,26 +11,33 @@ use cnn::model::Model;
 use super::CmdResult;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cnn bench examples/report1-10.cfg --threads 2 --runs 30 --profile\n  \
+    cnn bench examples/lenet.cfg --batch-size 128 --inference-batch 1,256")]
 pub struct BenchArgs {
     /// The network config file.
     config: PathBuf,
     /// Images per training step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true,
+          value_parser = super::arg_values::at_least_one)]
     batch_size: usize,
     /// Batch sizes for the inference timings.
-    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "1,1000", allow_negative_numbers = true,
+          value_parser = super::arg_values::at_least_one)]
     inference_batch: Vec<usize>,
     /// Timed repetitions (after a warm-up); the median is reported.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true,
+          value_parser = super::arg_values::at_least_one)]
     runs: usize,
     /// Worker threads [default: all cores].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
     pub(super) threads: Option<usize>,
     /// Also print each layer's forward and backward time.
     #[arg(long)]
     profile: bool,
     /// Epoch size used to turn a step time into seconds per epoch.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 60_000, allow_negative_numbers = true,
+          value_parser = super::arg_values::at_least_one)]
     epoch_images: usize,
 }
 
@@ -43,9 +50,9 @@ pub fn run(args: BenchArgs) -> CmdResult {
         "{}: {threads} threads; machine peak {peak:.1} GFLOP/s (median of a 1024^3 matrix multiply)",
         args.config.display()
     );
-    let runs = args.runs.max(1);
+    let runs = args.runs;
     let t = time_training_steps(spec, args.batch_size, 3, runs)?;
-    let steps = args.epoch_images.div_ceil(args.batch_size.max(1));
+    let steps = args.epoch_images.div_ceil(args.batch_size);
     println!(
         "train step, batch {:>4}: {:>9.3} ms median (min {:.3}, max {:.3}) {:>10.0} img/s {:>7.1} GFLOP/s ({:.0}% of peak)  = {:.2} s per {}-image epoch",
         t.batch,
@@ -59,7 +66,7 @@ pub fn run(args: BenchArgs) -> CmdResult {
         args.epoch_images
     );
     for &b in &args.inference_batch {
-        let t = time_inference(spec, b.max(1), 3, runs)?;
+        let t = time_inference(spec, b, 3, runs)?;
         println!(
             "inference,  batch {:>4}: {:>9.3} ms median (min {:.3}, max {:.3}) {:>10.0} img/s {:>7.1} GFLOP/s  = {:.1} us per image",
             t.batch,

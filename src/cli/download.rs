@@ -9,6 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::CmdResult;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cnn download fashion-mnist\n  \
+    cnn download mnist --dir ~/datasets/mnist")]
 pub struct DownloadArgs {
     /// The dataset: mnist or fashion-mnist.
     pub dataset: String,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cnn::data::{self, LoadOptions, Split};
+use cnn::data::{self, Dataset, LoadOptions, Split};
 use cnn::metrics::ConfusionMatrix;
 use cnn::plot::{image_grid, GridImage};
 use cnn::{model_file, train, Error};
@@ -12,11 +12,18 @@ use serde::Serialize;
 use super::CmdResult;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Labels are matched to the model's classes by name, so a subset of the \
+    classes (an export with --classes, a folder with a class missing) is scored right.\n\n\
+    Examples:\n  \
+    cnn evaluate runs/report1-10/model.safetensors\n  \
+    cnn evaluate runs/fashion/model.safetensors --data ../shared/data/fashion-mnist --out runs/fashion/eval"
+)]
 pub struct EvaluateArgs {
-    /// A model file written by `cnn train`.
+    /// A model file written by `cnn train` (a checkpoint works too).
     model: PathBuf,
-    /// The data: IDX folder (its t10k-* files) or file, labels.txt folder, or class folders.
-    /// Default: the built-in demo set's test images.
+    /// The data: IDX folder (its t10k-* files) or file, labels.txt folder, class folders, or
+    /// `demo`. Default: the built-in demo set's test images (for 1x28x28 Fashion-MNIST models).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Print everything as one JSON object instead.
@@ -31,7 +38,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     resize: bool,
     /// Worker threads [default: all cores].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
     pub(super) threads: Option<usize>,
 }
 
@@ -49,32 +56,44 @@ struct Report<'a> {
     most_confused: Vec<(String, String, u64)>,
 }
 
+/// The data to evaluate on, its labels matched to the model's classes by name.
+fn load_data(args: &EvaluateArgs, shape: [usize; 3], classes: &[String]) -> Result<Dataset, Error> {
+    let Some(path) = &args.data else {
+        // The built-in demo set fits only a model made for it; anything else needs --data.
+        let ds = data::demo(Split::Test)?;
+        let fitted = if ds.shape == shape {
+            ds.map_to_classes(classes).map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "its images are {}x{}x{} and the model's input is {}x{}x{}",
+                ds.shape[0], ds.shape[1], ds.shape[2], shape[0], shape[1], shape[2]
+            ))
+        };
+        return fitted.map_err(|why| {
+            Error::Invalid(format!(
+                "no --data given, and the built-in demo set (Fashion-MNIST, 1x28x28) does not \
+                 fit this model: {why}; pass --data with the data the model is for"
+            ))
+        });
+    };
+    let [c, h, w] = shape;
+    let ds = data::load(
+        path,
+        &LoadOptions {
+            split: Split::Test,
+            channels: Some(c),
+            size: Some((h, w)),
+            resize: args.resize,
+        },
+    )?;
+    // load() has converted the images to the model's channels and size, or refused them.
+    ds.map_to_classes(classes)
+}
+
 pub fn run(args: EvaluateArgs) -> CmdResult {
     let (mut model, meta) = model_file::load(&args.model)?;
     let [c, h, w] = model.input_shape();
-    let ds = match &args.data {
-        None => data::demo(Split::Test)?,
-        Some(path) => data::load(
-            path,
-            &LoadOptions {
-                split: Split::Test,
-                channels: Some(c),
-                size: Some((h, w)),
-                resize: args.resize,
-            },
-        )?,
-    };
-    if ds.shape != [c, h, w] {
-        return Err(Error::Data {
-            file: PathBuf::from(&ds.source),
-            msg: format!(
-                "images are {:?} (C, H, W) but the model expects {:?}; pass --resize",
-                ds.shape,
-                [c, h, w]
-            ),
-        }
-        .into());
-    }
+    let ds = load_data(&args, [c, h, w], &meta.classes)?;
     let e = train::evaluate(&mut model, &ds, &meta.normalization, 256)?;
     let mut cm = ConfusionMatrix::new(meta.classes.clone());
     for (&y, &p) in e.labels.iter().zip(&e.predictions) {
@@ -148,7 +167,17 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
         );
         return Ok(());
     }
-    println!("data: {} ({} images)", ds.source, ds.len());
+    let present = ds.class_counts().iter().filter(|&&n| n > 0).count();
+    if present < meta.classes.len() {
+        println!(
+            "data: {} ({} images; {present} of the model's {} classes)",
+            ds.source,
+            ds.len(),
+            meta.classes.len()
+        );
+    } else {
+        println!("data: {} ({} images)", ds.source, ds.len());
+    }
     println!(
         "accuracy: {:.2}%  loss: {:.4}\n",
         e.accuracy * 100.0,

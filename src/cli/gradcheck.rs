@@ -15,6 +15,9 @@ use super::CmdResult;
 const TOLERANCE: f64 = 1e-2;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cnn gradcheck examples/lenet.cfg\n  \
+    cnn gradcheck my-network.cfg --seed 3 --batch 2 --entries 50")]
 pub struct GradcheckArgs {
     /// The network config file.
     config: PathBuf,

@@ -1,9 +1,10 @@
 //! Command-line interface: argument parsing (clap derive) and one module per command.
 //!
 //! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
-//! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own),
-//! 3 training diverged.
+//! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own,
+//! printed on one line by [`usage_error_line`]), 3 training diverged.
 
+mod arg_values;
 mod bench;
 mod data_cmd;
 mod download;
@@ -40,8 +41,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print each layer's output shape, parameters and FLOPs (with --explain, the arithmetic).
+    #[command(after_help = "Examples:\n  \
+        cnn summary examples/report1.cfg --explain\n  \
+        cnn summary runs/report1-10/model.safetensors   (a model file: its embedded config)")]
     Summary {
-        /// The network config file.
+        /// The network config file, or a model file (whose config is stored inside it).
         config: PathBuf,
         /// Show how each shape, parameter count and FLOP count is computed.
         #[arg(long)]
@@ -91,10 +95,28 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            match e.kind() {
+                // --help, --version, and `cnn` or `cnn data` alone: clap's text as it is.
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                }
+                _ => eprintln!("{}", usage_error_line(&e, program_args())),
+            }
             return e.exit_code();
         }
     };
+    // train's and sweep's --threads (the others are checked by their value parser).
+    if cli.command.threads() == Some(0) {
+        eprintln!(
+            "error: invalid value '0' for '--threads <THREADS>': must be at least 1 (see {} \
+             --help)",
+            command_path(program_args())
+        );
+        return 2;
+    }
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
         return 1;
@@ -122,13 +144,97 @@ pub fn main() -> i32 {
     }
 }
 
+/// clap's error as one line: `error: WHAT; TIP (see cnn SUBCOMMAND --help)`.
+///
+/// clap writes a usage error over several lines (the error, an indented list or tip, a
+/// `Usage:` line, a pointer to `--help`); the README promises one line per error, so they are
+/// joined, and the pointer names the subcommand (found by walking `args` down the command
+/// tree) so that it says where the options are described.
+pub fn usage_error_line(e: &clap::Error, args: impl IntoIterator<Item = String>) -> String {
+    let text = e.render().to_string();
+    let mut what = String::new();
+    let mut listed = Vec::new();
+    let mut tips = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("Usage:") || t.starts_with("For more information") {
+            break;
+        }
+        if t.is_empty() {
+            continue;
+        }
+        if what.is_empty() {
+            what = t.strip_prefix("error: ").unwrap_or(t).to_string();
+        } else if let Some(tip) = t.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else {
+            listed.push(t.to_string());
+        }
+    }
+    let mut out = format!("error: {what}");
+    if !listed.is_empty() {
+        out += &format!(" {}", listed.join(", "));
+    }
+    for tip in tips {
+        out += &format!("; {tip}");
+    }
+    out + &format!(" (see {} --help)", command_path(args))
+}
+
+/// The command line, lossily decoded (`std::env::args` would panic on a non-UTF-8 path).
+fn program_args() -> impl Iterator<Item = String> {
+    std::env::args_os().map(|a| a.to_string_lossy().into_owned())
+}
+
+/// `cnn` followed by the subcommands named in `args` (the first being the program), e.g.
+/// `cnn data export`: the command whose `--help` describes the options.
+fn command_path(args: impl IntoIterator<Item = String>) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["cnn".to_string()];
+    for arg in args.into_iter().skip(1) {
+        if cmd.get_subcommands().next().is_none() {
+            break;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(&arg) {
+            Some(sub) => {
+                path.push(sub.get_name().to_string());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    path.join(" ")
+}
+
+/// `cnn summary FILE`: the summary of a config file, or of the config a model (or checkpoint)
+/// file carries in its metadata, then that model's classes.
+fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
+    if cnn::model_file::looks_like_safetensors(path)? {
+        let meta = cnn::model_file::read_meta(path)?;
+        let parsed = cnn::config::parse(
+            &meta.config,
+            &format!("{} (embedded config)", path.display()),
+        )?;
+        print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+        println!(
+            "Classes ({}): {}",
+            meta.classes.len(),
+            meta.classes.join(", ")
+        );
+        return Ok(());
+    }
+    let parsed = cnn::config::load(path)?;
+    print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+    Ok(())
+}
+
 fn run(command: Command) -> CmdResult {
     match command {
-        Command::Summary { config, explain } => {
-            let parsed = cnn::config::load(&config)?;
-            print!("{}", cnn::summary::render(&parsed.spec, explain)?);
-            Ok(())
-        }
+        Command::Summary { config, explain } => summary(&config, explain),
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),

@@ -13,14 +13,19 @@ use serde::Serialize;
 use super::CmdResult;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cnn predict runs/report1-10/model.safetensors shoe.png --top 1\n  \
+    cnn predict runs/report1-10/model.safetensors photos/ --json   (every image under photos/)")]
 pub struct PredictArgs {
-    /// A model file written by `cnn train`.
+    /// A model file written by `cnn train` (a checkpoint works too).
     model: PathBuf,
-    /// Image files (PNG, JPEG, BMP) or IDX image files (every image in them).
+    /// Image files (PNG, JPEG, BMP), IDX image files (every image in them), or folders (every
+    /// image file in them and their sub-folders, sorted by path).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// How many classes to show per input.
-    #[arg(long, default_value_t = 3)]
+    /// How many classes to show per input (at least 1).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true,
+          value_parser = super::arg_values::at_least_one)]
     top: usize,
     /// One JSON object per line: input, class, probabilities.
     #[arg(long)]
@@ -61,7 +66,12 @@ pub fn run(args: PredictArgs) -> CmdResult {
     let [c, h, w] = model.input_shape();
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for path in &args.inputs {
-        if data::is_idx_file(path)? {
+        if path.is_dir() {
+            for file in data::image_files_under(path)? {
+                let img = data::load_image(&file, [c, h, w], args.resize)?;
+                inputs.push((file.display().to_string(), img));
+            }
+        } else if data::is_idx_file(path)? {
             let (images, shape) = data::load_idx_images(path)?;
             if shape != [c, h, w] {
                 return Err(Error::Data {
@@ -82,7 +92,7 @@ pub fn run(args: PredictArgs) -> CmdResult {
             inputs.push((path.display().to_string(), img));
         }
     }
-    let k = args.top.max(1).min(model.classes());
+    let k = args.top.min(model.classes());
     for (name, bytes) in &inputs {
         let p = probabilities(&mut model, &meta.normalization, bytes)?;
         let mut order: Vec<usize> = (0..p.len()).collect();

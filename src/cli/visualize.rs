@@ -16,6 +16,9 @@ use cnn::tensor::Tensor;
 use super::CmdResult;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cnn visualize runs/report1-10/model.safetensors boot.png --out runs/report1-10/vis\n  \
+    cnn visualize runs/photos/model.safetensors cat.jpg --resize --out vis")]
 pub struct VisualizeArgs {
     /// A model file written by `cnn train`.
     model: PathBuf,

@@ -123,7 +123,7 @@ pub(crate) fn push_fitted(
             path,
             format!(
                 "image is {ih}x{iw} (height x width), expected {h}x{w} ({from}); \
-                 allow resizing to scale it"
+                 pass --resize to scale it"
             ),
         ));
     }
@@ -249,7 +249,12 @@ pub(crate) fn resolve_labels(
             .collect();
         return (names.clone(), labels);
     }
-    let numeric: Option<Vec<usize>> = entries.iter().map(|e| e.label.parse().ok()).collect();
+    let parsed_nums: Vec<Option<usize>> = entries.iter().map(|e| e.label.parse().ok()).collect();
+    let n_numeric = parsed_nums.iter().filter(|n| n.is_some()).count();
+    if n_numeric > 0 && n_numeric < entries.len() {
+        return mixed_labels(entries, &parsed_nums);
+    }
+    let numeric: Option<Vec<usize>> = parsed_nums.into_iter().collect();
     if let Some(nums) = numeric {
         let max = nums.iter().copied().max().unwrap_or(0);
         if max < usize::from(u16::MAX) {
@@ -277,6 +282,70 @@ pub(crate) fn resolve_labels(
         .map(|e| Ok(names.binary_search(&e.label).expect("collected above") as u16))
         .collect();
     (names, labels)
+}
+
+/// Classes and labels of a labels.txt (without a `# classes:` line) whose labels are partly
+/// class indices and partly class names. The more common kind wins (names on a tie); each line
+/// of the other kind gets an error naming the first line of the winning kind, since an index
+/// among names would silently become a class of its own (and a name among indices one more
+/// class at the end).
+fn mixed_labels(
+    entries: &[Entry],
+    nums: &[Option<usize>],
+) -> (Vec<String>, Vec<std::result::Result<u16, String>>) {
+    let n_numeric = nums.iter().filter(|n| n.is_some()).count();
+    let indices_win = 2 * n_numeric > entries.len();
+    let first = |want_num: bool| {
+        entries
+            .iter()
+            .zip(nums)
+            .find(|(_, n)| n.is_some() == want_num)
+            .map(|(e, _)| e)
+            .expect("both kinds are present")
+    };
+    let model = first(indices_win);
+    let classes: Vec<String> = if indices_win {
+        let max = nums.iter().flatten().copied().max().unwrap_or(0);
+        (0..=max.min(usize::from(u16::MAX) - 1))
+            .map(|i| i.to_string())
+            .collect()
+    } else {
+        let mut names: Vec<String> = entries
+            .iter()
+            .zip(nums)
+            .filter(|(_, n)| n.is_none())
+            .map(|(e, _)| e.label.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let (this, other) = if indices_win {
+        ("a class name", "class indices")
+    } else {
+        ("a class index", "class names")
+    };
+    let labels = entries
+        .iter()
+        .zip(nums)
+        .map(|(e, n)| {
+            if n.is_some() != indices_win {
+                return Err(format!(
+                    "label \"{}\" is {this}, but most lines use {other} (line {}: \"{}\"); use \
+                     one kind, or name the classes on a \"# classes: NAME, NAME, ...\" line",
+                    e.label, model.line, model.label
+                ));
+            }
+            match n {
+                Some(i) => u16::try_from(*i)
+                    .ok()
+                    .filter(|&i| usize::from(i) < classes.len())
+                    .ok_or_else(|| format!("label {i} is too large (at most 65534 classes)")),
+                None => Ok(classes.binary_search(&e.label).expect("collected above") as u16),
+            }
+        })
+        .collect();
+    (classes, labels)
 }
 
 /// Loads a folder described by `dir/labels.txt`.

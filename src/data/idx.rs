@@ -50,22 +50,25 @@ fn find(dir: &Path, prefix: &str, kind: &str, n: u8) -> Option<PathBuf> {
 }
 
 /// True when `dir` is an IDX folder holding a test split (`t10k-images-idx3-ubyte`, with or
-/// without `.gz`): the one format whose folder carries its own test set.
+/// without `.gz`): the one format whose folder carries its own test set. The built-in demo
+/// set (`demo`) has one too.
 pub fn has_idx_test_split(dir: &Path) -> bool {
-    dir.is_dir() && find(dir, "t10k", "images", 3).is_some()
+    super::is_demo(dir) || (dir.is_dir() && find(dir, "t10k", "images", 3).is_some())
 }
 
 /// Loads one split of an IDX folder.
 pub(crate) fn load_dir(dir: &Path, split: Split) -> Result<Dataset> {
-    let (prefix, other, what, other_what) = match split {
-        Split::Train => ("train", "t10k", "training", "test"),
-        Split::Test => ("t10k", "train", "test", "training"),
+    let (prefix, other, what, other_what, other_split) = match split {
+        Split::Train => ("train", "t10k", "training", "test", "test"),
+        Split::Test => ("t10k", "train", "test", "training", "train"),
     };
     let Some(images) = find(dir, prefix, "images", 3) else {
-        let msg = if find(dir, other, "images", 3).is_some() {
+        let msg = if let Some(there) = find(dir, other, "images", 3) {
             format!(
                 "no {prefix}-images-idx3-ubyte[.gz]: this folder only holds the {other_what} \
-                 set ({other}-*), not the {what} set; load the {other_what} set and split it"
+                 set ({other}-*), not the {what} set; pass --split {other_split} (cnn data \
+                 export), or give the images file itself as the data ({})",
+                there.display()
             )
         } else {
             format!("no {prefix}-images-idx3-ubyte[.gz] in this folder")

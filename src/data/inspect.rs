@@ -129,9 +129,19 @@ impl fmt::Display for DataReport {
     }
 }
 
-/// Inspects the dataset at `path` (any format [`load`](super::load) accepts). Problems in the
-/// data are collected in the report; only a path that holds no dataset at all is an error.
+/// Inspects the dataset at `path` (any format [`load`](super::load) accepts, `demo` too).
+/// Problems in the data are collected in the report; only a path that holds no dataset at
+/// all is an error.
 pub fn inspect(path: &Path) -> Result<DataReport> {
+    if super::is_demo(path) {
+        let parts = [("train", Split::Train), ("test", Split::Test)]
+            .into_iter()
+            .map(|(n, s)| (n, super::demo(s)))
+            .collect();
+        let mut report = inspect_idx(path, parts);
+        report.source = "demo (the built-in Fashion-MNIST subset)".into();
+        return Ok(report);
+    }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

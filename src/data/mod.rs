@@ -30,13 +30,23 @@
 //!    ```
 //!
 //!    Without a `# classes:` line: if every label is an integer, labels are class indices and
-//!    the classes are `"0"`..=largest label; otherwise every label is a class name and the
+//!    the classes are `"0"`..=largest label; if none is, every label is a class name and the
 //!    classes are the distinct names sorted by their bytes (so `"cat" < "dog"`, `"10" < "9"`).
+//!    A file that mixes the two is an error: the lines of the less common kind are reported
+//!    (an index among names would otherwise become a class of its own).
 //!    With a `# classes:` line, a label is an index below the number of names, or one of the
 //!    names.
 //!
 //! 3. **A folder per class**: `root/<class>/*.png|jpg|jpeg|bmp`. The classes are the
 //!    sub-folder names sorted by their bytes; the images of a class are sorted by file name.
+//!
+//! 4. **`demo`**: the path `demo`, exactly as written, is the built-in demo set ([`demo`]), a
+//!    Fashion-MNIST subset with both splits, like an IDX folder. A folder called `demo` is
+//!    reached as `./demo`.
+//!
+//! Class names matter beyond a dataset: a model's outputs are named, and
+//! [`Dataset::map_to_classes`] matches a dataset to them by name (label 0 of a folder holding
+//! only bags is "Bag", not the model's output 0).
 //!
 //! Images of formats 2 and 3 are decoded with the `image` crate, with limits (at most 16384
 //! pixels a side, 256 MiB per decoded image) so that a lying header allocates nothing. They are
@@ -56,6 +66,7 @@ mod export;
 mod folder;
 mod idx;
 mod inspect;
+mod relabel;
 mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
@@ -63,7 +74,8 @@ pub use download::download;
 pub use export::export;
 pub use idx::has_idx_test_split;
 pub use inspect::{inspect, DataReport, Problem, SetReport};
-pub use single::{is_idx_file, load_idx_images, load_image};
+pub use relabel::has_index_names;
+pub use single::{image_files_under, is_idx_file, load_idx_images, load_image};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -150,7 +162,17 @@ pub(crate) fn line_err(file: &Path, line: usize, msg: impl Into<String>) -> Erro
     }
 }
 
-/// Loads the dataset at `path` (see the [module documentation](self) for the formats).
+/// The name that stands for the built-in demo set wherever a dataset path is expected.
+pub const DEMO_NAME: &str = "demo";
+
+/// True when `path` is exactly [`DEMO_NAME`], the built-in demo set. A folder that happens to
+/// be called `demo` is reached as `./demo`.
+pub fn is_demo(path: &Path) -> bool {
+    path.as_os_str() == DEMO_NAME
+}
+
+/// Loads the dataset at `path` (see the [module documentation](self) for the formats). The
+/// path `demo` is the built-in demo set ([`demo`], the asked split).
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     if let Some(c) = opts.channels {
         if c != 1 && c != 3 {
@@ -164,6 +186,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
                 folder::MAX_SIDE
             )));
         }
+    }
+    if is_demo(path) {
+        return conform(demo(opts.split)?, opts);
     }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let ds = if meta.is_file() {
@@ -205,7 +230,7 @@ fn conform(mut ds: Dataset, opts: &LoadOptions) -> Result<Dataset> {
             file: PathBuf::from(&ds.source),
             msg: format!(
                 "images are {h}x{w} (height x width), expected {want_h}x{want_w}; \
-                 allow resizing to scale them"
+                 pass --resize to scale them"
             ),
         });
     }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use flate2::read::GzDecoder;
 
-use super::folder::{decode, push_fitted};
+use std::path::PathBuf;
+
+use super::folder::{decode, is_image_name, push_fitted};
 use super::idx::read_idx_file;
 use crate::error::{Error, Result};
 
@@ -53,4 +55,42 @@ pub fn load_image(path: &Path, shape: [usize; 3], resize: bool) -> Result<Vec<u8
     let mut out = Vec::with_capacity(shape.iter().product());
     push_fitted(&img, path, shape, resize, "the model's input", &mut out)?;
     Ok(out)
+}
+
+/// How deep [`image_files_under`] goes below the folder it is given.
+const MAX_DEPTH: usize = 16;
+
+/// Every image file (`.png`, `.jpg`, `.jpeg`, `.bmp`, by name) in `dir` and its sub-folders,
+/// sorted by path, skipping hidden entries (names starting with `.`) and going at most 16
+/// levels down. A folder holding no image is an error naming it.
+pub fn image_files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out)?;
+    if out.is_empty() {
+        return Err(super::data_err(
+            dir,
+            "holds no .png, .jpg, .jpeg or .bmp image (sub-folders included)",
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            if depth < MAX_DEPTH {
+                walk(&path, depth + 1, out)?;
+            }
+        } else if is_image_name(&name) {
+            out.push(path);
+        }
+    }
+    Ok(())
 }

@@ -119,7 +119,12 @@ fn idx_train_missing_says_only_test_is_there() {
     write(dir.path(), "t10k-labels-idx1-ubyte", &idx_labels(&[0, 1]));
     assert_err(
         load(dir.path(), &train()),
-        &["only holds the test set", "train-images-idx3-ubyte"],
+        &[
+            "only holds the test set",
+            "train-images-idx3-ubyte",
+            "pass --split test",
+            "t10k-images-idx3-ubyte)",
+        ],
     );
     assert_eq!(
         load(dir.path(), &LoadOptions::split(Split::Test))
@@ -386,10 +391,53 @@ fn labels_txt_with_names_sorts_them() {
     png(dir.path(), "a.png", 2, 2, 1);
     png(dir.path(), "b.png", 2, 2, 2);
     png(dir.path(), "c.png", 2, 2, 3);
-    write(dir.path(), "labels.txt", b"a.png dog\nb.png cat\nc.png 7\n");
+    write(
+        dir.path(),
+        "labels.txt",
+        b"a.png dog\nb.png cat\nc.png Zebra\n",
+    );
     let ds = load(dir.path(), &train()).unwrap();
-    assert_eq!(ds.classes, vec!["7", "cat", "dog"]);
+    assert_eq!(ds.classes, vec!["Zebra", "cat", "dog"]);
     assert_eq!(ds.labels, vec![2, 1, 0]);
+}
+
+#[test]
+fn labels_txt_mixing_indices_and_names_is_refused_at_the_odd_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, f) in ["a", "b", "c", "d"].iter().enumerate() {
+        png(dir.path(), &format!("{f}.png"), 2, 2, i as u8);
+    }
+    // Mostly names: the index is the odd one.
+    write(
+        dir.path(),
+        "labels.txt",
+        b"a.png dog\nb.png cat\nc.png 3\nd.png cat\n",
+    );
+    assert_err(
+        load(dir.path(), &train()),
+        &[
+            "labels.txt:3: label \"3\" is a class index, but most lines use class names \
+             (line 1: \"dog\")",
+            "# classes:",
+        ],
+    );
+    let report = inspect(dir.path()).unwrap();
+    assert_eq!(report.classes, vec!["cat", "dog"]);
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert_eq!(report.problems[0].line, Some(3));
+    // Mostly indices: the name is the odd one.
+    write(
+        dir.path(),
+        "labels.txt",
+        b"a.png 0\nb.png 1\nc.png cat\nd.png 1\n",
+    );
+    assert_err(
+        load(dir.path(), &train()),
+        &["labels.txt:3: label \"cat\" is a class name, but most lines use class indices (line 1: \"0\")"],
+    );
+    let report = inspect(dir.path()).unwrap();
+    assert_eq!(report.classes, vec!["0", "1"]);
+    assert_eq!(report.problems.len(), 1, "{report}");
 }
 
 #[test]
@@ -450,7 +498,13 @@ fn image_size_mismatch_names_the_file_unless_resizing() {
     write(dir.path(), "labels.txt", b"a.png 0\nb.png 1\n");
     assert_err(
         load(dir.path(), &train()),
-        &["b.png", "image is 4x5", "expected 4x4", "a.png"],
+        &[
+            "b.png",
+            "image is 4x5",
+            "expected 4x4",
+            "a.png",
+            "pass --resize",
+        ],
     );
     let opts = LoadOptions {
         resize: true,
@@ -723,5 +777,64 @@ fn inspect_class_folders_and_idx() {
     assert!(
         r.to_string().contains("unsupported IDX data type 0x09"),
         "{r}"
+    );
+}
+
+#[test]
+fn the_name_demo_is_the_built_in_set_wherever_a_path_goes() {
+    let demo_path = Path::new(DEMO_NAME);
+    for split in [Split::Train, Split::Test] {
+        assert_eq!(
+            load(demo_path, &LoadOptions::split(split)).unwrap(),
+            demo(split).unwrap()
+        );
+    }
+    assert!(has_idx_test_split(demo_path));
+    // Asked for another size, it is converted like IDX data (or refused without resizing).
+    let opts = LoadOptions {
+        size: Some((14, 14)),
+        ..LoadOptions::split(Split::Test)
+    };
+    assert_err(load(demo_path, &opts), &["pass --resize"]);
+    let ds = load(
+        demo_path,
+        &LoadOptions {
+            resize: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!(ds.shape, [1, 14, 14]);
+    let report = inspect(demo_path).unwrap();
+    assert_eq!(report.sets.len(), 2);
+    assert_eq!(report.sets[1].images, 500);
+    assert!(report.problems.is_empty(), "{report}");
+    // `./demo` is a folder of that name, not the built-in set.
+    assert!(!is_demo(Path::new("./demo")));
+}
+
+#[test]
+fn image_files_under_a_folder_are_found_recursively_and_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "b.png", 2, 2, 1);
+    png(dir.path(), "a/z.PNG", 2, 2, 1);
+    png(dir.path(), "a/deeper/y.png", 2, 2, 1);
+    png(dir.path(), ".hidden/x.png", 2, 2, 1);
+    write(dir.path(), "notes.txt", b"not an image");
+    let found: Vec<PathBuf> = image_files_under(dir.path())
+        .unwrap()
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().to_path_buf())
+        .collect();
+    let want: Vec<PathBuf> = ["a/deeper/y.png", "a/z.PNG", "b.png"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(found, want);
+    let empty = tempfile::tempdir().unwrap();
+    let e = image_files_under(empty.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("holds no .png, .jpg, .jpeg or .bmp image"),
+        "{e}"
     );
 }
