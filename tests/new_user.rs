@@ -7,26 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+mod common;
+use common::run;
+
 use serde_json::Value;
 use tempfile::TempDir;
-
-/// Runs `cnn ARGS` and returns (exit code, stdout, stderr), asserting that it did not panic.
-fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let out = Command::cargo_bin("cnn")
-        .expect("the cnn binary is built")
-        .args(args)
-        .output()
-        .expect("cnn runs");
-    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
-    assert!(!stderr.contains("panicked at"), "cnn panicked:\n{stderr}");
-    (
-        out.status.code().expect("cnn exits normally"),
-        stdout,
-        stderr,
-    )
-}
 
 /// Asserts that `stderr` is exactly one line, `error: ...`.
 fn one_error_line(stderr: &str) {
@@ -220,10 +205,8 @@ fn image_bytes(class: usize, i: usize) -> Vec<u8> {
 
 fn write_png(path: &Path, class: usize, i: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::GrayImage::from_raw(8, 8, image_bytes(class, i))
-        .unwrap()
-        .save(path)
-        .unwrap();
+    let bytes = image_bytes(class, i);
+    common::write_png(path, 8, 8, |x, y| bytes[(y * 8 + x) as usize]);
 }
 
 /// Class folders under `root`, one per `(folder name, pattern)`, `n` images each, numbered
