@@ -1,27 +1,32 @@
 //! Command-line interface: argument parsing (clap derive) and one module per command.
 //!
 //! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
-//! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own),
-//! 3 training diverged.
+//! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own,
+//! and options the library refuses before writing anything), 3 training diverged, 130 when
+//! Ctrl-C stopped training (after its checkpoint was written).
 
 mod bench;
 mod data_cmd;
 mod download;
 mod evaluate;
 mod gradcheck;
-mod plots;
 mod predict;
-mod report;
+mod progress;
 mod sweep;
 mod train;
+mod train_options;
 mod visualize;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code for bad usage: an option out of range or that cannot work with the others.
+pub const EXIT_USAGE: i32 = 2;
 /// Exit code when training diverged (loss NaN or infinite).
 pub const EXIT_DIVERGED: i32 = 3;
+/// Exit code after Ctrl-C stopped training: 128 + SIGINT, as shells expect.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +53,7 @@ pub enum Command {
         explain: bool,
     },
     /// Train a network; without --data, on the built-in Fashion-MNIST demo set.
+    #[command(after_help = train::EXAMPLES)]
     Train(train::TrainArgs),
     /// Accuracy, loss, confusion matrix and per-class metrics of a model on a dataset.
     Evaluate(evaluate::EvaluateArgs),
@@ -58,6 +64,7 @@ pub enum Command {
     /// Picture the first layer's filters and every layer's activations for one image.
     Visualize(visualize::VisualizeArgs),
     /// Train one model per learning rate and epoch count; overlay their loss curves.
+    #[command(after_help = sweep::EXAMPLES)]
     Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
     Bench(bench::BenchArgs),
@@ -68,17 +75,22 @@ pub enum Command {
     Data(data_cmd::DataCommand),
 }
 
-/// A command's failure: the library's error, or a diverged run (its own exit code).
+/// A command's failure: the library's error, bad usage, a diverged run, or a run stopped
+/// by Ctrl-C (each its own exit code).
 #[derive(Debug)]
 pub enum Failure {
     Error(cnn::Error),
+    Usage(String),
     Diverged(String),
+    /// Ctrl-C stopped training after writing its checkpoint; the message says how to go on.
+    Interrupted(String),
 }
 
 impl From<cnn::Error> for Failure {
     fn from(e: cnn::Error) -> Failure {
         match e {
             cnn::Error::Diverged(msg) => Failure::Diverged(msg),
+            cnn::Error::Usage(msg) => Failure::Usage(msg),
             other => Failure::Error(other),
         }
     }
@@ -115,9 +127,17 @@ pub fn main() -> i32 {
             eprintln!("error: {e}");
             1
         }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_USAGE
+        }
         Err(Failure::Diverged(msg)) => {
             eprintln!("error: {msg}");
             EXIT_DIVERGED
+        }
+        Err(Failure::Interrupted(msg)) => {
+            eprintln!("{msg}");
+            EXIT_INTERRUPTED
         }
     }
 }
@@ -154,9 +174,9 @@ impl Command {
     /// The `--threads` option of the commands that have one.
     fn threads(&self) -> Option<usize> {
         match self {
-            Command::Train(a) => a.threads,
+            Command::Train(a) => a.options.threads,
             Command::Evaluate(a) => a.threads,
-            Command::Sweep(a) => a.threads,
+            Command::Sweep(a) => a.options.threads,
             Command::Bench(a) => a.threads,
             _ => None,
         }
