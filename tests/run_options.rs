@@ -154,6 +154,14 @@ fn batch_size_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
 }
 
 #[test]
+fn threads_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
+    let s = Setup::new();
+    let (code, _, stderr) = s.train("run", &["--threads", "0"]);
+    assert_usage_error(code, &stderr, &["--threads must be at least 1"]);
+    assert!(!s.path("run").exists());
+}
+
+#[test]
 fn a_negative_learning_rate_is_refused_as_must_be_positive_by_train_and_sweep() {
     let s = Setup::new();
     let (code, _, stderr) = s.cnn(&[&"train", &"net.cfg", &"--data", &"data", &"--lr", &"-1"]);

@@ -109,7 +109,10 @@ pub fn main() -> i32 {
     };
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
-        return 1;
+        return match e {
+            cnn::Error::Usage(_) => EXIT_USAGE,
+            _ => 1,
+        };
     }
     // The command runs on one of the pool's threads, so the layers' parallel loops start
     // from inside the pool: a small loop then runs at once on the calling thread instead of
@@ -187,7 +190,7 @@ impl Command {
 /// the whole command runs on one of them.
 fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
     if threads == Some(0) {
-        return Err(cnn::Error::Invalid("--threads must be at least 1".into()));
+        return Err(cnn::Error::Usage("--threads must be at least 1".into()));
     }
     let t = threads.unwrap_or(0);
     rayon::ThreadPoolBuilder::new()
