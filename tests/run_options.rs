@@ -463,3 +463,56 @@ fn train_and_sweep_help_give_examples_and_describe_every_option() {
         assert!(stdout.contains(says), "no `{says}` in:\n{stdout}");
     }
 }
+
+#[test]
+fn the_library_run_writes_nothing_until_train_and_stops_when_its_observer_says_so() {
+    use cnn::run::{Run, RunConfig, RunEvent, RunOptions};
+    use cnn::train::Control;
+    let s = Setup::new();
+    let dir = s.path("lib-run");
+    let config = RunConfig {
+        config: s.path("net.cfg"),
+        data: Some(s.path("data")),
+        epochs: 2,
+        batch_size: 8,
+        ..RunConfig::default()
+    };
+    let mut run = Run::new(config, Some(dir.clone()), false).unwrap();
+    assert!(!dir.exists(), "Run::new wrote something");
+    let mut steps = Vec::new();
+    let outcome = run
+        .train(&mut |event| match event {
+            RunEvent::Step {
+                epoch, step, total, ..
+            } => {
+                steps.push((epoch, step, total));
+                if total == 2 {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                }
+            }
+            RunEvent::Epoch { .. } => Control::Continue,
+        })
+        .unwrap();
+    assert_eq!(steps, [(1, 1, 1), (1, 2, 2)]);
+    assert_eq!(outcome.stopped, Some((1, 2)));
+    assert!(dir.join("checkpoint.safetensors").is_file());
+    assert!(!dir.join("model.safetensors").exists());
+
+    let mut run = Run::resume(&dir, &RunOptions::default()).unwrap();
+    assert_eq!(run.resumed_at(), Some((1, 2)));
+    assert!(run.changes().is_empty());
+    let mut epochs = Vec::new();
+    let outcome = run
+        .train(&mut |event| {
+            if let RunEvent::Epoch { metrics, .. } = event {
+                epochs.push(metrics.epoch);
+            }
+            Control::Continue
+        })
+        .unwrap();
+    assert_eq!(epochs, [1, 2]);
+    assert_eq!((outcome.stopped, outcome.history.len()), (None, 2));
+    assert!(dir.join("model.safetensors").is_file());
+}

@@ -176,9 +176,9 @@ impl fmt::Display for Change {
     }
 }
 
-fn path_text(p: &Option<PathBuf>) -> String {
-    p.as_ref()
-        .map_or("the built-in demo set".into(), |p| p.display().to_string())
+/// A data path for a [`Change`], or what `None` stands for.
+fn path_text(p: &Option<PathBuf>, none: &str) -> String {
+    p.as_ref().map_or(none.into(), |p| p.display().to_string())
 }
 
 impl RunConfig {
@@ -379,15 +379,20 @@ impl RunConfig {
                 next.lr = lr;
             }
         }
-        for (name, given, stored) in [
-            ("data", &given.data, &mut next.data),
-            ("test data", &given.test_data, &mut next.test_data),
+        for (name, given, stored, none) in [
+            ("data", &given.data, &mut next.data, "the built-in demo set"),
+            (
+                "test data",
+                &given.test_data,
+                &mut next.test_data,
+                "none given",
+            ),
         ] {
             if given.is_some() && given != stored {
                 changes.push(Change {
                     name,
-                    from: path_text(stored),
-                    to: path_text(given),
+                    from: path_text(stored, none),
+                    to: path_text(given, none),
                 });
                 stored.clone_from(given);
             }
