@@ -192,13 +192,13 @@ impl Run {
                 to: config.lr.to_string(),
             });
         }
+        // An epoch begun (a checkpoint mid-epoch) is finished, never cut short.
         let begun = ck.state.epoch + usize::from(ck.state.step > 0);
-        if config.epochs < begun.max(1) {
+        if config.epochs < begun {
             return Err(Error::Usage(format!(
                 "cannot resume with --epochs {}: the run has begun {begun} epochs; give at \
-                 least {}",
-                config.epochs,
-                begun.max(1)
+                 least {begun}",
+                config.epochs
             )));
         }
         let parsed = net_config::parse(
