@@ -41,6 +41,12 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// Options that cannot work together or with what is on disk (a resume that would not
+    /// continue the run, a run folder that would be overwritten), found before anything was
+    /// written. The command line exits with code 2 (bad usage) for it.
+    #[error("{0}")]
+    Usage(String),
+
     /// A download that failed or whose bytes are not the expected ones, with its URL (or the
     /// local file copied).
     #[error("{url}: {msg}")]

@@ -11,17 +11,24 @@
 //! Glorot  (Xavier, uniform)  w ~ U(-a, a),  a = sqrt(6 / (fan_in + fan_out))
 //! ```
 
+use serde::{Deserialize, Serialize};
+
 use crate::rng::Rng;
 
-/// An initialisation scheme for weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// An initialisation scheme for weights. Stored in a run's `run.json` as `normal`, `he` or
+/// `glorot` (run folders written before `cnn::run` say `Normal`, `He`, `Glorot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Init {
     /// N(0, 1/fan_in), report 2's choice. The default.
     #[default]
+    #[serde(alias = "Normal")]
     Normal,
     /// N(0, 2/fan_in), He et al. 2015, suited to ReLU.
+    #[serde(alias = "He")]
     He,
     /// U(-a, a) with a = sqrt(6/(fan_in + fan_out)), Glorot & Bengio 2010.
+    #[serde(alias = "Glorot")]
     Glorot,
 }
 

@@ -16,7 +16,9 @@
 //! - [`data`]: IDX files, image folders, the built-in demo set;
 //! - [`metrics`], [`plot`]: confusion matrix and per-class scores, charts with an embedded
 //!   font;
-//! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes.
+//! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes;
+//! - [`run`]: a training run with its run folder (data, checkpoints, metrics, plots,
+//!   report), what `cnn train` and `cnn sweep` drive.
 
 pub mod bench;
 pub mod checkpoint;
@@ -37,6 +39,7 @@ pub mod monitor;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod run;
 pub mod summary;
 pub mod tensor;
 pub mod text;

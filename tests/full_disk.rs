@@ -197,8 +197,9 @@ fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
     assert!(std::fs::read(run.join("model.safetensors")).unwrap() != before["model.safetensors"]);
 }
 
-/// Proves: when the model file at the end of training does not fit (a run of 0 epochs into
-/// a trained run's folder, files limited to half the model's size), the run stops with exit
+/// Proves: when the model file at the end of training does not fit (a run of 0 epochs from
+/// the run's own weights, `--init`, into its folder with `--force`, files limited to half the
+/// model's size), the run stops with exit
 /// code 1 and one line naming `model.safetensors`, and the previous model and checkpoint are
 /// the same bytes, with no temporary file left.
 #[test]
@@ -213,7 +214,9 @@ fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives(
     }
     let before = snapshot(&run);
 
-    let (code, stderr) = run_with_file_size_limit(s.train("run", &["--epochs", "0"]), limit);
+    let mut again = s.train("run", &["--epochs", "0", "--force", "--init"]);
+    again.arg(&model);
+    let (code, stderr) = run_with_file_size_limit(again, limit);
     assert_reported(
         code,
         &stderr,

@@ -130,7 +130,8 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
 }
 
 /// Ctrl-C (SIGINT) during a long run: the step in progress finishes, a checkpoint of that
-/// step is written, the command says how to continue and exits with 0; the checkpoint loads.
+/// step is written, the command says how to continue and exits with 130 (128 + SIGINT, as
+/// shells expect, so that `cnn train ... && next` does not go on); the checkpoint loads.
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
@@ -178,10 +179,10 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let done = child.wait_with_output().expect("cnn exits");
     let stderr = String::from_utf8(done.stderr).unwrap();
     assert!(!stderr.contains("panicked at"), "{stderr}");
-    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert_eq!(done.status.code(), Some(130), "{stderr}");
     let last = stderr.lines().last().unwrap_or("");
     assert!(
-        last.starts_with("stopped at epoch ")
+        last.starts_with("interrupted (Ctrl-C) at epoch ")
             && last.contains("checkpoint saved: continue with `cnn train --resume "),
         "{stderr}"
     );

@@ -269,6 +269,46 @@ fn class_folders_with_one_class_missing_are_scored_by_class_name() {
 }
 
 #[test]
+fn train_test_data_with_one_class_missing_is_scored_by_class_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    class_folders(&data, &[("a", 0), ("b", 1), ("c", 2)], 12, 0);
+    let test = tmp.path().join("no-a");
+    class_folders(&test, &[("b", 1), ("c", 2)], 6, 100);
+    let cfg = write(tmp.path(), "tiny.cfg", TINY_CFG);
+    let out = tmp.path().join("run");
+    let (code, _, stderr) = run(&[
+        &"train",
+        &cfg,
+        &"--data",
+        &data,
+        &"--test-data",
+        &test,
+        &"--epochs",
+        &"15",
+        &"--batch-size",
+        &"4",
+        &"--lr",
+        &"0.1",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // The run's last test accuracy equals evaluate's on the same data, which matches labels
+    // by name; matched by position, b and c would be scored as a and b.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let report = evaluate_json(&out.join("model.safetensors"), &test);
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.5, "accuracy {accuracy}: the classes are easy");
+    assert!(
+        (last["val_accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-9,
+        "train's test accuracy {} against evaluate's {accuracy}",
+        last["val_accuracy"]
+    );
+}
+
+#[test]
 fn a_class_the_model_does_not_know_is_a_one_line_error_naming_it_and_the_data() {
     let (tmp, model) = folder_model();
     let data = tmp.path().join("zebra");

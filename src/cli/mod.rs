@@ -2,7 +2,9 @@
 //!
 //! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
 //! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own,
-//! printed on one line by [`usage_error_line`]), 3 training diverged.
+//! printed on one line by [`usage_error_line`], and options the library refuses before
+//! writing anything), 3 training diverged, 130 when Ctrl-C stopped training (after its
+//! checkpoint was written).
 
 mod arg_values;
 mod bench;
@@ -10,19 +12,23 @@ mod data_cmd;
 mod download;
 mod evaluate;
 mod gradcheck;
-mod plots;
 mod predict;
-mod report;
+mod progress;
 mod sweep;
 mod train;
+mod train_options;
 mod visualize;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code for bad usage: an option out of range or that cannot work with the others.
+pub const EXIT_USAGE: i32 = 2;
 /// Exit code when training diverged (loss NaN or infinite).
 pub const EXIT_DIVERGED: i32 = 3;
+/// Exit code after Ctrl-C stopped training: 128 + SIGINT, as shells expect.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +58,7 @@ pub enum Command {
         explain: bool,
     },
     /// Train a network; without --data, on the built-in Fashion-MNIST demo set.
+    #[command(after_help = train::EXAMPLES)]
     Train(train::TrainArgs),
     /// Accuracy, loss, confusion matrix and per-class metrics of a model on a dataset.
     Evaluate(evaluate::EvaluateArgs),
@@ -62,6 +69,7 @@ pub enum Command {
     /// Picture the first layer's filters and every layer's activations for one image.
     Visualize(visualize::VisualizeArgs),
     /// Train one model per learning rate and epoch count; overlay their loss curves.
+    #[command(after_help = sweep::EXAMPLES)]
     Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
     Bench(bench::BenchArgs),
@@ -72,17 +80,22 @@ pub enum Command {
     Data(data_cmd::DataCommand),
 }
 
-/// A command's failure: the library's error, or a diverged run (its own exit code).
+/// A command's failure: the library's error, bad usage, a diverged run, or a run stopped
+/// by Ctrl-C (each its own exit code).
 #[derive(Debug)]
 pub enum Failure {
     Error(cnn::Error),
+    Usage(String),
     Diverged(String),
+    /// Ctrl-C stopped training after writing its checkpoint; the message says how to go on.
+    Interrupted(String),
 }
 
 impl From<cnn::Error> for Failure {
     fn from(e: cnn::Error) -> Failure {
         match e {
             cnn::Error::Diverged(msg) => Failure::Diverged(msg),
+            cnn::Error::Usage(msg) => Failure::Usage(msg),
             other => Failure::Error(other),
         }
     }
@@ -119,7 +132,10 @@ pub fn main() -> i32 {
     }
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
-        return 1;
+        return match e {
+            cnn::Error::Usage(_) => EXIT_USAGE,
+            _ => 1,
+        };
     }
     // The command runs on one of the pool's threads, so the layers' parallel loops start
     // from inside the pool: a small loop then runs at once on the calling thread instead of
@@ -137,9 +153,17 @@ pub fn main() -> i32 {
             eprintln!("error: {e}");
             1
         }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_USAGE
+        }
         Err(Failure::Diverged(msg)) => {
             eprintln!("error: {msg}");
             EXIT_DIVERGED
+        }
+        Err(Failure::Interrupted(msg)) => {
+            eprintln!("{msg}");
+            EXIT_INTERRUPTED
         }
     }
 }
@@ -260,9 +284,9 @@ impl Command {
     /// The `--threads` option of the commands that have one.
     fn threads(&self) -> Option<usize> {
         match self {
-            Command::Train(a) => a.threads,
+            Command::Train(a) => a.options.threads,
             Command::Evaluate(a) => a.threads,
-            Command::Sweep(a) => a.threads,
+            Command::Sweep(a) => a.options.threads,
             Command::Bench(a) => a.threads,
             _ => None,
         }
@@ -273,7 +297,7 @@ impl Command {
 /// the whole command runs on one of them.
 fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
     if threads == Some(0) {
-        return Err(cnn::Error::Invalid("--threads must be at least 1".into()));
+        return Err(cnn::Error::Usage("--threads must be at least 1".into()));
     }
     let t = threads.unwrap_or(0);
     rayon::ThreadPoolBuilder::new()

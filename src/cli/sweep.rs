@@ -9,39 +9,38 @@ use std::path::PathBuf;
 use clap::Args;
 use cnn::io::{create_dir, write_atomic};
 use cnn::plot::{line_chart, Series};
+use cnn::run::{check_out_dir, Run, RunConfig, RunOptions};
 
-use super::train::{train_run, OptimizerArg, TrainArgs};
-use super::{CmdResult, Failure};
+use super::train_options::{with_default, TrainingOptions};
+use super::{progress, CmdResult, Failure};
+
+/// Examples for `cnn sweep --help`.
+pub const EXAMPLES: &str = "Examples:
+  cnn sweep examples/report1.cfg --lr 0.001,0.01,0.2 --epochs 10 --out sweeps/lr
+      report 1's learning-rate experiment: three models, their loss curves in one plot
+  cnn sweep examples/report1-10.cfg --data data/fashion-mnist --epochs 1,2,5 --out sweeps/epochs
+      report 1's Table I: one model per epoch count, with its seconds and test accuracy";
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
     /// The network config file.
     config: PathBuf,
-    /// Training data (default: the built-in demo set).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Test data.
-    #[arg(long)]
-    test_data: Option<PathBuf>,
-    /// Learning rates to try, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.01")]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true,
+          help = with_default("Learning rates to try, comma-separated.", RunConfig::default().lr))]
     lr: Vec<f32>,
-    /// Epoch counts to try, comma-separated (each trains a fresh model).
-    #[arg(long, value_delimiter = ',', default_value = "10")]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true,
+          help = with_default("Epoch counts to try, comma-separated (each trains a fresh model).",
+                              RunConfig::default().epochs))]
     epochs: Vec<usize>,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
-    optimizer: OptimizerArg,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    pub(super) threads: Option<usize>,
+    #[command(flatten)]
+    pub(super) options: TrainingOptions,
     /// The sweep folder: one run folder per setting, plus loss.png/.svg, sweep.csv and
     /// report.md.
     #[arg(long)]
     out: PathBuf,
+    /// Train into run folders (inside --out) that hold runs already, replacing them.
+    #[arg(long)]
+    force: bool,
 }
 
 /// One row of the sweep's table.
@@ -56,52 +55,64 @@ struct Row {
     points: Vec<(f64, f64)>,
 }
 
-pub fn run(args: SweepArgs) -> CmdResult {
-    create_dir(&args.out)?;
-    let mut rows = Vec::new();
-    for &epochs in &args.epochs {
-        for &lr in &args.lr {
-            let name = format!("lr{lr}-epochs{epochs}");
-            eprintln!("== {name}");
-            let run = TrainArgs {
+/// Every setting of the sweep: its run folder's name and its config, each checked.
+fn settings(args: &SweepArgs) -> Result<Vec<(String, RunConfig)>, Failure> {
+    let defaults = RunConfig::default();
+    let epoch_counts = if args.epochs.is_empty() {
+        vec![defaults.epochs]
+    } else {
+        args.epochs.clone()
+    };
+    let rates = if args.lr.is_empty() {
+        vec![defaults.lr]
+    } else {
+        args.lr.clone()
+    };
+    let mut out = Vec::new();
+    for &epochs in &epoch_counts {
+        for &lr in &rates {
+            let given = RunOptions {
                 config: Some(args.config.clone()),
-                data: args.data.clone(),
-                test_data: args.test_data.clone(),
-                val_split: None,
                 epochs: Some(epochs),
-                lr,
-                batch_size: args.batch_size,
-                optimizer: args.optimizer,
-                momentum: 0.9,
-                weight_decay: 0.0,
-                init_scheme: super::train::InitArg::Normal,
-                init: None,
-                seed: args.seed,
-                threads: None,
-                out: Some(args.out.join(&name)),
-                no_shuffle: false,
-                normalize: false,
-                resize: false,
-                resume: None,
-                monitor: false,
-                stop_after_steps: None,
+                lr: Some(lr),
+                ..args.options.run_options()
             };
-            let outcome = train_run(run)?;
-            if let Some(msg) = &outcome.diverged {
-                eprintln!("{name}: {msg}");
-            }
-            let h = &outcome.history;
-            rows.push(Row {
-                name,
-                lr,
-                epochs,
-                final_loss: h.last().map(|m| m.loss).filter(|l| l.is_finite()),
-                test_accuracy: outcome.test.map(|(a, _)| a),
-                seconds: h.iter().map(|m| m.seconds).fold(0.0, |a, b| a + b),
-                diverged: outcome.diverged.is_some(),
-                points: h.iter().map(|m| (m.epoch as f64, m.loss)).collect(),
-            });
+            let config = RunConfig::default().with(&given);
+            config.validate()?;
+            let name = format!("lr{lr}-epochs{epochs}");
+            check_out_dir(&args.out.join(&name), args.force)?;
+            out.push((name, config));
         }
+    }
+    Ok(out)
+}
+
+pub fn run(args: SweepArgs) -> CmdResult {
+    let settings = settings(&args)?;
+    let mut rows = Vec::new();
+    for (i, (name, config)) in settings.into_iter().enumerate() {
+        let (lr, epochs) = (config.lr, config.epochs);
+        // The first run is checked (config, data) before the sweep folder is made.
+        let mut run = Run::new(config, Some(args.out.join(&name)), args.force)?;
+        if i == 0 {
+            create_dir(&args.out)?;
+        }
+        eprintln!("== {name}");
+        let outcome = progress::drive(&mut run, args.options.monitor, None)?;
+        if let Some(msg) = &outcome.diverged {
+            eprintln!("{name}: {msg}");
+        }
+        let h = &outcome.history;
+        rows.push(Row {
+            name,
+            lr,
+            epochs,
+            final_loss: h.last().map(|m| m.loss).filter(|l| l.is_finite()),
+            test_accuracy: outcome.test.map(|t| t.accuracy),
+            seconds: outcome.seconds(),
+            diverged: outcome.diverged.is_some(),
+            points: h.iter().map(|m| (m.epoch as f64, m.loss)).collect(),
+        });
     }
     let series: Vec<Series> = rows
         .iter()

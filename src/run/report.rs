@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cnn::config::ParsedConfig;
-use cnn::io::write_atomic;
-use cnn::Error;
+use crate::config::ParsedConfig;
+use crate::error::Error;
+use crate::io::write_atomic;
 
-use super::train::Outcome;
+use super::Outcome;
 
 /// Formats an optional number, or a dash.
 fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
@@ -17,7 +17,7 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
 }
 
 /// The per-epoch metrics as a Markdown table.
-pub fn metrics_table(history: &[cnn::train::EpochMetrics]) -> String {
+pub fn metrics_table(history: &[crate::train::EpochMetrics]) -> String {
     let mut s = String::from(
         "| epoch | loss | accuracy (%) | test loss | test accuracy (%) | seconds | images/s |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -56,11 +56,12 @@ pub fn write_run_report(
         (Some(msg), _) => {
             let _ = writeln!(s, "**Diverged.** {msg}\n");
         }
-        (None, Some((acc, loss))) => {
+        (None, Some(test)) => {
             let _ = writeln!(
                 s,
-                "**Test accuracy {:.2}%**, test loss {loss:.4}, after {} epochs in {secs:.2} s of training.\n",
-                acc * 100.0,
+                "**Test accuracy {:.2}%**, test loss {:.4}, after {} epochs in {secs:.2} s of training.\n",
+                test.accuracy * 100.0,
+                test.loss,
                 outcome.history.len()
             );
         }
@@ -75,7 +76,7 @@ pub fn write_run_report(
     s += "## Network\n\n```text\n";
     s += &parsed.text;
     s += "```\n\n```text\n";
-    s += &cnn::summary::render(&parsed.spec, false)?;
+    s += &crate::summary::render(&parsed.spec, false)?;
     s += "```\n\n## Loss and accuracy\n\n![loss](loss.png)\n\n![accuracy](accuracy.png)\n\n";
     s += "## Per epoch\n\n";
     s += &metrics_table(&outcome.history);

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use cnn::plot::{line_chart, Series};
-use cnn::train::EpochMetrics;
-use cnn::Error;
+use crate::error::Error;
+use crate::plot::{line_chart, Series};
+use crate::train::EpochMetrics;
 
 /// Writes `loss.png/.svg` and `accuracy.png/.svg` (train and test per epoch) into `dir`.
 pub fn write_training_plots(dir: &Path, history: &[EpochMetrics]) -> Result<(), Error> {

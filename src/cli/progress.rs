@@ -1,0 +1,163 @@
+//! Driving a [`Run`] on the terminal, for `cnn train` and `cnn sweep`: the notes before it,
+//! a progress bar and one plain line per epoch while it trains (with `--monitor`, the
+//! layers' health), the result after it, and Ctrl-C.
+//!
+//! Ctrl-C sets a flag; the observer then stops the run after the step in progress, the run
+//! writes its checkpoint, and the command exits with 130 (128 + SIGINT, as shells expect).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use cnn::model::Model;
+use cnn::run::{Outcome, Run, RunEvent};
+use cnn::train::{Control, EpochMetrics};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Failure;
+
+/// Set by the Ctrl-C handler.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler once per process (a sweep trains several runs).
+fn catch_ctrl_c() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Without a handler Ctrl-C ends the process at once, as before training: acceptable.
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+}
+
+/// Prints the notes of `run`, trains it with a progress bar and the epoch lines, and prints
+/// how it ended. A stop by Ctrl-C is [`Failure::Interrupted`]; a diverged run is an
+/// [`Outcome`] (a sweep goes on after it).
+pub fn drive(
+    run: &mut Run,
+    monitor: bool,
+    stop_after_steps: Option<u64>,
+) -> Result<Outcome, Failure> {
+    eprintln!("{}", run.data_note());
+    if let Some((epoch, step)) = run.resumed_at() {
+        eprintln!(
+            "resuming {} at epoch {epoch}, step {step}",
+            run.dir().display()
+        );
+    }
+    for change in run.changes() {
+        eprintln!("resume: {change}");
+    }
+    eprintln!("run folder: {}", run.dir().display());
+    catch_ctrl_c();
+
+    let epochs = run.config().epochs;
+    let bar = ProgressBar::new(run.steps_per_epoch() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let mut total = 0;
+    let should_stop = |total: u64| {
+        stop_after_steps.is_some_and(|s| total >= s) || INTERRUPTED.load(Ordering::SeqCst)
+    };
+    let result = run.train(&mut |event| match event {
+        RunEvent::Step {
+            epoch,
+            step,
+            total: t,
+            loss,
+            ..
+        } => {
+            total = t;
+            if step == 1 {
+                bar.reset();
+                bar.set_prefix(format!("{epoch}/{epochs}"));
+            }
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+            stop_or_continue(should_stop(total))
+        }
+        RunEvent::Epoch { metrics, model } => {
+            bar.finish_and_clear();
+            println!("{}", epoch_line(metrics, epochs));
+            if monitor {
+                print!("{}", monitor_lines(model));
+            }
+            stop_or_continue(should_stop(total))
+        }
+    });
+    bar.finish_and_clear();
+    let outcome = result?;
+    if let Some((epoch, step)) = outcome.stopped {
+        let how = format!(
+            "at epoch {epoch}, step {step}; checkpoint saved: continue with `cnn train \
+             --resume {}`",
+            run.dir().display()
+        );
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(Failure::Interrupted(format!("interrupted (Ctrl-C) {how}")));
+        }
+        eprintln!("stopped {how}");
+    } else if outcome.diverged.is_none() {
+        if let Some(t) = outcome.test {
+            println!(
+                "test accuracy {:.2}% ({} of {}), test loss {:.4}",
+                t.accuracy * 100.0,
+                (t.accuracy * t.images as f64).round() as usize,
+                t.images,
+                t.loss
+            );
+        }
+        println!(
+            "trained {} epochs in {:.2}s; model saved to {}",
+            outcome.history.len(),
+            outcome.seconds(),
+            run.model_path().display()
+        );
+    }
+    Ok(outcome)
+}
+
+fn stop_or_continue(stop: bool) -> Control {
+    if stop {
+        Control::Stop
+    } else {
+        Control::Continue
+    }
+}
+
+fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    let test = match (m.val_loss, m.val_accuracy) {
+        (Some(l), Some(a)) => format!("  test loss {l:.4}  test acc {:6.2}%", a * 100.0),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {:>3}/{epochs}  loss {:.4}  acc {:6.2}%{test}  {:.2}s  {:.0} img/s",
+        m.epoch,
+        m.loss,
+        m.accuracy * 100.0,
+        m.seconds,
+        m.images_per_second
+    )
+}
+
+/// The `--monitor` lines of the model's last step: one per layer with parameters or a ReLU.
+fn monitor_lines(model: &Model) -> String {
+    let mut s = String::new();
+    for h in cnn::monitor::layer_health(model) {
+        if h.grad_norms.is_empty() && h.dead_relu.is_none() {
+            continue;
+        }
+        s += &format!("  layer {} {:<9}", h.index, h.name);
+        for (name, norm) in &h.grad_norms {
+            let short = name.rsplit('.').next().unwrap_or(name);
+            s += &format!("  |grad {short}| {norm:.3e}");
+        }
+        if let Some(d) = h.dead_relu {
+            s += &format!("  dead ReLU {:.1}%", d * 100.0);
+        }
+        s += "\n";
+    }
+    s
+}

@@ -1,0 +1,133 @@
+//! The training options that `cnn train` and `cnn sweep` share (one clap struct, flattened
+//! into both), turned into [`RunOptions`]. Every option is optional here: its default lives
+//! in [`RunConfig::default`] alone, and the help text shows it from there.
+
+use std::fmt::Display;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use cnn::init::Init;
+use cnn::run::{OptimizerChoice, RunConfig, RunOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// Plain gradient descent, w <- w - lr * g (the reports').
+    Sgd,
+    /// SGD with momentum (--momentum).
+    Momentum,
+    /// SGD with Nesterov momentum (--momentum).
+    Nesterov,
+    /// Adam (betas 0.9, 0.999, eps 1e-8).
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    /// N(0, 1/fan_in), report 2's.
+    Normal,
+    /// N(0, 2/fan_in), He / Kaiming.
+    He,
+    /// U(-a, a), a = sqrt(6/(fan_in + fan_out)), Glorot / Xavier.
+    Glorot,
+}
+
+/// `what [default: value]`, with the value from [`RunConfig::default`].
+pub fn with_default(what: &str, value: impl Display) -> String {
+    format!("{what} [default: {value}]")
+}
+
+fn defaults() -> RunConfig {
+    RunConfig::default()
+}
+
+// The numeric options accept a leading minus, so that `--lr -1` is refused with "must be
+// positive" (exit code 2) rather than clap's "unexpected argument".
+#[derive(Debug, Clone, Args)]
+pub struct TrainingOptions {
+    /// Training data: an IDX folder or file, a folder with labels.txt, or a folder per
+    /// class. Default: the built-in Fashion-MNIST demo set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Test data, evaluated after each epoch. Default: the t10k split of an IDX folder (or of
+    /// the demo set), if there is one.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Hold out this share of the training data (stratified) as the test set instead.
+    #[arg(long, allow_negative_numbers = true)]
+    pub val_split: Option<f64>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("Images per gradient step.", defaults().batch_size))]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum,
+          help = with_default("The optimiser.", defaults().optimizer.name()))]
+    pub optimizer: Option<OptimizerArg>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("Momentum factor for --optimizer momentum or nesterov.",
+                              defaults().momentum))]
+    pub momentum: Option<f32>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("L2 weight decay, added to the gradient (PyTorch's convention).",
+                              defaults().weight_decay))]
+    pub weight_decay: Option<f32>,
+    #[arg(long, value_enum,
+          help = with_default("Weight initialisation.",
+                              cnn::run::init_name(defaults().init_scheme)))]
+    pub init_scheme: Option<InitArg>,
+    /// Start from the weights of this model file (e.g. exported from PyTorch).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long, help = with_default(
+        "Seed of every random stream (initialisation, shuffling, the validation split); the \
+         same seed gives the same model, byte for byte, for any --threads.",
+        defaults().seed))]
+    pub seed: Option<u64>,
+    /// Keep the data in file order every epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Normalise each input channel by the training data's mean and standard deviation
+    /// (stored in the model, so evaluate and predict do the same).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Resize images whose size differs from the config's input instead of refusing them.
+    #[arg(long)]
+    pub resize: bool,
+    /// Worker threads [default: all cores]. Results are bit-identical for any count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// After each epoch, print each parameter tensor's gradient L2 norm (of the epoch's last
+    /// step) and each ReLU layer's share of dead units (0 for every image of the last batch).
+    #[arg(long)]
+    pub monitor: bool,
+}
+
+impl TrainingOptions {
+    /// The options given, for [`RunConfig::with`] or [`cnn::run::Run::resume`] (the
+    /// network config, epochs and learning rate are the command's own).
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            data: self.data.clone(),
+            test_data: self.test_data.clone(),
+            val_split: self.val_split,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer.map(|o| match o {
+                OptimizerArg::Sgd => OptimizerChoice::Sgd,
+                OptimizerArg::Momentum => OptimizerChoice::Momentum,
+                OptimizerArg::Nesterov => OptimizerChoice::Nesterov,
+                OptimizerArg::Adam => OptimizerChoice::Adam,
+            }),
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            init_scheme: self.init_scheme.map(|i| match i {
+                InitArg::Normal => Init::Normal,
+                InitArg::He => Init::He,
+                InitArg::Glorot => Init::Glorot,
+            }),
+            init: self.init.clone(),
+            seed: self.seed,
+            no_shuffle: self.no_shuffle,
+            normalize: self.normalize,
+            resize: self.resize,
+            ..RunOptions::default()
+        }
+    }
+}

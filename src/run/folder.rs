@@ -1,0 +1,183 @@
+//! The run folder: what makes a folder a run, and the metrics files written after each epoch.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::optim::OptimizerKind;
+use crate::train::EpochMetrics;
+
+use super::RunConfig;
+
+/// The files that mark a folder as holding a run: any one of them.
+pub const RUN_FILES: [&str; 3] = ["run.json", "checkpoint.safetensors", "model.safetensors"];
+
+/// Whether `dir` holds a run (any of [`RUN_FILES`]).
+pub fn is_run_folder(dir: &Path) -> bool {
+    RUN_FILES.iter().any(|f| dir.join(f).exists())
+}
+
+/// Checks that a new run may use `dir`: a folder that holds a run is refused unless `force`.
+///
+/// # Errors
+/// [`Error::Usage`] naming the folder, the run files in it and the ways on.
+pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: exists and is not a folder; --out takes a folder for the run",
+            dir.display()
+        )));
+    }
+    if force || !is_run_folder(dir) {
+        return Ok(());
+    }
+    let found: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    Err(Error::Usage(format!(
+        "{} holds a run already ({}); continue it with --resume {0}, or pass --force to \
+         train a new run over it",
+        dir.display(),
+        found.join(", ")
+    )))
+}
+
+/// Checks that `dir` is a run folder that can be resumed: it holds `run.json` and
+/// `checkpoint.safetensors`.
+pub(super) fn check_resumable(dir: &Path) -> Result<()> {
+    let what = "a run folder holds run.json and checkpoint.safetensors (written by cnn train)";
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: no such folder; --resume takes a run folder: {what}",
+            dir.display()
+        )));
+    }
+    let has = |f: &str| dir.join(f).is_file();
+    match (has("run.json"), has("checkpoint.safetensors")) {
+        (true, true) => Ok(()),
+        (true, false) => Err(Error::Usage(format!(
+            "{}: has no checkpoint.safetensors: the run stopped before its first checkpoint, \
+             so there is nothing to resume; train it again with --out {0} --force",
+            dir.display()
+        ))),
+        _ => Err(Error::Usage(format!(
+            "{} is not a run folder: {what}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Checks that `run.json` and the checkpoint describe the same run (a new run trained over
+/// an old one with `--force` and stopped before its first checkpoint leaves the old
+/// checkpoint beside the new run.json).
+pub(super) fn check_same_run(dir: &Path, stored: &RunConfig, ck: &Checkpoint) -> Result<()> {
+    let kind = match ck.state.optimizer.kind {
+        OptimizerKind::Sgd => "sgd",
+        OptimizerKind::Momentum {
+            nesterov: false, ..
+        } => "momentum",
+        OptimizerKind::Momentum { nesterov: true, .. } => "nesterov",
+        OptimizerKind::Adam { .. } => "adam",
+    };
+    let stored_kind = stored.optimizer.name();
+    let pairs = [
+        (
+            "batch size",
+            stored.batch_size.to_string(),
+            ck.options.batch_size.to_string(),
+        ),
+        ("seed", stored.seed.to_string(), ck.options.seed.to_string()),
+        (
+            "shuffle",
+            (!stored.no_shuffle).to_string(),
+            ck.options.shuffle.to_string(),
+        ),
+        ("optimizer", stored_kind.to_string(), kind.to_string()),
+    ];
+    for (what, a, b) in pairs {
+        if a != b {
+            return Err(Error::Usage(format!(
+                "{}: run.json and checkpoint.safetensors are of different runs (the {what} is \
+                 {a} in one and {b} in the other); train a new run with --out {0} --force",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `runs/<config name>`, or `runs/<config name>-2`, `-3`, ... if taken.
+pub(super) fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let base = Path::new("runs").join(&stem);
+    if !base.exists() {
+        return base;
+    }
+    (2..)
+        .map(|i| Path::new("runs").join(format!("{stem}-{i}")))
+        .find(|p| !p.exists())
+        .expect("an unused run folder name exists")
+}
+
+/// Removes the temporary files that a run killed while writing left in `dir` (see
+/// [`crate::io::is_temp_name`]), so that they do not pile up run after run. Best effort, and
+/// done before this run writes anything. They are never read: the files they were to replace
+/// are whole.
+pub(super) fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if crate::io::is_temp_name(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `metrics.csv`: one row per epoch, the learning rate of each.
+pub fn metrics_csv(history: &[EpochMetrics]) -> String {
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+    let mut s =
+        String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second\n");
+    for m in history {
+        s += &format!(
+            "{},{:.6},{:.6},{},{},{},{:.6},{:.1}\n",
+            m.epoch,
+            m.loss,
+            m.accuracy,
+            opt(m.val_loss),
+            opt(m.val_accuracy),
+            m.lr,
+            m.seconds,
+            m.images_per_second
+        );
+    }
+    s
+}
+
+/// `metrics.jsonl`: one JSON object per epoch.
+fn metrics_jsonl(history: &[EpochMetrics]) -> Result<String> {
+    let mut s = String::new();
+    for m in history {
+        s += &serde_json::to_string(m)
+            .map_err(|e| Error::Invalid(format!("cannot encode the metrics: {e}")))?;
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Writes `metrics.csv`, `metrics.jsonl` and the loss and accuracy plots into `dir`.
+pub(super) fn write_metrics(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
+    write_atomic(&dir.join("metrics.csv"), metrics_csv(history).as_bytes())?;
+    write_atomic(
+        &dir.join("metrics.jsonl"),
+        metrics_jsonl(history)?.as_bytes(),
+    )?;
+    super::plots::write_training_plots(dir, history)
+}

@@ -1,0 +1,496 @@
+//! A training run as a library type: the data, the run folder, checkpoints, metrics, plots
+//! and `report.md`, around the training loop of [`crate::train`].
+//!
+//! ```no_run
+//! use cnn::run::{Run, RunConfig, RunEvent};
+//! use cnn::train::Control;
+//!
+//! let config = RunConfig { config: "examples/report1-10.cfg".into(), epochs: 2,
+//!                          ..RunConfig::default() };
+//! let mut run = Run::new(config, Some("runs/demo".into()), false)?;
+//! let outcome = run.train(&mut |event: RunEvent| {
+//!     if let RunEvent::Epoch { metrics, .. } = event {
+//!         eprintln!("epoch {}: loss {:.4}", metrics.epoch, metrics.loss);
+//!     }
+//!     Control::Continue
+//! })?;
+//! # Ok::<(), cnn::Error>(())
+//! ```
+//!
+//! [`Run::new`] and [`Run::resume`] check everything (the options, the network config, the
+//! data, the run folder) and write nothing; [`Run::train`] makes the folder and writes:
+//! - `config.cfg`, and `run.json` (the [`RunConfig`], read back by [`Run::resume`]);
+//! - `checkpoint.safetensors` after every epoch and when the observer says stop;
+//! - `metrics.csv`, `metrics.jsonl`, `loss.png/.svg` and `accuracy.png/.svg` after every
+//!   epoch, after the checkpoint (a disk filling up costs them, not the training state);
+//! - `model.safetensors` and `report.md` at the end.
+//!
+//! Every file is written atomically ([`crate::io::write_atomic`]). The library prints
+//! nothing: progress goes to the observer, whose [`Control::Stop`] is also how a caller stops
+//! the run (Ctrl-C): the checkpoint is written and [`Outcome::stopped`] says where.
+
+mod config;
+mod folder;
+mod plots;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{init_name, Change, OptimizerChoice, RunConfig, RunOptions};
+pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
+pub use plots::write_training_plots;
+pub use report::metrics_table;
+
+use crate::checkpoint;
+use crate::config::{self as net_config, ParsedConfig};
+use crate::data::{self, Dataset, LoadOptions, Normalization, Split};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::model_file::{self, ModelMeta};
+use crate::train::{self, Control, EpochMetrics, Event, TrainOptions, TrainState};
+
+/// What a run tells its observer.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A gradient step finished: `step` of `steps` in `epoch` (1-based), with the batch's
+    /// loss; `total` counts the steps of the whole run, before a resume too.
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        total: u64,
+        loss: f32,
+    },
+    /// An epoch finished (its checkpoint and metrics are written right after this event).
+    /// The model is the one after the epoch's last step (for gradient norms and dead ReLUs:
+    /// [`crate::monitor`]).
+    Epoch {
+        metrics: &'a EpochMetrics,
+        model: &'a Model,
+    },
+}
+
+/// A run's final figures on its test set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestResult {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub images: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Every epoch's metrics, those before a resume too.
+    pub history: Vec<EpochMetrics>,
+    /// The final figures on the test set, when there is one and the run finished.
+    pub test: Option<TestResult>,
+    /// Why the run stopped when it diverged (the loss or a gradient NaN, infinite or huge),
+    /// with where the last good checkpoint is.
+    pub diverged: Option<String>,
+    /// Where the observer stopped the run: (epoch, step), the epoch 1-based and the step the
+    /// last finished in it. The checkpoint holds that point.
+    pub stopped: Option<(usize, usize)>,
+}
+
+impl Outcome {
+    /// Seconds of training over all epochs (evaluation excluded).
+    pub fn seconds(&self) -> f64 {
+        self.history
+            .iter()
+            .map(|m| m.seconds)
+            .fold(0.0, |a, b| a + b)
+    }
+}
+
+/// The training and test sets, the sentence saying where they came from, and their
+/// fingerprint (SHA-256 of the config text and the training images and labels).
+struct Data {
+    train: Dataset,
+    test: Option<Dataset>,
+    note: String,
+    fingerprint: String,
+}
+
+/// A training run, checked and ready: see the module documentation.
+pub struct Run {
+    config: RunConfig,
+    dir: PathBuf,
+    parsed: ParsedConfig,
+    model: Model,
+    state: TrainState,
+    data: Data,
+    norm: Normalization,
+    seed_of_weights: u64,
+    resumed: bool,
+    changes: Vec<Change>,
+}
+
+impl Run {
+    /// A new run of `config` in `out` (default `runs/<config name>`, numbered `-2`, `-3`...
+    /// when taken). A folder that holds a run already is refused unless `force`; the new run's
+    /// files then replace the old one's as they are written.
+    ///
+    /// Checks the options, reads the network config, builds the model (from `config.init`'s
+    /// weights when given) and loads the data; writes nothing.
+    pub fn new(config: RunConfig, out: Option<PathBuf>, force: bool) -> Result<Run> {
+        config.validate()?;
+        let dir = match out {
+            Some(dir) => {
+                check_out_dir(&dir, force)?;
+                dir
+            }
+            None => folder::default_run_dir(&config.config),
+        };
+        let parsed = net_config::load(&config.config)?;
+        let mut model = Model::new(&parsed.spec, config.init_scheme, config.seed)?;
+        if let Some(init) = &config.init {
+            model_file::load_weights(init, &mut model)?;
+        }
+        let data = load_data(&config, &parsed)?;
+        let norm = normalization(&config, &parsed, &data.train);
+        let state = TrainState::new(config.optimizer());
+        Ok(Run {
+            seed_of_weights: config.seed,
+            config,
+            dir,
+            parsed,
+            model,
+            state,
+            data,
+            norm,
+            resumed: false,
+            changes: Vec::new(),
+        })
+    }
+
+    /// The run in `dir`, from its checkpoint, with the options `given` again (see
+    /// [`RunConfig::resumed`] for what may change; a network config given must have the
+    /// checkpoint's text). Loads the data and checks it is the checkpoint's; writes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when `dir` is not a run folder, or an option, the config or the data
+    /// differs in a way that would not continue the run.
+    pub fn resume(dir: &Path, given: &RunOptions) -> Result<Run> {
+        folder::check_resumable(dir)?;
+        let json_path = dir.join("run.json");
+        let json = std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?;
+        let stored: RunConfig = serde_json::from_str(&json).map_err(|e| Error::Data {
+            file: json_path.clone(),
+            msg: format!("not a run description: {e}"),
+        })?;
+        let ck_path = dir.join("checkpoint.safetensors");
+        let ck = checkpoint::load(&ck_path)?;
+        folder::check_same_run(dir, &stored, &ck)?;
+        let (config, mut changes) = stored.resumed(dir, given)?;
+        // run.json is the run's description; its learning rate wins over the checkpoint's
+        // (edited by hand, or by a resume that stopped before its first step), and says so.
+        if config.lr != ck.state.optimizer.lr && !changes.iter().any(|c| c.name == "lr") {
+            changes.push(Change {
+                name: "lr",
+                from: ck.state.optimizer.lr.to_string(),
+                to: config.lr.to_string(),
+            });
+        }
+        // An epoch begun (a checkpoint mid-epoch) is finished, never cut short.
+        let begun = ck.state.epoch + usize::from(ck.state.step > 0);
+        if config.epochs < begun {
+            return Err(Error::Usage(format!(
+                "cannot resume with --epochs {}: the run has begun {begun} epochs; give at \
+                 least {begun}",
+                config.epochs
+            )));
+        }
+        let parsed = net_config::parse(
+            &ck.meta.config,
+            &format!("{} (checkpoint config)", dir.display()),
+        )?;
+        if let Some(path) = &given.config {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            if text != parsed.text {
+                return Err(Error::Usage(format!(
+                    "cannot resume with {}: it differs from the run's network ({}), and a \
+                     resumed run keeps its network; start a new run instead (--init {} starts \
+                     one from this run's weights)",
+                    path.display(),
+                    dir.join("config.cfg").display(),
+                    ck_path.display()
+                )));
+            }
+        }
+        let data = load_data(&config, &parsed)?;
+        if data.fingerprint != ck.fingerprint {
+            let data_changed = changes.iter().any(|c| c.name == "data");
+            return Err(Error::Usage(format!(
+                "{}: {}; a resumed run needs the images and labels it was trained on",
+                dir.display(),
+                if data_changed {
+                    format!(
+                        "the training data at {} is not the run's (its SHA-256 differs from \
+                         the checkpoint's)",
+                        data.train.source
+                    )
+                } else {
+                    "the config or training data changed since the checkpoint was written"
+                        .to_string()
+                }
+            )));
+        }
+        let mut state = ck.state;
+        state.optimizer.lr = config.lr;
+        Ok(Run {
+            norm: ck.meta.normalization,
+            seed_of_weights: ck.meta.seed,
+            config,
+            dir: dir.to_path_buf(),
+            parsed,
+            model: ck.model,
+            state,
+            data,
+            resumed: true,
+            changes,
+        })
+    }
+
+    /// The run's options, as `run.json` will store them.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the data came from, as a sentence ("training on ... (N images)").
+    pub fn data_note(&self) -> &str {
+        &self.data.note
+    }
+
+    /// For a resumed run, where it goes on: (epoch, step) as 1-based epoch and steps done.
+    pub fn resumed_at(&self) -> Option<(usize, usize)> {
+        self.resumed
+            .then_some((self.state.epoch + 1, self.state.step))
+    }
+
+    /// The options a resume changed, each to be shown to the user.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Gradient steps in one epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.data
+            .train
+            .len()
+            .div_ceil(self.config.batch_size.max(1))
+    }
+
+    /// Trains until the epochs are done, the observer says stop (then a checkpoint is
+    /// written) or the run diverges (the last good checkpoint is left as it was), writing the
+    /// run folder as the module documentation says.
+    ///
+    /// # Errors
+    /// A file that cannot be written, named; a diverged run is an [`Outcome`], not an error.
+    pub fn train(&mut self, observer: &mut dyn FnMut(RunEvent) -> Control) -> Result<Outcome> {
+        let dir = self.dir.clone();
+        crate::io::create_dir(&dir)?;
+        folder::remove_stale_temps(&dir);
+        crate::io::write_atomic(&dir.join("config.cfg"), self.parsed.text.as_bytes())?;
+        let json = serde_json::to_string_pretty(&self.config)
+            .map_err(|e| Error::Invalid(format!("cannot encode run.json: {e}")))?;
+        crate::io::write_atomic(&dir.join("run.json"), json.as_bytes())?;
+
+        let opts = TrainOptions {
+            epochs: self.config.epochs,
+            batch_size: self.config.batch_size,
+            shuffle: !self.config.no_shuffle,
+            seed: self.config.seed,
+        };
+        let meta = ModelMeta {
+            config: self.parsed.text.clone(),
+            classes: self.data.train.classes.clone(),
+            normalization: self.norm.clone(),
+            seed: self.seed_of_weights,
+        };
+        let steps = self.steps_per_epoch() as u64;
+        let mut total = self.state.epoch as u64 * steps + self.state.step as u64;
+        let ck_path = dir.join("checkpoint.safetensors");
+        let fingerprint = self.data.fingerprint.clone();
+        let mut io_error: Option<Error> = None;
+        let mut on_event = |event: &Event, st: &TrainState, m: &Model| -> Control {
+            let control = match *event {
+                Event::Step {
+                    epoch,
+                    step,
+                    steps,
+                    loss,
+                } => {
+                    total += 1;
+                    observer(RunEvent::Step {
+                        epoch: epoch + 1,
+                        step,
+                        steps,
+                        total,
+                        loss,
+                    })
+                }
+                Event::Epoch => match st.history.last() {
+                    Some(metrics) => observer(RunEvent::Epoch { metrics, model: m }),
+                    None => Control::Continue,
+                },
+            };
+            let at_epoch_end = matches!(event, Event::Epoch);
+            if control == Control::Stop || at_epoch_end {
+                if let Err(e) = checkpoint::save(&ck_path, m, &meta, st, &opts, &fingerprint) {
+                    io_error = Some(e);
+                    return Control::Stop;
+                }
+            }
+            // The metrics and plots after the checkpoint: a disk filling up at an epoch's end
+            // costs them rather than the training state, and they never show an epoch that
+            // the checkpoint does not have (a resumed run rewrites them from its history).
+            if at_epoch_end {
+                if let Err(e) = folder::write_metrics(&dir, &st.history) {
+                    io_error = Some(e);
+                    return Control::Stop;
+                }
+            }
+            control
+        };
+        let result = train::train(
+            &mut self.model,
+            &self.data.train,
+            self.data.test.as_ref(),
+            &self.norm,
+            &opts,
+            &mut self.state,
+            &mut on_event,
+        );
+        if let Some(e) = io_error {
+            return Err(e);
+        }
+        let mut outcome = Outcome {
+            history: self.state.history.clone(),
+            test: None,
+            diverged: None,
+            stopped: None,
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                outcome.stopped = Some((self.state.epoch + 1, self.state.step));
+                return Ok(outcome);
+            }
+            Err(Error::Diverged(msg)) => {
+                outcome.diverged = Some(if ck_path.exists() {
+                    format!("{msg}; the last good checkpoint is {}", ck_path.display())
+                } else {
+                    format!("{msg}; no checkpoint was written before it")
+                });
+                report::write_run_report(&dir, &self.parsed, &outcome, &self.data.note)?;
+                return Ok(outcome);
+            }
+            Err(e) => return Err(e),
+        }
+        model_file::save(&self.model_path(), &self.model, &meta)?;
+        if let Some(test) = &self.data.test {
+            let e = train::evaluate(&mut self.model, test, &self.norm, 256)?;
+            outcome.test = Some(TestResult {
+                accuracy: e.accuracy,
+                loss: e.loss,
+                images: test.len(),
+            });
+        }
+        report::write_run_report(&dir, &self.parsed, &outcome, &self.data.note)?;
+        Ok(outcome)
+    }
+
+    /// `model.safetensors` in the run folder.
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+}
+
+/// The input normalisation: fitted on the training data with `--normalize`, else identity.
+fn normalization(config: &RunConfig, parsed: &ParsedConfig, train: &Dataset) -> Normalization {
+    if config.normalize {
+        Normalization::fit(train)
+    } else {
+        Normalization::identity(parsed.spec.input[0])
+    }
+}
+
+/// Loads the training and test sets that `config` names, checks them against the network,
+/// and fingerprints them.
+fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
+    let input = parsed.spec.input;
+    let opts = |split| LoadOptions {
+        split,
+        channels: Some(input[0]),
+        size: Some((input[1], input[2])),
+        resize: config.resize,
+    };
+    let (mut train, mut test, mut note) = match &config.data {
+        None => (
+            data::demo(Split::Train)?,
+            Some(data::demo(Split::Test)?),
+            "no --data given: training on the built-in demo set (Fashion-MNIST, 2,000 train \
+             and 500 test images)"
+                .to_string(),
+        ),
+        Some(path) => {
+            let train = data::load(path, &opts(Split::Train))?;
+            // An IDX folder carries its own test split (t10k-*); other formats do not.
+            let test = if data::has_idx_test_split(path)
+                && config.test_data.is_none()
+                && config.val_split.is_none()
+            {
+                Some(load_test_set(path, &opts(Split::Test), &train.classes)?)
+            } else {
+                None
+            };
+            let note = format!("training on {} ({} images)", train.source, train.len());
+            (train, test, note)
+        }
+    };
+    if let Some(path) = &config.test_data {
+        test = Some(load_test_set(path, &opts(Split::Test), &train.classes)?);
+    }
+    if let Some(f) = config.val_split {
+        let (t, v) = train.split(f, config.seed)?;
+        note = format!("{note}; {} held out for validation", v.len());
+        train = t;
+        test = Some(v);
+    }
+    for ds in std::iter::once(&train).chain(test.as_ref()) {
+        if ds.shape != input {
+            return Err(Error::Data {
+                file: PathBuf::from(&ds.source),
+                msg: format!(
+                    "images are {}x{}x{} (CxHxW) but the config's Input is {}x{}x{}; \
+                     change `Input shape=` or pass --resize",
+                    ds.shape[0], ds.shape[1], ds.shape[2], input[0], input[1], input[2]
+                ),
+            });
+        }
+    }
+    parsed.check_classes(train.classes.len())?;
+    let labels: Vec<u8> = train.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let fingerprint = checkpoint::fingerprint(&[parsed.text.as_bytes(), &train.images, &labels]);
+    Ok(Data {
+        train,
+        test,
+        note,
+        fingerprint,
+    })
+}
+
+/// Loads a test set for a model trained on `classes` (the training set's class names, which
+/// become the model's) and matches its labels to them by name, so that a test set with
+/// fewer classes, or with its classes in another order, is scored right. Every test set of a
+/// run comes through here (`--test-data` and an IDX folder's t10k split; a `--val-split` set
+/// is part of the training set).
+fn load_test_set(path: &Path, opts: &LoadOptions, classes: &[String]) -> Result<Dataset> {
+    data::load(path, opts)?.map_to_classes(classes)
+}
