@@ -1,6 +1,6 @@
 //! `cnn gradcheck` on real networks (issue 14): every shipped example and our own RGB
-//! networks pass at every seed from 1 to 20; an entry on a kink is reported, not failed; and
-//! a wrong derivative fails the check.
+//! networks pass at every seed from 1 to 20; entries on a kink and entries that cannot be
+//! checked are reported, not failed; and a wrong derivative fails the check.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -215,32 +215,47 @@ fn with_a_dead_unit(text: &str) -> (Model, Tensor, Vec<usize>) {
 }
 
 #[test]
-fn entries_that_move_a_unit_on_its_kink_are_reported_and_the_rest_checked() {
+fn entries_that_move_a_unit_on_its_kink_are_checked_on_the_chosen_side_and_reported() {
     let text = "2\nInput shape=1x2x2\nDense units=3 activation=relu\n\
                 Dense units=2 activation=softmax\n";
     let (mut model, x, labels) = with_a_dead_unit(text);
     let report = check_network(&mut model, &x, &labels, 1000, STEP, 1).unwrap();
     assert_eq!(report.failure(), None, "{report:?}");
     assert!(report.forward.near_kinks >= 1, "{report:?}");
-    let counts: Vec<(usize, usize)> = report
+    let counts: Vec<(usize, usize, usize)> = report
         .tensors
         .iter()
-        .map(|t| (t.checked, t.at_kink))
+        .map(|t| (t.checked, t.on_kink, t.unchecked))
         .collect();
-    // Unit 0's 4 weights and its bias sit on the kink; the second layer's weights only
-    // read its output (0), which they do not move.
-    assert_eq!(counts, [(8, 4), (2, 1), (6, 0), (2, 0)], "{report:?}");
+    // Unit 0's 4 weights and its bias move it across its kink; the second layer's weights
+    // only read its output (0), which they do not move.
+    assert_eq!(
+        counts,
+        [(12, 4, 0), (3, 1, 0), (6, 0, 0), (2, 0, 0)],
+        "{report:?}"
+    );
 }
 
 #[test]
-fn a_network_where_no_entry_can_be_checked_fails_and_says_why() {
+fn an_entry_that_cannot_be_stepped_is_reported_and_the_rest_is_checked() {
+    let text = "2\nInput shape=1x2x2\nDense units=3 activation=relu\n\
+                Dense units=2 activation=softmax\n";
+    let (mut model, x, labels) = setup(text, 2, 5);
+    // Unit 0's pre-activation is -inf (the inputs are positive), so its ReLU gives 0; its
+    // infinite weight has no finite neighbours to difference.
+    model.params_mut()[0].value.data_mut()[0] = f32::NEG_INFINITY;
+    let report = check_network(&mut model, &x, &labels, 1000, STEP, 1).unwrap();
+    assert_eq!(report.failure(), None, "{report:?}");
+    let t = &report.tensors[0];
+    assert_eq!((t.checked, t.unchecked), (11, 1), "{report:?}");
+    assert!(report.tensors.iter().all(|t| t.verdict() == Verdict::Ok));
+}
+
+#[test]
+fn a_check_of_no_entry_at_all_fails_and_says_why() {
     let text = "1\nInput shape=1x2x2\nDense units=2 activation=relu\n";
     let (mut model, x, labels) = setup(text, 2, 5);
-    model
-        .params_mut()
-        .iter_mut()
-        .for_each(|p| p.value.fill(0.0));
-    let report = check_network(&mut model, &x, &labels, 1000, STEP, 1).unwrap();
+    let report = check_network(&mut model, &x, &labels, 0, STEP, 1).unwrap();
     assert!(
         report
             .tensors

@@ -271,8 +271,8 @@ impl FrozenNet {
     }
 
     /// The frozen loss with entry `e` of parameter tensor `t` set to `value`, and whether
-    /// that change moves a unit or window that sits at a kink (then the derivative of the
-    /// frozen network is one side's derivative only, and the entry cannot be checked).
+    /// that change moves a unit or window that sits on a kink (then the network's derivative
+    /// is one-sided there, and the frozen one is the side the forward pass chose).
     pub fn loss_with(&mut self, t: usize, e: usize, value: f64) -> (f64, bool) {
         let (li, slot) = self.tensors[t];
         let original = self.layers[li].params[slot][e];
