@@ -75,7 +75,7 @@ use crate::tensor::Tensor;
 /// passes. Backprop runs in f32: each gradient entry is a sum of up to a few hundred
 /// thousand products, each rounded to 6e-8 relative. Measured with `cnn gradcheck` on every
 /// shipped example and a 3x16x16 RGB network, at the default seed and seeds 1 to 20 (84
-/// runs, 10,008 entries): at most 8.2e-6, typically 1e-7 to 1e-6. Derivatives broken on
+/// runs, 10,122 entries): at most 8.2e-6, typically 1e-7 to 1e-6. Derivatives broken on
 /// purpose gave 1e-2 (a Dense bias gradient 1% short) to 1 (ReLU backward passing y = 0, a
 /// max-pool gradient routed to the neighbouring input, a Conv2D bias gradient missing the
 /// second sample of the batch). 1e-3 is 100 times the worst rounding seen and 10 times

@@ -89,9 +89,9 @@ pub struct FrozenNet {
     x: Vec<f64>,
     n: usize,
     labels: Vec<usize>,
-    /// Per layer: the unperturbed output, and the pre-activation of masked layers.
+    /// Per layer: the unperturbed output, and its pre-activation (the operation's result).
     base_out: Vec<Vec<f64>>,
-    base_pre: Vec<Option<Vec<f64>>>,
+    base_pre: Vec<Vec<f64>>,
     ambiguous: Vec<Ambiguous>,
     forward: ForwardCheck,
 }
@@ -167,7 +167,7 @@ impl FrozenNet {
                 near_kinks: 0,
             },
         };
-        let (out, pre) = net.run(0, &net.x);
+        let (out, pre) = net.run(0, &net.x, None);
         net.base_out = out;
         net.base_pre = pre;
         net.compare_with(model);
@@ -217,7 +217,7 @@ impl FrozenNet {
             errors.push(err);
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            if let (Some(mask), Some(Some(pre))) = (&layer.mask, self.base_pre.get(i)) {
+            if let (Some(mask), Some(pre)) = (&layer.mask, self.base_pre.get(i)) {
                 let tol = KINK_MARGIN * errors[i];
                 for (at, (&positive, &z)) in mask.iter().zip(pre).enumerate() {
                     if z.abs() <= tol {
@@ -282,14 +282,12 @@ impl FrozenNet {
         } else {
             &self.base_out[li - 1]
         };
-        let (out, pre) = self.run(li, input);
+        let (out, pre) = self.run(li, input, Some(self.layers[li].channel_of(slot, e)));
         self.layers[li].params[slot][e] = original;
         let loss = self.loss(out.last().map_or(&[][..], |v| v));
         let at_kink = self.ambiguous.iter().any(|a| match a {
             Ambiguous::Unit { layer, at } => {
-                *layer >= li
-                    && pre[layer - li].as_ref().map(|z| z[*at])
-                        != self.base_pre[*layer].as_ref().map(|z| z[*at])
+                *layer >= li && pre[layer - li][*at] != self.base_pre[*layer][*at]
             }
             Ambiguous::Window { layer, inputs } => {
                 // Moved apart (not all by the same amount): the winner could change.
@@ -328,16 +326,59 @@ impl FrozenNet {
         total / self.labels.len().max(1) as f64
     }
 
-    /// Layers `start..` on `input` (the output of layer `start - 1`): every output and, for
-    /// masked layers, the pre-activation, indexed from `start`.
-    fn run(&self, start: usize, input: &[f64]) -> (Vec<Vec<f64>>, Vec<Option<Vec<f64>>>) {
+    /// Layers `start..` on `input` (the output of layer `start - 1`): every output and
+    /// pre-activation, indexed from `start`. With `changed = Some(c)`, a parameter of layer
+    /// `start` feeding only its output channel (or unit) c was changed, and every layer
+    /// computes only what can differ from the unperturbed pass: the perturbed layer its
+    /// channel c, and a later Conv2D or Dense `z_base + W (x - x_base)` over the input
+    /// channels that changed (exact by linearity, up to f64 rounding).
+    fn run(
+        &self,
+        start: usize,
+        input: &[f64],
+        changed: Option<usize>,
+    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let mut outs: Vec<Vec<f64>> = Vec::with_capacity(self.layers.len() - start);
         let mut pres = Vec::with_capacity(self.layers.len() - start);
-        for layer in &self.layers[start..] {
+        // The channels of the last output that differ from the unperturbed pass, and the
+        // values per channel and sample; None: any may differ.
+        let mut dirty: Option<(Vec<usize>, usize)> = None;
+        for (i, layer) in self.layers.iter().enumerate().skip(start) {
             let x = outs.last().map_or(input, |v| v);
-            let z = layer.op_forward(x, self.n);
+            let z = match (changed, &dirty) {
+                (Some(c), _) if i == start => {
+                    dirty = Some((vec![c], layer.channel_len()));
+                    layer.one_channel(x, &self.base_pre[i], c, self.n)
+                }
+                (_, Some((channels, block))) if layer.is_linear() => {
+                    let base_x = &self.base_out[i - 1];
+                    let z = layer.with_changed_inputs(
+                        x,
+                        base_x,
+                        &self.base_pre[i],
+                        channels,
+                        *block,
+                        self.n,
+                    );
+                    dirty = None;
+                    z
+                }
+                _ => {
+                    if layer.is_linear() {
+                        dirty = None;
+                    } else if let (Some(d), RefOp::MaxPool(g) | RefOp::AvgPool(g)) =
+                        (dirty.as_mut(), layer.op)
+                    {
+                        d.1 = g.out_h * g.out_w;
+                    }
+                    layer.op_forward(x, self.n)
+                }
+            };
+            if layer.act == Activation::Softmax {
+                dirty = None;
+            }
             let y = layer.activate(&z);
-            pres.push(layer.mask.is_some().then_some(z));
+            pres.push(z);
             outs.push(y);
         }
         (outs, pres)
@@ -352,6 +393,106 @@ fn pool_window(g: &PoolGeom, oy: usize, ox: usize) -> impl Iterator<Item = usize
 }
 
 impl RefLayer {
+    /// Conv2D and Dense: linear in their input.
+    fn is_linear(&self) -> bool {
+        matches!(self.op, RefOp::Conv(_) | RefOp::Dense { .. })
+    }
+
+    /// Values per output channel and sample (a plane, or 1 for a Dense unit).
+    fn channel_len(&self) -> usize {
+        match self.op {
+            RefOp::Conv(g) => g.out_h * g.out_w,
+            _ => 1,
+        }
+    }
+
+    /// The output channel (Conv2D filter, Dense unit) that entry `e` of parameter `slot`
+    /// (0 weight, 1 bias) feeds.
+    fn channel_of(&self, slot: usize, e: usize) -> usize {
+        match (self.op, slot) {
+            (RefOp::Conv(g), 0) => e / g.patch_len(),
+            (RefOp::Dense { inputs, .. }, 0) => e / inputs,
+            _ => e,
+        }
+    }
+
+    /// The operation with only output channel `c` recomputed, the rest from `base_z`.
+    fn one_channel(&self, x: &[f64], base_z: &[f64], c: usize, n: usize) -> Vec<f64> {
+        let (w, b) = (&self.params[0], &self.params[1]);
+        let mut z = base_z.to_vec();
+        match self.op {
+            RefOp::Conv(g) => {
+                let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+                for s in 0..n {
+                    let out = &mut z[(s * g.k + c) * ohw..(s * g.k + c + 1) * ohw];
+                    out.fill(b[c]);
+                    for ch in 0..g.c {
+                        let xc = &x[(s * g.c + ch) * hw..(s * g.c + ch + 1) * hw];
+                        let kernel = &w[c * len + ch * g.kh * g.kw..][..g.kh * g.kw];
+                        conv_channel(&g, xc, kernel, out);
+                    }
+                }
+            }
+            RefOp::Dense { inputs, units } => {
+                let row = &w[c * inputs..(c + 1) * inputs];
+                for s in 0..n {
+                    let xs = &x[s * inputs..(s + 1) * inputs];
+                    z[s * units + c] = b[c] + row.iter().zip(xs).map(|(a, v)| a * v).sum::<f64>();
+                }
+            }
+            _ => unreachable!("only Conv2D and Dense have parameters"),
+        }
+        z
+    }
+
+    /// `base_z + W (x - base_x)` where `x` differs from `base_x` only in `channels` (of
+    /// `block` values per sample each).
+    fn with_changed_inputs(
+        &self,
+        x: &[f64],
+        base_x: &[f64],
+        base_z: &[f64],
+        channels: &[usize],
+        block: usize,
+        n: usize,
+    ) -> Vec<f64> {
+        let w = &self.params[0];
+        let mut z = base_z.to_vec();
+        let in_len = x.len() / n.max(1);
+        // (x - base_x) per sample and changed channel.
+        let delta: Vec<Vec<f64>> = (0..n)
+            .flat_map(|s| channels.iter().map(move |&c| (s, c)))
+            .map(|(s, c)| {
+                let at = s * in_len + c * block;
+                (at..at + block).map(|i| x[i] - base_x[i]).collect()
+            })
+            .collect();
+        match self.op {
+            RefOp::Conv(g) => {
+                let (ohw, len) = (g.out_h * g.out_w, g.patch_len());
+                z.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
+                    let (s, k) = (plane / g.k, plane % g.k);
+                    for (j, &c) in channels.iter().enumerate() {
+                        let kernel = &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw];
+                        conv_channel(&g, &delta[s * channels.len() + j], kernel, out);
+                    }
+                });
+            }
+            RefOp::Dense { inputs, units } => {
+                z.par_iter_mut().enumerate().for_each(|(at, v)| {
+                    let (s, u) = (at / units, at % units);
+                    for (j, &c) in channels.iter().enumerate() {
+                        let row = &w[u * inputs + c * block..][..block];
+                        let d = &delta[s * channels.len() + j];
+                        *v += row.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
+                    }
+                });
+            }
+            _ => unreachable!("only Conv2D and Dense are linear"),
+        }
+        z
+    }
+
     /// The operation by its definition, in f64, for `n` samples.
     fn op_forward(&self, x: &[f64], n: usize) -> Vec<f64> {
         match self.op {
@@ -425,37 +566,43 @@ impl RefLayer {
 /// y[n][k][oy][ox] = b[k] + sum_{c,i,j} w[k][c][i][j] x[n][c][oy S + i - P][ox S + j - P],
 /// in f64, one output plane per task.
 fn conv(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
-    let (ohw, hw) = (g.out_h * g.out_w, g.h * g.w);
+    let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
     let mut y = vec![0.0; n * g.k * ohw];
     y.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
         let (s, k) = (plane / g.k, plane % g.k);
         out.fill(b[k]);
         for c in 0..g.c {
             let xc = &x[(s * g.c + c) * hw..(s * g.c + c + 1) * hw];
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let wv = w[((k * g.c + c) * g.kh + i) * g.kw + j];
-                    // Output columns whose input column ox S + j - P lies inside the image.
-                    let lo = g.pad_left.saturating_sub(j).div_ceil(g.stride);
-                    let hi = (g.w + g.pad_left)
-                        .saturating_sub(j)
-                        .div_ceil(g.stride)
-                        .min(g.out_w);
-                    for oy in 0..g.out_h {
-                        let Some(iy) = (oy * g.stride + i).checked_sub(g.pad_top) else {
-                            continue;
-                        };
-                        if iy >= g.h {
-                            continue;
-                        }
-                        let row = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
-                        for (ox, v) in row.iter_mut().enumerate().take(hi).skip(lo) {
-                            *v += wv * xc[iy * g.w + ox * g.stride + j - g.pad_left];
-                        }
-                    }
-                }
-            }
+            conv_channel(g, xc, &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw], out);
         }
     });
     y
+}
+
+/// `out[oy][ox] += sum_{i,j} kernel[i][j] xc[oy S + i - P][ox S + j - P]`: one input
+/// channel's contribution to one output plane.
+fn conv_channel(g: &ConvGeom, xc: &[f64], kernel: &[f64], out: &mut [f64]) {
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let wv = kernel[i * g.kw + j];
+            // Output columns whose input column ox S + j - P lies inside the image.
+            let lo = g.pad_left.saturating_sub(j).div_ceil(g.stride);
+            let hi = (g.w + g.pad_left)
+                .saturating_sub(j)
+                .div_ceil(g.stride)
+                .min(g.out_w);
+            for oy in 0..g.out_h {
+                let Some(iy) = (oy * g.stride + i).checked_sub(g.pad_top) else {
+                    continue;
+                };
+                if iy >= g.h {
+                    continue;
+                }
+                let row = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+                for (ox, v) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                    *v += wv * xc[iy * g.w + ox * g.stride + j - g.pad_left];
+                }
+            }
+        }
+    }
 }
