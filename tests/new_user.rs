@@ -728,3 +728,17 @@ fn predict_on_a_folder_predicts_every_image_in_it_recursively_in_sorted_order() 
         )
     );
 }
+
+#[test]
+fn gradcheck_entries_0_and_a_negative_batch_are_refused_with_exit_2() {
+    for (flag, value, why) in [
+        ("--entries", "0", "must be at least 1"),
+        ("--batch", "-3", "must be positive"),
+    ] {
+        let (code, stdout, stderr) = run(&[&"gradcheck", &"examples/lenet.cfg", &flag, &value]);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stdout, "");
+        one_error_line(&stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
+}

@@ -26,10 +26,10 @@ pub struct GradcheckArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images in the random batch.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
     batch: usize,
     /// Entries checked per parameter tensor (chosen at random).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
     entries: usize,
 }
 
