@@ -16,6 +16,7 @@
 //! - [`metrics`], [`plot`]: confusion matrix and per-class scores, charts with an embedded
 //!   font;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod bench;
 pub mod checkpoint;
