@@ -6,11 +6,12 @@
 //! with no packing: packing a 1.6 MB weight matrix to multiply it by 32 rows costs as much as
 //! the multiply. Two kernels cover every product of the layers:
 //!
-//! * **broadcast** ([`gemm_bcast`]), for `op(B)` stored with contiguous rows:
+//! * **broadcast** ([`gemm_bcast`]), for B with contiguous rows (column stride 1):
 //!   `C[i][j0..j0+32] += A[i][p] * B[p][j0..j0+32]` for p = 0, 1, ..., K-1. A tile of up to
 //!   12 rows x 32 columns of C lives in 24 vector registers; each step loads 2 vectors of B
 //!   and broadcasts 12 scalars of A (any strides) for 24 fused multiply-adds.
-//! * **dot** ([`gemm_dot`]), for A and `op(B)` both contiguous along K (`C = A * B^T`):
+//! * **dot** ([`gemm_dot`]), for A and B both contiguous along K (`C = A * B^T`, B's rows
+//!   contiguous):
 //!   `C[i][j] = sum_p A[i][p] * B[j][p]`, a tile of 4 x 4 dot products at once, 16 lanes
 //!   each (lane l sums the p with p mod 16 = l), the lanes of all 16 added pairwise at the
 //!   end by one shuffle network.
@@ -22,6 +23,9 @@
 //!
 //! Edges: a partial column tile uses masked loads and stores (masked-off lanes touch no
 //! memory); a partial row tile uses a kernel instantiated for fewer rows.
+//!
+//! Safety: the matrix kernels are `unsafe fn`s on bare views ([`MatPtr`], [`MatPtrMut`]
+//! and [`Dims`]); [`super::gemm`] checks the bounds once, on slices, before calling them.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -118,7 +122,9 @@ unsafe fn bcast_tile<const R: usize>(
     match start {
         Start::Zero => {}
         // SAFETY: C(r, j) is in bounds for r < R, j < cols (caller); a masked load touches
-        // only the lanes of its mask (the columns j < cols), and needs no alignment.
+        // only the lanes of its mask (the columns j < cols; `wrapping_add` because the
+        // second vector's address may lie past C when its mask is empty), and an unaligned
+        // load needs no alignment.
         Start::C => unsafe {
             for r in 0..R {
                 let cr = c.at(r, 0);
@@ -137,7 +143,8 @@ unsafe fn bcast_tile<const R: usize>(
     let (rsa, ldb) = (a.row_stride, b.row_stride);
     for p in 0..k {
         // SAFETY: B(p, j) for j < cols and A(r, p) for r < R are in bounds (caller); B's
-        // row is contiguous, and the masked loads read only its columns j < cols.
+        // row is contiguous, and the masked loads read only its columns j < cols (as
+        // above for the second vector's address).
         unsafe {
             let bp = b.ptr.add(p * ldb);
             let b0 = _mm512_maskz_loadu_ps(m0, bp);
@@ -160,7 +167,7 @@ unsafe fn bcast_tile<const R: usize>(
     }
     for r in 0..R {
         // SAFETY: C(r, j) for j < cols is in bounds and overlaps no operand (caller); the
-        // masked stores write only those columns.
+        // masked stores write only those columns (as above for the second address).
         unsafe {
             let cr = c.at(r, 0);
             _mm512_mask_storeu_ps(cr, m0, acc0[r]);
@@ -186,8 +193,8 @@ unsafe fn pack_b(kc: usize, b: MatPtr, cols: usize, buf: &mut [f32]) -> MatPtr {
     let dst = buf.as_mut_ptr();
     for p in 0..kc {
         // SAFETY: B's row p is in bounds for j < cols (caller) and the masked loads read no
-        // other column; `dst` has kc x 32 elements (asserted), so both 16-lane stores of
-        // row p < kc fit. Unaligned loads and stores need no alignment.
+        // other column (as in `bcast_tile`); `dst` has kc x 32 elements (asserted), so both
+        // 16-lane stores of row p < kc fit. Unaligned loads and stores need no alignment.
         unsafe {
             let src = b.at(p, 0);
             let v0 = _mm512_maskz_loadu_ps(m0, src);
@@ -258,9 +265,10 @@ pub unsafe fn gemm_bcast(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, start: Sta
                 };
                 let mut i0 = 0;
                 while i0 + MR <= m {
-                    // SAFETY: rows i0..i0+MR < m of A and C, columns k0..k0+kc of A, rows
-                    // k0..k0+kc and columns j0..j0+cols of B (or of its copy), and bias
-                    // values i0..i0+MR: all in bounds (caller); C overlaps none of them.
+                    // SAFETY: AVX-512F is available (caller). Rows i0..i0+MR (<= m) of A and
+                    // C, columns k0..k0+kc (<= k) of A, rows k0..k0+kc and columns
+                    // j0..j0+cols (<= n) of B (or all of its copy), and bias values
+                    // i0..i0+MR: all in bounds (caller); C overlaps none of them.
                     unsafe {
                         let (ai, ci, si) = (a0.block(i0, 0), cj.block(i0, 0), start.rows_from(i0));
                         bcast_tile::<MR>(kc, cols, ai, bj, ci, si, relu);
@@ -276,21 +284,21 @@ pub unsafe fn gemm_bcast(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, start: Sta
                 macro_rules! tail {
                     ($($r:literal)*) => {
                         match m - i0 {
-                            // SAFETY: as for the full tiles above, for the last m - i0 rows.
-                            $($r => unsafe { bcast_tile::<$r>(kc, cols, ai, bj, ci, si, relu) },)*
+                            $($r => bcast_tile::<$r>(kc, cols, ai, bj, ci, si, relu),)*
                             _ => unreachable!("row tail is below MR"),
                         }
                     };
                 }
-                tail!(1 2 3 4 5 6 7 8 9 10 11);
+                // SAFETY: as for the full tiles above, for the last m - i0 < MR rows.
+                unsafe { tail!(1 2 3 4 5 6 7 8 9 10 11) };
             }
         }
     });
 }
 
 /// The lane sums of 16 vectors at once: returns `out` with `out[q]` = the sum of the 16
-/// lanes of `v[q]`, each added pairwise in the same fixed tree as [`lane_sum`]: lane l plus
-/// lane l+8, then l+4, l+2, l+1. Four levels of shuffles and adds (15 adds for 16 sums)
+/// lanes of `v[q]`, each added pairwise in the same fixed tree as `lane_sum` (the tests'
+/// reference): lane l plus lane l+8, then l+4, l+2, l+1. Four levels of shuffles and adds (15 adds for 16 sums)
 /// instead of 16 separate reductions.
 #[target_feature(enable = "avx512f")]
 fn lane_sums_16(v: &[__m512; 16]) -> [f32; 16] {
