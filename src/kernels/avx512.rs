@@ -30,7 +30,6 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::geom::PoolGeom;
 use super::mat::{Dims, MatPtr, MatPtrMut};
 
 /// Columns of C per broadcast tile: two 16-lane vectors.
@@ -466,26 +465,17 @@ pub unsafe fn gemm_dot(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, beta_one: bo
 /// two rows are separated with one permute each; the winner is kept with masked moves.
 ///
 /// # Safety
-/// AVX-512F must be available.
-///
-/// # Panics
-/// If the window is not 2x2 at stride 2, `x` holds less than the `h` x `w` plane, `y` or
-/// `arg` less than `out_h` x `out_w`, or 2 out_h > h or 2 out_w > w.
+/// AVX-512F must be available; `x` holds an `h` x `w` plane, `y` and `arg` hold
+/// `out_h` x `out_w` with 2 out_h <= h and 2 out_w <= w.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn max_pool_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
-    let (w, out_h, out_w) = (g.w, g.out_h, g.out_w);
-    assert!(
-        g.ph == 2 && g.pw == 2 && g.stride == 2,
-        "max_pool_2x2 on {g:?}"
-    );
-    assert!(
-        2 * out_h <= g.h && 2 * out_w <= w && x.len() >= g.h * w,
-        "max_pool_2x2: x"
-    );
-    assert!(
-        y.len() >= out_h * out_w && arg.len() >= out_h * out_w,
-        "max_pool_2x2: y, arg"
-    );
+pub unsafe fn max_pool_2x2(
+    x: &[f32],
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     let two_lanes = _mm512_slli_epi32::<1>(_mm512_setr_epi32(
@@ -498,7 +488,7 @@ pub unsafe fn max_pool_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u3
             let m_out = ((1u32 << lanes) - 1) as __mmask16;
             let (m_lo, m_hi) = masks(2 * lanes);
             // The window's rows 2 oy and 2 oy + 1 (< h) from column 2 ox0 on: inside x,
-            // as 2 out_h <= h, 2 out_w <= w and x holds h x w (asserted). (Pointers, not
+            // as 2 out_h <= h, 2 out_w <= w and x holds h x w (caller). (Pointers, not
             // subslices: bounds checks here made the loop 15% slower.)
             // SAFETY: the offsets are those of elements of x (above).
             let (top, bot) = unsafe {
@@ -539,7 +529,7 @@ pub unsafe fn max_pool_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: &mut [u3
             let idx = _mm512_add_epi32(base, at);
             let o = oy * out_w + ox0;
             // SAFETY: `m_out` enables lanes o .. o + lanes <= out_h x out_w, inside y and
-            // arg (asserted); u32 and i32 have the same size, and unaligned stores need no
+            // arg (caller); u32 and i32 have the same size, and unaligned stores need no
             // alignment.
             unsafe {
                 _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out);
