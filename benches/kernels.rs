@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cnn::kernels::gemm::{gemm, par_gemm, Trans};
+use cnn::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use cnn::layers::{Activation, Conv2D, Conv2dSpec, MaxPool2D, Padding, PoolSpec};
 use cnn::rng::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -74,17 +74,23 @@ fn dense_gemm(c: &mut Criterion) {
     let mut y = vec![0.0; n * o];
     let mut dw = vec![0.0; o * i];
     let mut dx = vec![0.0; n * i];
+    let (xm, wm, dym) = (
+        MatRef::new(&x, n, i),
+        MatRef::new(&w, o, i),
+        MatRef::new(&dy, n, o),
+    );
+    let (w_t, dy_t) = (wm.t(), dym.t());
     c.bench_function("gemm dense fwd 32x128x3136 (1 thread)", |b| {
-        b.iter(|| gemm(n, o, i, &x, Trans::No, &w, Trans::Yes, 0.0, &mut y))
+        b.iter(|| gemm(xm, w_t, 0.0, MatMut::new(&mut y, n, o)))
     });
     c.bench_function("par_gemm dense fwd 32x128x3136", |b| {
-        b.iter(|| par_gemm(n, o, i, &x, Trans::No, &w, Trans::Yes, 0.0, &mut y))
+        b.iter(|| par_gemm(xm, w_t, 0.0, MatMut::new(&mut y, n, o)))
     });
     c.bench_function("par_gemm dense dW 128x3136x32", |b| {
-        b.iter(|| par_gemm(o, i, n, &dy, Trans::Yes, &x, Trans::No, 0.0, &mut dw))
+        b.iter(|| par_gemm(dy_t, xm, 0.0, MatMut::new(&mut dw, o, i)))
     });
     c.bench_function("par_gemm dense dX 32x3136x128", |b| {
-        b.iter(|| par_gemm(n, i, o, &dy, Trans::No, &w, Trans::No, 0.0, &mut dx))
+        b.iter(|| par_gemm(dym, wm, 0.0, MatMut::new(&mut dx, n, i)))
     });
 }
 

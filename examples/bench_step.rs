@@ -29,7 +29,7 @@ fn micro(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
 
 /// The conv kernels of report 1's first layer (K 16, C kh kw 9, H'W' 784), one sample.
 fn kernels() {
-    use cnn::kernels::gemm::{gemm, Trans};
+    use cnn::kernels::gemm::{gemm, MatMut, MatRef};
     let mut r = cnn::rng::Rng::new(1);
     let mut rnd = |n: usize| -> Vec<f32> { (0..n).map(|_| r.normal() as f32).collect() };
     let (k, rows, ohw) = (16, 9, 784);
@@ -49,23 +49,15 @@ fn kernels() {
             for (kk, row) in y.chunks_mut(ohw).enumerate() {
                 row.fill(b[kk]);
             }
-            gemm(k, ohw, rows, &w, Trans::No, &cols, Trans::No, 1.0, &mut y);
+            let (wm, cm) = (MatRef::new(&w, k, rows), MatRef::new(&cols, rows, ohw));
+            gemm(wm, cm, 1.0, MatMut::new(&mut y, k, ohw));
         }),
     );
     show(
         "dW gemm (dy * cols^T)",
         micro(2000, || {
-            gemm(
-                k,
-                rows,
-                ohw,
-                &dy,
-                Trans::No,
-                &cols,
-                Trans::Yes,
-                0.0,
-                &mut dw,
-            )
+            let (dym, cols_t) = (MatRef::new(&dy, k, ohw), MatRef::new(&cols, rows, ohw).t());
+            gemm(dym, cols_t, 0.0, MatMut::new(&mut dw, k, rows))
         }),
     );
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::kernels::gemm::{par_gemm, Trans};
+use crate::kernels::gemm::{par_gemm, MatMut, MatRef};
 use crate::layers::NetworkSpec;
 use crate::loss::softmax_cross_entropy;
 use crate::model::Model;
@@ -155,7 +155,8 @@ pub fn peak_gflops() -> f64 {
     let mut rates = Vec::new();
     for i in 0..6 {
         let t = Instant::now();
-        par_gemm(n, n, n, &a, Trans::No, &b, Trans::No, 0.0, &mut c);
+        let (am, bm) = (MatRef::new(&a, n, n), MatRef::new(&b, n, n));
+        par_gemm(am, bm, 0.0, MatMut::new(&mut c, n, n));
         let s = t.elapsed().as_secs_f64();
         if i > 0 {
             rates.push(flops / s / 1e9);

@@ -19,6 +19,7 @@
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes;
 //! - [`run`]: a training run with its run folder (data, checkpoints, metrics, plots,
 //!   report), what `cnn train` and `cnn sweep` drive.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod bench;
 pub mod checkpoint;

@@ -6,11 +6,12 @@
 //! with no packing: packing a 1.6 MB weight matrix to multiply it by 32 rows costs as much as
 //! the multiply. Two kernels cover every product of the layers:
 //!
-//! * **broadcast** ([`gemm_bcast`]), for `op(B)` stored with contiguous rows:
+//! * **broadcast** ([`gemm_bcast`]), for B with contiguous rows (column stride 1):
 //!   `C[i][j0..j0+32] += A[i][p] * B[p][j0..j0+32]` for p = 0, 1, ..., K-1. A tile of up to
 //!   12 rows x 32 columns of C lives in 24 vector registers; each step loads 2 vectors of B
 //!   and broadcasts 12 scalars of A (any strides) for 24 fused multiply-adds.
-//! * **dot** ([`gemm_dot`]), for A and `op(B)` both contiguous along K (`C = A * B^T`):
+//! * **dot** ([`gemm_dot`]), for A and B both contiguous along K (`C = A * B^T`, B's rows
+//!   contiguous):
 //!   `C[i][j] = sum_p A[i][p] * B[j][p]`, a tile of 4 x 4 dot products at once, 16 lanes
 //!   each (lane l sums the p with p mod 16 = l), the lanes of all 16 added pairwise at the
 //!   end by one shuffle network.
@@ -22,9 +23,14 @@
 //!
 //! Edges: a partial column tile uses masked loads and stores (masked-off lanes touch no
 //! memory); a partial row tile uses a kernel instantiated for fewer rows.
+//!
+//! Safety: the matrix kernels are `unsafe fn`s on bare views ([`MatPtr`], [`MatPtrMut`]
+//! and [`Dims`]); [`super::gemm`] checks the bounds once, on slices, before calling them.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
+
+use super::mat::{Dims, MatPtr, MatPtrMut};
 
 /// Columns of C per broadcast tile: two 16-lane vectors.
 const NR: usize = 32;
@@ -65,72 +71,89 @@ fn masks(cols: usize) -> (__mmask16, __mmask16) {
     (low(cols), low(cols.saturating_sub(16)))
 }
 
-/// What the broadcast kernel does besides the product, so that a convolution's output is
-/// written once: start each row of C from a bias (`bias[i]` for row i, when C is not
-/// accumulated into), and apply ReLU, `max(v, 0)`, as C is stored for the last time.
+/// What each element of C starts from before the broadcast kernel adds the products to it.
+/// A bias lets a convolution's output be written once (see [`gemm_bcast`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Epilogue {
-    /// Null for none; else `m` values, one per row of C.
-    pub bias: *const f32,
-    pub relu: bool,
+pub enum Start {
+    /// 0: `C = A B`.
+    Zero,
+    /// C's current value: `C += A B`.
+    C,
+    /// `bias[i]` for row i, one value per row of C: `C = A B + bias`.
+    Bias(*const f32),
 }
 
-impl Epilogue {
-    /// The plain product.
-    pub const NONE: Epilogue = Epilogue {
-        bias: std::ptr::null(),
-        relu: false,
-    };
+impl Start {
+    /// The same start for the rows of C from row `i0` on.
+    ///
+    /// # Safety
+    /// For [`Start::Bias`], `bias + i0` must stay inside the bias's allocation (one past its
+    /// end at most).
+    unsafe fn rows_from(self, i0: usize) -> Start {
+        match self {
+            // SAFETY: the caller keeps `i0` within the bias's m values (or one past them).
+            Start::Bias(bias) => Start::Bias(unsafe { bias.add(i0) }),
+            other => other,
+        }
+    }
 }
 
 /// One broadcast tile of `R` rows and `cols` (1..=32) columns:
-/// `C[r][j] = (beta_one ? C[r][j] : bias[r] or 0) + sum_p A[r][p] * B[p][j]`, p in order,
-/// then `max(C, 0)` if `relu`.
+/// `C[r][j] = start + sum_p A[r][p] * B[p][j]`, p < k in order, then `max(C, 0)` if `relu`.
 ///
 /// # Safety
-/// AVX-512F must be available. A(r, p) = `a[r*rsa + p*csa]` for r < R, p < k; B(p, j) =
-/// `b[p*ldb + j]` for j < cols; C(r, j) = `c[r*ldc + j]`; `bias[r]` unless null: all these
-/// must be in bounds.
+/// AVX-512F must be available. `b` has contiguous rows (column stride 1). Every A(r, p),
+/// B(p, j), C(r, j) for r < R, p < k, j < cols, and `bias[r]` for [`Start::Bias`], must lie
+/// inside the allocation its pointer points into, and C must not overlap A, B or the bias.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn bcast_tile<const R: usize>(
     k: usize,
-    a: *const f32,
-    rsa: usize,
-    csa: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
     cols: usize,
-    beta_one: bool,
-    bias: *const f32,
+    a: MatPtr,
+    b: MatPtr,
+    c: MatPtrMut,
+    start: Start,
     relu: bool,
 ) {
     let (m0, m1) = masks(cols);
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
-    if beta_one {
-        for r in 0..R {
-            let cr = c.add(r * ldc);
-            acc0[r] = _mm512_maskz_loadu_ps(m0, cr);
-            acc1[r] = _mm512_maskz_loadu_ps(m1, cr.wrapping_add(16));
-        }
-    } else if !bias.is_null() {
-        for r in 0..R {
-            acc0[r] = _mm512_set1_ps(*bias.add(r));
-            acc1[r] = acc0[r];
-        }
+    match start {
+        Start::Zero => {}
+        // SAFETY: C(r, j) is in bounds for r < R, j < cols (caller); a masked load touches
+        // only the lanes of its mask (the columns j < cols; `wrapping_add` because the
+        // second vector's address may lie past C when its mask is empty), and an unaligned
+        // load needs no alignment.
+        Start::C => unsafe {
+            for r in 0..R {
+                let cr = c.at(r, 0);
+                acc0[r] = _mm512_maskz_loadu_ps(m0, cr);
+                acc1[r] = _mm512_maskz_loadu_ps(m1, cr.wrapping_add(16));
+            }
+        },
+        // SAFETY: bias[r] is in bounds for r < R (caller).
+        Start::Bias(bias) => unsafe {
+            for r in 0..R {
+                acc0[r] = _mm512_set1_ps(*bias.add(r));
+                acc1[r] = acc0[r];
+            }
+        },
     }
+    let (rsa, ldb) = (a.row_stride, b.row_stride);
     for p in 0..k {
-        let bp = b.add(p * ldb);
-        let b0 = _mm512_maskz_loadu_ps(m0, bp);
-        let b1 = _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16));
-        let ap = a.add(p * csa);
-        for r in 0..R {
-            let av = _mm512_set1_ps(*ap.add(r * rsa));
-            acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-            acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+        // SAFETY: B(p, j) for j < cols and A(r, p) for r < R are in bounds (caller); B's
+        // row is contiguous, and the masked loads read only its columns j < cols (as
+        // above for the second vector's address).
+        unsafe {
+            let bp = b.ptr.add(p * ldb);
+            let b0 = _mm512_maskz_loadu_ps(m0, bp);
+            let b1 = _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16));
+            let ap = a.at(0, p);
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ap.add(r * rsa));
+                acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+            }
         }
     }
     if relu {
@@ -142,64 +165,78 @@ unsafe fn bcast_tile<const R: usize>(
         }
     }
     for r in 0..R {
-        let cr = c.add(r * ldc);
-        _mm512_mask_storeu_ps(cr, m0, acc0[r]);
-        _mm512_mask_storeu_ps(cr.wrapping_add(16), m1, acc1[r]);
+        // SAFETY: C(r, j) for j < cols is in bounds and overlaps no operand (caller); the
+        // masked stores write only those columns (as above for the second address).
+        unsafe {
+            let cr = c.at(r, 0);
+            _mm512_mask_storeu_ps(cr, m0, acc0[r]);
+            _mm512_mask_storeu_ps(cr.wrapping_add(16), m1, acc1[r]);
+        }
     }
 }
 
-/// Copies rows p < kc of B's `cols`-wide block (`b[p*ldb + j]`, j < cols <= 32) to
+/// Copies rows p < kc of B's `cols`-wide block (B(p, j), j < cols <= 32) to
 /// `buf[p*32 + j]`, zero-filling j >= cols: two masked vector moves per row instead of a
-/// `memcpy` call for 128 bytes.
+/// `memcpy` call for 128 bytes. Returns the copy as a view (row stride 32).
 ///
 /// # Safety
-/// AVX-512F must be available, every `b[p*ldb + j]` above in bounds, and `buf` at least
-/// kc x 32 long.
+/// AVX-512F must be available, `b` has contiguous rows, and every B(p, j) above is in
+/// bounds.
+///
+/// # Panics
+/// If `buf` is shorter than kc x 32.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_b(kc: usize, b: *const f32, ldb: usize, cols: usize, buf: &mut [f32]) {
+unsafe fn pack_b(kc: usize, b: MatPtr, cols: usize, buf: &mut [f32]) -> MatPtr {
     assert!(buf.len() >= kc * NR, "packing buffer too short");
     let (m0, m1) = masks(cols);
     let dst = buf.as_mut_ptr();
     for p in 0..kc {
-        let src = b.add(p * ldb);
-        let v0 = _mm512_maskz_loadu_ps(m0, src);
-        let v1 = _mm512_maskz_loadu_ps(m1, src.wrapping_add(16));
-        _mm512_storeu_ps(dst.add(p * NR), v0);
-        _mm512_storeu_ps(dst.add(p * NR + 16), v1);
+        // SAFETY: B's row p is in bounds for j < cols (caller) and the masked loads read no
+        // other column (as in `bcast_tile`); `dst` has kc x 32 elements (asserted), so both
+        // 16-lane stores of row p < kc fit. Unaligned loads and stores need no alignment.
+        unsafe {
+            let src = b.at(p, 0);
+            let v0 = _mm512_maskz_loadu_ps(m0, src);
+            let v1 = _mm512_maskz_loadu_ps(m1, src.wrapping_add(16));
+            _mm512_storeu_ps(dst.add(p * NR), v0);
+            _mm512_storeu_ps(dst.add(p * NR + 16), v1);
+        }
+    }
+    MatPtr {
+        ptr: buf.as_ptr(),
+        row_stride: NR,
+        col_stride: 1,
     }
 }
 
-/// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[K x N]` with A(i, p) = `a[i*rsa + p*csa]`,
-/// B(p, j) = `b[p*ldb + j]` (rows contiguous), C(i, j) = `c[i*ldc + j]`; with `ep`, C starts
-/// from the bias instead of 0 and gets ReLU (see [`Epilogue`]).
+/// `C[M x N] = start + A[M x K] * B[K x N]`, then `max(C, 0)` if `relu`, where A has any
+/// strides and B contiguous rows. With [`Start::Bias`] and `relu`, a convolution's output
+/// is written once: its bias is the accumulators' first value and ReLU is applied as they
+/// are stored.
 ///
 /// # Safety
-/// AVX-512F must be available ([`available`]) and every index above, for i < m, j < n,
-/// p < k, must be inside the allocation its pointer comes from; so must `ep.bias[i]`.
+/// AVX-512F must be available ([`available`]). Every A(i, p), B(p, j) and C(i, j) for
+/// i < m, j < n, p < k, and `bias[i]` for [`Start::Bias`], must lie inside the allocation
+/// its pointer points into, and C must not overlap A, B or the bias.
+///
+/// # Panics
+/// If B's column stride is not 1 or K is 0.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_bcast(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    rsa: usize,
-    csa: usize,
-    b: *const f32,
-    ldb: usize,
-    beta_one: bool,
-    c: *mut f32,
-    ldc: usize,
-    ep: Epilogue,
-) {
+pub unsafe fn gemm_bcast(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, start: Start, relu: bool) {
+    assert_eq!(b.col_stride, 1, "gemm_bcast: B's rows must be contiguous");
+    assert!(d.k > 0, "gemm_bcast: K is 0");
+    let Dims { m, n, k } = d;
+    if m == 0 || n == 0 {
+        return;
+    }
     // Blocks of KC steps of p outside, then column strips: one KC x 32 block of B (36 KB)
     // is reused from L1 by every row tile, and the M x KC panel of A (144 KB for a Dense
     // layer of 128 units) stays in L2 for every strip instead of being read again from
     // memory per strip. Splitting p into blocks keeps each element's
     // chain of FMAs in order (the running sum is stored to C and loaded back, exactly), so
-    // the blocking changes no bit. When B's rows are far apart (ldb > 32) and several row
-    // tiles will read the block, it is first copied to a contiguous buffer.
-    let pack = ldb > NR && m > MR && k > 16;
+    // the blocking changes no bit. When B's rows are far apart (row stride > 32) and
+    // several row tiles will read the block, it is first copied to a contiguous buffer.
+    let pack = b.row_stride > NR && m > MR && k > 16;
     PACKED_B.with(|buf| {
         let mut buf = buf.borrow_mut();
         if pack {
@@ -207,61 +244,63 @@ pub unsafe fn gemm_bcast(
         }
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
+            // Only the first block starts from `start` (later ones add to what C holds);
+            // only the last applies ReLU.
+            let start = if k0 == 0 { start } else { Start::C };
+            let relu = relu && k0 + kc == k;
+            // SAFETY: m > 0 and k0 < k, so (0, k0) is an element of A.
+            let a0 = unsafe { a.block(0, k0) };
             for j0 in (0..n).step_by(NR) {
                 let cols = NR.min(n - j0);
-                let (bp, ldbp) = if pack {
-                    pack_b(kc, b.add(k0 * ldb + j0), ldb, cols, &mut buf);
-                    (buf.as_ptr(), NR)
+                // SAFETY: (k0, j0) is an element of B and (0, j0) one of C: k0 < k, j0 < n,
+                // and m > 0.
+                let (bj, cj) = unsafe { (b.block(k0, j0), c.block(0, j0)) };
+                let bj = if pack {
+                    // SAFETY: AVX-512F is available (caller); B(k0 + p, j0 + j) for p < kc,
+                    // j < cols is in bounds, and B's rows are contiguous (asserted above).
+                    unsafe { pack_b(kc, bj, cols, &mut buf) }
                 } else {
-                    (b.add(k0 * ldb + j0), ldb)
+                    bj
                 };
-                // Only the first block starts from the bias; only the last applies ReLU.
-                let beta = beta_one || k0 > 0;
-                let relu = ep.relu && k0 + kc == k;
-                let a0 = a.add(k0 * csa);
-                let cj = c.add(j0);
                 let mut i0 = 0;
-                let bias_at = |i0: usize| {
-                    if ep.bias.is_null() {
-                        ep.bias
-                    } else {
-                        ep.bias.add(i0)
-                    }
-                };
                 while i0 + MR <= m {
-                    let (ai, ci, bi) = (a0.add(i0 * rsa), cj.add(i0 * ldc), bias_at(i0));
-                    bcast_tile::<MR>(kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu);
+                    // SAFETY: AVX-512F is available (caller). Rows i0..i0+MR (<= m) of A and
+                    // C, columns k0..k0+kc (<= k) of A, rows k0..k0+kc and columns
+                    // j0..j0+cols (<= n) of B (or all of its copy), and bias values
+                    // i0..i0+MR: all in bounds (caller); C overlaps none of them.
+                    unsafe {
+                        let (ai, ci, si) = (a0.block(i0, 0), cj.block(i0, 0), start.rows_from(i0));
+                        bcast_tile::<MR>(kc, cols, ai, bj, ci, si, relu);
+                    }
                     i0 += MR;
                 }
-                let (ai, ci, bi) = (a0.add(i0 * rsa), cj.add(i0 * ldc), bias_at(i0));
-                let args = (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu);
+                if i0 == m {
+                    continue;
+                }
+                // SAFETY: i0 < m, so row i0 of A and C and bias[i0] are in bounds.
+                let (ai, ci, si) =
+                    unsafe { (a0.block(i0, 0), cj.block(i0, 0), start.rows_from(i0)) };
                 macro_rules! tail {
                     ($($r:literal)*) => {
                         match m - i0 {
-                            0 => {}
-                            $($r => {
-                                let (kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu) =
-                                    args;
-                                bcast_tile::<$r>(
-                                    kc, ai, rsa, csa, bp, ldbp, ci, ldc, cols, beta, bi, relu,
-                                )
-                            })*
+                            $($r => bcast_tile::<$r>(kc, cols, ai, bj, ci, si, relu),)*
                             _ => unreachable!("row tail is below MR"),
                         }
                     };
                 }
-                tail!(1 2 3 4 5 6 7 8 9 10 11);
+                // SAFETY: as for the full tiles above, for the last m - i0 < MR rows.
+                unsafe { tail!(1 2 3 4 5 6 7 8 9 10 11) };
             }
         }
     });
 }
 
 /// The lane sums of 16 vectors at once: returns `out` with `out[q]` = the sum of the 16
-/// lanes of `v[q]`, each added pairwise in the same fixed tree as [`lane_sum`]: lane l plus
-/// lane l+8, then l+4, l+2, l+1. Four levels of shuffles and adds (15 adds for 16 sums)
+/// lanes of `v[q]`, each added pairwise in the same fixed tree as `lane_sum` (the tests'
+/// reference): lane l plus lane l+8, then l+4, l+2, l+1. Four levels of shuffles and adds (15 adds for 16 sums)
 /// instead of 16 separate reductions.
 #[target_feature(enable = "avx512f")]
-unsafe fn lane_sums_16(v: &[__m512; 16]) -> [f32; 16] {
+fn lane_sums_16(v: &[__m512; 16]) -> [f32; 16] {
     // Level 1: quarters (q0 + q2, q1 + q3) of two vectors side by side: u[i] holds the
     // 8 partial sums l + (l+8) of v[2i] in its low half and of v[2i+1] in its high half.
     let mut u = [_mm512_setzero_ps(); 8];
@@ -297,7 +336,9 @@ unsafe fn lane_sums_16(v: &[__m512; 16]) -> [f32; 16] {
         _mm512_shuffle_ps::<0b11_01_11_01>(z0, z1),
     );
     let mut t = [0.0f32; 16];
-    _mm512_storeu_ps(t.as_mut_ptr(), sums);
+    // SAFETY: `t` holds the 16 floats the store writes; an unaligned store needs no
+    // alignment.
+    unsafe { _mm512_storeu_ps(t.as_mut_ptr(), sums) };
     let mut out = [0.0f32; 16];
     for j in 0..4 {
         for k in 0..4 {
@@ -327,21 +368,19 @@ fn lane_sum(lanes: [f32; 16]) -> f32 {
 /// element goes through the same reduction whatever the tile's size.
 ///
 /// # Safety
-/// AVX-512F must be available; A(r, p) = `a[r*lda + p]`, B(s, p) = `b[s*ldb + p]` for
-/// p < k and C(r, s) = `c[r*ldc + s]` must be in bounds.
+/// AVX-512F must be available; `a` and `b` have contiguous rows (column stride 1). A(r, p),
+/// B(s, p) for p < k and C(r, s), for r < R, s < S, must lie inside the allocations their
+/// pointers point into, and C must not overlap A or B.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn dot_tile<const R: usize, const S: usize>(
     k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
+    a: MatPtr,
+    b: MatPtr,
+    c: MatPtrMut,
     beta_one: bool,
 ) {
     let mut acc = [_mm512_setzero_ps(); DR * DS];
+    let (lda, ldb) = (a.row_stride, b.row_stride);
     for p in (0..k).step_by(16) {
         // The last step may be partial: its masked-off lanes read nothing and add +0.
         let mask = if p + 16 <= k {
@@ -349,56 +388,64 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
         } else {
             ((1u32 << (k - p)) - 1) as __mmask16
         };
-        let mut bv = [_mm512_setzero_ps(); S];
-        for (s, v) in bv.iter_mut().enumerate() {
-            *v = _mm512_maskz_loadu_ps(mask, b.add(s * ldb + p));
-        }
-        for r in 0..R {
-            let av = _mm512_maskz_loadu_ps(mask, a.add(r * lda + p));
-            for s in 0..S {
-                acc[r * DS + s] = _mm512_fmadd_ps(av, bv[s], acc[r * DS + s]);
+        // SAFETY: the rows of A and B are contiguous and in bounds for p < k (caller); the
+        // masked loads read only the lanes p..min(p + 16, k), and need no alignment.
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); S];
+            for (s, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, b.ptr.add(s * ldb + p));
+            }
+            for r in 0..R {
+                let av = _mm512_maskz_loadu_ps(mask, a.ptr.add(r * lda + p));
+                for s in 0..S {
+                    acc[r * DS + s] = _mm512_fmadd_ps(av, bv[s], acc[r * DS + s]);
+                }
             }
         }
     }
     let sums = lane_sums_16(&acc);
     for r in 0..R {
         for s in 0..S {
-            let out = c.add(r * ldc + s);
-            let sum = sums[r * DS + s];
-            *out = if beta_one { *out + sum } else { sum };
+            // SAFETY: C(r, s) is in bounds for r < R, s < S and overlaps no operand (caller).
+            unsafe {
+                let out = c.at(r, s);
+                let sum = sums[r * DS + s];
+                *out = if beta_one { *out + sum } else { sum };
+            }
         }
     }
 }
 
-/// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[N x K]^T`, with A(i, p) = `a[i*lda + p]`,
-/// B(j, p) = `b[j*ldb + p]` (both contiguous along K) and C(i, j) = `c[i*ldc + j]`.
+/// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[N x K]^T`: each element of C is the dot
+/// product of a row of A and a row of B, both contiguous (column stride 1).
 ///
 /// # Safety
-/// AVX-512F must be available ([`available`]) and every index above, for i < m, j < n,
-/// p < k, must be inside the allocation its pointer comes from.
+/// AVX-512F must be available ([`available`]). Every A(i, p), B(j, p) and C(i, j) for
+/// i < m, j < n, p < k must lie inside the allocation its pointer points into, and C must
+/// not overlap A or B.
+///
+/// # Panics
+/// If A's or B's column stride is not 1.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_dot(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    beta_one: bool,
-    c: *mut f32,
-    ldc: usize,
-) {
+pub unsafe fn gemm_dot(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, beta_one: bool) {
+    assert!(
+        a.col_stride == 1 && b.col_stride == 1,
+        "gemm_dot: the rows of A and B must be contiguous"
+    );
+    let Dims { m, n, k } = d;
     for i0 in (0..m).step_by(DR) {
         let rows = DR.min(m - i0);
         for j0 in (0..n).step_by(DS) {
             let cols = DS.min(n - j0);
-            let (ai, bj, cij) = (a.add(i0 * lda), b.add(j0 * ldb), c.add(i0 * ldc + j0));
+            // SAFETY: i0 < m and j0 < n: row i0 of A, row j0 of B and C(i0, j0) are in
+            // bounds (caller).
+            let (ai, bj, cij) = unsafe { (a.block(i0, 0), b.block(j0, 0), c.block(i0, j0)) };
             macro_rules! tile {
                 ($(($r:literal, $s:literal))*) => {
                     match (rows, cols) {
-                        $(($r, $s) => dot_tile::<$r, $s>(k, ai, lda, bj, ldb, cij, ldc, beta_one),)*
+                        // SAFETY: the tile's rows i0..i0+rows < m of A and C and rows
+                        // j0..j0+cols < n of B are in bounds, rows contiguous (asserted).
+                        $(($r, $s) => unsafe { dot_tile::<$r, $s>(k, ai, bj, cij, beta_one) },)*
                         _ => unreachable!("dot tile larger than DR x DS"),
                     }
                 };
@@ -440,11 +487,26 @@ pub unsafe fn max_pool_2x2(
             let lanes = 16.min(out_w - ox0);
             let m_out = ((1u32 << lanes) - 1) as __mmask16;
             let (m_lo, m_hi) = masks(2 * lanes);
-            let top = x.as_ptr().add(r0 + 2 * ox0);
-            let bot = top.add(w);
+            // The window's rows 2 oy and 2 oy + 1 (< h) from column 2 ox0 on: inside x,
+            // as 2 out_h <= h, 2 out_w <= w and x holds h x w (caller). (Pointers, not
+            // subslices: bounds checks here made the loop 15% slower.)
+            // SAFETY: the offsets are those of elements of x (above).
+            let (top, bot) = unsafe {
+                let top = x.as_ptr().add(r0 + 2 * ox0);
+                (top, top.add(w))
+            };
             let split = |p: *const f32| {
-                let lo = _mm512_maskz_loadu_ps(m_lo, p);
-                let hi = _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(16));
+                // SAFETY: the masks enable the row's 2 lanes elements from `p` (first 16,
+                // then the rest), columns 2 ox0 .. 2 (ox0 + lanes) <= w of the row: inside
+                // x. Masked-off lanes touch no memory (so the second address may lie past
+                // x's end when its mask is empty: `wrapping_add`), and unaligned loads need
+                // no alignment.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(m_lo, p),
+                        _mm512_maskz_loadu_ps(m_hi, p.wrapping_add(16)),
+                    )
+                };
                 (
                     _mm512_permutex2var_ps(lo, even, hi),
                     _mm512_permutex2var_ps(lo, odd, hi),
@@ -466,8 +528,13 @@ pub unsafe fn max_pool_2x2(
             let base = _mm512_add_epi32(_mm512_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
             let idx = _mm512_add_epi32(base, at);
             let o = oy * out_w + ox0;
-            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out);
-            _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx);
+            // SAFETY: `m_out` enables lanes o .. o + lanes <= out_h x out_w, inside y and
+            // arg (caller); u32 and i32 have the same size, and unaligned stores need no
+            // alignment.
+            unsafe {
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out);
+                _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx);
+            }
         }
     }
 }
@@ -478,7 +545,7 @@ pub unsafe fn max_pool_2x2(
 ///
 /// # Safety
 /// AVX-512F must be available; `dst[..len]` must be writable and `src[ox + shift]` readable
-/// for every ox in `lo..hi`.
+/// for every ox in `lo..hi` (`lo..hi` within `0..len`).
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn shifted_row(
@@ -499,8 +566,13 @@ unsafe fn shifted_row(
         // masks(n).0 has the low n of 16 lanes set (n <= 16 here).
         let upto = |n: usize| masks(n).0;
         let valid = if b > a { upto(b) & !upto(a) } else { 0 };
-        let v = _mm512_maskz_loadu_ps(valid, src.wrapping_offset(c0 as isize + shift));
-        _mm512_mask_storeu_ps(dst.add(c0), upto(lanes), v);
+        // SAFETY: `valid` enables the lanes c0 + l in lo..hi, whose sources the caller
+        // guarantees readable (masked-off lanes touch no memory, hence `wrapping_offset`);
+        // the store writes lanes c0 + l < len of `dst`, writable by the caller's word.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(valid, src.wrapping_offset(c0 as isize + shift));
+            _mm512_mask_storeu_ps(dst.add(c0), upto(lanes), v);
+        }
         c0 += 16;
     }
 }
@@ -519,10 +591,11 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
     assert!(g.stride == 1, "im2col_stride1 at stride {}", g.stride);
     assert!(x.len() >= g.c * g.h * g.w && cols.len() >= g.patch_len() * ohw);
     for c in 0..g.c {
-        let plane = x.as_ptr().add(c * g.h * g.w);
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let out = cols.as_mut_ptr().add(((c * g.kh + i) * g.kw + j) * ohw);
+                let row = (c * g.kh + i) * g.kw + j;
+                let out = &mut cols[row * ohw..(row + 1) * ohw];
                 let (lo, hi) = super::im2col::valid_range(g, j);
                 let shift = j as isize - g.pad_left as isize;
                 for oy in 0..g.out_h {
@@ -533,8 +606,14 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
                     } else {
                         (0, 0, 0)
                     };
-                    // For ox in lo..hi, ox + shift is a column of row iy (valid_range).
-                    shifted_row(plane.add(start), shift, lo, hi, out.add(oy * ow), ow);
+                    // SAFETY: AVX-512F is available (caller). For ox in lo..hi (within
+                    // 0..ow), ox + shift is a column of row iy (valid_range), so
+                    // `plane[start + ox + shift]` is inside the plane; `out` holds the
+                    // out_h rows of ow outputs, so row oy's ow values are writable.
+                    unsafe {
+                        let src = plane.as_ptr().add(start);
+                        shifted_row(src, shift, lo, hi, out.as_mut_ptr().add(oy * ow), ow);
+                    }
                 }
             }
         }

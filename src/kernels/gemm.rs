@@ -1,7 +1,9 @@
-//! Single-precision matrix multiply, `C = op(A) * op(B) + beta * C`, row-major.
+//! Single-precision matrix multiply, `C = A * B + beta * C`, on matrix views.
 //!
-//! Dimension letters: C is M x N, op(A) is M x K, op(B) is K x N. `op(X)` is X or its
-//! transpose: a transposed A is stored K x M, a transposed B is stored N x K.
+//! Dimension letters: C is M x N, A is M x K, B is K x N. The operands are [`MatRef`]s (a
+//! slice with its shape and strides, so a transposed operand is a view, [`MatRef::t`]) and
+//! C is a [`MatMut`]; each product checks once that the shapes agree, and the views'
+//! constructors have already checked that their slices hold every element.
 //!
 //! The fast path, chosen at run time: our own AVX-512 kernels ([`super::avx512`]) on CPUs
 //! that have AVX-512F, otherwise the `matrixmultiply` crate (packed operands, cache blocking,
@@ -18,61 +20,39 @@
 use rayon::prelude::*;
 
 use super::avx512_available as avx512;
+pub use super::mat::{Dims, MatMut, MatPtr, MatPtrMut, MatRef};
 
-/// Whether an operand is used as stored or transposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trans {
-    No,
-    Yes,
-}
-
-/// Row and column strides of a row-major operand of logical shape rows x cols.
-fn strides(trans: Trans, rows: usize, cols: usize) -> (isize, isize) {
-    match trans {
-        Trans::No => (cols as isize, 1),
-        Trans::Yes => (1, rows as isize),
+/// The size of `C = A * B`, from the operands' shapes.
+///
+/// # Panics
+/// Unless A is M x K, B is K x N and C is M x N; the message names `what` and the shapes.
+fn dims(what: &str, a: &MatRef, b: &MatRef, c: &MatMut) -> Dims {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+        "{what}: A is {a}, B is {b}, C is {} x {}; they must be M x K, K x N and M x N",
+        c.rows(),
+        c.cols()
+    );
+    Dims {
+        m: a.rows(),
+        n: b.cols(),
+        k: a.cols(),
     }
 }
 
-fn check(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &[f32]) {
-    assert!(a.len() >= m * k, "gemm: A has {} < {}", a.len(), m * k);
-    assert!(b.len() >= k * n, "gemm: B has {} < {}", b.len(), k * n);
-    assert!(c.len() >= m * n, "gemm: C has {} < {}", c.len(), m * n);
-}
-
-/// `C[M x N] = op(A)[M x K] * op(B)[K x N] + beta * C`, on one thread.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    ta: Trans,
-    b: &[f32],
-    tb: Trans,
-    beta: f32,
-    c: &mut [f32],
-) {
-    check(m, n, k, a, b, c);
-    if m == 0 || n == 0 {
+/// `C[M x N] = A[M x K] * B[K x N] + beta * C`, on one thread.
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+    let d = dims("gemm", &a, &b, &c);
+    if d.m == 0 || d.n == 0 {
         return;
     }
-    let (rsa, csa) = strides(ta, m, k);
-    let (rsb, csb) = strides(tb, k, n);
-    // SAFETY: the asserts in `check` guarantee every index the strides reach is in bounds:
-    // A spans m*k elements, B k*n and C m*n, each addressed with row-major strides.
-    unsafe {
-        gemm_raw(
-            m,
-            n,
-            k,
-            (a.as_ptr(), rsa, csa),
-            (b.as_ptr(), rsb, csb),
-            beta,
-            c.as_mut_ptr(),
-            n,
-        )
-    }
+    // SAFETY: each view holds every element of its shape (the views' invariant) and the
+    // shapes are d's (checked by `dims`); C is borrowed mutably, so it overlaps neither
+    // A nor B.
+    unsafe { gemm_raw(d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
 }
 
 /// `Y[M x N] = max(W[M x K] * X[K x N] + bias, 0)` (ReLU only if `relu`), with `bias[i]`
@@ -81,162 +61,117 @@ pub fn gemm(
 /// applied as they are stored, so Y is written once instead of three times (fill with the
 /// bias, accumulate the product, apply ReLU), which is what [`gemm_bias_relu_portable`]
 /// does: the same bits when N > 1, where its product also runs on the broadcast kernel.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_bias_relu(
-    m: usize,
-    n: usize,
-    k: usize,
-    w: &[f32],
-    x: &[f32],
-    bias: &[f32],
-    relu: bool,
-    y: &mut [f32],
-) {
-    check(m, n, k, w, x, y);
-    assert!(bias.len() >= m, "gemm: bias has {} < {}", bias.len(), m);
+///
+/// # Panics
+/// If the shapes disagree or `bias` has fewer than M values.
+pub fn gemm_bias_relu(w: MatRef, x: MatRef, bias: &[f32], relu: bool, mut y: MatMut) {
+    let d = dims("gemm_bias_relu", &w, &x, &y);
+    assert!(
+        bias.len() >= d.m,
+        "gemm_bias_relu: bias has {} < {} values",
+        bias.len(),
+        d.m
+    );
     #[cfg(target_arch = "x86_64")]
-    if avx512() && m > 0 && n > 0 && k > 0 {
-        let ep = super::avx512::Epilogue {
-            bias: bias.as_ptr(),
-            relu,
-        };
-        // SAFETY: AVX-512 is available; the asserts above bound every index: W is m x k
-        // (rows k apart), X is k x n and Y m x n (rows n apart), bias has m values.
-        unsafe {
-            super::avx512::gemm_bcast(
-                m,
-                n,
-                k,
-                w.as_ptr(),
-                k,
-                1,
-                x.as_ptr(),
-                n,
-                false,
-                y.as_mut_ptr(),
-                n,
-                ep,
-            );
-        }
+    if avx512() && d.m > 0 && d.n > 0 && d.k > 0 && x.rows_contiguous() {
+        let start = super::avx512::Start::Bias(bias.as_ptr());
+        // SAFETY: AVX-512F is available and X's rows are contiguous (both just checked).
+        // The views hold every element of their shapes, which are d's (`dims`); the bias
+        // has M values (asserted); Y is borrowed mutably, so it overlaps no input.
+        unsafe { super::avx512::gemm_bcast(d, w.as_ptr(), x.as_ptr(), y.as_ptr(), start, relu) };
         return;
     }
-    gemm_bias_relu_portable(m, n, k, w, x, bias, relu, y)
+    gemm_bias_relu_portable(w, x, bias, relu, y)
 }
 
 /// [`gemm_bias_relu`] in three passes (the reference it is tested against, and the path on
 /// CPUs without AVX-512).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_bias_relu_portable(
-    m: usize,
-    n: usize,
-    k: usize,
-    w: &[f32],
-    x: &[f32],
-    bias: &[f32],
-    relu: bool,
-    y: &mut [f32],
-) {
-    for (row, &b) in y[..m * n].chunks_mut(n.max(1)).zip(bias) {
+pub fn gemm_bias_relu_portable(w: MatRef, x: MatRef, bias: &[f32], relu: bool, mut y: MatMut) {
+    let d = dims("gemm_bias_relu", &w, &x, &y);
+    assert!(
+        bias.len() >= d.m,
+        "gemm_bias_relu: bias has {} < {} values",
+        bias.len(),
+        d.m
+    );
+    for (row, &b) in y.as_mut_slice().chunks_mut(d.n.max(1)).zip(bias) {
         row.fill(b);
     }
-    gemm(m, n, k, w, Trans::No, x, Trans::No, 1.0, y);
+    gemm(w, x, 1.0, y.rb());
     if relu {
-        y[..m * n].iter_mut().for_each(|v| *v = v.max(0.0));
+        y.as_mut_slice().iter_mut().for_each(|v| *v = v.max(0.0));
     }
 }
 
 /// [`gemm`] on the `matrixmultiply` path whatever the CPU: the portable fallback, kept
 /// callable so that tests cover it on machines where the AVX-512 path is chosen.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_portable(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    ta: Trans,
-    b: &[f32],
-    tb: Trans,
-    beta: f32,
-    c: &mut [f32],
-) {
-    check(m, n, k, a, b, c);
-    if m == 0 || n == 0 {
+pub fn gemm_portable(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+    let d = dims("gemm_portable", &a, &b, &c);
+    if d.m == 0 || d.n == 0 {
         return;
     }
-    let (rsa, csa) = strides(ta, m, k);
-    let (rsb, csb) = strides(tb, k, n);
     // SAFETY: as in `gemm`.
+    unsafe { sgemm(d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
+}
+
+/// `C = A * B + beta * C` by `matrixmultiply`.
+///
+/// # Safety
+/// For i < m, j < n, p < k, A(i, p), B(p, j) and C(i, j) must lie inside the allocations
+/// their pointers point into, and C must not overlap A or B.
+unsafe fn sgemm(d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
+    // Strides fit in isize: each is at most an allocation's length.
+    let (rsa, csa) = (a.row_stride as isize, a.col_stride as isize);
+    let (rsb, csb) = (b.row_stride as isize, b.col_stride as isize);
+    // SAFETY: matrixmultiply reads A(i, p) at `a + i*rsa + p*csa`, B(p, j) likewise and
+    // writes C(i, j) at `c + i*ldc + j`: in bounds and not overlapping, by the caller.
     unsafe {
         matrixmultiply::sgemm(
-            m,
-            k,
-            n,
+            d.m,
+            d.k,
+            d.n,
             1.0,
-            a.as_ptr(),
+            a.ptr,
             rsa,
             csa,
-            b.as_ptr(),
+            b.ptr,
             rsb,
             csb,
             beta,
-            c.as_mut_ptr(),
-            n as isize,
+            c.ptr,
+            c.row_stride as isize,
             1,
         );
     }
 }
 
-/// An operand given as (pointer, row stride, column stride).
-type Operand = (*const f32, isize, isize);
-
 /// The one place a product is dispatched to a kernel, by the operands' strides:
-/// A and op(B) both contiguous along K -> the AVX-512 dot kernel; op(B)'s rows contiguous
-/// -> the AVX-512 broadcast kernel; anything else, a beta other than 0 or 1, or a CPU
-/// without AVX-512 -> `matrixmultiply`. C(i, j) is `c[i*ldc + j]`.
+/// A and B both contiguous along K -> the AVX-512 dot kernel; B's rows contiguous ->
+/// the AVX-512 broadcast kernel; anything else, a beta other than 0 or 1, or a CPU
+/// without AVX-512 -> `matrixmultiply`.
 ///
 /// # Safety
-/// For i < m, j < n, p < k, A(i, p) = `a[i*rsa + p*csa]`, B(p, j) = `b[p*rsb + j*csb]` and
-/// C(i, j) must lie inside their allocations, and C must not overlap A or B.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    (a, rsa, csa): Operand,
-    (b, rsb, csb): Operand,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-) {
+/// For i < m, j < n, p < k, A(i, p), B(p, j) and C(i, j) must lie inside the allocations
+/// their pointers point into, and C must not overlap A or B.
+unsafe fn gemm_raw(d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() && (beta == 0.0 || beta == 1.0) && k > 0 {
+    if avx512() && (beta == 0.0 || beta == 1.0) && d.k > 0 {
+        use super::avx512::{gemm_bcast, gemm_dot, Start};
         let beta_one = beta == 1.0;
-        if csa == 1 && rsb == 1 {
-            let (lda, ldb) = (rsa as usize, csb as usize);
-            return super::avx512::gemm_dot(m, n, k, a, lda, b, ldb, beta_one, c, ldc);
+        if a.col_stride == 1 && b.row_stride == 1 {
+            // SAFETY: AVX-512F is available (checked); A's rows and B^T's rows (B's
+            // columns) are contiguous (checked); bounds and overlap by the caller.
+            return unsafe { gemm_dot(d, a, b.t(), c, beta_one) };
         }
-        if csb == 1 {
-            let (rsa, csa, ldb) = (rsa as usize, csa as usize, rsb as usize);
-            let none = super::avx512::Epilogue::NONE;
-            return super::avx512::gemm_bcast(m, n, k, a, rsa, csa, b, ldb, beta_one, c, ldc, none);
+        if b.col_stride == 1 {
+            let start = if beta_one { Start::C } else { Start::Zero };
+            // SAFETY: AVX-512F is available and B's rows are contiguous (both checked);
+            // K > 0 (checked); bounds and overlap by the caller.
+            return unsafe { gemm_bcast(d, a, b, c, start, false) };
         }
     }
-    matrixmultiply::sgemm(
-        m,
-        k,
-        n,
-        1.0,
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        beta,
-        c,
-        ldc as isize,
-        1,
-    );
+    // SAFETY: the caller's guarantees are sgemm's contract.
+    unsafe { sgemm(d, a, b, beta, c) }
 }
 
 /// Largest tile of C that one parallel task of [`par_gemm`] computes: rows, columns.
@@ -277,14 +212,14 @@ fn tile_plan(m: usize, n: usize, k: usize) -> (usize, usize) {
 
 /// C's base pointer, shared by the tasks of [`par_gemm`]; each task writes a disjoint tile.
 #[derive(Clone, Copy)]
-struct TilePtr(*mut f32);
-// SAFETY: the pointer is only dereferenced (by matrixmultiply) inside disjoint tiles of C,
+struct TilePtr(MatPtrMut);
+// SAFETY: the pointer is only dereferenced (by the kernels) inside disjoint tiles of C,
 // so no two threads touch the same element, and C outlives the parallel loop.
 unsafe impl Send for TilePtr {}
 // SAFETY: as above.
 unsafe impl Sync for TilePtr {}
 impl TilePtr {
-    fn get(self) -> *mut f32 {
+    fn get(self) -> MatPtrMut {
         self.0
     }
 }
@@ -295,49 +230,38 @@ impl TilePtr {
 /// fixed size with the same micro-kernel whatever the tile) compute an element of C in an
 /// order that depends only on K, so the result is bit-identical to [`gemm`] and to any
 /// thread count (tested).
-#[allow(clippy::too_many_arguments)]
-pub fn par_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    ta: Trans,
-    b: &[f32],
-    tb: Trans,
-    beta: f32,
-    c: &mut [f32],
-) {
-    check(m, n, k, a, b, c);
-    if m == 0 || n == 0 {
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn par_gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+    let d = dims("par_gemm", &a, &b, &c);
+    if d.m == 0 || d.n == 0 {
         return;
     }
+    let Dims { m, n, k } = d;
     let (mb, nb) = tile_plan(m, n, k);
     if mb >= m && nb >= n {
-        return gemm(m, n, k, a, ta, b, tb, beta, c);
+        return gemm(a, b, beta, c);
     }
-    let (rsa, csa) = strides(ta, m, k);
-    let (rsb, csb) = strides(tb, k, n);
     let (tiles_m, tiles_n) = (m.div_ceil(mb), n.div_ceil(nb));
-    let cp = TilePtr(c.as_mut_ptr());
+    let cp = TilePtr(c.as_ptr());
     (0..tiles_m * tiles_n).into_par_iter().for_each(|t| {
         let (r0, c0) = ((t / tiles_n) * mb, (t % tiles_n) * nb);
         let (rows, cols) = (mb.min(m - r0), nb.min(n - c0));
-        // SAFETY: `check` asserted A, B and C hold m*k, k*n and m*n elements. The tile reads
-        // rows r0..r0+rows of op(A) (offset r0*rsa, then i*rsa + p*csa with i < rows,
-        // p < k: all inside A), columns c0..c0+cols of op(B) (likewise inside B) and writes
-        // C[r0+i][c0+j] for i < rows, j < cols, inside C. Tiles are disjoint, so no element
-        // of C is written by two tasks, and `c` is borrowed mutably for the whole loop.
+        let (a_t, b_t) = (a.block(r0, 0, rows, k), b.block(0, c0, k, cols));
+        let tile = Dims {
+            m: rows,
+            n: cols,
+            k,
+        };
+        // SAFETY: `a_t` and `b_t` are views (bounds kept by `block`) of shapes rows x k
+        // and k x cols. The tile writes C(r0 + i, c0 + j) for i < rows, j < cols: inside
+        // C, since r0 + rows <= m and c0 + cols <= n, and (r0, c0) is an element of C.
+        // Tiles are disjoint, so no element of C is written by two tasks, and `c` is
+        // borrowed mutably for the whole loop, so it overlaps neither A nor B.
         unsafe {
-            gemm_raw(
-                rows,
-                cols,
-                k,
-                (a.as_ptr().offset(r0 as isize * rsa), rsa, csa),
-                (b.as_ptr().offset(c0 as isize * csb), rsb, csb),
-                beta,
-                cp.get().add(r0 * n + c0),
-                n,
-            );
+            let c_t = cp.get().block(r0, c0);
+            gemm_raw(tile, a_t.as_ptr(), b_t.as_ptr(), beta, c_t);
         }
     });
 }
@@ -396,24 +320,34 @@ fn pairwise_sum(mut acc: [f32; 16]) -> f32 {
 /// Output rows per parallel task in [`par_gemv`] (fixed, independent of the thread count).
 const GEMV_ROWS: usize = 32;
 
-/// Matrix-vector product `y[O] = A[O x I] * x[I] + beta * y`, A row-major: a dot product
-/// over each contiguous row of A ([`dot`]), rows in parallel in fixed blocks of 32.
+/// Matrix-vector product `y[O] = A[O x I] * x[I] + beta * y`, A's rows contiguous: a dot
+/// product over each row of A ([`dot`]), rows in parallel in fixed blocks of 32.
 /// This is Dense's forward at batch 1 (`y = W x + b`), where a packed GEMM would spend
 /// most of its time packing W.
-pub fn par_gemv(o: usize, i: usize, a: &[f32], x: &[f32], beta: f32, y: &mut [f32]) {
-    assert!(a.len() >= o * i, "gemv: A has {} < {}", a.len(), o * i);
-    assert!(x.len() >= i && y.len() >= o, "gemv: x or y too short");
+///
+/// # Panics
+/// If A's rows are not contiguous (A is a transposed view), or `x` or `y` is shorter than
+/// A's columns or rows.
+pub fn par_gemv(a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
+    let (o, i) = (a.rows(), a.cols());
+    assert!(
+        a.rows_contiguous(),
+        "par_gemv: A's rows must be contiguous, A is {a}"
+    );
+    assert!(y.len() >= o, "par_gemv: y has {} < {o} values", y.len());
+    let xm = MatRef::new(x, i, 1);
     let x = &x[..i];
     // Rows r0.. of y, as many as `ys` holds.
     let rows = |r0: usize, ys: &mut [f32]| {
-        let a_rows = &a[r0 * i..(r0 + ys.len()) * i];
+        let len = ys.len();
+        let a_rows = a.block(r0, 0, len, i);
         if avx512() && (beta == 0.0 || beta == 1.0) {
             // The AVX-512 dot kernel (4 rows of A against x at a time).
-            gemm(ys.len(), 1, i, a_rows, Trans::No, x, Trans::No, beta, ys);
+            gemm(a_rows, xm, beta, MatMut::new(ys, len, 1));
             return;
         }
-        for (row, yr) in a_rows.chunks(i).zip(ys.iter_mut()) {
-            let d = dot(row, x);
+        for (r, yr) in ys.iter_mut().enumerate() {
+            let d = dot(a_rows.row(r), x);
             *yr = if beta == 0.0 { d } else { d + beta * *yr };
         }
     };
@@ -426,34 +360,16 @@ pub fn par_gemv(o: usize, i: usize, a: &[f32], x: &[f32], beta: f32, y: &mut [f3
         .for_each(|(blk, ys)| rows(blk * GEMV_ROWS, ys));
 }
 
-/// The reference: `C = op(A) * op(B) + beta * C` by the definition
+/// The reference: `C = A * B + beta * C` by the definition
 /// `C[i][j] = sum_p A[i][p] * B[p][j]`, accumulated in f64.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_naive(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    ta: Trans,
-    b: &[f32],
-    tb: Trans,
-    beta: f32,
-    c: &mut [f32],
-) {
-    check(m, n, k, a, b, c);
+pub fn gemm_naive(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+    let Dims { m, n, k } = dims("gemm_naive", &a, &b, &c);
+    let c = c.as_mut_slice();
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;
             for p in 0..k {
-                let av = match ta {
-                    Trans::No => a[i * k + p],
-                    Trans::Yes => a[p * m + i],
-                };
-                let bv = match tb {
-                    Trans::No => b[p * n + j],
-                    Trans::Yes => b[j * k + p],
-                };
-                s += f64::from(av) * f64::from(bv);
+                s += f64::from(a.get(i, p)) * f64::from(b.get(p, j));
             }
             let old = if beta == 0.0 {
                 0.0
@@ -476,16 +392,39 @@ mod tests {
         (0..len).map(|_| r.normal() as f32).collect()
     }
 
+    /// The `rows` x `cols` operand in `data`: stored as such, or, if `t`, stored
+    /// `cols` x `rows` and used transposed.
+    fn op(data: &[f32], rows: usize, cols: usize, t: bool) -> MatRef<'_> {
+        if t {
+            MatRef::new(data, cols, rows).t()
+        } else {
+            MatRef::new(data, rows, cols)
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: A is 2 x 3 matrix (strides 3, 1), B is 2 x 2 matrix")]
+    fn shapes_that_disagree_are_refused_with_the_shapes_in_the_message() {
+        let (a, b, mut c) = ([0.0; 6], [0.0; 4], [0.0; 4]);
+        gemm(
+            MatRef::new(&a, 2, 3),
+            MatRef::new(&b, 2, 2),
+            0.0,
+            MatMut::new(&mut c, 2, 2),
+        );
+    }
+
     #[test]
     fn two_by_two_by_hand() {
         // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [5.0, 6.0, 7.0, 8.0];
         let mut c = [0.0; 4];
-        gemm(2, 2, 2, &a, Trans::No, &b, Trans::No, 0.0, &mut c);
+        let (am, bm) = (MatRef::new(&a, 2, 2), MatRef::new(&b, 2, 2));
+        gemm(am, bm, 0.0, MatMut::new(&mut c, 2, 2));
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
         // A^T * B = [1 3; 2 4] * [5 6; 7 8] = [26 30; 38 44]
-        gemm(2, 2, 2, &a, Trans::Yes, &b, Trans::No, 0.0, &mut c);
+        gemm(am.t(), bm, 0.0, MatMut::new(&mut c, 2, 2));
         assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
     }
 
@@ -502,21 +441,19 @@ mod tests {
         fn fast_gemm_equals_naive(m in 1usize..80, n in 1usize..80, k in 1usize..300,
                                   ta in any::<bool>(), tb in any::<bool>(), beta in prop::sample::select(vec![0.0f32, 1.0]),
                                   seed in any::<u64>()) {
-            let ta = if ta { Trans::Yes } else { Trans::No };
-            let tb = if tb { Trans::Yes } else { Trans::No };
-            let a = random(m * k, seed);
-            let b = random(k * n, seed ^ 1);
+            let (a, b) = (random(m * k, seed), random(k * n, seed ^ 1));
+            let (a, b) = (op(&a, m, k, ta), op(&b, k, n, tb));
             let c0 = random(m * n, seed ^ 2);
             let mut want = c0.clone();
-            gemm_naive(m, n, k, &a, ta, &b, tb, beta, &mut want);
+            gemm_naive(a, b, beta, MatMut::new(&mut want, m, n));
             let mut got = c0.clone();
-            gemm(m, n, k, &a, ta, &b, tb, beta, &mut got);
+            gemm(a, b, beta, MatMut::new(&mut got, m, n));
             close(&got, &want, k);
             let mut portable = c0.clone();
-            gemm_portable(m, n, k, &a, ta, &b, tb, beta, &mut portable);
+            gemm_portable(a, b, beta, MatMut::new(&mut portable, m, n));
             close(&portable, &want, k);
             let mut par = c0.clone();
-            par_gemm(m, n, k, &a, ta, &b, tb, beta, &mut par);
+            par_gemm(a, b, beta, MatMut::new(&mut par, m, n));
             close(&par, &want, k);
         }
     }
@@ -530,9 +467,10 @@ mod tests {
             let x = random(i, seed ^ 1);
             let y0 = random(o, seed ^ 2);
             let mut want = y0.clone();
-            gemm_naive(o, 1, i, &a, Trans::No, &x, Trans::No, beta, &mut want);
+            let (am, xm) = (MatRef::new(&a, o, i), MatRef::new(&x, i, 1));
+            gemm_naive(am, xm, beta, MatMut::new(&mut want, o, 1));
             let mut got = y0.clone();
-            par_gemv(o, i, &a, &x, beta, &mut got);
+            par_gemv(am, &x, beta, &mut got);
             close(&got, &want, i);
         }
 
@@ -540,15 +478,13 @@ mod tests {
         fn tiled_par_gemm_equals_naive_on_large_shapes(m in 1usize..600, n in 1usize..600, k in 1usize..1200,
                                   ta in any::<bool>(), tb in any::<bool>(), beta in prop::sample::select(vec![0.0f32, 1.0]),
                                   seed in any::<u64>()) {
-            let ta = if ta { Trans::Yes } else { Trans::No };
-            let tb = if tb { Trans::Yes } else { Trans::No };
-            let a = random(m * k, seed);
-            let b = random(k * n, seed ^ 1);
+            let (a, b) = (random(m * k, seed), random(k * n, seed ^ 1));
+            let (a, b) = (op(&a, m, k, ta), op(&b, k, n, tb));
             let c0 = random(m * n, seed ^ 2);
             let mut want = c0.clone();
-            gemm_naive(m, n, k, &a, ta, &b, tb, beta, &mut want);
+            gemm_naive(a, b, beta, MatMut::new(&mut want, m, n));
             let mut par = c0.clone();
-            par_gemm(m, n, k, &a, ta, &b, tb, beta, &mut par);
+            par_gemm(a, b, beta, MatMut::new(&mut par, m, n));
             close(&par, &want, k);
         }
     }
@@ -566,8 +502,9 @@ mod tests {
             let bias = random(m, seed + 2);
             let mut fused = vec![f32::NAN; m * n];
             let mut passes = vec![f32::NAN; m * n];
-            gemm_bias_relu(m, n, k, &w, &x, &bias, relu, &mut fused);
-            gemm_bias_relu_portable(m, n, k, &w, &x, &bias, relu, &mut passes);
+            let (wm, xm) = (MatRef::new(&w, m, k), MatRef::new(&x, k, n));
+            gemm_bias_relu(wm, xm, &bias, relu, MatMut::new(&mut fused, m, n));
+            gemm_bias_relu_portable(wm, xm, &bias, relu, MatMut::new(&mut passes, m, n));
             if avx512() && n > 1 {
                 // Same bits: the portable path also runs the broadcast kernel for its product
                 // (at N = 1 it takes the dot kernel, which sums in another order).
@@ -576,7 +513,7 @@ mod tests {
             }
             // And the fused result against the definition.
             let mut reference = vec![0.0; m * n];
-            gemm_naive(m, n, k, &w, Trans::No, &x, Trans::No, 0.0, &mut reference);
+            gemm_naive(wm, xm, 0.0, MatMut::new(&mut reference, m, n));
             for i in 0..m {
                 for j in 0..n {
                     let mut v = reference[i * n + j] + bias[i];
@@ -639,13 +576,13 @@ mod tests {
     fn gemm_paths_are_bit_identical_in_pools_of_1_2_and_3_threads() {
         // Shapes of the layers (Dense fwd, dW, dX; conv), K > 1000, ragged edges, M = 1.
         let shapes = [
-            (32, 128, 3136, Trans::No, Trans::Yes),
-            (128, 3136, 32, Trans::Yes, Trans::No),
-            (32, 3136, 128, Trans::No, Trans::No),
-            (16, 2000, 9, Trans::No, Trans::No),
-            (16, 9, 1500, Trans::No, Trans::Yes),
-            (300, 517, 1100, Trans::Yes, Trans::Yes),
-            (1, 128, 3136, Trans::No, Trans::Yes),
+            (32, 128, 3136, false, true),
+            (128, 3136, 32, true, false),
+            (32, 3136, 128, false, false),
+            (16, 2000, 9, false, false),
+            (16, 9, 1500, false, true),
+            (300, 517, 1100, true, true),
+            (1, 128, 3136, false, true),
         ];
         let run = |threads: usize| -> Vec<Vec<f32>> {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -658,12 +595,13 @@ mod tests {
                     let a = random(m * k, s as u64);
                     let b = random(k * n, s as u64 + 100);
                     let mut c = random(m * n, s as u64 + 200);
-                    par_gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut c);
+                    let (am, bm) = (op(&a, m, k, ta), op(&b, k, n, tb));
+                    par_gemm(am, bm, 1.0, MatMut::new(&mut c, m, n));
                     out.push(c);
-                    if tb == Trans::Yes && ta == Trans::No {
+                    if tb && !ta {
                         // y = B x with B stored N x K (Dense's W): the gemv path.
                         let mut y = random(n, s as u64 + 300);
-                        par_gemv(n, k, &b, &a[..k], 1.0, &mut y);
+                        par_gemv(bm.t(), &a[..k], 1.0, &mut y);
                         out.push(y);
                     }
                 }
@@ -678,9 +616,10 @@ mod tests {
             let a = random(m * k, s as u64);
             let b = random(k * n, s as u64 + 100);
             let mut single = random(m * n, s as u64 + 200);
-            gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut single);
+            let (am, bm) = (op(&a, m, k, ta), op(&b, k, n, tb));
+            gemm(am, bm, 1.0, MatMut::new(&mut single, m, n));
             let mut par = random(m * n, s as u64 + 200);
-            par_gemm(m, n, k, &a, ta, &b, tb, 1.0, &mut par);
+            par_gemm(am, bm, 1.0, MatMut::new(&mut par, m, n));
             assert_eq!(single, par, "{m}x{n}x{k}");
         }
     }
@@ -688,13 +627,14 @@ mod tests {
     #[test]
     fn par_gemm_is_bit_identical_to_gemm() {
         let (m, n, k) = (130, 70, 300);
-        for ta in [Trans::No, Trans::Yes] {
+        for ta in [false, true] {
             let a = random(m * k, 1);
             let b = random(k * n, 2);
             let mut one = vec![0.0; m * n];
-            gemm(m, n, k, &a, ta, &b, Trans::No, 0.0, &mut one);
+            let (am, bm) = (op(&a, m, k, ta), MatRef::new(&b, k, n));
+            gemm(am, bm, 0.0, MatMut::new(&mut one, m, n));
             let mut par = vec![0.0; m * n];
-            par_gemm(m, n, k, &a, ta, &b, Trans::No, 0.0, &mut par);
+            par_gemm(am, bm, 0.0, MatMut::new(&mut par, m, n));
             assert_eq!(one, par);
         }
     }

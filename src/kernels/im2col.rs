@@ -37,7 +37,8 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     // the compiler makes of its fills and copies) than in moving data.
     #[cfg(target_arch = "x86_64")]
     if g.stride == 1 && crate::kernels::avx512_available() {
-        // SAFETY: AVX-512 is available and the stride is 1; the function checks the lengths.
+        // SAFETY: AVX-512F is available (just checked); the kernel checks the stride and
+        // the lengths.
         unsafe { super::avx512::im2col_stride1(x, g, cols) };
         return;
     }

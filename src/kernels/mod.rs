@@ -1,4 +1,5 @@
-//! Compute kernels shared by the layers: window geometry ([`geom`]), matrix multiply, the
+//! Compute kernels shared by the layers: window geometry ([`geom`]), matrix views ([`mat`])
+//! and the matrix multiply that takes them, the
 //! im2col transform and max pooling with their run-time dispatch to AVX-512, and
 //! keeping the thread pool awake during a computation ([`threads`]).
 //!
@@ -9,6 +10,7 @@ pub mod avx512;
 pub mod gemm;
 pub mod geom;
 pub mod im2col;
+pub mod mat;
 pub mod pool;
 pub mod threads;
 

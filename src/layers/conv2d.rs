@@ -37,7 +37,7 @@ use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
-use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, Trans};
+use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::text::thousands;
@@ -278,7 +278,8 @@ impl Conv2D {
                     // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
                     // any other activation is a pass of its own.
                     let relu = act == Activation::Relu;
-                    gemm_bias_relu(g.k, ohw, rows, w, cols, b, relu, y_n);
+                    let (w, cols) = (MatRef::new(w, g.k, rows), MatRef::new(cols, rows, ohw));
+                    gemm_bias_relu(w, cols, b, relu, MatMut::new(y_n, g.k, ohw));
                     if !relu {
                         activation::forward(act, y_n, out_len);
                     }
@@ -340,21 +341,17 @@ impl Conv2D {
                         db_part[k] += sum(row);
                     }
                     im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
-                    gemm(
-                        g.k,
-                        rows,
-                        ohw,
-                        dy_s,
-                        Trans::No,
-                        cols,
-                        Trans::Yes,
-                        beta,
-                        dw_part,
+                    let (dy_m, cols_t) = (
+                        MatRef::new(dy_s, g.k, ohw),
+                        MatRef::new(cols, rows, ohw).t(),
                     );
+                    gemm(dy_m, cols_t, beta, MatMut::new(dw_part, g.k, rows));
                     beta = 1.0;
                     if let Some(dx_b) = dx_b.as_deref_mut() {
                         // cols is free again: it holds dcols = W^T dy_s.
-                        gemm(rows, ohw, g.k, w, Trans::Yes, dy_s, Trans::No, 0.0, cols);
+                        let (w_t, dy_m) =
+                            (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
+                        gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
                         col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
                     }
                 }

@@ -17,7 +17,7 @@ use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
-use crate::kernels::gemm::{par_gemm, par_gemv, Trans};
+use crate::kernels::gemm::{par_gemm, par_gemv, MatMut, MatRef};
 use crate::text::thousands;
 use rayon::prelude::*;
 
@@ -151,23 +151,14 @@ impl Dense {
         if n == 1 {
             // One sample: y = W x + b as dot products over W's rows (no copy of x needed).
             y[..o].copy_from_slice(b);
-            par_gemv(o, i, w, x, 1.0, y);
+            par_gemv(MatRef::new(w, o, i), x, 1.0, y);
             return;
         }
         self.xt.resize(i * n, 0.0);
         self.yt.resize(o * n, 0.0);
         transpose(&x[..n * i], n, i, &mut self.xt);
-        par_gemm(
-            o,
-            n,
-            i,
-            w,
-            Trans::No,
-            &self.xt,
-            Trans::No,
-            0.0,
-            &mut self.yt,
-        );
+        let (w, xt) = (MatRef::new(w, o, i), MatRef::new(&self.xt, i, n));
+        par_gemm(w, xt, 0.0, MatMut::new(&mut self.yt, o, n));
         for (s, row) in y[..n * o].chunks_mut(o).enumerate() {
             for (u, v) in row.iter_mut().enumerate() {
                 *v = self.yt[u * n + s] + b[u];
@@ -184,10 +175,12 @@ impl Dense {
             db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         let dw = self.weight.grad.data_mut();
-        par_gemm(o, i, n, dy, Trans::Yes, x, Trans::No, 0.0, dw);
+        let (dy_t, xm) = (MatRef::new(dy, n, o).t(), MatRef::new(x, n, i));
+        par_gemm(dy_t, xm, 0.0, MatMut::new(dw, o, i));
         if let Some(dx) = dx {
             let w = self.weight.value.data();
-            par_gemm(n, i, o, dy, Trans::No, w, Trans::No, 0.0, dx);
+            let (dy, w) = (MatRef::new(dy, n, o), MatRef::new(w, o, i));
+            par_gemm(dy, w, 0.0, MatMut::new(dx, n, i));
         }
     }
 }
