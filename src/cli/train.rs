@@ -285,6 +285,7 @@ fn monitor_lines(model: &Model) -> String {
 /// Files of a run folder.
 struct RunFiles {
     dir: PathBuf,
+    held_out: super::plots::HeldOut,
 }
 
 impl RunFiles {
@@ -298,7 +299,7 @@ impl RunFiles {
             &self.path("metrics.jsonl"),
             metrics_jsonl(history).as_bytes(),
         )?;
-        super::plots::write_training_plots(&self.dir, history)
+        super::plots::write_training_plots(&self.dir, history, self.held_out)
     }
 }
 
@@ -441,6 +442,7 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
     remove_stale_temps(&run_dir);
     let files = RunFiles {
         dir: run_dir.clone(),
+        held_out: super::plots::HeldOut::of_run(args.val_split),
     };
     write_atomic(&files.path("config.cfg"), parsed.text.as_bytes())?;
     let run_json = serde_json::to_string_pretty(&args).expect("options serialise");
@@ -555,7 +557,13 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
             } else {
                 format!("{msg}; no checkpoint was written before it")
             });
-            super::report::write_run_report(&run_dir, &parsed, &outcome, &data.note)?;
+            super::report::write_run_report(
+                &run_dir,
+                files.held_out,
+                &parsed,
+                &outcome,
+                &data.note,
+            )?;
             return Ok(outcome);
         }
         Err(e) => return Err(e.into()),
@@ -591,6 +599,6 @@ pub fn train_run(mut args: TrainArgs) -> Result<Outcome, Failure> {
         state.history.len(),
         files.path("model.safetensors").display()
     );
-    super::report::write_run_report(&run_dir, &parsed, &outcome, &data.note)?;
+    super::report::write_run_report(&run_dir, files.held_out, &parsed, &outcome, &data.note)?;
     Ok(outcome)
 }
