@@ -143,11 +143,11 @@ pub fn write_misclassified(
         .filter(|(p, y)| p != y)
         .count();
     let which = if all_wrong > images.len() {
-        format!("the first {} of {all_wrong}", images.len())
+        format!("{} of {}", images.len(), thousands(all_wrong))
     } else {
-        format!("all {all_wrong}")
+        thousands(all_wrong)
     };
-    let title = format!("Misclassified ({which}): true → predicted, and the model's confidence");
+    let title = format!("{which} misclassified: true → predicted, with the model's confidence");
     titled_image_grid(
         &dir.join("misclassified.png"),
         Some(&title),
@@ -155,4 +155,36 @@ pub fn write_misclassified(
         8,
         scale,
     )
+}
+
+/// `n` with a comma every three digits: 1483 is "1,483".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1483), "1,483");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn the_held_out_set_is_validation_exactly_with_val_split() {
+        assert_eq!(HeldOut::of_run(Some(0.1)).name(), "validation");
+        assert_eq!(HeldOut::of_run(None).name(), "test");
+    }
 }
