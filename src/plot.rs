@@ -8,6 +8,10 @@
 //! a temporary file in the destination folder and renamed into place, so a reader never sees
 //! half a file.
 
+mod bars;
+mod chart;
+mod text;
+
 use std::path::Path;
 use std::sync::Once;
 
@@ -20,18 +24,20 @@ use plotters::style::FontTransform;
 use crate::error::{Error, Result};
 use crate::metrics::ConfusionMatrix;
 
-/// The embedded font file (DejaVu Sans, Bitstream Vera licence).
-static DEJAVU_SANS: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+pub use bars::{percent, probability_bars, value_bars};
+pub use chart::Series;
+use text::Bitmap;
 
 /// The family name the embedded font is registered under (and the one SVG files ask for).
 const FONT: &str = "sans-serif";
 
 static REGISTER_FONT: Once = Once::new();
 
-/// Registers the embedded font with plotters, once per process.
+/// Registers the embedded font with plotters, once per process. Bitmaps draw their text
+/// themselves ([`text::Bitmap`]); plotters still measures text with it when it lays out an SVG.
 fn ensure_font() {
     REGISTER_FONT.call_once(|| {
-        let registered = plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS);
+        let registered = plotters::style::register_font(FONT, FontStyle::Normal, text::DEJAVU_SANS);
         assert!(
             registered.is_ok(),
             "the embedded DejaVuSans.ttf is a valid TrueType font"
@@ -55,17 +61,6 @@ const PALETTE: [RGBColor; 10] = [
 
 /// Size of a line chart in pixels.
 const CHART_SIZE: (u32, u32) = (800, 500);
-
-/// One line of a [`line_chart`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Name shown in the legend.
-    pub name: String,
-    /// `(x, y)` points in drawing order; points with a non-finite coordinate are dropped.
-    pub points: Vec<(f64, f64)>,
-    /// Training diverged: the legend says "(diverged)" and a cross marks the last finite point.
-    pub diverged: bool,
-}
 
 /// One small picture of an [`image_grid`].
 #[derive(Debug, Clone, PartialEq)]
@@ -113,13 +108,13 @@ fn draw_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// Renders with `draw` onto an in-memory RGB bitmap of `size` and returns the raw pixels.
 fn render_rgb<F, E>(path: &Path, buf: &mut [u8], size: (u32, u32), draw: F) -> Result<()>
 where
-    F: FnOnce(DrawingArea<BitMapBackend<'_, RGBPixel>, Shift>) -> std::result::Result<(), E>,
+    F: FnOnce(DrawingArea<Bitmap<'_>, Shift>) -> std::result::Result<(), E>,
     E: std::fmt::Display,
 {
     ensure_font();
     let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(buf, size)
         .map_err(|e| draw_error(path, e))?;
-    draw(backend.into_drawing_area()).map_err(|e| draw_error(path, e))
+    draw(Bitmap::new(backend).into_drawing_area()).map_err(|e| draw_error(path, e))
 }
 
 /// Encodes an RGB buffer as PNG.
@@ -135,7 +130,7 @@ fn encode_png(path: &Path, buf: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
 /// Renders with `draw` as a PNG of `size`.
 fn render_png<F, E>(path: &Path, size: (u32, u32), draw: F) -> Result<Vec<u8>>
 where
-    F: FnOnce(DrawingArea<BitMapBackend<'_, RGBPixel>, Shift>) -> std::result::Result<(), E>,
+    F: FnOnce(DrawingArea<Bitmap<'_>, Shift>) -> std::result::Result<(), E>,
     E: std::fmt::Display,
 {
     let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
@@ -159,17 +154,11 @@ where
     Ok(svg.into_bytes())
 }
 
-/// Estimated width and height in pixels of `text` in the embedded font at `size` px.
+/// Width and height in pixels of `text` in the embedded font at `size` px: the sum of the
+/// glyphs' advances and kerning, by the font's ascent minus descent.
 fn text_size(text: &str, size: f64) -> (i32, i32) {
-    ensure_font();
-    match (FONT, size).into_font().box_size(text) {
-        Ok((w, h)) => (w as i32, h as i32),
-        // Unreachable once the font is registered; a rough guess keeps layout going.
-        Err(_) => (
-            (text.chars().count() as f64 * size * 0.6) as i32,
-            size as i32,
-        ),
-    }
+    let (w, h) = text::text_size(text, size);
+    (w as i32, h as i32)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,9 +168,11 @@ fn text_size(text: &str, size: f64) -> (i32, i32) {
 /// Draws `series` as lines on one pair of axes and writes an 800x500 picture to `path`
 /// (`.png` or `.svg`, by extension).
 ///
-/// The axes are labelled `x_label` and `y_label`, and a legend names every series. Points with a
-/// non-finite coordinate are dropped; a series marked `diverged` is named "… (diverged)" in the
-/// legend and gets a cross at its last finite point.
+/// The axes are labelled `x_label` and `y_label`. Each series has its own colour, dash pattern
+/// and marker; the legend goes in the corner the curves leave empty, or beside the plot. When
+/// every x is a whole number (epochs) the x ticks are whole numbers. Points with a non-finite
+/// coordinate are dropped; a series that diverged goes on from its last finite point to the top
+/// edge at the x where it diverged, marked with a cross and "<name>: diverged in epoch <x>".
 ///
 /// # Errors
 /// [`Error::Invalid`] for an extension other than `.png`/`.svg`; [`Error::Write`] (with `path`)
@@ -196,127 +187,13 @@ pub fn line_chart(
     let format = format_of(path)?;
     let bytes = match format {
         Format::Png => render_png(path, CHART_SIZE, |root| {
-            draw_line_chart(root, title, x_label, y_label, series)
+            chart::draw_line_chart(root, title, x_label, y_label, series)
         })?,
         Format::Svg => render_svg(path, CHART_SIZE, |root| {
-            draw_line_chart(root, title, x_label, y_label, series)
+            chart::draw_line_chart(root, title, x_label, y_label, series)
         })?,
     };
     crate::io::write_atomic(path, &bytes)
-}
-
-/// `lo..hi` covering `values`, widened when empty or flat; with `pad` (fraction of the span)
-/// added on both sides.
-fn axis_range(values: impl Iterator<Item = f64>, pad: f64) -> std::ops::Range<f64> {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    if lo > hi {
-        return 0.0..1.0;
-    }
-    let (lo, hi) = if lo == hi {
-        let half = if lo == 0.0 { 0.5 } else { lo.abs() * 0.1 };
-        (lo - half, hi + half)
-    } else {
-        (lo, hi)
-    };
-    let p = (hi - lo) * pad;
-    (lo - p)..(hi + p)
-}
-
-/// A tick label: whole numbers without decimals (epochs read "4", not "4.0"), very large or
-/// small magnitudes in scientific notation, others with at most four decimals.
-fn tick_label(v: &f64) -> String {
-    let v = *v;
-    let a = v.abs();
-    if v == v.round() && a < 1e6 {
-        format!("{v:.0}")
-    } else if !(1e-3..1e6).contains(&a) {
-        format!("{v:.1e}")
-    } else {
-        let s = format!("{v:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-fn draw_line_chart<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    root.fill(&WHITE)?;
-    let finite: Vec<Vec<(f64, f64)>> = series
-        .iter()
-        .map(|s| {
-            s.points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect()
-        })
-        .collect();
-    let x_range = axis_range(finite.iter().flatten().map(|p| p.0), 0.0);
-    let y_range = axis_range(finite.iter().flatten().map(|p| p.1), 0.05);
-
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(75)
-        .build_cartesian_2d(x_range, y_range)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&tick_label)
-        .y_label_formatter(&tick_label)
-        .label_style((FONT, 15))
-        .axis_desc_style((FONT, 17))
-        .light_line_style(RGBColor(238, 238, 238))
-        .bold_line_style(RGBColor(215, 215, 215))
-        .draw()?;
-
-    for (i, (s, points)) in series.iter().zip(&finite).enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let style = color.stroke_width(2);
-        let label = if s.diverged {
-            format!("{} (diverged)", s.name)
-        } else {
-            s.name.clone()
-        };
-        let drawn = if points.len() == 1 {
-            // A single point makes no line: show it as a dot.
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?
-        } else {
-            chart.draw_series(LineSeries::new(points.iter().copied(), style))?
-        };
-        if s.diverged {
-            drawn.label(label).legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (20, 0)], style)
-                    + Cross::new((20, 0), 5, color.stroke_width(3))
-            });
-            if let Some(&last) = points.last() {
-                chart.draw_series(std::iter::once(Cross::new(last, 8, color.stroke_width(3))))?;
-            }
-        } else {
-            drawn
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-    }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
-    }
-    root.present()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,6 +408,8 @@ fn draw_heatmap<DB: DrawingBackend>(
 /// Space between and around images, in pixels.
 const GRID_PAD: usize = 8;
 const CAPTION_PX: f64 = 13.0;
+/// Distance between the baselines of a caption's lines.
+const CAPTION_LINE: usize = 17;
 /// Refuse pictures larger than this many pixels (a mistake, not a gallery).
 const MAX_PIXELS: usize = 64 << 20;
 
@@ -539,13 +418,28 @@ const MAX_PIXELS: usize = 64 << 20;
 ///
 /// Each image is min-max normalised to 0..255 on its own (a constant image is black), so filters,
 /// feature maps and inputs are all visible whatever their range. Cells are as large as the
-/// largest image (or caption) and images are centred in them.
+/// largest image (or caption) and images are centred in them. A caption may have several lines
+/// (separated by `\n`), each centred.
 ///
 /// # Errors
 /// [`Error::Invalid`] for no images, `cols` or `scale` of 0, an image with 0 width or height,
 /// `channels` other than 1 or 3, `pixels` of the wrong length, a picture over 64 Mpixel or an
 /// extension other than `.png`; [`Error::Write`] (with `path`) when the file cannot be written.
 pub fn image_grid(path: &Path, images: &[GridImage], cols: usize, scale: usize) -> Result<()> {
+    titled_image_grid(path, None, images, cols, scale)
+}
+
+/// [`image_grid`] with `title`, when given, centred above the images.
+///
+/// # Errors
+/// As [`image_grid`].
+pub fn titled_image_grid(
+    path: &Path,
+    title: Option<&str>,
+    images: &[GridImage],
+    cols: usize,
+    scale: usize,
+) -> Result<()> {
     if format_of(path)? != Format::Png {
         return Err(Error::Invalid(format!(
             "{}: image grids are written as PNG only",
@@ -580,15 +474,28 @@ pub fn image_grid(path: &Path, images: &[GridImage], cols: usize, scale: usize) 
         }
     }
 
-    let captions: Vec<Option<&str>> = images.iter().map(|i| i.caption.as_deref()).collect();
+    let captions: Vec<Vec<&str>> = images
+        .iter()
+        .map(|i| {
+            i.caption
+                .as_deref()
+                .map_or(Vec::new(), |c| c.lines().collect())
+        })
+        .collect();
     let caption_w = captions
         .iter()
         .flatten()
         .map(|c| text_size(c, CAPTION_PX).0.max(0) as usize + 4)
         .max()
         .unwrap_or(0);
-    let caption_h = if caption_w > 0 {
-        CAPTION_PX as usize + 8
+    let caption_lines = captions.iter().map(Vec::len).max().unwrap_or(0);
+    let caption_h = if caption_lines > 0 {
+        caption_lines * CAPTION_LINE + 8 - (CAPTION_LINE - CAPTION_PX as usize)
+    } else {
+        0
+    };
+    let title_h = if title.is_some() {
+        TITLE_PX as usize + 2 * GRID_PAD + 4
     } else {
         0
     };
@@ -603,34 +510,59 @@ pub fn image_grid(path: &Path, images: &[GridImage], cols: usize, scale: usize) 
     let cell_h = image_h + caption_h;
     let cols = cols.min(images.len());
     let rows = images.len().div_ceil(cols);
-    let width = GRID_PAD.saturating_add(cols.saturating_mul(cell_w.saturating_add(GRID_PAD)));
-    let height = GRID_PAD.saturating_add(rows.saturating_mul(cell_h.saturating_add(GRID_PAD)));
+    let grid_w = GRID_PAD.saturating_add(cols.saturating_mul(cell_w.saturating_add(GRID_PAD)));
+    let title_w = title.map_or(0, |t| {
+        text_size(t, TITLE_PX).0.max(0) as usize + 4 * GRID_PAD
+    });
+    let width = grid_w.max(title_w);
+    // The grid is centred under a title wider than itself.
+    let left = (width - grid_w) / 2;
+    let height = title_h
+        .saturating_add(GRID_PAD)
+        .saturating_add(rows.saturating_mul(cell_h.saturating_add(GRID_PAD)));
     if width.saturating_mul(height) > MAX_PIXELS {
         return Err(Error::Invalid(format!(
             "image grid: {width}x{height} pixels is too large (limit {MAX_PIXELS})"
         )));
     }
 
+    let cell_origin = |k: usize| {
+        let (row, col) = (k / cols, k % cols);
+        (
+            left + GRID_PAD + col * (cell_w + GRID_PAD),
+            title_h + GRID_PAD + row * (cell_h + GRID_PAD),
+        )
+    };
     let mut buf = vec![255u8; width * height * 3];
     for (k, img) in images.iter().enumerate() {
-        let (row, col) = (k / cols, k % cols);
-        let x0 = GRID_PAD + col * (cell_w + GRID_PAD) + (cell_w - big(img.width)) / 2;
-        let y0 = GRID_PAD + row * (cell_h + GRID_PAD) + (image_h - big(img.height)) / 2;
+        let (cx, cy) = cell_origin(k);
+        let x0 = cx + (cell_w - big(img.width)) / 2;
+        let y0 = cy + (image_h - big(img.height)) / 2;
         frame(&mut buf, width, (x0, y0), (big(img.width), big(img.height)));
         blit(&mut buf, width, img, scale, (x0, y0));
     }
 
     let size = (width as u32, height as u32);
     render_rgb(path, &mut buf, size, |root| {
+        if let Some(t) = title {
+            let style = TextStyle::from((FONT, TITLE_PX).into_font())
+                .pos(Pos::new(HPos::Center, VPos::Top))
+                .color(&BLACK);
+            root.draw(&Text::new(
+                t,
+                (width as i32 / 2, GRID_PAD as i32 + 4),
+                style,
+            ))?;
+        }
         let style = TextStyle::from((FONT, CAPTION_PX).into_font())
             .pos(Pos::new(HPos::Center, VPos::Top))
             .color(&BLACK);
-        for (k, caption) in captions.iter().enumerate() {
-            if let Some(text) = caption {
-                let (row, col) = (k / cols, k % cols);
-                let x = GRID_PAD + col * (cell_w + GRID_PAD) + cell_w / 2;
-                let y = GRID_PAD + row * (cell_h + GRID_PAD) + image_h + 4;
-                root.draw(&Text::new(*text, (x as i32, y as i32), style.clone()))?;
+        for (k, lines) in captions.iter().enumerate() {
+            let (cx, cy) = cell_origin(k);
+            for (j, line) in lines.iter().enumerate() {
+                let x = cx + cell_w / 2;
+                let y = cy + image_h + 5 + j * CAPTION_LINE;
+                root.draw(&Text::new(*line, (x as i32, y as i32), style.clone()))?;
             }
         }
         root.present()
@@ -730,13 +662,7 @@ mod tests {
             },
             Series {
                 name: "lr 1.0".into(),
-                points: vec![
-                    (0.0, 2.3),
-                    (1.0, 1.9),
-                    (2.0, 2.8),
-                    (3.0, f64::NAN),
-                    (4.0, f64::NAN),
-                ],
+                points: vec![(0.0, 2.3), (1.0, 1.9), (2.0, 2.8), (3.0, f64::NAN)],
                 diverged: true,
             },
         ]
@@ -777,6 +703,7 @@ mod tests {
 
     #[test]
     fn tick_labels_are_short() {
+        use chart::tick_label;
         assert_eq!(tick_label(&4.0), "4");
         assert_eq!(tick_label(&-20.0), "-20");
         assert_eq!(tick_label(&0.25), "0.25");
@@ -804,6 +731,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("<svg"));
         assert!(text.contains("lr 1.0 (diverged)"));
+        assert!(text.contains("lr 1.0: diverged in epoch 3"));
         assert!(text.contains("validation loss"));
     }
 
@@ -1013,5 +941,40 @@ mod tests {
         }
         confusion_heatmap(&out.join("cm10.png"), &digits_cm, "MNIST test set").expect("heatmap");
         image_grid(&out.join("grid.png"), &digits(7), 4, 4).expect("grid");
+        // Curves in every corner: the legend goes beside the plot.
+        let zigzag = |phase: f64| -> Vec<(f64, f64)> {
+            (1..=30)
+                .map(|e| (f64::from(e), ((f64::from(e) + phase) * 0.9).sin()))
+                .collect()
+        };
+        let busy: Vec<Series> = (0..3)
+            .map(|k| Series {
+                name: format!("oscillating run {k}"),
+                points: zigzag(f64::from(k)),
+                diverged: false,
+            })
+            .collect();
+        line_chart(&out.join("busy.png"), "Busy", "epoch", "value", &busy).expect("chart");
+        // A run that climbs for two epochs, then diverges in the third.
+        let climbing = Series {
+            name: "lr 0.5".into(),
+            points: vec![(1.0, 0.7), (2.0, 1.4), (3.0, f64::NAN)],
+            diverged: true,
+        };
+        line_chart(
+            &out.join("diverging.png"),
+            "Diverging after two epochs",
+            "epoch",
+            "loss",
+            &[
+                Series {
+                    name: "lr 0.01".into(),
+                    points: vec![(1.0, 0.6), (2.0, 0.4), (3.0, 0.3), (4.0, 0.25)],
+                    diverged: false,
+                },
+                climbing,
+            ],
+        )
+        .expect("chart");
     }
 }

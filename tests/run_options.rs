@@ -157,7 +157,11 @@ fn batch_size_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
 fn threads_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
     let s = Setup::new();
     let (code, _, stderr) = s.train("run", &["--threads", "0"]);
-    assert_usage_error(code, &stderr, &["'--threads <THREADS>': must be at least 1"]);
+    assert_usage_error(
+        code,
+        &stderr,
+        &["'--threads <THREADS>': must be at least 1"],
+    );
     assert!(!s.path("run").exists());
 }
 

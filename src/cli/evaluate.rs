@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 use cnn::data::{self, Dataset, LoadOptions, Split};
 use cnn::metrics::ConfusionMatrix;
-use cnn::plot::{image_grid, GridImage};
 use cnn::{model_file, train, Error};
 use serde::Serialize;
 
@@ -115,27 +114,7 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
                 "Confusion matrix",
             )?;
         }
-        let wrong: Vec<GridImage> = e
-            .predictions
-            .iter()
-            .zip(&e.labels)
-            .enumerate()
-            .filter(|(_, (p, y))| p != y)
-            .take(32)
-            .map(|(i, (&p, &y))| GridImage {
-                width: w,
-                height: h,
-                channels: if c == 3 { 3 } else { 1 },
-                pixels: ds.image(i)[..if c == 3 { 3 } else { 1 } * h * w]
-                    .iter()
-                    .map(|&b| f32::from(b))
-                    .collect(),
-                caption: Some(format!("{} -> {}", name(y), name(p))),
-            })
-            .collect();
-        if !wrong.is_empty() {
-            image_grid(&dir.join("misclassified.png"), &wrong, 8, 3)?;
-        }
+        super::gallery::write_misclassified(dir, &mut model, &ds, &meta.normalization, &e, &name)?;
     }
     let name = |i: usize| {
         meta.classes

@@ -11,6 +11,7 @@ mod bench;
 mod data_cmd;
 mod download;
 mod evaluate;
+mod gallery;
 mod gradcheck;
 mod predict;
 mod progress;

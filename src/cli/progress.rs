@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use cnn::model::Model;
-use cnn::run::{Outcome, Run, RunEvent};
+use cnn::run::{HeldOut, Outcome, Run, RunEvent};
 use cnn::train::{Control, EpochMetrics};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +49,7 @@ pub fn drive(
     catch_ctrl_c();
 
     let epochs = run.config().epochs;
+    let held_out = HeldOut::of_run(run.config().val_split).name();
     let bar = ProgressBar::new(run.steps_per_epoch() as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -80,7 +81,7 @@ pub fn drive(
         }
         RunEvent::Epoch { metrics, model } => {
             bar.finish_and_clear();
-            println!("{}", epoch_line(metrics, epochs));
+            println!("{}", epoch_line(metrics, epochs, held_out));
             if monitor {
                 print!("{}", monitor_lines(model));
             }
@@ -102,7 +103,7 @@ pub fn drive(
     } else if outcome.diverged.is_none() {
         if let Some(t) = outcome.test {
             println!(
-                "test accuracy {:.2}% ({} of {}), test loss {:.4}",
+                "{held_out} accuracy {:.2}% ({} of {}), {held_out} loss {:.4}",
                 t.accuracy * 100.0,
                 (t.accuracy * t.images as f64).round() as usize,
                 t.images,
@@ -127,9 +128,15 @@ fn stop_or_continue(stop: bool) -> Control {
     }
 }
 
-fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+/// One epoch's line; `held_out` names the held-out set ("test" or "validation").
+fn epoch_line(m: &EpochMetrics, epochs: usize, held_out: &str) -> String {
+    let h = if held_out == "validation" {
+        "val"
+    } else {
+        held_out
+    };
     let test = match (m.val_loss, m.val_accuracy) {
-        (Some(l), Some(a)) => format!("  test loss {l:.4}  test acc {:6.2}%", a * 100.0),
+        (Some(l), Some(a)) => format!("  {h} loss {l:.4}  {h} acc {:6.2}%", a * 100.0),
         _ => String::new(),
     };
     format!(

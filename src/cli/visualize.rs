@@ -1,8 +1,9 @@
 //! `cnn visualize MODEL IMAGE --out DIR`: what the network learned and what it sees.
 //!
 //! Writes `filters.png` (the first Conv2D layer's filters, one tile each) and, for each layer,
-//! `layer{i}-{name}.png`: its activations for the image (one tile per channel for spatial
-//! outputs, one strip for flat ones), plus `input.png`.
+//! `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one tile per
+//! channel; the output layer gets one labelled bar per class with its probability; other flat
+//! layers get one bar per unit (or, past 1,024 units, a grid of grey levels). Plus `input.png`.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use clap::Args;
 use cnn::data;
 use cnn::layers::Op;
 use cnn::model_file;
-use cnn::plot::{image_grid, GridImage};
+use cnn::plot::{image_grid, probability_bars, value_bars, GridImage};
 use cnn::tensor::Tensor;
 
 use super::CmdResult;
@@ -31,6 +32,10 @@ pub struct VisualizeArgs {
     #[arg(long)]
     resize: bool,
 }
+
+/// Flat layers with up to this many values are drawn as one bar per value; larger ones as a
+/// grid of grey levels.
+const MAX_BARS: usize = 1024;
 
 /// Pixels enlarged per side so that small maps stay visible.
 fn scale_for(side: usize) -> usize {
@@ -91,43 +96,70 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
         written.push(path);
     }
 
+    let image_name = args.image.file_name().map_or_else(
+        || args.image.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let last = model.layers.len().saturating_sub(1);
     for (i, layer) in model.layers.iter().enumerate() {
         let Some(act) = model.activation(i) else {
             continue;
         };
         let name = layer.spec.name();
-        let tiles: Vec<GridImage> = match layer.output.as_slice() {
-            [ch, oh, ow] => act
-                .data()
-                .chunks(oh * ow)
-                .take(*ch)
-                .enumerate()
-                .map(|(k, m)| GridImage {
-                    width: *ow,
-                    height: *oh,
-                    channels: 1,
-                    pixels: m.to_vec(),
-                    caption: Some(format!("channel {k}")),
-                })
-                .collect(),
-            _ => vec![GridImage {
-                width: act.len(),
-                height: 1,
-                channels: 1,
-                pixels: act.data().to_vec(),
-                caption: Some(format!("{} values", act.len())),
-            }],
-        };
-        let side = tiles.first().map_or(1, |t| t.width.max(t.height));
-        let scale = if tiles.len() == 1 && tiles[0].height == 1 {
-            (600 / side.max(1)).clamp(1, 16)
-        } else {
-            scale_for(side)
-        };
         let path = args
             .out
             .join(format!("layer{i}-{}.png", name.to_lowercase()));
-        image_grid(&path, &tiles, 8, scale)?;
+        match layer.output.as_slice() {
+            [ch, oh, ow] => {
+                let tiles: Vec<GridImage> = act
+                    .data()
+                    .chunks(oh * ow)
+                    .take(*ch)
+                    .enumerate()
+                    .map(|(k, m)| GridImage {
+                        width: *ow,
+                        height: *oh,
+                        channels: 1,
+                        pixels: m.to_vec(),
+                        caption: Some(format!("channel {k}")),
+                    })
+                    .collect();
+                image_grid(&path, &tiles, 8, scale_for(*oh.max(ow)))?;
+            }
+            _ if i == last && meta.classes.len() == probs.len() => {
+                let title =
+                    format!("Layer {i} ({name}, output): class probabilities for {image_name}");
+                probability_bars(&path, &title, &meta.classes, probs.data())?;
+            }
+            _ if act.len() <= MAX_BARS => {
+                let title = format!(
+                    "Layer {i} ({name}, {} units): activations for {image_name}",
+                    act.len()
+                );
+                value_bars(&path, &title, "activation", act.data())?;
+            }
+            _ => {
+                // Too many units for bars: a near-square grid, row by row.
+                let n = act.len();
+                let cols = (n as f64).sqrt().ceil() as usize;
+                let rows = n.div_ceil(cols);
+                let mut pixels = act.data().to_vec();
+                let lo = pixels
+                    .iter()
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .fold(f32::INFINITY, f32::min);
+                pixels.resize(rows * cols, lo);
+                let tile = GridImage {
+                    width: cols,
+                    height: rows,
+                    channels: 1,
+                    pixels,
+                    caption: Some(format!("{n} values, {cols} a row")),
+                };
+                image_grid(&path, &[tile], 1, scale_for(rows.max(cols)).max(2))?;
+            }
+        }
         written.push(path);
     }
     let p = probs.data();

@@ -173,11 +173,15 @@ fn metrics_jsonl(history: &[EpochMetrics]) -> Result<String> {
 }
 
 /// Writes `metrics.csv`, `metrics.jsonl` and the loss and accuracy plots into `dir`.
-pub(super) fn write_metrics(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
+pub(super) fn write_metrics(
+    dir: &Path,
+    history: &[EpochMetrics],
+    held_out: super::plots::HeldOut,
+) -> Result<()> {
     write_atomic(&dir.join("metrics.csv"), metrics_csv(history).as_bytes())?;
     write_atomic(
         &dir.join("metrics.jsonl"),
         metrics_jsonl(history)?.as_bytes(),
     )?;
-    super::plots::write_training_plots(dir, history)
+    super::plots::write_training_plots(dir, history, held_out)
 }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{init_name, Change, OptimizerChoice, RunConfig, RunOptions};
 pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
-pub use plots::write_training_plots;
+pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
 
 use crate::checkpoint;
@@ -127,6 +127,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// What the run's held-out set is: validation with `--val-split`, else test.
+    fn held_out(&self) -> HeldOut {
+        HeldOut::of_run(self.config.val_split)
+    }
+
     /// A new run of `config` in `out` (default `runs/<config name>`, numbered `-2`, `-3`...
     /// when taken). A folder that holds a run already is refused unless `force`; the new run's
     /// files then replace the old one's as they are written.
@@ -317,6 +322,7 @@ impl Run {
         let mut total = self.state.epoch as u64 * steps + self.state.step as u64;
         let ck_path = dir.join("checkpoint.safetensors");
         let fingerprint = self.data.fingerprint.clone();
+        let held_out = self.held_out();
         let mut io_error: Option<Error> = None;
         let mut on_event = |event: &Event, st: &TrainState, m: &Model| -> Control {
             let control = match *event {
@@ -351,7 +357,7 @@ impl Run {
             // costs them rather than the training state, and they never show an epoch that
             // the checkpoint does not have (a resumed run rewrites them from its history).
             if at_epoch_end {
-                if let Err(e) = folder::write_metrics(&dir, &st.history) {
+                if let Err(e) = folder::write_metrics(&dir, &st.history, held_out) {
                     io_error = Some(e);
                     return Control::Stop;
                 }
@@ -388,7 +394,13 @@ impl Run {
                 } else {
                     format!("{msg}; no checkpoint was written before it")
                 });
-                report::write_run_report(&dir, &self.parsed, &outcome, &self.data.note)?;
+                report::write_run_report(
+                    &dir,
+                    self.held_out(),
+                    &self.parsed,
+                    &outcome,
+                    &self.data.note,
+                )?;
                 return Ok(outcome);
             }
             Err(e) => return Err(e),
@@ -402,7 +414,13 @@ impl Run {
                 images: test.len(),
             });
         }
-        report::write_run_report(&dir, &self.parsed, &outcome, &self.data.note)?;
+        report::write_run_report(
+            &dir,
+            self.held_out(),
+            &self.parsed,
+            &outcome,
+            &self.data.note,
+        )?;
         Ok(outcome)
     }
 

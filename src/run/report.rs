@@ -8,6 +8,7 @@ use crate::config::ParsedConfig;
 use crate::error::Error;
 use crate::io::write_atomic;
 
+use super::plots::HeldOut;
 use super::Outcome;
 
 /// Formats an optional number, or a dash.
@@ -16,10 +17,11 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The per-epoch metrics as a Markdown table.
-pub fn metrics_table(history: &[crate::train::EpochMetrics]) -> String {
-    let mut s = String::from(
-        "| epoch | loss | accuracy (%) | test loss | test accuracy (%) | seconds | images/s |\n\
+/// The per-epoch metrics as a Markdown table; the held-out columns are named for `held_out`.
+pub fn metrics_table(history: &[crate::train::EpochMetrics], held_out: HeldOut) -> String {
+    let h = held_out.name();
+    let mut s = format!(
+        "| epoch | loss | accuracy (%) | {h} loss | {h} accuracy (%) | seconds | images/s |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for m in history {
@@ -38,9 +40,18 @@ pub fn metrics_table(history: &[crate::train::EpochMetrics]) -> String {
     s
 }
 
-/// Writes `report.md` into a run folder.
+/// `word` with its first letter in upper case.
+fn capitalised(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// Writes `report.md` into a run folder; `held_out` names the set the run evaluates on.
 pub fn write_run_report(
     dir: &Path,
+    held_out: HeldOut,
     parsed: &ParsedConfig,
     outcome: &Outcome,
     data_note: &str,
@@ -59,8 +70,10 @@ pub fn write_run_report(
         (None, Some(test)) => {
             let _ = writeln!(
                 s,
-                "**Test accuracy {:.2}%**, test loss {:.4}, after {} epochs in {secs:.2} s of training.\n",
+                "**{} accuracy {:.2}%**, {} loss {:.4}, after {} epochs in {secs:.2} s of training.\n",
+                capitalised(held_out.name()),
                 test.accuracy * 100.0,
+                held_out.name(),
                 test.loss,
                 outcome.history.len()
             );
@@ -68,7 +81,7 @@ pub fn write_run_report(
         (None, None) => {
             let _ = writeln!(
                 s,
-                "{} epochs in {secs:.2} s of training (no test set).\n",
+                "{} epochs in {secs:.2} s of training (no test or validation set).\n",
                 outcome.history.len()
             );
         }
@@ -79,6 +92,6 @@ pub fn write_run_report(
     s += &crate::summary::render(&parsed.spec, false)?;
     s += "```\n\n## Loss and accuracy\n\n![loss](loss.png)\n\n![accuracy](accuracy.png)\n\n";
     s += "## Per epoch\n\n";
-    s += &metrics_table(&outcome.history);
+    s += &metrics_table(&outcome.history, held_out);
     write_atomic(&dir.join("report.md"), s.as_bytes())
 }

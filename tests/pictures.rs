@@ -1,0 +1,289 @@
+//! What the pictures show, through the CLI: whole-epoch ticks, the held-out curve named for
+//! what it is, a diverged sweep run drawn on the plot, the misclassified gallery's title and
+//! size, and the output layer of `cnn visualize` as one bar per class.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+/// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
+/// bar in its own place, with per-image noise.
+fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 8, 8] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    let mut state = seed;
+    for i in 0..n {
+        let class = i % 3;
+        for y in 0..8 {
+            for x in 0..8 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = (state >> 58) as u8;
+                let on = match class {
+                    0 => y == 2,
+                    1 => x == 5,
+                    _ => (3..5).contains(&x) && (3..5).contains(&y),
+                };
+                images.push(if on { 220 } else { noise });
+            }
+        }
+        labels.push(class as u8);
+    }
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+const CONFIG: &str = "4\nInput shape=1x8x8\n\
+    Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n\
+    MaxPool2D pool=2x2 stride=2\n\
+    Dense units=16 activation=relu\n\
+    Dense units=3 activation=softmax\n";
+
+/// A folder with `net.cfg` and an IDX dataset `data/` (60 training and 30 test images).
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, "train", 60, 1);
+    write_idx(&data, "t10k", 30, 2);
+    std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
+    (dir, data)
+}
+
+fn cnn() -> Command {
+    Command::cargo_bin("cnn").unwrap()
+}
+
+/// Trains `net.cfg` on `data` with `extra` options into `out`.
+fn train(dir: &Path, data: &Path, out: &Path, extra: &[&str]) {
+    cnn()
+        .arg("train")
+        .arg(dir.join("net.cfg"))
+        .arg("--data")
+        .arg(data)
+        .args(["--batch-size", "8", "--out"])
+        .arg(out)
+        .args(extra)
+        .assert()
+        .success();
+}
+
+/// The texts of an SVG file, in order.
+fn svg_texts(path: &Path) -> Vec<(String, String)> {
+    let svg = std::fs::read_to_string(path).unwrap();
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (attrs, rest) = t.split_once('>').unwrap();
+            let body = rest.split("</text>").next().unwrap().trim().to_string();
+            (attrs.to_string(), body)
+        })
+        .collect()
+}
+
+/// The x-axis tick labels of a chart written by `cnn`: the numbers centred under the plot
+/// (plotters writes them centred, hanging from their top, as it does the title only).
+fn x_tick_labels(svg: &Path) -> Vec<String> {
+    svg_texts(svg)
+        .into_iter()
+        .filter(|(attrs, body)| {
+            attrs.contains(r#"text-anchor="middle""#)
+                && attrs.contains(r#"dy="0.76em""#)
+                && body.parse::<f64>().is_ok()
+        })
+        .map(|(_, body)| body)
+        .collect()
+}
+
+#[test]
+fn a_one_epoch_run_labels_its_x_axis_with_that_epoch_only() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    train(dir.path(), &data, &run, &["--epochs", "1"]);
+    for chart in ["loss.svg", "accuracy.svg"] {
+        assert_eq!(x_tick_labels(&run.join(chart)), ["1"], "{chart}");
+    }
+}
+
+#[test]
+fn a_three_epoch_run_labels_its_x_axis_with_whole_epochs() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    train(dir.path(), &data, &run, &["--epochs", "3"]);
+    assert_eq!(x_tick_labels(&run.join("loss.svg")), ["1", "2", "3"]);
+}
+
+#[test]
+fn a_val_split_run_calls_its_held_out_curve_validation() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    train(
+        dir.path(),
+        &data,
+        &run,
+        &["--epochs", "1", "--val-split", "0.2"],
+    );
+    for chart in ["loss.svg", "accuracy.svg"] {
+        let names: Vec<String> = svg_texts(&run.join(chart))
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "validation"),
+            "{chart}: {names:?}"
+        );
+        assert!(!names.iter().any(|n| n == "test"), "{chart}: {names:?}");
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("| validation loss | validation accuracy (%) |"),
+        "{report}"
+    );
+    assert!(!report.contains("test loss"), "{report}");
+}
+
+#[test]
+fn a_run_with_a_test_set_calls_its_held_out_curve_test() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    // An IDX folder brings its own test split (t10k-*).
+    train(dir.path(), &data, &run, &["--epochs", "1"]);
+    let names: Vec<String> = svg_texts(&run.join("loss.svg"))
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert!(names.iter().any(|n| n == "test"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "validation"), "{names:?}");
+}
+
+#[test]
+fn a_sweep_draws_the_diverged_run_where_it_diverged() {
+    let (dir, data) = setup();
+    let out = dir.path().join("sweep");
+    cnn()
+        .arg("sweep")
+        .arg(dir.path().join("net.cfg"))
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--lr",
+            "0.05,1000",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let texts: Vec<String> = svg_texts(&out.join("loss.svg"))
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    // On the plot, beside its cross, and in the legend.
+    assert!(
+        texts.iter().any(|t| t == "lr 1000: diverged in epoch 1"),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t == "lr 1000 (diverged)"), "{texts:?}");
+    assert_eq!(x_tick_labels(&out.join("loss.svg")), ["1", "2"]);
+}
+
+#[test]
+fn evaluate_out_writes_a_titled_gallery_of_enlarged_misclassified_images() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    // Barely trained: many test images are wrong.
+    train(
+        dir.path(),
+        &data,
+        &run,
+        &["--epochs", "1", "--lr", "0.0001"],
+    );
+    let out = dir.path().join("eval");
+    cnn()
+        .arg("evaluate")
+        .arg(run.join("model.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let img = image::open(out.join("misclassified.png"))
+        .unwrap()
+        .to_rgb8();
+    // 8x8 images are enlarged to 112x112, each in a grey frame, under a title line.
+    assert!(img.height() >= 112 + 40, "{}x{}", img.width(), img.height());
+    let grey_run = (0..img.width())
+        .map(|x| {
+            (0..img.height())
+                .filter(|&y| img.get_pixel(x, y).0 == [170, 170, 170])
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        grey_run >= 114,
+        "a frame side at least 114 px high (112 + 2), got {grey_run}"
+    );
+    // The images start below 40 px: the dark pixels above are the title's.
+    let title_ink = (0..40)
+        .flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+        .count();
+    assert!(title_ink > 200, "a title line: {title_ink} dark pixels");
+}
+
+#[test]
+fn visualize_draws_the_output_layer_as_one_bar_per_class() {
+    let (dir, data) = setup();
+    let run = dir.path().join("run");
+    train(dir.path(), &data, &run, &["--epochs", "3"]);
+    let img = dir.path().join("x.png");
+    image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x == 5 { 220 } else { 0 }]))
+        .save(&img)
+        .unwrap();
+    let out = dir.path().join("vis");
+    let result = cnn()
+        .arg("visualize")
+        .arg(run.join("model.safetensors"))
+        .arg(&img)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&result.get_output().stdout).to_string();
+    // "x.png: predicted 1 (87.3%)"
+    let percent: f64 = stdout
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let bars = image::open(out.join("layer3-dense.png")).unwrap().to_rgb8();
+    // The predicted class's bar is the one blue bar; 100% is 420 pixels long.
+    let blue = [31, 119, 180];
+    let longest = (0..bars.height())
+        .map(|y| {
+            (0..bars.width())
+                .filter(|&x| bars.get_pixel(x, y).0 == blue)
+                .count()
+        })
+        .max()
+        .unwrap();
+    let want = percent / 100.0 * 420.0;
+    assert!(
+        (longest as f64 - want).abs() <= 3.0,
+        "bar of {longest} px for {percent}% (want {want:.0})"
+    );
+    // The hidden Dense layer is a bar chart too, not a one-pixel strip.
+    let hidden = image::open(out.join("layer2-dense.png")).unwrap();
+    assert!(hidden.height() >= 300, "{}", hidden.height());
+}
