@@ -106,6 +106,7 @@ impl Start {
 /// B(p, j), C(r, j) for r < R, p < k, j < cols, and `bias[r]` for [`Start::Bias`], must lie
 /// inside the allocation its pointer points into, and C must not overlap A, B or the bias.
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn bcast_tile<const R: usize>(
     k: usize,
     cols: usize,
