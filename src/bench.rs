@@ -236,6 +236,12 @@ impl Profiler {
             let (before, rest) = acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };
             let t = Instant::now();
+            // A training pass: Dropout drops, as in Model::train_step.
+            let pass = crate::layers::Pass {
+                training: true,
+                stream: i as u64,
+            };
+            model.layers[i].op.prepare(pass);
             model.layers[i].forward(input, &mut rest[0]);
             fwd[i] = t.elapsed().as_secs_f64();
         }

@@ -33,6 +33,7 @@
 //! | `Dense` | **units**, activation, alpha | activation none |
 //! | `ReLU`, `Sigmoid`, `Tanh`, `Softmax` | | |
 //! | `LeakyReLU` | alpha | alpha 0.01 |
+//! | `Dropout` | rate | rate 0.5 (from 0 up to, not including, 1) |
 //!
 //! Values:
 //! - `kernel` and `pool`: `3x3` or `3` (square).
@@ -1058,6 +1059,34 @@ Dense units=2 activation=linear
             1,
             "missing the required key `pool`",
         );
+    }
+
+    #[test]
+    fn dropout_takes_a_rate_from_0_up_to_1() {
+        use crate::layers::DropoutSpec;
+        let net = |line: &str| format!("2\nInput shape=1x4x4\n{line}\nDense units=2\n");
+        let p = parse(&net("Dropout"), "t").unwrap();
+        assert_eq!(
+            p.spec.layers[0],
+            LayerSpec::Dropout(DropoutSpec { rate: 0.5 })
+        );
+        let p = parse(&net("Dropout rate=0.25"), "t").unwrap();
+        assert_eq!(
+            p.spec.layers[0],
+            LayerSpec::Dropout(DropoutSpec { rate: 0.25 })
+        );
+        for bad in ["1", "1.5", "-0.1", "half", "NaN"] {
+            assert_error(
+                &net(&format!("Dropout rate={bad}")),
+                3,
+                14,
+                &format!(
+                    "`rate` must be a number from 0 up to but not including 1 (the share \
+                          of values dropped, e.g. `rate=0.5`), found `{bad}`"
+                ),
+            );
+        }
+        assert_error(&net("Dropout p=0.5"), 3, 9, "unknown key `p` for Dropout");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{activation, Activation, Layer, NetworkSpec, Param};
+use crate::layers::{activation, Activation, Layer, NetworkSpec, Param, Pass};
 use crate::loss::softmax_cross_entropy;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -27,6 +27,8 @@ pub struct Model {
     grads: Vec<Tensor>,
     /// The global gradient norm of the last training step.
     grad_norm: f64,
+    /// The random stream of the next training step ([`Model::set_step`]).
+    step_stream: u64,
     /// [`Model::infer`]'s buffers: one chunk of the input, and the logits of the batch.
     chunk_x: Tensor,
     logits: Tensor,
@@ -68,6 +70,7 @@ impl Model {
             acts: vec![Tensor::default(); n],
             grads: vec![Tensor::default(); n],
             grad_norm: 0.0,
+            step_stream: 0,
             chunk_x: Tensor::default(),
             logits: Tensor::default(),
         };
@@ -112,24 +115,41 @@ impl Model {
         Ok(())
     }
 
-    /// Runs the network on `x` (`[N, C, H, W]`) and returns the logits `[N, classes]`
-    /// (a final softmax is left to the loss).
+    /// Names the training step that the next [`Model::forward`] belongs to: epoch `epoch`
+    /// (0-based) and step `step` of a run seeded with `seed`. Layers that draw random numbers
+    /// (Dropout) draw them from a stream derived from these three and the layer's index, so a
+    /// step draws the same numbers whatever the thread count and wherever a run was resumed.
+    pub fn set_step(&mut self, seed: u64, epoch: usize, step: usize) {
+        let mut r = Rng::for_purpose(seed, "training step");
+        let base = r.next_u64();
+        let mut r = Rng::new(base ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        let base = r.next_u64();
+        self.step_stream =
+            Rng::new(base ^ (step as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25)).next_u64();
+    }
+
+    /// Runs the network on `x` (`[N, C, H, W]`) as in a training step (Dropout drops values;
+    /// see [`Model::set_step`]) and returns the logits `[N, classes]` (a final softmax is left
+    /// to the loss). Inference and evaluation use [`Model::infer`].
     pub fn forward(&mut self, x: &Tensor) -> Result<&Tensor> {
         self.check_input(x)?;
-        self.run_layers(x);
+        self.run_layers(x, true);
         Ok(&self.acts[self.layers.len() - 1])
     }
 
-    /// Every layer's forward pass on a checked input.
-    fn run_layers(&mut self, x: &Tensor) {
+    /// Every layer's forward pass on a checked input, for training or not.
+    fn run_layers(&mut self, x: &Tensor, training: bool) {
         for i in 0..self.layers.len() {
+            let stream = Rng::new(self.step_stream ^ (i as u64 + 1)).next_u64();
+            self.layers[i].op.prepare(Pass { training, stream });
             let (before, rest) = self.acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };
             self.layers[i].forward(input, &mut rest[0]);
         }
     }
 
-    /// The logits `[N, classes]` of `x`, as [`Model::forward`] gives them, for inference:
+    /// The logits `[N, classes]` of `x` for inference and evaluation (Dropout is the
+    /// identity):
     /// a batch larger than [`INFER_CHUNK`] goes through the network one chunk at a time, so
     /// each layer reads its input from cache instead of from memory (batch 1000 through
     /// report 1's network: 21.5 -> 13 us per image when it was added). Leaves no activations
@@ -138,7 +158,7 @@ impl Model {
         self.check_input(x)?;
         let n = x.batch();
         if n <= INFER_CHUNK {
-            self.run_layers(x);
+            self.run_layers(x, false);
             return Ok(&self.acts[self.layers.len() - 1]);
         }
         let per_sample = x.len() / n;
@@ -152,7 +172,7 @@ impl Model {
             let src = &x.data()[start * per_sample..(start + rows) * per_sample];
             self.chunk_x.data_mut().copy_from_slice(src);
             let chunk_x = std::mem::take(&mut self.chunk_x);
-            self.run_layers(&chunk_x);
+            self.run_layers(&chunk_x, false);
             self.chunk_x = chunk_x;
             let out = self.acts[self.layers.len() - 1].data();
             self.logits.data_mut()[start * k..(start + rows) * k].copy_from_slice(out);
@@ -299,6 +319,63 @@ pub fn argmax(row: &[f32]) -> usize {
 mod tests {
     use super::*;
     use crate::bench::synthetic_batch;
+
+    /// Dropout drops in a training pass only, with masks fixed by (seed, epoch, step).
+    #[test]
+    fn dropout_acts_in_training_steps_only_with_masks_named_by_the_step() {
+        let spec = crate::config::parse(
+            "3\nInput shape=1x6x6\nDense units=40 activation=relu\nDropout rate=0.5\n\
+             Dense units=3\n",
+            "t",
+        )
+        .unwrap()
+        .spec;
+        let mut model = Model::new(&spec, Init::He, 3).unwrap();
+        let (x, _) = synthetic_batch(&spec, 4, 5).unwrap();
+        let eval = model.infer(&x).unwrap().clone();
+        assert_eq!(
+            model.infer(&x).unwrap(),
+            &eval,
+            "evaluation is deterministic"
+        );
+        let dropped = |m: &mut Model| {
+            m.activation(1)
+                .unwrap()
+                .data()
+                .iter()
+                .filter(|&&v| v == 0.0)
+                .count()
+        };
+        // Evaluation: Dropout is the identity, so its output equals its input.
+        assert_eq!(model.activation(1), model.activation(0));
+        model.set_step(9, 2, 7);
+        let train_a = model.forward(&x).unwrap().clone();
+        let zeros_a = dropped(&mut model);
+        assert_ne!(train_a, eval, "a training pass drops values");
+        assert!(zeros_a > dropped_relu_zeros(&model), "dropout adds zeros");
+        model.set_step(9, 2, 7);
+        assert_eq!(
+            model.forward(&x).unwrap(),
+            &train_a,
+            "the same step, the same masks"
+        );
+        model.set_step(9, 2, 8);
+        assert_ne!(
+            model.forward(&x).unwrap(),
+            &train_a,
+            "another step, other masks"
+        );
+    }
+
+    /// Zeros in the ReLU output before dropout (layer 0).
+    fn dropped_relu_zeros(m: &Model) -> usize {
+        m.activation(0)
+            .unwrap()
+            .data()
+            .iter()
+            .filter(|&&v| v == 0.0)
+            .count()
+    }
 
     /// A batch of two chunks and 22 more runs in three passes; every logit must match the
     /// one-pass forward (the per-sample arithmetic is the same; the Dense product may group

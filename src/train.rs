@@ -156,6 +156,7 @@ pub fn train(
             let lo = state.step * opts.batch_size;
             let idx = &order[lo..(lo + opts.batch_size).min(n)];
             train.batch(idx, norm, &mut x, &mut labels);
+            model.set_step(opts.seed, state.epoch, state.step);
             let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
             if let Some(why) = divergence(model, loss) {
                 return Err(Error::Diverged(format!(

@@ -25,7 +25,7 @@ Dense units=4 activation=softmax
 
 /// Every layer kind and option: stride 2, explicit and valid padding, non-square kernels,
 /// LeakyReLU, overlapping 3x3 max-pool windows, average pooling, stand-alone activations,
-/// sigmoid and tanh.
+/// sigmoid and tanh, and Dropout (checked in training mode, its mask frozen like a ReLU's).
 const EVERY_LAYER_KIND: &str = "\
 Input shape=3x16x16
 Conv2D filters=6 kernel=3x3 stride=2 padding=1 activation=leaky_relu alpha=0.1
@@ -37,6 +37,7 @@ Conv2D filters=4 kernel=1x1 activation=sigmoid
 Flatten
 Dense units=12
 ReLU
+Dropout rate=0.3
 Dense units=3 activation=softmax
 ";
 
@@ -124,7 +125,7 @@ fn every_layer_kind_passes_gradcheck_with_a_batch_that_spans_two_gradient_blocks
     // 5 samples: the Conv2D weight gradient is summed over blocks of 4 samples.
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("all.cfg");
-    std::fs::write(&cfg, format!("10\n{EVERY_LAYER_KIND}")).unwrap();
+    std::fs::write(&cfg, format!("11\n{EVERY_LAYER_KIND}")).unwrap();
     passes_at_seeds(&cfg, 1..=5, &["--batch", "5"]);
 }
 

@@ -52,6 +52,9 @@ struct RefLayer {
     mask: Option<Vec<bool>>,
     /// For MaxPool2D: the forward pass's winner of every window, as an index in its plane.
     winners: Option<Vec<u32>>,
+    /// For Dropout in training: the factor (0 or 1/(1 - P)) of every value, as the forward
+    /// pass drew it.
+    scale: Option<Vec<f64>>,
     /// Output values per sample.
     out_len: usize,
 }
@@ -134,7 +137,7 @@ impl FrozenNet {
                 }
                 Op::AvgPool2D(p) => (RefOp::AvgPool(p.geom), None),
                 // Flatten copies; a stand-alone activation is `act` on a copy.
-                Op::Flatten(_) | Op::Activation(_) => (RefOp::Identity, None),
+                Op::Flatten(_) | Op::Activation(_) | Op::Dropout(_) => (RefOp::Identity, None),
             };
             let params: Vec<Vec<f64>> = layer
                 .params()
@@ -142,12 +145,19 @@ impl FrozenNet {
                 .map(|(_, p)| p.value.data().iter().map(|&v| f64::from(v)).collect())
                 .collect();
             tensors.extend((0..params.len()).map(|slot| (i, slot)));
+            let scale = match &layer.op {
+                Op::Dropout(d) if !d.scale().is_empty() => {
+                    Some(d.scale().iter().map(|&f| f64::from(f)).collect())
+                }
+                _ => None,
+            };
             layers.push(RefLayer {
                 op,
                 act,
                 params,
                 mask,
                 winners,
+                scale,
                 out_len: layer.output_len(),
             });
         }
@@ -529,7 +539,10 @@ impl RefLayer {
                     })
                     .collect()
             }
-            RefOp::Identity => x.to_vec(),
+            RefOp::Identity => match &self.scale {
+                Some(scale) => x.iter().zip(scale).map(|(v, f)| v * f).collect(),
+                None => x.to_vec(),
+            },
         }
     }
 

@@ -98,6 +98,11 @@ macro_rules! layer_kinds {
         }
 
         impl Op {
+            /// See [`LayerOp::prepare`].
+            pub fn prepare(&mut self, pass: Pass) {
+                match self { $(Op::$variant(l) => LayerOp::prepare(l, pass),)* }
+            }
+
             /// See [`LayerOp::forward`].
             pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
                 match self { $(Op::$variant(l) => LayerOp::forward(l, x, y, n),)* }

@@ -25,6 +25,7 @@ mod dispatch;
 pub mod activation;
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod flatten;
 pub mod keys;
 pub mod param;
@@ -34,6 +35,7 @@ pub mod spec;
 pub use activation::{Activation, ActivationLayer};
 pub use conv2d::{Conv2D, Conv2dSpec};
 pub use dense::{Dense, DenseSpec};
+pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
 pub use param::Param;
 pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
@@ -58,6 +60,20 @@ layer_kinds! {
     /// A stand-alone activation ([`activation`]): `ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh`,
     /// `Softmax`.
     Activation => activation::Kind,
+    /// Inverted dropout in training, the identity otherwise ([`dropout`]).
+    Dropout => dropout::Kind,
+}
+
+/// What a forward pass is for, given to every layer before it runs ([`LayerOp::prepare`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// A training step, where Dropout drops values; otherwise (inference, evaluation, the
+    /// test set after each epoch) every layer is deterministic.
+    pub training: bool,
+    /// This layer's random stream for this pass: derived from the run's seed, the epoch, the
+    /// step and the layer's index ([`crate::model::Model::set_step`]), so that random choices
+    /// depend neither on the thread count nor on where a run was stopped and resumed.
+    pub stream: u64,
 }
 
 /// What a layer reads of its input shape.
@@ -129,6 +145,9 @@ pub trait LayerKind {
 /// A layer's forward and backward pass over a mini-batch of `n` samples stored flat
 /// (`n` times the per-sample length, NCHW order).
 pub trait LayerOp {
+    /// Told before each forward pass what the pass is for; layers that behave the same in
+    /// training and evaluation ignore it.
+    fn prepare(&mut self, _pass: Pass) {}
     /// y = f(x).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize);
     /// Given x and y of the last forward pass and dy = dL/dy, sets the parameter gradients
