@@ -126,7 +126,14 @@ def torch_infer(x, batch, calls):
     return statistics.median(samples)
 
 
+def settle():
+    """Waits for PyTorch's OpenMP workers, which spin for a while after each parallel region,
+    to go to sleep, so that they do not take a core from the `cnn` process started next."""
+    time.sleep(1.0)
+
+
 def cnn_epoch(cnn, cfg, data, batch, threads, seed):
+    settle()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [cnn, "train", str(cfg), "--data", str(data), "--epochs", "1", "--batch-size",
@@ -141,6 +148,7 @@ def cnn_epoch(cnn, cfg, data, batch, threads, seed):
 
 def cnn_bench(cnn, threads, runs):
     """(per-image seconds at batch 1, at batch 1000, measured peak GFLOP/s) from `cnn bench`."""
+    settle()
     cmd = [cnn, "bench", str(ROOT / "examples/report1-10.cfg"), "--threads", str(threads),
            "--runs", str(runs), "--inference-batch", "1,1000"]
     res = subprocess.run(cmd, capture_output=True, text=True)
