@@ -8,7 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cnn, run, write_idx as write_idx_files, write_png as write_png_file};
+use common::{
+    cnn, run, stripes_image as image_bytes, write_idx as write_idx_files,
+    write_png as write_png_file,
+};
 use predicates::prelude::*;
 use tempfile::TempDir;
 
@@ -16,29 +19,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
         .join(name)
-}
-
-/// Pixel `(r, c)` of a noisy 8x8 image of class `class` (0: top rows bright, 1: left columns
-/// bright, 2: bottom rows bright), varied by `i`.
-fn pixel(class: usize, i: usize, r: usize, c: usize) -> u8 {
-    let bright = match class {
-        0 => r < 3,
-        1 => c < 3,
-        _ => r >= 5,
-    };
-    let noise = ((i * 31 + r * 7 + c * 13) % 21) as u8;
-    if bright {
-        190 + noise
-    } else {
-        5 + noise
-    }
-}
-
-/// The 64 bytes of image `i`; its last pixel is `i`, so that no two images are equal.
-fn image_bytes(class: usize, i: usize) -> Vec<u8> {
-    let mut img: Vec<u8> = (0..64).map(|k| pixel(class, i, k / 8, k % 8)).collect();
-    img[63] = i as u8;
-    img
 }
 
 /// Writes `prefix-images-idx3-ubyte` and `prefix-labels-idx1-ubyte` into `dir`: `n` 8x8

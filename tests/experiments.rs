@@ -5,46 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cnn, Lcg};
-
-/// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
-/// bar in its own place (learnable in a few epochs), with per-image noise.
-fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut rng = Lcg(seed);
-    let mut pixels = Vec::with_capacity(n * 64);
-    for i in 0..n {
-        let class = i % 3;
-        for y in 0..8 {
-            for x in 0..8 {
-                let noise = rng.bits(6) as u8;
-                let on = match class {
-                    0 => y == 2,
-                    1 => x == 5,
-                    _ => (3..5).contains(&x) && (3..5).contains(&y),
-                };
-                pixels.push(if on { 220 } else { noise });
-            }
-        }
-    }
-    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    common::write_idx(dir, prefix, 8, 8, &pixels, &labels);
-}
-
-const CONFIG: &str = "4\nInput shape=1x8x8\n\
-    Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n\
-    MaxPool2D pool=2x2 stride=2\n\
-    Dense units=16 activation=relu\n\
-    Dense units=3 activation=softmax\n";
-
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx(&data, "train", 60, 1);
-    write_idx(&data, "t10k", 30, 2);
-    std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-    (dir, data)
-}
+use common::{bars_setup as setup, cnn};
 
 fn png_size(path: &Path) -> (u32, u32) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::run;
+use common::{run, stripes_image as image_bytes};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -179,29 +179,6 @@ Conv2D filters=2 kernel=3x3 activation=relu
 MaxPool2D pool=2
 Dense units=3 activation=softmax
 ";
-
-/// Image `i` of class 0 (top rows bright), 1 (left columns bright) or 2 (bottom rows
-/// bright), with some noise; its last pixel is `i`, so no two images are equal.
-fn image_bytes(class: usize, i: usize) -> Vec<u8> {
-    let mut img: Vec<u8> = (0..64)
-        .map(|k| {
-            let (r, c) = (k / 8, k % 8);
-            let bright = match class {
-                0 => r < 3,
-                1 => c < 3,
-                _ => r >= 5,
-            };
-            let noise = ((i * 31 + r * 7 + c * 13) % 21) as u8;
-            if bright {
-                190 + noise
-            } else {
-                5 + noise
-            }
-        })
-        .collect();
-    img[63] = i as u8;
-    img
-}
 
 fn write_png(path: &Path, class: usize, i: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -4,60 +4,8 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
-
-/// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
-/// bar in its own place, with per-image noise.
-fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n as u32, 8, 8] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
-    let mut state = seed;
-    for i in 0..n {
-        let class = i % 3;
-        for y in 0..8 {
-            for x in 0..8 {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = (state >> 58) as u8;
-                let on = match class {
-                    0 => y == 2,
-                    1 => x == 5,
-                    _ => (3..5).contains(&x) && (3..5).contains(&y),
-                };
-                images.push(if on { 220 } else { noise });
-            }
-        }
-        labels.push(class as u8);
-    }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-}
-
-const CONFIG: &str = "4\nInput shape=1x8x8\n\
-    Conv2D filters=4 kernel=3x3 stride=1 padding=same activation=relu\n\
-    MaxPool2D pool=2x2 stride=2\n\
-    Dense units=16 activation=relu\n\
-    Dense units=3 activation=softmax\n";
-
-/// A folder with `net.cfg` and an IDX dataset `data/` (60 training and 30 test images).
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx(&data, "train", 60, 1);
-    write_idx(&data, "t10k", 30, 2);
-    std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-    (dir, data)
-}
-
-fn cnn() -> Command {
-    Command::cargo_bin("cnn").unwrap()
-}
+mod common;
+use common::{bars_setup as setup, cnn};
 
 /// Trains `net.cfg` on `data` with `extra` options into `out`.
 fn train(dir: &Path, data: &Path, out: &Path, extra: &[&str]) {

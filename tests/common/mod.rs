@@ -3,17 +3,21 @@
 //! Each test file includes this module with `mod common;` and uses what it needs.
 #![allow(dead_code, unused_imports)]
 
+mod bars;
 mod bin;
 mod idx;
 mod png;
 mod rng;
 mod shared;
+mod stripes;
 
+pub use bars::{bars_setup, write_bars_idx, BARS_CONFIG};
 pub use bin::{cnn, run, BIN};
 pub use idx::{idx_header, idx_images, idx_labels, write_idx};
 pub use png::{png_bytes, write_png};
 pub use rng::Lcg;
 pub use shared::shared_data;
+pub use stripes::{stripes_image, stripes_pixel};
 
 use cnn::tensor::Tensor;
 use serde_json::Value;
