@@ -158,6 +158,28 @@ def softmax_cross_entropy(inputs):
     return out
 
 
+def softmax_cross_entropy_smoothed(inputs):
+    z = inputs.tensor("z", (4, 5), -4.0, 4.0).requires_grad_(True)
+    labels = inputs.labels("labels", 4, 5)
+    loss = F.cross_entropy(z, labels, label_smoothing=0.1)
+    loss.backward()
+    out = header(
+        "mean softmax cross-entropy with label smoothing 0.1 over a batch of 4 logits vectors "
+        "(5 classes): targets q = 0.9 onehot(y) + 0.1 / 5, and dL/dz = (softmax(z) - q) / 4",
+        "torch.nn.functional.cross_entropy(z, y, label_smoothing=0.1)",
+    )
+    out.update(
+        {
+            "z": to_json(z),
+            "labels": labels.tolist(),
+            "label_smoothing": 0.1,
+            "loss": float(loss),
+            "dz": to_json(z.grad),
+        }
+    )
+    return out
+
+
 def train_steps(inputs, call, make_optimizer):
     """3 steps of an optimiser on one batch, through report 1's network in small."""
     net = small_net()
@@ -282,6 +304,11 @@ def cases():
             layer_case(inp, d, c, m(), s, k, p)
         )
     yield "softmax_cross_entropy", "softmax_cross_entropy", softmax_cross_entropy
+    yield (
+        "softmax_cross_entropy_smoothed",
+        "softmax_cross_entropy_smoothed",
+        softmax_cross_entropy_smoothed,
+    )
     optimizers = [
         ("sgd", "torch.optim.SGD(params, lr=0.1)", lambda p: torch.optim.SGD(p, lr=0.1)),
         (

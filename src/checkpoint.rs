@@ -263,6 +263,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         batch_size: info.batch_size,
         shuffle: info.shuffle,
         seed: info.seed,
+        ..TrainOptions::default()
     };
     Ok(Checkpoint {
         model,

@@ -44,6 +44,62 @@ pub fn softmax_cross_entropy(logits: &[f32], labels: &[usize], k: usize, grad: &
     (total / n as f64) as f32
 }
 
+/// Mean softmax cross-entropy against targets smoothed by `eps` (PyTorch's
+/// `CrossEntropyLoss(label_smoothing=eps)`); writes dL/dlogits into `grad`. Returns the mean
+/// loss. With K classes, each sample's target is a mix of its one-hot label and the uniform
+/// distribution:
+///
+/// ```text
+/// q_i     = (1 - eps) [i = y] + eps / K
+/// L       = -sum_i q_i log p_i = lse(z) - (1 - eps) z_y - (eps / K) sum_i z_i
+///           (sum_i q_i = 1, and log p_i = z_i - lse(z))
+/// dL/dz_i = p_i - q_i
+/// ```
+///
+/// divided by N over a batch. `eps = 0` is [`softmax_cross_entropy`], to the bit.
+///
+/// # Panics
+/// As [`softmax_cross_entropy`], and if `eps` is outside [0, 1) (the run's options are
+/// checked before training).
+pub fn softmax_cross_entropy_smoothed(
+    logits: &[f32],
+    labels: &[usize],
+    k: usize,
+    eps: f32,
+    grad: &mut [f32],
+) -> f32 {
+    assert!(
+        (0.0..1.0).contains(&eps),
+        "label smoothing {eps} outside [0, 1)"
+    );
+    if eps == 0.0 {
+        return softmax_cross_entropy(logits, labels, k, grad);
+    }
+    let n = labels.len();
+    assert_eq!(logits.len(), n * k, "logits for {n} samples of {k} classes");
+    assert_eq!(grad.len(), n * k);
+    let mut total = 0.0f64;
+    let inv_n = 1.0 / n as f32;
+    let uniform = eps / k as f32;
+    for ((z, g), &y) in logits.chunks(k).zip(grad.chunks_mut(k)).zip(labels) {
+        assert!(y < k, "label {y} out of range for {k} classes");
+        let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for (gi, &zi) in g.iter_mut().zip(z) {
+            *gi = (zi - m).exp();
+            sum += *gi;
+        }
+        let lse = f64::from(m) + f64::from(sum.ln());
+        let z_sum: f64 = z.iter().map(|&v| f64::from(v)).sum();
+        total += lse - f64::from(1.0 - eps) * f64::from(z[y]) - f64::from(uniform) * z_sum;
+        for gi in g.iter_mut() {
+            *gi = (*gi / sum - uniform) * inv_n;
+        }
+        g[y] -= (1.0 - eps) * inv_n;
+    }
+    (total / n as f64) as f32
+}
+
 /// Mean softmax cross-entropy without the gradient (for evaluation).
 pub fn cross_entropy_only(logits: &[f32], labels: &[usize], k: usize) -> f32 {
     let mut total = 0.0f64;
@@ -58,6 +114,29 @@ pub fn cross_entropy_only(logits: &[f32], labels: &[usize], k: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_smoothing_by_hand() {
+        // K = 2, z = (0, 0), y = 0, eps = 0.2: p = (0.5, 0.5), q = (0.9, 0.1);
+        // L = lse - 0.8 z_0 - 0.1 (z_0 + z_1) = ln 2; dL/dz = p - q = (-0.4, 0.4).
+        let mut g = [0.0; 2];
+        let loss = softmax_cross_entropy_smoothed(&[0.0, 0.0], &[0], 2, 0.2, &mut g);
+        assert!((loss - std::f32::consts::LN_2).abs() < 1e-7, "{loss}");
+        assert!(
+            (g[0] + 0.4).abs() < 1e-7 && (g[1] - 0.4).abs() < 1e-7,
+            "{g:?}"
+        );
+    }
+
+    #[test]
+    fn label_smoothing_0_is_plain_cross_entropy_to_the_bit() {
+        let z = [1.5, -0.25, 3.0, 0.5, 0.0, -2.0];
+        let (mut a, mut b) = ([0.0; 6], [0.0; 6]);
+        let la = softmax_cross_entropy(&z, &[2, 0], 3, &mut a);
+        let lb = softmax_cross_entropy_smoothed(&z, &[2, 0], 3, 0.0, &mut b);
+        assert_eq!(la.to_bits(), lb.to_bits());
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn uniform_logits_give_log_k() {

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{activation, Activation, Layer, NetworkSpec, Param, Pass};
-use crate::loss::softmax_cross_entropy;
+use crate::loss::softmax_cross_entropy_smoothed;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -29,6 +29,8 @@ pub struct Model {
     grad_norm: f64,
     /// The random stream of the next training step ([`Model::set_step`]).
     step_stream: u64,
+    /// Label smoothing of the training loss ([`Model::set_label_smoothing`]).
+    label_smoothing: f32,
     /// [`Model::infer`]'s buffers: one chunk of the input, and the logits of the batch.
     chunk_x: Tensor,
     logits: Tensor,
@@ -71,6 +73,7 @@ impl Model {
             grads: vec![Tensor::default(); n],
             grad_norm: 0.0,
             step_stream: 0,
+            label_smoothing: 0.0,
             chunk_x: Tensor::default(),
             logits: Tensor::default(),
         };
@@ -126,6 +129,12 @@ impl Model {
         let base = r.next_u64();
         self.step_stream =
             Rng::new(base ^ (step as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25)).next_u64();
+    }
+
+    /// Sets the label smoothing eps in [0, 1) of the training loss (0, plain cross-entropy,
+    /// by default; see [`crate::loss::softmax_cross_entropy_smoothed`]).
+    pub fn set_label_smoothing(&mut self, eps: f32) {
+        self.label_smoothing = eps;
     }
 
     /// Runs the network on `x` (`[N, C, H, W]`) as in a training step (Dropout drops values;
@@ -226,7 +235,13 @@ impl Model {
         let correct = count_correct(logits.data(), labels, k);
         let grad = &mut self.grads[last];
         grad.resize(logits.shape());
-        let loss = softmax_cross_entropy(logits.data(), labels, k, grad.data_mut());
+        let loss = softmax_cross_entropy_smoothed(
+            logits.data(),
+            labels,
+            k,
+            self.label_smoothing,
+            grad.data_mut(),
+        );
         self.backward(x);
         Ok((loss, correct))
     }

@@ -30,6 +30,10 @@ pub struct TrainOptions {
     pub shuffle: bool,
     /// The seed every random stream of the run derives from.
     pub seed: u64,
+    /// Label smoothing eps of the training loss (see
+    /// [`crate::loss::softmax_cross_entropy_smoothed`]). Default 0. The test loss after each
+    /// epoch is plain cross-entropy, so that runs with and without smoothing compare.
+    pub label_smoothing: f32,
 }
 
 impl Default for TrainOptions {
@@ -39,6 +43,7 @@ impl Default for TrainOptions {
             batch_size: 32,
             shuffle: true,
             seed: 0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -147,6 +152,7 @@ pub fn train(
     }
     let n = train.len();
     let steps = n.div_ceil(opts.batch_size);
+    model.set_label_smoothing(opts.label_smoothing);
     let mut x = Tensor::default();
     let mut labels = Vec::new();
     while state.epoch < opts.epochs {

@@ -156,6 +156,24 @@ fn fused_softmax_cross_entropy_matches_pytorch() {
     assert_close("dz", &dz, tensor(&f["dz"]).data(), 1e-5);
 }
 
+#[test]
+fn label_smoothed_cross_entropy_matches_pytorch() {
+    let f = fixture("softmax_cross_entropy_smoothed.json");
+    let z = tensor(&f["z"]);
+    let labels: Vec<usize> = f["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let eps = f["label_smoothing"].as_f64().unwrap() as f32;
+    let mut dz = vec![0.0; z.len()];
+    let loss = cnn::loss::softmax_cross_entropy_smoothed(z.data(), &labels, 5, eps, &mut dz);
+    let want = f["loss"].as_f64().unwrap() as f32;
+    assert!((loss - want).abs() <= 1e-5 * want, "{loss} vs {want}");
+    assert_close("dz", &dz, tensor(&f["dz"]).data(), 1e-5);
+}
+
 fn train_case(file: &str, kind: OptimizerKind, lr: f32, wd: f32) {
     let f = fixture(file);
     // Report 1's network in small (1x8x8, Conv2D 4, MaxPool, Dense 16, Dense 3), parsed from

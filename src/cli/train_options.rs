@@ -69,6 +69,11 @@ pub struct TrainingOptions {
           help = with_default("L2 weight decay, added to the gradient (PyTorch's convention).",
                               defaults().weight_decay))]
     pub weight_decay: Option<f32>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("Label smoothing eps: the loss's target is (1 - eps) one-hot + \
+                               eps / classes, as PyTorch's CrossEntropyLoss(label_smoothing).",
+                              defaults().label_smoothing))]
+    pub label_smoothing: Option<f32>,
     #[arg(long, value_enum,
           help = with_default("Weight initialisation.",
                               cnn::run::init_name(defaults().init_scheme)))]
@@ -117,6 +122,7 @@ impl TrainingOptions {
             }),
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            label_smoothing: self.label_smoothing,
             init_scheme: self.init_scheme.map(|i| match i {
                 InitArg::Normal => Init::Normal,
                 InitArg::He => Init::He,

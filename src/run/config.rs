@@ -96,6 +96,9 @@ pub struct RunConfig {
     pub momentum: f32,
     /// L2 weight decay, added to the gradient (PyTorch's convention). Default 0.
     pub weight_decay: f32,
+    /// Label smoothing eps in [0, 1): the loss's target is (1 - eps) one-hot + eps / K, as
+    /// PyTorch's `CrossEntropyLoss(label_smoothing=eps)`. Default 0 (plain cross-entropy).
+    pub label_smoothing: f32,
     /// Weight initialisation. Default N(0, 1/fan_in).
     pub init_scheme: Init,
     /// Start from the weights of this model file (or checkpoint) instead.
@@ -124,6 +127,7 @@ impl Default for RunConfig {
             optimizer: OptimizerChoice::Sgd,
             momentum: 0.9,
             weight_decay: 0.0,
+            label_smoothing: 0.0,
             init_scheme: Init::Normal,
             init: None,
             seed: 0,
@@ -154,6 +158,7 @@ pub struct RunOptions {
     pub optimizer: Option<OptimizerChoice>,
     pub momentum: Option<f32>,
     pub weight_decay: Option<f32>,
+    pub label_smoothing: Option<f32>,
     pub init_scheme: Option<Init>,
     pub init: Option<PathBuf>,
     pub seed: Option<u64>,
@@ -195,6 +200,7 @@ impl RunConfig {
         self.optimizer = g.optimizer.unwrap_or(self.optimizer);
         self.momentum = g.momentum.unwrap_or(self.momentum);
         self.weight_decay = g.weight_decay.unwrap_or(self.weight_decay);
+        self.label_smoothing = g.label_smoothing.unwrap_or(self.label_smoothing);
         self.init_scheme = g.init_scheme.unwrap_or(self.init_scheme);
         self.init = g.init.or(self.init);
         self.seed = g.seed.unwrap_or(self.seed);
@@ -233,6 +239,12 @@ impl RunConfig {
             return bad(format!(
                 "--weight-decay must be 0 or positive, got {}",
                 self.weight_decay
+            ));
+        }
+        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
+            return bad(format!(
+                "--label-smoothing must be at least 0 and below 1, got {}",
+                self.label_smoothing
             ));
         }
         if let Some(f) = self.val_split {
@@ -308,6 +320,13 @@ impl RunConfig {
             "--weight-decay",
             given.weight_decay,
             self.weight_decay,
+            exact,
+            &restart,
+        )?;
+        differs(
+            "--label-smoothing",
+            given.label_smoothing,
+            self.label_smoothing,
             exact,
             &restart,
         )?;

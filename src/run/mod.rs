@@ -311,6 +311,7 @@ impl Run {
             batch_size: self.config.batch_size,
             shuffle: !self.config.no_shuffle,
             seed: self.config.seed,
+            label_smoothing: self.config.label_smoothing,
         };
         let meta = ModelMeta {
             config: self.parsed.text.clone(),
