@@ -331,6 +331,11 @@ def cases():
             "torch.optim.Adam(params, lr=0.01)  # betas (0.9, 0.999), eps 1e-8",
             lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8),
         ),
+        (
+            "adamw",
+            "torch.optim.AdamW(params, lr=0.01, weight_decay=0.1)  # betas (0.9, 0.999), eps 1e-8",
+            lambda p: torch.optim.AdamW(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1),
+        ),
     ]
     for name, call, make in optimizers:
         # One seed for every optimiser: the same network, weights and batch for each.

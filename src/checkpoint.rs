@@ -30,7 +30,7 @@ use crate::train::{EpochMetrics, TrainOptions, TrainState};
 /// The optimiser's settings as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerInfo {
-    /// `sgd`, `momentum` or `adam`.
+    /// `sgd`, `momentum`, `adam` or `adamw`.
     pub kind: String,
     pub lr: f32,
     pub weight_decay: f32,
@@ -75,7 +75,15 @@ fn optimizer_info(o: &Optimizer) -> OptimizerInfo {
     let (kind, momentum, nesterov, beta1, beta2, eps) = match o.kind {
         OptimizerKind::Sgd => ("sgd", 0.0, false, 0.0, 0.0, 0.0),
         OptimizerKind::Momentum { mu, nesterov } => ("momentum", mu, nesterov, 0.0, 0.0, 0.0),
-        OptimizerKind::Adam { beta1, beta2, eps } => ("adam", 0.0, false, beta1, beta2, eps),
+        OptimizerKind::Adam {
+            beta1,
+            beta2,
+            eps,
+            decoupled,
+        } => {
+            let name = if decoupled { "adamw" } else { "adam" };
+            (name, 0.0, false, beta1, beta2, eps)
+        }
     };
     OptimizerInfo {
         kind: kind.into(),
@@ -175,10 +183,11 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             mu: o.momentum,
             nesterov: o.nesterov,
         },
-        "adam" => OptimizerKind::Adam {
+        "adam" | "adamw" => OptimizerKind::Adam {
             beta1: o.beta1,
             beta2: o.beta2,
             eps: o.eps,
+            decoupled: o.kind == "adamw",
         },
         other => return Err(bad(format!("unknown optimiser `{other}`"))),
     };

@@ -9,6 +9,7 @@
 //! Nesterov:      v <- mu * v + g;  w <- w - lr * (g + mu * v)
 //! Adam:          m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  t <- t + 1
 //!                w <- w - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//! AdamW:         w <- w (1 - lr wd) first (decoupled: wd is not added to g), then Adam
 //! ```
 
 use rayon::prelude::*;
@@ -26,8 +27,15 @@ pub enum OptimizerKind {
     Sgd,
     /// SGD with momentum `mu` (PyTorch default-free; 0.9 is usual), optionally Nesterov.
     Momentum { mu: f32, nesterov: bool },
-    /// Adam with `beta1`, `beta2`, `eps` (0.9, 0.999, 1e-8 by default).
-    Adam { beta1: f32, beta2: f32, eps: f32 },
+    /// Adam with `beta1`, `beta2`, `eps` (0.9, 0.999, 1e-8 by default). With `decoupled`,
+    /// AdamW (Loshchilov & Hutter, PyTorch's `AdamW`): the weight decay shrinks the weights
+    /// directly, w <- w (1 - lr wd), instead of being added to the gradient.
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        decoupled: bool,
+    },
 }
 
 impl OptimizerKind {
@@ -37,6 +45,17 @@ impl OptimizerKind {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            decoupled: false,
+        }
+    }
+
+    /// AdamW: Adam's defaults with decoupled weight decay.
+    pub fn adamw() -> OptimizerKind {
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            decoupled: true,
         }
     }
 
@@ -120,8 +139,19 @@ impl Optimizer {
                         })
                         .sum::<f64>();
                 }
-                OptimizerKind::Adam { beta1, beta2, eps } => {
+                OptimizerKind::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    decoupled,
+                } => {
                     let t = self.steps as i32;
+                    // AdamW shrinks w by lr wd and adds nothing to g; Adam adds wd w to g.
+                    let (shrink, wd) = if decoupled {
+                        (1.0 - lr * wd, 0.0)
+                    } else {
+                        (1.0, wd)
+                    };
                     let bc1 = 1.0 - beta1.powi(t);
                     let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
                     let step = lr / bc1;
@@ -133,6 +163,7 @@ impl Optimizer {
                         .zip(v.par_chunks_mut(CHUNK))
                         .map(|(((w, g), m), v)| {
                             for (((wi, &gi), mi), vi) in w.iter_mut().zip(g).zip(m).zip(v) {
+                                *wi *= shrink;
                                 let gi = gi + wd * *wi;
                                 *mi = beta1 * *mi + (1.0 - beta1) * gi;
                                 *vi = beta2 * *vi + (1.0 - beta2) * gi * gi;

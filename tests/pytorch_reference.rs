@@ -250,3 +250,10 @@ fn three_momentum_steps_with_weight_decay_match_pytorch() {
 fn three_adam_steps_match_pytorch() {
     train_case("train_steps_adam.json", OptimizerKind::adam(), 0.01, 0.0);
 }
+
+#[test]
+fn three_adamw_steps_match_pytorch() {
+    // AdamW with weight decay 0.1: the decay shrinks the weights, w <- w (1 - lr wd), and is
+    // not added to the gradient, so Adam's moments never see it.
+    train_case("train_steps_adamw.json", OptimizerKind::adamw(), 0.01, 0.1);
+}

@@ -246,6 +246,13 @@ fn resume_at_epoch_boundary_is_bit_exact_with_adam() {
     assert_resume_is_exact(&["--optimizer", "adam"], 16);
 }
 
+/// Proves: resuming mid-epoch with AdamW (its moments, step count and decoupled weight decay
+/// come back from the checkpoint, which names it `adamw`) gives the uninterrupted run's bytes.
+#[test]
+fn resume_mid_epoch_is_bit_exact_with_adamw_and_weight_decay() {
+    assert_resume_is_exact(&["--optimizer", "adamw", "--weight-decay", "0.05"], 11);
+}
+
 /// Proves: stopping in the middle of an epoch (step 3 of epoch 2) and resuming gives the
 /// uninterrupted run's model and metrics bit for bit, with momentum (whose velocity must be
 /// restored, as must the epoch's shuffle and running sums).

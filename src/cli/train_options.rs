@@ -19,6 +19,8 @@ pub enum OptimizerArg {
     Nesterov,
     /// Adam (betas 0.9, 0.999, eps 1e-8).
     Adam,
+    /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr * wd) (--weight-decay).
+    Adamw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +121,7 @@ impl TrainingOptions {
                 OptimizerArg::Momentum => OptimizerChoice::Momentum,
                 OptimizerArg::Nesterov => OptimizerChoice::Nesterov,
                 OptimizerArg::Adam => OptimizerChoice::Adam,
+                OptimizerArg::Adamw => OptimizerChoice::AdamW,
             }),
             momentum: self.momentum,
             weight_decay: self.weight_decay,

@@ -40,6 +40,9 @@ pub enum OptimizerChoice {
     /// Adam with betas 0.9, 0.999 and eps 1e-8.
     #[serde(alias = "Adam")]
     Adam,
+    /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr wd) (PyTorch's `AdamW`).
+    #[serde(rename = "adamw")]
+    AdamW,
 }
 
 impl OptimizerChoice {
@@ -50,6 +53,7 @@ impl OptimizerChoice {
             OptimizerChoice::Momentum => "momentum",
             OptimizerChoice::Nesterov => "nesterov",
             OptimizerChoice::Adam => "adam",
+            OptimizerChoice::AdamW => "adamw",
         }
     }
 }
@@ -266,6 +270,7 @@ impl RunConfig {
                 nesterov: self.optimizer == OptimizerChoice::Nesterov,
             },
             OptimizerChoice::Adam => OptimizerKind::adam(),
+            OptimizerChoice::AdamW => OptimizerKind::adamw(),
         };
         Optimizer::new(kind, self.lr, self.weight_decay)
     }

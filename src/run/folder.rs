@@ -80,7 +80,12 @@ pub(super) fn check_same_run(dir: &Path, stored: &RunConfig, ck: &Checkpoint) ->
             nesterov: false, ..
         } => "momentum",
         OptimizerKind::Momentum { nesterov: true, .. } => "nesterov",
-        OptimizerKind::Adam { .. } => "adam",
+        OptimizerKind::Adam {
+            decoupled: false, ..
+        } => "adam",
+        OptimizerKind::Adam {
+            decoupled: true, ..
+        } => "adamw",
     };
     let stored_kind = stored.optimizer.name();
     let pairs = [
