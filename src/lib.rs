@@ -41,6 +41,7 @@ pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod run;
+pub mod schedule;
 pub mod summary;
 pub mod tensor;
 pub mod text;

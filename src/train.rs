@@ -34,6 +34,13 @@ pub struct TrainOptions {
     /// [`crate::loss::softmax_cross_entropy_smoothed`]). Default 0. The test loss after each
     /// epoch is plain cross-entropy, so that runs with and without smoothing compare.
     pub label_smoothing: f32,
+    /// How the learning rate changes by epoch, from the optimiser's rate at the start of
+    /// the run (`base_lr`); default constant.
+    pub schedule: crate::schedule::Schedule,
+    /// Epochs of linear warm-up before the schedule; default 0.
+    pub warmup: usize,
+    /// The base rate the schedule starts from; `None`: the optimiser's rate is left alone.
+    pub base_lr: Option<f32>,
 }
 
 impl Default for TrainOptions {
@@ -44,6 +51,9 @@ impl Default for TrainOptions {
             shuffle: true,
             seed: 0,
             label_smoothing: 0.0,
+            schedule: crate::schedule::Schedule::Constant,
+            warmup: 0,
+            base_lr: None,
         }
     }
 }
@@ -156,6 +166,10 @@ pub fn train(
     let mut x = Tensor::default();
     let mut labels = Vec::new();
     while state.epoch < opts.epochs {
+        if let Some(base) = opts.base_lr {
+            state.optimizer.lr =
+                crate::schedule::lr_at(opts.schedule, base, state.epoch, opts.epochs, opts.warmup);
+        }
         let order = epoch_order(n, state.epoch, opts.seed, opts.shuffle);
         while state.step < steps {
             let start = Instant::now();

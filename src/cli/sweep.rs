@@ -77,6 +77,7 @@ fn settings(args: &SweepArgs) -> Result<Vec<(String, RunConfig)>, Failure> {
                 lr: Some(lr),
                 ..args.options.run_options()
             };
+            given.check()?;
             let config = RunConfig::default().with(&given);
             config.validate()?;
             let name = format!("lr{lr}-epochs{epochs}");

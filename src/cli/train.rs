@@ -65,6 +65,9 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> CmdResult {
     let given = args.run_options();
+    if args.resume.is_none() {
+        given.check()?;
+    }
     // Every number first, before any file is read or written.
     RunConfig::default().with(&given).validate()?;
     let mut run = match &args.resume {

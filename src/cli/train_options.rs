@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use cnn::init::Init;
-use cnn::run::{OptimizerChoice, RunConfig, RunOptions};
+use cnn::run::{OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
@@ -21,6 +21,16 @@ pub enum OptimizerArg {
     Adam,
     /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr * wd) (--weight-decay).
     Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// The base rate throughout.
+    Constant,
+    /// The rate times --gamma every --step-size epochs.
+    Step,
+    /// A half cosine from the base rate down to --min-lr.
+    Cosine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +87,23 @@ pub struct TrainingOptions {
                               defaults().label_smoothing))]
     pub label_smoothing: Option<f32>,
     #[arg(long, value_enum,
+          help = with_default("Learning-rate schedule, by epoch.", defaults().schedule.name()))]
+    pub schedule: Option<ScheduleArg>,
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one,
+          help = with_default("Epochs between two multiplications by --gamma (--schedule step).",
+                              defaults().step_size))]
+    pub step_size: Option<usize>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("The factor of --schedule step.", defaults().gamma))]
+    pub gamma: Option<f32>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("The rate --schedule cosine ends at.", defaults().min_lr))]
+    pub min_lr: Option<f32>,
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::whole_number,
+          help = with_default("Epochs of linear warm-up to the base rate, before the schedule.",
+                              defaults().warmup))]
+    pub warmup: Option<usize>,
+    #[arg(long, value_enum,
           help = with_default("Weight initialisation.",
                               cnn::run::init_name(defaults().init_scheme)))]
     pub init_scheme: Option<InitArg>,
@@ -126,6 +153,15 @@ impl TrainingOptions {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             label_smoothing: self.label_smoothing,
+            schedule: self.schedule.map(|s| match s {
+                ScheduleArg::Constant => ScheduleChoice::Constant,
+                ScheduleArg::Step => ScheduleChoice::Step,
+                ScheduleArg::Cosine => ScheduleChoice::Cosine,
+            }),
+            step_size: self.step_size,
+            gamma: self.gamma,
+            min_lr: self.min_lr,
+            warmup: self.warmup,
             init_scheme: self.init_scheme.map(|i| match i {
                 InitArg::Normal => Init::Normal,
                 InitArg::He => Init::He,

@@ -21,6 +21,31 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::schedule::Schedule;
+
+/// Which learning-rate schedule a run uses (see [`crate::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleChoice {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// The rate times `gamma` every `step_size` epochs.
+    Step,
+    /// A half cosine from the base rate to `min_lr`.
+    Cosine,
+}
+
+impl ScheduleChoice {
+    /// The name `run.json` and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleChoice::Constant => "constant",
+            ScheduleChoice::Step => "step",
+            ScheduleChoice::Cosine => "cosine",
+        }
+    }
+}
 
 /// Which optimiser a run uses. Stored as `sgd`, `momentum`, `nesterov` or `adam` (run
 /// folders written before `cnn::run` say `Sgd`, `Momentum`, ...).
@@ -103,6 +128,16 @@ pub struct RunConfig {
     /// Label smoothing eps in [0, 1): the loss's target is (1 - eps) one-hot + eps / K, as
     /// PyTorch's `CrossEntropyLoss(label_smoothing=eps)`. Default 0 (plain cross-entropy).
     pub label_smoothing: f32,
+    /// The learning-rate schedule. Default constant.
+    pub schedule: ScheduleChoice,
+    /// For the step schedule: epochs between two multiplications by `gamma`. Default 10.
+    pub step_size: usize,
+    /// For the step schedule: the factor. Default 0.1.
+    pub gamma: f32,
+    /// For the cosine schedule: the rate it ends at. Default 0.
+    pub min_lr: f32,
+    /// Epochs of linear warm-up before the schedule. Default 0.
+    pub warmup: usize,
     /// Weight initialisation. Default N(0, 1/fan_in).
     pub init_scheme: Init,
     /// Start from the weights of this model file (or checkpoint) instead.
@@ -132,6 +167,11 @@ impl Default for RunConfig {
             momentum: 0.9,
             weight_decay: 0.0,
             label_smoothing: 0.0,
+            schedule: ScheduleChoice::Constant,
+            step_size: 10,
+            gamma: 0.1,
+            min_lr: 0.0,
+            warmup: 0,
             init_scheme: Init::Normal,
             init: None,
             seed: 0,
@@ -163,12 +203,45 @@ pub struct RunOptions {
     pub momentum: Option<f32>,
     pub weight_decay: Option<f32>,
     pub label_smoothing: Option<f32>,
+    pub schedule: Option<ScheduleChoice>,
+    pub step_size: Option<usize>,
+    pub gamma: Option<f32>,
+    pub min_lr: Option<f32>,
+    pub warmup: Option<usize>,
     pub init_scheme: Option<Init>,
     pub init: Option<PathBuf>,
     pub seed: Option<u64>,
     pub no_shuffle: bool,
     pub normalize: bool,
     pub resize: bool,
+}
+
+impl RunOptions {
+    /// Refuses schedule options given without the schedule they belong to, which would
+    /// otherwise be silently ignored.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the option and the schedule it needs.
+    pub fn check(&self) -> Result<()> {
+        let schedule = self.schedule.unwrap_or_default();
+        let needs = |given: bool, flag: &str, kind: ScheduleChoice| {
+            if given && schedule != kind {
+                Err(Error::Usage(format!(
+                    "{flag} applies to --schedule {}; add it, or leave {flag} out",
+                    kind.name()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        needs(
+            self.step_size.is_some(),
+            "--step-size",
+            ScheduleChoice::Step,
+        )?;
+        needs(self.gamma.is_some(), "--gamma", ScheduleChoice::Step)?;
+        needs(self.min_lr.is_some(), "--min-lr", ScheduleChoice::Cosine)
+    }
 }
 
 /// An option that a resumed run changed: `name` went `from` -> `to`.
@@ -205,6 +278,11 @@ impl RunConfig {
         self.momentum = g.momentum.unwrap_or(self.momentum);
         self.weight_decay = g.weight_decay.unwrap_or(self.weight_decay);
         self.label_smoothing = g.label_smoothing.unwrap_or(self.label_smoothing);
+        self.schedule = g.schedule.unwrap_or(self.schedule);
+        self.step_size = g.step_size.unwrap_or(self.step_size);
+        self.gamma = g.gamma.unwrap_or(self.gamma);
+        self.min_lr = g.min_lr.unwrap_or(self.min_lr);
+        self.warmup = g.warmup.unwrap_or(self.warmup);
         self.init_scheme = g.init_scheme.unwrap_or(self.init_scheme);
         self.init = g.init.or(self.init);
         self.seed = g.seed.unwrap_or(self.seed);
@@ -251,6 +329,27 @@ impl RunConfig {
                 self.label_smoothing
             ));
         }
+        if self.step_size == 0 {
+            return bad("--step-size must be at least 1".into());
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0 && self.gamma <= 1.0) {
+            return bad(format!(
+                "--gamma must be above 0 and at most 1, got {}",
+                self.gamma
+            ));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return bad(format!(
+                "--min-lr must be from 0 to --lr ({}), got {}",
+                self.lr, self.min_lr
+            ));
+        }
+        if self.warmup > 0 && self.warmup >= self.epochs {
+            return bad(format!(
+                "--warmup must be fewer epochs than --epochs ({}), got {}",
+                self.epochs, self.warmup
+            ));
+        }
         if let Some(f) = self.val_split {
             if !(f > 0.0 && f < 1.0) {
                 return bad(format!(
@@ -259,6 +358,20 @@ impl RunConfig {
             }
         }
         Ok(())
+    }
+
+    /// The learning-rate schedule this config asks for.
+    pub fn lr_schedule(&self) -> Schedule {
+        match self.schedule {
+            ScheduleChoice::Constant => Schedule::Constant,
+            ScheduleChoice::Step => Schedule::Step {
+                every: self.step_size,
+                gamma: self.gamma,
+            },
+            ScheduleChoice::Cosine => Schedule::Cosine {
+                min_lr: self.min_lr,
+            },
+        }
     }
 
     /// The optimiser this config asks for, at its start.
@@ -335,6 +448,23 @@ impl RunConfig {
             exact,
             &restart,
         )?;
+        differs(
+            "--schedule",
+            given.schedule.map(ScheduleChoice::name),
+            self.schedule.name(),
+            exact,
+            &restart,
+        )?;
+        differs(
+            "--step-size",
+            given.step_size,
+            self.step_size,
+            exact,
+            &restart,
+        )?;
+        differs("--gamma", given.gamma, self.gamma, exact, &restart)?;
+        differs("--min-lr", given.min_lr, self.min_lr, exact, &restart)?;
+        differs("--warmup", given.warmup, self.warmup, exact, &restart)?;
         differs(
             "--no-shuffle",
             on(given.no_shuffle),

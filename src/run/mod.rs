@@ -36,7 +36,7 @@ mod report;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{init_name, Change, OptimizerChoice, RunConfig, RunOptions};
+pub use config::{init_name, Change, OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
 pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
@@ -312,6 +312,9 @@ impl Run {
             shuffle: !self.config.no_shuffle,
             seed: self.config.seed,
             label_smoothing: self.config.label_smoothing,
+            schedule: self.config.lr_schedule(),
+            warmup: self.config.warmup,
+            base_lr: Some(self.config.lr),
         };
         let meta = ModelMeta {
             config: self.parsed.text.clone(),
