@@ -172,7 +172,7 @@ fn text_size(text: &str, size: f64) -> (i32, i32) {
 /// and marker; the legend goes in the corner the curves leave empty, or beside the plot. When
 /// every x is a whole number (epochs) the x ticks are whole numbers. Points with a non-finite
 /// coordinate are dropped; a series that diverged goes on from its last finite point to the top
-/// edge at the x where it diverged, marked with a cross and "<name>: diverged in epoch <x>".
+/// edge at the x where it diverged, marked with a cross and "`<name>: diverged in epoch <x>`".
 ///
 /// # Errors
 /// [`Error::Invalid`] for an extension other than `.png`/`.svg`; [`Error::Write`] (with `path`)

@@ -8,7 +8,7 @@
 //!   math in the module doc (dimension letters N, C, H, W, K, S, P);
 //! - the names of its tensors in model files ([`LayerOp::params`]).
 //!
-//! The list below ([`layer_kinds!`] invocation) is the only place that names every kind:
+//! The list below (the `layer_kinds!` invocation) is the only place that names every kind:
 //! the config parser, the summary and the model dispatch through the [`LayerSpec`] and
 //! [`Op`] enums it generates. Adding a layer is one new module and one line in that list
 //! (`docs/ARCHITECTURE.md` walks through it).

@@ -27,7 +27,7 @@ pub struct Series {
     /// Training diverged. The x where it did is that of the first point whose y is not finite
     /// (a loss that became NaN or infinite in that epoch), or one past the last point when no
     /// point says. The curve goes on from its last finite point to the top edge at that x,
-    /// where a cross and "<name>: diverged in epoch <x>" mark it, and the legend says "(diverged)".
+    /// where a cross and "`<name>: diverged in epoch <x>`" mark it, and the legend says "(diverged)".
     pub diverged: bool,
 }
 
