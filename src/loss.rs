@@ -29,12 +29,7 @@ pub fn softmax_cross_entropy(logits: &[f32], labels: &[usize], k: usize, grad: &
     let inv_n = 1.0 / n as f32;
     for ((z, g), &y) in logits.chunks(k).zip(grad.chunks_mut(k)).zip(labels) {
         assert!(y < k, "label {y} out of range for {k} classes");
-        let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for (gi, &zi) in g.iter_mut().zip(z) {
-            *gi = (zi - m).exp();
-            sum += *gi;
-        }
+        let (m, sum) = shifted_exps(z, g);
         total += f64::from(m + sum.ln() - z[y]);
         for gi in g.iter_mut() {
             *gi = *gi / sum * inv_n;
@@ -83,12 +78,7 @@ pub fn softmax_cross_entropy_smoothed(
     let uniform = eps / k as f32;
     for ((z, g), &y) in logits.chunks(k).zip(grad.chunks_mut(k)).zip(labels) {
         assert!(y < k, "label {y} out of range for {k} classes");
-        let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for (gi, &zi) in g.iter_mut().zip(z) {
-            *gi = (zi - m).exp();
-            sum += *gi;
-        }
+        let (m, sum) = shifted_exps(z, g);
         let lse = f64::from(m) + f64::from(sum.ln());
         let z_sum: f64 = z.iter().map(|&v| f64::from(v)).sum();
         total += lse - f64::from(1.0 - eps) * f64::from(z[y]) - f64::from(uniform) * z_sum;
@@ -98,6 +88,18 @@ pub fn softmax_cross_entropy_smoothed(
         g[y] -= (1.0 - eps) * inv_n;
     }
     (total / n as f64) as f32
+}
+
+/// Writes `e^{z_i - m}` into `g` for one row of logits, with m = max_i z_i, and returns
+/// `(m, sum_i e^{z_i - m})`: the stable parts of both softmax and log-sum-exp.
+fn shifted_exps(z: &[f32], g: &mut [f32]) -> (f32, f32) {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (gi, &zi) in g.iter_mut().zip(z) {
+        *gi = (zi - m).exp();
+        sum += *gi;
+    }
+    (m, sum)
 }
 
 /// Mean softmax cross-entropy without the gradient (for evaluation).
