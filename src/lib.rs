@@ -21,6 +21,7 @@
 //!   report), what `cnn train` and `cnn sweep` drive.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod augment;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

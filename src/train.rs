@@ -41,6 +41,8 @@ pub struct TrainOptions {
     pub warmup: usize,
     /// The base rate the schedule starts from; `None`: the optimiser's rate is left alone.
     pub base_lr: Option<f32>,
+    /// Random shifts and flips of the training images; default none.
+    pub augment: crate::augment::Augment,
 }
 
 impl Default for TrainOptions {
@@ -54,6 +56,7 @@ impl Default for TrainOptions {
             schedule: crate::schedule::Schedule::Constant,
             warmup: 0,
             base_lr: None,
+            augment: crate::augment::Augment::default(),
         }
     }
 }
@@ -145,6 +148,33 @@ pub fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usiz
 ///
 /// # Errors
 /// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
+/// Applies `opts.augment` to every image of the batch `x`, whose images are the training
+/// set's `idx`, in `epoch`. A black pixel is 0 before normalisation, `-mean / std` after.
+fn augment_batch(
+    x: &mut Tensor,
+    idx: &[usize],
+    norm: &Normalization,
+    opts: &TrainOptions,
+    epoch: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let &[_, c, h, w] = x.shape() else {
+        return;
+    };
+    let fill: Vec<f32> = (0..c)
+        .map(|ch| {
+            let mean = norm.mean.get(ch).copied().unwrap_or(0.0);
+            let std = norm.std.get(ch).copied().unwrap_or(1.0);
+            -mean / std
+        })
+        .collect();
+    for (image, &i) in x.data_mut().chunks_mut(c * h * w).zip(idx) {
+        let mut rng = crate::augment::stream(opts.seed, epoch, i);
+        opts.augment
+            .apply(image, [c, h, w], &fill, &mut rng, scratch);
+    }
+}
+
 pub fn train(
     model: &mut Model,
     train: &Dataset,
@@ -165,6 +195,7 @@ pub fn train(
     model.set_label_smoothing(opts.label_smoothing);
     let mut x = Tensor::default();
     let mut labels = Vec::new();
+    let mut scratch = Vec::new();
     while state.epoch < opts.epochs {
         if let Some(base) = opts.base_lr {
             state.optimizer.lr =
@@ -176,6 +207,9 @@ pub fn train(
             let lo = state.step * opts.batch_size;
             let idx = &order[lo..(lo + opts.batch_size).min(n)];
             train.batch(idx, norm, &mut x, &mut labels);
+            if !opts.augment.is_identity() {
+                augment_batch(&mut x, idx, norm, opts, state.epoch, &mut scratch);
+            }
             model.set_step(opts.seed, state.epoch, state.step);
             let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
             if let Some(why) = divergence(model, loss) {

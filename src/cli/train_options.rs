@@ -122,6 +122,14 @@ pub struct TrainingOptions {
     /// (stored in the model, so evaluate and predict do the same).
     #[arg(long)]
     pub normalize: bool,
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::whole_number,
+          help = with_default("Shift each training image by up to this many pixels along each \
+                               axis, at random, with zero fill.", defaults().shift))]
+    pub shift: Option<usize>,
+    /// Flip half the training images left to right, at random (right for clothes, wrong for
+    /// digits).
+    #[arg(long)]
+    pub flip: bool,
     /// Resize images whose size differs from the config's input instead of refusing them.
     #[arg(long)]
     pub resize: bool,
@@ -171,6 +179,8 @@ impl TrainingOptions {
             seed: self.seed,
             no_shuffle: self.no_shuffle,
             normalize: self.normalize,
+            shift: self.shift,
+            flip: self.flip,
             resize: self.resize,
             ..RunOptions::default()
         }

@@ -150,6 +150,11 @@ pub struct RunConfig {
     pub normalize: bool,
     /// Resize images whose size differs from the config's input instead of refusing them.
     pub resize: bool,
+    /// Shift each training image by up to this many pixels along each axis, at random, with
+    /// zero fill ([`crate::augment`]). Default 0.
+    pub shift: usize,
+    /// Flip half the training images left to right, at random. Default off.
+    pub flip: bool,
 }
 
 impl Default for RunConfig {
@@ -177,6 +182,8 @@ impl Default for RunConfig {
             seed: 0,
             no_shuffle: false,
             normalize: false,
+            shift: 0,
+            flip: false,
             resize: false,
         }
     }
@@ -214,6 +221,8 @@ pub struct RunOptions {
     pub no_shuffle: bool,
     pub normalize: bool,
     pub resize: bool,
+    pub shift: Option<usize>,
+    pub flip: bool,
 }
 
 impl RunOptions {
@@ -288,6 +297,8 @@ impl RunConfig {
         self.seed = g.seed.unwrap_or(self.seed);
         self.no_shuffle |= g.no_shuffle;
         self.normalize |= g.normalize;
+        self.shift = g.shift.unwrap_or(self.shift);
+        self.flip |= g.flip;
         self.resize |= g.resize;
         self
     }
@@ -327,6 +338,12 @@ impl RunConfig {
             return bad(format!(
                 "--label-smoothing must be at least 0 and below 1, got {}",
                 self.label_smoothing
+            ));
+        }
+        if self.shift > 1000 {
+            return bad(format!(
+                "--shift must be at most 1000 pixels, got {}",
+                self.shift
             ));
         }
         if self.step_size == 0 {
@@ -472,6 +489,8 @@ impl RunConfig {
             exact,
             &restart,
         )?;
+        differs("--shift", given.shift, self.shift, exact, &restart)?;
+        differs("--flip", on(given.flip), onoff(self.flip), exact, &restart)?;
         differs(
             "--normalize",
             on(given.normalize),

@@ -315,6 +315,10 @@ impl Run {
             schedule: self.config.lr_schedule(),
             warmup: self.config.warmup,
             base_lr: Some(self.config.lr),
+            augment: crate::augment::Augment {
+                shift: self.config.shift,
+                flip: self.config.flip,
+            },
         };
         let meta = ModelMeta {
             config: self.parsed.text.clone(),
