@@ -122,21 +122,10 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    // train's and sweep's --threads (the others are checked by their value parser).
-    if cli.command.threads() == Some(0) {
-        eprintln!(
-            "error: invalid value '0' for '--threads <THREADS>': must be at least 1 (see {} \
-             --help)",
-            command_path(program_args())
-        );
-        return 2;
-    }
+    // Every command's --threads is at least 1 (checked by its value parser).
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
-        return match e {
-            cnn::Error::Usage(_) => EXIT_USAGE,
-            _ => 1,
-        };
+        return 1;
     }
     // The command runs on one of the pool's threads, so the layers' parallel loops start
     // from inside the pool: a small loop then runs at once on the calling thread instead of
@@ -297,9 +286,6 @@ impl Command {
 /// Starts the worker threads (all cores when `None`), with main-thread-sized stacks since
 /// the whole command runs on one of them.
 fn set_threads(threads: Option<usize>) -> Result<(), cnn::Error> {
-    if threads == Some(0) {
-        return Err(cnn::Error::Usage("--threads must be at least 1".into()));
-    }
     let t = threads.unwrap_or(0);
     rayon::ThreadPoolBuilder::new()
         .num_threads(t)

@@ -134,7 +134,7 @@ pub struct TrainingOptions {
     #[arg(long)]
     pub resize: bool,
     /// Worker threads [default: all cores]. Results are bit-identical for any count.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
     pub threads: Option<usize>,
     /// After each epoch, print each parameter tensor's gradient L2 norm (of the epoch's last
     /// step) and each ReLU layer's share of dead units (0 for every image of the last batch).
