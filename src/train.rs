@@ -148,12 +148,24 @@ pub fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usiz
 ///
 /// # Errors
 /// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
+/// The normalised value of a black pixel in each of `channels` channels: 0 before
+/// normalisation is `-mean / std` after. Augmentation fills shifted-in pixels with it.
+fn black_pixel(norm: &Normalization, channels: usize) -> Vec<f32> {
+    (0..channels)
+        .map(|ch| {
+            let mean = norm.mean.get(ch).copied().unwrap_or(0.0);
+            let std = norm.std.get(ch).copied().unwrap_or(1.0);
+            -mean / std
+        })
+        .collect()
+}
+
 /// Applies `opts.augment` to every image of the batch `x`, whose images are the training
-/// set's `idx`, in `epoch`. A black pixel is 0 before normalisation, `-mean / std` after.
+/// set's `idx`, in `epoch`; `fill` is [`black_pixel`].
 fn augment_batch(
     x: &mut Tensor,
     idx: &[usize],
-    norm: &Normalization,
+    fill: &[f32],
     opts: &TrainOptions,
     epoch: usize,
     scratch: &mut Vec<f32>,
@@ -161,17 +173,10 @@ fn augment_batch(
     let &[_, c, h, w] = x.shape() else {
         return;
     };
-    let fill: Vec<f32> = (0..c)
-        .map(|ch| {
-            let mean = norm.mean.get(ch).copied().unwrap_or(0.0);
-            let std = norm.std.get(ch).copied().unwrap_or(1.0);
-            -mean / std
-        })
-        .collect();
     for (image, &i) in x.data_mut().chunks_mut(c * h * w).zip(idx) {
         let mut rng = crate::augment::stream(opts.seed, epoch, i);
         opts.augment
-            .apply(image, [c, h, w], &fill, &mut rng, scratch);
+            .apply(image, [c, h, w], fill, &mut rng, scratch);
     }
 }
 
@@ -196,6 +201,7 @@ pub fn train(
     let mut x = Tensor::default();
     let mut labels = Vec::new();
     let mut scratch = Vec::new();
+    let fill = black_pixel(norm, train.shape[0]);
     while state.epoch < opts.epochs {
         if let Some(base) = opts.base_lr {
             state.optimizer.lr =
@@ -208,7 +214,7 @@ pub fn train(
             let idx = &order[lo..(lo + opts.batch_size).min(n)];
             train.batch(idx, norm, &mut x, &mut labels);
             if !opts.augment.is_identity() {
-                augment_batch(&mut x, idx, norm, opts, state.epoch, &mut scratch);
+                augment_batch(&mut x, idx, &fill, opts, state.epoch, &mut scratch);
             }
             model.set_step(opts.seed, state.epoch, state.step);
             let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
