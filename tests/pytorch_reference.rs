@@ -139,16 +139,21 @@ fn dense_matches_pytorch_linear() {
     assert_close("db", ps[1].1.grad.data(), tensor(&f["dbias"]).data(), 1e-5);
 }
 
-#[test]
-fn fused_softmax_cross_entropy_matches_pytorch() {
-    let f = fixture("softmax_cross_entropy.json");
-    let z = tensor(&f["z"]);
-    let labels: Vec<usize> = f["labels"]
+/// A fixture's `labels` array.
+fn fixture_labels(f: &serde_json::Value) -> Vec<usize> {
+    f["labels"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+        .collect()
+}
+
+#[test]
+fn fused_softmax_cross_entropy_matches_pytorch() {
+    let f = fixture("softmax_cross_entropy.json");
+    let z = tensor(&f["z"]);
+    let labels = fixture_labels(&f);
     let mut dz = vec![0.0; z.len()];
     let loss = cnn::loss::softmax_cross_entropy(z.data(), &labels, 5, &mut dz);
     let want = f["loss"].as_f64().unwrap() as f32;
@@ -160,12 +165,7 @@ fn fused_softmax_cross_entropy_matches_pytorch() {
 fn label_smoothed_cross_entropy_matches_pytorch() {
     let f = fixture("softmax_cross_entropy_smoothed.json");
     let z = tensor(&f["z"]);
-    let labels: Vec<usize> = f["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let labels = fixture_labels(&f);
     let eps = f["label_smoothing"].as_f64().unwrap() as f32;
     let mut dz = vec![0.0; z.len()];
     let loss = cnn::loss::softmax_cross_entropy_smoothed(z.data(), &labels, 5, eps, &mut dz);
@@ -186,12 +186,7 @@ fn train_case(file: &str, kind: OptimizerKind, lr: f32, wd: f32) {
         p.value = tensor(&f["initial"][name]);
     }
     let x = tensor(&f["x"]);
-    let labels: Vec<usize> = f["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let labels = fixture_labels(&f);
     let mut opt = Optimizer::new(kind, lr, wd);
     for (step, want) in f["losses_before_each_step"]
         .as_array()
