@@ -9,7 +9,8 @@ independent implementation: these files hold PyTorch's answers, computed in floa
     /tmp/fixtures-venv/bin/python scripts/make-pytorch-fixtures.py --inputs-from tests/fixtures
 
 With --inputs-from DIR, every input (x, weight, bias, dy, z, labels, the network's initial
-weights) is read from the files of the same name in DIR and every result is computed again:
+weights) is read from the files of the same name in DIR (a case without a file there draws
+its inputs) and every result is computed again:
 that is how the committed files were last written, so their inputs stay those the tests were
 written against. Without it, the inputs are drawn from a generator seeded by the case's name.
 Either way the inputs are rounded to 12 decimals before anything is computed, so that the
@@ -121,6 +122,52 @@ def layer_case(inputs, description, call, module, x_shape, y_from, has_params):
         )
     if y_from is not None:
         y_from(x, y)
+    return out
+
+
+def batchnorm_case(inputs, description, call, module, x_shape):
+    """One training-mode forward and backward through BatchNorm (batch statistics; running
+    statistics updated with momentum 0.1 and the unbiased variance), then an evaluation-mode
+    forward of another batch with the updated running statistics."""
+    c = x_shape[1]
+    with torch.no_grad():
+        module.weight.copy_(inputs.tensor("weight", (c,), 0.5, 1.5))
+        module.bias.copy_(inputs.tensor("bias", (c,), -0.5, 0.5))
+        module.running_mean.copy_(inputs.tensor("running_mean_before", (c,), -0.5, 0.5))
+        module.running_var.copy_(inputs.tensor("running_var_before", (c,), 0.5, 1.5))
+    out = header(description, call)
+    out.update(
+        {
+            "momentum": module.momentum,
+            "eps": module.eps,
+            "running_mean_before": to_json(module.running_mean),
+            "running_var_before": to_json(module.running_var),
+        }
+    )
+    module.train()
+    x = inputs.tensor("x", x_shape, -2.0, 3.0).requires_grad_(True)
+    y = module(x)
+    dy = inputs.tensor("dy", y.shape, -1.0, 1.0)
+    y.backward(dy)
+    out.update(
+        {
+            "weight": to_json(module.weight),
+            "bias": to_json(module.bias),
+            "x": to_json(x),
+            "y": to_json(y),
+            "dy": to_json(dy),
+            "dx": to_json(x.grad),
+            "dweight": to_json(module.weight.grad),
+            "dbias": to_json(module.bias.grad),
+            "running_mean": to_json(module.running_mean),
+            "running_var": to_json(module.running_var),
+            "num_batches_tracked": int(module.num_batches_tracked),
+        }
+    )
+    module.eval()
+    x_eval = inputs.tensor("x_eval", x_shape, -2.0, 3.0)
+    with torch.no_grad():
+        out.update({"x_eval": to_json(x_eval), "y_eval": to_json(module(x_eval))})
     return out
 
 
@@ -303,6 +350,26 @@ def cases():
         yield name, name, lambda inp, d=description, c=call, m=make, s=x_shape, k=check, p=has_params: (
             layer_case(inp, d, c, m(), s, k, p)
         )
+    batchnorms = [
+        (
+            "batchnorm2d",
+            "BatchNorm2D over 3 channels of 4x5, batch 2 (momentum 0.1, eps 1e-5)",
+            "torch.nn.BatchNorm2d(3)",
+            lambda: nn.BatchNorm2d(3),
+            (2, 3, 4, 5),
+        ),
+        (
+            "batchnorm1d",
+            "BatchNorm1D over 6 features, batch 5 (momentum 0.1, eps 1e-5)",
+            "torch.nn.BatchNorm1d(6)",
+            lambda: nn.BatchNorm1d(6),
+            (5, 6),
+        ),
+    ]
+    for name, description, call, make, x_shape in batchnorms:
+        yield name, name, lambda inp, d=description, c=call, m=make, s=x_shape: (
+            batchnorm_case(inp, d, c, m(), s)
+        )
     yield "softmax_cross_entropy", "softmax_cross_entropy", softmax_cross_entropy
     yield (
         "softmax_cross_entropy_smoothed",
@@ -356,7 +423,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     for name, seed_name, compute in cases():
         existing = None
-        if args.inputs_from is not None:
+        if args.inputs_from is not None and (args.inputs_from / f"{name}.json").exists():
             existing = json.loads((args.inputs_from / f"{name}.json").read_text())
         torch.manual_seed(0)  # modules draw default weights before theirs are copied in
         result = compute(Inputs(seed_name, existing))

@@ -58,7 +58,9 @@
 //! Per entry, [`rel_error`] `|a - b| / max(|a|, |b|, floor)` (used by the layer tests). For a
 //! tensor, the norm-wise error `max_i |a_i - b_i| / max_i max(|a_i|, |b_i|)` over the checked
 //! entries, so that f32 rounding is judged against the tensor's gradient scale, not against
-//! an entry that happens to be near 0.
+//! an entry that happens to be near 0; and not against less than [`SCALE_FLOOR`] of the
+//! network's largest gradient, so that a gradient that is 0 by structure (a bias before
+//! BatchNorm) is not judged against its own rounding.
 
 mod frozen;
 
@@ -87,6 +89,14 @@ pub const TOLERANCE: f64 = 1e-3;
 /// forward pass O(1).
 pub const FORWARD_TOLERANCE: f64 = 1e-4;
 
+/// A tensor's error is measured against its own gradient scale, but never against less
+/// than this share of the network's largest gradient. A gradient that is 0 by structure
+/// (the bias of a layer before BatchNorm: the batch mean removes it) comes out of f32
+/// backprop as rounding, about 1e-6 of the gradients around it, and would otherwise be
+/// judged against itself (error 1). A real derivative bug is of the size of the gradient it
+/// breaks, so one in a tensor whose gradient is above 1e-5 of the largest is still caught.
+pub const SCALE_FLOOR: f64 = 1e-2;
+
 /// The command line's relative step: h = 1e-5 max(1, |w|) (see the module doc).
 pub const STEP: f64 = 1e-5;
 
@@ -107,7 +117,8 @@ pub struct TensorCheck {
     /// is measured against. 0 means every checked entry has a zero gradient.
     pub scale: f64,
     /// Norm-wise relative error over the checked entries:
-    /// `max |backprop - numeric| / max(max |backprop|, max |numeric|)`.
+    /// `max |backprop - numeric| / max(max |backprop|, max |numeric|, SCALE_FLOOR G)`, G the
+    /// largest `scale` of the network's tensors ([`SCALE_FLOOR`]).
     pub max_rel_error: f64,
 }
 
@@ -241,6 +252,7 @@ pub fn check_gradients(
     let mut net = FrozenNet::new(model, x, labels)?;
     let mut rng = Rng::for_purpose(seed, "gradcheck");
     let mut tensors = Vec::with_capacity(names.len());
+    let mut max_diffs = Vec::with_capacity(names.len());
     for (t, (name, grad)) in names.iter().zip(backprop).enumerate() {
         let mut check = TensorCheck {
             name: name.clone(),
@@ -276,12 +288,17 @@ pub fn check_gradients(
             };
             check.scale = check.scale.max(numeric.abs()).max(backprop.abs());
         }
-        check.max_rel_error = if check.scale > 0.0 {
-            max_diff / check.scale
+        tensors.push(check);
+        max_diffs.push(max_diff);
+    }
+    let network_scale = tensors.iter().map(|c| c.scale).fold(0.0, f64::max);
+    for (check, max_diff) in tensors.iter_mut().zip(max_diffs) {
+        let scale = check.scale.max(SCALE_FLOOR * network_scale);
+        check.max_rel_error = if scale > 0.0 {
+            max_diff / scale
         } else {
             max_diff
         };
-        tensors.push(check);
     }
     Ok(GradReport {
         forward: net.forward_check().clone(),

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{activation, Activation, Layer, NetworkSpec, Param, Pass};
+use crate::layers::{activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Param, Pass};
 use crate::loss::softmax_cross_entropy_smoothed;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -142,8 +142,24 @@ impl Model {
     /// to the loss). Inference and evaluation use [`Model::infer`].
     pub fn forward(&mut self, x: &Tensor) -> Result<&Tensor> {
         self.check_input(x)?;
+        self.check_training_batch(x.batch())?;
         self.run_layers(x, true);
         Ok(&self.acts[self.layers.len() - 1])
+    }
+
+    /// Whether every layer can run a training batch of `n` samples (BatchNorm1D needs two).
+    pub fn check_training_batch(&self, n: usize) -> Result<()> {
+        let pass = Pass {
+            training: true,
+            stream: 0,
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer
+                .op
+                .check_batch(n, pass)
+                .map_err(|msg| Error::Invalid(format!("layer {i}: {msg}")))?;
+        }
+        Ok(())
     }
 
     /// Every layer's forward pass on a checked input, for training or not.
@@ -269,6 +285,26 @@ impl Model {
             }
         }
         out
+    }
+
+    /// Every buffer (saved state that is not trained: BatchNorm's `running_mean`,
+    /// `running_var`, `num_batches_tracked`) with its model-file name `layers.{i}.{name}`.
+    pub fn named_buffers(&self) -> Vec<(String, Buffer<'_>)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, b) in layer.buffers() {
+                out.push((format!("layers.{i}.{name}"), b));
+            }
+        }
+        out
+    }
+
+    /// Every buffer, mutable, in the order of [`Model::named_buffers`].
+    pub fn buffers_mut(&mut self) -> Vec<BufferMut<'_>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.buffers_mut().into_iter().map(|(_, b)| b))
+            .collect()
     }
 
     /// Every parameter, mutable, in the order of [`Model::named_params`].

@@ -3,7 +3,9 @@
 //! Tensors are named `layers.{i}.weight` and `layers.{i}.bias`, where `i` is the layer's
 //! index among the config's layer lines (0-based; Flatten and pooling lines count, an implied
 //! Flatten does not), in PyTorch's layouts: Conv2D `[K, C, kh, kw]`, Dense `[out, in]` with
-//! its input flattened in (C, H, W) order. All tensors are little-endian F32.
+//! its input flattened in (C, H, W) order. BatchNorm adds `layers.{i}.running_mean`,
+//! `running_var` (F32 `[C]`) and `num_batches_tracked` (an I64 scalar), as PyTorch's state
+//! dict names them. All other tensors are little-endian F32.
 //!
 //! The header's metadata (string to string) carries what is needed to use the file alone:
 //!
@@ -32,6 +34,7 @@ use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::io::{read_capped, write_atomic};
+use crate::layers::{Buffer, BufferMut};
 use crate::model::Model;
 
 /// The `format` value we write and accept.
@@ -75,25 +78,36 @@ fn json<T: serde::Serialize>(v: &[T]) -> String {
     serde_json::to_string(v).expect("a slice of strings or numbers serialises")
 }
 
-/// Serialises the model's weights, `extra` tensors and the metadata to safetensors bytes.
+/// Serialises the model's weights and buffers, `extra` tensors and the metadata to
+/// safetensors bytes.
 pub fn to_bytes(
     model: &Model,
     extra: &[(String, Vec<usize>, Vec<f32>)],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = model
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
         .named_params()
         .into_iter()
-        .map(|(name, p)| (name, p.value.shape().to_vec(), f32_bytes(p.value.data())))
+        .map(|(name, p)| {
+            let bytes = f32_bytes(p.value.data());
+            (name, Dtype::F32, p.value.shape().to_vec(), bytes)
+        })
         .collect();
+    for (name, b) in model.named_buffers() {
+        owned.push(match b {
+            Buffer::F32(t) => (name, Dtype::F32, t.shape().to_vec(), f32_bytes(t.data())),
+            // A 0-dimensional I64 tensor, as PyTorch saves num_batches_tracked.
+            Buffer::I64(v) => (name, Dtype::I64, Vec::new(), v.to_le_bytes().to_vec()),
+        });
+    }
     owned.extend(
         extra
             .iter()
-            .map(|(n, s, v)| (n.clone(), s.clone(), f32_bytes(v))),
+            .map(|(n, s, v)| (n.clone(), Dtype::F32, s.clone(), f32_bytes(v))),
     );
     let mut views = Vec::with_capacity(owned.len());
-    for (name, shape, bytes) in &owned {
-        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+    for (name, dtype, shape, bytes) in &owned {
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
             .map_err(|e| Error::Invalid(format!("tensor {name}: {e}")))?;
         views.push((name.as_str(), view));
     }
@@ -243,8 +257,11 @@ pub fn parse_meta(path: &Path, m: &HashMap<String, String>) -> Result<ModelMeta>
 }
 
 /// Copies the file's `layers.*` tensors into `model`, checking that each one the model
-/// needs is present, F32, of the right shape and finite. Tensors named in `allowed_extra`
-/// by prefix (checkpoint state) are skipped; any other unknown tensor is an error.
+/// needs is present, F32, of the right shape and finite. BatchNorm's buffers come too:
+/// `running_mean` and `running_var` are needed (a variance must not be negative);
+/// `num_batches_tracked`, an I64 scalar, may be absent (it informs, nothing uses it), as in
+/// files written before it existed. Tensors named in `allowed_extra` by prefix (checkpoint
+/// state) are skipped; any other unknown tensor is an error.
 pub fn copy_weights(
     path: &Path,
     file: &SafeTensors,
@@ -255,36 +272,87 @@ pub fn copy_weights(
         file: path.into(),
         msg,
     };
-    let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    let params: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    let buffers: Vec<String> = model.named_buffers().into_iter().map(|(n, _)| n).collect();
     for name in file.names() {
         let extra_ok = !allowed_extra.is_empty() && name.starts_with(allowed_extra);
-        if !names.contains(name) && !extra_ok {
+        if !params.contains(name) && !buffers.contains(name) && !extra_ok {
+            let mut known = params.clone();
+            known.extend(buffers.iter().cloned());
             return Err(bad(format!(
-                "unknown tensor `{name}`: the config's parameters are {}",
-                names.join(", ")
+                "unknown tensor `{name}`: the config's tensors are {}",
+                known.join(", ")
             )));
         }
     }
-    for (name, p) in names.iter().zip(model.params_mut()) {
+    for (name, p) in params.iter().zip(model.params_mut()) {
         let t = file
             .tensor(name)
             .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
-        if t.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "tensor `{name}` is {:?}, expected F32",
-                t.dtype()
-            )));
+        let shape = p.value.shape().to_vec();
+        read_f32_tensor(name, &t, p.value.data_mut(), &shape).map_err(bad)?;
+    }
+    for (name, b) in buffers.iter().zip(model.buffers_mut()) {
+        match b {
+            BufferMut::F32(out) => {
+                let t = file
+                    .tensor(name)
+                    .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+                let shape = out.shape().to_vec();
+                read_f32_tensor(name, &t, out.data_mut(), &shape).map_err(bad)?;
+                if name.ends_with("running_var") && out.data().iter().any(|&v| v < 0.0) {
+                    return Err(bad(format!("tensor `{name}` holds a negative variance")));
+                }
+            }
+            BufferMut::I64(out) => {
+                let Ok(t) = file.tensor(name) else {
+                    continue;
+                };
+                *out = read_count(name, &t).map_err(bad)?;
+            }
         }
-        if t.shape() != p.value.shape() {
-            return Err(bad(format!(
-                "tensor `{name}` has shape {:?}, the config needs {:?}",
-                t.shape(),
-                p.value.shape()
-            )));
-        }
-        read_f32_into(name, t.data(), p.value.data_mut()).map_err(bad)?;
     }
     Ok(())
+}
+
+/// Checks that `t` is F32 of `shape` and decodes it into `out`.
+fn read_f32_tensor(
+    name: &str,
+    t: &TensorView,
+    out: &mut [f32],
+    shape: &[usize],
+) -> std::result::Result<(), String> {
+    if t.dtype() != Dtype::F32 {
+        return Err(format!("tensor `{name}` is {:?}, expected F32", t.dtype()));
+    }
+    if t.shape() != shape {
+        return Err(format!(
+            "tensor `{name}` has shape {:?}, the config needs {shape:?}",
+            t.shape()
+        ));
+    }
+    read_f32_into(name, t.data(), out)
+}
+
+/// A count saved as an I64 scalar (shape `[]`, or `[1]`), not negative.
+fn read_count(name: &str, t: &TensorView) -> std::result::Result<i64, String> {
+    if t.dtype() != Dtype::I64 || t.shape().iter().product::<usize>() != 1 || t.shape().len() > 1 {
+        return Err(format!(
+            "tensor `{name}` is {:?} of shape {:?}, expected an I64 scalar",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    let bytes: [u8; 8] = t
+        .data()
+        .try_into()
+        .map_err(|_| format!("tensor `{name}` has {} bytes, expected 8", t.data().len()))?;
+    match i64::from_le_bytes(bytes) {
+        v if v >= 0 => Ok(v),
+        v => Err(format!(
+            "tensor `{name}` is {v}, a count cannot be negative"
+        )),
+    }
 }
 
 /// Decodes little-endian f32 bytes into `out`, refusing NaN and infinity.

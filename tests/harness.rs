@@ -52,5 +52,5 @@ fn every_pytorch_fixture_records_the_torch_version() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 15, "the fixtures listed in tests/fixtures/README.md");
+    assert_eq!(seen, 17, "the fixtures listed in tests/fixtures/README.md");
 }

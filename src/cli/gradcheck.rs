@@ -25,9 +25,11 @@ pub struct GradcheckArgs {
     /// Seed for the random weights, batch and labels.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Images in the random batch.
-    #[arg(long, default_value_t = 2, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
-    batch: usize,
+    /// Images in the random batch [default: 2, or 8 for a network with BatchNorm: over 2
+    /// samples BatchNorm1D's output is about +-1 whatever its input, a function too
+    /// ill-conditioned for f32 to differentiate finely].
+    #[arg(long, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
+    batch: Option<usize>,
     /// Entries checked per parameter tensor (chosen at random).
     #[arg(long, default_value_t = 20, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
     entries: usize,
@@ -39,7 +41,11 @@ pub fn run(args: GradcheckArgs) -> CmdResult {
     let mut model = Model::new(spec, Init::Normal, args.seed)?;
     random_biases(&mut model, args.seed);
     let [c, h, w] = spec.input;
-    let n = args.batch.max(1);
+    let has_batchnorm = spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, cnn::layers::LayerSpec::BatchNorm(_)));
+    let n = args.batch.unwrap_or(if has_batchnorm { 8 } else { 2 });
     let mut rng = Rng::for_purpose(args.seed, "gradcheck-data");
     // Pixel-like inputs in [0, 1), as real images are after scaling.
     let data = (0..n * c * h * w).map(|_| rng.uniform() as f32).collect();
@@ -73,7 +79,7 @@ pub fn run(args: GradcheckArgs) -> CmdResult {
         "numeric = central difference (h = {STEP:.0e} max(1, |w|)) of the loss in f64 with \
          every ReLU mask and max-pool winner frozen as the forward pass chose them, so no \
          step crosses a kink; rel. error = max |backprop - numeric| / max |gradient| over \
-         the checked entries, tolerance {TOLERANCE:.0e} (f32 rounding gives about 1e-6); \
+         the checked entries (at least 1% of the network's largest), tolerance {TOLERANCE:.0e} (f32 rounding gives about 1e-6); \
          on kink = the derivative there is one-sided, checked on the forward pass's side; \
          unchecked = the finite difference is not finite"
     );

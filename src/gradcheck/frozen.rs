@@ -33,9 +33,19 @@ use crate::tensor::Tensor;
 #[derive(Debug, Clone, Copy)]
 enum RefOp {
     Conv(ConvGeom),
-    Dense { inputs: usize, units: usize },
+    Dense {
+        inputs: usize,
+        units: usize,
+    },
     MaxPool(PoolGeom),
     AvgPool(PoolGeom),
+    /// BatchNorm in its training form: C channels of S values per sample, each normalised
+    /// with its batch mean and biased variance.
+    BatchNorm {
+        channels: usize,
+        spatial: usize,
+        eps: f64,
+    },
     Identity,
 }
 
@@ -136,6 +146,14 @@ impl FrozenNet {
                     (RefOp::MaxPool(g), Some(p.argmax()[..count].to_vec()))
                 }
                 Op::AvgPool2D(p) => (RefOp::AvgPool(p.geom), None),
+                Op::BatchNorm(b) => (
+                    RefOp::BatchNorm {
+                        channels: b.channels,
+                        spatial: b.spatial,
+                        eps: f64::from(b.eps),
+                    },
+                    None,
+                ),
                 // Flatten copies; a stand-alone activation is `act` on a copy.
                 Op::Flatten(_) | Op::Activation(_) | Op::Dropout(_) => (RefOp::Identity, None),
             };
@@ -413,6 +431,7 @@ impl RefLayer {
     fn channel_len(&self) -> usize {
         match self.op {
             RefOp::Conv(g) => g.out_h * g.out_w,
+            RefOp::BatchNorm { spatial, .. } => spatial,
             _ => 1,
         }
     }
@@ -429,6 +448,10 @@ impl RefLayer {
 
     /// The operation with only output channel `c` recomputed, the rest from `base_z`.
     fn one_channel(&self, x: &[f64], base_z: &[f64], c: usize, n: usize) -> Vec<f64> {
+        if let RefOp::BatchNorm { .. } = self.op {
+            // Cheap already (O(N C S)); the other channels come out as in the base pass.
+            return self.op_forward(x, n);
+        }
         let (w, b) = (&self.params[0], &self.params[1]);
         let mut z = base_z.to_vec();
         match self.op {
@@ -538,6 +561,30 @@ impl RefLayer {
                         s * scale
                     })
                     .collect()
+            }
+            RefOp::BatchNorm {
+                channels,
+                spatial,
+                eps,
+            } => {
+                // y = gamma (x - mu) / sqrt(var + eps) + beta, mu and the biased var over
+                // each channel's N S values.
+                let (gamma, beta) = (&self.params[0], &self.params[1]);
+                let m = (n * spatial) as f64;
+                let at = |s: usize, c: usize| (s * channels + c) * spatial;
+                let mut y = vec![0.0; n * channels * spatial];
+                for c in 0..channels {
+                    let values = || (0..n).flat_map(|s| &x[at(s, c)..at(s, c) + spatial]);
+                    let mu = values().sum::<f64>() / m;
+                    let var = values().map(|v| (v - mu).powi(2)).sum::<f64>() / m;
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for s in 0..n {
+                        for j in at(s, c)..at(s, c) + spatial {
+                            y[j] = gamma[c] * (x[j] - mu) * inv + beta[c];
+                        }
+                    }
+                }
+                y
             }
             RefOp::Identity => match &self.scale {
                 Some(scale) => x.iter().zip(scale).map(|(v, f)| v * f).collect(),

@@ -127,6 +127,21 @@ macro_rules! layer_kinds {
             pub fn fans(&self) -> Option<(usize, usize)> {
                 match self { $(Op::$variant(l) => LayerOp::fans(l),)* }
             }
+
+            /// See [`LayerOp::buffers`].
+            pub fn buffers(&self) -> Vec<(&'static str, Buffer<'_>)> {
+                match self { $(Op::$variant(l) => LayerOp::buffers(l),)* }
+            }
+
+            /// See [`LayerOp::buffers_mut`].
+            pub fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
+                match self { $(Op::$variant(l) => LayerOp::buffers_mut(l),)* }
+            }
+
+            /// See [`LayerOp::check_batch`].
+            pub fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {
+                match self { $(Op::$variant(l) => LayerOp::check_batch(l, n, pass),)* }
+            }
         }
     };
 }

@@ -23,6 +23,7 @@
 mod dispatch;
 
 pub mod activation;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
@@ -33,11 +34,12 @@ pub mod pool;
 pub mod spec;
 
 pub use activation::{Activation, ActivationLayer};
+pub use batchnorm::{BatchNorm, BatchNormSpec};
 pub use conv2d::{Conv2D, Conv2dSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
-pub use param::Param;
+pub use param::{Buffer, BufferMut, Param};
 pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
 pub use spec::*;
 
@@ -62,6 +64,8 @@ layer_kinds! {
     Activation => activation::Kind,
     /// Inverted dropout in training, the identity otherwise ([`dropout`]).
     Dropout => dropout::Kind,
+    /// Batch normalisation, `BatchNorm2D` and `BatchNorm1D` ([`batchnorm`]).
+    BatchNorm => batchnorm::Kind,
 }
 
 /// What a forward pass is for, given to every layer before it runs ([`LayerOp::prepare`]).
@@ -162,9 +166,24 @@ pub trait LayerOp {
     fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
         Vec::new()
     }
-    /// Fan-in and fan-out of the weight, for initialisation; `None` without weights.
+    /// Fan-in and fan-out of the weight, for initialisation; `None` without weights (and
+    /// then the parameters keep the values [`LayerKind::build`] gave them).
     fn fans(&self) -> Option<(usize, usize)> {
         None
+    }
+    /// Saved state that is not a parameter, as `(name, buffer)`; a model file names them
+    /// `layers.{i}.{name}` (BatchNorm's running statistics).
+    fn buffers(&self) -> Vec<(&'static str, Buffer<'_>)> {
+        Vec::new()
+    }
+    /// Mutable access, in the order of [`LayerOp::buffers`].
+    fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
+        Vec::new()
+    }
+    /// Whether the layer can run a batch of `n` samples in `pass`, or why not (BatchNorm1D
+    /// cannot normalise a training batch of one sample).
+    fn check_batch(&self, _n: usize, _pass: Pass) -> std::result::Result<(), String> {
+        Ok(())
     }
 }
 
@@ -237,6 +256,16 @@ impl Layer {
     /// Dense (I, O).
     pub fn fans(&self) -> Option<(usize, usize)> {
         self.op.fans()
+    }
+
+    /// The layer's saved state that is not trained (BatchNorm's running statistics).
+    pub fn buffers(&self) -> Vec<(&'static str, Buffer<'_>)> {
+        self.op.buffers()
+    }
+
+    /// Mutable access to the buffers, in the order of [`Layer::buffers`].
+    pub fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
+        self.op.buffers_mut()
     }
 }
 

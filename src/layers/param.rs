@@ -21,3 +21,21 @@ impl Param {
         }
     }
 }
+
+/// A layer's saved state that gradients do not train (BatchNorm's running statistics and
+/// batch count): written to model files and checkpoints beside the parameters, read back on
+/// load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Buffer<'a> {
+    /// An f32 tensor (`running_mean`, `running_var`).
+    F32(&'a Tensor),
+    /// An I64 scalar, as PyTorch saves `num_batches_tracked`.
+    I64(i64),
+}
+
+/// Mutable access to a [`Buffer`].
+#[derive(Debug)]
+pub enum BufferMut<'a> {
+    F32(&'a mut Tensor),
+    I64(&'a mut i64),
+}

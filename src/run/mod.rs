@@ -153,6 +153,7 @@ impl Run {
             model_file::load_weights(init, &mut model)?;
         }
         let data = load_data(&config, &parsed)?;
+        check_batches(&model, data.train.len(), config.batch_size)?;
         let norm = normalization(&config, &parsed, &data.train);
         let state = TrainState::new(config.optimizer());
         Ok(Run {
@@ -436,6 +437,23 @@ impl Run {
     pub fn model_path(&self) -> PathBuf {
         self.dir.join("model.safetensors")
     }
+}
+
+/// Refuses a run with a batch that a layer cannot train on (BatchNorm1D needs two samples):
+/// the full batches, and the last, partial one of each epoch.
+fn check_batches(model: &Model, samples: usize, batch_size: usize) -> Result<()> {
+    let batch = batch_size.clamp(1, samples.max(1));
+    model.check_training_batch(batch)?;
+    let last = samples % batch;
+    if last != 0 {
+        model.check_training_batch(last).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}; with {samples} training images and --batch-size {batch_size} the last \
+                 batch of each epoch has {last}: choose another batch size"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The input normalisation: fitted on the training data with `--normalize`, else identity.

@@ -1,0 +1,544 @@
+//! Batch normalisation: PyTorch's `nn.BatchNorm2d` (after a convolution) and `nn.BatchNorm1d`
+//! (after a Dense layer).
+//!
+//! Legend: N batch, C channels (BatchNorm1D: features), S values per channel and sample
+//! (H W for BatchNorm2D, 1 for BatchNorm1D), M = N S the values each channel's statistics
+//! are taken over, gamma (`weight`) and beta (`bias`) the learned scale and shift, eps the
+//! small constant that keeps the division finite, m the momentum.
+//!
+//! In a training step each channel c is normalised with the statistics of the batch, and
+//! the running statistics move towards them:
+//!
+//! ```text
+//! mu_c     = (1/M) sum x                       over the N S values of channel c
+//! var_c    = (1/M) sum (x - mu_c)^2            biased: this one normalises
+//! xhat     = (x - mu_c) / sqrt(var_c + eps)
+//! y        = gamma_c xhat + beta_c
+//! running_mean_c = (1 - m) running_mean_c + m mu_c
+//! running_var_c  = (1 - m) running_var_c  + m var_c M / (M - 1)     unbiased, as PyTorch
+//! num_batches_tracked += 1
+//! ```
+//!
+//! In evaluation (inference, `cnn evaluate`, the test set after each epoch) the running
+//! statistics take the batch's place, so a sample's output depends on that sample alone:
+//!
+//! ```text
+//! y = gamma_c (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c
+//! ```
+//!
+//! Backward of the training form (mu and var depend on every x of the channel, hence the
+//! two sums; derived by the chain rule through xhat, mu and var):
+//!
+//! ```text
+//! dbeta_c  = sum dy                            over the channel's M values
+//! dgamma_c = sum dy xhat
+//! dx       = gamma_c / sqrt(var_c + eps) * (dy - dbeta_c / M - xhat dgamma_c / M)
+//! ```
+//!
+//! Backward after an evaluation pass is that of the fixed affine map:
+//! `dx = gamma_c / sqrt(running_var_c + eps) * dy`.
+//!
+//! The forward pass keeps mu and 1/sqrt(var + eps) per channel (2 C floats) and backward
+//! recomputes xhat from x: nothing of size N C S is cached. Each channel's sums run in one
+//! fixed order in f64, whatever the thread count, so results are the same bytes for any
+//! number of threads.
+
+use rayon::prelude::*;
+
+use super::keys::LineKeys;
+use super::param::{Buffer, BufferMut, Param};
+use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
+use crate::error::{Error, Result};
+use crate::text::thousands;
+
+/// PyTorch's default momentum.
+pub const DEFAULT_MOMENTUM: f32 = 0.1;
+/// PyTorch's default eps.
+pub const DEFAULT_EPS: f32 = 1e-5;
+
+/// What a BatchNorm line normalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dims {
+    /// `BatchNorm2D`: each channel of a (C, H, W) input, over N H W values.
+    Two,
+    /// `BatchNorm1D`: each feature of a flat input, over the N samples.
+    One,
+}
+
+/// A BatchNorm config line: `BatchNorm2D` or `BatchNorm1D`, with optional
+/// `momentum=0.1 eps=1e-5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNormSpec {
+    pub dims: Dims,
+    /// m, the weight of each batch in the running statistics, in [0, 1]. Default 0.1.
+    pub momentum: f32,
+    /// eps > 0, added to the variance under the square root. Default 1e-5.
+    pub eps: f32,
+}
+
+/// The BatchNorm kind (both lines).
+pub struct Kind;
+
+impl LayerKind for Kind {
+    type Spec = BatchNormSpec;
+    type Op = BatchNorm;
+    const LINES: &'static [(&'static str, &'static [&'static str])] = &[
+        ("BatchNorm2D", &["momentum", "eps"]),
+        ("BatchNorm1D", &["momentum", "eps"]),
+    ];
+    const INPUT: InputForm = InputForm::Any;
+
+    fn parse(name: &str, keys: &LineKeys) -> Result<BatchNormSpec> {
+        let dims = if name == "BatchNorm1D" {
+            Dims::One
+        } else {
+            Dims::Two
+        };
+        let number = |key: &str, default: f32, ok: fn(f32) -> bool, want: &str| match keys.get(key)
+        {
+            None => Ok(default),
+            Some(a) => match a.value.parse::<f32>() {
+                Ok(v) if ok(v) => Ok(v),
+                _ => Err(keys.err(
+                    a.value_pos,
+                    format!("`{key}` must be {want}, found `{}`", a.value),
+                )),
+            },
+        };
+        Ok(BatchNormSpec {
+            dims,
+            momentum: number(
+                "momentum",
+                DEFAULT_MOMENTUM,
+                |v| (0.0..=1.0).contains(&v),
+                "a number from 0 to 1 (the weight of each batch in the running \
+                 statistics, e.g. `momentum=0.1`)",
+            )?,
+            eps: number(
+                "eps",
+                DEFAULT_EPS,
+                |v| v.is_finite() && v > 0.0,
+                "a positive number (added to the variance, e.g. `eps=1e-5`)",
+            )?,
+        })
+    }
+
+    fn name(spec: &BatchNormSpec) -> &'static str {
+        match spec.dims {
+            Dims::Two => "BatchNorm2D",
+            Dims::One => "BatchNorm1D",
+        }
+    }
+
+    fn output_shape(spec: &BatchNormSpec, input: &[usize]) -> Result<SampleShape> {
+        channels(spec, input)?;
+        Ok(input.to_vec())
+    }
+
+    fn counts(spec: &BatchNormSpec, input: &[usize], _output: &[usize]) -> Counts {
+        let c = channels(spec, input).map_or(0, |(c, _)| c as u128);
+        let len: u128 = input.iter().map(|&d| d as u128).product();
+        Counts {
+            params: 2 * c,
+            flops: 2 * len,
+        }
+    }
+
+    fn describe(spec: &BatchNormSpec) -> String {
+        let mut s = Self::name(spec).to_string();
+        if spec.momentum != DEFAULT_MOMENTUM {
+            s += &format!(" momentum={}", spec.momentum);
+        }
+        if spec.eps != DEFAULT_EPS {
+            s += &format!(" eps={}", spec.eps);
+        }
+        s
+    }
+
+    fn explain(spec: &BatchNormSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
+        let (c, s) = channels(spec, input)?;
+        let over = match spec.dims {
+            Dims::Two => format!("N*{}*{} values", input[1], input[2]),
+            Dims::One => "N values".to_string(),
+        };
+        Ok(vec![
+            format!(
+                "params = 2*{c} = {}  (a scale gamma and a shift beta per channel), plus \
+                 running_mean and running_var ({c} each) and num_batches_tracked, not trained",
+                thousands(2 * c as u128)
+            ),
+            format!(
+                "training: each channel is normalised over its {over} with the batch's mean and \
+                 variance; evaluation: with the running ones (momentum {}, eps {})",
+                spec.momentum, spec.eps
+            ),
+            format!(
+                "FLOPs = 2*{} = {}  (one multiply-add per value in evaluation)",
+                thousands((c * s) as u128),
+                thousands(2 * (c * s) as u128)
+            ),
+        ])
+    }
+
+    fn build(spec: &BatchNormSpec, input: &[usize]) -> Result<BatchNorm> {
+        let (c, s) = channels(spec, input)?;
+        let mut weight = Param::zeros(&[c]);
+        weight.value.fill(1.0);
+        let mut running_var = crate::tensor::Tensor::zeros(&[c]);
+        running_var.fill(1.0);
+        Ok(BatchNorm {
+            dims: spec.dims,
+            channels: c,
+            spatial: s,
+            momentum: spec.momentum,
+            eps: spec.eps,
+            weight,
+            bias: Param::zeros(&[c]),
+            running_mean: crate::tensor::Tensor::zeros(&[c]),
+            running_var,
+            num_batches_tracked: 0,
+            training: false,
+            mean: vec![0.0; c],
+            inv_std: vec![0.0; c],
+        })
+    }
+}
+
+/// (C, S) of a per-sample input shape: BatchNorm2D needs (C, H, W), BatchNorm1D a flat input.
+fn channels(spec: &BatchNormSpec, input: &[usize]) -> Result<(usize, usize)> {
+    match (spec.dims, input) {
+        (Dims::Two, [c, h, w]) => Ok((*c, h * w)),
+        (Dims::One, [f]) => Ok((*f, 1)),
+        (Dims::Two, _) => Err(Error::Shape {
+            op: "BatchNorm2D",
+            expected: "a (C, H, W) input (after Conv2D or pooling; after Dense use BatchNorm1D)"
+                .into(),
+            got: crate::text::fmt_shape(input),
+        }),
+        (Dims::One, _) => Err(Error::Shape {
+            op: "BatchNorm1D",
+            expected: "a flat input (after Dense; after Conv2D or pooling use BatchNorm2D)".into(),
+            got: crate::text::fmt_shape(input),
+        }),
+    }
+}
+
+/// BatchNorm at run time.
+///
+/// # Shapes
+/// input `[N, C, H, W]` (BatchNorm2D) or `[N, C]` (BatchNorm1D), output the same.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    /// Which of the two lines built it.
+    pub dims: Dims,
+    /// C.
+    pub channels: usize,
+    /// S, values per channel and sample.
+    pub spatial: usize,
+    /// m.
+    pub momentum: f32,
+    /// eps.
+    pub eps: f32,
+    /// gamma `[C]`, 1 at the start.
+    pub weight: Param,
+    /// beta `[C]`, 0 at the start.
+    pub bias: Param,
+    /// `[C]`, 0 at the start.
+    pub running_mean: crate::tensor::Tensor,
+    /// `[C]`, 1 at the start.
+    pub running_var: crate::tensor::Tensor,
+    /// Training batches seen (PyTorch keeps it as an I64 scalar; it informs, and no formula
+    /// here uses it).
+    pub num_batches_tracked: i64,
+    /// Whether the last forward pass was a training one.
+    training: bool,
+    /// Per channel, of the last forward pass: the mean used and 1/sqrt(var + eps).
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl BatchNorm {
+    /// `[start, end)` of channel `ch` of sample `n` in a flat NCS batch.
+    fn block(&self, n: usize, ch: usize) -> std::ops::Range<usize> {
+        let start = (n * self.channels + ch) * self.spatial;
+        start..start + self.spatial
+    }
+
+    /// The batch's (mean, biased variance) of every channel, in f64: two passes, one fixed
+    /// order per channel.
+    fn batch_stats(&self, x: &[f32], n: usize) -> Vec<(f64, f64)> {
+        let m = (n * self.spatial) as f64;
+        (0..self.channels)
+            .into_par_iter()
+            .map(|ch| {
+                let values = || (0..n).flat_map(|s| x[self.block(s, ch)].iter());
+                let mean = values().map(|&v| f64::from(v)).sum::<f64>() / m;
+                let var = values()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / m;
+                (mean, var)
+            })
+            .collect()
+    }
+
+    /// Fewer than two values per channel in a training batch cannot be normalised (the
+    /// variance is 0 and the unbiased one undefined): PyTorch refuses such a batch too.
+    pub fn min_training_batch(&self) -> usize {
+        if self.spatial >= 2 {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+impl LayerOp for BatchNorm {
+    fn prepare(&mut self, pass: Pass) {
+        self.training = pass.training;
+    }
+
+    fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {
+        if pass.training && n < self.min_training_batch() {
+            let name = match self.dims {
+                Dims::Two => "BatchNorm2D",
+                Dims::One => "BatchNorm1D",
+            };
+            return Err(format!(
+                "{name} cannot normalise a training batch of {n} sample: each channel needs \
+                 at least 2 values (PyTorch refuses it too); use a batch of 2 or more"
+            ));
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        let c = self.channels;
+        if self.training {
+            let stats = self.batch_stats(x, n);
+            let m = (n * self.spatial) as f64;
+            let keep = 1.0 - f64::from(self.momentum);
+            let moved = f64::from(self.momentum);
+            let rm = self.running_mean.data_mut();
+            for (ch, &(mean, var)) in stats.iter().enumerate() {
+                self.mean[ch] = mean as f32;
+                self.inv_std[ch] = (1.0 / (var + f64::from(self.eps)).sqrt()) as f32;
+                rm[ch] = (keep * f64::from(rm[ch]) + moved * mean) as f32;
+            }
+            let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+            let rv = self.running_var.data_mut();
+            for (ch, &(_, var)) in stats.iter().enumerate() {
+                rv[ch] = (keep * f64::from(rv[ch]) + moved * var * unbiased) as f32;
+            }
+            self.num_batches_tracked += 1;
+        } else {
+            for ch in 0..c {
+                self.mean[ch] = self.running_mean.data()[ch];
+                self.inv_std[ch] = (1.0
+                    / (f64::from(self.running_var.data()[ch]) + f64::from(self.eps)).sqrt())
+                    as f32;
+            }
+        }
+        // y = gamma (x - mu) inv_std + beta, channel by channel.
+        let (gamma, beta) = (self.weight.value.data(), self.bias.value.data());
+        let (mean, inv_std, s) = (&self.mean, &self.inv_std, self.spatial);
+        y[..n * c * s]
+            .par_chunks_mut(c * s)
+            .zip(x[..n * c * s].par_chunks(c * s))
+            .for_each(|(y, x)| {
+                for ch in 0..c {
+                    let (mu, k, b) = (mean[ch], gamma[ch] * inv_std[ch], beta[ch]);
+                    for (y, &x) in y[ch * s..(ch + 1) * s].iter_mut().zip(&x[ch * s..]) {
+                        *y = (x - mu) * k + b;
+                    }
+                }
+            });
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        _y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+    ) {
+        let (c, s) = (self.channels, self.spatial);
+        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        // dbeta_c = sum dy, dgamma_c = sum dy xhat, per channel in f64.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, k) = (mean[ch], f64::from(inv_std[ch]));
+                let (mut db, mut dg) = (0.0f64, 0.0f64);
+                for sample in 0..n {
+                    let r = self.block(sample, ch);
+                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
+                        db += f64::from(g);
+                        dg += f64::from(g) * f64::from(v - mu) * k;
+                    }
+                }
+                (db, dg)
+            })
+            .collect();
+        for (ch, &(db, dg)) in sums.iter().enumerate() {
+            self.bias.grad.data_mut()[ch] = db as f32;
+            self.weight.grad.data_mut()[ch] = dg as f32;
+        }
+        let Some(dx) = dx else { return };
+        let gamma = self.weight.value.data();
+        let m = (n * s) as f64;
+        // Per channel: dx = k (dy - a - xhat b), with k = gamma inv_std, a = dbeta / M and
+        // b = dgamma / M in training; a = b = 0 after an evaluation pass.
+        let coef: Vec<(f32, f32, f32)> = sums
+            .iter()
+            .enumerate()
+            .map(|(ch, &(db, dg))| {
+                let k = gamma[ch] * inv_std[ch];
+                if self.training {
+                    (k, (db / m) as f32, (dg / m) as f32)
+                } else {
+                    (k, 0.0, 0.0)
+                }
+            })
+            .collect();
+        dx[..n * c * s]
+            .par_chunks_mut(c * s)
+            .zip(dy[..n * c * s].par_chunks(c * s))
+            .zip(x[..n * c * s].par_chunks(c * s))
+            .for_each(|((dx, dy), x)| {
+                for ch in 0..c {
+                    let (k, a, b) = coef[ch];
+                    let (mu, is) = (mean[ch], inv_std[ch]);
+                    let r = ch * s..(ch + 1) * s;
+                    for ((d, &g), &v) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+                        *d = k * (g - a - (v - mu) * is * b);
+                    }
+                }
+            });
+    }
+
+    fn params(&self) -> Vec<(&'static str, &Param)> {
+        vec![("weight", &self.weight), ("bias", &self.bias)]
+    }
+
+    fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+        vec![("weight", &mut self.weight), ("bias", &mut self.bias)]
+    }
+
+    fn buffers(&self) -> Vec<(&'static str, Buffer<'_>)> {
+        vec![
+            ("running_mean", Buffer::F32(&self.running_mean)),
+            ("running_var", Buffer::F32(&self.running_var)),
+            ("num_batches_tracked", Buffer::I64(self.num_batches_tracked)),
+        ]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
+        vec![
+            ("running_mean", BufferMut::F32(&mut self.running_mean)),
+            ("running_var", BufferMut::F32(&mut self.running_var)),
+            (
+                "num_batches_tracked",
+                BufferMut::I64(&mut self.num_batches_tracked),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(dims: Dims, input: &[usize]) -> BatchNorm {
+        let spec = BatchNormSpec {
+            dims,
+            momentum: DEFAULT_MOMENTUM,
+            eps: DEFAULT_EPS,
+        };
+        Kind::build(&spec, input).unwrap()
+    }
+
+    fn training() -> Pass {
+        Pass {
+            training: true,
+            stream: 0,
+        }
+    }
+
+    /// By hand: one feature, batch [1, 2, 3, 6]: mean 3, biased variance
+    /// (4 + 1 + 0 + 9) / 4 = 3.5, unbiased 14 / 3.
+    #[test]
+    fn batchnorm1d_by_hand() {
+        let mut bn = layer(Dims::One, &[1]);
+        bn.weight.value.data_mut()[0] = 2.0;
+        bn.bias.value.data_mut()[0] = 0.5;
+        bn.prepare(training());
+        let x = [1.0, 2.0, 3.0, 6.0];
+        let mut y = [0.0; 4];
+        bn.forward(&x, &mut y, 4);
+        let inv = 1.0 / (3.5f64 + 1e-5).sqrt();
+        for (&got, &xv) in y.iter().zip(&x) {
+            let want = 2.0 * (f64::from(xv) - 3.0) * inv + 0.5;
+            assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // running_mean = 0.9 * 0 + 0.1 * 3; running_var = 0.9 * 1 + 0.1 * 14/3.
+        assert!((bn.running_mean.data()[0] - 0.3).abs() < 1e-7);
+        assert!((f64::from(bn.running_var.data()[0]) - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6);
+        assert_eq!(bn.num_batches_tracked, 1);
+        // Evaluation uses the running statistics: x = 0.3 gives beta exactly-ish.
+        bn.prepare(Pass::default());
+        let mut y1 = [0.0; 1];
+        bn.forward(&[0.3], &mut y1, 1);
+        assert!((y1[0] - 0.5).abs() < 1e-6, "{}", y1[0]);
+        assert_eq!(bn.num_batches_tracked, 1, "evaluation does not count");
+    }
+
+    /// The training backward: dy = 1 everywhere gives dx = 0 (a constant shift of y is
+    /// absorbed by the mean), and dgamma = sum xhat = 0, dbeta = M.
+    #[test]
+    fn a_uniform_gradient_vanishes_through_the_batch_mean() {
+        let mut bn = layer(Dims::Two, &[2, 2, 2]);
+        bn.prepare(training());
+        let x: Vec<f32> = (0..3 * 8)
+            .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.0)
+            .collect();
+        let mut y = vec![0.0; x.len()];
+        bn.forward(&x, &mut y, 3);
+        let mut dy = vec![1.0; x.len()];
+        let mut dx = vec![9.0; x.len()];
+        bn.backward(&x, &y, &mut dy, Some(&mut dx), 3);
+        assert!(dx.iter().all(|v| v.abs() < 1e-5), "{dx:?}");
+        assert_eq!(bn.bias.grad.data(), &[12.0, 12.0]);
+        assert!(bn.weight.grad.data().iter().all(|v| v.abs() < 1e-5));
+    }
+
+    #[test]
+    fn a_batch_of_one_is_refused_in_training_for_batchnorm1d_only() {
+        let one = layer(Dims::One, &[3]);
+        assert!(one.check_batch(1, training()).is_err());
+        assert!(one.check_batch(2, training()).is_ok());
+        assert!(one.check_batch(1, Pass::default()).is_ok());
+        let two = layer(Dims::Two, &[3, 2, 2]);
+        assert!(two.check_batch(1, training()).is_ok());
+    }
+
+    #[test]
+    fn the_wrong_input_form_is_a_shape_error_naming_the_other_kind() {
+        let spec = BatchNormSpec {
+            dims: Dims::One,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let e = Kind::output_shape(&spec, &[4, 5, 5])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use BatchNorm2D"), "{e}");
+        let spec = BatchNormSpec {
+            dims: Dims::Two,
+            ..spec
+        };
+        let e = Kind::output_shape(&spec, &[10]).unwrap_err().to_string();
+        assert!(e.contains("use BatchNorm1D"), "{e}");
+    }
+}
