@@ -6,9 +6,10 @@
 //! * **broadcast** ([`gemm_bcast`]): `C[i][j0..j0+16] += A[i][p] * B[p][j0..j0+16]` for
 //!   p = 0, 1, ..., K-1, a tile of up to 6 rows x 16 columns of C in 12 registers; each
 //!   step loads 2 vectors of B and broadcasts 6 scalars of A for 12 fused multiply-adds.
-//! * **dot** ([`gemm_dot`]): `C[i][j] = sum_p A[i][p] * B[j][p]`, a tile of 2 x 2 dot
-//!   products, each kept as 16 lanes in two vectors (lane l sums the p with p mod 16 = l,
-//!   as in the AVX-512 kernel), the 16 lanes added by the same tree at the end.
+//! * **dot** ([`gemm_dot`]): `C[i][j] = sum_p A[i][p] * B[j][p]`, a tile of 4 x 3 dot
+//!   products, each kept as 16 lanes (lane l sums the p with p mod 16 = l, as in the
+//!   AVX-512 kernel): lanes 0-7 in one pass over p, then lanes 8-15 in a second, the 16
+//!   lanes added by the same tree at the end.
 //!
 //! Same bits as the AVX-512 path: each element of C is computed by the same operations in
 //! the same order as there (the broadcast kernel's chain of FMAs over p from the same
@@ -17,9 +18,10 @@
 //! neither the tiling nor the thread count changes a bit (tested against the AVX-512
 //! kernels where the CPU has both).
 //!
-//! Edges: AVX2 has masked loads and stores (`vmaskmovps`: masked-off lanes touch no memory,
-//! read as 0), slower than plain ones, so the broadcast kernel has a separate instance for
-//! a partial column tile; a partial row tile uses a kernel instantiated for fewer rows.
+//! Edges: AVX2 has masked loads (`vmaskmovps`: masked-off lanes touch no memory, read as
+//! 0), slower than plain ones, so the broadcast kernel has a separate instance for a
+//! partial column tile; partial vectors are stored through a buffer (the masked store is
+//! microcode on AMD CPUs); a partial row tile uses a kernel instantiated for fewer rows.
 //!
 //! Safety: as in [`super::avx512`], the kernels are `unsafe fn`s on bare views ([`MatPtr`],
 //! [`MatPtrMut`], [`Dims`]); [`super::gemm`] checks the bounds once, on slices.
@@ -38,10 +40,10 @@ const MR: usize = 6;
 /// a 48 KB L1 (32 KB on older CPUs, where it still mostly fits in L1 and L2 serves the
 /// rest).
 const KC: usize = 576;
-/// Rows and columns of C per dot tile (8 accumulators of 2 vectors each would need 16; 2 x 2
-/// keeps 8 accumulator vectors, 4 of B and 2 of A in the 16 registers).
-const DR: usize = 2;
-const DS: usize = 2;
+/// Rows and columns of C per dot tile: 12 accumulators, 3 vectors of B and one of A in the
+/// 16 registers, for one half of the 16 lane chains at a time (see [`dot_half`]).
+const DR: usize = 4;
+const DS: usize = 3;
 
 thread_local! {
     /// Each thread's buffer for a packed KC x 16 block of B.
@@ -91,21 +93,52 @@ unsafe fn load2<const FULL: bool>(p: *const f32, m: (__m256i, __m256i)) -> (__m2
     }
 }
 
-/// Stores two vectors of a row at `p`, as [`load2`] loads them.
+/// Stores the first `cols` (16 if `FULL`) lanes of two vectors to a row at `p`.
+///
+/// A partial row goes through a buffer on the stack and is copied out by scalars: AMD's
+/// CPUs run the masked store `vmaskmovps` as microcode, many times slower than this.
 ///
 /// # Safety
-/// As for [`load2`], with the floats writable.
+/// AVX must be available; the `cols` floats from `p` must be writable.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn store2<const FULL: bool>(p: *mut f32, m: (__m256i, __m256i), v: (__m256, __m256)) {
-    // SAFETY: by the caller's word; unaligned stores need no alignment.
+unsafe fn store2<const FULL: bool>(p: *mut f32, cols: usize, v: (__m256, __m256)) {
+    // SAFETY: by the caller's word, 16 floats (FULL) or `cols` from p are writable;
+    // unaligned stores need no alignment.
     unsafe {
         if FULL {
             _mm256_storeu_ps(p, v.0);
             _mm256_storeu_ps(p.add(8), v.1);
         } else {
-            _mm256_maskstore_ps(p, m.0, v.0);
-            _mm256_maskstore_ps(p.wrapping_add(8), m.1, v.1);
+            let mut t = [0.0f32; 16];
+            _mm256_storeu_ps(t.as_mut_ptr(), v.0);
+            _mm256_storeu_ps(t.as_mut_ptr().add(8), v.1);
+            for (j, &x) in t.iter().enumerate().take(cols) {
+                *p.add(j) = x;
+            }
+        }
+    }
+}
+
+/// Stores the first `n` (at most 8) lanes of `v` to `p`, as [`store2`] does.
+///
+/// # Safety
+/// AVX must be available; the `n` values of `T` (4 bytes each) from `p` must be writable.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_first<T: Copy + Default>(p: *mut T, n: usize, v: __m256i) {
+    const { assert!(std::mem::size_of::<T>() == 4) };
+    // SAFETY: `t` holds 8 four-byte values, the 32 bytes stored; the caller makes the n
+    // values from p writable.
+    unsafe {
+        if n == 8 {
+            _mm256_storeu_si256(p as *mut __m256i, v);
+        } else {
+            let mut t = [T::default(); 8];
+            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, v);
+            for (j, &x) in t.iter().enumerate().take(n) {
+                *p.add(j) = x;
+            }
         }
     }
 }
@@ -174,7 +207,7 @@ unsafe fn bcast_tile<const R: usize, const FULL: bool>(
     for r in 0..R {
         // SAFETY: C(r, j) for j < cols is in bounds and overlaps no operand (caller);
         // `store2` writes only those columns.
-        unsafe { store2::<FULL>(c.at(r, 0), m, (acc0[r], acc1[r])) };
+        unsafe { store2::<FULL>(c.at(r, 0), cols, (acc0[r], acc1[r])) };
     }
 }
 
@@ -197,7 +230,7 @@ unsafe fn pack_b(kc: usize, b: MatPtr, cols: usize, buf: &mut [f32]) -> MatPtr {
         // p < kc fit.
         unsafe {
             let v = load2::<false>(b.at(p, 0), m);
-            store2::<true>(dst.add(p * NR), m, v);
+            store2::<true>(dst.add(p * NR), NR, v);
         }
     }
     MatPtr {
@@ -324,7 +357,65 @@ fn lane_sum_16(lo: __m256, hi: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// One dot tile of R x S (at most 2 x 2) elements: `C[r][s] = (beta_one ? C[r][s] : 0) +
+/// Half of the 16 lane chains of an R x S dot tile: lanes `off..off + 8` (`off` is 0 or 8)
+/// of each 16-step chunk of p, that is the chains of the p with p mod 16 in that range.
+/// The two halves are independent chains, so computing them one after the other changes
+/// no bit and lets a tile of 12 accumulators fit in the 16 registers.
+///
+/// # Safety
+/// As for [`dot_tile`].
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_half<const R: usize, const S: usize>(
+    k: usize,
+    a: MatPtr,
+    b: MatPtr,
+    off: usize,
+) -> [[__m256; S]; R] {
+    let mut acc = [[_mm256_setzero_ps(); S]; R];
+    let (lda, ldb) = (a.row_stride, b.row_stride);
+    let full = k / 16 * 16;
+    for p in (off..full).step_by(16) {
+        // SAFETY: the rows of A and B are contiguous and in bounds for p < k (caller), and
+        // p + 8 <= full <= k; unaligned loads need no alignment.
+        unsafe {
+            let mut bv = [_mm256_setzero_ps(); S];
+            for (s, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(b.ptr.add(s * ldb + p));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm256_loadu_ps(a.ptr.add(r * lda + p));
+                for s in 0..S {
+                    acc_r[s] = _mm256_fmadd_ps(av, bv[s], acc_r[s]);
+                }
+            }
+        }
+    }
+    let rest = (k - full).saturating_sub(off);
+    if rest > 0 {
+        // The last chunk is partial: its masked-off lanes read nothing and add +0, as the
+        // AVX-512 kernel's do.
+        let m = lanes_upto(rest);
+        let p = full + off;
+        // SAFETY: the masks enable the lanes p..k of the rows, in bounds (caller);
+        // masked-off lanes touch no memory.
+        unsafe {
+            let mut bv = [_mm256_setzero_ps(); S];
+            for (s, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_maskload_ps(b.ptr.add(s * ldb + p), m);
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm256_maskload_ps(a.ptr.add(r * lda + p), m);
+                for s in 0..S {
+                    acc_r[s] = _mm256_fmadd_ps(av, bv[s], acc_r[s]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// One dot tile of R x S (at most 4 x 3) elements: `C[r][s] = (beta_one ? C[r][s] : 0) +
 /// sum_p A[r][p] * B[s][p]`, in 16 lane chains as [`super::avx512::gemm_dot`].
 ///
 /// # Safety
@@ -339,47 +430,8 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
     c: MatPtrMut,
     beta_one: bool,
 ) {
-    let mut lo = [[_mm256_setzero_ps(); S]; R];
-    let mut hi = [[_mm256_setzero_ps(); S]; R];
-    let (lda, ldb) = (a.row_stride, b.row_stride);
-    let full = k / 16 * 16;
-    let step = |p: usize,
-                m: (__m256i, __m256i),
-                full: bool,
-                lo: &mut [[__m256; S]; R],
-                hi: &mut [[__m256; S]; R]| {
-        // SAFETY: the rows of A and B are contiguous and in bounds for p < k (caller): all
-        // 16 lanes from p when `full` (p + 16 <= k), else the masks' lanes p..k.
-        unsafe {
-            let load = |q: *const f32| {
-                if full {
-                    load2::<true>(q, m)
-                } else {
-                    load2::<false>(q, m)
-                }
-            };
-            let mut bv = [(_mm256_setzero_ps(), _mm256_setzero_ps()); S];
-            for (s, v) in bv.iter_mut().enumerate() {
-                *v = load(b.ptr.add(s * ldb + p));
-            }
-            for r in 0..R {
-                let (a0, a1) = load(a.ptr.add(r * lda + p));
-                for s in 0..S {
-                    lo[r][s] = _mm256_fmadd_ps(a0, bv[s].0, lo[r][s]);
-                    hi[r][s] = _mm256_fmadd_ps(a1, bv[s].1, hi[r][s]);
-                }
-            }
-        }
-    };
-    let all = masks(16);
-    for p in (0..full).step_by(16) {
-        step(p, all, true, &mut lo, &mut hi);
-    }
-    if full < k {
-        // The last step is partial: its masked-off lanes read nothing and add +0, as the
-        // AVX-512 kernel's do.
-        step(full, masks(k - full), false, &mut lo, &mut hi);
-    }
+    // SAFETY: passed on from the caller.
+    let (lo, hi) = unsafe { (dot_half::<R, S>(k, a, b, 0), dot_half::<R, S>(k, a, b, 8)) };
     for r in 0..R {
         for s in 0..S {
             let sum = lane_sum_16(lo[r][s], hi[r][s]);
@@ -416,17 +468,18 @@ pub unsafe fn gemm_dot(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, beta_one: bo
             // SAFETY: i0 < m and j0 < n: row i0 of A, row j0 of B and C(i0, j0) are in
             // bounds (caller).
             let (ai, bj, cij) = unsafe { (a.block(i0, 0), b.block(j0, 0), c.block(i0, j0)) };
-            // SAFETY: the tile's rows i0..i0+rows <= m of A and C and rows j0..j0+cols <= n
-            // of B are in bounds, rows contiguous (asserted).
-            unsafe {
-                match (rows, cols) {
-                    (2, 2) => dot_tile::<2, 2>(k, ai, bj, cij, beta_one),
-                    (2, 1) => dot_tile::<2, 1>(k, ai, bj, cij, beta_one),
-                    (1, 2) => dot_tile::<1, 2>(k, ai, bj, cij, beta_one),
-                    (1, 1) => dot_tile::<1, 1>(k, ai, bj, cij, beta_one),
-                    _ => unreachable!("dot tile larger than DR x DS"),
-                }
+            // SAFETY (each arm): AVX2 and FMA are available (caller); the tile's rows
+            // i0..i0+rows <= m of A and C and rows j0..j0+cols <= n of B are in bounds,
+            // rows contiguous (asserted).
+            macro_rules! tile {
+                ($(($r:literal, $s:literal))*) => {
+                    match (rows, cols) {
+                        $(($r, $s) => unsafe { dot_tile::<$r, $s>(k, ai, bj, cij, beta_one) },)*
+                        _ => unreachable!("dot tile larger than DR x DS"),
+                    }
+                };
             }
+            tile!((4, 3)(4, 2)(4, 1)(3, 3)(3, 2)(3, 1)(2, 3)(2, 2)(2, 1)(1, 3)(1, 2)(1, 1));
         }
     }
 }
@@ -452,7 +505,6 @@ pub unsafe fn max_pool_2x2(
         let r0 = 2 * oy * w;
         for ox0 in (0..out_w).step_by(8) {
             let lanes = 8.min(out_w - ox0);
-            let m_out = lanes_upto(lanes);
             let m_in = masks(2 * lanes);
             // The window's rows 2 oy and 2 oy + 1 (< h) from column 2 ox0 on: inside x,
             // as 2 out_h <= h, 2 out_w <= w and x holds h x w (caller).
@@ -462,10 +514,16 @@ pub unsafe fn max_pool_2x2(
                 (top, top.add(w))
             };
             let split = |p: *const f32| {
-                // SAFETY: the masks enable the row's 2 lanes elements from `p`, columns
-                // 2 ox0 .. 2 (ox0 + lanes) <= w of the row: inside x. Masked-off lanes
-                // touch no memory.
-                let (lo, hi) = unsafe { load2::<false>(p, m_in) };
+                // SAFETY: the row's 2 lanes elements from `p` (all 16 when lanes = 8, else
+                // those of the masks), columns 2 ox0 .. 2 (ox0 + lanes) <= w of the row, are
+                // inside x. Masked-off lanes touch no memory.
+                let (lo, hi) = unsafe {
+                    if lanes == 8 {
+                        load2::<true>(p, m_in)
+                    } else {
+                        load2::<false>(p, m_in)
+                    }
+                };
                 // shuffle_ps takes lanes 0, 2 (or 1, 3) of each 128-bit half of lo then hi:
                 // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; permuting the 64-bit pairs to
                 // (0, 2, 1, 3) puts them in order.
@@ -492,12 +550,10 @@ pub unsafe fn max_pool_2x2(
             let base = _mm256_add_epi32(_mm256_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
             let idx = _mm256_add_epi32(base, at);
             let o = oy * out_w + ox0;
-            // SAFETY: `m_out` enables lanes o .. o + lanes <= out_h x out_w, inside y and
-            // arg (caller); u32 and i32 have the same size, and unaligned stores need no
-            // alignment.
+            // SAFETY: lanes o .. o + lanes <= out_h x out_w are inside y and arg (caller).
             unsafe {
-                _mm256_maskstore_ps(y.as_mut_ptr().add(o), m_out, out);
-                _mm256_maskstore_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx);
+                store_first(y.as_mut_ptr().add(o), lanes, _mm256_castps_si256(out));
+                store_first(arg.as_mut_ptr().add(o), lanes, idx);
             }
         }
     }
@@ -527,18 +583,19 @@ unsafe fn shifted_row(
             lo.saturating_sub(c0).min(lanes),
             hi.saturating_sub(c0).min(lanes),
         );
-        // Lanes a..b: the first b lanes without the first a.
-        let valid = _mm256_andnot_si256(lanes_upto(a), lanes_upto(b));
-        // SAFETY: `valid` enables the lanes c0 + l in lo..hi, whose sources the caller
-        // guarantees readable (masked-off lanes touch no memory, hence `wrapping_offset`);
-        // the store writes lanes c0 + l < len of `dst`, writable by the caller's word.
+        let from = src.wrapping_offset(c0 as isize + shift);
+        // SAFETY: the loads read only the lanes c0 + l in lo..hi (all 8 when a = 0 and
+        // b = 8; else those of the mask, the first b lanes without the first a), whose
+        // sources the caller guarantees readable (masked-off lanes touch no memory, hence
+        // `wrapping_offset`); the store writes lanes c0 + l < len of `dst`, writable by the
+        // caller's word.
         unsafe {
-            let v = _mm256_maskload_ps(src.wrapping_offset(c0 as isize + shift), valid);
-            if lanes == 8 {
-                _mm256_storeu_ps(dst.add(c0), v);
+            let v = if a == 0 && b == 8 {
+                _mm256_loadu_ps(from)
             } else {
-                _mm256_maskstore_ps(dst.add(c0), lanes_upto(lanes), v);
-            }
+                _mm256_maskload_ps(from, _mm256_andnot_si256(lanes_upto(a), lanes_upto(b)))
+            };
+            store_first(dst.add(c0), lanes, _mm256_castps_si256(v));
         }
         c0 += 8;
     }
