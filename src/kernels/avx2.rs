@@ -44,6 +44,9 @@ const KC: usize = 576;
 /// 16 registers, for one half of the 16 lane chains at a time (see [`dot_half`]).
 const DR: usize = 4;
 const DS: usize = 3;
+/// Steps of p per block of a dot tile: 7 rows of 512 floats (14 KB) stay in L1 between the
+/// two halves.
+const DOT_BLOCK: usize = 512;
 
 thread_local! {
     /// Each thread's buffer for a packed KC x 16 block of B.
@@ -357,27 +360,28 @@ fn lane_sum_16(lo: __m256, hi: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// Half of the 16 lane chains of an R x S dot tile: lanes `off..off + 8` (`off` is 0 or 8)
-/// of each 16-step chunk of p, that is the chains of the p with p mod 16 in that range.
+/// Half of the 16 lane chains of an R x S dot tile over the steps `p0..p1` (`p0` a
+/// multiple of 16, `p1` one too or K): lanes `off..off + 8` (`off` is 0 or 8) of each
+/// 16-step chunk, that is the chains of the p with p mod 16 in that range, added to `acc`.
 /// The two halves are independent chains, so computing them one after the other changes
 /// no bit and lets a tile of 12 accumulators fit in the 16 registers.
 ///
 /// # Safety
-/// As for [`dot_tile`].
+/// As for [`dot_tile`], for p < p1.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn dot_half<const R: usize, const S: usize>(
-    k: usize,
+    (p0, p1): (usize, usize),
     a: MatPtr,
     b: MatPtr,
     off: usize,
-) -> [[__m256; S]; R] {
-    let mut acc = [[_mm256_setzero_ps(); S]; R];
+    acc: &mut [[__m256; S]; R],
+) {
     let (lda, ldb) = (a.row_stride, b.row_stride);
-    let full = k / 16 * 16;
-    for p in (off..full).step_by(16) {
-        // SAFETY: the rows of A and B are contiguous and in bounds for p < k (caller), and
-        // p + 8 <= full <= k; unaligned loads need no alignment.
+    let full = p0 + (p1 - p0) / 16 * 16;
+    for p in (p0 + off..full).step_by(16) {
+        // SAFETY: the rows of A and B are contiguous and in bounds for p < p1 (caller), and
+        // p + 8 <= full <= p1; unaligned loads need no alignment.
         unsafe {
             let mut bv = [_mm256_setzero_ps(); S];
             for (s, v) in bv.iter_mut().enumerate() {
@@ -391,13 +395,13 @@ unsafe fn dot_half<const R: usize, const S: usize>(
             }
         }
     }
-    let rest = (k - full).saturating_sub(off);
+    let rest = (p1 - full).saturating_sub(off);
     if rest > 0 {
         // The last chunk is partial: its masked-off lanes read nothing and add +0, as the
         // AVX-512 kernel's do.
         let m = lanes_upto(rest);
         let p = full + off;
-        // SAFETY: the masks enable the lanes p..k of the rows, in bounds (caller);
+        // SAFETY: the masks enable the lanes p..p1 of the rows, in bounds (caller);
         // masked-off lanes touch no memory.
         unsafe {
             let mut bv = [_mm256_setzero_ps(); S];
@@ -412,7 +416,6 @@ unsafe fn dot_half<const R: usize, const S: usize>(
             }
         }
     }
-    acc
 }
 
 /// One dot tile of R x S (at most 4 x 3) elements: `C[r][s] = (beta_one ? C[r][s] : 0) +
@@ -430,8 +433,19 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
     c: MatPtrMut,
     beta_one: bool,
 ) {
-    // SAFETY: passed on from the caller.
-    let (lo, hi) = unsafe { (dot_half::<R, S>(k, a, b, 0), dot_half::<R, S>(k, a, b, 8)) };
+    let mut lo = [[_mm256_setzero_ps(); S]; R];
+    let mut hi = lo;
+    // Both halves block by block, so that the second reads the rows' block from L1 (over
+    // all of K, a Dense layer's rows, 50 KB for 4 rows of 3136, would be read twice from
+    // L2 or memory).
+    for p0 in (0..k).step_by(DOT_BLOCK) {
+        let steps = (p0, (p0 + DOT_BLOCK).min(k));
+        // SAFETY: passed on from the caller, for p < steps.1 <= k.
+        unsafe {
+            dot_half::<R, S>(steps, a, b, 0, &mut lo);
+            dot_half::<R, S>(steps, a, b, 8, &mut hi);
+        }
+    }
     for r in 0..R {
         for s in 0..S {
             let sum = lane_sum_16(lo[r][s], hi[r][s]);
