@@ -13,8 +13,8 @@
 //!
 //! Same bits as the AVX-512 path: each element of C is computed by the same operations in
 //! the same order as there (the broadcast kernel's chain of FMAs over p from the same
-//! start; the dot kernel's 16 lane chains and the pairwise tree l + (l+8), + (l+4), + (l+2),
-//! + (l+1)). Only the tiles differ, and no element's arithmetic depends on its tile, so
+//! start; the dot kernel's 16 lane chains and the pairwise tree that adds lane l + 8, then
+//! l + 4, l + 2 and l + 1 to lane l). Only the tiles differ, and no element's arithmetic depends on its tile, so
 //! neither the tiling nor the thread count changes a bit (tested against the AVX-512
 //! kernels where the CPU has both).
 //!
