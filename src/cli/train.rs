@@ -65,15 +65,16 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> CmdResult {
     let given = args.run_options();
-    if args.resume.is_none() {
-        given.check()?;
-    }
-    // Every number first, before any file is read or written.
-    RunConfig::default().with(&given).validate()?;
     let mut run = match &args.resume {
-        Some(dir) => Run::resume(dir, &given)?,
+        Some(dir) => {
+            // Every number first, before any file is read or written.
+            RunConfig::default().with(&given).validate()?;
+            Run::resume(dir, &given)?
+        }
+        // Flags over the config file's Train and Augment lines over the defaults, checked
+        // before any data is read or any file written.
         None => Run::new(
-            RunConfig::default().with(&given),
+            cnn::run::settings::resolve(&given)?,
             args.out.clone(),
             args.force,
         )?,
