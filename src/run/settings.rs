@@ -430,3 +430,96 @@ pub fn describe(settings: &[SettingsLine]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(train: &str) -> Result<RunOptions> {
+        let text = format!("2\n{train}\nInput shape=1x8x8\nFlatten\nDense units=3\n");
+        from_config(&crate::config::parse(&text, "t.cfg")?)
+    }
+
+    // PyTorch's SGD(lr, momentum=0, nesterov=False) is plain SGD; momentum > 0 adds the
+    // momentum buffer; nesterov=True (which needs momentum) is Nesterov's variant.
+    #[test]
+    fn optimizer_sgd_reads_momentum_and_nesterov_as_pytorch_sgd_does() {
+        let opt = |line: &str| options(line).unwrap().optimizer;
+        assert_eq!(opt("Train optimizer=sgd"), Some(OptimizerChoice::Sgd));
+        assert_eq!(
+            opt("Train optimizer=sgd momentum=0"),
+            Some(OptimizerChoice::Sgd)
+        );
+        assert_eq!(
+            opt("Train optimizer=sgd momentum=0.9"),
+            Some(OptimizerChoice::Momentum)
+        );
+        assert_eq!(
+            opt("Train optimizer=sgd momentum=0.9 nesterov=true"),
+            Some(OptimizerChoice::Nesterov)
+        );
+        assert_eq!(opt("Train momentum=0.9"), Some(OptimizerChoice::Momentum));
+        assert_eq!(
+            opt("Train optimizer=momentum nesterov=true"),
+            Some(OptimizerChoice::Nesterov)
+        );
+        assert_eq!(opt("Train optimizer=adamw"), Some(OptimizerChoice::AdamW));
+        assert_eq!(
+            opt("Train lr=0.1"),
+            None,
+            "no optimizer key: the flag or default"
+        );
+    }
+
+    #[test]
+    fn nesterov_false_with_optimizer_nesterov_is_a_contradiction_at_its_value() {
+        let err = options("Train optimizer=nesterov nesterov=false").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.cfg:2:35: `nesterov=false` contradicts `optimizer=nesterov`; write \
+             `optimizer=momentum` for SGD with plain momentum"
+        );
+    }
+
+    #[test]
+    fn every_train_key_reaches_its_run_option() {
+        let o = options(
+            "Train epochs=4 batch=16 lr=0.2 weight_decay=0.01 schedule=step step=2 gamma=0.5 \
+             warmup=1 label_smoothing=0.1 init=glorot seed=9 normalize=true val_split=0.25 \
+             early_stop=val_accuracy patience=3 min_delta=0.01 restore_best=true",
+        )
+        .unwrap();
+        let want = RunOptions {
+            epochs: Some(4),
+            batch_size: Some(16),
+            lr: Some(0.2),
+            weight_decay: Some(0.01),
+            schedule: Some(ScheduleChoice::Step),
+            step_size: Some(2),
+            gamma: Some(0.5),
+            warmup: Some(1),
+            label_smoothing: Some(0.1),
+            init_scheme: Some(Init::Glorot),
+            seed: Some(9),
+            normalize: true,
+            val_split: Some(0.25),
+            early_stop: Some(Monitor::ValAccuracy),
+            patience: Some(3),
+            min_delta: Some(0.01),
+            restore_best: true,
+            ..RunOptions::default()
+        };
+        assert_eq!(o, want);
+    }
+
+    #[test]
+    fn a_flag_overrides_the_config_line_and_the_line_overrides_the_default() {
+        let file = options("Train lr=0.2 epochs=4").unwrap();
+        let flags = RunOptions {
+            lr: Some(0.05),
+            ..RunOptions::default()
+        };
+        let c = RunConfig::default().with(&flags.over(&file));
+        assert_eq!((c.lr, c.epochs, c.batch_size), (0.05, 4, 32));
+    }
+}
