@@ -22,6 +22,10 @@
 //!   example wraps the Conv2D line this way).
 //! - Blank lines are ignored; `#` starts a comment, on its own line or after a layer.
 //! - Layer names are case-insensitive; keys are exact (lower case).
+//! - `Train ...` and `Augment ...` lines hold training settings, not layers: they may stand
+//!   anywhere after the layer count, once each, and are not counted in it. The parser checks
+//!   their keys ([`SETTINGS_LINES`]) and keeps them in [`ParsedConfig::settings`];
+//!   [`crate::run::settings`] reads their values, so that loading a model file never does.
 //!
 //! # Layers and keys
 //!
