@@ -7,8 +7,8 @@
 //! ```
 //!
 //! The config parser ([`crate::config`]) finds the lines and checks their keys; this module
-//! reads their values into [`RunOptions`], each bad value an [`Error::Config`] at its line
-//! and column. The command line's flags override them ([`RunOptions::over`]), and the
+//! reads their values into [`RunOptions`], each bad value an [`crate::Error::Config`] at its
+//! line and column. The command line's flags override them ([`RunOptions::over`]), and the
 //! defaults of [`RunConfig::default`] fill the rest: flag > config line > default.
 //!
 //! | key | flag | value |
