@@ -77,12 +77,29 @@ pub fn resolve(given: &RunOptions) -> Result<RunConfig> {
 
 /// Refuses a setting of the file that only applies with another one that the run does not
 /// have (`gamma=` without `schedule=step`, `patience=` without `early_stop=`, `early_stop=`
-/// without `val_split=`), at the setting's line and column, unless a flag replaced it. The
+/// without `val_split=`) or that contradicts another (`warmup=` not below the epochs,
+/// `min_lr=` above the rate), at the setting's line and column, unless a flag replaced it. The
 /// same mistakes made with flags are [`RunOptions::check`]'s and
 /// [`RunConfig::validate`]'s.
 fn check_file_keys(parsed: &ParsedConfig, given: &RunOptions, merged: &RunOptions) -> Result<()> {
     let schedule = merged.schedule.unwrap_or_default();
+    let c = RunConfig::default().with(merged);
+    let warmup_why = format!(
+        "must be fewer epochs than the run's {} (warm-up comes before the schedule)",
+        c.epochs
+    );
+    let min_lr_why = format!("must be at most the run's learning rate ({})", c.lr);
     let rules = [
+        (
+            "warmup",
+            given.warmup.is_none() && c.warmup > 0 && c.warmup >= c.epochs,
+            warmup_why.as_str(),
+        ),
+        (
+            "min_lr",
+            given.min_lr.is_none() && c.min_lr > c.lr,
+            min_lr_why.as_str(),
+        ),
         (
             "step",
             given.step_size.is_none() && schedule != ScheduleChoice::Step,
