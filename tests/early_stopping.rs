@@ -293,6 +293,17 @@ fn resuming_with_another_patience_is_refused() {
     ];
     let (code, _, stderr) = train(d, &data, "r", &es);
     assert_eq!(code, 0, "{stderr}");
+    // Its own settings again are fine (the validation split comes from run.json).
+    let (code, _, stderr) = run(&[
+        &"train",
+        &"--resume",
+        &d.join("r"),
+        &"--early-stop",
+        &"val_loss",
+        &"--stop-after-steps",
+        &"5",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
     let (code, _, stderr) = run(&[&"train", &"--resume", &d.join("r"), &"--patience", &"9"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(

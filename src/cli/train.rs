@@ -72,8 +72,13 @@ pub fn run(args: TrainArgs) -> CmdResult {
     let given = args.run_options();
     let mut run = match &args.resume {
         Some(dir) => {
-            // Every number first, before any file is read or written.
-            RunConfig::default().with(&given).validate()?;
+            // Every number first, before any file is read or written. Whether early stopping
+            // has its validation split is the stored run's to say (`Run::resume` checks).
+            RunConfig {
+                early_stop: None,
+                ..RunConfig::default().with(&given)
+            }
+            .validate()?;
             Run::resume(dir, &given)?
         }
         // Flags over the config file's Train and Augment lines over the defaults, checked
