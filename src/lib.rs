@@ -26,6 +26,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod early_stop;
 pub mod error;
 pub mod examples;
 pub mod gradcheck;

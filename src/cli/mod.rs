@@ -234,6 +234,7 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
             &format!("{} (embedded config)", path.display()),
         )?;
         print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+        print!("{}", cnn::run::settings::describe(&parsed.settings));
         println!(
             "Classes ({}): {}",
             meta.classes.len(),
@@ -242,7 +243,9 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
         return Ok(());
     }
     let parsed = cnn::config::load(path)?;
+    cnn::run::settings::from_config(&parsed)?;
     print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+    print!("{}", cnn::run::settings::describe(&parsed.settings));
     Ok(())
 }
 
