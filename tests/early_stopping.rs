@@ -311,3 +311,52 @@ fn resuming_with_another_patience_is_refused() {
         "{stderr}"
     );
 }
+
+/// With BatchNorm, the restored weights include the running statistics of the best epoch:
+/// `model.safetensors` equals, byte for byte, a plain run of the best epoch's length.
+#[test]
+fn restore_best_brings_back_batchnorm_s_running_statistics_too() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("net.cfg"),
+        "5\nInput shape=1x8x8\nConv2D filters=4 kernel=3x3 padding=same\n\
+         BatchNorm2D activation=relu\nMaxPool2D pool=2x2\nDense units=16\n\
+         Dense units=3 activation=softmax\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    let full = column(d, "full", "val_loss");
+    let (_, best) = keras_stop(&full, true, 1, 0.05)
+        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
+    let es = [
+        "--epochs",
+        EPOCHS,
+        "--early-stop",
+        "val_loss",
+        "--patience",
+        "1",
+        "--min-delta",
+        "0.05",
+        "--restore-best",
+    ];
+    let (code, _, stderr) = train(d, &data, "restore", &es);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    let want = file(d, "upto_best", "model.safetensors");
+    assert_eq!(file(d, "restore", "model.safetensors"), want);
+    let (model, _) = cnn::model_file::load(&d.join("restore/model.safetensors")).unwrap();
+    let tracked = model
+        .named_buffers()
+        .into_iter()
+        .find(|(n, _)| n == "layers.1.num_batches_tracked")
+        .map(|(_, b)| b);
+    // 48 training images in batches of 8: 6 steps an epoch.
+    assert_eq!(
+        tracked,
+        Some(cnn::layers::Buffer::I64(6 * best as i64)),
+        "best epoch {best}"
+    );
+}
