@@ -659,7 +659,7 @@ async function selftest() {
     for (let t = 0; t < 200 && (!state.last || state.busy || state.again); t++) await new Promise((r) => setTimeout(r, 50));
     report.predicted = $('predicted').textContent;
     report.class = state.last.class;
-    report.grids = document.querySelectorAll('canvas.map').length;
+    report.grids = document.querySelectorAll('#layers canvas.map').length;
     report.layers = document.querySelectorAll('.layer').length;
     report.explained = [];
     // In each layer, the largest value of channel 1 (or 0): a cell where the sum is not zero.

@@ -58,7 +58,12 @@ pub fn load_image(path: &Path, shape: [usize; 3], resize: bool) -> Result<Vec<u8
 }
 
 /// [`load_image`] for an image already in memory (an upload); `name` stands for it in errors.
-pub fn image_from_bytes(name: &Path, bytes: &[u8], shape: [usize; 3], resize: bool) -> Result<Vec<u8>> {
+pub fn image_from_bytes(
+    name: &Path,
+    bytes: &[u8],
+    shape: [usize; 3],
+    resize: bool,
+) -> Result<Vec<u8>> {
     let img = decode_bytes(name, bytes)?;
     let mut out = Vec::with_capacity(shape.iter().product());
     push_fitted(&img, name, shape, resize, "the model's input", &mut out)?;

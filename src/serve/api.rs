@@ -57,7 +57,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let one_line = self.message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let one_line = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         (self.status, Json(serde_json::json!({ "error": one_line }))).into_response()
     }
 }
@@ -80,7 +84,12 @@ async fn with_model<T: Send + 'static>(
         f(&state, &mut loaded)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed: {e}")))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request failed: {e}"),
+        )
+    })?
 }
 
 /// A poisoned lock still holds a usable value here: every holder leaves the model whole
@@ -202,7 +211,11 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(ModelInfo {
         file: loaded.stamp.path.display().to_string(),
-        run: state.source.run_dir.as_ref().map(|d| d.display().to_string()),
+        run: state
+            .source
+            .run_dir
+            .as_ref()
+            .map(|d| d.display().to_string()),
         version: loaded.version,
         reload_error: loaded.reload_error.clone(),
         config: loaded.meta.config.clone(),
@@ -325,18 +338,21 @@ async fn predict(
         return Err(too_large());
     }
     // Reads at most MAX_UPLOAD bytes whatever the headers say (chunked uploads too).
-    let bytes = axum::body::to_bytes(body, MAX_UPLOAD)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("the upload broke off: {e}"))
-            }
-        })?;
-    with_model(&state, move |_, loaded| run_prediction(loaded, &bytes, q.resize))
-        .await
-        .map(Json)
+    let bytes = axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {e}"),
+            )
+        }
+    })?;
+    with_model(&state, move |_, loaded| {
+        run_prediction(loaded, &bytes, q.resize)
+    })
+    .await
+    .map(Json)
 }
 
 fn too_large() -> ApiError {
@@ -405,7 +421,10 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
     let index = crate::model::argmax(&probs);
     let classes = loaded.meta.classes.clone();
     Ok(Prediction {
-        class: classes.get(index).cloned().unwrap_or_else(|| index.to_string()),
+        class: classes
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| index.to_string()),
         index,
         classes,
         probabilities: probs,
@@ -544,7 +563,10 @@ struct Confusion {
 }
 
 /// The evaluation of the current model on `--data`, made once per model version.
-fn evaluation(state: &AppState, loaded: &mut Loaded) -> Result<Arc<crate::train::Evaluation>, ApiError> {
+fn evaluation(
+    state: &AppState,
+    loaded: &mut Loaded,
+) -> Result<Arc<crate::train::Evaluation>, ApiError> {
     let Some(ds) = &state.data else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -574,7 +596,10 @@ async fn confusion(State(state): Shared) -> ApiResult<Confusion> {
                 counts[t][p] += 1;
             }
         }
-        let ds = state.data.as_ref().map_or_else(String::new, |d| d.source.clone());
+        let ds = state
+            .data
+            .as_ref()
+            .map_or_else(String::new, |d| d.source.clone());
         Ok(Confusion {
             data: ds,
             images: e.labels.len(),
