@@ -337,6 +337,11 @@ async fn predict(
     if declared.is_some_and(|n| n > MAX_UPLOAD as u64) {
         return Err(too_large());
     }
+    let _permit = state
+        .uploads
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     // Reads at most MAX_UPLOAD bytes whatever the headers say (chunked uploads too).
     let bytes = axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|e| {
         if is_length_limit(&e) {

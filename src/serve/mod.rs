@@ -71,7 +71,13 @@ pub(crate) struct AppState {
     evaluation: Mutex<Option<(u64, Arc<Evaluation>)>>,
     /// Turns true on Ctrl-C: event streams end so that the server can stop.
     stopping: watch::Receiver<bool>,
+    /// Uploads read at once: with each at most [`MAX_UPLOAD`], their memory stays under
+    /// [`UPLOADS_AT_ONCE`] x 10 MB however many clients send (others wait their turn).
+    uploads: tokio::sync::Semaphore,
 }
+
+/// How many `POST /api/predict` bodies may be held in memory at once.
+pub const UPLOADS_AT_ONCE: usize = 16;
 
 /// A server bound to its address, not yet answering.
 pub struct Server {
@@ -116,6 +122,7 @@ impl Server {
             data,
             evaluation: Mutex::new(None),
             stopping,
+            uploads: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
         });
         Ok(Server {
             runtime,
