@@ -44,6 +44,7 @@ pub mod plot;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod summary;
 pub mod tensor;
 pub mod text;

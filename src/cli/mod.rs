@@ -15,6 +15,7 @@ mod gallery;
 mod gradcheck;
 mod predict;
 mod progress;
+mod serve;
 mod sweep;
 mod train;
 mod train_options;
@@ -76,6 +77,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Fetch MNIST or Fashion-MNIST (checked by SHA-256) into data/<name> or --dir.
     Download(download::DownloadArgs),
+    /// A live web page for a model or run folder: draw, see every layer, watch training.
+    Serve(serve::ServeArgs),
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -132,7 +135,11 @@ pub fn main() -> i32 {
     // waking a sleeping worker and waiting for it, which took most of a batch-1 forward pass.
     // Commands that compute also keep the other workers polling for work, so that no
     // parallel loop waits 15-20 us for a sleeping worker to wake (kernels::threads).
-    let outcome = if cli.command.computes() {
+    let outcome = if matches!(cli.command, Command::Serve(_)) {
+        // The server waits on the main thread, outside the pool: a worker blocked there
+        // would be one fewer for the inference loops (and, with one core, none at all).
+        run(cli.command)
+    } else if cli.command.computes() {
         cnn::kernels::threads::with_awake_workers(|| run(cli.command))
     } else {
         rayon::scope(|_| run(cli.command))
@@ -261,6 +268,7 @@ fn run(command: Command) -> CmdResult {
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Download(args) => download::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
