@@ -11,8 +11,10 @@ mod bench;
 mod data_cmd;
 mod download;
 mod evaluate;
+mod export;
 mod gallery;
 mod gradcheck;
+mod import;
 mod predict;
 mod progress;
 mod sweep;
@@ -76,6 +78,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Fetch MNIST or Fashion-MNIST (checked by SHA-256) into data/<name> or --dir.
     Download(download::DownloadArgs),
+    /// Write a model file as ONNX (opset 13): class probabilities of [N, C, H, W] pixels.
+    Export(export::ExportArgs),
+    /// Read a sequential CNN from ONNX (cnn export, PyTorch) into a model file.
+    Import(import::ImportArgs),
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -258,6 +264,8 @@ fn run(command: Command) -> CmdResult {
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Download(args) => download::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     }
 }
 
@@ -267,7 +275,11 @@ impl Command {
     fn computes(&self) -> bool {
         !matches!(
             self,
-            Command::Summary { .. } | Command::Data(_) | Command::Download(_)
+            Command::Summary { .. }
+                | Command::Data(_)
+                | Command::Download(_)
+                | Command::Export(_)
+                | Command::Import(_)
         )
     }
 
