@@ -8,11 +8,12 @@
 //! [`crate::config::parse`] like any other, so the model obeys the same size caps, and the
 //! weights are copied in by name.
 //!
-//! The config is canonical: an activation right after a Conv2D or a Dense becomes that
-//! layer's `activation=`, and a Flatten right before a Dense is left implied. So a model
-//! whose config was written that way (every example is) comes back with the same config
-//! lines and the same tensor names; otherwise the layers are numbered as the generated config
-//! has them. A final `Softmax` or `LogSoftmax` becomes `activation=softmax` on the last layer
+//! The config is canonical: an activation right after a Conv2D, a BatchNorm or a Dense
+//! becomes that layer's `activation=`, and a Flatten right before a Dense is left implied.
+//! So a model whose config was written that way (every example is) comes back with the
+//! same config lines and the same tensor names; otherwise the layers are numbered as the
+//! generated config has them. A final `Softmax` or `LogSoftmax` becomes
+//! `activation=softmax` on the last layer
 //! (`cnn predict` applies a softmax to the logits either way).
 
 use std::collections::HashMap;
@@ -111,8 +112,8 @@ struct Step {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum StepKind {
-    /// A Conv2D, which can take an `activation=`; `true` once it has one.
-    Conv(bool),
+    /// A Conv2D or BatchNorm, which can take an `activation=`; `true` once it has one.
+    Fusable(bool),
     /// A Dense, likewise.
     Dense(bool),
     Flatten,
@@ -368,6 +369,15 @@ const SUPPORTED: &str = "Conv, Relu, LeakyRelu, Sigmoid, Tanh, MaxPool, AverageP
 /// Reads the graph of `proto` as a chain of config lines with their tensors.
 fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
     let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    // Every ONNX model declares its opset, and writes it after the graph: without it, the
+    // file was most likely cut short.
+    if !proto
+        .opset_import
+        .iter()
+        .any(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+    {
+        return Err("the model declares no opset for ONNX's operators (truncated?)".into());
+    }
     for d in proto
         .opset_import
         .iter()
@@ -775,7 +785,7 @@ impl Reader<'_> {
         self.shape = vec![k, g.out_h, g.out_w];
         self.push(
             format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}"),
-            StepKind::Conv(false),
+            StepKind::Fusable(false),
             vec![("weight", wshape, weight), ("bias", vec![k], bias)],
         );
         Ok(())
@@ -874,7 +884,7 @@ impl Reader<'_> {
             return Err(format!("epsilon {eps} is not positive"));
         }
         // ONNX's momentum weighs the running value, PyTorch's (and ours) the batch.
-        let momentum = round6(1.0 - attrs.float("momentum", 0.9)).clamp(0.0, 1.0);
+        let momentum = round6(1.0 - attrs.float("momentum", 0.9));
         // `cnn export` keeps num_batches_tracked in the metadata, named as the scale is
         // with `num_batches_tracked` for `weight`.
         let batches = node.input[1]
@@ -884,7 +894,7 @@ impl Reader<'_> {
             .unwrap_or(0);
         self.steps.push(Step {
             line: format!("{name} momentum={momentum} eps={eps}"),
-            kind: StepKind::Other,
+            kind: StepKind::Fusable(false),
             tensors,
             batches,
         });
@@ -1022,10 +1032,12 @@ impl Reader<'_> {
     /// has none, else a line of its own.
     fn activation(&mut self, key: &str, line: &str) -> std::result::Result<(), String> {
         match self.steps.last_mut() {
-            Some(step) if matches!(step.kind, StepKind::Conv(false) | StepKind::Dense(false)) => {
+            Some(step)
+                if matches!(step.kind, StepKind::Fusable(false) | StepKind::Dense(false)) =>
+            {
                 step.line += &format!(" activation={key}");
                 step.kind = match step.kind {
-                    StepKind::Conv(_) => StepKind::Conv(true),
+                    StepKind::Fusable(_) => StepKind::Fusable(true),
                     _ => StepKind::Dense(true),
                 };
             }

@@ -30,54 +30,73 @@ const MAX_DEPTH: usize = 100;
 /// length-delimited fields. The error says what is wrong and at which byte offset.
 pub fn check(bytes: &[u8]) -> Result<(), String> {
     let mut count = 0;
-    walk(bytes, 0, 0, &mut count)
+    walk(bytes, 0, 0, &mut count).map_err(|e| match e {
+        Stop::Malformed(msg) => msg,
+        Stop::TooMany(at) => {
+            format!("more than {MAX_MESSAGES} embedded messages and strings (at byte {at})")
+        }
+    })
+}
+
+/// Why a walk stopped.
+enum Stop {
+    /// The bytes are not a message (inside a field: they are bytes or a string).
+    Malformed(String),
+    /// The count passed [`MAX_MESSAGES`] at this byte offset: the whole file is refused.
+    TooMany(usize),
 }
 
 /// Walks the fields of the message `buf` (at `offset` in the file), adding its
 /// length-delimited fields, and those of the messages inside them, to `count`.
-fn walk(buf: &[u8], offset: usize, depth: usize, count: &mut usize) -> Result<(), String> {
+///
+/// What an attempt to read a field as a message counted is kept even when the attempt
+/// fails: prost allocates as it goes, so a graph of many empty nodes followed by a broken
+/// byte would cost as much memory before its error.
+fn walk(buf: &[u8], offset: usize, depth: usize, count: &mut usize) -> Result<(), Stop> {
+    let bad = |msg: String| Stop::Malformed(msg);
     let mut pos = 0;
     while pos < buf.len() {
         let at = offset + pos;
-        let key = varint(buf, &mut pos).ok_or_else(|| truncated(at, "a field's key"))?;
+        let key = varint(buf, &mut pos).ok_or_else(|| bad(truncated(at, "a field's key")))?;
         if key >> 3 == 0 {
-            return Err(format!("field number 0 at byte {at}"));
+            return Err(bad(format!("field number 0 at byte {at}")));
         }
         match key & 7 {
             0 => {
-                varint(buf, &mut pos).ok_or_else(|| truncated(at, "a varint"))?;
+                varint(buf, &mut pos).ok_or_else(|| bad(truncated(at, "a varint")))?;
             }
-            1 => pos = skip(buf, pos, 8).ok_or_else(|| truncated(at, "an 8-byte value"))?,
-            5 => pos = skip(buf, pos, 4).ok_or_else(|| truncated(at, "a 4-byte value"))?,
+            1 => pos = skip(buf, pos, 8).ok_or_else(|| bad(truncated(at, "an 8-byte value")))?,
+            5 => pos = skip(buf, pos, 4).ok_or_else(|| bad(truncated(at, "a 4-byte value")))?,
             2 => {
-                let len = varint(buf, &mut pos).ok_or_else(|| truncated(at, "a length"))?;
+                let len = varint(buf, &mut pos).ok_or_else(|| bad(truncated(at, "a length")))?;
                 let start = pos;
                 let end = usize::try_from(len)
                     .ok()
                     .and_then(|l| skip(buf, start, l))
                     .ok_or_else(|| {
-                        format!(
+                        bad(format!(
                             "truncated: the field at byte {at} announces {len} bytes, {} remain",
                             buf.len() - start
-                        )
+                        ))
                     })?;
                 *count += 1;
                 if *count > MAX_MESSAGES {
-                    return Err(format!(
-                        "more than {MAX_MESSAGES} embedded messages and strings (at byte {at})"
-                    ));
+                    return Err(Stop::TooMany(at));
                 }
                 if depth < MAX_DEPTH && end > start {
-                    // A message if it parses as one; bytes otherwise, and then none of what
-                    // the attempt counted is kept.
-                    let before = *count;
-                    if walk(&buf[start..end], offset + start, depth + 1, count).is_err() {
-                        *count = before;
+                    // A message if it parses as one; bytes or a string otherwise.
+                    match walk(&buf[start..end], offset + start, depth + 1, count) {
+                        Err(Stop::TooMany(at)) => return Err(Stop::TooMany(at)),
+                        Ok(()) | Err(Stop::Malformed(_)) => {}
                     }
                 }
                 pos = end;
             }
-            t => return Err(format!("wire type {t} at byte {at} (not an ONNX file?)")),
+            t => {
+                return Err(bad(format!(
+                    "wire type {t} at byte {at} (not an ONNX file?)"
+                )))
+            }
         }
     }
     Ok(())
@@ -137,6 +156,23 @@ mod tests {
         let bytes: Vec<u8> = [0x0a, 0x00].repeat(MAX_MESSAGES + 1);
         assert!(check(&bytes).unwrap_err().contains("more than"));
         assert!(check(&bytes[..2 * MAX_MESSAGES]).is_ok());
+    }
+
+    #[test]
+    fn what_a_failed_attempt_counted_is_kept() {
+        // One field holding MAX_MESSAGES empty fields, then a broken byte (wire type 7):
+        // not a message, but prost would have allocated the fields before finding out.
+        let mut inner: Vec<u8> = [0x0a, 0x00].repeat(MAX_MESSAGES);
+        inner.push(0x0f);
+        let mut bytes = vec![0x0a];
+        let mut len = inner.len();
+        while len >= 0x80 {
+            bytes.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        bytes.push(len as u8);
+        bytes.extend(inner);
+        assert!(check(&bytes).unwrap_err().contains("more than"));
     }
 
     #[test]
