@@ -367,3 +367,43 @@ fn export_refuses_a_file_that_is_not_a_model_in_one_line() {
     assert!(e.contains("bad.safetensors"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small exported network (BatchNorm, normalisation, classes), as bytes.
+    fn small() -> Vec<u8> {
+        exported(1).encode_to_vec()
+    }
+
+    /// Imports `bytes`: a model, or a one-line error.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Err(e) = import::from_bytes(Path::new("p.onnx"), bytes, None) {
+            prop_assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Proves: arbitrary bytes are imported or refused in one line.
+        #[test]
+        fn on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            check(&bytes)?;
+        }
+
+        /// Proves: an export with up to 8 bytes changed is imported or refused in one line
+        /// (changed lengths, tags, dims, attribute values, names).
+        #[test]
+        fn on_mutated_exports(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = small();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            check(&bytes)?;
+        }
+    }
+}

@@ -189,7 +189,7 @@ impl Chain {
 
 /// How a node is named in errors: `node `NAME` (OP)`, or its index when it has no name.
 fn node_label(i: usize, n: &NodeProto) -> String {
-    let op = n.op_type.as_deref().unwrap_or("?");
+    let op = short(n.op_type.as_deref().unwrap_or("?"));
     match n.name.as_deref() {
         Some(name) if !name.is_empty() => format!("node `{}` ({op})", short(name)),
         _ => format!("node #{i} ({op})"),
