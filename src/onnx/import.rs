@@ -21,11 +21,11 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::parts::{short, Attrs, Constants};
 use super::proto::{
-    tensor_proto::DataLocation, tensor_shape_proto, type_proto, AttributeProto, ModelProto,
-    NodeProto, TensorProto,
+    tensor_proto::DataLocation, tensor_shape_proto, type_proto, ModelProto, NodeProto,
 };
-use super::{wire, FLOAT, INT64, MAX_FILE_BYTES};
+use super::{wire, FLOAT, MAX_FILE_BYTES};
 use crate::config;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
@@ -193,171 +193,6 @@ fn node_label(i: usize, n: &NodeProto) -> String {
     match n.name.as_deref() {
         Some(name) if !name.is_empty() => format!("node `{}` ({op})", short(name)),
         _ => format!("node #{i} ({op})"),
-    }
-}
-
-/// At most 80 characters of a name taken from the file, escaped (it may hold newlines).
-fn short(s: &str) -> String {
-    let t: String = s.chars().take(80).collect();
-    let t = format!("{t:?}");
-    t[1..t.len() - 1].to_string()
-}
-
-/// The constant tensors of a graph: its initialisers and the outputs of `Constant` nodes.
-struct Constants<'a> {
-    map: HashMap<&'a str, &'a TensorProto>,
-}
-
-impl<'a> Constants<'a> {
-    fn get(&self, name: &str) -> Option<&'a TensorProto> {
-        self.map.get(name).copied()
-    }
-
-    /// The float tensor `name` with its shape, checked: present, float, stored here, with as
-    /// many values as its dims say, all finite.
-    fn floats(&self, name: &str) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| format!("`{}` is not a constant (an initialiser)", short(name)))?;
-        let shape = dims(t).map_err(|e| format!("tensor `{}`: {e}", short(name)))?;
-        let n: usize = shape.iter().product();
-        if t.data_type != Some(FLOAT) {
-            return Err(format!(
-                "tensor `{}` has data type {}, expected float (1)",
-                short(name),
-                t.data_type.unwrap_or(0)
-            ));
-        }
-        let values: Vec<f32> = match &t.raw_data {
-            Some(raw) if !raw.is_empty() => {
-                if raw.len() != n * 4 {
-                    return Err(format!(
-                        "tensor `{}` has {} bytes of data for shape {shape:?} ({} expected)",
-                        short(name),
-                        raw.len(),
-                        n * 4
-                    ));
-                }
-                raw.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
-            }
-            _ => {
-                if t.float_data.len() != n {
-                    return Err(format!(
-                        "tensor `{}` has {} values for shape {shape:?} ({n} expected)",
-                        short(name),
-                        t.float_data.len()
-                    ));
-                }
-                t.float_data.clone()
-            }
-        };
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "tensor `{}` holds {} at index {i}",
-                short(name),
-                values[i]
-            ));
-        }
-        Ok((shape, values))
-    }
-
-    /// The int64 values of the tensor `name` (a Reshape's shape, a batch count).
-    fn ints(&self, name: &str) -> std::result::Result<Vec<i64>, String> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| format!("`{}` is not a constant (an initialiser)", short(name)))?;
-        let shape = dims(t).map_err(|e| format!("tensor `{}`: {e}", short(name)))?;
-        let n: usize = shape.iter().product();
-        if t.data_type != Some(INT64) {
-            return Err(format!("tensor `{}` is not int64", short(name)));
-        }
-        let values: Vec<i64> = match &t.raw_data {
-            Some(raw) if !raw.is_empty() => raw
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-                .collect(),
-            _ => t.int64_data.clone(),
-        };
-        if values.len() != n {
-            return Err(format!(
-                "tensor `{}` has {} values for shape {shape:?}",
-                short(name),
-                values.len()
-            ));
-        }
-        Ok(values)
-    }
-
-    /// A float scalar (Dropout's ratio).
-    fn scalar(&self, name: &str) -> std::result::Result<f32, String> {
-        match self.floats(name)? {
-            (_, v) if v.len() == 1 => Ok(v[0]),
-            (s, _) => Err(format!(
-                "`{}` has shape {s:?}, expected one value",
-                short(name)
-            )),
-        }
-    }
-}
-
-/// A tensor's dims as sizes, each from 0 to [`MAX_DIM`] (times [`MAX_DIM`] for a Dense
-/// weight's inputs), with a product that fits the caps of a config.
-fn dims(t: &TensorProto) -> std::result::Result<Vec<usize>, String> {
-    let mut total: u128 = 1;
-    let mut out = Vec::with_capacity(t.dims.len());
-    for &d in &t.dims {
-        let d = usize::try_from(d).map_err(|_| format!("dims {:?} has a negative size", t.dims))?;
-        total = total.saturating_mul(d as u128);
-        out.push(d);
-    }
-    if total > config::MAX_PARAMS {
-        return Err(format!(
-            "dims {:?} hold {total} values, more than the {} a model may have",
-            t.dims,
-            config::MAX_PARAMS
-        ));
-    }
-    Ok(out)
-}
-
-/// A node's attributes by name.
-struct Attrs<'a> {
-    list: &'a [AttributeProto],
-}
-
-impl Attrs<'_> {
-    fn find(&self, name: &str) -> Option<&AttributeProto> {
-        self.list.iter().find(|a| a.name.as_deref() == Some(name))
-    }
-
-    fn int(&self, name: &str, default: i64) -> i64 {
-        self.find(name).and_then(|a| a.i).unwrap_or(default)
-    }
-
-    fn float(&self, name: &str, default: f32) -> f32 {
-        self.find(name).and_then(|a| a.f).unwrap_or(default)
-    }
-
-    fn ints(&self, name: &str) -> Option<&[i64]> {
-        self.find(name).map(|a| a.ints.as_slice())
-    }
-
-    fn string(&self, name: &str) -> Option<String> {
-        self.find(name)
-            .and_then(|a| a.s.as_ref())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-    }
-
-    /// The names of the attributes not in `known`.
-    fn unknown(&self, known: &[&str]) -> Vec<String> {
-        self.list
-            .iter()
-            .filter_map(|a| a.name.as_deref())
-            .filter(|n| !known.contains(n))
-            .map(short)
-            .collect()
     }
 }
 
@@ -677,15 +512,14 @@ impl Reader<'_> {
             .constants
             .floats(&node.input[1])
             .map_err(|e| format!("{}: {e}", refuse()))?;
+        // One value for every channel, or one per channel along axis 1 of [N, C, H, W]
+        // (a shape [C] would broadcast along W instead).
         let c = self.normalization.mean.len();
-        let per_channel = v.len() == c
-            && (shape.iter().product::<usize>() == 1
-                || shape == [1, c, 1, 1]
-                || shape == [c, 1, 1]);
-        let values = if v.len() == 1 { vec![v[0]; c] } else { v };
-        if !per_channel && values.len() != c {
-            return Err(refuse());
-        }
+        let values = match v.len() {
+            1 => vec![v[0]; c],
+            n if n == c && (shape == [1, c, 1, 1] || shape == [c, 1, 1]) => v,
+            _ => return Err(refuse()),
+        };
         let identity_mean = self.normalization.mean.iter().all(|&m| m == 0.0);
         let identity_std = self.normalization.std.iter().all(|&s| s == 1.0);
         match op {
