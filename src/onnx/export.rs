@@ -15,7 +15,7 @@ use super::proto::{
 };
 use super::{FLOAT, INT64, IR_VERSION, OPSET};
 use crate::config::implied_flattens;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::write_atomic;
 use crate::kernels::geom::Padding;
 use crate::layers::param::Buffer;
@@ -144,7 +144,7 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
         // The last layer's softmax is left to the final Softmax, as in `Model::new`.
         let act = layer.activation();
         if !(i == last && act == Activation::Softmax) {
-            g.activation(act, &p("activation"), &s.output)?;
+            g.activation(act, &p("activation"), &s.output);
         }
     }
 
@@ -196,7 +196,7 @@ impl Graph {
 
     /// The nodes of `act` on a value whose per-sample shape is `shape`; none for
     /// [`Activation::None`].
-    fn activation(&mut self, act: Activation, name: &str, shape: &[usize]) -> Result<()> {
+    fn activation(&mut self, act: Activation, name: &str, shape: &[usize]) {
         match act {
             Activation::None => {}
             Activation::Relu => self.node("Relu", name, &[], vec![]),
@@ -210,10 +210,10 @@ impl Graph {
                 // Ours is over a sample's C*H*W values; ONNX's over one axis: flatten,
                 // softmax, and back to (C, H, W).
                 let back = format!("{name}.shape");
-                let mut dims = vec![-1i64];
-                for &d in shape {
-                    dims.push(i64::try_from(d).map_err(|_| Error::Invalid(format!("{d}")))?);
-                }
+                // Sizes are at most MAX_DIM (the config caps them), so they fit an i64.
+                let dims: Vec<i64> = std::iter::once(-1)
+                    .chain(shape.iter().map(|&d| d as i64))
+                    .collect();
                 self.inits.push(TensorProto {
                     dims: vec![dims.len() as i64],
                     data_type: Some(INT64),
@@ -231,7 +231,6 @@ impl Graph {
                 self.node("Reshape", &format!("{name}.reshape"), &[&back], vec![]);
             }
         }
-        Ok(())
     }
 
     /// A float initialiser with `v`'s exact bytes (little-endian raw data).
