@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check `cnn export` and `cnn import` against the ONNX tools and PyTorch.
 
-1. For every layer kind the config format has (report 1's network, strided valid
+1. For every layer kind the config format has (report 1's network, LeNet-style, report 1's
+   with BatchNorm, strided valid
    convolutions, average pooling, BatchNorm2D and BatchNorm1D, every activation, a stored
    normalisation), a model is trained for one epoch on the built-in demo set, exported with
    `cnn export`, checked by `onnx.checker.check_model(full_check=True)`, and run by
@@ -9,7 +10,7 @@
    1e-5.
 2. Sequential PyTorch CNNs (random weights, random BatchNorm statistics, eval mode) are
    exported by both of PyTorch's exporters, the TorchScript one (`dynamo=False`, opset 13)
-   and torch.export (the default, opset 18), read by `cnn import`, and `cnn predict`'s
+   and torch.export (the default: opset 18 or later, 20 with torch 2.15), read by `cnn import`, and `cnn predict`'s
    probabilities must equal PyTorch's softmax of the logits within 1e-5.
 
 Every comparison prints one line with its largest absolute difference; the exit code is 1 if
@@ -44,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
     "report1": open(os.path.join(ROOT, "examples", "report1-10.cfg")).read(),
     "lenet": open(os.path.join(ROOT, "examples", "lenet.cfg")).read(),
+    "report1-bn": open(os.path.join(ROOT, "examples", "report1-bn.cfg")).read(),
     "strided-valid-avgpool": """4
 Input shape=1x28x28
 Conv2D filters=6 kernel=5x5 stride=2 padding=valid activation=tanh
