@@ -2,16 +2,16 @@
 """Check `cnn export` and `cnn import` against the ONNX tools and PyTorch.
 
 1. For every layer kind the config format has (report 1's network, LeNet-style, report 1's
-   with BatchNorm, strided valid
-   convolutions, average pooling, BatchNorm2D and BatchNorm1D, every activation, a stored
-   normalisation), a model is trained for one epoch on the built-in demo set, exported with
-   `cnn export`, checked by `onnx.checker.check_model(full_check=True)`, and run by
-   onnxruntime on 64 demo test images: its probabilities must equal `cnn predict`'s within
-   1e-5.
+   with BatchNorm, strided valid convolutions, average pooling, BatchNorm2D and BatchNorm1D,
+   every activation, a stored normalisation), a model is trained for one epoch on the
+   built-in demo set, exported with `cnn export`, checked by
+   `onnx.checker.check_model(full_check=True)`, and run by onnxruntime on 64 demo test
+   images: its probabilities must equal `cnn predict`'s within 1e-5. The export is imported
+   back and must predict the same.
 2. Sequential PyTorch CNNs (random weights, random BatchNorm statistics, eval mode) are
    exported by both of PyTorch's exporters, the TorchScript one (`dynamo=False`, opset 13)
-   and torch.export (the default: opset 18 or later, 20 with torch 2.15), read by `cnn import`, and `cnn predict`'s
-   probabilities must equal PyTorch's softmax of the logits within 1e-5.
+   and torch.export (the default: opset 18 or later, 20 with torch 2.15), read by
+   `cnn import`, and `cnn predict`'s probabilities must equal PyTorch's within 1e-5.
 
 Every comparison prints one line with its largest absolute difference; the exit code is 1 if
 any fails.
