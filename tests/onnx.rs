@@ -38,6 +38,8 @@ const CONFIGS: &[&str] = &[
     // BatchNorm 2D and 1D, with fused activations and explicit Flatten and Dropout lines.
     "7\nInput shape=2x9x9\nConv2D filters=6 kernel=3x3 padding=same\nBatchNorm2D momentum=0.2 eps=0.001 activation=relu\n\
      MaxPool2D pool=3x3 stride=2\nFlatten\nBatchNorm1D\nDense units=10 activation=tanh\nDense units=4 activation=softmax\n",
+    // A softmax over a spatial value (exported as Flatten, Softmax, Reshape back).
+    "3\nInput shape=2x6x6\nConv2D filters=3 kernel=3x3\nSoftmax\nDense units=3 activation=softmax\n",
 ];
 
 /// A model of `config` with seeded weights, and BatchNorm statistics that are not the

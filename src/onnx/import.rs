@@ -116,7 +116,10 @@ enum StepKind {
     Fusable(bool),
     /// A Dense, likewise.
     Dense(bool),
-    Flatten,
+    /// A Flatten of the (C, H, W) value it keeps.
+    Flatten([usize; 3]),
+    /// A stand-alone activation line, which works on any shape.
+    Activation,
     Other,
 }
 
@@ -144,7 +147,7 @@ impl Chain {
     /// The steps that become config lines.
     fn lines(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().enumerate().filter_map(|(i, s)| {
-            let implied = s.kind == StepKind::Flatten
+            let implied = matches!(s.kind, StepKind::Flatten(_))
                 && self
                     .steps
                     .get(i + 1)
@@ -737,9 +740,9 @@ impl Reader<'_> {
 
     /// A Flatten line (left implied if a Dense follows); nothing for a value already flat.
     fn flatten(&mut self) {
-        if self.shape.len() > 1 {
-            self.shape = vec![self.shape.iter().product()];
-            self.push("Flatten".into(), StepKind::Flatten, vec![]);
+        if let &[c, h, w] = self.shape.as_slice() {
+            self.shape = vec![c * h * w];
+            self.push("Flatten".into(), StepKind::Flatten([c, h, w]), vec![]);
         }
     }
 
@@ -753,6 +756,13 @@ impl Reader<'_> {
             [b, n] => batch_ok(*b) && (*n == f || (*n == -1 && *b != -1)),
             _ => false,
         };
+        if let Some(back) = self.unflatten(&to) {
+            // Flatten, activations, and back: the activations alone (a Softmax is over a
+            // sample's C*H*W values either way; `cnn export` writes one this way).
+            self.steps.remove(back);
+            self.shape = to[1..].iter().map(|&d| d as usize).collect();
+            return Ok(());
+        }
         if !flat {
             return Err(format!(
                 "a reshape of [N, {}] to {to:?}; only the flatten to [N, {f}] is supported",
@@ -761,6 +771,27 @@ impl Reader<'_> {
         }
         self.flatten();
         Ok(())
+    }
+
+    /// The index of the Flatten step that a reshape to `to` undoes: the last Flatten, of
+    /// the (C, H, W) that `to` gives back, with only activation lines after it.
+    fn unflatten(&self, to: &[i64]) -> Option<usize> {
+        let (i, chw) = self
+            .steps
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, s)| match s.kind {
+                StepKind::Flatten(chw) => Some((i, chw)),
+                _ => None,
+            })?;
+        let after = &self.steps[i + 1..];
+        let batch_ok = to
+            .first()
+            .is_some_and(|&b| b == -1 || b == 0 || Some(b) == self.batch);
+        let same = to.len() == 4 && to[1..].iter().zip(chw).all(|(&t, d)| t == d as i64);
+        let only_activations = after.iter().all(|s| s.kind == StepKind::Activation);
+        (batch_ok && same && only_activations).then_some(i)
     }
 
     fn gemm(&mut self, node: &NodeProto, attrs: &Attrs) -> std::result::Result<(), String> {
@@ -875,7 +906,7 @@ impl Reader<'_> {
                     _ => StepKind::Dense(true),
                 };
             }
-            _ => self.push(line.to_string(), StepKind::Other, vec![]),
+            _ => self.push(line.to_string(), StepKind::Activation, vec![]),
         }
         Ok(())
     }
