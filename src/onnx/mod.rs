@@ -35,10 +35,9 @@
 //! (C, H, W) around a softmax over a spatial value, as `cnn export` writes it); `Gemm`, or
 //! `MatMul` then `Add`; `Softmax` (or, at the end, `LogSoftmax`); `Identity` and `Dropout`;
 //! and the `Sub` and `Div` of a per-channel normalisation at the input. Anything else is
-//! refused with one
-//! line naming the node and its op. The protobuf is checked before it is decoded
-//! ([`wire::check`]): a malformed or truncated file, or one whose message count would make
-//! decoding allocate far more than the file's size, is refused first.
+//! refused with one line naming the node and its op. The protobuf is checked before it is
+//! decoded ([`wire::check`]): a malformed or truncated file, or one whose message count
+//! would make decoding allocate far more than the file's size, is refused first.
 
 pub mod export;
 pub mod import;
