@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cnn::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
+use cnn::kernels::gemm::{gemm, gemm_on, par_gemm, par_gemm_on, MatMut, MatRef, Simd};
 use cnn::layers::{Activation, Conv2D, Conv2dSpec, MaxPool2D, Padding, PoolSpec};
 use cnn::rng::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -92,6 +92,31 @@ fn dense_gemm(c: &mut Criterion) {
     c.bench_function("par_gemm dense dX 32x3136x128", |b| {
         b.iter(|| par_gemm(dym, wm, 0.0, MatMut::new(&mut dx, n, i)))
     });
+    // The same products on each kernel family this CPU has, to compare them in one run
+    // (the `cnn bench` figures depend on CNN_NO_AVX512 and CNN_NO_SIMD instead).
+    for simd in Simd::all_supported() {
+        c.bench_function(&format!("par_gemm dense dW 128x3136x32 ({simd:?})"), |b| {
+            b.iter(|| par_gemm_on(simd, dy_t, xm, 0.0, MatMut::new(&mut dw, o, i)))
+        });
+        c.bench_function(&format!("gemm conv dW 16x9x784 ({simd:?})"), |b| {
+            // A convolution's weight gradient per sample, dy [16 x 784] times cols^T:
+            // the dot kernel.
+            let cols = &x[..9 * 784];
+            let (dyc, colsm) = (
+                MatRef::new(&w[..16 * 784], 16, 784),
+                MatRef::new(cols, 9, 784),
+            );
+            b.iter(|| {
+                gemm_on(
+                    simd,
+                    dyc,
+                    colsm.t(),
+                    0.0,
+                    MatMut::new(&mut dw[..144], 16, 9),
+                )
+            })
+        });
+    }
 }
 
 criterion_group! {

@@ -59,6 +59,9 @@ pub struct CheckpointInfo {
     pub seed: u64,
     /// SHA-256 (hex) of the config text and the training data.
     pub fingerprint: String,
+    /// Early stopping's state (absent in checkpoints written before it existed).
+    #[serde(default)]
+    pub early_stop: crate::early_stop::EarlyStopState,
 }
 
 /// SHA-256 (hex) of the given byte strings, each prefixed by its length.
@@ -122,6 +125,7 @@ pub fn save(
         shuffle: opts.shuffle,
         seed: opts.seed,
         fingerprint: fingerprint.into(),
+        early_stop: state.early_stop.clone(),
     };
     let shapes: Vec<Vec<usize>> = model
         .named_params()
@@ -266,6 +270,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         correct: info.correct,
         seen: info.seen,
         seconds: info.seconds,
+        early_stop: info.early_stop,
     };
     let options = TrainOptions {
         epochs: info.epochs,

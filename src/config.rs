@@ -22,6 +22,10 @@
 //!   example wraps the Conv2D line this way).
 //! - Blank lines are ignored; `#` starts a comment, on its own line or after a layer.
 //! - Layer names are case-insensitive; keys are exact (lower case).
+//! - `Train ...` and `Augment ...` lines hold training settings, not layers: they may stand
+//!   anywhere after the layer count, once each, and are not counted in it. The parser checks
+//!   their keys ([`SETTINGS_LINES`]) and keeps them in [`ParsedConfig::settings`];
+//!   [`crate::run::settings`] reads their values, so that loading a model file never does.
 //!
 //! # Layers and keys
 //!
@@ -107,6 +111,76 @@ pub struct ParsedConfig {
     pub input: LayerLoc,
     /// One entry per entry of `spec.layers`.
     pub layers: Vec<LayerLoc>,
+    /// The `Train` and `Augment` lines, in file order, their values unread: what they mean
+    /// is [`crate::run::settings`]'s business, so that a model file whose config has them
+    /// loads without reading them.
+    pub settings: Vec<SettingsLine>,
+}
+
+/// The names of the lines that hold training settings rather than layers, with the keys each
+/// takes. They may stand anywhere after the layer count, at most once each, and are not
+/// counted in it.
+pub const SETTINGS_LINES: &[(&str, &[&str])] = &[
+    (
+        "Train",
+        &[
+            "epochs",
+            "batch",
+            "optimizer",
+            "lr",
+            "momentum",
+            "nesterov",
+            "weight_decay",
+            "schedule",
+            "step",
+            "gamma",
+            "min_lr",
+            "warmup",
+            "label_smoothing",
+            "init",
+            "seed",
+            "normalize",
+            "val_split",
+            "early_stop",
+            "patience",
+            "min_delta",
+            "restore_best",
+        ],
+    ),
+    ("Augment", &["shift", "flip"]),
+];
+
+/// One `key=value` of a settings line, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsArg {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: String,
+    pub value_pos: Pos,
+}
+
+/// A `Train` or `Augment` line: its name as in [`SETTINGS_LINES`], where it was written, and
+/// its keys (known to the line and not repeated: the parser checked that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsLine {
+    pub name: &'static str,
+    pub name_pos: Pos,
+    pub args: Vec<SettingsArg>,
+}
+
+impl SettingsLine {
+    /// The line's keys, borrowed, for a [`LineKeys`] reader.
+    pub fn args(&self) -> Vec<Arg<'_>> {
+        self.args
+            .iter()
+            .map(|a| Arg {
+                key: &a.key,
+                key_pos: a.key_pos,
+                value: &a.value,
+                value_pos: a.value_pos,
+            })
+            .collect()
+    }
 }
 
 /// Reads and parses a config file. A file that cannot be read is an [`Error::Io`].
@@ -302,7 +376,22 @@ impl Parser<'_> {
             }
         }
 
-        let mut logical = logical.into_iter();
+        // The settings lines, wherever they are, leave the layer lines in order.
+        let mut settings: Vec<SettingsLine> = Vec::new();
+        let mut layer_lines = Vec::new();
+        for l in logical {
+            match SETTINGS_LINES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
+            {
+                Some((name, allowed)) => {
+                    settings.push(self.settings_line(name, allowed, &l, &settings)?)
+                }
+                None => layer_lines.push(l),
+            }
+        }
+
+        let mut logical = layer_lines.into_iter();
         let Some(input_line) = logical.next() else {
             return Err(self.err(
                 count_pos,
@@ -340,6 +429,42 @@ impl Parser<'_> {
             count: count_pos,
             input: input_loc,
             layers: locs,
+            settings,
+        })
+    }
+
+    /// A `Train` or `Augment` line: its keys checked against `allowed`, refused if `seen`
+    /// has a line of that name already.
+    fn settings_line(
+        &self,
+        name: &'static str,
+        allowed: &[&str],
+        l: &Logical,
+        seen: &[SettingsLine],
+    ) -> Result<SettingsLine> {
+        if let Some(first) = seen.iter().find(|s| s.name == name) {
+            return Err(self.err(
+                l.name.pos,
+                format!(
+                    "a second {name} line (the first is on line {}); put every {name} setting \
+                     on one line, continued on lines that start with white space if long",
+                    first.name_pos.line
+                ),
+            ));
+        }
+        let args = self.args(name, allowed, &l.args)?;
+        Ok(SettingsLine {
+            name,
+            name_pos: l.name.pos,
+            args: args
+                .iter()
+                .map(|a| SettingsArg {
+                    key: a.key.to_string(),
+                    key_pos: a.key_pos,
+                    value: a.value.to_string(),
+                    value_pos: a.value_pos,
+                })
+                .collect(),
         })
     }
 
@@ -510,7 +635,8 @@ impl Parser<'_> {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
         else {
-            let names: Vec<&str> = names.iter().skip(1).map(|(n, _)| *n).collect();
+            let mut names: Vec<&str> = names.iter().skip(1).map(|(n, _)| *n).collect();
+            names.extend(SETTINGS_LINES.iter().map(|(n, _)| *n));
             let hint = if l.name.text.contains('=') {
                 " (a line that continues the layer above must start with white space)"
             } else {

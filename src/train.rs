@@ -43,6 +43,8 @@ pub struct TrainOptions {
     pub base_lr: Option<f32>,
     /// Random shifts and flips of the training images; default none.
     pub augment: crate::augment::Augment,
+    /// Stop when the held-out figure stops improving ([`crate::early_stop`]); default never.
+    pub early_stop: Option<crate::early_stop::EarlyStop>,
 }
 
 impl Default for TrainOptions {
@@ -57,6 +59,7 @@ impl Default for TrainOptions {
             warmup: 0,
             base_lr: None,
             augment: crate::augment::Augment::default(),
+            early_stop: None,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct TrainState {
     pub correct: u64,
     pub seen: u64,
     pub seconds: f64,
+    /// What early stopping has seen (unchanged when the run does not stop early).
+    pub early_stop: crate::early_stop::EarlyStopState,
 }
 
 impl TrainState {
@@ -107,6 +112,7 @@ impl TrainState {
             correct: 0,
             seen: 0,
             seconds: 0.0,
+            early_stop: crate::early_stop::EarlyStopState::default(),
         }
     }
 }
@@ -142,12 +148,6 @@ pub fn epoch_order(n: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usiz
     order
 }
 
-/// Trains `model` on `train` until `opts.epochs` epochs are done or the callback says stop.
-/// Returns true when all epochs are done. After each epoch the model is evaluated on `val`
-/// if given.
-///
-/// # Errors
-/// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
 /// The normalised value of a black pixel in each of `channels` channels: 0 before
 /// normalisation is `-mean / std` after. Augmentation fills shifted-in pixels with it.
 fn black_pixel(norm: &Normalization, channels: usize) -> Vec<f32> {
@@ -180,6 +180,13 @@ fn augment_batch(
     }
 }
 
+/// Trains `model` on `train` until `opts.epochs` epochs are done, early stopping says stop
+/// (see [`crate::early_stop`]; the callback sees that epoch first) or the callback says
+/// stop. Returns true when training is done (all epochs, or stopped early). After each
+/// epoch the model is evaluated on `val` if given.
+///
+/// # Errors
+/// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
 pub fn train(
     model: &mut Model,
     train: &Dataset,
@@ -202,7 +209,7 @@ pub fn train(
     let mut labels = Vec::new();
     let mut scratch = Vec::new();
     let fill = black_pixel(norm, train.shape[0]);
-    while state.epoch < opts.epochs {
+    while state.epoch < opts.epochs && state.early_stop.stopped_epoch.is_none() {
         if let Some(base) = opts.base_lr {
             state.optimizer.lr =
                 crate::schedule::lr_at(opts.schedule, base, state.epoch, opts.epochs, opts.warmup);
@@ -266,8 +273,12 @@ pub fn train(
         state.correct = 0;
         state.seen = 0;
         state.seconds = 0.0;
-        if on_event(&Event::Epoch, state, model) == Control::Stop {
-            return Ok(state.epoch >= opts.epochs);
+        let stop_early = match (&opts.early_stop, state.history.last()) {
+            (Some(rule), Some(m)) => state.early_stop.update(rule, &m.clone()),
+            _ => false,
+        };
+        if on_event(&Event::Epoch, state, model) == Control::Stop || stop_early {
+            return Ok(state.epoch >= opts.epochs || stop_early);
         }
     }
     Ok(true)

@@ -56,14 +56,14 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
-    /// im2col's fast path (AVX-512 at stride 1, where the CPU has it) writes exactly what the
-    /// portable loops write, padding zeros included.
+    /// im2col's fast paths (AVX-512 and AVX2 at stride 1, where the CPU has them) write
+    /// exactly what the portable loops write, padding zeros included.
     #[test]
     fn im2col_equals_its_portable_loops(
         c in 1usize..4, h in 1usize..20, w in 1usize..40, kh in 1usize..6, kw in 1usize..6,
         stride in 1usize..3, pad in 0usize..4, seed in any::<u64>(),
     ) {
-        use cnn::kernels::im2col::{im2col, im2col_portable};
+        use cnn::kernels::im2col::{im2col, im2col_on, im2col_portable};
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
         let spec = Conv2dSpec { filters: 1, kernel: (kh, kw), stride, padding, activation: Activation::None };
         let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
@@ -74,6 +74,11 @@ proptest! {
         im2col_portable(&x, &g, &mut portable);
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(&fast), bits(&portable));
+        for simd in cnn::kernels::Simd::all_supported() {
+            let mut got = vec![f32::NAN; len];
+            im2col_on(simd, &x, &g, &mut got);
+            prop_assert_eq!(bits(&got), bits(&portable), "{:?}", simd);
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod gradcheck;
 mod import;
 mod predict;
 mod progress;
+mod serve;
 mod sweep;
 mod train;
 mod train_options;
@@ -82,6 +83,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Read a sequential CNN from ONNX (cnn export, PyTorch) into a model file.
     Import(import::ImportArgs),
+    /// A live web page for a model or run folder: draw, see every layer, watch training.
+    Serve(serve::ServeArgs),
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -138,7 +141,11 @@ pub fn main() -> i32 {
     // waking a sleeping worker and waiting for it, which took most of a batch-1 forward pass.
     // Commands that compute also keep the other workers polling for work, so that no
     // parallel loop waits 15-20 us for a sleeping worker to wake (kernels::threads).
-    let outcome = if cli.command.computes() {
+    let outcome = if matches!(cli.command, Command::Serve(_)) {
+        // The server waits on the main thread, outside the pool: a worker blocked there
+        // would be one fewer for the inference loops (and, with one core, none at all).
+        run(cli.command)
+    } else if cli.command.computes() {
         cnn::kernels::threads::with_awake_workers(|| run(cli.command))
     } else {
         rayon::scope(|_| run(cli.command))
@@ -240,6 +247,7 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
             &format!("{} (embedded config)", path.display()),
         )?;
         print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+        print!("{}", cnn::run::settings::describe(&parsed.settings));
         println!(
             "Classes ({}): {}",
             meta.classes.len(),
@@ -248,7 +256,9 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
         return Ok(());
     }
     let parsed = cnn::config::load(path)?;
+    cnn::run::settings::from_config(&parsed)?;
     print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+    print!("{}", cnn::run::settings::describe(&parsed.settings));
     Ok(())
 }
 
@@ -266,6 +276,7 @@ fn run(command: Command) -> CmdResult {
         Command::Download(args) => download::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -101,6 +101,9 @@ pub fn drive(
         }
         eprintln!("stopped {how}");
     } else if outcome.diverged.is_none() {
+        if let Some(es) = &outcome.early_stopped {
+            println!("{es}");
+        }
         if let Some(t) = outcome.test {
             println!(
                 "{held_out} accuracy {:.2}% ({} of {}), {held_out} loss {:.4}",

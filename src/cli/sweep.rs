@@ -57,30 +57,28 @@ struct Row {
 
 /// Every setting of the sweep: its run folder's name and its config, each checked.
 fn settings(args: &SweepArgs) -> Result<Vec<(String, RunConfig)>, Failure> {
-    let defaults = RunConfig::default();
-    let epoch_counts = if args.epochs.is_empty() {
-        vec![defaults.epochs]
+    // An empty list: the config file's `Train` value, else the default.
+    let epoch_counts: Vec<Option<usize>> = if args.epochs.is_empty() {
+        vec![None]
     } else {
-        args.epochs.clone()
+        args.epochs.iter().copied().map(Some).collect()
     };
-    let rates = if args.lr.is_empty() {
-        vec![defaults.lr]
+    let rates: Vec<Option<f32>> = if args.lr.is_empty() {
+        vec![None]
     } else {
-        args.lr.clone()
+        args.lr.iter().copied().map(Some).collect()
     };
     let mut out = Vec::new();
     for &epochs in &epoch_counts {
         for &lr in &rates {
             let given = RunOptions {
                 config: Some(args.config.clone()),
-                epochs: Some(epochs),
-                lr: Some(lr),
+                epochs,
+                lr,
                 ..args.options.run_options()
             };
-            given.check()?;
-            let config = RunConfig::default().with(&given);
-            config.validate()?;
-            let name = format!("lr{lr}-epochs{epochs}");
+            let config = cnn::run::settings::resolve(&given)?;
+            let name = format!("lr{}-epochs{}", config.lr, config.epochs);
             check_out_dir(&args.out.join(&name), args.force)?;
             out.push((name, config));
         }

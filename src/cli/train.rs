@@ -15,6 +15,11 @@ pub const EXAMPLES: &str = "Examples:
   cnn train examples/report1-10.cfg
       10 epochs on the built-in demo set, into runs/report1-10
   cnn train examples/lenet.cfg --data data/fashion-mnist --epochs 5 --lr 0.05 --out runs/lenet
+  cnn train recipe.cfg --lr 0.01
+      the settings of recipe.cfg's Train and Augment lines, with the learning rate overridden
+      (flag > config line > default)
+  cnn train examples/lenet.cfg --val-split 0.1 --early-stop val_loss --patience 3 --restore-best
+      stop when the validation loss has not fallen for 3 epochs; keep the best epoch's weights
   cnn train --resume runs/lenet --epochs 10 --lr 0.01
       go on to epoch 10 at a lower learning rate (only --lr, --epochs, --data with the same
       contents and --test-data may change on resume)";
@@ -65,15 +70,21 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> CmdResult {
     let given = args.run_options();
-    if args.resume.is_none() {
-        given.check()?;
-    }
-    // Every number first, before any file is read or written.
-    RunConfig::default().with(&given).validate()?;
     let mut run = match &args.resume {
-        Some(dir) => Run::resume(dir, &given)?,
+        Some(dir) => {
+            // Every number first, before any file is read or written. Whether early stopping
+            // has its validation split is the stored run's to say (`Run::resume` checks).
+            RunConfig {
+                early_stop: None,
+                ..RunConfig::default().with(&given)
+            }
+            .validate()?;
+            Run::resume(dir, &given)?
+        }
+        // Flags over the config file's Train and Augment lines over the defaults, checked
+        // before any data is read or any file written.
         None => Run::new(
-            RunConfig::default().with(&given),
+            cnn::run::settings::resolve(&given)?,
             args.out.clone(),
             args.force,
         )?,

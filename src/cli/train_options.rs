@@ -6,6 +6,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use cnn::early_stop::Monitor;
 use cnn::init::Init;
 use cnn::run::{OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
 
@@ -31,6 +32,16 @@ pub enum ScheduleArg {
     Step,
     /// A half cosine from the base rate down to --min-lr.
     Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MonitorArg {
+    /// The validation loss; stop when it stops falling.
+    #[value(name = "val_loss")]
+    ValLoss,
+    /// The validation accuracy; stop when it stops rising.
+    #[value(name = "val_accuracy")]
+    ValAccuracy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +144,23 @@ pub struct TrainingOptions {
     /// Resize images whose size differs from the config's input instead of refusing them.
     #[arg(long)]
     pub resize: bool,
+    /// Stop when this figure of the validation split (--val-split; never the test set) has
+    /// not improved for --patience epochs, as Keras's EarlyStopping.
+    #[arg(long, value_enum)]
+    pub early_stop: Option<MonitorArg>,
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one,
+          help = with_default("Epochs without improvement before --early-stop stops.",
+                              defaults().patience))]
+    pub patience: Option<usize>,
+    #[arg(long, allow_negative_numbers = true,
+          help = with_default("The least change that counts as an improvement for \
+                               --early-stop.", defaults().min_delta))]
+    pub min_delta: Option<f64>,
+    /// When --early-stop stops the run, end it with the best epoch's weights (kept in the
+    /// run folder's best.safetensors) instead of the last epoch's, as Keras's
+    /// restore_best_weights. Off by default, as in Keras.
+    #[arg(long)]
+    pub restore_best: bool,
     /// Worker threads [default: all cores]. Results are bit-identical for any count.
     #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
     pub threads: Option<usize>,
@@ -182,6 +210,13 @@ impl TrainingOptions {
             shift: self.shift,
             flip: self.flip,
             resize: self.resize,
+            early_stop: self.early_stop.map(|m| match m {
+                MonitorArg::ValLoss => Monitor::ValLoss,
+                MonitorArg::ValAccuracy => Monitor::ValAccuracy,
+            }),
+            patience: self.patience,
+            min_delta: self.min_delta,
+            restore_best: self.restore_best,
             ..RunOptions::default()
         }
     }

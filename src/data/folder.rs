@@ -41,12 +41,35 @@ pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
     let img = reader
         .decode()
         .map_err(|e| data_err(path, format!("cannot decode image: {}", one_line(&e))))?;
-    // Keep only what we use: 8-bit luma or 8-bit RGB.
-    Ok(if is_gray(&img) {
+    Ok(luma_or_rgb(img))
+}
+
+/// [`decode`] for an image already in memory (an upload); `name` stands for it in errors.
+pub(crate) fn decode_bytes(name: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::io(name, e))?;
+    if reader.format().is_none() {
+        return Err(data_err(name, "not a PNG, JPEG or BMP image"));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| data_err(name, format!("cannot decode image: {}", one_line(&e))))?;
+    Ok(luma_or_rgb(img))
+}
+
+/// Keep only what we use: 8-bit luma or 8-bit RGB.
+fn luma_or_rgb(img: DynamicImage) -> DynamicImage {
+    if is_gray(&img) {
         DynamicImage::ImageLuma8(img.to_luma8())
     } else {
         DynamicImage::ImageRgb8(img.to_rgb8())
-    })
+    }
 }
 
 /// A decoder's message on one line: some decoders end theirs with a newline.

@@ -75,7 +75,7 @@ pub use export::export;
 pub use idx::has_idx_test_split;
 pub use inspect::{inspect, DataReport, Problem, SetReport};
 pub use relabel::has_index_names;
-pub use single::{image_files_under, is_idx_file, load_idx_images, load_image};
+pub use single::{image_files_under, image_from_bytes, is_idx_file, load_idx_images, load_image};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;

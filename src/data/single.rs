@@ -8,7 +8,7 @@ use flate2::read::GzDecoder;
 
 use std::path::PathBuf;
 
-use super::folder::{decode, is_image_name, push_fitted};
+use super::folder::{decode, decode_bytes, is_image_name, push_fitted};
 use super::idx::read_idx_file;
 use crate::error::{Error, Result};
 
@@ -54,6 +54,19 @@ pub fn load_image(path: &Path, shape: [usize; 3], resize: bool) -> Result<Vec<u8
     let img = decode(path)?;
     let mut out = Vec::with_capacity(shape.iter().product());
     push_fitted(&img, path, shape, resize, "the model's input", &mut out)?;
+    Ok(out)
+}
+
+/// [`load_image`] for an image already in memory (an upload); `name` stands for it in errors.
+pub fn image_from_bytes(
+    name: &Path,
+    bytes: &[u8],
+    shape: [usize; 3],
+    resize: bool,
+) -> Result<Vec<u8>> {
+    let img = decode_bytes(name, bytes)?;
+    let mut out = Vec::with_capacity(shape.iter().product());
+    push_fitted(&img, name, shape, resize, "the model's input", &mut out)?;
     Ok(out)
 }
 

@@ -1,5 +1,6 @@
 //! Our own AVX-512 matrix-multiply micro-kernels, chosen at run time on CPUs that have
-//! AVX-512F (see [`available`]); elsewhere [`super::gemm`] uses the `matrixmultiply` crate.
+//! AVX-512F (see [`super::simd`]); [`super::avx2`] has the same kernels for AVX2+FMA, and
+//! elsewhere [`super::gemm`] uses the `matrixmultiply` crate.
 //!
 //! The shapes of a small CNN's products are thin (report 1's convolution is 16 x 784 x 9,
 //! its Dense backward 128 x 3136 x 32), so these kernels read their operands where they lie,
@@ -27,10 +28,8 @@
 //! Safety: the matrix kernels are `unsafe fn`s on bare views ([`MatPtr`], [`MatPtrMut`]
 //! and [`Dims`]); [`super::gemm`] checks the bounds once, on slices, before calling them.
 
-use std::arch::x86_64::*;
-use std::sync::OnceLock;
-
 use super::mat::{Dims, MatPtr, MatPtrMut};
+use std::arch::x86_64::*;
 
 /// Columns of C per broadcast tile: two 16-lane vectors.
 const NR: usize = 32;
@@ -49,15 +48,6 @@ thread_local! {
 /// Rows and columns of C per dot tile.
 const DR: usize = 4;
 const DS: usize = 4;
-
-/// True when the CPU has AVX-512F and the environment variable `CNN_NO_AVX512` is not set
-/// (set it to measure the portable `matrixmultiply` path on the same machine).
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        is_x86_feature_detected!("avx512f") && std::env::var_os("CNN_NO_AVX512").is_none()
-    })
-}
 
 /// Lane masks of the two vectors of a tile `cols` wide (1..=32).
 fn masks(cols: usize) -> (__mmask16, __mmask16) {
@@ -89,7 +79,7 @@ impl Start {
     /// # Safety
     /// For [`Start::Bias`], `bias + i0` must stay inside the bias's allocation (one past its
     /// end at most).
-    unsafe fn rows_from(self, i0: usize) -> Start {
+    pub(super) unsafe fn rows_from(self, i0: usize) -> Start {
         match self {
             // SAFETY: the caller keeps `i0` within the bias's m values (or one past them).
             Start::Bias(bias) => Start::Bias(unsafe { bias.add(i0) }),
@@ -216,7 +206,7 @@ unsafe fn pack_b(kc: usize, b: MatPtr, cols: usize, buf: &mut [f32]) -> MatPtr {
 /// are stored.
 ///
 /// # Safety
-/// AVX-512F must be available ([`available`]). Every A(i, p), B(p, j) and C(i, j) for
+/// AVX-512F must be available ([`super::Simd::supported`]). Every A(i, p), B(p, j) and C(i, j) for
 /// i < m, j < n, p < k, and `bias[i]` for [`Start::Bias`], must lie inside the allocation
 /// its pointer points into, and C must not overlap A, B or the bias.
 ///
@@ -421,7 +411,7 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
 /// product of a row of A and a row of B, both contiguous (column stride 1).
 ///
 /// # Safety
-/// AVX-512F must be available ([`available`]). Every A(i, p), B(j, p) and C(i, j) for
+/// AVX-512F must be available ([`super::Simd::supported`]). Every A(i, p), B(j, p) and C(i, j) for
 /// i < m, j < n, p < k must lie inside the allocation its pointer points into, and C must
 /// not overlap A or B.
 ///
@@ -628,7 +618,7 @@ mod tests {
 
     #[test]
     fn the_shuffle_network_sums_each_vector_in_the_tree_order_of_lane_sum() {
-        if !available() {
+        if !super::super::Simd::Avx512.supported() {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }

@@ -5,10 +5,13 @@
 //! C is a [`MatMut`]; each product checks once that the shapes agree, and the views'
 //! constructors have already checked that their slices hold every element.
 //!
-//! The fast path, chosen at run time: our own AVX-512 kernels ([`super::avx512`]) on CPUs
-//! that have AVX-512F, otherwise the `matrixmultiply` crate (packed operands, cache blocking,
-//! AVX2/FMA chosen at run time, portable code elsewhere; [`gemm_portable`] forces it).
-//! [`gemm_naive`] is the triple loop both are tested against.
+//! The fast path, chosen at run time ([`super::simd`]): our own AVX-512 kernels
+//! ([`super::avx512`]) on CPUs that have AVX-512F, the same kernels on 8-lane vectors
+//! ([`super::avx2`], the same bits) on CPUs with AVX2 and FMA, otherwise the
+//! `matrixmultiply` crate (packed operands, cache blocking, portable code;
+//! [`gemm_portable`] forces it). Each product has an `_on` form that takes the
+//! [`Simd`] family to run, so the tests compare every family this CPU has.
+//! [`gemm_naive`] is the triple loop they are all tested against.
 //!
 //! [`par_gemm`] splits C into fixed tiles (one kernel call each) run on rayon's threads;
 //! [`par_gemv`] is the M = 1 case (Dense at batch 1) as dot products over A's rows.
@@ -19,8 +22,9 @@
 
 use rayon::prelude::*;
 
-use super::avx512_available as avx512;
 pub use super::mat::{Dims, MatMut, MatPtr, MatPtrMut, MatRef};
+use super::simd;
+pub use super::Simd;
 
 /// The size of `C = A * B`, from the operands' shapes.
 ///
@@ -44,7 +48,15 @@ fn dims(what: &str, a: &MatRef, b: &MatRef, c: &MatMut) -> Dims {
 ///
 /// # Panics
 /// If the shapes disagree.
-pub fn gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+pub fn gemm(a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    gemm_on(simd(), a, b, beta, c)
+}
+
+/// [`gemm`] on the kernels of `simd` (or the best family below it that this CPU has).
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn gemm_on(simd: Simd, a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     let d = dims("gemm", &a, &b, &c);
     if d.m == 0 || d.n == 0 {
         return;
@@ -52,7 +64,7 @@ pub fn gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     // SAFETY: each view holds every element of its shape (the views' invariant) and the
     // shapes are d's (checked by `dims`); C is borrowed mutably, so it overlaps neither
     // A nor B.
-    unsafe { gemm_raw(d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
+    unsafe { gemm_raw(simd, d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
 }
 
 /// `Y[M x N] = max(W[M x K] * X[K x N] + bias, 0)` (ReLU only if `relu`), with `bias[i]`
@@ -61,10 +73,27 @@ pub fn gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
 /// applied as they are stored, so Y is written once instead of three times (fill with the
 /// bias, accumulate the product, apply ReLU), which is what [`gemm_bias_relu_portable`]
 /// does: the same bits when N > 1, where its product also runs on the broadcast kernel.
+/// Likewise on AVX2+FMA.
 ///
 /// # Panics
 /// If the shapes disagree or `bias` has fewer than M values.
-pub fn gemm_bias_relu(w: MatRef, x: MatRef, bias: &[f32], relu: bool, mut y: MatMut) {
+pub fn gemm_bias_relu(w: MatRef, x: MatRef, bias: &[f32], relu: bool, y: MatMut) {
+    gemm_bias_relu_on(simd(), w, x, bias, relu, y)
+}
+
+/// [`gemm_bias_relu`] on the kernels of `simd` (or the best family below it that this CPU
+/// has).
+///
+/// # Panics
+/// As [`gemm_bias_relu`].
+pub fn gemm_bias_relu_on(
+    simd: Simd,
+    w: MatRef,
+    x: MatRef,
+    bias: &[f32],
+    relu: bool,
+    mut y: MatMut,
+) {
     let d = dims("gemm_bias_relu", &w, &x, &y);
     assert!(
         bias.len() >= d.m,
@@ -73,20 +102,44 @@ pub fn gemm_bias_relu(w: MatRef, x: MatRef, bias: &[f32], relu: bool, mut y: Mat
         d.m
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512() && d.m > 0 && d.n > 0 && d.k > 0 && x.rows_contiguous() {
+    if d.m > 0 && d.n > 0 && d.k > 0 && x.rows_contiguous() {
         let start = super::avx512::Start::Bias(bias.as_ptr());
-        // SAFETY: AVX-512F is available and X's rows are contiguous (both just checked).
-        // The views hold every element of their shapes, which are d's (`dims`); the bias
-        // has M values (asserted); Y is borrowed mutably, so it overlaps no input.
-        unsafe { super::avx512::gemm_bcast(d, w.as_ptr(), x.as_ptr(), y.as_ptr(), start, relu) };
-        return;
+        let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y.as_ptr());
+        // Both kernels' instructions are available when `or_below` returns their family
+        // (it returns only families this CPU supports), and X's rows are contiguous (just
+        // checked). The views hold every element of their shapes, which are d's (`dims`);
+        // the bias has M values (asserted); Y is borrowed mutably, so it overlaps no input.
+        match simd.or_below() {
+            // SAFETY: as above, AVX-512F available.
+            Simd::Avx512 => unsafe {
+                return super::avx512::gemm_bcast(d, wp, xp, yp, start, relu);
+            },
+            // SAFETY: as above, AVX2 and FMA available.
+            Simd::Avx2 => unsafe {
+                return super::avx2::gemm_bcast(d, wp, xp, yp, start, relu);
+            },
+            Simd::Portable => {}
+        }
     }
-    gemm_bias_relu_portable(w, x, bias, relu, y)
+    gemm_bias_relu_passes(simd, w, x, bias, relu, y)
 }
 
-/// [`gemm_bias_relu`] in three passes (the reference it is tested against, and the path on
-/// CPUs without AVX-512).
-pub fn gemm_bias_relu_portable(w: MatRef, x: MatRef, bias: &[f32], relu: bool, mut y: MatMut) {
+/// [`gemm_bias_relu`] in three passes on the portable path (the reference it is tested
+/// against, and the path on CPUs without AVX2).
+pub fn gemm_bias_relu_portable(w: MatRef, x: MatRef, bias: &[f32], relu: bool, y: MatMut) {
+    gemm_bias_relu_passes(Simd::Portable, w, x, bias, relu, y)
+}
+
+/// [`gemm_bias_relu`] in three passes (fill with the bias, accumulate the product on the
+/// kernels of `simd`, apply ReLU).
+pub fn gemm_bias_relu_passes(
+    simd: Simd,
+    w: MatRef,
+    x: MatRef,
+    bias: &[f32],
+    relu: bool,
+    mut y: MatMut,
+) {
     let d = dims("gemm_bias_relu", &w, &x, &y);
     assert!(
         bias.len() >= d.m,
@@ -97,7 +150,7 @@ pub fn gemm_bias_relu_portable(w: MatRef, x: MatRef, bias: &[f32], relu: bool, m
     for (row, &b) in y.as_mut_slice().chunks_mut(d.n.max(1)).zip(bias) {
         row.fill(b);
     }
-    gemm(w, x, 1.0, y.rb());
+    gemm_on(simd, w, x, 1.0, y.rb());
     if relu {
         y.as_mut_slice().iter_mut().for_each(|v| *v = v.max(0.0));
     }
@@ -105,13 +158,8 @@ pub fn gemm_bias_relu_portable(w: MatRef, x: MatRef, bias: &[f32], relu: bool, m
 
 /// [`gemm`] on the `matrixmultiply` path whatever the CPU: the portable fallback, kept
 /// callable so that tests cover it on machines where the AVX-512 path is chosen.
-pub fn gemm_portable(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
-    let d = dims("gemm_portable", &a, &b, &c);
-    if d.m == 0 || d.n == 0 {
-        return;
-    }
-    // SAFETY: as in `gemm`.
-    unsafe { sgemm(d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
+pub fn gemm_portable(a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    gemm_on(Simd::Portable, a, b, beta, c)
 }
 
 /// `C = A * B + beta * C` by `matrixmultiply`.
@@ -145,29 +193,42 @@ unsafe fn sgemm(d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
     }
 }
 
-/// The one place a product is dispatched to a kernel, by the operands' strides:
-/// A and B both contiguous along K -> the AVX-512 dot kernel; B's rows contiguous ->
-/// the AVX-512 broadcast kernel; anything else, a beta other than 0 or 1, or a CPU
-/// without AVX-512 -> `matrixmultiply`.
+/// The one place a product is dispatched to a kernel, by the family `simd` (lowered to
+/// one this CPU has) and the operands' strides: A and B both contiguous along K -> the dot
+/// kernel; B's rows contiguous -> the broadcast kernel; anything else, a beta other than 0
+/// or 1, or the portable family -> `matrixmultiply`.
 ///
 /// # Safety
 /// For i < m, j < n, p < k, A(i, p), B(p, j) and C(i, j) must lie inside the allocations
 /// their pointers point into, and C must not overlap A or B.
-unsafe fn gemm_raw(d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
+unsafe fn gemm_raw(simd: Simd, d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() && (beta == 0.0 || beta == 1.0) && d.k > 0 {
-        use super::avx512::{gemm_bcast, gemm_dot, Start};
+    if (beta == 0.0 || beta == 1.0) && d.k > 0 {
+        use super::avx512::Start;
+        use super::{avx2, avx512};
         let beta_one = beta == 1.0;
-        if a.col_stride == 1 && b.row_stride == 1 {
-            // SAFETY: AVX-512F is available (checked); A's rows and B^T's rows (B's
-            // columns) are contiguous (checked); bounds and overlap by the caller.
-            return unsafe { gemm_dot(d, a, b.t(), c, beta_one) };
+        let simd = simd.or_below();
+        if simd != Simd::Portable && a.col_stride == 1 && b.row_stride == 1 {
+            // SAFETY: the family's instructions are available (`or_below`); A's rows and
+            // B^T's rows (B's columns) are contiguous (checked); bounds and overlap by the
+            // caller.
+            return unsafe {
+                match simd {
+                    Simd::Avx512 => avx512::gemm_dot(d, a, b.t(), c, beta_one),
+                    _ => avx2::gemm_dot(d, a, b.t(), c, beta_one),
+                }
+            };
         }
-        if b.col_stride == 1 {
+        if simd != Simd::Portable && b.col_stride == 1 {
             let start = if beta_one { Start::C } else { Start::Zero };
-            // SAFETY: AVX-512F is available and B's rows are contiguous (both checked);
-            // K > 0 (checked); bounds and overlap by the caller.
-            return unsafe { gemm_bcast(d, a, b, c, start, false) };
+            // SAFETY: the family's instructions are available (`or_below`) and B's rows
+            // are contiguous (checked); K > 0 (checked); bounds and overlap by the caller.
+            return unsafe {
+                match simd {
+                    Simd::Avx512 => avx512::gemm_bcast(d, a, b, c, start, false),
+                    _ => avx2::gemm_bcast(d, a, b, c, start, false),
+                }
+            };
         }
     }
     // SAFETY: the caller's guarantees are sgemm's contract.
@@ -233,7 +294,15 @@ impl TilePtr {
 ///
 /// # Panics
 /// If the shapes disagree.
-pub fn par_gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+pub fn par_gemm(a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    par_gemm_on(simd(), a, b, beta, c)
+}
+
+/// [`par_gemm`] on the kernels of `simd` (or the best family below it that this CPU has).
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn par_gemm_on(simd: Simd, a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     let d = dims("par_gemm", &a, &b, &c);
     if d.m == 0 || d.n == 0 {
         return;
@@ -241,7 +310,7 @@ pub fn par_gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     let Dims { m, n, k } = d;
     let (mb, nb) = tile_plan(m, n, k);
     if mb >= m && nb >= n {
-        return gemm(a, b, beta, c);
+        return gemm_on(simd, a, b, beta, c);
     }
     let (tiles_m, tiles_n) = (m.div_ceil(mb), n.div_ceil(nb));
     let cp = TilePtr(c.as_ptr());
@@ -261,7 +330,7 @@ pub fn par_gemm(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
         // borrowed mutably for the whole loop, so it overlaps neither A nor B.
         unsafe {
             let c_t = cp.get().block(r0, c0);
-            gemm_raw(tile, a_t.as_ptr(), b_t.as_ptr(), beta, c_t);
+            gemm_raw(simd, tile, a_t.as_ptr(), b_t.as_ptr(), beta, c_t);
         }
     });
 }
@@ -329,6 +398,14 @@ const GEMV_ROWS: usize = 32;
 /// If A's rows are not contiguous (A is a transposed view), or `x` or `y` is shorter than
 /// A's columns or rows.
 pub fn par_gemv(a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
+    par_gemv_on(simd(), a, x, beta, y)
+}
+
+/// [`par_gemv`] on the kernels of `simd` (or the best family below it that this CPU has).
+///
+/// # Panics
+/// As [`par_gemv`].
+pub fn par_gemv_on(simd: Simd, a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
     let (o, i) = (a.rows(), a.cols());
     assert!(
         a.rows_contiguous(),
@@ -341,9 +418,9 @@ pub fn par_gemv(a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
     let rows = |r0: usize, ys: &mut [f32]| {
         let len = ys.len();
         let a_rows = a.block(r0, 0, len, i);
-        if avx512() && (beta == 0.0 || beta == 1.0) {
-            // The AVX-512 dot kernel (4 rows of A against x at a time).
-            gemm(a_rows, xm, beta, MatMut::new(ys, len, 1));
+        if simd.or_below() != Simd::Portable && (beta == 0.0 || beta == 1.0) {
+            // The dot kernel (4 rows of A against x at a time with AVX-512, 2 with AVX2).
+            gemm_on(simd, a_rows, xm, beta, MatMut::new(ys, len, 1));
             return;
         }
         for (r, yr) in ys.iter_mut().enumerate() {
@@ -435,8 +512,14 @@ mod tests {
         }
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every kernel family this CPU has (AVX-512, AVX2+FMA, portable), one thread and
+        /// tiled over threads, against the definition.
         #[test]
         fn fast_gemm_equals_naive(m in 1usize..80, n in 1usize..80, k in 1usize..300,
                                   ta in any::<bool>(), tb in any::<bool>(), beta in prop::sample::select(vec![0.0f32, 1.0]),
@@ -446,15 +529,17 @@ mod tests {
             let c0 = random(m * n, seed ^ 2);
             let mut want = c0.clone();
             gemm_naive(a, b, beta, MatMut::new(&mut want, m, n));
-            let mut got = c0.clone();
-            gemm(a, b, beta, MatMut::new(&mut got, m, n));
-            close(&got, &want, k);
+            for simd in Simd::all_supported() {
+                let mut got = c0.clone();
+                gemm_on(simd, a, b, beta, MatMut::new(&mut got, m, n));
+                close(&got, &want, k);
+                let mut par = c0.clone();
+                par_gemm_on(simd, a, b, beta, MatMut::new(&mut par, m, n));
+                close(&par, &want, k);
+            }
             let mut portable = c0.clone();
             gemm_portable(a, b, beta, MatMut::new(&mut portable, m, n));
             close(&portable, &want, k);
-            let mut par = c0.clone();
-            par_gemm(a, b, beta, MatMut::new(&mut par, m, n));
-            close(&par, &want, k);
         }
     }
 
@@ -469,9 +554,11 @@ mod tests {
             let mut want = y0.clone();
             let (am, xm) = (MatRef::new(&a, o, i), MatRef::new(&x, i, 1));
             gemm_naive(am, xm, beta, MatMut::new(&mut want, o, 1));
-            let mut got = y0.clone();
-            par_gemv(am, &x, beta, &mut got);
-            close(&got, &want, i);
+            for simd in Simd::all_supported() {
+                let mut got = y0.clone();
+                par_gemv_on(simd, am, &x, beta, &mut got);
+                close(&got, &want, i);
+            }
         }
 
         #[test]
@@ -483,44 +570,79 @@ mod tests {
             let c0 = random(m * n, seed ^ 2);
             let mut want = c0.clone();
             gemm_naive(a, b, beta, MatMut::new(&mut want, m, n));
-            let mut par = c0.clone();
-            par_gemm(a, b, beta, MatMut::new(&mut par, m, n));
-            close(&par, &want, k);
+            for simd in Simd::all_supported() {
+                let mut par = c0.clone();
+                par_gemm_on(simd, a, b, beta, MatMut::new(&mut par, m, n));
+                close(&par, &want, k);
+            }
         }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        /// The fused kernel against fill + product + ReLU: bit-equal, since both start each
-        /// element's chain of FMAs from the bias and add the products in the same order
-        /// (K up to 600 crosses the kernel's 288-step blocks).
+        /// The AVX2 kernels compute each element by the same operations in the same order
+        /// as the AVX-512 ones, so the two give the same bits (broadcast kernel with every
+        /// start, dot kernel, the matrix-vector product, K across the blocks of both).
+        /// Runs only on a CPU with both.
+        #[test]
+        fn avx2_and_avx512_kernels_give_the_same_bits(m in 1usize..70, n in 1usize..70,
+                k in 1usize..700, ta in any::<bool>(), tb in any::<bool>(),
+                beta in prop::sample::select(vec![0.0f32, 1.0]), relu in any::<bool>(),
+                seed in any::<u64>()) {
+            if !(Simd::Avx512.supported() && Simd::Avx2.supported()) {
+                return Ok(());
+            }
+            let (a, b) = (random(m * k, seed), random(k * n, seed ^ 1));
+            let (am, bm) = (op(&a, m, k, ta), op(&b, k, n, tb));
+            let c0 = random(m * n, seed ^ 2);
+            let run = |simd| {
+                let mut c = c0.clone();
+                par_gemm_on(simd, am, bm, beta, MatMut::new(&mut c, m, n));
+                let mut fused = vec![f32::NAN; m * n];
+                let bm = MatRef::new(&b, k, n);
+                gemm_bias_relu_on(simd, MatRef::new(&a, m, k), bm, &c0[..m], relu,
+                                  MatMut::new(&mut fused, m, n));
+                let mut y = c0[..m].to_vec();
+                par_gemv_on(simd, MatRef::new(&a, m, k), &b[..k], beta, &mut y);
+                (bits(&c), bits(&fused), bits(&y))
+            };
+            prop_assert_eq!(run(Simd::Avx512), run(Simd::Avx2));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The fused kernel against fill + product + ReLU on each SIMD family: bit-equal,
+        /// since both start each element's chain of FMAs from the bias and add the products
+        /// in the same order (K up to 600 crosses the kernels' blocks of 288 and 576 steps).
         #[test]
         fn fused_bias_and_relu_equal_the_three_passes(m in 1usize..40, n in 1usize..100,
                 k in 1usize..600, relu in any::<bool>(), seed in 0u64..1000) {
             let w = random(m * k, seed);
             let x = random(k * n, seed + 1);
             let bias = random(m, seed + 2);
-            let mut fused = vec![f32::NAN; m * n];
-            let mut passes = vec![f32::NAN; m * n];
             let (wm, xm) = (MatRef::new(&w, m, k), MatRef::new(&x, k, n));
-            gemm_bias_relu(wm, xm, &bias, relu, MatMut::new(&mut fused, m, n));
-            gemm_bias_relu_portable(wm, xm, &bias, relu, MatMut::new(&mut passes, m, n));
-            if avx512() && n > 1 {
-                // Same bits: the portable path also runs the broadcast kernel for its product
-                // (at N = 1 it takes the dot kernel, which sums in another order).
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                prop_assert_eq!(bits(&fused), bits(&passes));
-            }
-            // And the fused result against the definition.
             let mut reference = vec![0.0; m * n];
             gemm_naive(wm, xm, 0.0, MatMut::new(&mut reference, m, n));
-            for i in 0..m {
-                for j in 0..n {
-                    let mut v = reference[i * n + j] + bias[i];
-                    if relu { v = v.max(0.0); }
-                    let got = fused[i * n + j];
-                    prop_assert!((got - v).abs() <= 1e-4 * (1.0 + (k as f32).sqrt()),
-                        "({}, {}): {} vs {}", i, j, got, v);
+            for simd in Simd::all_supported() {
+                let mut fused = vec![f32::NAN; m * n];
+                let mut passes = vec![f32::NAN; m * n];
+                gemm_bias_relu_on(simd, wm, xm, &bias, relu, MatMut::new(&mut fused, m, n));
+                gemm_bias_relu_passes(simd, wm, xm, &bias, relu, MatMut::new(&mut passes, m, n));
+                if simd != Simd::Portable && n > 1 {
+                    // Same bits: the passes' product also runs the broadcast kernel (at
+                    // N = 1 it takes the dot kernel, which sums in another order).
+                    prop_assert_eq!(bits(&fused), bits(&passes));
+                }
+                // And the fused result against the definition.
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut v = reference[i * n + j] + bias[i];
+                        if relu { v = v.max(0.0); }
+                        let got = fused[i * n + j];
+                        prop_assert!((got - v).abs() <= 1e-4 * (1.0 + (k as f32).sqrt()),
+                            "{:?} ({}, {}): {} vs {}", simd, i, j, got, v);
+                    }
                 }
             }
         }
@@ -584,7 +706,8 @@ mod tests {
             (300, 517, 1100, true, true),
             (1, 128, 3136, false, true),
         ];
-        let run = |threads: usize| -> Vec<Vec<f32>> {
+        // On every SIMD family this CPU has.
+        let run = |simd: Simd, threads: usize| -> Vec<Vec<f32>> {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
@@ -596,21 +719,23 @@ mod tests {
                     let b = random(k * n, s as u64 + 100);
                     let mut c = random(m * n, s as u64 + 200);
                     let (am, bm) = (op(&a, m, k, ta), op(&b, k, n, tb));
-                    par_gemm(am, bm, 1.0, MatMut::new(&mut c, m, n));
+                    par_gemm_on(simd, am, bm, 1.0, MatMut::new(&mut c, m, n));
                     out.push(c);
                     if tb && !ta {
                         // y = B x with B stored N x K (Dense's W): the gemv path.
                         let mut y = random(n, s as u64 + 300);
-                        par_gemv(bm.t(), &a[..k], 1.0, &mut y);
+                        par_gemv_on(simd, bm.t(), &a[..k], 1.0, &mut y);
                         out.push(y);
                     }
                 }
                 out
             })
         };
-        let one = run(1);
-        assert_eq!(one, run(2));
-        assert_eq!(one, run(3));
+        for simd in Simd::all_supported() {
+            let one = run(simd, 1);
+            assert_eq!(one, run(simd, 2), "{simd:?}");
+            assert_eq!(one, run(simd, 3), "{simd:?}");
+        }
         // And the tiled product equals the single-task one.
         for (s, &(m, n, k, ta, tb)) in shapes.iter().enumerate() {
             let a = random(m * k, s as u64);
@@ -627,15 +752,18 @@ mod tests {
     #[test]
     fn par_gemm_is_bit_identical_to_gemm() {
         let (m, n, k) = (130, 70, 300);
-        for ta in [false, true] {
+        for (simd, ta) in Simd::all_supported()
+            .into_iter()
+            .flat_map(|s| [(s, false), (s, true)])
+        {
             let a = random(m * k, 1);
             let b = random(k * n, 2);
             let mut one = vec![0.0; m * n];
             let (am, bm) = (op(&a, m, k, ta), MatRef::new(&b, k, n));
-            gemm(am, bm, 0.0, MatMut::new(&mut one, m, n));
+            gemm_on(simd, am, bm, 0.0, MatMut::new(&mut one, m, n));
             let mut par = vec![0.0; m * n];
-            par_gemm(am, bm, 0.0, MatMut::new(&mut par, m, n));
-            assert_eq!(one, par);
+            par_gemm_on(simd, am, bm, 0.0, MatMut::new(&mut par, m, n));
+            assert_eq!(one, par, "{simd:?}");
         }
     }
 }

@@ -29,23 +29,34 @@ pub(super) fn valid_range(g: &ConvGeom, j: usize) -> (usize, usize) {
 
 /// Fills `cols` (length C*kh*kw * H'*W') from one sample `x` (length C*H*W).
 pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
+    im2col_on(crate::kernels::simd(), x, g, cols)
+}
+
+/// [`im2col`] on the kernels of `simd` (or the best family below it that this CPU has):
+/// every family writes the same values.
+pub fn im2col_on(simd: crate::kernels::Simd, x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     let ohw = g.out_h * g.out_w;
     debug_assert_eq!(x.len(), g.c * g.h * g.w);
     debug_assert_eq!(cols.len(), g.patch_len() * ohw);
-    // At stride 1 with AVX-512, each row is one masked load and store per 16 columns: at
-    // 14 or 28 columns, the loop below spent more time in calls to memset and memcpy (which
-    // the compiler makes of its fills and copies) than in moving data.
+    // At stride 1 with AVX-512 or AVX2, each row is one masked load and store per 16 (or 8)
+    // columns: at 14 or 28 columns, the loop below spent more time in calls to memset and
+    // memcpy (which the compiler makes of its fills and copies) than in moving data.
     #[cfg(target_arch = "x86_64")]
-    if g.stride == 1 && crate::kernels::avx512_available() {
-        // SAFETY: AVX-512F is available (just checked); the kernel checks the stride and
-        // the lengths.
-        unsafe { super::avx512::im2col_stride1(x, g, cols) };
-        return;
+    if g.stride == 1 {
+        use crate::kernels::Simd;
+        match simd.or_below() {
+            // SAFETY: AVX-512F is available (`or_below` returns only families this CPU
+            // supports); the kernel checks the stride and the lengths.
+            Simd::Avx512 => return unsafe { super::avx512::im2col_stride1(x, g, cols) },
+            // SAFETY: AVX2 is available (as above); the kernel checks the rest.
+            Simd::Avx2 => return unsafe { super::avx2::im2col_stride1(x, g, cols) },
+            Simd::Portable => {}
+        }
     }
     im2col_portable(x, g, cols)
 }
 
-/// [`im2col`] without the AVX-512 path, whatever the CPU: the loops every other case runs,
+/// [`im2col`] without the AVX-512 and AVX2 paths, whatever the CPU: the loops every other case runs,
 /// kept callable so that the tests compare both on any machine.
 pub fn im2col_portable(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     let ohw = g.out_h * g.out_w;
@@ -70,7 +81,7 @@ pub fn im2col_portable(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
                     dst[hi..].fill(0.0);
                     if g.stride == 1 {
                         // (The compiler makes a call to memcpy of this loop, costly for
-                        // rows of a few dozen floats: the AVX-512 path avoids it.)
+                        // rows of a few dozen floats: the SIMD paths avoid it.)
                         for (d, &v) in dst[lo..hi].iter_mut().zip(&src[ix0..ix0 + hi - lo]) {
                             *d = v;
                         }

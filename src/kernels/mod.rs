@@ -1,10 +1,12 @@
 //! Compute kernels shared by the layers: window geometry ([`geom`]), matrix views ([`mat`])
 //! and the matrix multiply that takes them, the
-//! im2col transform and max pooling with their run-time dispatch to AVX-512, and
-//! keeping the thread pool awake during a computation ([`threads`]).
+//! im2col transform and max pooling with their run-time dispatch to AVX-512 or AVX2+FMA
+//! ([`Simd`]), and keeping the thread pool awake during a computation ([`threads`]).
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
 //! compare it with.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod gemm;
@@ -14,11 +16,76 @@ pub mod mat;
 pub mod pool;
 pub mod threads;
 
-/// Whether our AVX-512 kernels run on this CPU (see [`avx512::available`]); false on other
-/// architectures.
+use std::sync::OnceLock;
+
+/// Which family of kernels runs: our AVX-512 kernels ([`avx512`]), our AVX2+FMA kernels
+/// ([`avx2`]), or the portable code (the `matrixmultiply` crate for products, plain loops
+/// for the rest).
+///
+/// The AVX2 kernels compute every element in the same order as the AVX-512 ones (the same
+/// chain of FMAs, the same 16 partial sums of a dot product and the same tree adding them),
+/// so the two paths give the same bits; the portable path rounds differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Simd {
+    /// Whether this CPU can run the kernels of `self` (the portable ones run anywhere).
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Simd::Avx512 | Simd::Avx2 => false,
+            Simd::Portable => true,
+        }
+    }
+
+    /// `self` if this CPU supports it, otherwise the best family below it that it does:
+    /// what a kernel asked for `self` runs, so no choice can execute an instruction the CPU
+    /// lacks.
+    pub fn or_below(self) -> Simd {
+        [Simd::Avx512, Simd::Avx2, Simd::Portable]
+            .into_iter()
+            .skip_while(|s| *s != self)
+            .find(|s| s.supported())
+            .unwrap_or(Simd::Portable)
+    }
+
+    /// Every family this CPU supports, best first (whatever the environment says): the
+    /// tests run each kernel on all of them.
+    pub fn all_supported() -> Vec<Simd> {
+        [Simd::Avx512, Simd::Avx2, Simd::Portable]
+            .into_iter()
+            .filter(|s| s.supported())
+            .collect()
+    }
+}
+
+/// The kernels every computation uses, chosen once per process: the best family the CPU
+/// supports, lowered by the environment: `CNN_NO_AVX512` (set to anything) makes an
+/// AVX-512 CPU take the AVX2+FMA path, `CNN_NO_SIMD` forces the portable path. They let one
+/// machine measure and test the paths of other CPUs.
+pub fn simd() -> Simd {
+    static CHOSEN: OnceLock<Simd> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let wanted = if std::env::var_os("CNN_NO_SIMD").is_some() {
+            Simd::Portable
+        } else if std::env::var_os("CNN_NO_AVX512").is_some() {
+            Simd::Avx2
+        } else {
+            Simd::Avx512
+        };
+        wanted.or_below()
+    })
+}
+
+/// Whether the AVX-512 kernels run in this process ([`simd`] chose them).
 pub fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return avx512::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    simd() == Simd::Avx512
 }

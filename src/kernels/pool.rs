@@ -1,5 +1,5 @@
 //! Max pooling of one (H, W) plane: the general loop (the definition), the 2x2 stride-2 loop,
-//! and the AVX-512 version of the latter, chosen at run time. Each takes a resolved
+//! and its AVX-512 and AVX2 versions, chosen at run time. Each takes a resolved
 //! [`PoolGeom`] and writes, for every output, the maximum and its flat index in the plane.
 //!
 //! ```text
@@ -35,20 +35,42 @@ pub fn max_pool_plane(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u
     }
 }
 
-/// [`max_pool_2x2`], 16 outputs at a time with AVX-512 where the CPU has it.
+/// [`max_pool_2x2`], 16 outputs at a time with AVX-512 or 8 with AVX2 where the CPU has
+/// them.
 pub fn max_pool_2x2_fast(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
+    max_pool_2x2_on(crate::kernels::simd(), g, x_p, y_p, arg_p)
+}
+
+/// [`max_pool_2x2`] on the kernels of `simd` (or the best family below it that this CPU
+/// has): every family writes the same values and indices.
+pub fn max_pool_2x2_on(
+    simd: crate::kernels::Simd,
+    g: &PoolGeom,
+    x_p: &[f32],
+    y_p: &mut [f32],
+    arg_p: &mut [u32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::avx512_available() {
-        // The sizes are checked here, not in the kernel: there (with the geometry passed
-        // in) the same checks made the layer's forward pass 2% slower, measured.
-        let ohw = g.out_h * g.out_w;
-        assert!(2 * g.out_h <= g.h && 2 * g.out_w <= g.w && x_p.len() >= g.h * g.w);
-        assert!(y_p.len() >= ohw && arg_p.len() >= ohw);
-        // SAFETY: AVX-512F is available and the plane sizes were just checked.
-        unsafe {
-            crate::kernels::avx512::max_pool_2x2(x_p, g.w, g.out_h, g.out_w, y_p, arg_p);
+    {
+        use crate::kernels::{avx2, avx512, Simd};
+        let simd = simd.or_below();
+        if simd != Simd::Portable {
+            // The sizes are checked here, not in the kernel: there (with the geometry
+            // passed in) the same checks made the layer's forward pass 2% slower, measured.
+            let ohw = g.out_h * g.out_w;
+            assert!(2 * g.out_h <= g.h && 2 * g.out_w <= g.w && x_p.len() >= g.h * g.w);
+            assert!(y_p.len() >= ohw && arg_p.len() >= ohw);
+            let (w, oh, ow) = (g.w, g.out_h, g.out_w);
+            if simd == Simd::Avx512 {
+                // SAFETY: AVX-512F is available (`or_below` returns only families this
+                // CPU supports) and the plane sizes were just checked.
+                unsafe { avx512::max_pool_2x2(x_p, w, oh, ow, y_p, arg_p) };
+            } else {
+                // SAFETY: AVX2 is available (as above) and the sizes were checked.
+                unsafe { avx2::max_pool_2x2(x_p, w, oh, ow, y_p, arg_p) };
+            }
+            return;
         }
-        return;
     }
     max_pool_2x2(g, x_p, y_p, arg_p)
 }
@@ -121,12 +143,13 @@ mod tests {
             assert_eq!(a1, a2);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y1), bits(&y2));
-            // And the AVX-512 path, where this CPU has it (the same as the scalar one
-            // elsewhere).
-            let (mut y3, mut a3) = (vec![0.0; ohw], vec![0; ohw]);
-            max_pool_2x2_fast(&g, &x, &mut y3, &mut a3);
-            assert_eq!(a1, a3);
-            assert_eq!(bits(&y1), bits(&y3));
+            // And the AVX-512 and AVX2 paths, where this CPU has them.
+            for simd in crate::kernels::Simd::all_supported() {
+                let (mut y3, mut a3) = (vec![0.0; ohw], vec![0; ohw]);
+                max_pool_2x2_on(simd, &g, &x, &mut y3, &mut a3);
+                assert_eq!(a1, a3, "{simd:?}");
+                assert_eq!(bits(&y1), bits(&y3), "{simd:?}");
+            }
         }
     }
 }

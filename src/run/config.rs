@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::early_stop::{EarlyStop, Monitor};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::optim::{Optimizer, OptimizerKind};
@@ -155,6 +156,17 @@ pub struct RunConfig {
     pub shift: usize,
     /// Flip half the training images left to right, at random. Default off.
     pub flip: bool,
+    /// Stop when this figure of the validation split (`val_split`, required) has not
+    /// improved for `patience` epochs ([`crate::early_stop`]). Default off.
+    pub early_stop: Option<Monitor>,
+    /// Epochs without improvement before early stopping stops. Default 5 (Keras's is 0,
+    /// which stops at the first epoch that does not improve; noisy figures need more).
+    pub patience: usize,
+    /// The least change of the watched figure that counts as an improvement. Default 0.
+    pub min_delta: f64,
+    /// A run that stops early ends with its best epoch's weights (kept in the run folder's
+    /// `best.safetensors`), as Keras's `restore_best_weights=True`. Default off, as Keras.
+    pub restore_best: bool,
 }
 
 impl Default for RunConfig {
@@ -185,6 +197,10 @@ impl Default for RunConfig {
             shift: 0,
             flip: false,
             resize: false,
+            early_stop: None,
+            patience: 5,
+            min_delta: 0.0,
+            restore_best: false,
         }
     }
 }
@@ -223,6 +239,10 @@ pub struct RunOptions {
     pub resize: bool,
     pub shift: Option<usize>,
     pub flip: bool,
+    pub early_stop: Option<Monitor>,
+    pub patience: Option<usize>,
+    pub min_delta: Option<f64>,
+    pub restore_best: bool,
 }
 
 impl RunOptions {
@@ -249,7 +269,57 @@ impl RunOptions {
             ScheduleChoice::Step,
         )?;
         needs(self.gamma.is_some(), "--gamma", ScheduleChoice::Step)?;
-        needs(self.min_lr.is_some(), "--min-lr", ScheduleChoice::Cosine)
+        needs(self.min_lr.is_some(), "--min-lr", ScheduleChoice::Cosine)?;
+        for (given, flag) in [
+            (self.patience.is_some(), "--patience"),
+            (self.min_delta.is_some(), "--min-delta"),
+            (self.restore_best, "--restore-best"),
+        ] {
+            if given && self.early_stop.is_none() {
+                return Err(Error::Usage(format!(
+                    "{flag} applies to early stopping; add --early-stop val_loss (or \
+                     val_accuracy), or leave {flag} out"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `self`'s options, with `base`'s where `self` has none: the command line's flags
+    /// (`self`) over a config file's `Train` and `Augment` lines (`base`). A switch is on
+    /// when either turns it on.
+    pub fn over(&self, base: &RunOptions) -> RunOptions {
+        let (a, b) = (self.clone(), base.clone());
+        RunOptions {
+            config: a.config.or(b.config),
+            data: a.data.or(b.data),
+            test_data: a.test_data.or(b.test_data),
+            val_split: a.val_split.or(b.val_split),
+            epochs: a.epochs.or(b.epochs),
+            lr: a.lr.or(b.lr),
+            batch_size: a.batch_size.or(b.batch_size),
+            optimizer: a.optimizer.or(b.optimizer),
+            momentum: a.momentum.or(b.momentum),
+            weight_decay: a.weight_decay.or(b.weight_decay),
+            label_smoothing: a.label_smoothing.or(b.label_smoothing),
+            schedule: a.schedule.or(b.schedule),
+            step_size: a.step_size.or(b.step_size),
+            gamma: a.gamma.or(b.gamma),
+            min_lr: a.min_lr.or(b.min_lr),
+            warmup: a.warmup.or(b.warmup),
+            init_scheme: a.init_scheme.or(b.init_scheme),
+            init: a.init.or(b.init),
+            seed: a.seed.or(b.seed),
+            no_shuffle: a.no_shuffle || b.no_shuffle,
+            normalize: a.normalize || b.normalize,
+            resize: a.resize || b.resize,
+            shift: a.shift.or(b.shift),
+            flip: a.flip || b.flip,
+            early_stop: a.early_stop.or(b.early_stop),
+            patience: a.patience.or(b.patience),
+            min_delta: a.min_delta.or(b.min_delta),
+            restore_best: a.restore_best || b.restore_best,
+        }
     }
 }
 
@@ -300,6 +370,10 @@ impl RunConfig {
         self.shift = g.shift.unwrap_or(self.shift);
         self.flip |= g.flip;
         self.resize |= g.resize;
+        self.early_stop = g.early_stop.or(self.early_stop);
+        self.patience = g.patience.unwrap_or(self.patience);
+        self.min_delta = g.min_delta.unwrap_or(self.min_delta);
+        self.restore_best |= g.restore_best;
         self
     }
 
@@ -374,7 +448,35 @@ impl RunConfig {
                 ));
             }
         }
+        if let Some(monitor) = self.early_stop {
+            if self.val_split.is_none() {
+                return bad(format!(
+                    "--early-stop {} watches a validation split, and this run has none: add \
+                     --val-split 0.1 (early stopping never looks at the test set)",
+                    monitor.name()
+                ));
+            }
+        }
+        if self.patience == 0 {
+            return bad("--patience must be at least 1".into());
+        }
+        if !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
+            return bad(format!(
+                "--min-delta must be 0 or positive, got {}",
+                self.min_delta
+            ));
+        }
         Ok(())
+    }
+
+    /// The early-stopping rule this config asks for, if any.
+    pub fn early_stop_rule(&self) -> Option<EarlyStop> {
+        self.early_stop.map(|monitor| EarlyStop {
+            monitor,
+            patience: self.patience,
+            min_delta: self.min_delta,
+            restore_best: self.restore_best,
+        })
     }
 
     /// The learning-rate schedule this config asks for.
@@ -509,6 +611,28 @@ impl RunConfig {
             "--val-split",
             given.val_split.map(|f| f.to_string()),
             self.val_split.map_or("none".into(), |f| f.to_string()),
+            exact,
+            &restart,
+        )?;
+        differs(
+            "--early-stop",
+            given.early_stop.map(Monitor::name),
+            self.early_stop.map_or("none", Monitor::name),
+            exact,
+            &restart,
+        )?;
+        differs("--patience", given.patience, self.patience, exact, &restart)?;
+        differs(
+            "--min-delta",
+            given.min_delta,
+            self.min_delta,
+            exact,
+            &restart,
+        )?;
+        differs(
+            "--restore-best",
+            on(given.restore_best),
+            onoff(self.restore_best),
             exact,
             &restart,
         )?;

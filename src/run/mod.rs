@@ -33,6 +33,7 @@ mod config;
 mod folder;
 mod plots;
 mod report;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,7 @@ pub use report::metrics_table;
 use crate::checkpoint;
 use crate::config::{self as net_config, ParsedConfig};
 use crate::data::{self, Dataset, LoadOptions, Normalization, Split};
+use crate::early_stop::Monitor;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model_file::{self, ModelMeta};
@@ -91,6 +93,58 @@ pub struct Outcome {
     /// Where the observer stopped the run: (epoch, step), the epoch 1-based and the step the
     /// last finished in it. The checkpoint holds that point.
     pub stopped: Option<(usize, usize)>,
+    /// When early stopping ended the run: when, why, and which epoch's weights were kept.
+    pub early_stopped: Option<EarlyStopped>,
+}
+
+/// How early stopping ended a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopped {
+    /// The 1-based epoch after which training stopped.
+    pub epoch: usize,
+    /// The epochs the run was set to train.
+    pub epochs: usize,
+    pub monitor: Monitor,
+    /// The best value of the watched figure, and its 1-based epoch.
+    pub best: f64,
+    pub best_epoch: usize,
+    /// Epochs without improvement that made it stop.
+    pub patience: usize,
+    /// Whether the model ended with the best epoch's weights (`--restore-best`); otherwise
+    /// it has the last epoch's.
+    pub restored: bool,
+}
+
+impl std::fmt::Display for EarlyStopped {
+    /// "stopped early after epoch 7 of 30: val_loss has not improved on 0.3120 (epoch 4) for
+    /// 3 epochs; the model has epoch 4's weights (--restore-best)"
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped early after epoch {} of {}: {} has not improved on {:.4} (epoch {}) for {} \
+             epochs; ",
+            self.epoch,
+            self.epochs,
+            self.monitor.name(),
+            self.best,
+            self.best_epoch,
+            self.patience
+        )?;
+        if self.restored {
+            write!(
+                f,
+                "the model has epoch {}'s weights, the best (--restore-best)",
+                self.best_epoch
+            )
+        } else {
+            write!(
+                f,
+                "the model has the last epoch's weights (epoch {}; --restore-best keeps the \
+                 best epoch's)",
+                self.epoch
+            )
+        }
+    }
 }
 
 impl Outcome {
@@ -148,6 +202,15 @@ impl Run {
             None => folder::default_run_dir(&config.config),
         };
         let parsed = net_config::load(&config.config)?;
+        let [_, h, w] = parsed.spec.input;
+        if config.shift >= h.min(w) {
+            return Err(Error::Usage(format!(
+                "--shift {} is too large for the config's {h}x{w} images: it must be below the \
+                 height and width (at most {}; 2 is usual for 28x28)",
+                config.shift,
+                h.min(w) - 1
+            )));
+        }
         let mut model = Model::new(&parsed.spec, config.init_scheme, config.seed)?;
         if let Some(init) = &config.init {
             model_file::load_weights(init, &mut model)?;
@@ -320,6 +383,7 @@ impl Run {
                 shift: self.config.shift,
                 flip: self.config.flip,
             },
+            early_stop: self.config.early_stop_rule(),
         };
         let meta = ModelMeta {
             config: self.parsed.text.clone(),
@@ -330,6 +394,8 @@ impl Run {
         let steps = self.steps_per_epoch() as u64;
         let mut total = self.state.epoch as u64 * steps + self.state.step as u64;
         let ck_path = dir.join("checkpoint.safetensors");
+        let best_path = self.best_path();
+        let keep_best = self.config.restore_best;
         let fingerprint = self.data.fingerprint.clone();
         let held_out = self.held_out();
         let mut io_error: Option<Error> = None;
@@ -356,6 +422,14 @@ impl Run {
                 },
             };
             let at_epoch_end = matches!(event, Event::Epoch);
+            // The best epoch's weights before the checkpoint that records it as the best: a
+            // run killed in between redoes the epoch and writes the same file again.
+            if at_epoch_end && keep_best && st.early_stop.is_best(st.epoch) {
+                if let Err(e) = model_file::save(&best_path, m, &meta) {
+                    io_error = Some(e);
+                    return Control::Stop;
+                }
+            }
             if control == Control::Stop || at_epoch_end {
                 if let Err(e) = checkpoint::save(&ck_path, m, &meta, st, &opts, &fingerprint) {
                     io_error = Some(e);
@@ -390,9 +464,12 @@ impl Run {
             test: None,
             diverged: None,
             stopped: None,
+            early_stopped: None,
         };
         match result {
-            Ok(true) => {}
+            Ok(true) => {
+                outcome.early_stopped = self.finish_early_stop()?;
+            }
             Ok(false) => {
                 outcome.stopped = Some((self.state.epoch + 1, self.state.step));
                 return Ok(outcome);
@@ -436,6 +513,36 @@ impl Run {
     /// `model.safetensors` in the run folder.
     pub fn model_path(&self) -> PathBuf {
         self.dir.join("model.safetensors")
+    }
+
+    /// `best.safetensors` in the run folder: the best epoch's weights, kept with
+    /// `--restore-best`.
+    pub fn best_path(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+
+    /// After training is done: if early stopping ended it, restores the best epoch's weights
+    /// (with `--restore-best`) and says what happened.
+    fn finish_early_stop(&mut self) -> Result<Option<EarlyStopped>> {
+        let es = &self.state.early_stop;
+        let (Some(epoch), Some(best), Some(rule)) =
+            (es.stopped_epoch, es.best, self.config.early_stop_rule())
+        else {
+            return Ok(None);
+        };
+        let best_epoch = es.best_epoch;
+        if rule.restore_best {
+            model_file::load_weights(&self.best_path(), &mut self.model)?;
+        }
+        Ok(Some(EarlyStopped {
+            epoch,
+            epochs: self.config.epochs,
+            monitor: rule.monitor,
+            best,
+            best_epoch,
+            patience: rule.patience,
+            restored: rule.restore_best,
+        }))
     }
 }
 

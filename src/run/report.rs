@@ -86,6 +86,9 @@ pub fn write_run_report(
             );
         }
     }
+    if let Some(es) = &outcome.early_stopped {
+        let _ = writeln!(s, "**Early stopping:** {es}.\n");
+    }
     s += "## Network\n\n```text\n";
     s += &parsed.text;
     s += "```\n\n```text\n";

@@ -1,0 +1,683 @@
+//! The routes, their handlers and the JSON they answer with.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+
+use super::{assets, AppState, Loaded, MAX_UPLOAD};
+use crate::layers::Op;
+use crate::tensor::Tensor;
+
+type Shared = State<Arc<AppState>>;
+
+/// Every route; anything else is a JSON 404.
+pub(super) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/style.css", get(assets::style))
+        .route("/api/model", get(model))
+        .route("/api/weights", get(weights))
+        .route("/api/predict", post(predict))
+        .route("/api/metrics", get(metrics))
+        .route("/api/events", get(events))
+        .route("/api/confusion", get(confusion))
+        .route("/api/misclassified", get(misclassified))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error answer: a status and `{"error": "one line"}`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let one_line = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        (self.status, Json(serde_json::json!({ "error": one_line }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such page or endpoint")
+}
+
+/// Runs `f` on a blocking thread with the model, reloaded first if its file changed.
+async fn with_model<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState, &mut Loaded) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let mut loaded = lock(&state.loaded);
+        loaded.refresh(&state.source);
+        f(&state, &mut loaded)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request failed: {e}"),
+        )
+    })?
+}
+
+/// A poisoned lock still holds a usable value here: every holder leaves the model whole
+/// (a panic inside a layer would be a bug, and the next pass overwrites the buffers).
+fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------- GET /api/model
+
+#[derive(Serialize)]
+struct ModelInfo {
+    /// The file served (the run folder's newest model file, or the one given).
+    file: String,
+    /// The run folder, when one is served.
+    run: Option<String>,
+    version: u64,
+    reload_error: Option<String>,
+    config: String,
+    classes: Vec<String>,
+    /// (C, H, W).
+    input: [usize; 3],
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    layers: Vec<LayerInfo>,
+    /// `cnn summary`'s table.
+    summary: String,
+    /// Whether `--data` was given (the confusion matrix endpoints answer).
+    has_data: bool,
+}
+
+#[derive(Serialize)]
+struct LayerInfo {
+    index: usize,
+    /// `Conv2D`, `MaxPool2D`, `Dense`, ...
+    kind: &'static str,
+    /// The summary's label, e.g. `Conv2D 16 3x3 s1 same relu`.
+    label: String,
+    input: Vec<usize>,
+    output: Vec<usize>,
+    params: u128,
+    flops: u128,
+    /// The activation applied at the end of the layer (`none`, `relu`, `leaky_relu`, ...).
+    activation: &'static str,
+    /// LeakyReLU's slope for negative inputs.
+    alpha: Option<f32>,
+    /// Conv2D: kernel (kh, kw), stride and the zeros added above and to the left.
+    conv: Option<ConvInfo>,
+    /// MaxPool2D / AvgPool2D: window (ph, pw) and stride.
+    pool: Option<PoolInfo>,
+}
+
+#[derive(Serialize)]
+struct ConvInfo {
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+#[derive(Serialize)]
+struct PoolInfo {
+    max: bool,
+    ph: usize,
+    pw: usize,
+    stride: usize,
+}
+
+async fn model(State(state): Shared) -> ApiResult<ModelInfo> {
+    with_model(&state, |state, loaded| describe(state, loaded))
+        .await
+        .map(Json)
+}
+
+fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
+    let layers = loaded
+        .model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(index, layer)| {
+            let counts = layer.spec.counts(&layer.input, &layer.output);
+            let act = layer.activation();
+            let (conv, pool) = match &layer.op {
+                Op::Conv2D(c) => (
+                    Some(ConvInfo {
+                        kh: c.geom.kh,
+                        kw: c.geom.kw,
+                        stride: c.geom.stride,
+                        pad_top: c.geom.pad_top,
+                        pad_left: c.geom.pad_left,
+                    }),
+                    None,
+                ),
+                Op::MaxPool2D(p) => (None, Some(pool_info(true, &p.geom))),
+                Op::AvgPool2D(p) => (None, Some(pool_info(false, &p.geom))),
+                _ => (None, None),
+            };
+            LayerInfo {
+                index,
+                kind: layer.spec.name(),
+                label: layer.spec.describe(),
+                input: layer.input.clone(),
+                output: layer.output.clone(),
+                params: counts.params,
+                flops: counts.flops,
+                activation: act.name(),
+                alpha: match act {
+                    crate::layers::Activation::LeakyRelu(a) => Some(a),
+                    _ => None,
+                },
+                conv,
+                pool,
+            }
+        })
+        .collect();
+    let summary = crate::summary::render(&loaded.model.spec, false)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(ModelInfo {
+        file: loaded.stamp.path.display().to_string(),
+        run: state
+            .source
+            .run_dir
+            .as_ref()
+            .map(|d| d.display().to_string()),
+        version: loaded.version,
+        reload_error: loaded.reload_error.clone(),
+        config: loaded.meta.config.clone(),
+        classes: loaded.meta.classes.clone(),
+        input: loaded.model.input_shape(),
+        mean: loaded.meta.normalization.mean.clone(),
+        std: loaded.meta.normalization.std.clone(),
+        layers,
+        summary,
+        has_data: state.data.is_some(),
+    })
+}
+
+fn pool_info(max: bool, g: &crate::kernels::geom::PoolGeom) -> PoolInfo {
+    PoolInfo {
+        max,
+        ph: g.ph,
+        pw: g.pw,
+        stride: g.stride,
+    }
+}
+
+// ---------------------------------------------------------------- GET /api/weights
+
+#[derive(Deserialize)]
+struct LayerQuery {
+    layer: usize,
+}
+
+#[derive(Serialize)]
+struct Weights {
+    layer: usize,
+    version: u64,
+    /// `[K, C, kh, kw]` for Conv2D, `[inputs, units]` or as stored for Dense.
+    weight_shape: Vec<usize>,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+async fn weights(State(state): Shared, Query(q): Query<LayerQuery>) -> ApiResult<Weights> {
+    with_model(&state, move |_, loaded| {
+        let layer = loaded.model.layers.get(q.layer).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no layer {} (the model has {} layers, numbered from 0)",
+                    q.layer,
+                    loaded.model.layers.len()
+                ),
+            )
+        })?;
+        let params = layer.params();
+        let find = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, p)| p);
+        let (Some(w), Some(b)) = (find("weight"), find("bias")) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("layer {} ({}) has no weights", q.layer, layer.spec.name()),
+            ));
+        };
+        Ok(Weights {
+            layer: q.layer,
+            version: loaded.version,
+            weight_shape: w.value.shape().to_vec(),
+            weight: w.value.data().to_vec(),
+            bias: b.value.data().to_vec(),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+// ---------------------------------------------------------------- POST /api/predict
+
+#[derive(Deserialize)]
+struct PredictQuery {
+    /// Scale an image of another size to the model's input (as `cnn predict --resize`).
+    #[serde(default, deserialize_with = "flag")]
+    resize: bool,
+}
+
+/// `resize`, `resize=1`, `resize=true` are on; `resize=0`, `resize=false` off.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(!matches!(s.as_str(), "0" | "false" | "no" | "off"))
+}
+
+#[derive(Serialize)]
+struct Prediction {
+    class: String,
+    index: usize,
+    classes: Vec<String>,
+    /// Softmax of the logits, in class order (as `cnn predict`).
+    probabilities: Vec<f32>,
+    /// The normalised input, `(x / 255 - mean) / std`, as the first layer reads it.
+    input: Values,
+    /// Every layer's output for this image (the last one: the logits).
+    layers: Vec<Values>,
+    /// The model version that answered (see `/api/model`).
+    version: u64,
+}
+
+/// One tensor for one image: its shape, then its values flat in C, H, W order.
+#[derive(Serialize)]
+struct Values {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+async fn predict(
+    State(state): Shared,
+    Query(q): Query<PredictQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Prediction> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_UPLOAD as u64) {
+        return Err(too_large());
+    }
+    let _permit = state
+        .uploads
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // Reads at most MAX_UPLOAD bytes whatever the headers say (chunked uploads too).
+    let bytes = axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {e}"),
+            )
+        }
+    })?;
+    with_model(&state, move |_, loaded| {
+        run_prediction(loaded, &bytes, q.resize)
+    })
+    .await
+    .map(Json)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the image is over the limit of {} MB", MAX_UPLOAD >> 20),
+    )
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Prediction, ApiError> {
+    let unprocessable = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg);
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Bmp) => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body is not a PNG, JPEG or BMP image",
+            ))
+        }
+    }
+    let [c, h, w] = loaded.model.input_shape();
+    if !resize {
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| unprocessable(format!("cannot read the image: {e}")))?;
+        let (iw, ih) = reader
+            .into_dimensions()
+            .map_err(|e| unprocessable(format!("cannot decode the image: {e}")))?;
+        if (ih as usize, iw as usize) != (h, w) {
+            return Err(unprocessable(format!(
+                "the image is {ih}x{iw} (height x width) and the model takes {h}x{w}; \
+                 POST to /api/predict?resize=1 to scale it"
+            )));
+        }
+    }
+    let pixels = crate::data::image_from_bytes(Path::new("the upload"), bytes, [c, h, w], resize)
+        .map_err(|e| unprocessable(e.to_string()))?;
+    let input = normalize(&pixels, &loaded.meta.normalization, [c, h, w]);
+    let x = Tensor::from_vec(&[1, c, h, w], input.clone())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let probs = loaded
+        .model
+        .predict_proba(&x)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .into_vec();
+    let layers = (0..loaded.model.layers.len())
+        .filter_map(|i| {
+            let act = loaded.model.activation(i)?;
+            Some(Values {
+                shape: loaded.model.layers[i].output.clone(),
+                values: act.data().to_vec(),
+            })
+        })
+        .collect();
+    let index = crate::model::argmax(&probs);
+    let classes = loaded.meta.classes.clone();
+    Ok(Prediction {
+        class: classes
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| index.to_string()),
+        index,
+        classes,
+        probabilities: probs,
+        input: Values {
+            shape: vec![c, h, w],
+            values: input,
+        },
+        layers,
+        version: loaded.version,
+    })
+}
+
+/// `(x / 255 - mean[c]) / std[c]` for CHW bytes: the model's input, as `cnn predict` and
+/// `cnn visualize` make it.
+pub(crate) fn normalize(
+    bytes: &[u8],
+    norm: &crate::data::Normalization,
+    [_, h, w]: [usize; 3],
+) -> Vec<f32> {
+    let plane = h * w;
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (f32::from(b) / 255.0 - norm.mean[i / plane]) / norm.std[i / plane])
+        .collect()
+}
+
+// ---------------------------------------------------------------- metrics and events
+
+/// The epochs of the run so far, one JSON object per line of `metrics.jsonl`; none for a
+/// model file, or before the first epoch ends.
+fn read_epochs(state: &AppState) -> Result<Vec<serde_json::Value>, ApiError> {
+    let Some(path) = state.source.metrics_file() else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            ))
+        }
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{}:{}: not a JSON object: {e}", path.display(), i + 1),
+                )
+            })
+        })
+        .collect()
+}
+
+async fn metrics(State(state): Shared) -> ApiResult<Vec<serde_json::Value>> {
+    let s = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || read_epochs(&s))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map(Json)
+}
+
+/// How often the event stream looks at `metrics.jsonl`.
+const POLL: Duration = Duration::from_millis(500);
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// Epochs the client has already (from `/api/metrics`); default: those there now.
+    after: Option<usize>,
+}
+
+/// `event: epoch` with one metrics.jsonl object per new epoch (its `id` is the count of
+/// epochs sent so far); `event: reset` when the file got shorter (a new run over the old
+/// one), after which the epochs come again from the first.
+async fn events(
+    State(state): Shared,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let sent = match q.after {
+        Some(n) => n,
+        None => read_epochs(&state)?.len(),
+    };
+    let start = (state, sent, VecDeque::<Event>::new());
+    let stream = stream::unfold(start, |(state, mut sent, mut pending)| async move {
+        loop {
+            if let Some(event) = pending.pop_front() {
+                return Some((Ok(event), (state, sent, pending)));
+            }
+            let mut stopping = state.stopping.clone();
+            if *stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stopping.changed() => return None,
+            }
+            let s = Arc::clone(&state);
+            let Ok(Ok(epochs)) = tokio::task::spawn_blocking(move || read_epochs(&s)).await else {
+                continue;
+            };
+            if epochs.len() < sent {
+                sent = 0;
+                pending.push_back(Event::default().event("reset").data("{}"));
+            }
+            for epoch in &epochs[sent..] {
+                sent += 1;
+                pending.push_back(
+                    Event::default()
+                        .event("epoch")
+                        .id(sent.to_string())
+                        .data(epoch.to_string()),
+                );
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---------------------------------------------------------------- --data
+
+#[derive(Serialize)]
+struct Confusion {
+    data: String,
+    images: usize,
+    accuracy: f64,
+    loss: f64,
+    classes: Vec<String>,
+    /// counts[t][p]: images of true class t predicted as p.
+    counts: Vec<Vec<u64>>,
+    version: u64,
+}
+
+/// The evaluation of the current model on `--data`, made once per model version.
+fn evaluation(
+    state: &AppState,
+    loaded: &mut Loaded,
+) -> Result<Arc<crate::train::Evaluation>, ApiError> {
+    let Some(ds) = &state.data else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no --data was given to cnn serve, so there is no confusion matrix",
+        ));
+    };
+    let mut cached = lock(&state.evaluation);
+    if let Some((version, e)) = cached.as_ref() {
+        if *version == loaded.version {
+            return Ok(Arc::clone(e));
+        }
+    }
+    let e = crate::train::evaluate(&mut loaded.model, ds, &loaded.meta.normalization, 256)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let e = Arc::new(e);
+    *cached = Some((loaded.version, Arc::clone(&e)));
+    Ok(e)
+}
+
+async fn confusion(State(state): Shared) -> ApiResult<Confusion> {
+    with_model(&state, |state, loaded| {
+        let e = evaluation(state, loaded)?;
+        let k = loaded.meta.classes.len();
+        let mut counts = vec![vec![0u64; k]; k];
+        for (&t, &p) in e.labels.iter().zip(&e.predictions) {
+            if t < k && p < k {
+                counts[t][p] += 1;
+            }
+        }
+        let ds = state
+            .data
+            .as_ref()
+            .map_or_else(String::new, |d| d.source.clone());
+        Ok(Confusion {
+            data: ds,
+            images: e.labels.len(),
+            accuracy: e.accuracy,
+            loss: e.loss,
+            classes: loaded.meta.classes.clone(),
+            counts,
+            version: loaded.version,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Deserialize)]
+struct CellQuery {
+    truth: usize,
+    predicted: usize,
+    /// At most this many images (default 48, at most 500).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Cell {
+    truth: usize,
+    predicted: usize,
+    /// Images in the cell (more than those sent when over the limit).
+    total: usize,
+    /// (C, H, W) of each image.
+    shape: [usize; 3],
+    images: Vec<CellImage>,
+}
+
+#[derive(Serialize)]
+struct CellImage {
+    /// Position in the `--data` set (its test split).
+    index: usize,
+    /// The raw bytes, C, H, W order.
+    pixels: Vec<u8>,
+}
+
+async fn misclassified(State(state): Shared, Query(q): Query<CellQuery>) -> ApiResult<Cell> {
+    with_model(&state, move |state, loaded| {
+        let e = evaluation(state, loaded)?;
+        let Some(ds) = &state.data else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no --data was given"));
+        };
+        let limit = q.limit.unwrap_or(48).min(500);
+        let hits: Vec<usize> = e
+            .labels
+            .iter()
+            .zip(&e.predictions)
+            .enumerate()
+            .filter(|(_, (&t, &p))| t == q.truth && p == q.predicted)
+            .map(|(i, _)| i)
+            .collect();
+        let len: usize = ds.shape.iter().product();
+        let images = hits
+            .iter()
+            .take(limit)
+            .map(|&i| CellImage {
+                index: i,
+                pixels: ds.images[i * len..(i + 1) * len].to_vec(),
+            })
+            .collect();
+        Ok(Cell {
+            truth: q.truth,
+            predicted: q.predicted,
+            total: hits.len(),
+            shape: ds.shape,
+            images,
+        })
+    })
+    .await
+    .map(Json)
+}

@@ -1,0 +1,199 @@
+//! `cnn serve`: a web page that shows a model at work, and the JSON API it is built on.
+//!
+//! The server ([axum] on a small [tokio] runtime) answers:
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary ([`assets`]) |
+//! | `GET /api/model` | config, classes, normalisation, layers (shapes, geometry), summary |
+//! | `GET /api/weights?layer=I` | layer I's weight and bias |
+//! | `POST /api/predict[?resize=1]` | an image in, probabilities and every layer's output out |
+//! | `GET /api/metrics` | the run's `metrics.jsonl`, as an array |
+//! | `GET /api/events[?after=N]` | server-sent events: one `epoch` message per new epoch |
+//! | `GET /api/confusion` | with `--data`: the confusion matrix of the served model |
+//! | `GET /api/misclassified?truth=T&predicted=P` | with `--data`: the images of one cell |
+//!
+//! Every error is a 4xx or 5xx status with the body `{"error": "one line"}`.
+//!
+//! No request path reaches the file system: the router knows a fixed set of routes and the
+//! assets are bytes compiled in, so `/../`, `%2e%2e` and the like find nothing (404). The
+//! only files read are the model file, the run folder's `metrics.jsonl` and the `--data`
+//! set, all named on the command line.
+//!
+//! Inference needs `&mut Model` (its layers keep their buffers), so one model sits behind
+//! a mutex and requests take turns on a blocking thread; each pass is short (a 28x28 image
+//! through a small network is well under a millisecond), and the layers' own loops use
+//! every core. Before each use, the model file is checked (modification time and length)
+//! and loaded again if `cnn train` replaced it ([`source`]).
+
+mod api;
+mod assets;
+mod source;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::train::Evaluation;
+
+pub use source::{Loaded, Source};
+
+/// The largest upload `POST /api/predict` reads (10 MB); a larger body gets 413 before the
+/// rest of it is read.
+pub const MAX_UPLOAD: usize = 10 << 20;
+
+/// What to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A run folder or a model file.
+    pub path: PathBuf,
+    /// A dataset to evaluate the model on (the confusion matrix and its images).
+    pub data: Option<PathBuf>,
+    /// Resize `--data` images to the model's input size.
+    pub resize: bool,
+    /// Address to listen on (`127.0.0.1` keeps the page on this machine).
+    pub host: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+}
+
+/// The state every request shares.
+pub(crate) struct AppState {
+    source: Source,
+    loaded: Mutex<Loaded>,
+    /// The `--data` set, its labels matched to the model's classes.
+    data: Option<Dataset>,
+    /// The evaluation on `data` of one model version, made when first asked for.
+    evaluation: Mutex<Option<(u64, Arc<Evaluation>)>>,
+    /// Turns true on Ctrl-C: event streams end so that the server can stop.
+    stopping: watch::Receiver<bool>,
+    /// Uploads read at once: with each at most [`MAX_UPLOAD`], their memory stays under
+    /// [`UPLOADS_AT_ONCE`] x 10 MB however many clients send (others wait their turn).
+    uploads: tokio::sync::Semaphore,
+}
+
+/// How many `POST /api/predict` bodies may be held in memory at once.
+pub const UPLOADS_AT_ONCE: usize = 16;
+
+/// A server bound to its address, not yet answering.
+pub struct Server {
+    runtime: tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Loads the model (and `--data`), and binds the address.
+    ///
+    /// # Errors
+    /// A path that is no run folder or model file, a model or dataset that does not load,
+    /// an address that cannot be bound.
+    pub fn bind(opts: &Options) -> Result<Server> {
+        let source = Source::new(&opts.path)?;
+        let loaded = Loaded::first(&source)?;
+        let data = match &opts.data {
+            Some(path) => Some(load_data(path, &loaded, opts.resize)?),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start the server's threads: {e}")))?;
+        let addr = (opts.host.as_str(), opts.port);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "cannot listen on {}:{}: {e}; choose another --port (0 picks a free one) \
+                     or --host",
+                    opts.host, opts.port
+                ))
+            })?;
+        let (stop_tx, stopping) = watch::channel(false);
+        let state = Arc::new(AppState {
+            source,
+            loaded: Mutex::new(loaded),
+            data,
+            evaluation: Mutex::new(None),
+            stopping,
+            uploads: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
+        });
+        Ok(Server {
+            runtime,
+            listener,
+            state,
+            stop_tx,
+        })
+    }
+
+    /// The address actually bound (with the port picked when 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Invalid(format!("the server's address is unknown: {e}")))
+    }
+
+    /// The page's URL: `http://HOST:PORT/` (IPv6 hosts in brackets).
+    pub fn url(&self) -> Result<String> {
+        Ok(format!("http://{}/", self.local_addr()?))
+    }
+
+    /// Answers requests until Ctrl-C; then stops taking connections, ends the event
+    /// streams, lets requests under way finish (for at most [`STOP_GRACE`]) and returns.
+    pub fn run_until_ctrl_c(self) -> Result<()> {
+        let Server {
+            runtime,
+            listener,
+            state,
+            stop_tx,
+        } = self;
+        let app = api::router(state);
+        let mut stopped = stop_tx.subscribe();
+        runtime.block_on(async move {
+            let signal = async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop_tx.send(true);
+            };
+            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+            let grace = async move {
+                while !*stopped.borrow_and_update() {
+                    if stopped.changed().await.is_err() {
+                        break;
+                    }
+                }
+                tokio::time::sleep(STOP_GRACE).await;
+            };
+            tokio::select! {
+                served = server => served.map_err(|e| Error::Invalid(format!("the server failed: {e}"))),
+                () = grace => Ok(()),
+            }
+        })?;
+        runtime.shutdown_timeout(STOP_GRACE);
+        Ok(())
+    }
+}
+
+/// How long requests under way may take to finish after Ctrl-C.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The `--data` set for the model: its test split, in the model's channels and size, its
+/// labels matched to the model's classes by name (as `cnn evaluate` does).
+fn load_data(path: &std::path::Path, loaded: &Loaded, resize: bool) -> Result<Dataset> {
+    let [c, h, w] = loaded.model.input_shape();
+    let ds = crate::data::load(
+        path,
+        &crate::data::LoadOptions {
+            split: crate::data::Split::Test,
+            channels: Some(c),
+            size: Some((h, w)),
+            resize,
+        },
+    )?;
+    ds.map_to_classes(&loaded.meta.classes)
+}

@@ -1,0 +1,362 @@
+//! Early stopping through the `cnn` command (issue 15): it stops where Keras's
+//! `EarlyStopping` rule says, given the validation figures of the same run trained without
+//! it; `--restore-best` ends with the best epoch's weights; resume is bit-exact; and every
+//! misuse is a one-line error.
+//!
+//! The data is the bars set of `tests/common/bars.rs` (60 training images 8x8, 3 classes);
+//! `--val-split 0.2` holds 12 of them out, leaving 6 steps of 8 images per epoch.
+
+mod common;
+use common::{bars_setup, run};
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// `cnn train net.cfg --data DATA --out DIR/NAME --batch-size 8 --lr 0.1 --val-split 0.2
+/// EXTRA...`; returns (code, stdout, stderr).
+fn train(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> (i32, String, String) {
+    let cfg = dir.join("net.cfg");
+    let out = dir.join(name);
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
+        &"train",
+        &cfg,
+        &"--data",
+        &data,
+        &"--out",
+        &out,
+        &"--batch-size",
+        &"8",
+        &"--lr",
+        &"0.1",
+        &"--val-split",
+        &"0.2",
+    ];
+    args.extend(extra.iter().map(|a| a as &dyn AsRef<OsStr>));
+    run(&args)
+}
+
+/// The column `key` of every epoch in `dir/name/metrics.jsonl`.
+fn column(dir: &Path, name: &str, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(dir.join(name).join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn file(dir: &Path, name: &str, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name).join(file)).unwrap()
+}
+
+/// Keras's EarlyStopping rule, written out here independently of `cnn::early_stop`: over
+/// the per-epoch `values` (lower is better when `lower`), the 1-based (stop epoch, best
+/// epoch), or `None` if it never stops.
+fn keras_stop(
+    values: &[f64],
+    lower: bool,
+    patience: usize,
+    min_delta: f64,
+) -> Option<(usize, usize)> {
+    let mut best = if lower {
+        f64::INFINITY
+    } else {
+        f64::NEG_INFINITY
+    };
+    let (mut best_epoch, mut wait) = (0, 0);
+    for (i, &v) in values.iter().enumerate() {
+        let better = if lower {
+            v < best - min_delta
+        } else {
+            v > best + min_delta
+        };
+        if better {
+            (best, best_epoch, wait) = (v, i + 1, 0);
+        } else {
+            wait += 1;
+            if wait >= patience {
+                return Some((i + 1, best_epoch));
+            }
+        }
+    }
+    None
+}
+
+const EPOCHS: &str = "30";
+
+#[test]
+fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_keeps_the_right_weights(
+) {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    let full = column(d, "full", "val_loss");
+    // On the bars the validation loss falls smoothly towards 0, so the steps shrink below
+    // min_delta 0.05 after a few epochs: the run must stop.
+    let (stop, best) = keras_stop(&full, true, 1, 0.05)
+        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
+
+    let es = [
+        "--epochs",
+        EPOCHS,
+        "--early-stop",
+        "val_loss",
+        "--patience",
+        "1",
+        "--min-delta",
+        "0.05",
+    ];
+    let (code, stdout, stderr) = train(d, &data, "es", &es);
+    assert_eq!(code, 0, "{stderr}");
+    // Early stopping changes nothing before it stops.
+    assert_eq!(column(d, "es", "val_loss"), full[..stop]);
+    assert!(
+        stdout.contains(&format!(
+            "stopped early after epoch {stop} of {EPOCHS}: val_loss has not improved on {:.4} \
+             (epoch {best}) for 1 epochs; the model has the last epoch's weights",
+            full[best - 1]
+        )),
+        "{stdout}"
+    );
+    let report = String::from_utf8(file(d, "es", "report.md")).unwrap();
+    assert!(
+        report.contains(&format!("stopped early after epoch {stop}")),
+        "{report}"
+    );
+    // Without --restore-best the model is the last epoch's: that of a run of `stop` epochs.
+    let (code, _, stderr) = train(d, &data, "upto_stop", &["--epochs", &stop.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        file(d, "es", "model.safetensors"),
+        file(d, "upto_stop", "model.safetensors")
+    );
+    assert!(!d.join("es").join("best.safetensors").exists());
+
+    // With --restore-best it is the best epoch's: that of a run of `best` epochs.
+    let mut restore = es.to_vec();
+    restore.push("--restore-best");
+    let (code, stdout, stderr) = train(d, &data, "restore", &restore);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("the model has epoch {best}'s weights, the best")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    let want = file(d, "upto_best", "model.safetensors");
+    assert_eq!(file(d, "restore", "model.safetensors"), want);
+    assert_eq!(file(d, "restore", "best.safetensors"), want);
+    // The final validation figures are the restored model's.
+    assert!(
+        stdout.contains(&format!("validation loss {:.4}", full[best - 1])),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn val_accuracy_with_a_min_delta_from_the_train_line_stops_where_keras_would() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    let full = column(d, "full", "val_accuracy");
+    // 12 validation images: one more right is +0.083, so min_delta 0.05 needs one image.
+    let (stop, _) = keras_stop(&full, false, 2, 0.05)
+        .unwrap_or_else(|| panic!("the case must stop early: val accuracies {full:?}"));
+    let cfg = std::fs::read_to_string(d.join("net.cfg")).unwrap();
+    let (count, rest) = cfg.split_once('\n').unwrap();
+    std::fs::write(
+        d.join("net.cfg"),
+        format!("{count}\nTrain early_stop=val_accuracy patience=2 min_delta=0.05\n{rest}"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = train(d, &data, "es", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(column(d, "es", "val_accuracy").len(), stop, "{stdout}");
+    assert!(stdout.contains(&format!(
+        "stopped early after epoch {stop} of {EPOCHS}: val_accuracy"
+    )));
+}
+
+#[test]
+fn a_run_with_early_stopping_stopped_anywhere_and_resumed_equals_the_straight_run() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    let es = [
+        "--epochs",
+        EPOCHS,
+        "--early-stop",
+        "val_loss",
+        "--patience",
+        "2",
+        "--min-delta",
+        "0.05",
+        "--restore-best",
+    ];
+    let (code, _, stderr) = train(d, &data, "straight", &es);
+    assert_eq!(code, 0, "{stderr}");
+    let epochs = column(d, "straight", "val_loss").len();
+    assert!(epochs < 30, "the case must stop early");
+    // Mid-epoch in the first epoch, at an epoch's end, and mid-epoch in the last epoch (6
+    // steps an epoch).
+    for steps in [3, 12, 6 * epochs - 2] {
+        let name = format!("split{steps}");
+        let mut split = es.to_vec();
+        let s = steps.to_string();
+        split.extend(["--stop-after-steps", &s]);
+        let (code, _, stderr) = train(d, &data, &name, &split);
+        assert_eq!(code, 0, "{stderr}");
+        let (code, _, stderr) = run(&[&"train", &"--resume", &d.join(&name)]);
+        assert_eq!(code, 0, "{steps}: {stderr}");
+        for f in ["model.safetensors", "best.safetensors"] {
+            assert_eq!(file(d, &name, f), file(d, "straight", f), "{steps}: {f}");
+        }
+        assert_eq!(
+            column(d, &name, "val_loss"),
+            column(d, "straight", "val_loss")
+        );
+    }
+}
+
+#[test]
+fn early_stopping_options_out_of_place_or_out_of_range_are_refused_with_exit_2() {
+    let (dir, data) = bars_setup();
+    let cfg = dir.path().join("net.cfg");
+    let out = dir.path().join("run");
+    for (opts, why) in [
+        (
+            &["--early-stop", "val_loss"][..],
+            "--early-stop val_loss watches a validation split, and this run has none: add \
+             --val-split 0.1 (early stopping never looks at the test set)",
+        ),
+        (
+            &["--val-split", "0.2", "--patience", "3"][..],
+            "--patience applies to early stopping",
+        ),
+        (
+            &["--val-split", "0.2", "--restore-best"][..],
+            "--restore-best applies to early stopping",
+        ),
+        (
+            &[
+                "--val-split",
+                "0.2",
+                "--early-stop",
+                "val_loss",
+                "--min-delta",
+                "-1",
+            ][..],
+            "--min-delta must be 0 or positive, got -1",
+        ),
+        (
+            &[
+                "--val-split",
+                "0.2",
+                "--early-stop",
+                "val_loss",
+                "--patience",
+                "0",
+            ][..],
+            "--patience",
+        ),
+        (
+            &["--val-split", "0.2", "--early-stop", "loss"][..],
+            "invalid value 'loss'",
+        ),
+    ] {
+        let mut args: Vec<&dyn AsRef<OsStr>> =
+            vec![&"train", &cfg, &"--data", &data, &"--out", &out];
+        args.extend(opts.iter().map(|a| a as &dyn AsRef<OsStr>));
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 2, "{opts:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{opts:?}: {stderr}");
+        assert!(stderr.contains(why), "{opts:?}: {stderr}");
+        assert!(!out.exists(), "{opts:?}: nothing is written");
+    }
+}
+
+#[test]
+fn resuming_with_another_patience_is_refused() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    let es = [
+        "--epochs",
+        "3",
+        "--early-stop",
+        "val_loss",
+        "--stop-after-steps",
+        "4",
+    ];
+    let (code, _, stderr) = train(d, &data, "r", &es);
+    assert_eq!(code, 0, "{stderr}");
+    // Its own settings again are fine (the validation split comes from run.json).
+    let (code, _, stderr) = run(&[
+        &"train",
+        &"--resume",
+        &d.join("r"),
+        &"--early-stop",
+        &"val_loss",
+        &"--stop-after-steps",
+        &"5",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(&[&"train", &"--resume", &d.join("r"), &"--patience", &"9"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot resume with --patience 9: the run has 5"),
+        "{stderr}"
+    );
+}
+
+/// With BatchNorm, the restored weights include the running statistics of the best epoch:
+/// `model.safetensors` equals, byte for byte, a plain run of the best epoch's length.
+#[test]
+fn restore_best_brings_back_batchnorm_s_running_statistics_too() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("net.cfg"),
+        "5\nInput shape=1x8x8\nConv2D filters=4 kernel=3x3 padding=same\n\
+         BatchNorm2D activation=relu\nMaxPool2D pool=2x2\nDense units=16\n\
+         Dense units=3 activation=softmax\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    let full = column(d, "full", "val_loss");
+    let (_, best) = keras_stop(&full, true, 1, 0.05)
+        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
+    let es = [
+        "--epochs",
+        EPOCHS,
+        "--early-stop",
+        "val_loss",
+        "--patience",
+        "1",
+        "--min-delta",
+        "0.05",
+        "--restore-best",
+    ];
+    let (code, _, stderr) = train(d, &data, "restore", &es);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    let want = file(d, "upto_best", "model.safetensors");
+    assert_eq!(file(d, "restore", "model.safetensors"), want);
+    let (model, _) = cnn::model_file::load(&d.join("restore/model.safetensors")).unwrap();
+    let tracked = model
+        .named_buffers()
+        .into_iter()
+        .find(|(n, _)| n == "layers.1.num_batches_tracked")
+        .map(|(_, b)| b);
+    // 48 training images in batches of 8: 6 steps an epoch.
+    assert_eq!(
+        tracked,
+        Some(cnn::layers::Buffer::I64(6 * best as i64)),
+        "best epoch {best}"
+    );
+}
