@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-60}
-targets="config idx labels_txt model_file image"
+targets="config idx labels_txt model_file image onnx_import"
 if cargo fuzz --version >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then
     for t in $targets; do
         mkdir -p "fuzz/corpus/$t"

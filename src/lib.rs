@@ -17,6 +17,7 @@
 //! - [`metrics`], [`plot`]: confusion matrix and per-class scores, charts with an embedded
 //!   font;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes;
+//! - [`onnx`]: a model file as an ONNX graph and back (`cnn export`, `cnn import`);
 //! - [`run`]: a training run with its run folder (data, checkpoints, metrics, plots,
 //!   report), what `cnn train` and `cnn sweep` drive.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod monitor;
+pub mod onnx;
 pub mod optim;
 pub mod plot;
 pub mod rng;

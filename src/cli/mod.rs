@@ -11,8 +11,10 @@ mod bench;
 mod data_cmd;
 mod download;
 mod evaluate;
+mod export;
 mod gallery;
 mod gradcheck;
+mod import;
 mod predict;
 mod progress;
 mod serve;
@@ -77,6 +79,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Fetch MNIST or Fashion-MNIST (checked by SHA-256) into data/<name> or --dir.
     Download(download::DownloadArgs),
+    /// Write a model file as ONNX (opset 13): class probabilities of [N, C, H, W] pixels.
+    Export(export::ExportArgs),
+    /// Read a sequential CNN from ONNX (cnn export, PyTorch) into a model file.
+    Import(import::ImportArgs),
     /// A live web page for a model or run folder: draw, see every layer, watch training.
     Serve(serve::ServeArgs),
     /// Inspect or export datasets.
@@ -268,6 +274,8 @@ fn run(command: Command) -> CmdResult {
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Download(args) => download::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
         Command::Serve(args) => serve::run(args),
     }
 }
@@ -278,7 +286,11 @@ impl Command {
     fn computes(&self) -> bool {
         !matches!(
             self,
-            Command::Summary { .. } | Command::Data(_) | Command::Download(_)
+            Command::Summary { .. }
+                | Command::Data(_)
+                | Command::Download(_)
+                | Command::Export(_)
+                | Command::Import(_)
         )
     }
 

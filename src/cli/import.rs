@@ -1,0 +1,41 @@
+//! `cnn import IN.onnx OUT.safetensors`: a sequential CNN in ONNX as a model file with a
+//! generated config (see [`cnn::onnx`]).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CmdResult;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Reads sequential CNNs as `cnn export` and PyTorch's exporters (TorchScript, \
+    opset 13, and torch.export) write them: Conv, MaxPool, AveragePool, BatchNormalization, \
+    Relu, LeakyRelu, Sigmoid, Tanh, Flatten/Reshape, Gemm or MatMul + Add, Softmax or \
+    LogSoftmax at the end, Identity, Dropout.\n\n\
+    Examples:\n  \
+    cnn import model.onnx model.safetensors --classes zero,one\n  \
+    cnn evaluate model.safetensors --data ../shared/data/mnist"
+)]
+pub struct ImportArgs {
+    /// The ONNX file.
+    input: PathBuf,
+    /// The model file to write (replaced atomically if it exists).
+    out: PathBuf,
+    /// Names of the classes, in output order, comma-separated. Default: those stored by
+    /// `cnn export`, else 0, 1, ...
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+}
+
+pub fn run(args: ImportArgs) -> CmdResult {
+    cnn::onnx::import::import_file(&args.input, &args.out, args.classes)?;
+    let meta = cnn::model_file::read_meta(&args.out)?;
+    println!(
+        "wrote {} ({} classes); its config:\n{}",
+        args.out.display(),
+        meta.classes.len(),
+        meta.config.trim_end()
+    );
+    Ok(())
+}
