@@ -34,7 +34,7 @@ rows=(
   "+ BatchNorm|examples/report1-bn.cfg $base"
   "+ augmentation (flips, shifts of 2 pixels)|examples/report1-bn.cfg $base --flip --shift 2"
   "+ cosine schedule, warm-up, label smoothing, weight decay|examples/report1-bn.cfg $base --flip --shift 2 --schedule cosine --warmup 1 --label-smoothing 0.1 --weight-decay 5e-4"
-  "the full recipe (a wider network, 30 epochs)|examples/fashion-93.cfg"
+  "the full recipe (a wider network, 40 epochs)|examples/fashion-93.cfg"
 )
 
 table="| setting | command (\`cnn train ... --data $data\`) | test accuracy | time |
