@@ -29,29 +29,31 @@ pub(crate) fn is_image_name(name: &str) -> bool {
 /// Decodes an image with size and allocation limits; a header claiming a huge size is refused
 /// before any pixel buffer is allocated.
 pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
-    let mut reader = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| data_err(path, format!("cannot decode image: {}", one_line(&e))))?;
-    Ok(luma_or_rgb(img))
+    decode_within_limits(path, reader)
 }
 
 /// [`decode`] for an image already in memory (an upload); `name` stands for it in errors.
 pub(crate) fn decode_bytes(name: &Path, bytes: &[u8]) -> Result<DynamicImage> {
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(name, e))?;
     if reader.format().is_none() {
         return Err(data_err(name, "not a PNG, JPEG or BMP image"));
     }
+    decode_within_limits(name, reader)
+}
+
+/// Decodes with the side and allocation limits set first, so that a header announcing a
+/// huge image is refused before its pixel buffer is allocated; `name` stands for the
+/// image in errors.
+fn decode_within_limits<R: std::io::BufRead + std::io::Seek>(
+    name: &Path,
+    mut reader: ImageReader<R>,
+) -> Result<DynamicImage> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
