@@ -164,21 +164,18 @@ mod tests {
         // not a message, but prost would have allocated the fields before finding out.
         let mut inner: Vec<u8> = [0x0a, 0x00].repeat(MAX_MESSAGES);
         inner.push(0x0f);
-        let mut bytes = vec![0x0a];
-        let mut len = inner.len();
-        while len >= 0x80 {
-            bytes.push((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
-        }
-        bytes.push(len as u8);
-        bytes.extend(inner);
-        assert!(check(&bytes).unwrap_err().contains("more than"));
+        assert!(check(&field_1(&inner)).unwrap_err().contains("more than"));
     }
 
     #[test]
     fn nested_messages_count_too() {
         // One outer field holding MAX_MESSAGES empty inner fields: MAX_MESSAGES + 1 in all.
         let inner: Vec<u8> = [0x0a, 0x00].repeat(MAX_MESSAGES);
+        assert!(check(&field_1(&inner)).unwrap_err().contains("more than"));
+    }
+
+    /// Field 1, length-delimited (tag byte 0x0a, the length as a varint), holding `inner`.
+    fn field_1(inner: &[u8]) -> Vec<u8> {
         let mut bytes = vec![0x0a];
         let mut len = inner.len();
         while len >= 0x80 {
@@ -186,7 +183,7 @@ mod tests {
             len >>= 7;
         }
         bytes.push(len as u8);
-        bytes.extend(inner);
-        assert!(check(&bytes).unwrap_err().contains("more than"));
+        bytes.extend_from_slice(inner);
+        bytes
     }
 }
