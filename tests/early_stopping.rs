@@ -87,29 +87,38 @@ fn keras_stop(
 
 const EPOCHS: &str = "30";
 
+/// Early stopping on val_loss with patience 1 and min_delta 0.05, for EPOCHS at most.
+const PATIENCE_1: [&str; 8] = [
+    "--epochs",
+    EPOCHS,
+    "--early-stop",
+    "val_loss",
+    "--patience",
+    "1",
+    "--min-delta",
+    "0.05",
+];
+
+/// Trains `net.cfg` in `d` for EPOCHS without early stopping (run "full") and returns its
+/// validation losses with the (stop, best) epochs that Keras's rule gives for
+/// [`PATIENCE_1`]. On the bars the validation loss falls smoothly towards 0, so the steps
+/// shrink below min_delta 0.05 after a few epochs: the run must stop.
+fn full_run_and_keras_stop(d: &Path, data: &Path) -> (Vec<f64>, usize, usize) {
+    let (code, _, stderr) = train(d, data, "full", &["--epochs", EPOCHS]);
+    assert_eq!(code, 0, "{stderr}");
+    let full = column(d, "full", "val_loss");
+    let (stop, best) = keras_stop(&full, true, 1, 0.05)
+        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
+    (full, stop, best)
+}
+
 #[test]
 fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_keeps_the_right_weights(
 ) {
     let (dir, data) = bars_setup();
     let d = dir.path();
-    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
-    assert_eq!(code, 0, "{stderr}");
-    let full = column(d, "full", "val_loss");
-    // On the bars the validation loss falls smoothly towards 0, so the steps shrink below
-    // min_delta 0.05 after a few epochs: the run must stop.
-    let (stop, best) = keras_stop(&full, true, 1, 0.05)
-        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
-
-    let es = [
-        "--epochs",
-        EPOCHS,
-        "--early-stop",
-        "val_loss",
-        "--patience",
-        "1",
-        "--min-delta",
-        "0.05",
-    ];
+    let (full, stop, best) = full_run_and_keras_stop(d, &data);
+    let es = PATIENCE_1;
     let (code, stdout, stderr) = train(d, &data, "es", &es);
     assert_eq!(code, 0, "{stderr}");
     // Early stopping changes nothing before it stops.
@@ -325,22 +334,9 @@ fn restore_best_brings_back_batchnorm_s_running_statistics_too() {
          Dense units=3 activation=softmax\n",
     )
     .unwrap();
-    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
-    assert_eq!(code, 0, "{stderr}");
-    let full = column(d, "full", "val_loss");
-    let (_, best) = keras_stop(&full, true, 1, 0.05)
-        .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
-    let es = [
-        "--epochs",
-        EPOCHS,
-        "--early-stop",
-        "val_loss",
-        "--patience",
-        "1",
-        "--min-delta",
-        "0.05",
-        "--restore-best",
-    ];
+    let (_, _, best) = full_run_and_keras_stop(d, &data);
+    let mut es = PATIENCE_1.to_vec();
+    es.push("--restore-best");
     let (code, _, stderr) = train(d, &data, "restore", &es);
     assert_eq!(code, 0, "{stderr}");
     let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
