@@ -55,6 +55,39 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Winograd F(2x2, 3x3) (3x3, stride 1, 8+ input channels): odd and even sizes, every
+    /// padding, batches that end in a partial block, against the definition.
+    #[test]
+    fn winograd_conv_equals_the_naive_definition(
+        n in 1usize..7, c in 8usize..20, h in 1usize..13, w in 1usize..13, k in 1usize..20,
+        pad in 0usize..5, seed in any::<u64>(),
+    ) {
+        let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 2) };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None };
+        let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
+        let mut rng = Rng::new(seed);
+        let x = random(n * c * h * w, &mut rng);
+        let mut layer = Conv2D::new(g);
+        layer.winograd = cnn::kernels::winograd::Plan::new(&g);
+        prop_assert!(layer.winograd.is_some());
+        layer.weight.value.data_mut().copy_from_slice(&random(k * c * 9, &mut rng));
+        layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
+        let mut y = vec![f32::NAN; n * k * g.out_h * g.out_w];
+        layer.forward(&x, &mut y, n, Activation::None);
+        let want = conv2d_forward_naive(&g, &x, layer.weight.value.data(), layer.bias.value.data(), n);
+        close("y", &y, &want)?;
+        let dy = random(y.len(), &mut rng);
+        let mut dx = vec![f32::NAN; x.len()];
+        layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
+        let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
+        close("dx", &dx, &wdx)?;
+        close("dw", layer.weight.grad.data(), &wdw)?;
+        close("db", layer.bias.grad.data(), &wdb)?;
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// im2col's fast paths (AVX-512 and AVX2 at stride 1, where the CPU has them) write
     /// exactly what the portable loops write, padding zeros included.
@@ -122,4 +155,49 @@ fn results_do_not_depend_on_the_thread_count() {
     let one = run(1);
     assert_eq!(one, run(2));
     assert_eq!(one, run(3));
+}
+
+#[test]
+fn winograd_results_do_not_depend_on_the_thread_count() {
+    // A Winograd convolution's output and gradients over 9 samples (two full blocks of 4
+    // and one of 1) on pools of 1 and 3 threads are the same bits.
+    let spec = Conv2dSpec {
+        filters: 12,
+        kernel: (3, 3),
+        stride: 1,
+        padding: Padding::Same,
+        activation: Activation::Relu,
+    };
+    let g = spec.geom([10, 9, 7]).unwrap();
+    let n = 9;
+    let mut rng = Rng::new(5);
+    let x = random(n * 10 * 9 * 7, &mut rng);
+    let w = random(12 * 10 * 9, &mut rng);
+    let dy = random(n * 12 * g.out_h * g.out_w, &mut rng);
+    let run = |threads: usize| -> Vec<u32> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut layer = Conv2D::new(g);
+            layer.winograd = cnn::kernels::winograd::Plan::new(&g);
+            layer.weight.value.data_mut().copy_from_slice(&w);
+            let mut y = vec![0.0; dy.len()];
+            layer.forward(&x, &mut y, n, Activation::Relu);
+            let mut dx = vec![0.0; x.len()];
+            layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::Relu);
+            [
+                &y[..],
+                &dx,
+                layer.weight.grad.data(),
+                layer.bias.grad.data(),
+            ]
+            .concat()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+        })
+    };
+    assert_eq!(run(1), run(3));
 }

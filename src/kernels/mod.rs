@@ -1,7 +1,9 @@
 //! Compute kernels shared by the layers: window geometry ([`geom`]), matrix views ([`mat`])
 //! and the matrix multiply that takes them, the
 //! im2col transform and max pooling with their run-time dispatch to AVX-512 or AVX2+FMA
-//! ([`Simd`]), and keeping the thread pool awake during a computation ([`threads`]).
+//! ([`Simd`]), keeping the thread pool awake during a computation ([`threads`]), and
+//! Winograd's F(2x2, 3x3) for 3x3 convolutions ([`winograd`], off unless `CNN_WINOGRAD` is
+//! set: not yet faster than im2col).
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
 //! compare it with.
@@ -15,6 +17,7 @@ pub mod im2col;
 pub mod mat;
 pub mod pool;
 pub mod threads;
+pub mod winograd;
 
 use std::sync::OnceLock;
 

@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
+use crate::kernels::winograd::{self, Plan};
 use crate::text::thousands;
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -242,8 +243,25 @@ pub struct Conv2D {
     pub act: Activation,
     /// One im2col buffer `[C kh kw, H' W']` per block of samples.
     cols: Vec<f32>,
-    /// Partial weight and bias gradients, `K C kh kw + K` per block of samples.
+    /// Partial weight and bias gradients, `K C kh kw + K` per block of samples (with
+    /// Winograd, `16 K C + K`: the weights' gradient in the Winograd domain).
     partial: Vec<f32>,
+    /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]), for 3x3 convolutions
+    /// with stride 1 and enough input channels ([`winograd::Plan::new`]). Off unless the
+    /// environment sets `CNN_WINOGRAD`: on the development machine it is not yet faster
+    /// than im2col (docs/PERFORMANCE.md), so it stays an experiment one can measure.
+    pub winograd: Option<Plan>,
+    /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
+    wino_u: Vec<f32>,
+    /// Winograd buffers, one per block of samples.
+    wino_scratch: Vec<winograd::Scratch>,
+}
+
+/// Whether the environment turns Winograd on (`CNN_WINOGRAD` set to anything), read once
+/// per process: it lets one binary measure both paths.
+fn winograd_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var_os("CNN_WINOGRAD").is_some())
 }
 
 impl Conv2D {
@@ -256,6 +274,9 @@ impl Conv2D {
             act: Activation::None,
             cols: Vec::new(),
             partial: Vec::new(),
+            winograd: Plan::new(&geom).filter(|_| winograd_wanted()),
+            wino_u: Vec::new(),
+            wino_scratch: Vec::new(),
         }
     }
 
@@ -265,6 +286,9 @@ impl Conv2D {
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
         let blocks = n.div_ceil(GRAD_BLOCK);
+        if let Some(plan) = self.winograd {
+            return self.forward_winograd(&plan, x, y, n, act);
+        }
         self.cols.resize(blocks * rows * ohw, 0.0);
         let w = self.weight.value.data();
         let b = self.bias.value.data();
@@ -305,6 +329,9 @@ impl Conv2D {
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
         let wlen = g.k * rows;
         let part_len = wlen + g.k;
+        if let Some(plan) = self.winograd {
+            return self.backward_winograd(&plan, x, y, dy, dx, n, act);
+        }
         let w = self.weight.value.data();
 
         // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then
@@ -363,6 +390,114 @@ impl Conv2D {
             dw.iter_mut().zip(&part[..wlen]).for_each(|(d, p)| *d += p);
             db.iter_mut().zip(&part[wlen..]).for_each(|(d, p)| *d += p);
         }
+    }
+}
+
+impl Conv2D {
+    /// [`Conv2D::forward`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
+    fn forward_winograd(
+        &mut self,
+        plan: &Plan,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        act: Activation,
+    ) {
+        let g = self.geom;
+        let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
+        let blocks = n.div_ceil(GRAD_BLOCK);
+        self.wino_u.resize(plan.u_len(), 0.0);
+        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
+        if self.wino_scratch.len() < blocks {
+            self.wino_scratch
+                .resize(blocks, winograd::Scratch::default());
+        }
+        let (u, b) = (&self.wino_u, self.bias.value.data());
+        let relu = act == Activation::Relu;
+        y[..n * out_len]
+            .par_chunks_mut(GRAD_BLOCK * out_len)
+            .zip(self.wino_scratch.par_iter_mut())
+            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
+            .for_each(|((y_b, sc), x_b)| {
+                let samples = x_b.len() / in_len;
+                winograd::forward(plan, u, b, relu, x_b, samples, sc, y_b);
+                if !relu {
+                    for y_n in y_b.chunks_mut(out_len) {
+                        activation::forward(act, y_n, out_len);
+                    }
+                }
+            });
+    }
+
+    /// [`Conv2D::backward`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
+    /// the activation undone, the bias gradient, the block's dU and dx; then the blocks'
+    /// dU and bias gradients summed in order and dW = G^T dU G.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_winograd(
+        &mut self,
+        plan: &Plan,
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        act: Activation,
+    ) {
+        let g = self.geom;
+        let (in_len, out_len, ohw) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w, g.out_h * g.out_w);
+        let blocks = n.div_ceil(GRAD_BLOCK);
+        let ulen = plan.u_len();
+        let part_len = ulen + g.k;
+        self.wino_u.resize(ulen, 0.0);
+        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
+        if self.wino_scratch.len() < blocks {
+            self.wino_scratch
+                .resize(blocks, winograd::Scratch::default());
+        }
+        self.partial.resize(blocks * part_len, 0.0);
+        let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
+            Some(dx) => dx[..n * in_len]
+                .chunks_mut(GRAD_BLOCK * in_len)
+                .map(Some)
+                .collect(),
+            None => (0..blocks).map(|_| None).collect(),
+        };
+        let u = &self.wino_u;
+        self.partial
+            .par_chunks_mut(part_len)
+            .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
+            .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
+            .zip(self.wino_scratch.par_iter_mut())
+            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
+            .zip(dx_blocks.par_iter_mut())
+            .for_each(|(((((part, dy_b), y_b), sc), x_b), dx_b)| {
+                let (du_part, db_part) = part.split_at_mut(ulen);
+                db_part.fill(0.0);
+                for (dy_s, y_s) in dy_b.chunks_mut(out_len).zip(y_b.chunks(out_len)) {
+                    activation::backward(act, y_s, dy_s, out_len);
+                    for (k, row) in dy_s.chunks(ohw).enumerate() {
+                        db_part[k] += sum(row);
+                    }
+                }
+                let samples = x_b.len() / in_len;
+                winograd::backward(
+                    plan,
+                    u,
+                    x_b,
+                    dy_b,
+                    samples,
+                    sc,
+                    du_part,
+                    dx_b.as_deref_mut(),
+                );
+            });
+        // dU and db: the blocks' partial sums added in block order (whatever the threads).
+        let (first, rest) = self.partial[..blocks * part_len].split_at_mut(part_len);
+        for part in rest.chunks(part_len) {
+            first.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+        }
+        winograd::weight_grad(plan, &first[..ulen], self.weight.grad.data_mut());
+        self.bias.grad.data_mut().copy_from_slice(&first[ulen..]);
     }
 }
 
