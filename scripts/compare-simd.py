@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Runs `cnn bench` with the AVX-512 kernels and with the AVX2 ones (CNN_NO_AVX512=1),
-alternately, several times each, and prints the median of each figure per setting and their
+"""Runs `cnn bench` with the AVX-512 kernels and with the AVX2 ones (CNN_NO_AVX512=1), or
+with and without Winograd (`--settings avx512,im2col`: CNN_NO_WINOGRAD=1), alternately,
+several times each, and prints the median of each figure per setting and their
 ratio: on a shared machine whose speed drifts, only figures taken side by side compare.
 
 Usage: scripts/compare-simd.py [--runs N] [--rounds R] [--threads T] -- CONFIG [bench args]
@@ -17,6 +18,7 @@ SETTINGS = {
     "avx512": {},
     "avx2": {"CNN_NO_AVX512": "1"},
     "portable": {"CNN_NO_SIMD": "1"},
+    "im2col": {"CNN_NO_WINOGRAD": "1"},
 }
 # "train step, batch   32:     2.292 ms median (min 1.267, ...": the label and the median.
 LINE = re.compile(r"^(train step|inference), +batch +(\d+): +([\d.]+) ms median")

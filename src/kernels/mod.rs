@@ -2,8 +2,8 @@
 //! and the matrix multiply that takes them, the
 //! im2col transform and max pooling with their run-time dispatch to AVX-512 or AVX2+FMA
 //! ([`Simd`]), keeping the thread pool awake during a computation ([`threads`]), and
-//! Winograd's F(2x2, 3x3) for 3x3 convolutions ([`winograd`], off unless `CNN_WINOGRAD` is
-//! set: not yet faster than im2col).
+//! Winograd's F(2x2, 3x3) for 3x3 stride-1 convolutions with 8 or more input channels
+//! ([`winograd`]; `CNN_NO_WINOGRAD` set to anything makes them use im2col instead).
 //!
 //! Each fast kernel has a plain reference version beside it (`*_naive`) that the tests
 //! compare it with.

@@ -246,10 +246,9 @@ pub struct Conv2D {
     /// Partial weight and bias gradients, `K C kh kw + K` per block of samples (with
     /// Winograd, `16 K C + K`: the weights' gradient in the Winograd domain).
     partial: Vec<f32>,
-    /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]), for 3x3 convolutions
-    /// with stride 1 and enough input channels ([`winograd::Plan::new`]). Off unless the
-    /// environment sets `CNN_WINOGRAD`: on the development machine it is not yet faster
-    /// than im2col (docs/PERFORMANCE.md), so it stays an experiment one can measure.
+    /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]): chosen by
+    /// [`winograd::Plan::new`] for 3x3 convolutions with stride 1 and enough input
+    /// channels, unless the environment sets `CNN_NO_WINOGRAD`.
     pub winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
@@ -257,11 +256,11 @@ pub struct Conv2D {
     wino_scratch: Vec<winograd::Scratch>,
 }
 
-/// Whether the environment turns Winograd on (`CNN_WINOGRAD` set to anything), read once
-/// per process: it lets one binary measure both paths.
+/// Whether the environment leaves Winograd on (`CNN_NO_WINOGRAD` unset), read once per
+/// process: setting it lets one binary measure both paths.
 fn winograd_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var_os("CNN_WINOGRAD").is_some())
+    *WANTED.get_or_init(|| std::env::var_os("CNN_NO_WINOGRAD").is_none())
 }
 
 impl Conv2D {
@@ -419,8 +418,7 @@ impl Conv2D {
             .zip(self.wino_scratch.par_iter_mut())
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .for_each(|((y_b, sc), x_b)| {
-                let samples = x_b.len() / in_len;
-                winograd::forward(plan, u, b, relu, x_b, samples, sc, y_b);
+                winograd::forward(plan, u, b, relu, x_b, sc, y_b);
                 if !relu {
                     for y_n in y_b.chunks_mut(out_len) {
                         activation::forward(act, y_n, out_len);
@@ -479,17 +477,7 @@ impl Conv2D {
                         db_part[k] += sum(row);
                     }
                 }
-                let samples = x_b.len() / in_len;
-                winograd::backward(
-                    plan,
-                    u,
-                    x_b,
-                    dy_b,
-                    samples,
-                    sc,
-                    du_part,
-                    dx_b.as_deref_mut(),
-                );
+                winograd::backward(plan, u, x_b, dy_b, sc, du_part, dx_b.as_deref_mut());
             });
         // dU and db: the blocks' partial sums added in block order (whatever the threads).
         let (first, rest) = self.partial[..blocks * part_len].split_at_mut(part_len);
