@@ -243,7 +243,11 @@ fn split(p: &Plan, x: &[f32], planes: usize, q: &mut [&mut [f32]; 4], line: &mut
             line[p.pad_left..p.pad_left + cols].copy_from_slice(&row[..cols]);
             let at = c * slots + (py / 2) * half;
             let [q0, q1, q2, q3] = q;
-            let (e, o) = if py % 2 == 0 { (q0, q1) } else { (q2, q3) };
+            let (e, o) = if py.is_multiple_of(2) {
+                (q0, q1)
+            } else {
+                (q2, q3)
+            };
             deinterleave(line, &mut e[at..at + half], &mut o[at..at + half]);
         }
     }
@@ -257,7 +261,7 @@ fn merge_outputs(p: &Plan, q: &[&mut [f32]; 4], y: &mut [f32]) {
     for (k, plane) in y.chunks_mut(p.out_h * p.out_w).take(p.k).enumerate() {
         for (oy, row) in plane.chunks_mut(p.out_w).enumerate() {
             let at = k * slots + (oy / 2) * half;
-            let (e, o) = if oy % 2 == 0 {
+            let (e, o) = if oy.is_multiple_of(2) {
                 (&q[0], &q[1])
             } else {
                 (&q[2], &q[3])
@@ -374,7 +378,11 @@ fn output_grad_transform(
         for (oy, row) in plane.chunks(p.out_w).enumerate() {
             let at = k * slots + (oy / 2) * half;
             let [q0, q1, q2, q3] = &mut *q;
-            let (e, o) = if oy % 2 == 0 { (q0, q1) } else { (q2, q3) };
+            let (e, o) = if oy.is_multiple_of(2) {
+                (q0, q1)
+            } else {
+                (q2, q3)
+            };
             deinterleave(row, &mut e[at..at + half], &mut o[at..at + half]);
         }
     }
@@ -464,7 +472,7 @@ fn input_grad_transform(
                 continue;
             }
             let at = c * slots + (py / 2) * half;
-            let (e, o) = if py % 2 == 0 {
+            let (e, o) = if py.is_multiple_of(2) {
                 (&q[0], &q[1])
             } else {
                 (&q[2], &q[3])
