@@ -201,3 +201,44 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     };
     assert_eq!(run(1), run(3));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The direct one-channel 3x3 kernel writes the same bits as im2col and the broadcast
+    /// GEMM kernel (the path it replaces), with and without ReLU, for every padding and
+    /// output widths from 1 to 32 (one and two vectors, masked).
+    #[test]
+    fn direct_one_channel_conv_equals_im2col_and_gemm_bit_for_bit(
+        h in 1usize..40, w in 1usize..35, k in 1usize..20, pad in 0usize..4, relu in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        use cnn::kernels::{direct, gemm, im2col::im2col, Simd};
+        let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None };
+        let Ok(g) = spec.geom([1, h, w]) else { return Ok(()) };
+        if !direct::applies(&g) {
+            // Wider than 32 outputs, or no AVX-512 on this CPU: the GEMM path runs.
+            prop_assert!(g.out_w > 32 || !Simd::Avx512.supported());
+            return Ok(());
+        }
+        let mut rng = Rng::new(seed);
+        let (x, wt, b) = (random(h * w, &mut rng), random(k * 9, &mut rng), random(k, &mut rng));
+        let ohw = g.out_h * g.out_w;
+        let mut scratch = vec![f32::NAN; direct::scratch_len(&g)];
+        let mut got = vec![f32::NAN; k * ohw];
+        direct::conv3x3(&g, &x, &wt, &b, relu, &mut scratch, &mut got);
+        let mut cols = vec![0.0; 9 * ohw];
+        im2col(&x, &g, &mut cols);
+        let mut want = vec![f32::NAN; k * ohw];
+        gemm::gemm_bias_relu_on(
+            Simd::Avx512,
+            gemm::MatRef::new(&wt, k, 9),
+            gemm::MatRef::new(&cols, 9, ohw),
+            &b,
+            relu,
+            gemm::MatMut::new(&mut want, k, ohw),
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+}

@@ -28,6 +28,7 @@
 //! Safety: the matrix kernels are `unsafe fn`s on bare views ([`MatPtr`], [`MatPtrMut`]
 //! and [`Dims`]); [`super::gemm`] checks the bounds once, on slices, before calling them.
 
+use super::direct::CONV3_ROW;
 use super::mat::{Dims, MatPtr, MatPtrMut};
 use std::arch::x86_64::*;
 
@@ -606,6 +607,116 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
                         shifted_row(src, shift, lo, hi, out.as_mut_ptr().add(oy * ow), ow);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `R` filters of a 3x3, stride-1 convolution over one input channel, on one output row:
+/// `y[r][j] = bias[r] + sum_{i, jj} w[r][3 i + jj] * xp[i][j + jj]` for j < cols (1..=32),
+/// the 9 products added in that order by fused multiply-adds, then `max(y, 0)` if `relu`.
+/// That is the chain [`bcast_tile`] computes for the same output from im2col's columns, so
+/// the two give the same bits.
+///
+/// # Safety
+/// AVX-512F must be available. `xp` points at 3 rows of [`CONV3_ROW`] floats (columns
+/// j + jj < cols + 2 read, masked); `w` at R x 9 weights, `bias` at R values, and `y` at R
+/// rows of `cols` floats `y_stride` apart, overlapping no input.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn conv3_rows<const R: usize>(
+    xp: *const f32,
+    cols: usize,
+    w: *const f32,
+    bias: *const f32,
+    relu: bool,
+    y: *mut f32,
+    y_stride: usize,
+) {
+    let (m0, m1) = masks(cols);
+    // The 9 shifted input vectors of each half of the row, in the order of the weights.
+    let mut x0 = [_mm512_setzero_ps(); 9];
+    let mut x1 = [_mm512_setzero_ps(); 9];
+    for i in 0..3 {
+        for jj in 0..3 {
+            // SAFETY: row i, columns jj.. of the padded plane are in bounds for the lanes
+            // of the masks (caller); masked loads touch no other memory.
+            unsafe {
+                let p = xp.add(i * CONV3_ROW + jj);
+                x0[3 * i + jj] = _mm512_maskz_loadu_ps(m0, p);
+                x1[3 * i + jj] = _mm512_maskz_loadu_ps(m1, p.wrapping_add(16));
+            }
+        }
+    }
+    let mut acc0 = [_mm512_setzero_ps(); R];
+    let mut acc1 = [_mm512_setzero_ps(); R];
+    for r in 0..R {
+        // SAFETY: bias[r] is in bounds (caller).
+        acc0[r] = _mm512_set1_ps(unsafe { *bias.add(r) });
+        acc1[r] = acc0[r];
+    }
+    for p in 0..9 {
+        for r in 0..R {
+            // SAFETY: w[r][p] is in bounds (caller).
+            let wv = _mm512_set1_ps(unsafe { *w.add(r * 9 + p) });
+            acc0[r] = _mm512_fmadd_ps(wv, x0[p], acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(wv, x1[p], acc1[r]);
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    for r in 0..R {
+        if relu {
+            // max_ps returns its second operand when the first is NaN: 0, as f32::max does.
+            acc0[r] = _mm512_max_ps(acc0[r], zero);
+            acc1[r] = _mm512_max_ps(acc1[r], zero);
+        }
+        // SAFETY: row r of y, columns < cols, is in bounds and overlaps no input (caller);
+        // masked stores write only those columns.
+        unsafe {
+            let yr = y.add(r * y_stride);
+            _mm512_mask_storeu_ps(yr, m0, acc0[r]);
+            _mm512_mask_storeu_ps(yr.wrapping_add(16), m1, acc1[r]);
+        }
+    }
+}
+
+/// A 3x3, stride-1 convolution of one input channel, direct (no im2col):
+/// `y[k][oy][ox] = act(bias[k] + sum_{i, j} w[k][3 i + j] * xp[oy + i][ox + j])` for K
+/// filters and an output of `oh` x `ow` (ow <= 32), where `xp` is the input plane already
+/// padded, rows [`CONV3_ROW`] floats apart. The same bits as im2col and [`gemm_bcast`].
+///
+/// # Safety
+/// AVX-512F must be available. `xp` holds (oh + 2) x [`CONV3_ROW`] floats, `w` K x 9,
+/// `bias` K, `y` K x oh x ow, not overlapping the inputs; 1 <= ow <= 32.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv3x3_plane(
+    xp: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    k: usize,
+    oh: usize,
+    ow: usize,
+    relu: bool,
+    y: *mut f32,
+) {
+    let plane = oh * ow;
+    for oy in 0..oh {
+        let mut r = 0;
+        // SAFETY: rows oy..oy + 3 of xp, filters r.., and output row oy of each filter's
+        // plane are in bounds (caller: xp has oh + 2 rows, w and bias K filters, y K
+        // planes of oh x ow).
+        unsafe {
+            let x_row = xp.add(oy * CONV3_ROW);
+            while r + 4 <= k {
+                let y_at = y.add(r * plane + oy * ow);
+                conv3_rows::<4>(x_row, ow, w.add(r * 9), bias.add(r), relu, y_at, plane);
+                r += 4;
+            }
+            while r < k {
+                let y_at = y.add(r * plane + oy * ow);
+                conv3_rows::<1>(x_row, ow, w.add(r * 9), bias.add(r), relu, y_at, plane);
+                r += 1;
             }
         }
     }

@@ -37,6 +37,7 @@ use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
+use crate::kernels::direct;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
@@ -288,19 +289,34 @@ impl Conv2D {
         if let Some(plan) = self.winograd {
             return self.forward_winograd(&plan, x, y, n, act);
         }
-        self.cols.resize(blocks * rows * ohw, 0.0);
+        // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
+        // direct kernel gives the same bits (see `kernels::direct`); cols is its scratch.
+        let direct = direct::applies(&g);
+        let scratch = if direct {
+            direct::scratch_len(&g)
+        } else {
+            rows * ohw
+        };
+        self.cols.resize(blocks * scratch, 0.0);
         let w = self.weight.value.data();
         let b = self.bias.value.data();
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(self.cols.par_chunks_mut(rows * ohw))
+            .zip(self.cols.par_chunks_mut(scratch))
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .for_each(|((y_b, cols), x_b)| {
                 for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                    let relu = act == Activation::Relu;
+                    if direct {
+                        direct::conv3x3(&g, x_n, w, b, relu, cols, y_n);
+                        if !relu {
+                            activation::forward(act, y_n, out_len);
+                        }
+                        continue;
+                    }
                     im2col(x_n, &g, cols);
                     // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
                     // any other activation is a pass of its own.
-                    let relu = act == Activation::Relu;
                     let (w, cols) = (MatRef::new(w, g.k, rows), MatRef::new(cols, rows, ohw));
                     gemm_bias_relu(w, cols, b, relu, MatMut::new(y_n, g.k, ohw));
                     if !relu {
