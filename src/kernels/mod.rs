@@ -93,3 +93,42 @@ pub fn simd() -> Simd {
 pub fn avx512_available() -> bool {
     simd() == Simd::Avx512
 }
+
+/// Calls `f` compiled for the best instruction set that [`simd`] chose: plain element-wise
+/// Rust marked `#[inline(always)]` (and the closure itself, `#[inline(always)] || ...`) is
+/// vectorised 4 lanes wide for baseline x86-64 and 8 or 16 wide inside [`with_avx2`] or
+/// [`with_avx512`]. Used for Winograd's transforms and BatchNorm's passes: code whose
+/// arithmetic does not depend on the vector width (no reassociation, no fused
+/// multiply-adds), so every width gives the same bits.
+#[inline(always)]
+pub fn on_best_simd<R>(f: impl FnOnce() -> R) -> R {
+    match simd() {
+        // SAFETY: `simd()` chooses only a family this CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { with_avx512(f) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { with_avx2(f) },
+        _ => f(),
+    }
+}
+
+/// `f()` with AVX-512F enabled for the code inlined into it.
+///
+/// # Safety
+/// AVX-512F must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `f()` with AVX2 enabled for the code inlined into it.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -63,6 +63,7 @@
 
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geom::ConvGeom;
+use super::on_best_simd;
 
 /// The 16 positions of a 4x4 tile.
 pub const TILE: usize = 16;
@@ -527,43 +528,6 @@ impl Scratch {
             &mut self.line,
         )
     }
-}
-
-/// Calls `f`, compiled for the best instruction set that [`super::simd`] chose: the
-/// transforms are plain element-wise Rust, `#[inline(always)]`, which the compiler
-/// vectorises 4 lanes wide for baseline x86-64 and 8 or 16 wide inside [`with_avx2`] or
-/// [`with_avx512`]. They only add and subtract, so every width gives the same bits.
-#[inline(always)]
-fn on_best_simd<R>(f: impl FnOnce() -> R) -> R {
-    match super::simd() {
-        // SAFETY: `simd()` chooses only a family this CPU supports.
-        #[cfg(target_arch = "x86_64")]
-        super::Simd::Avx512 => unsafe { with_avx512(f) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        super::Simd::Avx2 => unsafe { with_avx2(f) },
-        _ => f(),
-    }
-}
-
-/// `f()` with AVX-512F enabled for the code inlined into it.
-///
-/// # Safety
-/// AVX-512F must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// `f()` with AVX2 enabled for the code inlined into it.
-///
-/// # Safety
-/// AVX2 must be available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
 }
 
 /// Forward for a block of samples `x` `[samples, C, H, W]`: `y = act(conv(x) + b)` with

@@ -50,6 +50,7 @@ use super::keys::LineKeys;
 use super::param::{Buffer, BufferMut, Param};
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::{Error, Result};
+use crate::kernels::on_best_simd;
 use crate::text::thousands;
 
 /// PyTorch's default momentum.
@@ -292,16 +293,17 @@ impl BatchNorm {
         (0..self.channels)
             .into_par_iter()
             .map(|ch| {
-                let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
-                for sample in 0..n {
-                    for &v in &x[self.block(sample, ch)] {
-                        let v = f64::from(v);
-                        sum += v;
-                        sum_sq += v * v;
-                    }
-                }
-                let mean = sum / m;
-                (mean, (sum_sq / m - mean * mean).max(0.0))
+                let (mut sum, mut sum_sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+                on_best_simd(
+                    #[inline(always)]
+                    || {
+                        for sample in 0..n {
+                            add_sums(&x[self.block(sample, ch)], &mut sum, &mut sum_sq);
+                        }
+                    },
+                );
+                let mean = lanes_total(&sum) / m;
+                (mean, (lanes_total(&sum_sq) / m - mean * mean).max(0.0))
             })
             .collect()
     }
@@ -314,6 +316,73 @@ impl BatchNorm {
         } else {
             2
         }
+    }
+}
+
+/// Independent f64 accumulators of a channel's sums: element i of every run of 8 values
+/// goes to lane i (a run's remainder to the first lanes), and the lanes are added at the
+/// end by [`lanes_total`]. One accumulator would be a chain of dependent additions, one per
+/// value, and the passes would wait on it rather than on memory.
+const LANES: usize = 8;
+
+/// `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`.
+fn lanes_total(l: &[f64; LANES]) -> f64 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// Adds `x` to `sum` and `x^2` to `sq`, lane by lane ([`LANES`]).
+#[inline(always)]
+fn add_sums(x: &[f32], sum: &mut [f64; LANES], sq: &mut [f64; LANES]) {
+    let runs = x.chunks_exact(LANES);
+    let rest = runs.remainder();
+    for run in runs {
+        for l in 0..LANES {
+            let v = f64::from(run[l]);
+            sum[l] += v;
+            sq[l] += v * v;
+        }
+    }
+    for (l, &v) in rest.iter().enumerate() {
+        let v = f64::from(v);
+        sum[l] += v;
+        sq[l] += v * v;
+    }
+}
+
+/// Adds `g` to `db` and `g (x - mu) k` to `dg`, lane by lane ([`LANES`]), where g is `dy`,
+/// or with `RELU` 0 where the layer's output `y` is <= 0 (ReLU's backward on the fly).
+#[inline(always)]
+fn add_grad_sums<const RELU: bool>(
+    dy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    mu: f32,
+    k: f64,
+    db: &mut [f64; LANES],
+    dg: &mut [f64; LANES],
+) {
+    let mut add = |l: usize, g: f32, v: f32, out: f32| {
+        let g = if RELU && out <= 0.0 { 0.0 } else { g };
+        db[l] += f64::from(g);
+        dg[l] += f64::from(g) * f64::from(v - mu) * k;
+    };
+    let runs = dy
+        .chunks_exact(LANES)
+        .zip(x.chunks_exact(LANES))
+        .zip(y.chunks_exact(LANES));
+    for ((g, v), out) in runs {
+        for l in 0..LANES {
+            add(l, g[l], v[l], out[l]);
+        }
+    }
+    let done = dy.len() / LANES * LANES;
+    for (l, ((&g, &v), &out)) in dy[done..]
+        .iter()
+        .zip(&x[done..])
+        .zip(&y[done..])
+        .enumerate()
+    {
+        add(l, g, v, out);
     }
 }
 
@@ -370,36 +439,65 @@ impl LayerOp for BatchNorm {
             .par_chunks_mut(c * s)
             .zip(x[..n * c * s].par_chunks(c * s))
             .for_each(|(y, x)| {
-                for ch in 0..c {
-                    let (mu, k, b) = (mean[ch], gamma[ch] * inv_std[ch], beta[ch]);
-                    for (y, &x) in y[ch * s..(ch + 1) * s].iter_mut().zip(&x[ch * s..]) {
-                        *y = (x - mu) * k + b;
-                    }
+                on_best_simd(
+                    #[inline(always)]
+                    || {
+                        for ch in 0..c {
+                            let (mu, k, b) = (mean[ch], gamma[ch] * inv_std[ch], beta[ch]);
+                            let (y, x) = (&mut y[ch * s..(ch + 1) * s], &x[ch * s..]);
+                            if act == Activation::Relu {
+                                // ReLU in the same pass: max(v, 0), as activation::forward.
+                                for (y, &x) in y.iter_mut().zip(x) {
+                                    *y = ((x - mu) * k + b).max(0.0);
+                                }
+                            } else {
+                                for (y, &x) in y.iter_mut().zip(x) {
+                                    *y = (x - mu) * k + b;
+                                }
+                            }
+                        }
+                    },
+                );
+                if act != Activation::Relu {
+                    activation::forward(act, y, c * s);
                 }
-                activation::forward(act, y, c * s);
             });
     }
 
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
         let (c, s) = (self.channels, self.spatial);
-        // Through the fused activation first: dy becomes the gradient before it.
-        activation::backward(self.act, &y[..n * c * s], &mut dy[..n * c * s], c * s);
-        let dy = &*dy;
+        let len = n * c * s;
+        // Through the fused activation first: ReLU's is applied on the fly below (g = 0
+        // where y <= 0, as `activation::backward` does), which saves a pass over dy; any
+        // other activation turns dy into the gradient before it here.
+        let relu = self.act == Activation::Relu;
+        if !relu {
+            activation::backward(self.act, &y[..len], &mut dy[..len], c * s);
+        }
+        let (dy, y) = (&dy[..len], &y[..len]);
         let (mean, inv_std) = (&self.mean, &self.inv_std);
-        // dbeta_c = sum dy, dgamma_c = sum dy xhat, per channel in f64.
+        // dbeta_c = sum g, dgamma_c = sum g xhat, per channel in f64 (in 8 lanes, added at
+        // the end in a fixed order).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let (mu, k) = (mean[ch], f64::from(inv_std[ch]));
-                let (mut db, mut dg) = (0.0f64, 0.0f64);
-                for sample in 0..n {
-                    let r = self.block(sample, ch);
-                    for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
-                        db += f64::from(g);
-                        dg += f64::from(g) * f64::from(v - mu) * k;
-                    }
-                }
-                (db, dg)
+                let (mut db, mut dg) = ([0.0f64; LANES], [0.0f64; LANES]);
+                on_best_simd(
+                    #[inline(always)]
+                    || {
+                        for sample in 0..n {
+                            let r = self.block(sample, ch);
+                            let (g, x, y) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+                            if relu {
+                                add_grad_sums::<true>(g, x, y, mu, k, &mut db, &mut dg);
+                            } else {
+                                add_grad_sums::<false>(g, x, y, mu, k, &mut db, &mut dg);
+                            }
+                        }
+                    },
+                );
+                (lanes_total(&db), lanes_total(&dg))
             })
             .collect();
         for (ch, &(db, dg)) in sums.iter().enumerate() {
@@ -409,7 +507,7 @@ impl LayerOp for BatchNorm {
         let Some(dx) = dx else { return };
         let gamma = self.weight.value.data();
         let m = (n * s) as f64;
-        // Per channel: dx = k (dy - a - xhat b), with k = gamma inv_std, a = dbeta / M and
+        // Per channel: dx = k (g - a - xhat b), with k = gamma inv_std, a = dbeta / M and
         // b = dgamma / M in training; a = b = 0 after an evaluation pass.
         let coef: Vec<(f32, f32, f32)> = sums
             .iter()
@@ -423,19 +521,29 @@ impl LayerOp for BatchNorm {
                 }
             })
             .collect();
-        dx[..n * c * s]
+        dx[..len]
             .par_chunks_mut(c * s)
-            .zip(dy[..n * c * s].par_chunks(c * s))
-            .zip(x[..n * c * s].par_chunks(c * s))
-            .for_each(|((dx, dy), x)| {
-                for ch in 0..c {
-                    let (k, a, b) = coef[ch];
-                    let (mu, is) = (mean[ch], inv_std[ch]);
-                    let r = ch * s..(ch + 1) * s;
-                    for ((d, &g), &v) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
-                        *d = k * (g - a - (v - mu) * is * b);
-                    }
-                }
+            .zip(dy.par_chunks(c * s))
+            .zip(x[..len].par_chunks(c * s))
+            .zip(y.par_chunks(c * s))
+            .for_each(|(((dx, dy), x), y)| {
+                on_best_simd(
+                    #[inline(always)]
+                    || {
+                        for ch in 0..c {
+                            let (k, a, b) = coef[ch];
+                            let (mu, is) = (mean[ch], inv_std[ch]);
+                            let r = ch * s..(ch + 1) * s;
+                            let (dx, g) = (&mut dx[r.clone()], &dy[r.clone()]);
+                            let (x, y) = (&x[r.clone()], &y[r]);
+                            let rows = dx.iter_mut().zip(g).zip(x).zip(y);
+                            for (((d, &g), &v), &out) in rows {
+                                let g = if relu && out <= 0.0 { 0.0 } else { g };
+                                *d = k * (g - a - (v - mu) * is * b);
+                            }
+                        }
+                    },
+                );
             });
     }
 
