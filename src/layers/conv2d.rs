@@ -355,13 +355,7 @@ impl Conv2D {
         let blocks = n.div_ceil(GRAD_BLOCK);
         self.cols.resize(blocks * rows * ohw, 0.0);
         self.partial.resize(blocks * part_len, 0.0);
-        let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
-            Some(dx) => dx[..n * in_len]
-                .chunks_mut(GRAD_BLOCK * in_len)
-                .map(Some)
-                .collect(),
-            None => (0..blocks).map(|_| None).collect(),
-        };
+        let mut dx_blocks = dx_blocks(dx, n, in_len);
         self.partial
             .par_chunks_mut(part_len)
             .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
@@ -378,10 +372,7 @@ impl Conv2D {
                     .zip(y_b.chunks(out_len))
                     .enumerate()
                 {
-                    activation::backward(act, y_s, dy_s, out_len);
-                    for (k, row) in dy_s.chunks(ohw).enumerate() {
-                        db_part[k] += sum(row);
-                    }
+                    undo_activation(act, y_s, dy_s, ohw, db_part);
                     im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
                     let (dy_m, cols_t) = (
                         MatRef::new(dy_s, g.k, ohw),
@@ -398,17 +389,23 @@ impl Conv2D {
                     }
                 }
             });
-        let (dw, db) = (self.weight.grad.data_mut(), self.bias.grad.data_mut());
-        dw.copy_from_slice(&self.partial[..wlen]);
-        db.copy_from_slice(&self.partial[wlen..part_len]);
-        for part in self.partial[part_len..blocks * part_len].chunks(part_len) {
-            dw.iter_mut().zip(&part[..wlen]).for_each(|(d, p)| *d += p);
-            db.iter_mut().zip(&part[wlen..]).for_each(|(d, p)| *d += p);
-        }
+        let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
+        self.weight.grad.data_mut().copy_from_slice(&total[..wlen]);
+        self.bias.grad.data_mut().copy_from_slice(&total[wlen..]);
     }
 }
 
 impl Conv2D {
+    /// The weights in the Winograd domain for this pass, and a scratch buffer per block.
+    fn winograd_ready(&mut self, plan: &Plan, blocks: usize) {
+        self.wino_u.resize(plan.u_len(), 0.0);
+        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
+        if self.wino_scratch.len() < blocks {
+            self.wino_scratch
+                .resize(blocks, winograd::Scratch::default());
+        }
+    }
+
     /// [`Conv2D::forward`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
     fn forward_winograd(
         &mut self,
@@ -421,12 +418,7 @@ impl Conv2D {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let blocks = n.div_ceil(GRAD_BLOCK);
-        self.wino_u.resize(plan.u_len(), 0.0);
-        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
-        if self.wino_scratch.len() < blocks {
-            self.wino_scratch
-                .resize(blocks, winograd::Scratch::default());
-        }
+        self.winograd_ready(plan, blocks);
         let (u, b) = (&self.wino_u, self.bias.value.data());
         let relu = act == Activation::Relu;
         y[..n * out_len]
@@ -462,20 +454,9 @@ impl Conv2D {
         let blocks = n.div_ceil(GRAD_BLOCK);
         let ulen = plan.u_len();
         let part_len = ulen + g.k;
-        self.wino_u.resize(ulen, 0.0);
-        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
-        if self.wino_scratch.len() < blocks {
-            self.wino_scratch
-                .resize(blocks, winograd::Scratch::default());
-        }
+        self.winograd_ready(plan, blocks);
         self.partial.resize(blocks * part_len, 0.0);
-        let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
-            Some(dx) => dx[..n * in_len]
-                .chunks_mut(GRAD_BLOCK * in_len)
-                .map(Some)
-                .collect(),
-            None => (0..blocks).map(|_| None).collect(),
-        };
+        let mut dx_blocks = dx_blocks(dx, n, in_len);
         let u = &self.wino_u;
         self.partial
             .par_chunks_mut(part_len)
@@ -488,21 +469,45 @@ impl Conv2D {
                 let (du_part, db_part) = part.split_at_mut(ulen);
                 db_part.fill(0.0);
                 for (dy_s, y_s) in dy_b.chunks_mut(out_len).zip(y_b.chunks(out_len)) {
-                    activation::backward(act, y_s, dy_s, out_len);
-                    for (k, row) in dy_s.chunks(ohw).enumerate() {
-                        db_part[k] += sum(row);
-                    }
+                    undo_activation(act, y_s, dy_s, ohw, db_part);
                 }
                 winograd::backward(plan, u, x_b, dy_b, sc, du_part, dx_b.as_deref_mut());
             });
-        // dU and db: the blocks' partial sums added in block order (whatever the threads).
-        let (first, rest) = self.partial[..blocks * part_len].split_at_mut(part_len);
-        for part in rest.chunks(part_len) {
-            first.iter_mut().zip(part).for_each(|(d, p)| *d += p);
-        }
-        winograd::weight_grad(plan, &first[..ulen], self.weight.grad.data_mut());
-        self.bias.grad.data_mut().copy_from_slice(&first[ulen..]);
+        let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
+        winograd::weight_grad(plan, &total[..ulen], self.weight.grad.data_mut());
+        self.bias.grad.data_mut().copy_from_slice(&total[ulen..]);
     }
+}
+
+/// dx split into the slices of the blocks of [`GRAD_BLOCK`] samples, or a `None` per block
+/// when dx is not asked for.
+fn dx_blocks(dx: Option<&mut [f32]>, n: usize, in_len: usize) -> Vec<Option<&mut [f32]>> {
+    match dx {
+        Some(dx) => dx[..n * in_len]
+            .chunks_mut(GRAD_BLOCK * in_len)
+            .map(Some)
+            .collect(),
+        None => (0..n.div_ceil(GRAD_BLOCK)).map(|_| None).collect(),
+    }
+}
+
+/// Undoes the activation in one sample's `dy` (dL/d(output) becomes dL/d(conv output),
+/// using the output `y`) and adds each of its planes of `ohw` values to the bias gradient.
+fn undo_activation(act: Activation, y: &[f32], dy: &mut [f32], ohw: usize, db: &mut [f32]) {
+    activation::backward(act, y, dy, dy.len());
+    for (d, plane) in db.iter_mut().zip(dy.chunks(ohw)) {
+        *d += sum(plane);
+    }
+}
+
+/// Adds the blocks' partial gradients (`part_len` floats each) into the first one, in block
+/// order, so the sum does not depend on the thread count; returns it.
+fn sum_blocks(partial: &mut [f32], part_len: usize) -> &[f32] {
+    let (first, rest) = partial.split_at_mut(part_len);
+    for part in rest.chunks(part_len) {
+        first.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+    }
+    first
 }
 
 impl LayerOp for Conv2D {
