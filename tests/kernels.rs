@@ -25,6 +25,15 @@ fn close(what: &str, got: &[f32], want: &[f32]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `f` run on a pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
     #[test]
@@ -132,11 +141,7 @@ fn results_do_not_depend_on_the_thread_count() {
     .unwrap()
     .spec;
     let run = |threads: usize| -> Vec<f32> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let mut model = Model::new(&spec, Init::He, 9).unwrap();
             let mut opt = Optimizer::new(OptimizerKind::adam(), 0.01, 0.0);
             let mut rng = Rng::new(1);
@@ -175,11 +180,7 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     let w = random(12 * 10 * 9, &mut rng);
     let dy = random(n * 12 * g.out_h * g.out_w, &mut rng);
     let run = |threads: usize| -> Vec<u32> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let mut layer = Conv2D::new(g);
             layer.winograd = cnn::kernels::winograd::Plan::new(&g);
             layer.weight.value.data_mut().copy_from_slice(&w);
