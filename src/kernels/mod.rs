@@ -96,8 +96,8 @@ pub fn avx512_available() -> bool {
 
 /// Calls `f` compiled for the best instruction set that [`simd`] chose: plain element-wise
 /// Rust marked `#[inline(always)]` (and the closure itself, `#[inline(always)] || ...`) is
-/// vectorised 4 lanes wide for baseline x86-64 and 8 or 16 wide inside [`with_avx2`] or
-/// [`with_avx512`]. Used for Winograd's transforms and BatchNorm's passes: code whose
+/// vectorised 4 lanes wide for baseline x86-64 and 8 or 16 wide inside `with_avx2` or
+/// `with_avx512`. Used for Winograd's transforms and BatchNorm's passes: code whose
 /// arithmetic does not depend on the vector width (no reassociation, no fused
 /// multiply-adds), so every width gives the same bits.
 #[inline(always)]

@@ -4,7 +4,7 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary ([`assets`]) |
+//! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary (`src/serve/assets.rs`) |
 //! | `GET /api/model` | config, classes, normalisation, layers (shapes, geometry), summary |
 //! | `GET /api/weights?layer=I` | layer I's weight and bias |
 //! | `POST /api/predict[?resize=1]` | an image in, probabilities and every layer's output out |
@@ -24,7 +24,7 @@
 //! a mutex and requests take turns on a blocking thread; each pass is short (a 28x28 image
 //! through a small network is well under a millisecond), and the layers' own loops use
 //! every core. Before each use, the model file is checked (modification time and length)
-//! and loaded again if `cnn train` replaced it ([`source`]).
+//! and loaded again if `cnn train` replaced it (`src/serve/source.rs`).
 
 mod api;
 mod assets;
