@@ -722,6 +722,75 @@ pub unsafe fn conv3x3_plane(
     }
 }
 
+/// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the `src.len()` values of `src` (`e` gets
+/// the odd last one): 16 values per masked load, split by two permutes. Pure data movement,
+/// so the same result as the scalar loop it replaces.
+///
+/// # Safety
+/// AVX-512F must be available.
+///
+/// # Panics
+/// If `e` has fewer than ceil(n / 2) or `o` fewer than floor(n / 2) values, n = `src.len()`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
+    let n = src.len();
+    assert!(
+        e.len() >= n.div_ceil(2) && o.len() >= n / 2,
+        "deinterleave: halves too short"
+    );
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    for c0 in (0..n).step_by(16) {
+        let lanes = 16.min(n - c0);
+        let m_in = masks(lanes).0;
+        let (m_e, m_o) = (masks(lanes.div_ceil(2)).0, masks(lanes / 2).0);
+        // SAFETY: the masks enable src[c0 .. c0 + lanes] (< n), e[c0/2 .. (c0 + lanes)/2
+        // rounded up] and o[c0/2 .. (c0 + lanes)/2]: in bounds (asserted). Masked-off
+        // lanes touch no memory; unaligned accesses need no alignment.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m_in, src.as_ptr().add(c0));
+            let h = c0 / 2;
+            _mm512_mask_storeu_ps(e.as_mut_ptr().add(h), m_e, _mm512_permutexvar_ps(even, v));
+            _mm512_mask_storeu_ps(o.as_mut_ptr().add(h), m_o, _mm512_permutexvar_ps(odd, v));
+        }
+    }
+}
+
+/// `dst[2 t] = e[t]`, `dst[2 t + 1] = o[t]` over `dst`'s length: the inverse of
+/// [`deinterleave`], 16 values per masked store.
+///
+/// # Safety
+/// AVX-512F must be available.
+///
+/// # Panics
+/// If `e` has fewer than ceil(n / 2) or `o` fewer than floor(n / 2) values, n = `dst.len()`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn interleave(e: &[f32], o: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(
+        e.len() >= n.div_ceil(2) && o.len() >= n / 2,
+        "interleave: halves too short"
+    );
+    // Lane 2 t takes e[t] (index t of the first operand), lane 2 t + 1 takes o[t] (index
+    // 16 + t, the second).
+    let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    for c0 in (0..n).step_by(16) {
+        let lanes = 16.min(n - c0);
+        let m_out = masks(lanes).0;
+        let (m_e, m_o) = (masks(lanes.div_ceil(2)).0, masks(lanes / 2).0);
+        // SAFETY: as in `deinterleave`, with the roles of loads and stores exchanged.
+        unsafe {
+            let h = c0 / 2;
+            let ev = _mm512_maskz_loadu_ps(m_e, e.as_ptr().add(h));
+            let ov = _mm512_maskz_loadu_ps(m_o, o.as_ptr().add(h));
+            let v = _mm512_permutex2var_ps(ev, idx, ov);
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(c0), m_out, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,6 +817,33 @@ mod tests {
         };
         for q in 0..16 {
             assert_eq!(got[q].to_bits(), lane_sum(lanes[q]).to_bits(), "vector {q}");
+        }
+    }
+
+    #[test]
+    fn interleave_and_deinterleave_move_every_value_to_its_place_for_every_length() {
+        if !super::super::Simd::Avx512.supported() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for n in 0..50usize {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+            // One spare value after each half: a write past its place would show there.
+            let (mut e, mut o) = (vec![-1.0; n.div_ceil(2) + 1], vec![-1.0; n / 2 + 1]);
+            // SAFETY: AVX-512F is available (checked above).
+            unsafe { deinterleave(&src, &mut e, &mut o) };
+            for t in 0..n.div_ceil(2) {
+                assert_eq!(e[t], src[2 * t], "n {n}, e[{t}]");
+            }
+            for t in 0..n / 2 {
+                assert_eq!(o[t], src[2 * t + 1], "n {n}, o[{t}]");
+            }
+            assert_eq!((e[n.div_ceil(2)], o[n / 2]), (-1.0, -1.0), "n {n}: wrote past a half");
+            let mut back = vec![-1.0; n + 1];
+            // SAFETY: as above.
+            unsafe { interleave(&e, &o, &mut back[..n]) };
+            assert_eq!(&back[..n], &src[..], "n {n}");
+            assert_eq!(back[n], -1.0, "n {n}: wrote past the row");
         }
     }
 }

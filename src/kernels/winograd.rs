@@ -68,6 +68,11 @@ use super::on_best_simd;
 /// The 16 positions of a 4x4 tile.
 pub const TILE: usize = 16;
 
+/// Floats left unused after each of the 16 planes of V and M: the fused transforms read
+/// or write all 16 planes at once, and planes a multiple of 4 KB apart would all fall in
+/// the same few sets of the L1 cache and evict each other.
+const PLANE_PAD: usize = 16;
+
 /// A convolution that [`Plan::new`] accepts, with its tiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -127,6 +132,16 @@ impl Plan {
     pub fn u_len(&self) -> usize {
         TILE * self.k * self.c
     }
+
+    /// Distance between the 16 planes `V[xi]` (C S floats each) in the scratch buffer.
+    fn v_stride(&self) -> usize {
+        self.c * self.slots() + PLANE_PAD
+    }
+
+    /// Distance between the 16 planes `M[xi]` (K S floats each).
+    fn m_stride(&self) -> usize {
+        self.k * self.slots() + PLANE_PAD
+    }
 }
 
 /// `U[xi][k][c] = (G g_kc G^T)[xi]` for weights `w` `[K, C, 3, 3]`.
@@ -183,6 +198,11 @@ pub fn weight_grad(p: &Plan, du: &[f32], dw: &mut [f32]) {
 /// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the pairs of `src` (and its odd last value).
 #[inline(always)]
 fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_available() {
+        // SAFETY: AVX-512F is available (checked).
+        return unsafe { super::avx512::deinterleave(src, e, o) };
+    }
     let pairs = src.chunks_exact(2);
     let last = pairs.remainder().first().copied();
     let n = pairs.len();
@@ -198,6 +218,11 @@ fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
 /// `dst[2 t] = e[t]`, `dst[2 t + 1] = o[t]` over `dst`'s length.
 #[inline(always)]
 fn interleave(e: &[f32], o: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_available() {
+        // SAFETY: AVX-512F is available (checked).
+        return unsafe { super::avx512::interleave(e, o, dst) };
+    }
     let mut pairs = dst.chunks_exact_mut(2);
     let n = pairs.len();
     for ((pair, &e), &o) in (&mut pairs).zip(e).zip(o) {
@@ -209,30 +234,40 @@ fn interleave(e: &[f32], o: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// `out[f] = op(a[f], b[f])` over `out`'s length: the element-wise step of every
-/// transform, written as a zip so that the compiler vectorises it.
+/// The row `row` of an image, after `pad` zeros, into its even and odd columns: `e[t]` =
+/// padded column 2 t, `o[t]` = 2 t + 1. Writes only where the row's values land (the
+/// caller has zeroed `e` and `o`).
 #[inline(always)]
-fn zip2(out: &mut [f32], a: &[f32], b: &[f32], op: impl Fn(f32, f32) -> f32) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = op(x, y);
+fn split_row(row: &[f32], pad: usize, e: &mut [f32], o: &mut [f32]) {
+    let s = pad / 2;
+    if pad.is_multiple_of(2) {
+        deinterleave(row, &mut e[s..], &mut o[s..]);
+    } else {
+        // Column j of the row is padded column j + 2 s + 1: the row's even columns are
+        // odd ones there, from o[s]; its odd columns even ones, from e[s + 1].
+        deinterleave(row, &mut o[s..], &mut e[s + 1..]);
     }
 }
 
-/// `out[f] = op(a[f], b[f], c[f])` over `out`'s length (see [`zip2`]).
+/// The inverse of [`split_row`]: `dst[j]` = padded column j + `pad` of the row whose even
+/// and odd columns are `e` and `o`.
 #[inline(always)]
-fn zip3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], op: impl Fn(f32, f32, f32) -> f32) {
-    for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = op(x, y, z);
+fn merge_row(e: &[f32], o: &[f32], pad: usize, dst: &mut [f32]) {
+    let s = pad / 2;
+    if pad.is_multiple_of(2) {
+        interleave(&e[s..], &o[s..], dst);
+    } else {
+        interleave(&o[s..], &e[s + 1..], dst);
     }
 }
 
 /// Splits `planes` planes of `[H, W]` (padded by `pad_top`, `pad_left` zeros) into the
 /// quarter planes `q` (4 buffers of at least `planes` S floats; see the module doc).
-/// `line` is scratch of 2 (T_w + 1) floats.
 #[inline(always)]
-fn split(p: &Plan, x: &[f32], planes: usize, q: &mut [&mut [f32]; 4], line: &mut [f32]) {
+fn split(p: &Plan, x: &[f32], planes: usize, q: &mut [&mut [f32]; 4]) {
     let (half, slots) = (p.half(), p.slots());
-    let cols = p.w.min(line.len().saturating_sub(p.pad_left));
+    // The columns that fit in a quarter row pair (all of them, as T_w = ceil(W'/2)).
+    let cols = p.w.min((2 * half).saturating_sub(p.pad_left));
     for qq in q.iter_mut() {
         qq[..planes * slots].fill(0.0);
     }
@@ -242,8 +277,6 @@ fn split(p: &Plan, x: &[f32], planes: usize, q: &mut [&mut [f32]; 4], line: &mut
             if py / 2 > p.tiles_h {
                 break;
             }
-            line.fill(0.0);
-            line[p.pad_left..p.pad_left + cols].copy_from_slice(&row[..cols]);
             let at = c * slots + (py / 2) * half;
             let [q0, q1, q2, q3] = q;
             let (e, o) = if py.is_multiple_of(2) {
@@ -251,7 +284,12 @@ fn split(p: &Plan, x: &[f32], planes: usize, q: &mut [&mut [f32]; 4], line: &mut
             } else {
                 (q2, q3)
             };
-            deinterleave(line, &mut e[at..at + half], &mut o[at..at + half]);
+            split_row(
+                &row[..cols],
+                p.pad_left,
+                &mut e[at..at + half],
+                &mut o[at..at + half],
+            );
         }
     }
 }
@@ -274,52 +312,148 @@ fn merge_outputs(p: &Plan, q: &[&mut [f32]; 4], y: &mut [f32]) {
     }
 }
 
-/// `V[xi][c][f] = (B^T d_cf B)[xi]` for one sample `x` `[C, H, W]`; `v` holds 16 C S
-/// floats, `q` quarter planes of C S + T_w + 2 floats, `t` 8 (C S + 1), `line` 2 (T_w + 1).
+/// `B^T d B` for `W` slots from `f`: the 4x4 blocks read from the quarter planes `q` (see
+/// the module doc; `h` = T_w + 1), the 16 values of each written to `v[xi][f..]`.
 #[inline(always)]
-fn input_transform(
-    p: &Plan,
-    x: &[f32],
-    v: &mut [f32],
-    q: &mut [&mut [f32]; 4],
-    t: &mut [f32],
-    line: &mut [f32],
-) {
-    let half = p.half();
-    let n = p.c * p.slots();
-    let m = n + 1;
-    split(p, x, p.c, q, line);
-    // t = B^T d on the 4 rows of every block at once, the even columns (q0 above q2) in
-    // t[0..4] and the odd ones (q1 above q3) in t[4..8]:
-    // t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3 (d2, d3 one slot row down).
-    for (par, (top, bottom)) in [(&q[0], &q[2]), (&q[1], &q[3])].into_iter().enumerate() {
-        let (d0, d2) = (&top[..m], &top[half..half + m]);
-        let (d1, d3) = (&bottom[..m], &bottom[half..half + m]);
-        let tt = &mut t[4 * par * m..][..4 * m];
-        let (t0, rest) = tt.split_at_mut(m);
-        let (t1, rest) = rest.split_at_mut(m);
-        let (t2, t3) = rest.split_at_mut(m);
-        zip2(t0, d0, d2, |a, b| a - b);
-        zip2(t1, d1, d2, |a, b| a + b);
-        zip2(t2, d2, d1, |a, b| a - b);
-        zip2(t3, d1, d3, |a, b| a - b);
+fn input_step<const W: usize>(q: &[&mut [f32]; 4], h: usize, f: usize, v: &mut [&mut [f32]; TILE]) {
+    // t = B^T d on the block's 4 rows, column by column: column 2 c + b of the block is
+    // quarter b of the top (rows 0, 2) and bottom (rows 1, 3) pairs at slot f + c.
+    // t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3.
+    let mut t = [[[0.0f32; W]; 4]; 4];
+    for (col, t) in t.iter_mut().enumerate() {
+        let (par, g) = (col % 2, f + col / 2);
+        let (d0, d2): ([f32; W], [f32; W]) = (load(&q[par][..], g), load(&q[par][..], g + h));
+        let (d1, d3): ([f32; W], [f32; W]) =
+            (load(&q[2 + par][..], g), load(&q[2 + par][..], g + h));
+        for l in 0..W {
+            t[0][l] = d0[l] - d2[l];
+            t[1][l] = d1[l] + d2[l];
+            t[2][l] = d2[l] - d1[l];
+            t[3][l] = d1[l] - d3[l];
+        }
     }
-    // V = t B on each row i of t: with e, o its even and odd columns, a block's 4 columns
-    // are e[f], o[f], e[f+1], o[f+1] and
-    // V[i][0..4] = e[f] - e[f+1], o[f] + e[f+1], e[f+1] - o[f], o[f] - o[f+1].
-    for (i, rows) in v.chunks_mut(4 * n).take(4).enumerate() {
-        let (e, o) = (&t[i * m..][..m], &t[(4 + i) * m..][..m]);
-        let mut rows = rows.chunks_mut(n);
-        let mut next = || rows.next().expect("4 rows of V");
-        zip2(next(), &e[..n], &e[1..], |a, b| a - b);
-        zip2(next(), &o[..n], &e[1..], |a, b| a + b);
-        zip2(next(), &e[1..], &o[..n], |a, b| a - b);
-        zip2(next(), &o[..n], &o[1..], |a, b| a - b);
+    // V = t B on each row i: with c0..c3 its 4 columns,
+    // V[i][0..4] = c0 - c2, c1 + c2, c2 - c1, c1 - c3.
+    let mut out = [[0.0f32; W]; TILE];
+    for i in 0..4 {
+        let c = [t[0][i], t[1][i], t[2][i], t[3][i]];
+        for l in 0..W {
+            out[4 * i][l] = c[0][l] - c[2][l];
+            out[4 * i + 1][l] = c[1][l] + c[2][l];
+            out[4 * i + 2][l] = c[2][l] - c[1][l];
+            out[4 * i + 3][l] = c[1][l] - c[3][l];
+        }
+    }
+    for (row, vals) in v.iter_mut().zip(&out) {
+        store(row, f, vals);
+    }
+}
+
+/// `V[xi][c][f] = (B^T d_cf B)[xi]` for one sample `x` `[C, H, W]`; `v` holds the 16 planes
+/// [`Plan::v_stride`] apart, `q` quarter planes of C S + T_w + 2 floats. One pass over every slot of every channel: each reads its block (16 values) and
+/// writes its 16 values of V.
+#[inline(always)]
+fn input_transform(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) {
+    let (half, n) = (p.half(), p.c * p.slots());
+    split(p, x, p.c, q);
+    let mut rows = planes_mut(v, p.v_stride(), n);
+    steps(
+        n,
+        #[inline(always)]
+        |f, wide| {
+            if wide {
+                input_step::<LANES>(q, half, f, &mut rows)
+            } else {
+                input_step::<1>(q, half, f, &mut rows)
+            }
+        },
+    );
+}
+
+/// The 16 planes of `len` floats, `stride` apart, at the start of `buf`.
+#[inline(always)]
+fn planes_mut(buf: &mut [f32], stride: usize, len: usize) -> [&mut [f32]; TILE] {
+    let mut rest = buf;
+    std::array::from_fn(|_| {
+        let whole = std::mem::take(&mut rest);
+        let (plane, tail) = whole.split_at_mut(stride.min(whole.len()));
+        rest = tail;
+        &mut plane[..len]
+    })
+}
+
+/// Slots per step of the fused transforms: each step works on fixed-size arrays of this
+/// many slots, which the compiler keeps in vector registers (the last step of a plane
+/// runs one slot at a time).
+const LANES: usize = 16;
+
+/// `step(f, wide)` for the consecutive steps over `len` slots: [`LANES`] slots from `f`
+/// (`wide`) while that many remain, then one slot at a time.
+#[inline(always)]
+fn steps(len: usize, mut step: impl FnMut(usize, bool)) {
+    let full = len - len % LANES;
+    for f in (0..full).step_by(LANES) {
+        step(f, true);
+    }
+    for f in full..len {
+        step(f, false);
+    }
+}
+
+/// `W` values of `s` from `f` on, as an array.
+#[inline(always)]
+fn load<const W: usize>(s: &[f32], f: usize) -> [f32; W] {
+    *s[f..f + W].first_chunk().expect("W values from f")
+}
+
+/// `dst[f..f + W] = vals`: one bounds check per row of a step (a check per element would
+/// keep the compiler from vectorising it).
+#[inline(always)]
+fn store<const W: usize>(dst: &mut [f32], f: usize, vals: &[f32; W]) {
+    dst[f..f + W].copy_from_slice(vals);
+}
+
+/// `A^T M A + b` (ReLU if `relu`) for `W` slots from `f` of one filter plane: `mv` its 16
+/// rows of M; the 2x2 outputs go to `out[2 a + b]`. Plain loops over fixed-size arrays
+/// (no closures, which might not be inlined into the vectorised caller).
+#[inline(always)]
+fn output_step<const W: usize>(
+    mv: &[&[f32]; TILE],
+    f: usize,
+    b: f32,
+    relu: bool,
+    out: &mut [&mut [f32]; 4],
+) {
+    let mut v = [[0.0f32; W]; TILE];
+    for xi in 0..TILE {
+        v[xi] = load(mv[xi], f);
+    }
+    // t = A^T M (2x4): t0j = m0j + m1j + m2j, t1j = m1j - m2j - m3j.
+    let mut t = [[[0.0f32; W]; 4]; 2];
+    for j in 0..4 {
+        for l in 0..W {
+            t[0][j][l] = v[j][l] + v[4 + j][l] + v[8 + j][l];
+            t[1][j][l] = v[4 + j][l] - v[8 + j][l] - v[12 + j][l];
+        }
+    }
+    // Y = t A: yi0 = ti0 + ti1 + ti2, yi1 = ti1 - ti2 - ti3; then the bias and ReLU.
+    for (i, t) in t.iter().enumerate() {
+        let (head, tail) = out.split_at_mut(2 * i + 1);
+        let (o0, o1) = (&mut head[2 * i][f..f + W], &mut tail[0][f..f + W]);
+        for l in 0..W {
+            let y0 = t[0][l] + t[1][l] + t[2][l] + b;
+            let y1 = t[1][l] - t[2][l] - t[3][l] + b;
+            o0[l] = if relu { y0.max(0.0) } else { y0 };
+            o1[l] = if relu { y1.max(0.0) } else { y1 };
+        }
     }
 }
 
 /// `y = act(A^T M A + b)` per tile for one sample, `m` `[16][K][S]`, written to `y`
-/// `[K, H', W']`, ReLU if `relu`. `q` quarter planes of K S floats, `t` 8 K S.
+/// `[K, H', W']`, ReLU if `relu`. `q` quarter planes of K S floats.
+///
+/// One pass per filter plane: each slot reads its 16 values of M once and writes its 2x2
+/// outputs to the four quarter planes, the bias added and ReLU applied on the way.
 #[inline(always)]
 fn output_transform(
     p: &Plan,
@@ -328,49 +462,71 @@ fn output_transform(
     relu: bool,
     y: &mut [f32],
     q: &mut [&mut [f32]; 4],
-    t: &mut [f32],
 ) {
     let slots = p.slots();
-    let n = p.k * slots;
-    let mv = |xi: usize| &m[xi * n..][..n];
-    // t = A^T M (2x4), t[i * 4 + j]: t0j = m0j + m1j + m2j, t1j = m1j - m2j - m3j.
-    let (ta, tb) = t[..8 * n].split_at_mut(4 * n);
-    for (j, (t0, t1)) in ta.chunks_mut(n).zip(tb.chunks_mut(n)).enumerate() {
-        zip3(t0, mv(j), mv(4 + j), mv(8 + j), |a, b, c| a + b + c);
-        zip3(t1, mv(4 + j), mv(8 + j), mv(12 + j), |a, b, c| a - b - c);
-    }
-    // Y = t A: yi0 = ti0 + ti1 + ti2, yi1 = ti1 - ti2 - ti3, into quarter 2 i + j.
-    for i in 0..2 {
-        let tr = |j: usize| &t[(4 * i + j) * n..][..n];
-        let [q0, q1, q2, q3] = &mut *q;
-        let (qa, qb) = if i == 0 { (q0, q1) } else { (q2, q3) };
-        zip3(&mut qa[..n], tr(0), tr(1), tr(2), |a, b, c| a + b + c);
-        zip3(&mut qb[..n], tr(1), tr(2), tr(3), |a, b, c| a - b - c);
-    }
-    // The bias of each filter, then ReLU.
-    for qq in q.iter_mut() {
-        for (plane, &b) in qq[..n].chunks_mut(slots).zip(bias) {
-            if relu {
-                plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-            } else {
-                plane.iter_mut().for_each(|v| *v += b);
-            }
+    for (k, &b) in bias.iter().enumerate().take(p.k) {
+        let at = k * slots;
+        let mut mv: [&[f32]; TILE] = [&[]; TILE];
+        for (xi, row) in mv.iter_mut().enumerate() {
+            *row = &m[xi * p.m_stride() + at..][..slots];
         }
+        let [q0, q1, q2, q3] = &mut *q;
+        let mut out = [
+            &mut q0[at..at + slots],
+            &mut q1[at..at + slots],
+            &mut q2[at..at + slots],
+            &mut q3[at..at + slots],
+        ];
+        steps(
+            slots,
+            #[inline(always)]
+            |f, wide| match (wide, relu) {
+                (true, true) => output_step::<LANES>(&mv, f, b, true, &mut out),
+                (true, false) => output_step::<LANES>(&mv, f, b, false, &mut out),
+                (false, _) => output_step::<1>(&mv, f, b, relu, &mut out),
+            },
+        );
     }
     merge_outputs(p, q, y);
 }
 
-/// `dM = A dY A^T` per tile for one sample's `dy` `[K, H', W']` (zero beyond H' x W' and
-/// in the spare slots), written to `dm` `[16][K][S]`. `q` quarter planes of K S floats,
-/// `t` 8 K S.
+/// `A dY A^T` for `W` slots from `f`: `g[2 a + b]` the 2x2 tiles of dY by quarter, the
+/// 16 values of each written to `dm[xi][f..]`.
 #[inline(always)]
-fn output_grad_transform(
-    p: &Plan,
-    dy: &[f32],
-    dm: &mut [f32],
-    q: &mut [&mut [f32]; 4],
-    t: &mut [f32],
-) {
+fn output_grad_step<const W: usize>(g: &[&mut [f32]; 4], f: usize, dm: &mut [&mut [f32]; TILE]) {
+    let [g00, g01, g10, g11]: [[f32; W]; 4] = [
+        load(&g[0][..], f),
+        load(&g[1][..], f),
+        load(&g[2][..], f),
+        load(&g[3][..], f),
+    ];
+    // t = A dY (4x2): rows g0, g0 + g1, g0 - g1, -g1 (g0 = (g00, g01), g1 = (g10, g11));
+    // then dM = t A^T: per row (a, b) of t: a, a + b, a - b, -b.
+    let mut out = [[0.0f32; W]; TILE];
+    for l in 0..W {
+        let t = [
+            [g00[l], g01[l]],
+            [g00[l] + g10[l], g01[l] + g11[l]],
+            [g00[l] - g10[l], g01[l] - g11[l]],
+            [-g10[l], -g11[l]],
+        ];
+        for (i, [a, b]) in t.into_iter().enumerate() {
+            out[4 * i][l] = a;
+            out[4 * i + 1][l] = a + b;
+            out[4 * i + 2][l] = a - b;
+            out[4 * i + 3][l] = -b;
+        }
+    }
+    for (row, vals) in dm.iter_mut().zip(&out) {
+        store(row, f, vals);
+    }
+}
+
+/// `dM = A dY A^T` per tile for one sample's `dy` `[K, H', W']` (zero beyond H' x W' and
+/// in the spare slots), written to `dm` (16 planes [`Plan::m_stride`] apart). `q` quarter
+/// planes of K S floats.
+#[inline(always)]
+fn output_grad_transform(p: &Plan, dy: &[f32], dm: &mut [f32], q: &mut [&mut [f32]; 4]) {
     let (half, slots) = (p.half(), p.slots());
     let n = p.k * slots;
     // dY by quarter: g[2 a + b][f] = dY(2 r + a, 2 t + b) for slot f = (r, t).
@@ -389,34 +545,89 @@ fn output_grad_transform(
             deinterleave(row, &mut e[at..at + half], &mut o[at..at + half]);
         }
     }
-    let [g00, g01, g10, g11] = [&q[0][..n], &q[1][..n], &q[2][..n], &q[3][..n]];
-    // t = A dY (4x2): rows g0, g0 + g1, g0 - g1, -g1 (g0 = (g00, g01), g1 = (g10, g11)),
-    // in t[2 i] and t[2 i + 1].
-    let mut ts = t[..8 * n].chunks_mut(n);
-    let mut next = || ts.next().expect("8 rows of t");
-    next().copy_from_slice(g00);
-    next().copy_from_slice(g01);
-    zip2(next(), g00, g10, |a, b| a + b);
-    zip2(next(), g01, g11, |a, b| a + b);
-    zip2(next(), g00, g10, |a, b| a - b);
-    zip2(next(), g01, g11, |a, b| a - b);
-    zip2(next(), g10, g10, |a, _| -a);
-    zip2(next(), g11, g11, |a, _| -a);
-    // dM = t A^T: per row (a, b) of t: a, a + b, a - b, -b.
-    for (i, rows) in dm.chunks_mut(4 * n).take(4).enumerate() {
-        let (a, b) = (&t[2 * i * n..][..n], &t[(2 * i + 1) * n..][..n]);
-        let mut rows = rows.chunks_mut(n);
-        let mut next = || rows.next().expect("4 rows of dM");
-        next().copy_from_slice(a);
-        zip2(next(), a, b, |a, b| a + b);
-        zip2(next(), a, b, |a, b| a - b);
-        zip2(next(), b, b, |b, _| -b);
+    let mut rows = planes_mut(dm, p.m_stride(), n);
+    steps(
+        n,
+        #[inline(always)]
+        |f, wide| {
+            if wide {
+                output_grad_step::<LANES>(q, f, &mut rows)
+            } else {
+                output_grad_step::<1>(q, f, &mut rows)
+            }
+        },
+    );
+}
+
+/// `dd = B dV B^T` for `W` slots from `f`: the 16 values of each slot's `dV` (`dv[xi]`)
+/// to its 4x4 block, written to `dd[4 r + j][f..]` (row r, column j of the block).
+#[inline(always)]
+fn block_grad_step<const W: usize>(dv: &[&[f32]; TILE], f: usize, dd: &mut [&mut [f32]; TILE]) {
+    let mut v = [[0.0f32; W]; TILE];
+    for xi in 0..TILE {
+        v[xi] = load(dv[xi], f);
+    }
+    // u = dV B^T: per row (a, b, c, e) of dV: a, b - c + e, -a + b + c, -e.
+    let mut u = [[0.0f32; W]; TILE];
+    for i in 0..4 {
+        let [a, b, c, e] = [v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]];
+        for l in 0..W {
+            u[4 * i][l] = a[l];
+            u[4 * i + 1][l] = b[l] - c[l] + e[l];
+            u[4 * i + 2][l] = -a[l] + b[l] + c[l];
+            u[4 * i + 3][l] = -e[l];
+        }
+    }
+    // dd = B u, the same on the columns of u.
+    let mut out = [[0.0f32; W]; TILE];
+    for j in 0..4 {
+        let [a, b, c, e] = [u[j], u[4 + j], u[8 + j], u[12 + j]];
+        for l in 0..W {
+            out[j][l] = a[l];
+            out[4 + j][l] = b[l] - c[l] + e[l];
+            out[8 + j][l] = -a[l] + b[l] + c[l];
+            out[12 + j][l] = -e[l];
+        }
+    }
+    for (row, vals) in dd.iter_mut().zip(&out) {
+        store(row, f, vals);
     }
 }
 
-/// `dx = sum over tiles of B dV B^T` for one sample, `dv` `[16][C][S]`: each 4x4 block
-/// added where it lies, the padding cropped, written to `dx` `[C, H, W]`. `q` quarter
-/// planes of C S + T_w + 2 floats, `t` 16 C S, `line` 2 (T_w + 1).
+/// Quarter plane `ab` of the summed blocks for `W` positions from `g`: padded pixel
+/// (2 r' + a, 2 t' + b) at quarter position g = r' h + t' is where block row a (or a + 2)
+/// and column b (or b + 2) of the tiles at slots g, g - h, g - 1, g - h - 1 fall. `dd` holds
+/// each block value `front` slots later (zeros before and after), so `g - h - 1 >= -front`.
+#[inline(always)]
+fn gather_step<const W: usize>(
+    dd: &[&mut [f32]; TILE],
+    ab: (usize, usize),
+    h: usize,
+    front: usize,
+    g: usize,
+    out: &mut [f32],
+) {
+    let (a, b) = ab;
+    let at = g + front;
+    let x0: [f32; W] = load(&dd[4 * a + b][..], at);
+    let x1: [f32; W] = load(&dd[4 * (a + 2) + b][..], at - h);
+    let x2: [f32; W] = load(&dd[4 * a + b + 2][..], at - 1);
+    let x3: [f32; W] = load(&dd[4 * (a + 2) + b + 2][..], at - h - 1);
+    let mut sum = [0.0f32; W];
+    for l in 0..W {
+        // Added in the order of the tiles' rows of blocks, from 0 (so a sum of zeros is
+        // +0 whatever the blocks' signs).
+        sum[l] = 0.0 + x0[l] + x1[l] + x2[l] + x3[l];
+    }
+    store(out, g, &sum);
+}
+
+/// `dx = sum over tiles of B dV B^T` for one sample, `dv` 16 planes [`Plan::v_stride`]
+/// apart: each 4x4 block added where it lies, the padding cropped, written to `dx` `[C, H,
+/// W]`. `q` quarter planes of C S + T_w + 2 floats, `t` [`dd_len`] floats.
+///
+/// Two passes: every slot's block `dd` (16 values) from its dV, then each quarter-plane
+/// position as the sum of the (up to) four blocks that cover it.
 #[inline(always)]
 fn input_grad_transform(
     p: &Plan,
@@ -424,54 +635,62 @@ fn input_grad_transform(
     dx: &mut [f32],
     q: &mut [&mut [f32]; 4],
     t: &mut [f32],
-    line: &mut [f32],
 ) {
     let (half, slots) = (p.half(), p.slots());
     let n = p.c * slots;
-    let vs = |xi: usize| &dv[xi * n..][..n];
-    // u = dV B^T: per row (a, b, c, e) of dV: a, b - c + e, -a + b + c, -e, into t[i * 4 + j].
-    for i in 0..4 {
-        let (a, b, c, e) = (vs(4 * i), vs(4 * i + 1), vs(4 * i + 2), vs(4 * i + 3));
-        let mut rows = t[4 * i * n..][..4 * n].chunks_mut(n);
-        let mut next = || rows.next().expect("4 rows of u");
-        next().copy_from_slice(a);
-        zip3(next(), b, c, e, |b, c, e| b - c + e);
-        zip3(next(), a, b, c, |a, b, c| -a + b + c);
-        zip2(next(), e, e, |e, _| -e);
+    let vstride = p.v_stride();
+    let mut dv_rows: [&[f32]; TILE] = [&[]; TILE];
+    for (xi, row) in dv_rows.iter_mut().enumerate() {
+        *row = &dv[xi * vstride..][..n];
     }
-    // dd = B u, the same on the rows of u; dd row r, column j of slot f is padded pixel
-    // (2 r' + r, 2 t' + j): quarter (r % 2, j % 2) at f + (r / 2) h + j / 2. Added in a
-    // fixed order; the spare slots add zeros.
-    for qq in q.iter_mut() {
-        qq[..n + half + 1].fill(0.0);
+    // dd planes: `front` zeros, the n slots, zeros after (as far as the gather reads).
+    let front = half + 1;
+    let len = front + n + half + 1;
+    let mut dd = planes_mut(t, len, len);
+    for plane in dd.iter_mut() {
+        plane[..front].fill(0.0);
+        plane[front + n..].fill(0.0);
     }
-    for j in 0..4 {
-        let u = |i: usize| &t[(4 * i + j) * n..][..n];
-        for r in 0..4 {
-            let shift = (r / 2) * half + j / 2;
-            let acc = &mut q[2 * (r % 2) + j % 2][shift..shift + n];
-            let (u0, u1, u2, u3) = (u(0), u(1), u(2), u(3));
-            match r {
-                0 => acc.iter_mut().zip(u0).for_each(|(a, v)| *a += v),
-                1 => acc
-                    .iter_mut()
-                    .zip(u1.iter().zip(u2).zip(u3))
-                    .for_each(|(a, ((b, c), e))| *a += b - c + e),
-                2 => acc
-                    .iter_mut()
-                    .zip(u0.iter().zip(u1).zip(u2))
-                    .for_each(|(a, ((x, b), c))| *a += -x + b + c),
-                _ => acc.iter_mut().zip(u3).for_each(|(a, e)| *a += -e),
-            }
+    {
+        let mut inner: [&mut [f32]; TILE] = std::array::from_fn(|_| &mut [][..]);
+        for (i, plane) in inner.iter_mut().zip(dd.iter_mut()) {
+            *i = &mut plane[front..front + n];
         }
+        steps(
+            n,
+            #[inline(always)]
+            |f, wide| {
+                if wide {
+                    block_grad_step::<LANES>(&dv_rows, f, &mut inner)
+                } else {
+                    block_grad_step::<1>(&dv_rows, f, &mut inner)
+                }
+            },
+        );
+    }
+    let reach = n + half + 1;
+    for (quarter, out) in q.iter_mut().enumerate() {
+        let ab = (quarter / 2, quarter % 2);
+        let out = &mut out[..reach];
+        steps(
+            reach,
+            #[inline(always)]
+            |g, wide| {
+                if wide {
+                    gather_step::<LANES>(&dd, ab, half, front, g, out)
+                } else {
+                    gather_step::<1>(&dd, ab, half, front, g, out)
+                }
+            },
+        );
     }
     // Crop the padding: image pixel (y, x) is padded (y + pad_top, x + pad_left).
-    let cols = p.w.min(line.len().saturating_sub(p.pad_left));
+    let cols = p.w.min((2 * half).saturating_sub(p.pad_left));
     for (c, plane) in dx.chunks_mut(p.h * p.w).take(p.c).enumerate() {
         for (y, row) in plane.chunks_mut(p.w).enumerate() {
             let py = y + p.pad_top;
-            row.fill(0.0);
             if py / 2 > p.tiles_h {
+                row.fill(0.0);
                 continue;
             }
             let at = c * slots + (py / 2) * half;
@@ -480,10 +699,17 @@ fn input_grad_transform(
             } else {
                 (&q[2], &q[3])
             };
-            interleave(&e[at..at + half], &o[at..at + half], line);
-            row[..cols].copy_from_slice(&line[p.pad_left..p.pad_left + cols]);
+            let (inside, beyond) = row.split_at_mut(cols);
+            merge_row(&e[at..at + half], &o[at..at + half], p.pad_left, inside);
+            beyond.fill(0.0);
         }
     }
+}
+
+/// Floats of the block-gradient scratch of [`input_grad_transform`]: 16 planes of C S
+/// slots with T_w + 2 zeros on each side.
+fn dd_len(p: &Plan) -> usize {
+    TILE * (p.c * p.slots() + 2 * (p.half() + 1))
 }
 
 /// Scratch buffers of one block of samples.
@@ -493,42 +719,25 @@ pub struct Scratch {
     v: Vec<f32>,
     /// M, or dM in backward: 16 K S.
     m: Vec<f32>,
-    /// Four quarter planes, the transforms' rows and a line.
+    /// Four quarter planes and the blocks of dx's transform.
     q: Vec<f32>,
     t: Vec<f32>,
-    line: Vec<f32>,
 }
 
 impl Scratch {
-    /// Sizes the buffers for `p` and returns (v, m, quarters, t, line).
+    /// Sizes the buffers for `p` and returns (v, m, quarters, t).
     #[allow(clippy::type_complexity)]
-    fn parts(
-        &mut self,
-        p: &Plan,
-    ) -> (
-        &mut [f32],
-        &mut [f32],
-        [&mut [f32]; 4],
-        &mut [f32],
-        &mut [f32],
-    ) {
+    fn parts(&mut self, p: &Plan) -> (&mut [f32], &mut [f32], [&mut [f32]; 4], &mut [f32]) {
         let planes = p.c.max(p.k);
         let q_len = planes * p.slots() + p.half() + 1;
-        self.v.resize(TILE * p.c * p.slots(), 0.0);
-        self.m.resize(TILE * p.k * p.slots(), 0.0);
+        self.v.resize(TILE * p.v_stride(), 0.0);
+        self.m.resize(TILE * p.m_stride(), 0.0);
         self.q.resize(4 * q_len, 0.0);
-        self.t.resize(TILE * (planes * p.slots() + 1), 0.0);
-        self.line.resize(2 * p.half(), 0.0);
+        self.t.resize(dd_len(p), 0.0);
         let (q0, rest) = self.q.split_at_mut(q_len);
         let (q1, rest) = rest.split_at_mut(q_len);
         let (q2, q3) = rest.split_at_mut(q_len);
-        (
-            &mut self.v,
-            &mut self.m,
-            [q0, q1, q2, q3],
-            &mut self.t,
-            &mut self.line,
-        )
+        (&mut self.v, &mut self.m, [q0, q1, q2, q3], &mut self.t)
     }
 }
 
@@ -545,26 +754,27 @@ pub fn forward(
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
     let slots = p.slots();
-    let (v, m, mut q, t, line) = sc.parts(p);
+    let (v, m, mut q, _) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
+    let (vst, mst) = (p.v_stride(), p.m_stride());
     for (x_s, y_s) in x.chunks(in_len).zip(y.chunks_mut(out_len)) {
         on_best_simd(
             #[inline(always)]
-            || input_transform(p, x_s, v, &mut q, t, line),
+            || input_transform(p, x_s, v, &mut q),
         );
         for xi in 0..TILE {
             let u_xi = MatRef::new(&u[xi * kc..(xi + 1) * kc], p.k, p.c);
-            let v_xi = MatRef::new(&v[xi * cs..(xi + 1) * cs], p.c, slots);
+            let v_xi = MatRef::new(&v[xi * vst..][..cs], p.c, slots);
             gemm(
                 u_xi,
                 v_xi,
                 0.0,
-                MatMut::new(&mut m[xi * ks..(xi + 1) * ks], p.k, slots),
+                MatMut::new(&mut m[xi * mst..][..ks], p.k, slots),
             );
         }
         on_best_simd(
             #[inline(always)]
-            || output_transform(p, m, bias, relu, y_s, &mut q, t),
+            || output_transform(p, m, bias, relu, y_s, &mut q),
         );
     }
 }
@@ -583,20 +793,21 @@ pub fn backward(
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
     let slots = p.slots();
-    let (v, m, mut q, t, line) = sc.parts(p);
+    let (v, m, mut q, t) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
+    let (vst, mst) = (p.v_stride(), p.m_stride());
     for (s, (x_s, dy_s)) in x.chunks(in_len).zip(dy.chunks(out_len)).enumerate() {
         on_best_simd(
             #[inline(always)]
             || {
-                input_transform(p, x_s, v, &mut q, t, line);
-                output_grad_transform(p, dy_s, m, &mut q, t);
+                input_transform(p, x_s, v, &mut q);
+                output_grad_transform(p, dy_s, m, &mut q);
             },
         );
         let beta = if s == 0 { 0.0 } else { 1.0 };
         for xi in 0..TILE {
-            let dm_xi = MatRef::new(&m[xi * ks..(xi + 1) * ks], p.k, slots);
-            let v_xi = MatRef::new(&v[xi * cs..(xi + 1) * cs], p.c, slots);
+            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots);
+            let v_xi = MatRef::new(&v[xi * vst..][..cs], p.c, slots);
             let du_xi = MatMut::new(&mut du[xi * kc..(xi + 1) * kc], p.k, p.c);
             gemm(dm_xi, v_xi.t(), beta, du_xi);
         }
@@ -606,14 +817,14 @@ pub fn backward(
         // V is free again: it holds dV = U^T dM.
         for xi in 0..TILE {
             let u_xi = MatRef::new(&u[xi * kc..(xi + 1) * kc], p.k, p.c);
-            let dm_xi = MatRef::new(&m[xi * ks..(xi + 1) * ks], p.k, slots);
-            let dv_xi = MatMut::new(&mut v[xi * cs..(xi + 1) * cs], p.c, slots);
+            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots);
+            let dv_xi = MatMut::new(&mut v[xi * vst..][..cs], p.c, slots);
             gemm(u_xi.t(), dm_xi, 0.0, dv_xi);
         }
         let dx_s = &mut dx[s * in_len..(s + 1) * in_len];
         on_best_simd(
             #[inline(always)]
-            || input_grad_transform(p, v, dx_s, &mut q, t, line),
+            || input_grad_transform(p, v, dx_s, &mut q, t),
         );
     }
 }
