@@ -791,6 +791,92 @@ pub unsafe fn interleave(e: &[f32], o: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// The 16 x 16 transpose of the rows `r`: lane j of result i is lane i of `r[j]`. Four
+/// stages of shuffles (pairs, quads, 128-bit halves, 256-bit halves).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let b = 4 * i;
+        u[b] = _mm512_shuffle_ps::<0b01_00_01_00>(t[b], t[b + 2]);
+        u[b + 1] = _mm512_shuffle_ps::<0b11_10_11_10>(t[b], t[b + 2]);
+        u[b + 2] = _mm512_shuffle_ps::<0b01_00_01_00>(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_shuffle_ps::<0b11_10_11_10>(t[b + 1], t[b + 3]);
+    }
+    for h in 0..2 {
+        let b = 8 * h;
+        for i in 0..4 {
+            t[b + i] = _mm512_shuffle_f32x4::<0x88>(u[b + i], u[b + 4 + i]);
+            t[b + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(u[b + i], u[b + 4 + i]);
+        }
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        out[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+        out[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+    }
+    out
+}
+
+/// `dst[j][i] = src[i][j]` for `src` `rows` x `cols` and `dst` `cols` x `rows`, row-major
+/// with row strides `ld_src` and `ld_dst`, in 16 x 16 blocks of vectors, masked at the
+/// edges. Pure data movement: the same result as the scalar loop.
+///
+/// # Safety
+/// AVX-512F must be available.
+///
+/// # Panics
+/// If a stride is shorter than its rows or a slice does not hold its matrix.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose(
+    src: &[f32],
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ld_dst: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        ld_src >= cols
+            && ld_dst >= rows
+            && src.len() >= (rows - 1) * ld_src + cols
+            && dst.len() >= (cols - 1) * ld_dst + rows,
+        "transpose: buffers do not hold {rows} x {cols}"
+    );
+    for i0 in (0..rows).step_by(16) {
+        let h = 16.min(rows - i0);
+        for j0 in (0..cols).step_by(16) {
+            let w = 16.min(cols - j0);
+            let (m_in, m_out) = (masks(w).0, masks(h).0);
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate().take(h) {
+                // SAFETY: the mask enables src[(i0 + i) ld_src + j0 ..][..w], inside src
+                // (asserted); masked-off lanes touch no memory, unaligned loads need no
+                // alignment.
+                *v = unsafe {
+                    _mm512_maskz_loadu_ps(m_in, src.as_ptr().add((i0 + i) * ld_src + j0))
+                };
+            }
+            let t = transpose_16x16(r);
+            for (j, v) in t.iter().enumerate().take(w) {
+                // SAFETY: as above, dst[(j0 + j) ld_dst + i0 ..][..h].
+                unsafe {
+                    _mm512_mask_storeu_ps(dst.as_mut_ptr().add((j0 + j) * ld_dst + i0), m_out, *v)
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,7 +924,11 @@ mod tests {
             for t in 0..n / 2 {
                 assert_eq!(o[t], src[2 * t + 1], "n {n}, o[{t}]");
             }
-            assert_eq!((e[n.div_ceil(2)], o[n / 2]), (-1.0, -1.0), "n {n}: wrote past a half");
+            assert_eq!(
+                (e[n.div_ceil(2)], o[n / 2]),
+                (-1.0, -1.0),
+                "n {n}: wrote past a half"
+            );
             let mut back = vec![-1.0; n + 1];
             // SAFETY: as above.
             unsafe { interleave(&e, &o, &mut back[..n]) };

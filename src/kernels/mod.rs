@@ -18,6 +18,7 @@ pub mod im2col;
 pub mod mat;
 pub mod pool;
 pub mod threads;
+pub mod transpose;
 pub mod winograd;
 
 use std::sync::OnceLock;

@@ -64,6 +64,7 @@
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geom::ConvGeom;
 use super::on_best_simd;
+use super::transpose::transpose;
 
 /// The 16 positions of a 4x4 tile.
 pub const TILE: usize = 16;
@@ -804,12 +805,17 @@ pub fn backward(
                 output_grad_transform(p, dy_s, m, &mut q);
             },
         );
+        // dU += dM V^T with V^T copied out first (into t, free until dx's transform): the
+        // product then runs on the broadcast kernel, which reads B by rows, instead of as
+        // dot products of rows only S long, which spend as much time adding up their
+        // lanes as multiplying.
         let beta = if s == 0 { 0.0 } else { 1.0 };
+        let vt = &mut t[..cs];
         for xi in 0..TILE {
+            transpose(&v[xi * vst..][..cs], p.c, slots, vt);
             let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots);
-            let v_xi = MatRef::new(&v[xi * vst..][..cs], p.c, slots);
             let du_xi = MatMut::new(&mut du[xi * kc..(xi + 1) * kc], p.k, p.c);
-            gemm(dm_xi, v_xi.t(), beta, du_xi);
+            gemm(dm_xi, MatRef::new(vt, slots, p.c), beta, du_xi);
         }
         let Some(dx) = dx.as_deref_mut() else {
             continue;

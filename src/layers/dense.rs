@@ -18,8 +18,8 @@ use super::param::Param;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{par_gemm, par_gemv, MatMut, MatRef};
+use crate::kernels::transpose::transpose;
 use crate::text::thousands;
-use rayon::prelude::*;
 
 /// A Dense config line: `Dense units=128 activation=relu`.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,58 +210,5 @@ impl LayerOp for Dense {
     /// (I, O).
     fn fans(&self) -> Option<(usize, usize)> {
         Some((self.inputs, self.units))
-    }
-}
-
-/// `out[c][r] = m[r][c]` for a `rows` x `cols` row-major matrix, in bands of 16 output rows:
-/// each input row gives 16 contiguous floats (one cache line) to the band's 16 rows. Bands
-/// run in parallel once the matrix has 64 K elements (a batch of 128 images of
-/// 3136 features took 0.2 ms on one thread).
-pub fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
-    const B: usize = 16;
-    assert!(m.len() == rows * cols && out.len() == rows * cols);
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    // Output rows c0..c0+16 (input columns), all r.
-    let band = |(bi, o): (usize, &mut [f32])| {
-        let (c0, width) = (bi * B, o.len() / rows);
-        for r in 0..rows {
-            for (dc, v) in m[r * cols + c0..r * cols + c0 + width].iter().enumerate() {
-                o[dc * rows + r] = *v;
-            }
-        }
-    };
-    if rows * cols >= 1 << 16 {
-        out.par_chunks_mut(B * rows).enumerate().for_each(band);
-    } else {
-        out.chunks_mut(B * rows).enumerate().for_each(band);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose;
-
-    #[test]
-    fn transpose_by_hand() {
-        // [[1, 2, 3], [4, 5, 6]] -> [[1, 4], [2, 5], [3, 6]]
-        let mut out = vec![0.0; 6];
-        transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut out);
-        assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-    }
-
-    #[test]
-    fn transpose_in_parallel_bands_moves_every_element() {
-        // 37 x 2001 = 74,037 elements: the parallel path, with a last band of 1 column.
-        let (rows, cols) = (37, 2001);
-        let m: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-        let mut out = vec![-1.0; rows * cols];
-        transpose(&m, rows, cols, &mut out);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(out[c * rows + r], m[r * cols + c], "({r}, {c})");
-            }
-        }
     }
 }
