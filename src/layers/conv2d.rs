@@ -501,12 +501,23 @@ fn undo_activation(act: Activation, y: &[f32], dy: &mut [f32], ohw: usize, db: &
 }
 
 /// Adds the blocks' partial gradients (`part_len` floats each) into the first one, in block
-/// order, so the sum does not depend on the thread count; returns it.
+/// order, so the sum does not depend on the thread count; returns it. Runs in parallel
+/// over ranges of elements (each still summed over the blocks in order): for Winograd's
+/// dU of LeNet's second convolution, 32 blocks of 33 K floats, it took 0.4 ms on one
+/// thread while the other waited.
 fn sum_blocks(partial: &mut [f32], part_len: usize) -> &[f32] {
+    /// Elements per parallel task.
+    const RANGE: usize = 4096;
     let (first, rest) = partial.split_at_mut(part_len);
-    for part in rest.chunks(part_len) {
-        first.iter_mut().zip(part).for_each(|(d, p)| *d += p);
-    }
+    first
+        .par_chunks_mut(RANGE)
+        .enumerate()
+        .for_each(|(i, sums)| {
+            for part in rest.chunks(part_len) {
+                let part = &part[i * RANGE..][..sums.len()];
+                sums.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+            }
+        });
     first
 }
 
