@@ -3,20 +3,34 @@
 //! Data movement only, so every path gives the same result. On AVX-512 it moves 16 x 16
 //! blocks through registers ([`super::avx512::transpose`]); elsewhere a plain loop in bands
 //! of 16 output rows, each input row giving 16 contiguous floats (one cache line) to the
-//! band's rows. Large matrices (64 K elements and more) are split into such bands run in
-//! parallel (a batch of 128 images of 3136 features took 0.2 ms on one thread with the
-//! plain loop).
+//! band's rows. [`par_transpose`] runs the bands of large matrices (64 K elements and
+//! more) in parallel (a batch of 128 images of 3136 features took 0.2 ms on one thread
+//! with the plain loop); [`transpose`] stays on the calling thread.
 
 use rayon::prelude::*;
 
 /// Output rows per band.
 const BAND: usize = 16;
 
-/// `out[c][r] = m[r][c]` for `m` `rows` x `cols`, `out` `cols` x `rows`.
+/// `out[c][r] = m[r][c]` for `m` `rows` x `cols`, `out` `cols` x `rows`, on the calling
+/// thread.
 ///
 /// # Panics
 /// Unless both slices hold exactly `rows` x `cols` values.
 pub fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    bands(m, rows, cols, out, false);
+}
+
+/// [`transpose`], in bands on rayon's threads when the matrix has 64 K elements or more.
+///
+/// # Panics
+/// As [`transpose`].
+pub fn par_transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
+    bands(m, rows, cols, out, rows * cols >= 1 << 16);
+}
+
+/// [`transpose`] band by band, in parallel if `parallel`.
+fn bands(m: &[f32], rows: usize, cols: usize, out: &mut [f32], parallel: bool) {
     assert!(
         m.len() == rows * cols && out.len() == rows * cols,
         "transpose: {} and {} values for a {rows} x {cols} matrix",
@@ -31,7 +45,7 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
         let (c0, width) = (bi * BAND, o.len() / rows);
         transpose_band(&m[c0..], cols, rows, width, o);
     };
-    if rows * cols >= 1 << 16 {
+    if parallel {
         out.par_chunks_mut(BAND * rows).enumerate().for_each(band);
     } else {
         out.chunks_mut(BAND * rows).enumerate().for_each(band);
@@ -55,7 +69,7 @@ fn transpose_band(m: &[f32], ld: usize, rows: usize, width: usize, o: &mut [f32]
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{par_transpose, transpose};
 
     #[test]
     fn transpose_by_hand() {
@@ -79,15 +93,14 @@ mod tests {
             (37, 2001),
         ] {
             let m: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let mut out = vec![-1.0; rows * cols];
-            transpose(&m, rows, cols, &mut out);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(
-                        out[c * rows + r],
-                        m[r * cols + c],
-                        "{rows} x {cols}: ({r}, {c})"
-                    );
+            for f in [transpose, par_transpose] {
+                let mut out = vec![-1.0; rows * cols];
+                f(&m, rows, cols, &mut out);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let want = m[r * cols + c];
+                        assert_eq!(out[c * rows + r], want, "{rows} x {cols}: ({r}, {c})");
+                    }
                 }
             }
         }

@@ -20,11 +20,11 @@
 //!
 //! The fast path lowers each sample with im2col to a matrix multiply
 //! (`y_n = W * cols_n`, `dW = sum_n dy_n * cols_n^T`, `dcols_n = W^T * dy_n`), in parallel
-//! over blocks of [`GRAD_BLOCK`] samples. Each block has one cols buffer, reused for its
-//! samples while it is in cache, and backward lowers x again rather than keeping every
-//! sample's cols from forward: for the second layer of LeNet at batch 128 those would be
-//! 29 MB, written once and read back from memory, for a copy that costs a few percent of
-//! the multiply. The weight and bias gradients sum over the batch in fixed blocks of
+//! over blocks of [`GRAD_BLOCK`] samples. Each thread has one cols buffer, reused for the
+//! samples of every block it computes while it is in cache, and backward lowers x again
+//! rather than keeping every sample's cols from forward: for the second layer of LeNet at
+//! batch 128 those would be 29 MB, written once and read back from memory, for a copy that
+//! costs a few percent of the multiply. The weight and bias gradients sum over the batch in fixed blocks of
 //! [`GRAD_BLOCK`] samples merged in order, so the result does not depend on the number of
 //! threads. The layer's activation is applied (and undone in backward) one sample at a
 //! time inside the same loop, while that sample's output is still in cache, instead of in
@@ -242,8 +242,6 @@ pub struct Conv2D {
     pub bias: Param,
     /// The activation fused into the layer (applied by [`LayerOp::forward`]).
     pub act: Activation,
-    /// One im2col buffer `[C kh kw, H' W']` per block of samples.
-    cols: Vec<f32>,
     /// Partial weight and bias gradients, `K C kh kw + K` per block of samples (with
     /// Winograd, `16 K C + K`: the weights' gradient in the Winograd domain).
     partial: Vec<f32>,
@@ -253,8 +251,24 @@ pub struct Conv2D {
     pub winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
-    /// Winograd buffers, one per block of samples.
-    wino_scratch: Vec<winograd::Scratch>,
+}
+
+/// The buffers a thread works in while it computes one block of samples.
+#[derive(Debug, Default)]
+struct BlockScratch {
+    /// im2col's `[C kh kw, H' W']` (or the direct kernel's padded plane).
+    cols: Vec<f32>,
+    /// Winograd's transforms and products.
+    wino: winograd::Scratch,
+}
+
+thread_local! {
+    /// Each thread's [`BlockScratch`], reused for every block it computes, so the buffers
+    /// stay in its cache: one buffer per block instead (32 of them for a batch of 128)
+    /// meant that every block wrote to memory that was not in cache. Borrowed for one
+    /// block at a time; nothing inside a block runs in parallel, so a thread never
+    /// borrows it twice.
+    static SCRATCH: std::cell::RefCell<BlockScratch> = std::cell::RefCell::new(BlockScratch::default());
 }
 
 /// Whether the environment leaves Winograd on (`CNN_NO_WINOGRAD` unset), read once per
@@ -272,11 +286,9 @@ impl Conv2D {
             weight: Param::zeros(&[geom.k, geom.c, geom.kh, geom.kw]),
             bias: Param::zeros(&[geom.k]),
             act: Activation::None,
-            cols: Vec::new(),
             partial: Vec::new(),
             winograd: Plan::new(&geom).filter(|_| winograd_wanted()),
             wino_u: Vec::new(),
-            wino_scratch: Vec::new(),
         }
     }
 
@@ -285,7 +297,6 @@ impl Conv2D {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
-        let blocks = n.div_ceil(GRAD_BLOCK);
         if let Some(plan) = self.winograd {
             return self.forward_winograd(&plan, x, y, n, act);
         }
@@ -297,32 +308,34 @@ impl Conv2D {
         } else {
             rows * ohw
         };
-        self.cols.resize(blocks * scratch, 0.0);
         let w = self.weight.value.data();
         let b = self.bias.value.data();
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(self.cols.par_chunks_mut(scratch))
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .for_each(|((y_b, cols), x_b)| {
-                for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
-                    let relu = act == Activation::Relu;
-                    if direct {
-                        direct::conv3x3(&g, x_n, w, b, relu, cols, y_n);
+            .for_each(|(y_b, x_b)| {
+                SCRATCH.with_borrow_mut(|sc| {
+                    sc.cols.resize(scratch, 0.0);
+                    let cols = &mut sc.cols[..];
+                    for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                        let relu = act == Activation::Relu;
+                        if direct {
+                            direct::conv3x3(&g, x_n, w, b, relu, cols, y_n);
+                            if !relu {
+                                activation::forward(act, y_n, out_len);
+                            }
+                            continue;
+                        }
+                        im2col(x_n, &g, cols);
+                        // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
+                        // any other activation is a pass of its own.
+                        let (w, cols) = (MatRef::new(w, g.k, rows), MatRef::new(cols, rows, ohw));
+                        gemm_bias_relu(w, cols, b, relu, MatMut::new(y_n, g.k, ohw));
                         if !relu {
                             activation::forward(act, y_n, out_len);
                         }
-                        continue;
                     }
-                    im2col(x_n, &g, cols);
-                    // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
-                    // any other activation is a pass of its own.
-                    let (w, cols) = (MatRef::new(w, g.k, rows), MatRef::new(cols, rows, ohw));
-                    gemm_bias_relu(w, cols, b, relu, MatMut::new(y_n, g.k, ohw));
-                    if !relu {
-                        activation::forward(act, y_n, out_len);
-                    }
-                }
+                })
             });
     }
 
@@ -353,41 +366,43 @@ impl Conv2D {
         // dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and dL/db_blk[k] = sum_n sum_pixels dy_n[k],
         // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the block's cols buffer.
         let blocks = n.div_ceil(GRAD_BLOCK);
-        self.cols.resize(blocks * rows * ohw, 0.0);
         self.partial.resize(blocks * part_len, 0.0);
         let mut dx_blocks = dx_blocks(dx, n, in_len);
         self.partial
             .par_chunks_mut(part_len)
             .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
             .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
-            .zip(self.cols.par_chunks_mut(rows * ohw))
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .zip(dx_blocks.par_iter_mut())
-            .for_each(|(((((part, dy_b), y_b), cols), x_b), dx_b)| {
-                let (dw_part, db_part) = part.split_at_mut(wlen);
-                db_part.fill(0.0);
-                let mut beta = 0.0;
-                for (s, (dy_s, y_s)) in dy_b
-                    .chunks_mut(out_len)
-                    .zip(y_b.chunks(out_len))
-                    .enumerate()
-                {
-                    undo_activation(act, y_s, dy_s, ohw, db_part);
-                    im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
-                    let (dy_m, cols_t) = (
-                        MatRef::new(dy_s, g.k, ohw),
-                        MatRef::new(cols, rows, ohw).t(),
-                    );
-                    gemm(dy_m, cols_t, beta, MatMut::new(dw_part, g.k, rows));
-                    beta = 1.0;
-                    if let Some(dx_b) = dx_b.as_deref_mut() {
-                        // cols is free again: it holds dcols = W^T dy_s.
-                        let (w_t, dy_m) =
-                            (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
-                        gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
-                        col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
+            .for_each(|((((part, dy_b), y_b), x_b), dx_b)| {
+                SCRATCH.with_borrow_mut(|sc| {
+                    sc.cols.resize(rows * ohw, 0.0);
+                    let cols = &mut sc.cols[..];
+                    let (dw_part, db_part) = part.split_at_mut(wlen);
+                    db_part.fill(0.0);
+                    let mut beta = 0.0;
+                    for (s, (dy_s, y_s)) in dy_b
+                        .chunks_mut(out_len)
+                        .zip(y_b.chunks(out_len))
+                        .enumerate()
+                    {
+                        undo_activation(act, y_s, dy_s, ohw, db_part);
+                        im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
+                        let (dy_m, cols_t) = (
+                            MatRef::new(dy_s, g.k, ohw),
+                            MatRef::new(cols, rows, ohw).t(),
+                        );
+                        gemm(dy_m, cols_t, beta, MatMut::new(dw_part, g.k, rows));
+                        beta = 1.0;
+                        if let Some(dx_b) = dx_b.as_deref_mut() {
+                            // cols is free again: it holds dcols = W^T dy_s.
+                            let (w_t, dy_m) =
+                                (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
+                            gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
+                            col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
+                        }
                     }
-                }
+                })
             });
         let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
         self.weight.grad.data_mut().copy_from_slice(&total[..wlen]);
@@ -396,14 +411,10 @@ impl Conv2D {
 }
 
 impl Conv2D {
-    /// The weights in the Winograd domain for this pass, and a scratch buffer per block.
-    fn winograd_ready(&mut self, plan: &Plan, blocks: usize) {
+    /// The weights in the Winograd domain for this pass.
+    fn winograd_ready(&mut self, plan: &Plan) {
         self.wino_u.resize(plan.u_len(), 0.0);
         winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
-        if self.wino_scratch.len() < blocks {
-            self.wino_scratch
-                .resize(blocks, winograd::Scratch::default());
-        }
     }
 
     /// [`Conv2D::forward`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
@@ -417,16 +428,16 @@ impl Conv2D {
     ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
-        let blocks = n.div_ceil(GRAD_BLOCK);
-        self.winograd_ready(plan, blocks);
+        self.winograd_ready(plan);
         let (u, b) = (&self.wino_u, self.bias.value.data());
         let relu = act == Activation::Relu;
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(self.wino_scratch.par_iter_mut())
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .for_each(|((y_b, sc), x_b)| {
-                winograd::forward(plan, u, b, relu, x_b, sc, y_b);
+            .for_each(|(y_b, x_b)| {
+                SCRATCH.with_borrow_mut(|sc| {
+                    winograd::forward(plan, u, b, relu, x_b, &mut sc.wino, y_b)
+                });
                 if !relu {
                     for y_n in y_b.chunks_mut(out_len) {
                         activation::forward(act, y_n, out_len);
@@ -454,7 +465,7 @@ impl Conv2D {
         let blocks = n.div_ceil(GRAD_BLOCK);
         let ulen = plan.u_len();
         let part_len = ulen + g.k;
-        self.winograd_ready(plan, blocks);
+        self.winograd_ready(plan);
         self.partial.resize(blocks * part_len, 0.0);
         let mut dx_blocks = dx_blocks(dx, n, in_len);
         let u = &self.wino_u;
@@ -462,16 +473,25 @@ impl Conv2D {
             .par_chunks_mut(part_len)
             .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
             .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
-            .zip(self.wino_scratch.par_iter_mut())
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .zip(dx_blocks.par_iter_mut())
-            .for_each(|(((((part, dy_b), y_b), sc), x_b), dx_b)| {
-                let (du_part, db_part) = part.split_at_mut(ulen);
-                db_part.fill(0.0);
-                for (dy_s, y_s) in dy_b.chunks_mut(out_len).zip(y_b.chunks(out_len)) {
-                    undo_activation(act, y_s, dy_s, ohw, db_part);
-                }
-                winograd::backward(plan, u, x_b, dy_b, sc, du_part, dx_b.as_deref_mut());
+            .for_each(|((((part, dy_b), y_b), x_b), dx_b)| {
+                SCRATCH.with_borrow_mut(|sc| {
+                    let (du_part, db_part) = part.split_at_mut(ulen);
+                    db_part.fill(0.0);
+                    for (dy_s, y_s) in dy_b.chunks_mut(out_len).zip(y_b.chunks(out_len)) {
+                        undo_activation(act, y_s, dy_s, ohw, db_part);
+                    }
+                    winograd::backward(
+                        plan,
+                        u,
+                        x_b,
+                        dy_b,
+                        &mut sc.wino,
+                        du_part,
+                        dx_b.as_deref_mut(),
+                    );
+                })
             });
         let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
         winograd::weight_grad(plan, &total[..ulen], self.weight.grad.data_mut());

@@ -18,7 +18,7 @@ use super::param::Param;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{par_gemm, par_gemv, MatMut, MatRef};
-use crate::kernels::transpose::transpose;
+use crate::kernels::transpose::par_transpose;
 use crate::text::thousands;
 
 /// A Dense config line: `Dense units=128 activation=relu`.
@@ -156,7 +156,7 @@ impl Dense {
         }
         self.xt.resize(i * n, 0.0);
         self.yt.resize(o * n, 0.0);
-        transpose(&x[..n * i], n, i, &mut self.xt);
+        par_transpose(&x[..n * i], n, i, &mut self.xt);
         let (w, xt) = (MatRef::new(w, o, i), MatRef::new(&self.xt, i, n));
         par_gemm(w, xt, 0.0, MatMut::new(&mut self.yt, o, n));
         for (s, row) in y[..n * o].chunks_mut(o).enumerate() {

@@ -852,7 +852,7 @@ impl Reader<'_> {
             (rows, cols, w)
         } else {
             let mut t = vec![0.0; w.len()];
-            crate::kernels::transpose::transpose(&w, rows, cols, &mut t);
+            crate::kernels::transpose::par_transpose(&w, rows, cols, &mut t);
             (cols, rows, t)
         };
         if n_in != inputs {
