@@ -76,6 +76,7 @@ impl Simd {
 /// supports, lowered by the environment: `CNN_NO_AVX512` (set to anything) makes an
 /// AVX-512 CPU take the AVX2+FMA path, `CNN_NO_SIMD` forces the portable path. They let one
 /// machine measure and test the paths of other CPUs.
+#[inline]
 pub fn simd() -> Simd {
     static CHOSEN: OnceLock<Simd> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
@@ -91,6 +92,7 @@ pub fn simd() -> Simd {
 }
 
 /// Whether the AVX-512 kernels run in this process ([`simd`] chose them).
+#[inline]
 pub fn avx512_available() -> bool {
     simd() == Simd::Avx512
 }
