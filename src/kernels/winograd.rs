@@ -34,11 +34,11 @@
 //! dL/dg_kc  = G^T dU_kc G                    (3x3 from 4x4)
 //! ```
 //!
-//! Layout, so that every transform is a few element-wise loops over all the tiles of all
-//! the channels of a sample at once (thousands of values, which the compiler vectorises):
-//! a plane, padded with zeros, is split by the parity of its rows and columns into four
-//! quarter planes of T_h + 1 rows of T_w + 1 (`q[2a + b][r][t]` is padded pixel
-//! (2r + a, 2t + b)). Tile slot f = r (T_w + 1) + t then reads its 4x4 block as
+//! Layout, so that every transform is one loop over all the tiles of all the channels of a
+//! sample at once, 16 tiles per step in vector registers: a plane, padded with zeros, is
+//! split by the parity of its rows and columns into four quarter planes of T_h + 1 rows of
+//! T_w + 1 (`q[2a + b][r][t]` is padded pixel (2r + a, 2t + b)). The tile slot
+//! f = r (T_w + 1) + t then reads its 4x4 block as
 //!
 //! ```text
 //! row 0: q0[f]      q1[f]      q0[f+1]      q1[f+1]
@@ -58,8 +58,9 @@
 //! computed and dropped, and their gradients are zero.
 //!
 //! Every step runs in an order that depends only on the shapes, so the results are the
-//! same bits for any thread count; the transforms are plain Rust, the products run on
-//! [`super::gemm::gemm`].
+//! same bits for any thread count; the transforms are plain Rust (adds and subtracts only,
+//! so the same bits at any vector width), the products run on [`super::gemm::gemm`], dU's
+//! with V^T copied out so that it runs on the broadcast kernel.
 
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geom::ConvGeom;
@@ -313,64 +314,6 @@ fn merge_outputs(p: &Plan, q: &[&mut [f32]; 4], y: &mut [f32]) {
     }
 }
 
-/// `B^T d B` for `W` slots from `f`: the 4x4 blocks read from the quarter planes `q` (see
-/// the module doc; `h` = T_w + 1), the 16 values of each written to `v[xi][f..]`.
-#[inline(always)]
-fn input_step<const W: usize>(q: &[&mut [f32]; 4], h: usize, f: usize, v: &mut [&mut [f32]; TILE]) {
-    // t = B^T d on the block's 4 rows, column by column: column 2 c + b of the block is
-    // quarter b of the top (rows 0, 2) and bottom (rows 1, 3) pairs at slot f + c.
-    // t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3.
-    let mut t = [[[0.0f32; W]; 4]; 4];
-    for (col, t) in t.iter_mut().enumerate() {
-        let (par, g) = (col % 2, f + col / 2);
-        let (d0, d2): ([f32; W], [f32; W]) = (load(&q[par][..], g), load(&q[par][..], g + h));
-        let (d1, d3): ([f32; W], [f32; W]) =
-            (load(&q[2 + par][..], g), load(&q[2 + par][..], g + h));
-        for l in 0..W {
-            t[0][l] = d0[l] - d2[l];
-            t[1][l] = d1[l] + d2[l];
-            t[2][l] = d2[l] - d1[l];
-            t[3][l] = d1[l] - d3[l];
-        }
-    }
-    // V = t B on each row i: with c0..c3 its 4 columns,
-    // V[i][0..4] = c0 - c2, c1 + c2, c2 - c1, c1 - c3.
-    let mut out = [[0.0f32; W]; TILE];
-    for i in 0..4 {
-        let c = [t[0][i], t[1][i], t[2][i], t[3][i]];
-        for l in 0..W {
-            out[4 * i][l] = c[0][l] - c[2][l];
-            out[4 * i + 1][l] = c[1][l] + c[2][l];
-            out[4 * i + 2][l] = c[2][l] - c[1][l];
-            out[4 * i + 3][l] = c[1][l] - c[3][l];
-        }
-    }
-    for (row, vals) in v.iter_mut().zip(&out) {
-        store(row, f, vals);
-    }
-}
-
-/// `V[xi][c][f] = (B^T d_cf B)[xi]` for one sample `x` `[C, H, W]`; `v` holds the 16 planes
-/// [`Plan::v_stride`] apart, `q` quarter planes of C S + T_w + 2 floats. One pass over every slot of every channel: each reads its block (16 values) and
-/// writes its 16 values of V.
-#[inline(always)]
-fn input_transform(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) {
-    let (half, n) = (p.half(), p.c * p.slots());
-    split(p, x, p.c, q);
-    let mut rows = planes_mut(v, p.v_stride(), n);
-    steps(
-        n,
-        #[inline(always)]
-        |f, wide| {
-            if wide {
-                input_step::<LANES>(q, half, f, &mut rows)
-            } else {
-                input_step::<1>(q, half, f, &mut rows)
-            }
-        },
-    );
-}
-
 /// The 16 planes of `len` floats, `stride` apart, at the start of `buf`.
 #[inline(always)]
 fn planes_mut(buf: &mut [f32], stride: usize, len: usize) -> [&mut [f32]; TILE] {
@@ -412,6 +355,65 @@ fn load<const W: usize>(s: &[f32], f: usize) -> [f32; W] {
 #[inline(always)]
 fn store<const W: usize>(dst: &mut [f32], f: usize, vals: &[f32; W]) {
     dst[f..f + W].copy_from_slice(vals);
+}
+
+/// `B^T d B` for `W` slots from `f`: the 4x4 blocks read from the quarter planes `q` (see
+/// the module doc; `h` = T_w + 1), the 16 values of each written to `v[xi][f..]`.
+#[inline(always)]
+fn input_step<const W: usize>(q: &[&mut [f32]; 4], h: usize, f: usize, v: &mut [&mut [f32]; TILE]) {
+    // t = B^T d on the block's 4 rows, column by column: column 2 c + b of the block is
+    // quarter b of the top (rows 0, 2) and bottom (rows 1, 3) pairs at slot f + c.
+    // t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3.
+    let mut t = [[[0.0f32; W]; 4]; 4];
+    for (col, t) in t.iter_mut().enumerate() {
+        let (par, g) = (col % 2, f + col / 2);
+        let (d0, d2): ([f32; W], [f32; W]) = (load(&q[par][..], g), load(&q[par][..], g + h));
+        let (d1, d3): ([f32; W], [f32; W]) =
+            (load(&q[2 + par][..], g), load(&q[2 + par][..], g + h));
+        for l in 0..W {
+            t[0][l] = d0[l] - d2[l];
+            t[1][l] = d1[l] + d2[l];
+            t[2][l] = d2[l] - d1[l];
+            t[3][l] = d1[l] - d3[l];
+        }
+    }
+    // V = t B on each row i: with c0..c3 its 4 columns,
+    // V[i][0..4] = c0 - c2, c1 + c2, c2 - c1, c1 - c3.
+    let mut out = [[0.0f32; W]; TILE];
+    for i in 0..4 {
+        let c = [t[0][i], t[1][i], t[2][i], t[3][i]];
+        for l in 0..W {
+            out[4 * i][l] = c[0][l] - c[2][l];
+            out[4 * i + 1][l] = c[1][l] + c[2][l];
+            out[4 * i + 2][l] = c[2][l] - c[1][l];
+            out[4 * i + 3][l] = c[1][l] - c[3][l];
+        }
+    }
+    for (row, vals) in v.iter_mut().zip(&out) {
+        store(row, f, vals);
+    }
+}
+
+/// `V[xi][c][f] = (B^T d_cf B)[xi]` for one sample `x` `[C, H, W]`; `v` holds the 16
+/// planes [`Plan::v_stride`] apart, `q` quarter planes of C S + T_w + 2 floats. One pass
+/// over every slot of every channel: each reads its block (16 values) and writes its 16
+/// values of V.
+#[inline(always)]
+fn input_transform(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) {
+    let (half, n) = (p.half(), p.c * p.slots());
+    split(p, x, p.c, q);
+    let mut rows = planes_mut(v, p.v_stride(), n);
+    steps(
+        n,
+        #[inline(always)]
+        |f, wide| {
+            if wide {
+                input_step::<LANES>(q, half, f, &mut rows)
+            } else {
+                input_step::<1>(q, half, f, &mut rows)
+            }
+        },
+    );
 }
 
 /// `A^T M A + b` (ReLU if `relu`) for `W` slots from `f` of one filter plane: `mv` its 16
