@@ -37,13 +37,15 @@ pub struct Model {
 }
 
 /// Samples per pass of [`Model::infer`]: small enough that each layer's output for the
-/// chunk stays in the 2 x 2 MB of L2 of the development machine (report 1's network:
-/// 128 x 16 x 28 x 28 floats = 6.4 MB at the widest layer, split over the two cores' halves
-/// of the batch, against 64 MB for a batch of 1000), large enough that the Dense layers
-/// still run as matrix products. Measured with `cnn bench examples/report1-10.cfg
-/// --inference-batch 1000` when it was added: chunks of 32, 64, 128, 256 gave 14.0, 14.1,
-/// 13.0, 13.1 us per image; the whole batch at once, 21.5.
-pub const INFER_CHUNK: usize = 128;
+/// chunk stays in cache (report 1's network: 64 x 16 x 28 x 28 floats = 3.2 MB at the
+/// widest layer, split over the two cores' halves of the batch, against 50 MB for a batch
+/// of 1000), large enough that the Dense layers still run as matrix products. Measured with
+/// `cnn bench examples/report1-10.cfg --inference-batch 1000` when it was added: chunks of
+/// 32, 64, 128, 256 gave 14.0, 14.1, 13.0, 13.1 us per image, the whole batch at once 21.5,
+/// on a machine with 2 MB of L2 per core. On the AMD EPYC of later sessions (1 MB per core),
+/// two binaries alternately, 6 runs each: 128 gave 9.1 us per image (median), 64 gave 7.75;
+/// LeNet 48.9 against 43.7, fashion-93's network 65 against 60.
+pub const INFER_CHUNK: usize = 64;
 
 impl Model {
     /// Builds the network of `spec` and initialises its weights with `init` from `seed`.
