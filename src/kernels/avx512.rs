@@ -723,7 +723,8 @@ pub unsafe fn conv3x3_plane(
 }
 
 /// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the `src.len()` values of `src` (`e` gets
-/// the odd last one): 16 values per masked load, split by two permutes. Pure data movement,
+/// the last one when there is an odd number): 16 values per masked load, split by two
+/// permutes. Pure data movement,
 /// so the same result as the scalar loop it replaces.
 ///
 /// # Safety
