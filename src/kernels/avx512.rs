@@ -722,6 +722,25 @@ pub unsafe fn conv3x3_plane(
     }
 }
 
+/// Panics unless `e_len` >= ceil(n / 2) and `o_len` >= floor(n / 2): the even and odd
+/// halves of `n` interleaved values.
+fn assert_halves(what: &str, n: usize, e_len: usize, o_len: usize) {
+    assert!(
+        e_len >= n.div_ceil(2) && o_len >= n / 2,
+        "{what}: halves of {e_len} and {o_len} values for {n}"
+    );
+}
+
+/// The masks of a chunk of `lanes` (1..=16) interleaved values: of the chunk, of its even
+/// half (ceil(lanes / 2) values) and of its odd half (floor(lanes / 2)).
+fn pair_masks(lanes: usize) -> (__mmask16, __mmask16, __mmask16) {
+    (
+        masks(lanes).0,
+        masks(lanes.div_ceil(2)).0,
+        masks(lanes / 2).0,
+    )
+}
+
 /// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the `src.len()` values of `src` (`e` gets
 /// the last one when there is an odd number): 16 values per masked load, split by two
 /// permutes. Pure data movement,
@@ -736,16 +755,11 @@ pub unsafe fn conv3x3_plane(
 #[inline]
 pub unsafe fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
     let n = src.len();
-    assert!(
-        e.len() >= n.div_ceil(2) && o.len() >= n / 2,
-        "deinterleave: halves too short"
-    );
+    assert_halves("deinterleave", n, e.len(), o.len());
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
     for c0 in (0..n).step_by(16) {
-        let lanes = 16.min(n - c0);
-        let m_in = masks(lanes).0;
-        let (m_e, m_o) = (masks(lanes.div_ceil(2)).0, masks(lanes / 2).0);
+        let (m_in, m_e, m_o) = pair_masks(16.min(n - c0));
         // SAFETY: the masks enable src[c0 .. c0 + lanes] (< n), e[c0/2 .. (c0 + lanes)/2
         // rounded up] and o[c0/2 .. (c0 + lanes)/2]: in bounds (asserted). Masked-off
         // lanes touch no memory; unaligned accesses need no alignment.
@@ -770,17 +784,12 @@ pub unsafe fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
 #[inline]
 pub unsafe fn interleave(e: &[f32], o: &[f32], dst: &mut [f32]) {
     let n = dst.len();
-    assert!(
-        e.len() >= n.div_ceil(2) && o.len() >= n / 2,
-        "interleave: halves too short"
-    );
+    assert_halves("interleave", n, e.len(), o.len());
     // Lane 2 t takes e[t] (index t of the first operand), lane 2 t + 1 takes o[t] (index
     // 16 + t, the second).
     let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     for c0 in (0..n).step_by(16) {
-        let lanes = 16.min(n - c0);
-        let m_out = masks(lanes).0;
-        let (m_e, m_o) = (masks(lanes.div_ceil(2)).0, masks(lanes / 2).0);
+        let (m_out, m_e, m_o) = pair_masks(16.min(n - c0));
         // SAFETY: as in `deinterleave`, with the roles of loads and stores exchanged.
         unsafe {
             let h = c0 / 2;
