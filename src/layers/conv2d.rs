@@ -356,7 +356,6 @@ impl Conv2D {
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
         let wlen = g.k * rows;
-        let part_len = wlen + g.k;
         if let Some(plan) = self.winograd {
             return self.backward_winograd(&plan, x, y, dy, dx, n, act);
         }
@@ -364,47 +363,40 @@ impl Conv2D {
 
         // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then
         // dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and dL/db_blk[k] = sum_n sum_pixels dy_n[k],
-        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the block's cols buffer.
-        let blocks = n.div_ceil(GRAD_BLOCK);
-        self.partial.resize(blocks * part_len, 0.0);
-        let mut dx_blocks = dx_blocks(dx, n, in_len);
-        self.partial
-            .par_chunks_mut(part_len)
-            .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
-            .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
-            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(dx_blocks.par_iter_mut())
-            .for_each(|((((part, dy_b), y_b), x_b), dx_b)| {
-                SCRATCH.with_borrow_mut(|sc| {
-                    sc.cols.resize(rows * ohw, 0.0);
-                    let cols = &mut sc.cols[..];
-                    let (dw_part, db_part) = part.split_at_mut(wlen);
-                    db_part.fill(0.0);
-                    let mut beta = 0.0;
-                    for (s, (dy_s, y_s)) in dy_b
-                        .chunks_mut(out_len)
-                        .zip(y_b.chunks(out_len))
+        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the thread's cols buffer.
+        let total = grad_blocks(
+            &mut self.partial,
+            &g,
+            wlen,
+            (x, y, dy, dx),
+            n,
+            |sc, mut b| {
+                sc.cols.resize(rows * ohw, 0.0);
+                let cols = &mut sc.cols[..];
+                let mut beta = 0.0;
+                for (s, (dy_s, y_s)) in
+                    b.dy.chunks_mut(out_len)
+                        .zip(b.y.chunks(out_len))
                         .enumerate()
-                    {
-                        undo_activation(act, y_s, dy_s, ohw, db_part);
-                        im2col(&x_b[s * in_len..(s + 1) * in_len], &g, cols);
-                        let (dy_m, cols_t) = (
-                            MatRef::new(dy_s, g.k, ohw),
-                            MatRef::new(cols, rows, ohw).t(),
-                        );
-                        gemm(dy_m, cols_t, beta, MatMut::new(dw_part, g.k, rows));
-                        beta = 1.0;
-                        if let Some(dx_b) = dx_b.as_deref_mut() {
-                            // cols is free again: it holds dcols = W^T dy_s.
-                            let (w_t, dy_m) =
-                                (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
-                            gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
-                            col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
-                        }
+                {
+                    undo_activation(act, y_s, dy_s, ohw, b.db);
+                    im2col(&b.x[s * in_len..(s + 1) * in_len], &g, cols);
+                    let (dy_m, cols_t) = (
+                        MatRef::new(dy_s, g.k, ohw),
+                        MatRef::new(cols, rows, ohw).t(),
+                    );
+                    gemm(dy_m, cols_t, beta, MatMut::new(b.dw, g.k, rows));
+                    beta = 1.0;
+                    if let Some(dx_b) = b.dx.as_deref_mut() {
+                        // cols is free again: it holds dcols = W^T dy_s.
+                        let (w_t, dy_m) =
+                            (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
+                        gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
+                        col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
                     }
-                })
-            });
-        let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
+                }
+            },
+        );
         self.weight.grad.data_mut().copy_from_slice(&total[..wlen]);
         self.bias.grad.data_mut().copy_from_slice(&total[wlen..]);
     }
@@ -461,54 +453,87 @@ impl Conv2D {
         act: Activation,
     ) {
         let g = self.geom;
-        let (in_len, out_len, ohw) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w, g.out_h * g.out_w);
-        let blocks = n.div_ceil(GRAD_BLOCK);
+        let (out_len, ohw) = (g.k * g.out_h * g.out_w, g.out_h * g.out_w);
         let ulen = plan.u_len();
-        let part_len = ulen + g.k;
         self.winograd_ready(plan);
-        self.partial.resize(blocks * part_len, 0.0);
-        let mut dx_blocks = dx_blocks(dx, n, in_len);
         let u = &self.wino_u;
-        self.partial
-            .par_chunks_mut(part_len)
-            .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
-            .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
-            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(dx_blocks.par_iter_mut())
-            .for_each(|((((part, dy_b), y_b), x_b), dx_b)| {
-                SCRATCH.with_borrow_mut(|sc| {
-                    let (du_part, db_part) = part.split_at_mut(ulen);
-                    db_part.fill(0.0);
-                    for (dy_s, y_s) in dy_b.chunks_mut(out_len).zip(y_b.chunks(out_len)) {
-                        undo_activation(act, y_s, dy_s, ohw, db_part);
-                    }
-                    winograd::backward(
-                        plan,
-                        u,
-                        x_b,
-                        dy_b,
-                        &mut sc.wino,
-                        du_part,
-                        dx_b.as_deref_mut(),
-                    );
-                })
-            });
-        let total = sum_blocks(&mut self.partial[..blocks * part_len], part_len);
+        let total = grad_blocks(&mut self.partial, &g, ulen, (x, y, dy, dx), n, |sc, b| {
+            for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
+                undo_activation(act, y_s, dy_s, ohw, b.db);
+            }
+            winograd::backward(plan, u, b.x, b.dy, &mut sc.wino, b.dw, b.dx);
+        });
         winograd::weight_grad(plan, &total[..ulen], self.weight.grad.data_mut());
         self.bias.grad.data_mut().copy_from_slice(&total[ulen..]);
     }
 }
 
-/// dx split into the slices of the blocks of [`GRAD_BLOCK`] samples, or a `None` per block
-/// when dx is not asked for.
-fn dx_blocks(dx: Option<&mut [f32]>, n: usize, in_len: usize) -> Vec<Option<&mut [f32]>> {
-    match dx {
+/// One block of [`GRAD_BLOCK`] samples in backward, as [`grad_blocks`] hands it out.
+struct GradBlock<'a> {
+    /// dL/d(output) of the block's samples (the caller may change it in place), their
+    /// output y and input x.
+    dy: &'a mut [f32],
+    y: &'a [f32],
+    x: &'a [f32],
+    /// The block's slice of dL/dx, if asked for.
+    dx: Option<&'a mut [f32]>,
+    /// The block's partial weight gradient (written by the caller; its layout is the
+    /// caller's) and bias gradient (zeroed, to be added to).
+    dw: &'a mut [f32],
+    db: &'a mut [f32],
+}
+
+/// The input, output, dL/d(output) and dL/dx (if asked for) of a backward pass.
+type GradIo<'a> = (&'a [f32], &'a [f32], &'a mut [f32], Option<&'a mut [f32]>);
+
+/// Runs `block` on each block of [`GRAD_BLOCK`] of the `n` samples, in parallel, with the
+/// thread's scratch buffers; each block's partial gradients (`wlen` weight values and K
+/// bias values) live in `partial`. Returns their sum over the blocks, in block order, so
+/// the result does not depend on the number of threads: the weight part, then the bias.
+fn grad_blocks<'p>(
+    partial: &'p mut Vec<f32>,
+    g: &ConvGeom,
+    wlen: usize,
+    (x, y, dy, dx): GradIo,
+    n: usize,
+    block: impl Fn(&mut BlockScratch, GradBlock) + Sync + Send,
+) -> &'p [f32] {
+    let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
+    let part_len = wlen + g.k;
+    let blocks = n.div_ceil(GRAD_BLOCK);
+    partial.resize(blocks * part_len, 0.0);
+    let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
         Some(dx) => dx[..n * in_len]
             .chunks_mut(GRAD_BLOCK * in_len)
             .map(Some)
             .collect(),
-        None => (0..n.div_ceil(GRAD_BLOCK)).map(|_| None).collect(),
-    }
+        None => (0..blocks).map(|_| None).collect(),
+    };
+    partial[..blocks * part_len]
+        .par_chunks_mut(part_len)
+        .zip(dy[..n * out_len].par_chunks_mut(GRAD_BLOCK * out_len))
+        .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
+        .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
+        .zip(dx_blocks.par_iter_mut())
+        .for_each(|((((part, dy), y), x), dx)| {
+            let (dw, db) = part.split_at_mut(wlen);
+            db.fill(0.0);
+            let dx = dx.as_deref_mut();
+            SCRATCH.with_borrow_mut(|sc| {
+                block(
+                    sc,
+                    GradBlock {
+                        dy,
+                        y,
+                        x,
+                        dx,
+                        dw,
+                        db,
+                    },
+                )
+            });
+        });
+    sum_blocks(&mut partial[..blocks * part_len], part_len)
 }
 
 /// Undoes the activation in one sample's `dy` (dL/d(output) becomes dL/d(conv output),
