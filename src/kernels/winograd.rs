@@ -715,15 +715,17 @@ fn dd_len(p: &Plan) -> usize {
     TILE * (p.c * p.slots() + 2 * (p.half() + 1))
 }
 
-/// Scratch buffers of one block of samples.
+/// Scratch buffers for [`forward`] and [`backward`], sized for the plan at each call; one
+/// set can serve block after block (Conv2D keeps one per thread, so it stays in cache).
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {
-    /// V, then dV in backward: 16 C S.
+    /// V, then dV in backward: 16 planes of C S, [`Plan::v_stride`] apart.
     v: Vec<f32>,
-    /// M, or dM in backward: 16 K S.
+    /// M, or dM in backward: 16 planes of K S, [`Plan::m_stride`] apart.
     m: Vec<f32>,
-    /// Four quarter planes and the blocks of dx's transform.
+    /// Four quarter planes.
     q: Vec<f32>,
+    /// In backward, one plane of V^T for dU's product, then the blocks of dx's transform.
     t: Vec<f32>,
 }
 
