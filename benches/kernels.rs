@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use cnn::data::{Dataset, Normalization};
 use cnn::kernels::gemm::{gemm, gemm_on, par_gemm, par_gemm_on, MatMut, MatRef, Simd};
 use cnn::layers::{Activation, Conv2D, Conv2dSpec, MaxPool2D, Padding, PoolSpec};
 use cnn::rng::Rng;
+use cnn::tensor::Tensor;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const N: usize = 32;
@@ -119,12 +121,40 @@ fn dense_gemm(c: &mut Criterion) {
     }
 }
 
+fn gather(c: &mut Criterion) {
+    // A training batch drawn from a Fashion-MNIST-sized set (60,000 images of 784 bytes,
+    // 47 MB, so mostly out of cache): 32 images at random positions, normalised to f32.
+    let n = 60_000;
+    let ds = Dataset {
+        images: (0..n * 784).map(|i| (i * 31 % 251) as u8).collect(),
+        labels: vec![0; n],
+        shape: [1, 28, 28],
+        classes: vec!["0".into()],
+        source: "bench".into(),
+    };
+    let norm = Normalization {
+        mean: vec![0.286],
+        std: vec![0.353],
+    };
+    let (mut x, mut labels) = (Tensor::default(), Vec::new());
+    let mut rng = Rng::new(7);
+    c.bench_function(
+        "batch of 32 random images from 60000 (Dataset::batch)",
+        |b| {
+            b.iter(|| {
+                let idx: Vec<usize> = (0..N).map(|_| rng.below(n)).collect();
+                ds.batch(&idx, &norm, &mut x, &mut labels);
+            })
+        },
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_secs(1));
-    targets = conv, pool, dense_gemm
+    targets = conv, pool, dense_gemm, gather
 }
 criterion_main!(benches);

@@ -313,6 +313,12 @@ impl Dataset {
         labels.clear();
         let plane = h * w;
         let out = x.data_mut();
+        // The images lie scattered over the data set: ask for all of them at once rather
+        // than waiting for each in turn (32 images from 60,000: 17 -> 9 us, `cargo bench
+        // --bench kernels -- 'batch of 32'`).
+        for &i in indices {
+            crate::kernels::prefetch(self.image(i));
+        }
         for (k, &i) in indices.iter().enumerate() {
             let img = self.image(i);
             for ch in 0..c {

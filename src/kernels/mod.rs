@@ -135,3 +135,24 @@ unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// Asks the CPU to start loading every cache line of `bytes` into its caches, without
+/// waiting for them: a hint, with no effect on any result. A loop that reads scattered
+/// blocks of memory (a batch of images drawn at random from a data set) otherwise waits
+/// for each block's first line in turn; with the loads issued up front they travel
+/// together. Does nothing off x86-64.
+#[inline]
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults and writes nothing; the address is that of an
+        // element of `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
