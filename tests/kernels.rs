@@ -203,6 +203,50 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     assert_eq!(run(1), run(3));
 }
 
+#[test]
+fn a_one_image_convolution_split_over_two_threads_gives_the_bits_of_the_batch_path() {
+    // At batch 1 a direct one-channel convolution computes its filters in two halves on
+    // two threads; each image's output must be the bits of the same image in a batch of 3
+    // (the per-sample path), for odd and even filter counts, one filter (an empty first
+    // half) and activations fused (ReLU) or applied after (none, tanh).
+    for (k, act) in [
+        (16, Activation::Relu),
+        (5, Activation::None),
+        (1, Activation::Relu),
+        (6, Activation::Tanh),
+    ] {
+        let spec = Conv2dSpec {
+            filters: k,
+            kernel: (3, 3),
+            stride: 1,
+            padding: Padding::Same,
+            activation: act,
+        };
+        let g = spec.geom([1, 11, 13]).unwrap();
+        let (in_len, out_len) = (11 * 13, k * g.out_h * g.out_w);
+        let mut rng = Rng::new(k as u64);
+        let x = random(3 * in_len, &mut rng);
+        let w = random(k * 9, &mut rng);
+        let b = random(k, &mut rng);
+        on_threads(2, || {
+            let mut layer = Conv2D::new(g);
+            layer.weight.value.data_mut().copy_from_slice(&w);
+            layer.bias.value.data_mut().copy_from_slice(&b);
+            let mut batch = vec![f32::NAN; 3 * out_len];
+            layer.forward(&x, &mut batch, 3, act);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for s in 0..3 {
+                let mut one = vec![f32::NAN; out_len];
+                layer.forward(&x[s * in_len..(s + 1) * in_len], &mut one, 1, act);
+                let want = &batch[s * out_len..(s + 1) * out_len];
+                assert_eq!(bits(&one), bits(want), "{k} filters, {act:?}, image {s}");
+            }
+            // The outputs vary, so equal bits mean something.
+            assert!(batch.iter().any(|&v| v != batch[0]));
+        });
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// The direct one-channel 3x3 kernel writes the same bits as im2col and the broadcast

@@ -308,6 +308,9 @@ impl Conv2D {
         } else {
             rows * ohw
         };
+        if n == 1 && direct && act != Activation::Softmax {
+            return self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
+        }
         let w = self.weight.value.data();
         let b = self.bias.value.data();
         y[..n * out_len]
@@ -337,6 +340,39 @@ impl Conv2D {
                     }
                 })
             });
+    }
+
+    /// One image through the direct kernel, its filters in two halves on two threads (the
+    /// calling thread takes the first): the latency path of inference at batch 1, where
+    /// the batch gives nothing to split. The pooling layer after it splits its planes the
+    /// same way (see `pool`), so each thread pools the planes it wrote and no output
+    /// crosses between the cores' caches. Each output is computed as in the batched path,
+    /// so the bits are the same. `act` must act element by element (not softmax).
+    fn forward_one_direct(&mut self, x: &[f32], y: &mut [f32], act: Activation) {
+        let g = self.geom;
+        let (half, plane) = (g.k / 2, g.out_h * g.out_w);
+        let (w, b) = (self.weight.value.data(), self.bias.value.data());
+        let (w0, w1) = w.split_at(half * g.kh * g.kw);
+        let (b0, b1) = b.split_at(half);
+        let (y0, y1) = y.split_at_mut(half * plane);
+        let filters = |k: usize, w: &[f32], b: &[f32], y: &mut [f32]| {
+            if k == 0 {
+                return;
+            }
+            let part = ConvGeom { k, ..g };
+            let relu = act == Activation::Relu;
+            SCRATCH.with_borrow_mut(|sc| {
+                sc.cols.resize(direct::scratch_len(&part), 0.0);
+                direct::conv3x3(&part, x, w, b, relu, &mut sc.cols, y);
+            });
+            if !relu {
+                activation::forward(act, y, plane);
+            }
+        };
+        rayon::join(
+            || filters(half, w0, b0, y0),
+            || filters(g.k - half, w1, b1, y1),
+        );
     }
 
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.
