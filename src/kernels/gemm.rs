@@ -92,7 +92,7 @@ pub fn gemm_bias_relu_on(
     x: MatRef,
     bias: &[f32],
     relu: bool,
-    mut y: MatMut,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] mut y: MatMut,
 ) {
     let d = dims("gemm_bias_relu", &w, &x, &y);
     assert!(
@@ -138,7 +138,7 @@ pub fn gemm_bias_relu_passes(
     x: MatRef,
     bias: &[f32],
     relu: bool,
-    mut y: MatMut,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] mut y: MatMut,
 ) {
     let d = dims("gemm_bias_relu", &w, &x, &y);
     assert!(
@@ -202,6 +202,9 @@ unsafe fn sgemm(d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
 /// For i < m, j < n, p < k, A(i, p), B(p, j) and C(i, j) must lie inside the allocations
 /// their pointers point into, and C must not overlap A or B.
 unsafe fn gemm_raw(simd: Simd, d: Dims, a: MatPtr, b: MatPtr, beta: f32, c: MatPtrMut) {
+    // Off x86-64 every family is the portable one.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if (beta == 0.0 || beta == 1.0) && d.k > 0 {
         use super::avx512::Start;

@@ -35,6 +35,8 @@ pub fn im2col(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
 /// [`im2col`] on the kernels of `simd` (or the best family below it that this CPU has):
 /// every family writes the same values.
 pub fn im2col_on(simd: crate::kernels::Simd, x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     let ohw = g.out_h * g.out_w;
     debug_assert_eq!(x.len(), g.c * g.h * g.w);
     debug_assert_eq!(cols.len(), g.patch_len() * ohw);

@@ -50,6 +50,8 @@ pub fn max_pool_2x2_on(
     y_p: &mut [f32],
     arg_p: &mut [u32],
 ) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     {
         use crate::kernels::{avx2, avx512, Simd};
