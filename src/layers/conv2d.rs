@@ -28,7 +28,9 @@
 //! [`GRAD_BLOCK`] samples merged in order, so the result does not depend on the number of
 //! threads. The layer's activation is applied (and undone in backward) one sample at a
 //! time inside the same loop, while that sample's output is still in cache, instead of in
-//! a separate pass over the whole batch.
+//! a separate pass over the whole batch. A batch of one image has nothing to split, so a
+//! one-channel convolution splits its filters between two threads instead
+//! (`forward_one_direct`).
 
 use rayon::prelude::*;
 
