@@ -207,9 +207,10 @@ impl LayerOp for AvgPool2D {
 /// `c` planes, but half of them for a batch of one image. A one-image convolution splits
 /// its filters in two halves on two threads (`Conv2D`'s latency path), and rayon hands
 /// the two halves of this loop to the same two threads, so each pools planes that are
-/// already in its core's cache. Pooling all 16 planes of report 1's network on one thread
-/// cost 4.3 us there instead of 1.5: its outputs, read by both threads' halves of the next
-/// Dense layer, had to be taken back from the other core's cache before each write.
+/// already in its core's cache. Pooling all the planes on one thread was slow because its
+/// outputs, read by both threads' halves of the next Dense layer, had to be taken back
+/// from the other core's cache before each write (report 1's network at batch 1, with the
+/// convolution: 22.6 -> 21.0 us, `cnn bench --inference-batch 1`).
 fn min_planes(c: usize, n: usize) -> usize {
     if n == 1 {
         c.div_ceil(2)
