@@ -204,6 +204,47 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
 }
 
 #[test]
+fn a_one_sample_dense_pass_equals_the_definition_and_its_bits_ignore_the_thread_count() {
+    // Dense at batch 1 sums the two halves of the inputs on two threads when the layer is
+    // large (3000 -> 40 here, split at 1488) and on one thread when it is small (300 -> 7).
+    // Both must give y = W x + b (f64 reference), and the same bits on 1, 2 and 3 threads.
+    for (inputs, units) in [(3000, 40), (300, 7)] {
+        let mut rng = Rng::new(inputs as u64);
+        let x = random(inputs, &mut rng);
+        let w = random(units * inputs, &mut rng);
+        let b = random(units, &mut rng);
+        let want: Vec<f32> = (0..units)
+            .map(|u| {
+                let dot: f64 = (0..inputs)
+                    .map(|k| f64::from(w[u * inputs + k]) * f64::from(x[k]))
+                    .sum();
+                (dot + f64::from(b[u])) as f32
+            })
+            .collect();
+        let run = |threads: usize| -> Vec<f32> {
+            on_threads(threads, || {
+                let mut layer = Dense::new(inputs, units);
+                layer.weight.value.data_mut().copy_from_slice(&w);
+                layer.bias.value.data_mut().copy_from_slice(&b);
+                let mut y = vec![f32::NAN; units];
+                layer.forward(&x, &mut y, 1);
+                y
+            })
+        };
+        let one = run(1);
+        for (u, (g, r)) in one.iter().zip(&want).enumerate() {
+            assert!(
+                (g - r).abs() <= 1e-4 * r.abs().max(1.0),
+                "{inputs} -> {units}, unit {u}: {g} vs {r}"
+            );
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&run(2)), "{inputs} -> {units}, 2 threads");
+        assert_eq!(bits(&one), bits(&run(3)), "{inputs} -> {units}, 3 threads");
+    }
+}
+
+#[test]
 fn a_one_image_convolution_split_over_two_threads_gives_the_bits_of_the_batch_path() {
     // At batch 1 a direct one-channel convolution computes its filters in two halves on
     // two threads; each image's output must be the bits of the same image in a batch of 3

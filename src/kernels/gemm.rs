@@ -14,7 +14,7 @@
 //! [`gemm_naive`] is the triple loop they are all tested against.
 //!
 //! [`par_gemm`] splits C into fixed tiles (one kernel call each) run on rayon's threads;
-//! [`par_gemv`] is the M = 1 case (Dense at batch 1) as dot products over A's rows.
+//! [`par_gemv`] is the M = 1 case as dot products over A's rows, rows in parallel.
 //!
 //! Determinism: every element of C is a sum over k in an order that depends only on K, not
 //! on M, N or how C is split into tiles, so results are bit-identical whatever the thread

@@ -7,6 +7,8 @@
 //!           computed as Y^T[O, N] = W[O, I] * X^T[I, N], then transposed back with b added:
 //!           X^T (small at training batch sizes) is copied once so that the product reads
 //!           rows of X^T whole, and W, the big operand, is read in place.
+//!           One sample (N = 1): dot products over W's rows, the inputs in two halves on
+//!           two threads, y = (b + W[:, ..h] x[..h]) + W[:, h..] x[h..].
 //! backward: dW[O, I] = dY^T[O, N] * X[N, I]           (sum over the batch)
 //!           db[O]    = sum_n dY[n, :]
 //!           dX[N, I] = dY[N, O] * W[O, I]
@@ -17,9 +19,12 @@ use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
-use crate::kernels::gemm::{par_gemm, par_gemv, MatMut, MatRef};
+use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use crate::kernels::transpose::par_transpose;
 use crate::text::thousands;
+
+/// Below this many weights a one-sample forward pass runs on one thread.
+const ONE_SPLIT_MIN: usize = 1 << 16;
 
 /// A Dense config line: `Dense units=128 activation=relu`.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,10 +154,7 @@ impl Dense {
         let b = self.bias.value.data();
         let w = self.weight.value.data();
         if n == 1 {
-            // One sample: y = W x + b as dot products over W's rows (no copy of x needed).
-            y[..o].copy_from_slice(b);
-            par_gemv(MatRef::new(w, o, i), x, 1.0, y);
-            return;
+            return self.forward_one(x, y);
         }
         self.xt.resize(i * n, 0.0);
         self.yt.resize(o * n, 0.0);
@@ -163,6 +165,44 @@ impl Dense {
             for (u, v) in row.iter_mut().enumerate() {
                 *v = self.yt[u * n + s] + b[u];
             }
+        }
+    }
+
+    /// y = W x + b for one sample, as dot products over W's rows (no copy of x needed).
+    ///
+    /// A large layer splits the inputs in two halves at `h` (a multiple of 16 fixed by the
+    /// shape): `y = (b + W[:, ..h] x[..h]) + W[:, h..] x[h..]`, each half on its own thread.
+    /// A thread then reads only its half of x, which the layer before wrote on that same
+    /// thread when it split its planes the same way (see `Conv2D`'s one-image path), and
+    /// the half of each row of W that it reads at every call. Splitting the rows instead
+    /// made both threads read all of x, half of it from the other core's cache, and the
+    /// layer before then had to take those lines back before writing them again. The sum
+    /// depends only on the shape, so the bits do not depend on the thread count.
+    fn forward_one(&mut self, x: &[f32], y: &mut [f32]) {
+        let (i, o) = (self.inputs, self.units);
+        let (w, b) = (
+            MatRef::new(self.weight.value.data(), o, i),
+            self.bias.value.data(),
+        );
+        let h = (i / 2) / 16 * 16;
+        if o * i < ONE_SPLIT_MIN || h == 0 {
+            y[..o].copy_from_slice(b);
+            return gemm(
+                w,
+                MatRef::new(&x[..i], i, 1),
+                1.0,
+                MatMut::new(&mut y[..o], o, 1),
+            );
+        }
+        self.yt.resize(2 * o, 0.0);
+        let (p0, p1) = self.yt.split_at_mut(o);
+        let half = |c0: usize, cols: usize, p: &mut [f32]| {
+            let xh = MatRef::new(&x[c0..c0 + cols], cols, 1);
+            gemm(w.block(0, c0, o, cols), xh, 0.0, MatMut::new(p, o, 1));
+        };
+        rayon::join(|| half(0, h, p0), || half(h, i - h, p1));
+        for ((yu, &bu), (a, c)) in y[..o].iter_mut().zip(b).zip(p0.iter().zip(p1.iter())) {
+            *yu = (bu + a) + c;
         }
     }
 

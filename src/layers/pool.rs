@@ -207,9 +207,10 @@ impl LayerOp for AvgPool2D {
 /// `c` planes, but half of them for a batch of one image. A one-image convolution splits
 /// its filters in two halves on two threads (`Conv2D`'s latency path), and rayon hands
 /// the two halves of this loop to the same two threads, so each pools planes that are
-/// already in its core's cache. Pooling all the planes on one thread was slow because its
-/// outputs, read by both threads' halves of the next Dense layer, had to be taken back
-/// from the other core's cache before each write (report 1's network at batch 1, with the
+/// already in its core's cache; a Dense layer after it splits its inputs the same way at
+/// batch 1, so its outputs stay there too. Pooling all the planes on one thread was slow
+/// because its outputs, read by the other core in the next layer, had to be taken back from
+/// that core's cache before each write (report 1's network at batch 1, with the
 /// convolution: 22.6 -> 21.0 us, `cnn bench --inference-batch 1`).
 fn min_planes(c: usize, n: usize) -> usize {
     if n == 1 {
