@@ -323,14 +323,11 @@ impl Conv2D {
                     sc.cols.resize(scratch, 0.0);
                     let cols = &mut sc.cols[..];
                     for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
-                        let relu = act == Activation::Relu;
                         if direct {
-                            direct::conv3x3(&g, x_n, w, b, relu, cols, y_n);
-                            if !relu {
-                                activation::forward(act, y_n, out_len);
-                            }
+                            direct_with_act(&g, x_n, w, b, act, cols, y_n);
                             continue;
                         }
+                        let relu = act == Activation::Relu;
                         im2col(x_n, &g, cols);
                         // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
                         // any other activation is a pass of its own.
@@ -352,24 +349,20 @@ impl Conv2D {
     /// so the bits are the same. `act` must act element by element (not softmax).
     fn forward_one_direct(&mut self, x: &[f32], y: &mut [f32], act: Activation) {
         let g = self.geom;
-        let (half, plane) = (g.k / 2, g.out_h * g.out_w);
+        let half = g.k / 2;
         let (w, b) = (self.weight.value.data(), self.bias.value.data());
         let (w0, w1) = w.split_at(half * g.kh * g.kw);
         let (b0, b1) = b.split_at(half);
-        let (y0, y1) = y.split_at_mut(half * plane);
+        let (y0, y1) = y.split_at_mut(half * g.out_h * g.out_w);
         let filters = |k: usize, w: &[f32], b: &[f32], y: &mut [f32]| {
             if k == 0 {
                 return;
             }
             let part = ConvGeom { k, ..g };
-            let relu = act == Activation::Relu;
             SCRATCH.with_borrow_mut(|sc| {
                 sc.cols.resize(direct::scratch_len(&part), 0.0);
-                direct::conv3x3(&part, x, w, b, relu, &mut sc.cols, y);
+                direct_with_act(&part, x, w, b, act, &mut sc.cols, y);
             });
-            if !relu {
-                activation::forward(act, y, plane);
-            }
         };
         rayon::join(
             || filters(half, w0, b0, y0),
@@ -503,6 +496,25 @@ impl Conv2D {
         });
         winograd::weight_grad(plan, &total[..ulen], self.weight.grad.data_mut());
         self.bias.grad.data_mut().copy_from_slice(&total[ulen..]);
+    }
+}
+
+/// `y = act(conv(x) + b)` for one sample (or some of its filters, `g.k` of them) by the
+/// direct one-channel kernel: ReLU fused into the kernel's stores, any other activation a
+/// pass of its own over `y`, which holds the sample's whole output for softmax.
+fn direct_with_act(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    act: Activation,
+    scratch: &mut [f32],
+    y: &mut [f32],
+) {
+    let relu = act == Activation::Relu;
+    direct::conv3x3(g, x, w, b, relu, scratch, y);
+    if !relu {
+        activation::forward(act, y, y.len());
     }
 }
 
