@@ -13,8 +13,7 @@
 //! [`Simd`] family to run, so the tests compare every family this CPU has.
 //! [`gemm_naive`] is the triple loop they are all tested against.
 //!
-//! [`par_gemm`] splits C into fixed tiles (one kernel call each) run on rayon's threads;
-//! [`par_gemv`] is the M = 1 case as dot products over A's rows, rows in parallel.
+//! [`par_gemm`] splits C into fixed tiles (one kernel call each) run on rayon's threads.
 //!
 //! Determinism: every element of C is a sum over k in an order that depends only on K, not
 //! on M, N or how C is split into tiles, so results are bit-identical whatever the thread
@@ -338,29 +337,9 @@ pub fn par_gemm_on(simd: Simd, a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     });
 }
 
-/// Dot product in a fixed order: 16 interleaved partial sums (lane l takes the elements
-/// with index = l mod 16), added pairwise at the end, then the tail in order. Written so the
-/// compiler vectorises it; the order depends only on the length.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot: lengths differ");
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..L {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = pairwise_sum(acc);
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-/// Sum in the fixed order of [`dot`]: 16 interleaved partial sums added pairwise, then the
-/// tail. A plain `iter().sum()` is one chain of dependent additions (4 cycles each), which
+/// Sum in a fixed order: 16 interleaved partial sums (lane l takes the elements with index
+/// = l mod 16) added pairwise, then the tail in order; the order depends only on the
+/// length. A plain `iter().sum()` is one chain of dependent additions (4 cycles each), which
 /// made the bias gradient the slowest part of a convolution's backward pass; 16 chains
 /// vectorise.
 pub fn sum(a: &[f32]) -> f32 {
@@ -376,7 +355,7 @@ pub fn sum(a: &[f32]) -> f32 {
     rest.iter().fold(pairwise_sum(acc), |s, x| s + x)
 }
 
-/// The 16 partial sums of [`dot`] and [`sum`] added pairwise: lane l plus lane l+8, then
+/// The 16 partial sums of [`sum`] added pairwise: lane l plus lane l+8, then
 /// l+4, l+2, l+1.
 fn pairwise_sum(mut acc: [f32; 16]) -> f32 {
     let mut w = acc.len();
@@ -387,57 +366,6 @@ fn pairwise_sum(mut acc: [f32; 16]) -> f32 {
         }
     }
     acc[0]
-}
-
-/// Output rows per parallel task in [`par_gemv`] (fixed, independent of the thread count).
-const GEMV_ROWS: usize = 32;
-
-/// Matrix-vector product `y[O] = A[O x I] * x[I] + beta * y`, A's rows contiguous: a dot
-/// product over each row of A ([`dot`]), rows in parallel in fixed blocks of 32.
-/// This is Dense's forward at batch 1 (`y = W x + b`), where a packed GEMM would spend
-/// most of its time packing W.
-///
-/// # Panics
-/// If A's rows are not contiguous (A is a transposed view), or `x` or `y` is shorter than
-/// A's columns or rows.
-pub fn par_gemv(a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
-    par_gemv_on(simd(), a, x, beta, y)
-}
-
-/// [`par_gemv`] on the kernels of `simd` (or the best family below it that this CPU has).
-///
-/// # Panics
-/// As [`par_gemv`].
-pub fn par_gemv_on(simd: Simd, a: MatRef, x: &[f32], beta: f32, y: &mut [f32]) {
-    let (o, i) = (a.rows(), a.cols());
-    assert!(
-        a.rows_contiguous(),
-        "par_gemv: A's rows must be contiguous, A is {a}"
-    );
-    assert!(y.len() >= o, "par_gemv: y has {} < {o} values", y.len());
-    let xm = MatRef::new(x, i, 1);
-    let x = &x[..i];
-    // Rows r0.. of y, as many as `ys` holds.
-    let rows = |r0: usize, ys: &mut [f32]| {
-        let len = ys.len();
-        let a_rows = a.block(r0, 0, len, i);
-        if simd.or_below() != Simd::Portable && (beta == 0.0 || beta == 1.0) {
-            // The dot kernel (4 rows of A against x at a time with AVX-512, 2 with AVX2).
-            gemm_on(simd, a_rows, xm, beta, MatMut::new(ys, len, 1));
-            return;
-        }
-        for (r, yr) in ys.iter_mut().enumerate() {
-            let d = dot(a_rows.row(r), x);
-            *yr = if beta == 0.0 { d } else { d + beta * *yr };
-        }
-    };
-    if o * i < PAR_MIN_WORK / 4 {
-        return rows(0, &mut y[..o]);
-    }
-    y[..o]
-        .par_chunks_mut(GEMV_ROWS)
-        .enumerate()
-        .for_each(|(blk, ys)| rows(blk * GEMV_ROWS, ys));
 }
 
 /// The reference: `C = A * B + beta * C` by the definition
@@ -559,7 +487,7 @@ mod tests {
             gemm_naive(am, xm, beta, MatMut::new(&mut want, o, 1));
             for simd in Simd::all_supported() {
                 let mut got = y0.clone();
-                par_gemv_on(simd, am, &x, beta, &mut got);
+                gemm_on(simd, am, xm, beta, MatMut::new(&mut got, o, 1));
                 close(&got, &want, i);
             }
         }
@@ -606,7 +534,8 @@ mod tests {
                 gemm_bias_relu_on(simd, MatRef::new(&a, m, k), bm, &c0[..m], relu,
                                   MatMut::new(&mut fused, m, n));
                 let mut y = c0[..m].to_vec();
-                par_gemv_on(simd, MatRef::new(&a, m, k), &b[..k], beta, &mut y);
+                let x = MatRef::new(&b[..k], k, 1);
+                gemm_on(simd, MatRef::new(&a, m, k), x, beta, MatMut::new(&mut y, m, 1));
                 (bits(&c), bits(&fused), bits(&y))
             };
             prop_assert_eq!(run(Simd::Avx512), run(Simd::Avx2));
@@ -668,14 +597,6 @@ mod tests {
     }
 
     #[test]
-    fn dot_by_hand() {
-        let a: Vec<f32> = (1..=37).map(|v| v as f32).collect();
-        let b = vec![1.0; 37];
-        assert_eq!(dot(&a, &b), (37 * 38 / 2) as f32);
-        assert_eq!(dot(&[], &[]), 0.0);
-    }
-
-    #[test]
     fn tile_plan_covers_c_and_ignores_threads() {
         for &(m, n, k) in &[
             (32, 128, 3136),
@@ -725,9 +646,10 @@ mod tests {
                     par_gemm_on(simd, am, bm, 1.0, MatMut::new(&mut c, m, n));
                     out.push(c);
                     if tb && !ta {
-                        // y = B x with B stored N x K (Dense's W): the gemv path.
+                        // y = B x with B stored N x K (Dense's W): the one-sample product.
                         let mut y = random(n, s as u64 + 300);
-                        par_gemv_on(simd, bm.t(), &a[..k], 1.0, &mut y);
+                        let x = MatRef::new(&a[..k], k, 1);
+                        gemm_on(simd, bm.t(), x, 1.0, MatMut::new(&mut y, n, 1));
                         out.push(y);
                     }
                 }

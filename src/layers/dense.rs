@@ -150,12 +150,12 @@ impl Dense {
 
     /// Y = X W^T + b for `n` samples.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        let (i, o) = (self.inputs, self.units);
-        let b = self.bias.value.data();
-        let w = self.weight.value.data();
         if n == 1 {
             return self.forward_one(x, y);
         }
+        let (i, o) = (self.inputs, self.units);
+        let b = self.bias.value.data();
+        let w = self.weight.value.data();
         self.xt.resize(i * n, 0.0);
         self.yt.resize(o * n, 0.0);
         par_transpose(&x[..n * i], n, i, &mut self.xt);
