@@ -328,3 +328,69 @@ proptest! {
         prop_assert_eq!(bits(&got), bits(&want));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The one-pass weight gradient of a nine-weight convolution gives the bits of the
+    /// three passes it replaces (ReLU's backward over dy, `gemm::sum` of each plane for the
+    /// bias, the dot kernel on im2col's matrix, accumulated over two samples), both where
+    /// it reads the input in place (stride 1, "same" padding across) and where it goes
+    /// through im2col (other paddings, strides), with outputs that are not whole vectors,
+    /// filters beyond one group of 16, and NaN and zero outputs under ReLU.
+    #[test]
+    fn one_pass_conv_weight_gradient_equals_the_three_passes_bit_for_bit(
+        h in 1usize..34, w in 1usize..34, k in 1usize..36, pad in 0usize..4,
+        stride in 1usize..3, relu in any::<bool>(), seed in any::<u64>(),
+    ) {
+        use cnn::kernels::{direct, gemm, im2col::im2col, Simd};
+        let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride, padding, activation: Activation::None };
+        let Ok(g) = spec.geom([1, h, w]) else { return Ok(()) };
+        if !direct::weight_grad9_applies(&g) {
+            prop_assert!(!Simd::Avx512.supported());
+            return Ok(());
+        }
+        let ohw = g.out_h * g.out_w;
+        let mut rng = Rng::new(seed);
+        let x = random(2 * h * w, &mut rng);
+        let dy = random(2 * k * ohw, &mut rng);
+        let mut y = random(2 * k * ohw, &mut rng);
+        for (i, v) in y.iter_mut().enumerate() {
+            match i % 11 {
+                0 => *v = f32::NAN,
+                1 => *v = 0.0,
+                2 => *v = -0.0,
+                _ => {}
+            }
+        }
+        let mut sc = direct::Grad9Scratch::default();
+        let (mut dw, mut db) = (vec![f32::NAN; k * 9], vec![0.5; k]);
+        let (mut want_dw, mut want_db) = (vec![f32::NAN; k * 9], vec![0.5; k]);
+        let mut cols = vec![0.0; 9 * ohw];
+        for s in 0..2 {
+            let (x_s, plane) = (&x[s * h * w..(s + 1) * h * w], s * k * ohw..(s + 1) * k * ohw);
+            let (dy_s, y_s) = (&dy[plane.clone()], &y[plane]);
+            direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, &mut sc, &mut dw, &mut db);
+            let mut d = dy_s.to_vec();
+            let act = if relu { Activation::Relu } else { Activation::None };
+            let len = d.len();
+            cnn::layers::activation::backward(act, y_s, &mut d, len);
+            for (b, plane) in want_db.iter_mut().zip(d.chunks(ohw)) {
+                *b += gemm::sum(plane);
+            }
+            im2col(x_s, &g, &mut cols);
+            gemm::gemm_on(
+                Simd::Avx512,
+                gemm::MatRef::new(&d, k, ohw),
+                gemm::MatRef::new(&cols, 9, ohw).t(),
+                if s > 0 { 1.0 } else { 0.0 },
+                gemm::MatMut::new(&mut want_dw, k, 9),
+            );
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&dw), bits(&want_dw));
+        prop_assert_eq!(bits(&db), bits(&want_db));
+        // The gradients vary, so equal bits mean something.
+        prop_assert!(k * 9 == 1 || dw.iter().any(|&v| v != dw[0]));
+    }
+}

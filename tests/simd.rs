@@ -9,8 +9,9 @@ use std::path::Path;
 use common::cnn;
 use proptest::prelude::*;
 
-/// A network that goes through every kernel with a SIMD path: a stride-1 convolution
-/// (im2col, the broadcast kernel with bias and ReLU; the dot kernel for its weight
+/// A network that goes through every kernel with a SIMD path: a stride-1 one-channel
+/// convolution (on AVX-512 the direct kernel forward and the one-pass weight gradient; on
+/// AVX2 im2col, the broadcast kernel with bias and ReLU, and the dot kernel for the weight
 /// gradient), 2x2 max pooling, Dense layers (the broadcast kernel both ways).
 const NET: &str = "4
 Input shape=1x28x28

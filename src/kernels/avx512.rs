@@ -612,6 +612,179 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
     }
 }
 
+/// Filters per group of [`weight_grad9`]: the 10 lane accumulators of each (9 weights and
+/// the bias) are added up 16 at a time by [`lane_sums_16`].
+const WG_FILTERS: usize = 16;
+
+/// Where [`weight_grad9`] reads the nine input values that meet each output p: value r
+/// (`r = 3 i + j` for a 3x3 window) of output p is `src[offsets[r] + p]`, and is taken as 0
+/// in the lanes that `col_masks` clears.
+#[derive(Debug, Clone, Copy)]
+pub struct Grad9Source {
+    pub src: *const f32,
+    pub offsets: [usize; 9],
+    /// None: every lane of the outputs is read (`src` is an im2col matrix, offsets r ohw).
+    /// Some: for each vector c of 16 outputs, the lanes whose window column j = r mod 3 falls
+    /// inside the image (`src` is the plane with zero rows around it, outputs as wide as the
+    /// input, so that a whole window row is one offset).
+    pub col_masks: Option<*const [u16; 3]>,
+}
+
+/// One sample's weight and bias gradients of a convolution with nine weights per filter
+/// (C kh kw = 9), ReLU (if `relu`) undone on the way:
+///
+/// ```text
+/// d[k][p]   = 0 if relu and y[k][p] <= 0, else dy[k][p]
+/// db[k]    += sum_p d[k][p]
+/// dw[k][r]  = (beta_one ? dw[k][r] : 0) + sum_p d[k][p] * x_r[p]
+/// ```
+///
+/// for p < `ohw`, with `x_r[p]` the input value under weight r for output p (read as
+/// [`Grad9Source`] says). It reads dy and y once, where the path it replaces reads them in
+/// three passes: the activation's backward (which writes d over dy), `gemm::sum` per plane
+/// for the bias, and [`gemm_dot`] on im2col's matrix for the weights. The arithmetic is
+/// theirs, in their order: the bias as 16 lane sums of the whole vectors of d (plain adds
+/// from zero), added pairwise, then the remaining `ohw mod 16` values one by one; each
+/// weight as [`gemm_dot`]'s 16 chains of fused multiply-adds over p (the last vector
+/// masked) and its lane tree. So the two paths give the same bits, and the GEMM path is the
+/// reference it is tested against. Two filters at a time share each input vector: 18
+/// chains and 2 bias sums stay in registers for the whole pass.
+///
+/// # Safety
+/// AVX-512F must be available. `src` holds `offsets[r] + p` for every r < 9 and p < ohw
+/// (at least where the masks are set), `col_masks` (if any) ceil(ohw / 16) entries, `dy` and
+/// `y` K x ohw floats, `dw` K x 9 and `db` K, with `k` = K; `dw` and `db` overlap no input.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn weight_grad9(
+    x: Grad9Source,
+    dy: *const f32,
+    y: *const f32,
+    relu: bool,
+    k: usize,
+    ohw: usize,
+    beta_one: bool,
+    dw: *mut f32,
+    db: *mut f32,
+) {
+    let zero = _mm512_setzero_ps();
+    let tail = ohw % 16;
+    for k0 in (0..k).step_by(WG_FILTERS) {
+        let n = WG_FILTERS.min(k - k0);
+        let mut acc = [zero; WG_FILTERS * 10];
+        let mut tails = [[0.0f32; 16]; WG_FILTERS];
+        let mut f = 0;
+        while f < n {
+            let at = (k0 + f) * ohw;
+            // SAFETY: filters k0 + f (and k0 + f + 1 for a pair, < k) have ohw values of dy
+            // and y from `at`; x as the caller guarantees.
+            unsafe {
+                let (d, yy) = (dy.add(at), y.add(at));
+                if f + 2 <= n {
+                    grad9_filters::<2>(x, d, yy, relu, ohw, &mut acc[f * 10..], &mut tails[f..]);
+                    f += 2;
+                } else {
+                    grad9_filters::<1>(x, d, yy, relu, ohw, &mut acc[f * 10..], &mut tails[f..]);
+                    f += 1;
+                }
+            }
+        }
+        let mut sums = [0.0f32; WG_FILTERS * 10];
+        for (q, group) in acc[..n * 10].chunks(16).enumerate() {
+            let mut v = [zero; 16];
+            v[..group.len()].copy_from_slice(group);
+            sums[q * 16..][..group.len()].copy_from_slice(&lane_sums_16(&v)[..group.len()]);
+        }
+        for f in 0..n {
+            let kk = k0 + f;
+            // SAFETY: filter kk < k has 9 weights and a bias in dw and db (caller).
+            unsafe {
+                for r in 0..9 {
+                    let out = dw.add(kk * 9 + r);
+                    let s = sums[f * 10 + r];
+                    *out = if beta_one { *out + s } else { s };
+                }
+                let bias = tails[f][..tail]
+                    .iter()
+                    .fold(sums[f * 10 + 9], |s, &t| s + t);
+                *db.add(kk) += bias;
+            }
+        }
+    }
+}
+
+/// [`weight_grad9`]'s pass over `F` (1 or 2) filters: their planes of dy and y start at `dy`
+/// and `y`, `ohw` apart. Writes each filter's 9 weight chains and its bias sum (of the
+/// whole vectors) to `acc[10 f ..]`, and its last partial vector of d to `tails[f]`.
+///
+/// # Safety
+/// As [`weight_grad9`], with `dy` and `y` holding F x ohw floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn grad9_filters<const F: usize>(
+    x: Grad9Source,
+    dy: *const f32,
+    y: *const f32,
+    relu: bool,
+    ohw: usize,
+    acc: &mut [__m512],
+    tails: &mut [[f32; 16]],
+) {
+    let zero = _mm512_setzero_ps();
+    let mut a = [[zero; 10]; F];
+    for (c, p) in (0..ohw).step_by(16).enumerate() {
+        let whole = p + 16 <= ohw;
+        let mask = if whole {
+            0xFFFF
+        } else {
+            ((1u32 << (ohw - p)) - 1) as __mmask16
+        };
+        let cols = match x.col_masks {
+            // SAFETY: one entry per vector of outputs (caller).
+            Some(t) => unsafe { (*t.add(c)).map(|m| m & mask) },
+            None => [mask; 3],
+        };
+        let mut d = [zero; F];
+        for f in 0..F {
+            // The same line of the next filters' planes (of the next sample after the last
+            // filters), asked for now: from memory, this pass is bound by waiting for dy
+            // and y, and 4 planes at a time are too few streams for the prefetcher alone.
+            // A prefetch never faults, so past the end of dy it costs nothing.
+            let next = (2 * F + f) * ohw + p;
+            _mm_prefetch::<_MM_HINT_T0>(dy.wrapping_add(next).cast());
+            if relu {
+                _mm_prefetch::<_MM_HINT_T0>(y.wrapping_add(next).cast());
+            }
+            // SAFETY: the mask enables values p..min(p + 16, ohw) of filter f's planes
+            // (caller); masked-off lanes touch no memory and read as 0.
+            unsafe {
+                d[f] = _mm512_maskz_loadu_ps(mask, dy.add(f * ohw + p));
+                if relu {
+                    let yv = _mm512_maskz_loadu_ps(mask, y.add(f * ohw + p));
+                    d[f] =
+                        _mm512_mask_mov_ps(d[f], _mm512_cmp_ps_mask::<_CMP_LE_OQ>(yv, zero), zero);
+                }
+            }
+            if whole {
+                a[f][9] = _mm512_add_ps(a[f][9], d[f]);
+            } else {
+                // SAFETY: tails[f] holds 16 floats; an unaligned store needs no alignment.
+                unsafe { _mm512_storeu_ps(tails[f].as_mut_ptr(), d[f]) };
+            }
+        }
+        for r in 0..9 {
+            // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes (caller).
+            let v = unsafe { _mm512_maskz_loadu_ps(cols[r % 3], x.src.add(x.offsets[r] + p)) };
+            for f in 0..F {
+                a[f][r] = _mm512_fmadd_ps(d[f], v, a[f][r]);
+            }
+        }
+    }
+    for f in 0..F {
+        acc[f * 10..][..10].copy_from_slice(&a[f]);
+    }
+}
+
 /// `R` filters of a 3x3, stride-1 convolution over one input channel, on one output row:
 /// `y[r][j] = bias[r] + sum_{i, jj} w[r][3 i + jj] * xp[i][j + jj]` for j < cols (1..=32),
 /// the 9 products added in that order by fused multiply-adds, then `max(y, 0)` if `relu`.

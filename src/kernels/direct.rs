@@ -1,6 +1,8 @@
-//! A direct 3x3, stride-1 convolution of one input channel (the first layer of every
-//! example network), for outputs up to 32 wide: each output row of every filter is 9
-//! fused multiply-adds on vectors of the padded input, with no im2col matrix in between.
+//! Direct kernels for a 3x3 convolution of one input channel (the first layer of every
+//! example network), with no im2col matrix in between.
+//!
+//! **Forward**, stride 1, outputs up to 32 wide: each output row of every filter is 9
+//! fused multiply-adds on vectors of the padded input.
 //!
 //! ```text
 //! y[k][oy][ox] = act(b[k] + sum_{i, j} w[k][3 i + j] * xp[oy + i][ox + j])
@@ -9,7 +11,13 @@
 //! (`xp` the zero-padded plane). The products are added in the order of im2col's rows,
 //! starting from the bias, which is the chain of fused multiply-adds the broadcast GEMM
 //! kernel computes for the same output: the two paths give the same bits, and the GEMM path
-//! is the reference the tests hold this one to. AVX-512 only; elsewhere the GEMM path runs.
+//! is the reference the tests hold this one to.
+//!
+//! **Weight gradient** ([`weight_grad9`]), any convolution with nine weights per filter:
+//! ReLU undone, the bias gradient and the weight gradient in one pass over dy and y, by
+//! the operations of the three passes it replaces, so again the same bits.
+//!
+//! AVX-512 only; elsewhere the GEMM path runs.
 
 use super::geom::ConvGeom;
 use super::Simd;
@@ -88,4 +96,146 @@ pub fn conv3x3(
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("applies() is false off x86_64, {relu} {}", xp.len());
+}
+
+/// Whether [`weight_grad9`] computes the gradients of `g` on this CPU: nine weights per
+/// filter (C kh kw = 9, as a 3x3 one-channel convolution has, at any stride and padding)
+/// and AVX-512 chosen.
+pub fn weight_grad9_applies(g: &ConvGeom) -> bool {
+    g.patch_len() == 9 && super::simd() == Simd::Avx512
+}
+
+/// Whether [`weight_grad9`] reads `g`'s input in place, with no im2col matrix: a 3x3
+/// one-channel window at stride 1 with outputs as wide as the input ("same" padding
+/// across). Then output p = oy W + ox meets input `p + i W + j` of the plane stored with
+/// `pad_top W + pad_left` zeros before it: one offset per window position, and a lane mask
+/// for the columns that fall off the image's sides.
+fn reads_in_place(g: &ConvGeom) -> bool {
+    (g.c, g.kh, g.kw, g.stride) == (1, 3, 3, 1) && g.out_w == g.w
+}
+
+/// [`weight_grad9`]'s buffers, kept by the caller from sample to sample.
+#[derive(Debug, Clone, Default)]
+pub struct Grad9Scratch {
+    /// The zero-surrounded plane, or the im2col matrix `[9, H'W']`.
+    x: Vec<f32>,
+    /// For each vector of 16 outputs, the lanes inside the image for window columns 0, 1, 2.
+    col_masks: Vec<[u16; 3]>,
+    /// (W, pad_left, H'W') of the masks held.
+    masks_for: (usize, usize, usize),
+}
+
+impl Grad9Scratch {
+    /// The column masks of [`reads_in_place`] for `g`, made when `g`'s differ from the
+    /// ones held.
+    fn col_masks(&mut self, g: &ConvGeom) -> &[[u16; 3]] {
+        let ohw = g.out_h * g.out_w;
+        let key = (g.w, g.pad_left, ohw);
+        if self.masks_for != key || self.col_masks.len() != ohw.div_ceil(16) {
+            self.col_masks = (0..ohw.div_ceil(16))
+                .map(|c| {
+                    let mut m = [0u16; 3];
+                    for l in (0..16).take_while(|l| 16 * c + l < ohw) {
+                        let ox = (16 * c + l) % g.w;
+                        for (j, mj) in m.iter_mut().enumerate() {
+                            if (g.pad_left..g.w + g.pad_left).contains(&(ox + j)) {
+                                *mj |= 1 << l;
+                            }
+                        }
+                    }
+                    m
+                })
+                .collect();
+            self.masks_for = key;
+        }
+        &self.col_masks
+    }
+}
+
+/// One sample's weight and bias gradients for `g` where [`weight_grad9_applies`] is true,
+/// ReLU undone on the way if `relu`:
+///
+/// ```text
+/// d[k][p]   = 0 if relu and y[k][p] <= 0, else dy[k][p]
+/// db[k]    += sum_p d[k][p]
+/// dw[k][r]  = (beta_one ? dw[k][r] : 0) + sum_p d[k][p] * cols[r][p]
+/// ```
+///
+/// with `x` the sample's input `[C, H, W]`, cols its im2col matrix `[9, H'W']`, `dy` and
+/// `y` `[K, H'W']`, `dw` `[K, 9]`, `db` `[K]`. One pass over dy and y instead of three (the
+/// activation's backward, the bias sums, the product), by the same operations in the same
+/// order: the same bits as that path, which stays the reference (and runs without
+/// AVX-512). For a one-channel 3x3 window at stride 1 with "same" padding across, the
+/// input is read in place and no im2col matrix is written. dy is
+/// left as it is.
+///
+/// # Panics
+/// If [`weight_grad9_applies`] is false for `g` or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad9(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    relu: bool,
+    beta_one: bool,
+    sc: &mut Grad9Scratch,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    assert!(
+        weight_grad9_applies(g),
+        "weight_grad9: not nine weights per filter on AVX-512: {g:?}"
+    );
+    let (k, ohw) = (g.k, g.out_h * g.out_w);
+    assert!(
+        x.len() >= g.c * g.h * g.w
+            && dy.len() >= k * ohw
+            && y.len() >= k * ohw
+            && dw.len() >= k * 9
+            && db.len() >= k,
+        "weight_grad9: slices too short for {g:?}"
+    );
+    let (offsets, col_masks) = if reads_in_place(g) {
+        // Output p's window row i, column j is at p + i W + j from the buffer's start.
+        let lead = g.pad_top * g.w + g.pad_left;
+        let len = (g.out_h + 2) * g.w + 2;
+        sc.x.clear();
+        sc.x.resize(len.max(lead + g.h * g.w), 0.0);
+        sc.x[lead..lead + g.h * g.w].copy_from_slice(&x[..g.h * g.w]);
+        let offsets = std::array::from_fn(|r| (r / 3) * g.w + r % 3);
+        (offsets, Some(sc.col_masks(g).as_ptr()))
+    } else {
+        sc.x.resize(9 * ohw, 0.0);
+        super::im2col::im2col(&x[..g.c * g.h * g.w], g, &mut sc.x);
+        (std::array::from_fn(|r| r * ohw), None)
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is available (`weight_grad9_applies`). In place, the buffer holds
+    // (H' + 2) W + 2 floats, so offsets[r] + p <= 2 W + 2 + H'W' - 1 is in it, and the masks
+    // cover every vector of outputs; with im2col, it holds 9 x H'W' (offsets r H'W').
+    // dy and y hold K x H'W', dw K x 9 and db K (asserted); dw and db are borrowed
+    // mutably, so they overlap no input.
+    unsafe {
+        let source = super::avx512::Grad9Source {
+            src: sc.x.as_ptr(),
+            offsets,
+            col_masks,
+        };
+        super::avx512::weight_grad9(
+            source,
+            dy.as_ptr(),
+            y.as_ptr(),
+            relu,
+            k,
+            ohw,
+            beta_one,
+            dw.as_mut_ptr(),
+            db.as_mut_ptr(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "weight_grad9_applies() is false off x86_64, {relu} {beta_one} {offsets:?} {col_masks:?}"
+    );
 }

@@ -30,7 +30,9 @@
 //! time inside the same loop, while that sample's output is still in cache, instead of in
 //! a separate pass over the whole batch. A batch of one image has nothing to split, so a
 //! one-channel convolution splits its filters between two threads instead
-//! (`forward_one_direct`).
+//! (`forward_one_direct`). With nine weights per filter (one input channel, 3x3) and no
+//! dx to compute, the activation's backward, the bias gradient and the weight gradient
+//! are one pass over dy and y ([`direct::weight_grad9`]) instead of three.
 
 use rayon::prelude::*;
 
@@ -262,6 +264,8 @@ struct BlockScratch {
     cols: Vec<f32>,
     /// Winograd's transforms and products.
     wino: winograd::Scratch,
+    /// The one-pass weight gradient's input plane and masks.
+    grad9: direct::Grad9Scratch,
 }
 
 thread_local! {
@@ -403,13 +407,26 @@ impl Conv2D {
             n,
             |sc, mut b| {
                 sc.cols.resize(rows * ohw, 0.0);
-                let cols = &mut sc.cols[..];
+                let (cols, grad9) = (&mut sc.cols[..], &mut sc.grad9);
+                // Nine weights per filter (a one-channel 3x3 convolution) and no dx to
+                // compute from the undone dy: one pass over dy and y gives all three.
+                let one_pass = b.dx.is_none() && direct::weight_grad9_applies(&g);
                 let mut beta = 0.0;
                 for (s, (dy_s, y_s)) in
                     b.dy.chunks_mut(out_len)
                         .zip(b.y.chunks(out_len))
                         .enumerate()
                 {
+                    if one_pass {
+                        let relu = act == Activation::Relu;
+                        if !relu {
+                            activation::backward(act, y_s, dy_s, dy_s.len());
+                        }
+                        let x_s = &b.x[s * in_len..(s + 1) * in_len];
+                        let dw = &mut *b.dw;
+                        direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, grad9, dw, b.db);
+                        continue;
+                    }
                     undo_activation(act, y_s, dy_s, ohw, b.db);
                     im2col(&b.x[s * in_len..(s + 1) * in_len], &g, cols);
                     let (dy_m, cols_t) = (
