@@ -28,7 +28,7 @@
 //! Safety: the matrix kernels are `unsafe fn`s on bare views ([`MatPtr`], [`MatPtrMut`]
 //! and [`Dims`]); [`super::gemm`] checks the bounds once, on slices, before calling them.
 
-use super::direct::CONV3_ROW;
+use super::direct::{Inputs9, CONV3_ROW};
 use super::mat::{Dims, MatPtr, MatPtrMut};
 use std::arch::x86_64::*;
 
@@ -612,23 +612,100 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
     }
 }
 
+/// A one-channel 3x3 convolution read in place, 16 outputs of the flattened plane at a
+/// time: `y[k][p] = act(b[k] + sum_r w[k][r] x_r[p])` for p < `ohw`, with `x_r[p]` the
+/// input under weight r (read as [`Inputs9`] says, 0 in cleared lanes), ReLU if `relu`.
+/// The nine input vectors of each 16 outputs are loaded once for all the filters, and each
+/// output is the chain of `conv3_rows` (and the broadcast GEMM kernel): from the bias, the 9 products in order by fused
+/// multiply-adds, so the same bits.
+///
+/// # Safety
+/// AVX-512F must be available. `x.src` holds `offsets[r] + p` for every r < 9 and p <
+/// ohw where the masks are set, `x.col_masks` (which must be Some) ceil(ohw / 16)
+/// entries; `w` holds K x 9 floats, `bias` K and `y` K x ohw, not overlapping the inputs,
+/// with `k` = K.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn conv9_flat(
+    x: Inputs9,
+    w: *const f32,
+    bias: *const f32,
+    k: usize,
+    ohw: usize,
+    relu: bool,
+    y: *mut f32,
+) {
+    let zero = _mm512_setzero_ps();
+    let Some(col_masks) = x.col_masks else {
+        unreachable!("conv9_flat reads the plane in place, with column masks")
+    };
+    for (c, p) in (0..ohw).step_by(16).enumerate() {
+        let mask = if p + 16 <= ohw {
+            0xFFFF
+        } else {
+            ((1u32 << (ohw - p)) - 1) as __mmask16
+        };
+        // SAFETY: one mask entry per vector of outputs (caller).
+        let cols = unsafe { (*col_masks.add(c)).map(|m| m & mask) };
+        let mut xv = [zero; 9];
+        for (r, v) in xv.iter_mut().enumerate() {
+            // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes (caller).
+            *v = unsafe { _mm512_maskz_loadu_ps(cols[r % 3], x.src.add(x.offsets[r] + p)) };
+        }
+        let mut f = 0;
+        while f < k {
+            let at = f * ohw + p;
+            // SAFETY: filters f.. (< k) have 9 weights, a bias and ohw outputs (caller).
+            unsafe {
+                if f + 8 <= k {
+                    conv9_filters::<8>(&xv, w.add(9 * f), bias.add(f), relu, mask, y.add(at), ohw);
+                    f += 8;
+                } else {
+                    conv9_filters::<1>(&xv, w.add(9 * f), bias.add(f), relu, mask, y.add(at), ohw);
+                    f += 1;
+                }
+            }
+        }
+    }
+}
+
+/// [`conv9_flat`] for `R` filters on one vector of outputs: `y[r * y_stride ..]` (the lanes
+/// of `mask`) = act(bias[r] + sum_q w[9 r + q] xv[q]).
+///
+/// # Safety
+/// AVX-512F must be available; `w` holds R x 9 floats, `bias` R, and `y` R rows `y_stride`
+/// apart writable in the lanes of `mask`, overlapping no input.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn conv9_filters<const R: usize>(
+    xv: &[__m512; 9],
+    w: *const f32,
+    bias: *const f32,
+    relu: bool,
+    mask: __mmask16,
+    y: *mut f32,
+    y_stride: usize,
+) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (r, a) in acc.iter_mut().enumerate() {
+        // SAFETY: bias[r] and w[9 r + q] are in bounds (caller).
+        unsafe {
+            *a = _mm512_set1_ps(*bias.add(r));
+            for (q, &v) in xv.iter().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(9 * r + q)), v, *a);
+            }
+        }
+        if relu {
+            // max_ps returns its second operand when the first is NaN: 0, as f32::max does.
+            *a = _mm512_max_ps(*a, _mm512_setzero_ps());
+        }
+        // SAFETY: row r of y, the lanes of mask, is writable (caller).
+        unsafe { _mm512_mask_storeu_ps(y.add(r * y_stride), mask, *a) };
+    }
+}
+
 /// Filters per group of [`weight_grad9`]: the 10 lane accumulators of each (9 weights and
 /// the bias) are added up 16 at a time by [`lane_sums_16`].
 const WG_FILTERS: usize = 16;
-
-/// Where [`weight_grad9`] reads the nine input values that meet each output p: value r
-/// (`r = 3 i + j` for a 3x3 window) of output p is `src[offsets[r] + p]`, and is taken as 0
-/// in the lanes that `col_masks` clears.
-#[derive(Debug, Clone, Copy)]
-pub struct Grad9Source {
-    pub src: *const f32,
-    pub offsets: [usize; 9],
-    /// None: every lane of the outputs is read (`src` is an im2col matrix, offsets r ohw).
-    /// Some: for each vector c of 16 outputs, the lanes whose window column j = r mod 3 falls
-    /// inside the image (`src` is the plane with zero rows around it, outputs as wide as the
-    /// input, so that a whole window row is one offset).
-    pub col_masks: Option<*const [u16; 3]>,
-}
 
 /// One sample's weight and bias gradients of a convolution with nine weights per filter
 /// (C kh kw = 9), ReLU (if `relu`) undone on the way:
@@ -640,7 +717,7 @@ pub struct Grad9Source {
 /// ```
 ///
 /// for p < `ohw`, with `x_r[p]` the input value under weight r for output p (read as
-/// [`Grad9Source`] says). It reads dy and y once, where the path it replaces reads them in
+/// [`Inputs9`] says). It reads dy and y once, where the path it replaces reads them in
 /// three passes: the activation's backward (which writes d over dy), `gemm::sum` per plane
 /// for the bias, and [`gemm_dot`] on im2col's matrix for the weights. The arithmetic is
 /// theirs, in their order: the bias as 16 lane sums of the whole vectors of d (plain adds
@@ -657,7 +734,7 @@ pub struct Grad9Source {
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn weight_grad9(
-    x: Grad9Source,
+    x: Inputs9,
     dy: *const f32,
     y: *const f32,
     relu: bool,
@@ -722,7 +799,7 @@ pub unsafe fn weight_grad9(
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn grad9_filters<const F: usize>(
-    x: Grad9Source,
+    x: Inputs9,
     dy: *const f32,
     y: *const f32,
     relu: bool,

@@ -1,8 +1,10 @@
 //! Direct kernels for a 3x3 convolution of one input channel (the first layer of every
 //! example network), with no im2col matrix in between.
 //!
-//! **Forward**, stride 1, outputs up to 32 wide: each output row of every filter is 9
-//! fused multiply-adds on vectors of the padded input.
+//! **Forward**, stride 1: each vector of 16 outputs of every filter is 9 fused
+//! multiply-adds on vectors of the input. With "same" padding across, the input is read in
+//! place and the outputs go 16 at a time over the flattened plane; otherwise (outputs up to
+//! 32 wide) from a padded copy, one output row at a time.
 //!
 //! ```text
 //! y[k][oy][ox] = act(b[k] + sum_{i, j} w[k][3 i + j] * xp[oy + i][ox + j])
@@ -27,16 +29,17 @@ use super::Simd;
 pub const CONV3_ROW: usize = 48;
 
 /// Whether [`conv3x3`] computes the convolution `g` on this CPU: 3x3, stride 1, one input
-/// channel, 1 to 32 outputs across, and AVX-512 chosen.
+/// channel, outputs as wide as the input ("same" padding across) or 1 to 32 across, and
+/// AVX-512 chosen.
 pub fn applies(g: &ConvGeom) -> bool {
     (g.c, g.kh, g.kw, g.stride) == (1, 3, 3, 1)
-        && (1..=32).contains(&g.out_w)
+        && ((1..=32).contains(&g.out_w) || g.out_w == g.w)
         && g.out_h >= 1
         && super::simd() == Simd::Avx512
 }
 
-/// Floats of the padded plane [`conv3x3`] needs as scratch: (H' + 2) rows of [`CONV3_ROW`].
-pub fn scratch_len(g: &ConvGeom) -> usize {
+/// Floats of the padded plane of the row kernel: (H' + 2) rows of [`CONV3_ROW`].
+fn padded_len(g: &ConvGeom) -> usize {
     (g.out_h + 2) * CONV3_ROW
 }
 
@@ -56,8 +59,11 @@ fn pad_plane(g: &ConvGeom, x: &[f32], xp: &mut [f32]) {
 }
 
 /// One sample's convolution `y = act(conv(x) + b)`, ReLU if `relu`, for `g` where
-/// [`applies`] is true: `x` `[1, H, W]`, `w` `[K, 1, 3, 3]`, `y` `[K, H', W']`; `xp` is
-/// scratch of [`scratch_len`] floats.
+/// [`applies`] is true: `x` `[1, H, W]`, `w` `[K, 1, 3, 3]`, `y` `[K, H', W']`. With
+/// "same" padding across, the plane is read in place (see [`Scratch`]), 16 outputs of the
+/// flattened plane at a time; otherwise from a copy padded to rows of [`CONV3_ROW`], one
+/// output row (up to 32 wide) at a time. Either way each output is the same chain of fused
+/// multiply-adds.
 ///
 /// # Panics
 /// If [`applies`] is false for `g` or a slice is too short.
@@ -67,7 +73,7 @@ pub fn conv3x3(
     w: &[f32],
     bias: &[f32],
     relu: bool,
-    xp: &mut [f32],
+    sc: &mut Scratch,
     y: &mut [f32],
 ) {
     assert!(
@@ -76,7 +82,23 @@ pub fn conv3x3(
     );
     let (k, oh, ow) = (g.k, g.out_h, g.out_w);
     assert!(x.len() >= g.h * g.w && w.len() >= k * 9 && bias.len() >= k && y.len() >= k * oh * ow);
-    let xp = &mut xp[..scratch_len(g)];
+    if reads_in_place(g) {
+        let inputs = sc.in_place(g, x);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is available (`applies`); `in_place` made the buffer and masks
+        // that `inputs` points into for these outputs; w holds K x 9, bias K and y K x H'W'
+        // floats (asserted), and y is borrowed mutably, so it overlaps no input.
+        unsafe {
+            let (w, b, y) = (w.as_ptr(), bias.as_ptr(), y.as_mut_ptr());
+            super::avx512::conv9_flat(inputs, w, b, k, oh * ow, relu, y);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("applies() is false off x86_64, {:?}", inputs.offsets);
+        #[cfg(target_arch = "x86_64")]
+        return;
+    }
+    sc.x.resize(padded_len(g), 0.0);
+    let xp = &mut sc.x[..padded_len(g)];
     pad_plane(g, x, xp);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F is available (`applies`); xp holds (oh + 2) rows of CONV3_ROW, w K x 9,
@@ -105,19 +127,34 @@ pub fn weight_grad9_applies(g: &ConvGeom) -> bool {
     g.patch_len() == 9 && super::simd() == Simd::Avx512
 }
 
-/// Whether [`weight_grad9`] reads `g`'s input in place, with no im2col matrix: a 3x3
-/// one-channel window at stride 1 with outputs as wide as the input ("same" padding
+/// Whether the kernels read `g`'s input in place, with no padded copy or im2col matrix: a
+/// 3x3 one-channel window at stride 1 with outputs as wide as the input ("same" padding
 /// across). Then output p = oy W + ox meets input `p + i W + j` of the plane stored with
 /// `pad_top W + pad_left` zeros before it: one offset per window position, and a lane mask
-/// for the columns that fall off the image's sides.
+/// for the columns that fall off the image's sides. The outputs then go 16 at a time over
+/// the whole flattened plane, so a 28-wide image takes 49 vectors, not 28 rows of 16 + 12.
 fn reads_in_place(g: &ConvGeom) -> bool {
     (g.c, g.kh, g.kw, g.stride) == (1, 3, 3, 1) && g.out_w == g.w
 }
 
-/// [`weight_grad9`]'s buffers, kept by the caller from sample to sample.
+/// Where the nine input values under each output's window are, for the AVX-512 kernels:
+/// value r (`r = 3 i + j` for a 3x3 window) of output p is `src[offsets[r] + p]`, taken as
+/// 0 in the lanes that `col_masks` clears.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs9 {
+    pub src: *const f32,
+    pub offsets: [usize; 9],
+    /// None: every lane of the outputs is read (`src` is an im2col matrix, offsets r H'W').
+    /// Some: for each vector c of 16 outputs, the lanes whose window column j = r mod 3
+    /// falls inside the image (`src` is the plane read in place: stride 1, "same" padding across).
+    pub col_masks: Option<*const [u16; 3]>,
+}
+
+/// The direct kernels' buffers, kept by the caller from sample to sample.
 #[derive(Debug, Clone, Default)]
-pub struct Grad9Scratch {
-    /// The zero-surrounded plane, or the im2col matrix `[9, H'W']`.
+pub struct Scratch {
+    /// The plane read in place, the padded plane of the row kernel, or the im2col matrix
+    /// `[9, H'W']`.
     x: Vec<f32>,
     /// For each vector of 16 outputs, the lanes inside the image for window columns 0, 1, 2.
     col_masks: Vec<[u16; 3]>,
@@ -125,7 +162,7 @@ pub struct Grad9Scratch {
     masks_for: (usize, usize, usize),
 }
 
-impl Grad9Scratch {
+impl Scratch {
     /// The column masks of [`reads_in_place`] for `g`, made when `g`'s differ from the
     /// ones held.
     fn col_masks(&mut self, g: &ConvGeom) -> &[[u16; 3]] {
@@ -149,6 +186,25 @@ impl Grad9Scratch {
             self.masks_for = key;
         }
         &self.col_masks
+    }
+
+    /// The sample `x` stored for reading in place ([`reads_in_place`] must hold for `g`),
+    /// and where its nine inputs under each output are: output p's window row i, column j
+    /// is at `p + i W + j` from the buffer's start. The buffer holds at least (H' + 2) W + 2
+    /// floats, so every such place of every output is in it, and the masks cover every
+    /// vector of outputs.
+    fn in_place(&mut self, g: &ConvGeom, x: &[f32]) -> Inputs9 {
+        let lead = g.pad_top * g.w + g.pad_left;
+        let len = (g.out_h + 2) * g.w + 2;
+        self.x.clear();
+        self.x.resize(len.max(lead + g.h * g.w), 0.0);
+        self.x[lead..lead + g.h * g.w].copy_from_slice(&x[..g.h * g.w]);
+        let col_masks = Some(self.col_masks(g).as_ptr());
+        Inputs9 {
+            src: self.x.as_ptr(),
+            offsets: std::array::from_fn(|r| (r / 3) * g.w + r % 3),
+            col_masks,
+        }
     }
 }
 
@@ -179,7 +235,7 @@ pub fn weight_grad9(
     y: &[f32],
     relu: bool,
     beta_one: bool,
-    sc: &mut Grad9Scratch,
+    sc: &mut Scratch,
     dw: &mut [f32],
     db: &mut [f32],
 ) {
@@ -196,34 +252,25 @@ pub fn weight_grad9(
             && db.len() >= k,
         "weight_grad9: slices too short for {g:?}"
     );
-    let (offsets, col_masks) = if reads_in_place(g) {
-        // Output p's window row i, column j is at p + i W + j from the buffer's start.
-        let lead = g.pad_top * g.w + g.pad_left;
-        let len = (g.out_h + 2) * g.w + 2;
-        sc.x.clear();
-        sc.x.resize(len.max(lead + g.h * g.w), 0.0);
-        sc.x[lead..lead + g.h * g.w].copy_from_slice(&x[..g.h * g.w]);
-        let offsets = std::array::from_fn(|r| (r / 3) * g.w + r % 3);
-        (offsets, Some(sc.col_masks(g).as_ptr()))
+    let inputs = if reads_in_place(g) {
+        sc.in_place(g, x)
     } else {
         sc.x.resize(9 * ohw, 0.0);
         super::im2col::im2col(&x[..g.c * g.h * g.w], g, &mut sc.x);
-        (std::array::from_fn(|r| r * ohw), None)
+        Inputs9 {
+            src: sc.x.as_ptr(),
+            offsets: std::array::from_fn(|r| r * ohw),
+            col_masks: None,
+        }
     };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is available (`weight_grad9_applies`). In place, the buffer holds
-    // (H' + 2) W + 2 floats, so offsets[r] + p <= 2 W + 2 + H'W' - 1 is in it, and the masks
-    // cover every vector of outputs; with im2col, it holds 9 x H'W' (offsets r H'W').
-    // dy and y hold K x H'W', dw K x 9 and db K (asserted); dw and db are borrowed
-    // mutably, so they overlap no input.
+    // SAFETY: AVX-512F is available (`weight_grad9_applies`). `inputs` points into the
+    // buffer and masks made just above for these outputs (in place, see `in_place`; or the
+    // im2col matrix of 9 x H'W', offsets r H'W'). dy and y hold K x H'W', dw K x 9 and db K
+    // (asserted); dw and db are borrowed mutably, so they overlap no input.
     unsafe {
-        let source = super::avx512::Grad9Source {
-            src: sc.x.as_ptr(),
-            offsets,
-            col_masks,
-        };
         super::avx512::weight_grad9(
-            source,
+            inputs,
             dy.as_ptr(),
             y.as_ptr(),
             relu,
@@ -236,6 +283,7 @@ pub fn weight_grad9(
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "weight_grad9_applies() is false off x86_64, {relu} {beta_one} {offsets:?} {col_masks:?}"
+        "weight_grad9_applies() is false off x86_64, {relu} {beta_one} {:?}",
+        inputs.offsets
     );
 }

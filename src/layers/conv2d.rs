@@ -264,8 +264,8 @@ struct BlockScratch {
     cols: Vec<f32>,
     /// Winograd's transforms and products.
     wino: winograd::Scratch,
-    /// The one-pass weight gradient's input plane and masks.
-    grad9: direct::Grad9Scratch,
+    /// The direct kernels' input plane and masks.
+    direct: direct::Scratch,
 }
 
 thread_local! {
@@ -307,13 +307,8 @@ impl Conv2D {
             return self.forward_winograd(&plan, x, y, n, act);
         }
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
-        // direct kernel gives the same bits (see `kernels::direct`); cols is its scratch.
+        // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
-        let scratch = if direct {
-            direct::scratch_len(&g)
-        } else {
-            rows * ohw
-        };
         if n == 1 && direct && act != Activation::Softmax {
             return self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
         }
@@ -324,11 +319,13 @@ impl Conv2D {
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
             .for_each(|(y_b, x_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
-                    sc.cols.resize(scratch, 0.0);
+                    if !direct {
+                        sc.cols.resize(rows * ohw, 0.0);
+                    }
                     let cols = &mut sc.cols[..];
                     for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
                         if direct {
-                            direct_with_act(&g, x_n, w, b, act, cols, y_n);
+                            direct_with_act(&g, x_n, w, b, act, &mut sc.direct, y_n);
                             continue;
                         }
                         let relu = act == Activation::Relu;
@@ -364,8 +361,7 @@ impl Conv2D {
             }
             let part = ConvGeom { k, ..g };
             SCRATCH.with_borrow_mut(|sc| {
-                sc.cols.resize(direct::scratch_len(&part), 0.0);
-                direct_with_act(&part, x, w, b, act, &mut sc.cols, y);
+                direct_with_act(&part, x, w, b, act, &mut sc.direct, y);
             });
         };
         rayon::join(
@@ -407,7 +403,7 @@ impl Conv2D {
             n,
             |sc, mut b| {
                 sc.cols.resize(rows * ohw, 0.0);
-                let (cols, grad9) = (&mut sc.cols[..], &mut sc.grad9);
+                let (cols, grad9) = (&mut sc.cols[..], &mut sc.direct);
                 // Nine weights per filter (a one-channel 3x3 convolution) and no dx to
                 // compute from the undone dy: one pass over dy and y gives all three.
                 let one_pass = b.dx.is_none() && direct::weight_grad9_applies(&g);
@@ -525,7 +521,7 @@ fn direct_with_act(
     w: &[f32],
     b: &[f32],
     act: Activation,
-    scratch: &mut [f32],
+    scratch: &mut direct::Scratch,
     y: &mut [f32],
 ) {
     let relu = act == Activation::Relu;
