@@ -638,33 +638,38 @@ pub unsafe fn conv9_flat(
     let Some(col_masks) = x.col_masks else {
         unreachable!("conv9_flat reads the plane in place, with column masks")
     };
-    for (c, p) in (0..ohw).step_by(16).enumerate() {
-        let mask = if p + 16 <= ohw {
-            0xFFFF
-        } else {
-            ((1u32 << (ohw - p)) - 1) as __mmask16
-        };
-        // SAFETY: one mask entry per vector of outputs (caller).
-        let cols = unsafe { (*col_masks.add(c)).map(|m| m & mask) };
-        let mut xv = [zero; 9];
-        for (r, v) in xv.iter_mut().enumerate() {
-            // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes (caller).
-            *v = unsafe { _mm512_maskz_loadu_ps(cols[r % 3], x.src.add(x.offsets[r] + p)) };
-        }
-        let mut f = 0;
-        while f < k {
+    // Filters in groups of 8, each group over the whole plane: 8 output planes written at
+    // a time (all K at once, from one load of the inputs, were too many streams of
+    // stores when the outputs go to memory).
+    let mut f = 0;
+    while f < k {
+        let group = if f + 8 <= k { 8 } else { 1 };
+        for (c, p) in (0..ohw).step_by(16).enumerate() {
+            let mask = if p + 16 <= ohw {
+                0xFFFF
+            } else {
+                ((1u32 << (ohw - p)) - 1) as __mmask16
+            };
+            // SAFETY: one mask entry per vector of outputs (caller).
+            let cols = unsafe { (*col_masks.add(c)).map(|m| m & mask) };
+            let mut xv = [zero; 9];
+            for (r, v) in xv.iter_mut().enumerate() {
+                // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes (caller).
+                *v = unsafe { _mm512_maskz_loadu_ps(cols[r % 3], x.src.add(x.offsets[r] + p)) };
+            }
             let at = f * ohw + p;
-            // SAFETY: filters f.. (< k) have 9 weights, a bias and ohw outputs (caller).
+            // SAFETY: filters f .. f + group (<= k) have 9 weights, a bias and ohw outputs
+            // (caller).
             unsafe {
-                if f + 8 <= k {
-                    conv9_filters::<8>(&xv, w.add(9 * f), bias.add(f), relu, mask, y.add(at), ohw);
-                    f += 8;
+                let (w, b, y) = (w.add(9 * f), bias.add(f), y.add(at));
+                if group == 8 {
+                    conv9_filters::<8>(&xv, w, b, relu, mask, y, ohw);
                 } else {
-                    conv9_filters::<1>(&xv, w.add(9 * f), bias.add(f), relu, mask, y.add(at), ohw);
-                    f += 1;
+                    conv9_filters::<1>(&xv, w, b, relu, mask, y, ohw);
                 }
             }
         }
+        f += group;
     }
 }
 
