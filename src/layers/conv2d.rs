@@ -260,7 +260,7 @@ pub struct Conv2D {
 /// The buffers a thread works in while it computes one block of samples.
 #[derive(Debug, Default)]
 struct BlockScratch {
-    /// im2col's `[C kh kw, H' W']` (or the direct kernel's padded plane).
+    /// im2col's `[C kh kw, H' W']`.
     cols: Vec<f32>,
     /// Winograd's transforms and products.
     wino: winograd::Scratch,
@@ -402,11 +402,13 @@ impl Conv2D {
             (x, y, dy, dx),
             n,
             |sc, mut b| {
-                sc.cols.resize(rows * ohw, 0.0);
-                let (cols, grad9) = (&mut sc.cols[..], &mut sc.direct);
                 // Nine weights per filter (a one-channel 3x3 convolution) and no dx to
                 // compute from the undone dy: one pass over dy and y gives all three.
                 let one_pass = b.dx.is_none() && direct::weight_grad9_applies(&g);
+                if !one_pass {
+                    sc.cols.resize(rows * ohw, 0.0);
+                }
+                let (cols, direct_sc) = (&mut sc.cols[..], &mut sc.direct);
                 let mut beta = 0.0;
                 for (s, (dy_s, y_s)) in
                     b.dy.chunks_mut(out_len)
@@ -420,7 +422,7 @@ impl Conv2D {
                         }
                         let x_s = &b.x[s * in_len..(s + 1) * in_len];
                         let dw = &mut *b.dw;
-                        direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, grad9, dw, b.db);
+                        direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, direct_sc, dw, b.db);
                         continue;
                     }
                     undo_activation(act, y_s, dy_s, ohw, b.db);
