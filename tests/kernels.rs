@@ -290,10 +290,10 @@ fn a_one_image_convolution_split_over_two_threads_gives_the_bits_of_the_batch_pa
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
-    /// The direct one-channel 3x3 kernel writes the same bits as im2col and the broadcast
-    /// GEMM kernel (the path it replaces), with and without ReLU, for every padding: read
-    /// in place with "same" padding across (any width), row by row otherwise (output
-    /// widths from 1 to 32: one and two vectors, masked).
+    /// The direct one-channel 3x3 kernels write the same bits as im2col and the broadcast
+    /// GEMM kernel (the path they replace), with and without ReLU, for every padding, on
+    /// AVX-512 and AVX2: read in place with "same" padding across (any width), row by row
+    /// otherwise (AVX-512 only, output widths from 1 to 32: one and two vectors, masked).
     #[test]
     fn direct_one_channel_conv_equals_im2col_and_gemm_bit_for_bit(
         h in 1usize..40, w in 1usize..45, k in 1usize..20, pad in 0usize..4, relu in any::<bool>(),
@@ -303,18 +303,9 @@ proptest! {
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
         let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None };
         let Ok(g) = spec.geom([1, h, w]) else { return Ok(()) };
-        if !direct::applies(&g) {
-            // Wider than 32 outputs and narrower than the input, or no AVX-512 on this
-            // CPU: the GEMM path runs.
-            prop_assert!((g.out_w > 32 && g.out_w != w) || !Simd::Avx512.supported());
-            return Ok(());
-        }
         let mut rng = Rng::new(seed);
         let (x, wt, b) = (random(h * w, &mut rng), random(k * 9, &mut rng), random(k, &mut rng));
         let ohw = g.out_h * g.out_w;
-        let mut scratch = direct::Scratch::default();
-        let mut got = vec![f32::NAN; k * ohw];
-        direct::conv3x3(&g, &x, &wt, &b, relu, &mut scratch, &mut got);
         let mut cols = vec![0.0; 9 * ohw];
         im2col(&x, &g, &mut cols);
         let mut want = vec![f32::NAN; k * ohw];
@@ -327,7 +318,24 @@ proptest! {
             gemm::MatMut::new(&mut want, k, ohw),
         );
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        prop_assert_eq!(bits(&got), bits(&want));
+        for simd in Simd::all_supported() {
+            if !direct::applies_on(simd, &g) {
+                // AVX-512 takes outputs up to 32 across or as wide as the input; AVX2 only
+                // the latter; the portable path none: the GEMM path runs.
+                let in_place = g.out_w == w;
+                let expected = match simd {
+                    Simd::Avx512 => g.out_w > 32 && !in_place,
+                    Simd::Avx2 => !in_place,
+                    Simd::Portable => true,
+                };
+                prop_assert!(expected, "no direct kernel on {:?} for {:?}", simd, g);
+                continue;
+            }
+            let mut scratch = direct::Scratch::default();
+            let mut got = vec![f32::NAN; k * ohw];
+            direct::conv3x3_on(simd, &g, &x, &wt, &b, relu, &mut scratch, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{:?}", simd);
+        }
     }
 }
 

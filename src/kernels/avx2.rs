@@ -656,3 +656,100 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
         }
     }
 }
+
+/// [`super::avx512::conv9_flat`] 8 outputs at a time: a one-channel 3x3 convolution read in
+/// place, `y[k][p] = act(b[k] + sum_r w[k][r] x_r[p])` for p < `ohw`, each output the same
+/// chain of fused multiply-adds from the bias, so the same bits. Input lanes outside the
+/// image (the column masks) and past the outputs are loaded as 0 by masked loads;
+/// partial vectors of outputs are stored through a buffer.
+///
+/// # Safety
+/// AVX2 and FMA must be available. `x.src` holds `offsets[r] + p` for every r < 9 and p <
+/// ohw where the masks are set, `x.col_masks` (which must be Some) ceil(ohw / 16)
+/// entries; `w` holds K x 9 floats, `bias` K and `y` K x ohw, not overlapping the inputs,
+/// with `k` = K.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn conv9_flat(
+    x: super::direct::Inputs9,
+    w: *const f32,
+    bias: *const f32,
+    k: usize,
+    ohw: usize,
+    relu: bool,
+    y: *mut f32,
+) {
+    let Some(col_masks) = x.col_masks else {
+        unreachable!("conv9_flat reads the plane in place, with column masks")
+    };
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    // The lanes of the 8 bits of `bits` as a vector mask.
+    let lanes = |bits: u32| {
+        _mm256_cmpeq_epi32(
+            _mm256_and_si256(_mm256_set1_epi32(bits as i32), lane_bits),
+            lane_bits,
+        )
+    };
+    let mut f = 0;
+    while f < k {
+        let group = if f + 4 <= k { 4 } else { 1 };
+        for p in (0..ohw).step_by(8) {
+            let n = 8.min(ohw - p);
+            let tail = (1u32 << n) - 1;
+            // Lanes p % 16 .. of the mask of the 16 outputs from p rounded down to 16.
+            // SAFETY: one mask entry per 16 outputs (caller).
+            let m16 = unsafe { *col_masks.add(p / 16) };
+            let cols = m16.map(|m| lanes((u32::from(m) >> (p % 16)) & tail));
+            let mut xv = [_mm256_setzero_ps(); 9];
+            for (r, v) in xv.iter_mut().enumerate() {
+                // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes
+                // (caller); masked-off lanes touch no memory and read as 0.
+                *v = unsafe { _mm256_maskload_ps(x.src.add(x.offsets[r] + p), cols[r % 3]) };
+            }
+            // SAFETY: filters f .. f + group (<= k) have 9 weights, a bias and ohw outputs,
+            // of which p .. p + n (caller).
+            unsafe {
+                let (w, b, y) = (w.add(9 * f), bias.add(f), y.add(f * ohw + p));
+                if group == 4 {
+                    conv9_filters::<4>(&xv, w, b, relu, n, y, ohw);
+                } else {
+                    conv9_filters::<1>(&xv, w, b, relu, n, y, ohw);
+                }
+            }
+        }
+        f += group;
+    }
+}
+
+/// [`conv9_flat`] for `R` filters on one vector of outputs: the first `n` values of
+/// `y[r * y_stride ..]` = act(bias[r] + sum_q w[9 r + q] xv[q]).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `w` holds R x 9 floats, `bias` R, and `y` R rows of `n`
+/// values `y_stride` apart, writable and overlapping no input.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn conv9_filters<const R: usize>(
+    xv: &[__m256; 9],
+    w: *const f32,
+    bias: *const f32,
+    relu: bool,
+    n: usize,
+    y: *mut f32,
+    y_stride: usize,
+) {
+    for r in 0..R {
+        // SAFETY: bias[r], w[9 r + q] and row r's n outputs are in bounds (caller).
+        unsafe {
+            let mut a = _mm256_set1_ps(*bias.add(r));
+            for (q, &v) in xv.iter().enumerate() {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(9 * r + q)), v, a);
+            }
+            if relu {
+                // max_ps returns its second operand when the first is NaN: 0, as f32::max
+                // does (and as the AVX-512 kernel).
+                a = _mm256_max_ps(a, _mm256_setzero_ps());
+            }
+            store_first(y.add(r * y_stride), n, _mm256_castps_si256(a));
+        }
+    }
+}

@@ -19,7 +19,8 @@
 //! ReLU undone, the bias gradient and the weight gradient in one pass over dy and y, by
 //! the operations of the three passes it replaces, so again the same bits.
 //!
-//! AVX-512 only; elsewhere the GEMM path runs.
+//! AVX-512, and for the forward pass read in place also AVX2+FMA (8 outputs at a time, the
+//! same bits); elsewhere the GEMM path runs.
 
 use super::geom::ConvGeom;
 use super::Simd;
@@ -29,13 +30,22 @@ use super::Simd;
 pub const CONV3_ROW: usize = 48;
 
 /// Whether [`conv3x3`] computes the convolution `g` on this CPU: 3x3, stride 1, one input
-/// channel, outputs as wide as the input ("same" padding across) or 1 to 32 across, and
-/// AVX-512 chosen.
+/// channel, and on AVX-512 outputs as wide as the input ("same" padding across) or 1 to 32
+/// across, on AVX2+FMA as wide as the input.
 pub fn applies(g: &ConvGeom) -> bool {
-    (g.c, g.kh, g.kw, g.stride) == (1, 3, 3, 1)
-        && ((1..=32).contains(&g.out_w) || g.out_w == g.w)
-        && g.out_h >= 1
-        && super::simd() == Simd::Avx512
+    applies_on(super::simd(), g)
+}
+
+/// [`applies`] for the kernels of `simd` (or the best family below it that this CPU has).
+pub fn applies_on(simd: Simd, g: &ConvGeom) -> bool {
+    if (g.c, g.kh, g.kw, g.stride) != (1, 3, 3, 1) || g.out_h == 0 {
+        return false;
+    }
+    match simd.or_below() {
+        Simd::Avx512 => (1..=32).contains(&g.out_w) || reads_in_place(g),
+        Simd::Avx2 => reads_in_place(g),
+        Simd::Portable => false,
+    }
 }
 
 /// Floats of the padded plane of the row kernel: (H' + 2) rows of [`CONV3_ROW`].
@@ -76,21 +86,45 @@ pub fn conv3x3(
     sc: &mut Scratch,
     y: &mut [f32],
 ) {
+    conv3x3_on(super::simd(), g, x, w, bias, relu, sc, y)
+}
+
+/// [`conv3x3`] on the kernels of `simd` (or the best family below it that this CPU has):
+/// every family gives the same bits.
+///
+/// # Panics
+/// If [`applies_on`] is false for `simd` and `g`, or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_on(
+    simd: Simd,
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    relu: bool,
+    sc: &mut Scratch,
+    y: &mut [f32],
+) {
     assert!(
-        applies(g),
-        "conv3x3: not a 3x3 stride-1 one-channel convolution on AVX-512: {g:?}"
+        applies_on(simd, g),
+        "conv3x3: no direct kernel for {g:?} on {simd:?}"
     );
     let (k, oh, ow) = (g.k, g.out_h, g.out_w);
     assert!(x.len() >= g.h * g.w && w.len() >= k * 9 && bias.len() >= k && y.len() >= k * oh * ow);
     if reads_in_place(g) {
         let inputs = sc.in_place(g, x);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F is available (`applies`); `in_place` made the buffer and masks
-        // that `inputs` points into for these outputs; w holds K x 9, bias K and y K x H'W'
-        // floats (asserted), and y is borrowed mutably, so it overlaps no input.
+        // SAFETY: the family's instructions are available (`applies_on` lowers `simd` to a
+        // family this CPU has, and none for the portable one); `in_place` made the buffer
+        // and masks that `inputs` points into for these outputs; w holds K x 9, bias K and
+        // y K x H'W' floats (asserted), and y is borrowed mutably, so it overlaps no input.
         unsafe {
             let (w, b, y) = (w.as_ptr(), bias.as_ptr(), y.as_mut_ptr());
-            super::avx512::conv9_flat(inputs, w, b, k, oh * ow, relu, y);
+            if simd.or_below() == Simd::Avx512 {
+                super::avx512::conv9_flat(inputs, w, b, k, oh * ow, relu, y);
+            } else {
+                super::avx2::conv9_flat(inputs, w, b, k, oh * ow, relu, y);
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("applies() is false off x86_64, {:?}", inputs.offsets);
@@ -101,7 +135,8 @@ pub fn conv3x3(
     let xp = &mut sc.x[..padded_len(g)];
     pad_plane(g, x, xp);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is available (`applies`); xp holds (oh + 2) rows of CONV3_ROW, w K x 9,
+    // SAFETY: AVX-512F is available (`applies_on` accepts a plane not read in place only
+    // there); xp holds (oh + 2) rows of CONV3_ROW, w K x 9,
     // bias K and y K x oh x ow floats (asserted), y is borrowed mutably so overlaps no
     // input, and 1 <= ow <= 32 (`applies`).
     unsafe {
