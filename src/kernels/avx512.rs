@@ -635,23 +635,19 @@ pub unsafe fn conv9_flat(
     y: *mut f32,
 ) {
     let zero = _mm512_setzero_ps();
-    let Some(col_masks) = x.col_masks else {
-        unreachable!("conv9_flat reads the plane in place, with column masks")
-    };
+    assert!(
+        x.col_masks.is_some(),
+        "conv9_flat reads the plane in place, with column masks"
+    );
     // Filters in groups of 8, each group over the whole plane: 8 output planes written at
     // a time (all K at once, from one load of the inputs, were too many streams of
     // stores when the outputs go to memory).
     let mut f = 0;
     while f < k {
         let group = if f + 8 <= k { 8 } else { 1 };
-        for (c, p) in (0..ohw).step_by(16).enumerate() {
-            let mask = if p + 16 <= ohw {
-                0xFFFF
-            } else {
-                ((1u32 << (ohw - p)) - 1) as __mmask16
-            };
+        for p in (0..ohw).step_by(16) {
             // SAFETY: one mask entry per vector of outputs (caller).
-            let cols = unsafe { (*col_masks.add(c)).map(|m| m & mask) };
+            let (mask, cols) = unsafe { output_lanes(&x, p, ohw) };
             let mut xv = [zero; 9];
             for (r, v) in xv.iter_mut().enumerate() {
                 // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes (caller).
@@ -706,6 +702,23 @@ unsafe fn conv9_filters<const R: usize>(
         // SAFETY: row r of y, the lanes of mask, is writable (caller).
         unsafe { _mm512_mask_storeu_ps(y.add(r * y_stride), mask, *a) };
     }
+}
+
+/// The lanes of the 16 outputs from `p` that exist (below `ohw`), and for each window
+/// column j (0, 1, 2) those of them whose input lies inside the image: `x`'s column masks
+/// for that vector of outputs, or all of them when it has none (an im2col matrix).
+///
+/// # Safety
+/// `x.col_masks`, if any, holds an entry for vector `p / 16`.
+#[inline]
+unsafe fn output_lanes(x: &Inputs9, p: usize, ohw: usize) -> (__mmask16, [__mmask16; 3]) {
+    let mask = masks(ohw - p).0;
+    let cols = match x.col_masks {
+        // SAFETY: entry p / 16 is in bounds (caller).
+        Some(t) => unsafe { (*t.add(p / 16)).map(|m| m & mask) },
+        None => [mask; 3],
+    };
+    (mask, cols)
 }
 
 /// Filters per group of [`weight_grad9`]: the 10 lane accumulators of each (9 weights and
@@ -814,18 +827,10 @@ unsafe fn grad9_filters<const F: usize>(
 ) {
     let zero = _mm512_setzero_ps();
     let mut a = [[zero; 10]; F];
-    for (c, p) in (0..ohw).step_by(16).enumerate() {
+    for p in (0..ohw).step_by(16) {
         let whole = p + 16 <= ohw;
-        let mask = if whole {
-            0xFFFF
-        } else {
-            ((1u32 << (ohw - p)) - 1) as __mmask16
-        };
-        let cols = match x.col_masks {
-            // SAFETY: one entry per vector of outputs (caller).
-            Some(t) => unsafe { (*t.add(c)).map(|m| m & mask) },
-            None => [mask; 3],
-        };
+        // SAFETY: one mask entry per vector of outputs, if any (caller).
+        let (mask, cols) = unsafe { output_lanes(&x, p, ohw) };
         let mut d = [zero; F];
         for f in 0..F {
             // The same line of the next filters' planes (of the next sample after the last

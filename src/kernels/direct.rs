@@ -172,7 +172,8 @@ fn reads_in_place(g: &ConvGeom) -> bool {
     (g.c, g.kh, g.kw, g.stride) == (1, 3, 3, 1) && g.out_w == g.w
 }
 
-/// Where the nine input values under each output's window are, for the AVX-512 kernels:
+/// Where the nine input values under each output's window are, for the AVX-512 and AVX2
+/// kernels:
 /// value r (`r = 3 i + j` for a 3x3 window) of output p is `src[offsets[r] + p]`, taken as
 /// 0 in the lanes that `col_masks` clears.
 #[derive(Debug, Clone, Copy)]
