@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cnn::data::{Dataset, Normalization};
 use cnn::kernels::gemm::{gemm, gemm_on, par_gemm, par_gemm_on, MatMut, MatRef, Simd};
-use cnn::layers::{Activation, Conv2D, Conv2dSpec, MaxPool2D, Padding, PoolSpec};
+use cnn::layers::{Activation, Conv2D, Conv2dSpec, LayerOp, MaxPool2D, Padding, Pass, PoolSpec};
 use cnn::rng::Rng;
 use cnn::tensor::Tensor;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -64,6 +64,17 @@ fn pool(c: &mut Criterion) {
     });
     c.bench_function("maxpool 16x28x28 2x2/2 backward b32", |b| {
         b.iter(|| layer.backward(&dy, &mut dx, N))
+    });
+    // Inference: the winners' indices are not recorded.
+    LayerOp::prepare(
+        &mut layer,
+        Pass {
+            training: false,
+            stream: 0,
+        },
+    );
+    c.bench_function("maxpool 16x28x28 2x2/2 forward b32, inference", |b| {
+        b.iter(|| layer.forward(&x, &mut y, N))
     });
 }
 

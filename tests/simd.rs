@@ -84,7 +84,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// 2x2 max pooling on every family this CPU has equals the general loop (the
     /// definition), indices included, on planes with ties, NaN and -inf, odd sizes and
-    /// widths that leave partial vectors of 16 and of 8 outputs.
+    /// widths that leave partial vectors of 16 and of 8 outputs; without indices
+    /// (inference), the same values.
     #[test]
     fn max_pooling_on_every_simd_family_equals_the_definition(
         h in 2usize..20, w in 2usize..70, seed in any::<u64>(),
@@ -103,13 +104,16 @@ proptest! {
             .collect();
         let ohw = g.out_h * g.out_w;
         let (mut want, mut want_at) = (vec![0.0; ohw], vec![0u32; ohw]);
-        max_pool_plane(&g, &x, &mut want, &mut want_at);
+        max_pool_plane(&g, &x, &mut want, Some(&mut want_at));
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for simd in cnn::kernels::Simd::all_supported() {
             let (mut y, mut at) = (vec![0.0; ohw], vec![0u32; ohw]);
-            max_pool_2x2_on(simd, &g, &x, &mut y, &mut at);
+            max_pool_2x2_on(simd, &g, &x, &mut y, Some(&mut at));
             prop_assert_eq!(&at, &want_at, "{:?}", simd);
             prop_assert_eq!(bits(&y), bits(&want), "{:?}", simd);
+            let mut values = vec![0.0; ohw];
+            max_pool_2x2_on(simd, &g, &x, &mut values, None);
+            prop_assert_eq!(bits(&values), bits(&want), "{:?} without indices", simd);
         }
     }
 }

@@ -501,12 +501,13 @@ pub unsafe fn gemm_dot(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, beta_one: bo
 /// [`super::avx512::max_pool_2x2`] 8 outputs at a time: max pooling of one plane with 2x2
 /// windows and stride 2, the same result as `kernels::pool`'s scalar loop (first maximum
 /// in row-major order wins, NaN never wins, an all-NaN window gives its first value).
+/// Without `ARG`, `arg` is not touched, as there.
 ///
 /// # Safety
-/// AVX2 must be available; `x` holds an `h` x `w` plane, `y` and `arg` hold
+/// AVX2 must be available; `x` holds an `h` x `w` plane, `y` (and `arg` with `ARG`) hold
 /// `out_h` x `out_w` with 2 out_h <= h and 2 out_w <= w.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn max_pool_2x2(
+pub unsafe fn max_pool_2x2<const ARG: bool>(
     x: &[f32],
     w: usize,
     out_h: usize,
@@ -558,16 +559,20 @@ pub unsafe fn max_pool_2x2(
                 let win = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
                 best = _mm256_blendv_ps(best, v, win);
                 out = _mm256_blendv_ps(out, v, win);
-                at = _mm256_blendv_epi8(at, _mm256_set1_epi32(off), _mm256_castps_si256(win));
+                if ARG {
+                    at = _mm256_blendv_epi8(at, _mm256_set1_epi32(off), _mm256_castps_si256(win));
+                }
             }
-            // Index in the plane: r0 + 2 (ox0 + lane) + offset of the winner.
-            let base = _mm256_add_epi32(_mm256_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
-            let idx = _mm256_add_epi32(base, at);
             let o = oy * out_w + ox0;
-            // SAFETY: lanes o .. o + lanes <= out_h x out_w are inside y and arg (caller).
-            unsafe {
-                store_first(y.as_mut_ptr().add(o), lanes, _mm256_castps_si256(out));
-                store_first(arg.as_mut_ptr().add(o), lanes, idx);
+            // SAFETY: lanes o .. o + lanes <= out_h x out_w are inside y (and arg with ARG)
+            // (caller).
+            unsafe { store_first(y.as_mut_ptr().add(o), lanes, _mm256_castps_si256(out)) };
+            if ARG {
+                // Index in the plane: r0 + 2 (ox0 + lane) + offset of the winner.
+                let base = _mm256_add_epi32(_mm256_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
+                let idx = _mm256_add_epi32(base, at);
+                // SAFETY: as for y.
+                unsafe { store_first(arg.as_mut_ptr().add(o), lanes, idx) };
             }
         }
     }

@@ -455,12 +455,14 @@ pub unsafe fn gemm_dot(d: Dims, a: MatPtr, b: MatPtr, c: MatPtrMut, beta_one: bo
 /// result as `kernels::pool`'s scalar loop (first maximum in row-major order wins, NaN never
 /// wins, an all-NaN window gives its first value). The even and odd columns of the window's
 /// two rows are separated with one permute each; the winner is kept with masked moves.
+/// With `ARG` the winner's index goes to `arg`; without it (inference, where no backward
+/// pass needs it) `arg` is not touched and the pass takes half the time.
 ///
 /// # Safety
-/// AVX-512F must be available; `x` holds an `h` x `w` plane, `y` and `arg` hold
-/// `out_h` x `out_w` with 2 out_h <= h and 2 out_w <= w.
+/// AVX-512F must be available; `x` holds an `h` x `w` plane, `y` (and `arg` with `ARG`)
+/// hold `out_h` x `out_w` with 2 out_h <= h and 2 out_w <= w.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn max_pool_2x2(
+pub unsafe fn max_pool_2x2<const ARG: bool>(
     x: &[f32],
     w: usize,
     out_h: usize,
@@ -514,18 +516,22 @@ pub unsafe fn max_pool_2x2(
                 let win = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
                 best = _mm512_mask_mov_ps(best, win, v);
                 out = _mm512_mask_mov_ps(out, win, v);
-                at = _mm512_mask_mov_epi32(at, win, _mm512_set1_epi32(off));
+                if ARG {
+                    at = _mm512_mask_mov_epi32(at, win, _mm512_set1_epi32(off));
+                }
             }
-            // Index in the plane: r0 + 2 (ox0 + lane) + offset of the winner.
-            let base = _mm512_add_epi32(_mm512_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
-            let idx = _mm512_add_epi32(base, at);
             let o = oy * out_w + ox0;
-            // SAFETY: `m_out` enables lanes o .. o + lanes <= out_h x out_w, inside y and
-            // arg (caller); u32 and i32 have the same size, and unaligned stores need no
-            // alignment.
-            unsafe {
-                _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out);
-                _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx);
+            // SAFETY: `m_out` enables lanes o .. o + lanes <= out_h x out_w, inside y (and
+            // arg with ARG) (caller); unaligned stores need no alignment.
+            unsafe { _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m_out, out) };
+            if ARG {
+                // Index in the plane: r0 + 2 (ox0 + lane) + offset of the winner.
+                let base = _mm512_add_epi32(_mm512_set1_epi32((r0 + 2 * ox0) as i32), two_lanes);
+                let idx = _mm512_add_epi32(base, at);
+                // SAFETY: as for y; u32 and i32 have the same size.
+                unsafe {
+                    _mm512_mask_storeu_epi32(arg.as_mut_ptr().add(o) as *mut i32, m_out, idx)
+                };
             }
         }
     }

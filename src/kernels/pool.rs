@@ -1,6 +1,8 @@
 //! Max pooling of one (H, W) plane: the general loop (the definition), the 2x2 stride-2 loop,
 //! and its AVX-512 and AVX2 versions, chosen at run time. Each takes a resolved
-//! [`PoolGeom`] and writes, for every output, the maximum and its flat index in the plane.
+//! [`PoolGeom`] and writes, for every output, the maximum and, when given somewhere to put
+//! it (training, where backward routes the gradient through it), its flat index in the
+//! plane.
 //!
 //! ```text
 //! y[oy][ox] = max_{i < ph, j < pw} x[oy*S + i][ox*S + j]
@@ -10,8 +12,9 @@
 
 use super::geom::PoolGeom;
 
-/// Max pooling of one plane, any window and stride: the definition.
-pub fn max_pool_plane(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
+/// Max pooling of one plane, any window and stride: the definition. The winners' indices
+/// go to `arg_p` if given.
+pub fn max_pool_plane(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], mut arg_p: Option<&mut [u32]>) {
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             let mut best = f32::NEG_INFINITY;
@@ -30,14 +33,16 @@ pub fn max_pool_plane(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u
                 }
             }
             y_p[oy * g.out_w + ox] = x_p[at];
-            arg_p[oy * g.out_w + ox] = at as u32;
+            if let Some(arg_p) = arg_p.as_deref_mut() {
+                arg_p[oy * g.out_w + ox] = at as u32;
+            }
         }
     }
 }
 
 /// [`max_pool_2x2`], 16 outputs at a time with AVX-512 or 8 with AVX2 where the CPU has
 /// them.
-pub fn max_pool_2x2_fast(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
+pub fn max_pool_2x2_fast(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: Option<&mut [u32]>) {
     max_pool_2x2_on(crate::kernels::simd(), g, x_p, y_p, arg_p)
 }
 
@@ -48,7 +53,7 @@ pub fn max_pool_2x2_on(
     g: &PoolGeom,
     x_p: &[f32],
     y_p: &mut [f32],
-    arg_p: &mut [u32],
+    arg_p: Option<&mut [u32]>,
 ) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
@@ -61,16 +66,21 @@ pub fn max_pool_2x2_on(
             // passed in) the same checks made the layer's forward pass 2% slower, measured.
             let ohw = g.out_h * g.out_w;
             assert!(2 * g.out_h <= g.h && 2 * g.out_w <= g.w && x_p.len() >= g.h * g.w);
-            assert!(y_p.len() >= ohw && arg_p.len() >= ohw);
+            assert!(y_p.len() >= ohw && arg_p.as_ref().is_none_or(|a| a.len() >= ohw));
             let (w, oh, ow) = (g.w, g.out_h, g.out_w);
-            if simd == Simd::Avx512 {
-                // SAFETY: AVX-512F is available (`or_below` returns only families this
-                // CPU supports) and the plane sizes were just checked.
-                unsafe { avx512::max_pool_2x2(x_p, w, oh, ow, y_p, arg_p) };
-            } else {
-                // SAFETY: AVX2 is available (as above) and the sizes were checked.
-                unsafe { avx2::max_pool_2x2(x_p, w, oh, ow, y_p, arg_p) };
-            }
+            // SAFETY: the family's instructions are available (`or_below` returns only
+            // families this CPU supports) and the plane sizes were just checked; without
+            // ARG the kernels do not touch `arg`.
+            unsafe {
+                match (simd, arg_p) {
+                    (Simd::Avx512, Some(a)) => avx512::max_pool_2x2::<true>(x_p, w, oh, ow, y_p, a),
+                    (Simd::Avx512, None) => {
+                        avx512::max_pool_2x2::<false>(x_p, w, oh, ow, y_p, &mut [])
+                    }
+                    (_, Some(a)) => avx2::max_pool_2x2::<true>(x_p, w, oh, ow, y_p, a),
+                    (_, None) => avx2::max_pool_2x2::<false>(x_p, w, oh, ow, y_p, &mut []),
+                }
+            };
             return;
         }
     }
@@ -80,7 +90,7 @@ pub fn max_pool_2x2_on(
 /// Max pooling of one plane with 2x2 windows and stride 2 (the common case): the same
 /// result as the general loop (first maximum in row-major order, NaN never wins), with the
 /// window's four values read from two row slices and the winner kept with selects.
-pub fn max_pool_2x2(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32]) {
+pub fn max_pool_2x2(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], mut arg_p: Option<&mut [u32]>) {
     let (w, ow) = (g.w, g.out_w);
     assert!(2 * g.out_h <= g.h && 2 * ow <= w && x_p.len() >= g.h * w);
     for oy in 0..g.out_h {
@@ -88,10 +98,8 @@ pub fn max_pool_2x2(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32
         let top = &x_p[r0..r0 + 2 * ow];
         let bot = &x_p[r0 + w..r0 + w + 2 * ow];
         let y_row = &mut y_p[oy * ow..(oy + 1) * ow];
-        let a_row = &mut arg_p[oy * ow..(oy + 1) * ow];
-        for (ox, ((yv, av), (t, b))) in y_row
+        for (ox, (yv, (t, b))) in y_row
             .iter_mut()
-            .zip(a_row.iter_mut())
             .zip(top.chunks_exact(2).zip(bot.chunks_exact(2)))
             .enumerate()
         {
@@ -105,7 +113,9 @@ pub fn max_pool_2x2(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: &mut [u32
                 at = if win { idx } else { at };
             }
             *yv = out;
-            *av = at as u32;
+            if let Some(arg_p) = arg_p.as_deref_mut() {
+                arg_p[oy * ow + ox] = at as u32;
+            }
         }
     }
 }
@@ -140,17 +150,26 @@ mod tests {
             let ohw = g.out_h * g.out_w;
             let (mut y1, mut a1) = (vec![0.0; ohw], vec![0; ohw]);
             let (mut y2, mut a2) = (vec![0.0; ohw], vec![0; ohw]);
-            max_pool_plane(&g, &x, &mut y1, &mut a1);
-            max_pool_2x2(&g, &x, &mut y2, &mut a2);
+            max_pool_plane(&g, &x, &mut y1, Some(&mut a1));
+            max_pool_2x2(&g, &x, &mut y2, Some(&mut a2));
             assert_eq!(a1, a2);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y1), bits(&y2));
+            // Without indices (inference), the same values.
+            let mut y4 = vec![0.0; ohw];
+            max_pool_plane(&g, &x, &mut y4, None);
+            assert_eq!(bits(&y1), bits(&y4));
+            max_pool_2x2(&g, &x, &mut y4, None);
+            assert_eq!(bits(&y1), bits(&y4));
             // And the AVX-512 and AVX2 paths, where this CPU has them.
             for simd in crate::kernels::Simd::all_supported() {
                 let (mut y3, mut a3) = (vec![0.0; ohw], vec![0; ohw]);
-                max_pool_2x2_on(simd, &g, &x, &mut y3, &mut a3);
+                max_pool_2x2_on(simd, &g, &x, &mut y3, Some(&mut a3));
                 assert_eq!(a1, a3, "{simd:?}");
                 assert_eq!(bits(&y1), bits(&y3), "{simd:?}");
+                let mut y5 = vec![0.0; ohw];
+                max_pool_2x2_on(simd, &g, &x, &mut y5, None);
+                assert_eq!(bits(&y1), bits(&y5), "{simd:?} without indices");
             }
         }
     }

@@ -26,7 +26,7 @@
 use rayon::prelude::*;
 
 use super::keys::{LineKeys, MAX_DIM};
-use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
 use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
@@ -166,6 +166,10 @@ impl LayerKind for AvgKind {
 }
 
 impl LayerOp for MaxPool2D {
+    fn prepare(&mut self, pass: Pass) {
+        self.training = pass.training;
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         MaxPool2D::forward(self, x, y, n);
     }
@@ -220,8 +224,10 @@ fn min_planes(c: usize, n: usize) -> usize {
     }
 }
 
-/// Max pooling. Forward records the flat index (within its plane) of each maximum, which
-/// backward routes the gradient to.
+/// Max pooling. A training forward pass records the flat index (within its plane) of each
+/// maximum, which backward routes the gradient to; an inference pass (see
+/// [`LayerOp::prepare`]) writes only the maxima, in half the time (report 1's network:
+/// 89 -> 45 ns per 28 x 28 plane).
 ///
 /// # Shapes
 /// input `[N, C, H, W]`, output `[N, C, H', W']`.
@@ -229,6 +235,9 @@ fn min_planes(c: usize, n: usize) -> usize {
 pub struct MaxPool2D {
     pub geom: PoolGeom,
     argmax: Vec<u32>,
+    /// Whether the next forward pass records the winners (the default, so that a forward
+    /// pass then a backward pass work without a [`LayerOp::prepare`] in between).
+    training: bool,
 }
 
 impl MaxPool2D {
@@ -236,6 +245,7 @@ impl MaxPool2D {
         MaxPool2D {
             geom,
             argmax: Vec::new(),
+            training: true,
         }
     }
 
@@ -244,31 +254,48 @@ impl MaxPool2D {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = n * g.c;
+        let pool = |x_p: &[f32], y_p: &mut [f32], arg_p: Option<&mut [u32]>| {
+            if g.ph == 2 && g.pw == 2 && g.stride == 2 {
+                return max_pool_2x2_fast(&g, x_p, y_p, arg_p);
+            }
+            max_pool_plane(&g, x_p, y_p, arg_p);
+        };
+        let (y, x) = (&mut y[..planes * ohw], &x[..planes * hw]);
+        if !self.training {
+            // No backward pass will follow: an empty record makes one fail loudly.
+            self.argmax.clear();
+            return y
+                .par_chunks_mut(ohw)
+                .with_min_len(min_planes(g.c, n))
+                .zip(x.par_chunks(hw))
+                .for_each(|(y_p, x_p)| pool(x_p, y_p, None));
+        }
         self.argmax.resize(planes * ohw, 0);
-        y[..planes * ohw]
-            .par_chunks_mut(ohw)
+        y.par_chunks_mut(ohw)
             .with_min_len(min_planes(g.c, n))
             .zip(self.argmax.par_chunks_mut(ohw))
-            .zip(x[..planes * hw].par_chunks(hw))
-            .for_each(|((y_p, arg_p), x_p)| {
-                if g.ph == 2 && g.pw == 2 && g.stride == 2 {
-                    return max_pool_2x2_fast(&g, x_p, y_p, arg_p);
-                }
-                max_pool_plane(&g, x_p, y_p, arg_p);
-            });
+            .zip(x.par_chunks(hw))
+            .for_each(|((y_p, arg_p), x_p)| pool(x_p, y_p, Some(arg_p)));
     }
 
-    /// For each output of the last forward pass, the index within its (n, c) plane of the
-    /// input that won its window.
+    /// For each output of the last training forward pass, the index within its (n, c) plane
+    /// of the input that won its window.
     pub fn argmax(&self) -> &[u32] {
         &self.argmax
     }
 
     /// dL/dx: each dy goes to the input position that won its window.
+    ///
+    /// # Panics
+    /// If the last forward pass was not a training pass of `n` samples.
     pub fn backward(&self, dy: &[f32], dx: &mut [f32], n: usize) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = n * g.c;
+        assert!(
+            self.argmax.len() >= planes * ohw,
+            "MaxPool2D backward needs a training forward pass of {n} samples first"
+        );
         dx[..planes * hw]
             .par_chunks_mut(hw)
             .with_min_len(g.c)
@@ -341,5 +368,64 @@ impl AvgPool2D {
                     }
                 }
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn geom(pool: usize, stride: usize) -> PoolGeom {
+        PoolSpec {
+            pool: (pool, pool),
+            stride,
+        }
+        .geom("MaxPool2D", [3, 9, 10])
+        .unwrap()
+    }
+
+    fn pass(training: bool) -> Pass {
+        Pass {
+            training,
+            stream: 0,
+        }
+    }
+
+    /// An inference pass skips the winners' indices but writes the same maxima, bit for
+    /// bit, on the 2x2 stride-2 path and the general one, at batch 1 (split planes) and 4.
+    #[test]
+    fn an_inference_pass_writes_the_training_maxima_and_no_winners() {
+        for (pool, stride) in [(2, 2), (3, 2)] {
+            let g = geom(pool, stride);
+            for n in [1, 4] {
+                let mut r = Rng::new(7);
+                let x: Vec<f32> = (0..n * 3 * 9 * 10).map(|_| r.normal() as f32).collect();
+                let len = n * 3 * g.out_h * g.out_w;
+                let mut layer = MaxPool2D::new(g);
+                let (mut trained, mut inferred) = (vec![0.0; len], vec![0.0; len]);
+                LayerOp::prepare(&mut layer, pass(true));
+                LayerOp::forward(&mut layer, &x, &mut trained, n);
+                assert_eq!(layer.argmax().len(), len);
+                LayerOp::prepare(&mut layer, pass(false));
+                LayerOp::forward(&mut layer, &x, &mut inferred, n);
+                assert!(layer.argmax().is_empty(), "pool {pool}, n {n}");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&trained), bits(&inferred), "pool {pool}, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "needs a training forward pass")]
+    fn backward_after_an_inference_pass_fails_loudly() {
+        let g = geom(2, 2);
+        let mut layer = MaxPool2D::new(g);
+        let x = vec![1.0; 3 * 9 * 10];
+        let mut y = vec![0.0; 3 * g.out_h * g.out_w];
+        LayerOp::prepare(&mut layer, pass(false));
+        LayerOp::forward(&mut layer, &x, &mut y, 1);
+        let mut dx = vec![0.0; x.len()];
+        layer.backward(&y, &mut dx, 1);
     }
 }
