@@ -8,6 +8,8 @@
 //! returns the logits z and the loss fuses softmax with cross-entropy
 //! ([`crate::loss::softmax_cross_entropy`]). [`Model::predict_proba`] applies it.
 
+pub mod batch_one;
+
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Param, Pass};
@@ -164,14 +166,26 @@ impl Model {
         Ok(())
     }
 
-    /// Every layer's forward pass on a checked input, for training or not.
+    /// Every layer's forward pass on a checked input, for training or not. Inference on one
+    /// image runs a convolution, its pooling and the Dense layer after them as one chain
+    /// where they allow it ([`batch_one`]).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
-        for i in 0..self.layers.len() {
-            let stream = Rng::new(self.step_stream ^ (i as u64 + 1)).next_u64();
-            self.layers[i].op.prepare(Pass { training, stream });
+        let mut i = 0;
+        while i < self.layers.len() {
+            let chain = !training && x.batch() == 1 && batch_one::starts_at(&self.layers, i);
+            let count = if chain { batch_one::LEN } else { 1 };
+            for j in i..i + count {
+                let stream = Rng::new(self.step_stream ^ (j as u64 + 1)).next_u64();
+                self.layers[j].op.prepare(Pass { training, stream });
+            }
             let (before, rest) = self.acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };
-            self.layers[i].forward(input, &mut rest[0]);
+            if chain {
+                batch_one::forward(&mut self.layers[i..i + count], input, &mut rest[..count]);
+            } else {
+                self.layers[i].forward(input, &mut rest[0]);
+            }
+            i += count;
         }
     }
 

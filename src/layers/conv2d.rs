@@ -309,7 +309,7 @@ impl Conv2D {
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
-        if n == 1 && direct && act != Activation::Softmax {
+        if n == 1 && self.one_image_split_for(act).is_some() {
             return self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
         }
         let w = self.weight.value.data();
@@ -351,23 +351,47 @@ impl Conv2D {
     fn forward_one_direct(&mut self, x: &[f32], y: &mut [f32], act: Activation) {
         let g = self.geom;
         let half = g.k / 2;
-        let (w, b) = (self.weight.value.data(), self.bias.value.data());
-        let (w0, w1) = w.split_at(half * g.kh * g.kw);
-        let (b0, b1) = b.split_at(half);
         let (y0, y1) = y.split_at_mut(half * g.out_h * g.out_w);
-        let filters = |k: usize, w: &[f32], b: &[f32], y: &mut [f32]| {
-            if k == 0 {
-                return;
-            }
-            let part = ConvGeom { k, ..g };
-            SCRATCH.with_borrow_mut(|sc| {
-                direct_with_act(&part, x, w, b, act, &mut sc.direct, y);
-            });
-        };
+        let this = &*self;
         rayon::join(
-            || filters(half, w0, b0, y0),
-            || filters(g.k - half, w1, b1, y1),
+            || this.forward_one_filters(x, 0..half, act, y0),
+            || this.forward_one_filters(x, half..g.k, act, y1),
         );
+    }
+
+    /// Where the one-image path splits the filters between two threads (the first half
+    /// is `0..k/2`), if this layer takes it: a one-channel 3x3 convolution
+    /// ([`direct::applies`]) whose activation acts element by element.
+    pub fn one_image_split(&self) -> Option<usize> {
+        self.one_image_split_for(self.act)
+    }
+
+    fn one_image_split_for(&self, act: Activation) -> Option<usize> {
+        let direct = self.winograd.is_none() && direct::applies(&self.geom);
+        (direct && act != Activation::Softmax).then_some(self.geom.k / 2)
+    }
+
+    /// Filters `ks` of one image `x` through the direct kernel, with `act`: `y` holds
+    /// their output planes, `[ks.len(), H', W']`. The layer must take the one-image path
+    /// ([`Conv2D::one_image_split`]).
+    pub fn forward_one_filters(
+        &self,
+        x: &[f32],
+        ks: std::ops::Range<usize>,
+        act: Activation,
+        y: &mut [f32],
+    ) {
+        let g = self.geom;
+        if ks.is_empty() {
+            return;
+        }
+        let per = g.kh * g.kw;
+        let w = &self.weight.value.data()[ks.start * per..ks.end * per];
+        let b = &self.bias.value.data()[ks.clone()];
+        let part = ConvGeom { k: ks.len(), ..g };
+        SCRATCH.with_borrow_mut(|sc| {
+            direct_with_act(&part, x, w, b, act, &mut sc.direct, y);
+        });
     }
 
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.

@@ -180,30 +180,68 @@ impl Dense {
     /// depends only on the shape, so the bits do not depend on the thread count.
     fn forward_one(&mut self, x: &[f32], y: &mut [f32]) {
         let (i, o) = (self.inputs, self.units);
-        let (w, b) = (
-            MatRef::new(self.weight.value.data(), o, i),
-            self.bias.value.data(),
-        );
-        let h = (i / 2) / 16 * 16;
-        if o * i < ONE_SPLIT_MIN || h == 0 {
-            y[..o].copy_from_slice(b);
+        let Some(h) = self.one_split() else {
+            let w = MatRef::new(self.weight.value.data(), o, i);
+            y[..o].copy_from_slice(self.bias.value.data());
             return gemm(
                 w,
                 MatRef::new(&x[..i], i, 1),
                 1.0,
                 MatMut::new(&mut y[..o], o, 1),
             );
-        }
-        self.yt.resize(2 * o, 0.0);
-        let (p0, p1) = self.yt.split_at_mut(o);
-        let half = |c0: usize, cols: usize, p: &mut [f32]| {
-            let xh = MatRef::new(&x[c0..c0 + cols], cols, 1);
-            gemm(w.block(0, c0, o, cols), xh, 0.0, MatMut::new(p, o, 1));
         };
-        rayon::join(|| half(0, h, p0), || half(h, i - h, p1));
-        for ((yu, &bu), (a, c)) in y[..o].iter_mut().zip(b).zip(p0.iter().zip(p1.iter())) {
+        let mut parts = self.take_parts();
+        let (p0, p1) = parts.split_at_mut(o);
+        let this = &*self;
+        rayon::join(
+            || this.forward_one_part(&x[..h], 0, p0),
+            || this.forward_one_part(&x[h..i], h, p1),
+        );
+        self.finish_one(parts, y);
+    }
+
+    /// Where the one-sample path splits the inputs (`h`, a multiple of 16), or `None` if
+    /// the layer is too small to split.
+    pub fn one_split(&self) -> Option<usize> {
+        let (i, o) = (self.inputs, self.units);
+        let h = (i / 2) / 16 * 16;
+        (o * i >= ONE_SPLIT_MIN && h > 0).then_some(h)
+    }
+
+    /// The buffer for the two halves' partial sums, `2 O` values, taken out of the layer so
+    /// that the halves can run while the layer is borrowed; [`Dense::finish_one`] puts it
+    /// back.
+    pub fn take_parts(&mut self) -> Vec<f32> {
+        let mut parts = std::mem::take(&mut self.yt);
+        parts.resize(2 * self.units, 0.0);
+        parts
+    }
+
+    /// `p = W[:, c0..c0 + len] x_part` for one sample, where `x_part` is the inputs
+    /// `c0..c0 + len` (`p` holds O values).
+    pub fn forward_one_part(&self, x_part: &[f32], c0: usize, p: &mut [f32]) {
+        let (i, o) = (self.inputs, self.units);
+        let w = MatRef::new(self.weight.value.data(), o, i);
+        let cols = x_part.len();
+        let xh = MatRef::new(x_part, cols, 1);
+        gemm(
+            w.block(0, c0, o, cols),
+            xh,
+            0.0,
+            MatMut::new(&mut p[..o], o, 1),
+        );
+    }
+
+    /// `y = (b + p0) + p1` from the two halves' partial sums in `parts` (`p0` then `p1`),
+    /// which go back into the layer as its buffer. The activation is not applied.
+    pub fn finish_one(&mut self, parts: Vec<f32>, y: &mut [f32]) {
+        let o = self.units;
+        let (p0, p1) = parts.split_at(o);
+        let b = self.bias.value.data();
+        for ((yu, &bu), (a, c)) in y[..o].iter_mut().zip(b).zip(p0.iter().zip(p1)) {
             *yu = (bu + a) + c;
         }
+        self.yt = parts;
     }
 
     /// Sets dW and db from `dy`; writes dX if asked.

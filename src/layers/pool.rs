@@ -254,12 +254,6 @@ impl MaxPool2D {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = n * g.c;
-        let pool = |x_p: &[f32], y_p: &mut [f32], arg_p: Option<&mut [u32]>| {
-            if g.ph == 2 && g.pw == 2 && g.stride == 2 {
-                return max_pool_2x2_fast(&g, x_p, y_p, arg_p);
-            }
-            max_pool_plane(&g, x_p, y_p, arg_p);
-        };
         let (y, x) = (&mut y[..planes * ohw], &x[..planes * hw]);
         if !self.training {
             // No backward pass will follow: an empty record makes one fail loudly.
@@ -268,14 +262,24 @@ impl MaxPool2D {
                 .par_chunks_mut(ohw)
                 .with_min_len(min_planes(g.c, n))
                 .zip(x.par_chunks(hw))
-                .for_each(|(y_p, x_p)| pool(x_p, y_p, None));
+                .for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None));
         }
         self.argmax.resize(planes * ohw, 0);
         y.par_chunks_mut(ohw)
             .with_min_len(min_planes(g.c, n))
             .zip(self.argmax.par_chunks_mut(ohw))
             .zip(x.par_chunks(hw))
-            .for_each(|((y_p, arg_p), x_p)| pool(x_p, y_p, Some(arg_p)));
+            .for_each(|((y_p, arg_p), x_p)| max_pool(&g, x_p, y_p, Some(arg_p)));
+    }
+
+    /// The maxima of whole planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the calling
+    /// thread, recording no winners: part of an inference pass.
+    pub fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        for (y_p, x_p) in y.chunks_mut(ohw).zip(x.chunks(hw)) {
+            max_pool(&g, x_p, y_p, None);
+        }
     }
 
     /// For each output of the last training forward pass, the index within its (n, c) plane
@@ -310,6 +314,29 @@ impl MaxPool2D {
     }
 }
 
+/// Max pooling of one plane, through the 2x2 stride-2 kernels where they apply.
+fn max_pool(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32], arg_p: Option<&mut [u32]>) {
+    if g.ph == 2 && g.pw == 2 && g.stride == 2 {
+        return max_pool_2x2_fast(g, x_p, y_p, arg_p);
+    }
+    max_pool_plane(g, x_p, y_p, arg_p);
+}
+
+/// Average pooling of one plane.
+fn avg_pool(g: &PoolGeom, x_p: &[f32], y_p: &mut [f32]) {
+    let scale = 1.0 / (g.ph * g.pw) as f32;
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let mut s = 0.0;
+            for i in 0..g.ph {
+                let row = (oy * g.stride + i) * g.w + ox * g.stride;
+                s += x_p[row..row + g.pw].iter().sum::<f32>();
+            }
+            y_p[oy * g.out_w + ox] = s * scale;
+        }
+    }
+}
+
 /// Average pooling.
 ///
 /// # Shapes
@@ -328,23 +355,21 @@ impl AvgPool2D {
     pub fn forward(&self, x: &[f32], y: &mut [f32], n: usize) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
-        let scale = 1.0 / (g.ph * g.pw) as f32;
         y[..n * g.c * ohw]
             .par_chunks_mut(ohw)
             .with_min_len(min_planes(g.c, n))
             .zip(x[..n * g.c * hw].par_chunks(hw))
-            .for_each(|(y_p, x_p)| {
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        let mut s = 0.0;
-                        for i in 0..g.ph {
-                            let row = (oy * g.stride + i) * g.w + ox * g.stride;
-                            s += x_p[row..row + g.pw].iter().sum::<f32>();
-                        }
-                        y_p[oy * g.out_w + ox] = s * scale;
-                    }
-                }
-            });
+            .for_each(|(y_p, x_p)| avg_pool(&g, x_p, y_p));
+    }
+
+    /// The means of whole planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the calling
+    /// thread.
+    pub fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        for (y_p, x_p) in y.chunks_mut(ohw).zip(x.chunks(hw)) {
+            avg_pool(&g, x_p, y_p);
+        }
     }
 
     /// dL/dx: each dy spread evenly over its window.
