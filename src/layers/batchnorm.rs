@@ -349,40 +349,70 @@ fn add_sums(x: &[f32], sum: &mut [f64; LANES], sq: &mut [f64; LANES]) {
     }
 }
 
+/// One channel's map in the forward pass before the activation: `z = (x - mu) k + b`, with
+/// `k = gamma inv_std` and `b = beta`, in f32. Backward recomputes it from x to undo a fused
+/// ReLU rather than read the layer's output from memory: the same operations on the same
+/// values give the same z, and `max(z, 0) > 0` exactly when `z > 0` (NaN included: ReLU
+/// turns it into 0, and `NaN > 0` is false).
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    mu: f32,
+    k: f32,
+    b: f32,
+}
+
+impl Affine {
+    #[inline(always)]
+    fn of(self, x: f32) -> f32 {
+        (x - self.mu) * self.k + self.b
+    }
+
+    /// ReLU's backward: `g` where the output `max(z, 0)` is > 0, else 0.
+    #[inline(always)]
+    fn relu_grad(self, x: f32, g: f32) -> f32 {
+        if self.of(x) > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Adds `g` to `db` and `g (x - mu) k` to `dg`, lane by lane ([`LANES`]), where g is `dy`,
-/// or with `RELU` 0 where the layer's output `y` is <= 0 (ReLU's backward on the fly).
+/// or with `RELU` 0 where the layer's output was <= 0 (ReLU's backward on the fly, with the
+/// output recomputed from x by `fwd`).
 #[inline(always)]
 fn add_grad_sums<const RELU: bool>(
     dy: &[f32],
     x: &[f32],
-    y: &[f32],
-    mu: f32,
+    fwd: Affine,
     k: f64,
     db: &mut [f64; LANES],
     dg: &mut [f64; LANES],
 ) {
-    let mut add = |l: usize, g: f32, v: f32, out: f32| {
-        let g = if RELU && out <= 0.0 { 0.0 } else { g };
-        db[l] += f64::from(g);
-        dg[l] += f64::from(g) * f64::from(v - mu) * k;
-    };
-    let runs = dy
-        .chunks_exact(LANES)
-        .zip(x.chunks_exact(LANES))
-        .zip(y.chunks_exact(LANES));
-    for ((g, v), out) in runs {
+    let mu = fwd.mu;
+    for (g, v) in dy.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+        // The f32 part of a run first, then its f64 sums: written in two loops, both
+        // compile to vector instructions (one loop did not, with the recomputed ReLU).
+        let (mut gs, mut ds) = ([0.0f32; LANES], [0.0f32; LANES]);
         for l in 0..LANES {
-            add(l, g[l], v[l], out[l]);
+            gs[l] = if RELU {
+                fwd.relu_grad(v[l], g[l])
+            } else {
+                g[l]
+            };
+            ds[l] = v[l] - mu;
+        }
+        for l in 0..LANES {
+            db[l] += f64::from(gs[l]);
+            dg[l] += f64::from(gs[l]) * f64::from(ds[l]) * k;
         }
     }
     let done = dy.len() / LANES * LANES;
-    for (l, ((&g, &v), &out)) in dy[done..]
-        .iter()
-        .zip(&x[done..])
-        .zip(&y[done..])
-        .enumerate()
-    {
-        add(l, g, v, out);
+    for (l, (&g, &v)) in dy[done..].iter().zip(&x[done..]).enumerate() {
+        let g = if RELU { fwd.relu_grad(v, g) } else { g };
+        db[l] += f64::from(g);
+        dg[l] += f64::from(g) * f64::from(v - mu) * k;
     }
 }
 
@@ -443,16 +473,20 @@ impl LayerOp for BatchNorm {
                     #[inline(always)]
                     || {
                         for ch in 0..c {
-                            let (mu, k, b) = (mean[ch], gamma[ch] * inv_std[ch], beta[ch]);
+                            let f = Affine {
+                                mu: mean[ch],
+                                k: gamma[ch] * inv_std[ch],
+                                b: beta[ch],
+                            };
                             let (y, x) = (&mut y[ch * s..(ch + 1) * s], &x[ch * s..]);
                             if act == Activation::Relu {
                                 // ReLU in the same pass: max(v, 0), as activation::forward.
                                 for (y, &x) in y.iter_mut().zip(x) {
-                                    *y = ((x - mu) * k + b).max(0.0);
+                                    *y = f.of(x).max(0.0);
                                 }
                             } else {
                                 for (y, &x) in y.iter_mut().zip(x) {
-                                    *y = (x - mu) * k + b;
+                                    *y = f.of(x);
                                 }
                             }
                         }
@@ -474,25 +508,33 @@ impl LayerOp for BatchNorm {
         if !relu {
             activation::backward(self.act, &y[..len], &mut dy[..len], c * s);
         }
-        let (dy, y) = (&dy[..len], &y[..len]);
+        let dy = &dy[..len];
         let (mean, inv_std) = (&self.mean, &self.inv_std);
+        let (gamma, beta) = (self.weight.value.data(), self.bias.value.data());
+        // The forward pass's map of each channel, to recompute where ReLU let dy through
+        // (reading x, which the sums need anyway, instead of also reading y).
+        let fwd = |ch: usize| Affine {
+            mu: mean[ch],
+            k: gamma[ch] * inv_std[ch],
+            b: beta[ch],
+        };
         // dbeta_c = sum g, dgamma_c = sum g xhat, per channel in f64 (in 8 lanes, added at
         // the end in a fixed order).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mu, k) = (mean[ch], f64::from(inv_std[ch]));
+                let (f, k) = (fwd(ch), f64::from(inv_std[ch]));
                 let (mut db, mut dg) = ([0.0f64; LANES], [0.0f64; LANES]);
                 on_best_simd(
                     #[inline(always)]
                     || {
                         for sample in 0..n {
                             let r = self.block(sample, ch);
-                            let (g, x, y) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+                            let (g, x) = (&dy[r.clone()], &x[r]);
                             if relu {
-                                add_grad_sums::<true>(g, x, y, mu, k, &mut db, &mut dg);
+                                add_grad_sums::<true>(g, x, f, k, &mut db, &mut dg);
                             } else {
-                                add_grad_sums::<false>(g, x, y, mu, k, &mut db, &mut dg);
+                                add_grad_sums::<false>(g, x, f, k, &mut db, &mut dg);
                             }
                         }
                     },
@@ -505,7 +547,6 @@ impl LayerOp for BatchNorm {
             self.weight.grad.data_mut()[ch] = dg as f32;
         }
         let Some(dx) = dx else { return };
-        let gamma = self.weight.value.data();
         let m = (n * s) as f64;
         // Per channel: dx = k (g - a - xhat b), with k = gamma inv_std, a = dbeta / M and
         // b = dgamma / M in training; a = b = 0 after an evaluation pass.
@@ -525,21 +566,18 @@ impl LayerOp for BatchNorm {
             .par_chunks_mut(c * s)
             .zip(dy.par_chunks(c * s))
             .zip(x[..len].par_chunks(c * s))
-            .zip(y.par_chunks(c * s))
-            .for_each(|(((dx, dy), x), y)| {
+            .for_each(|((dx, dy), x)| {
                 on_best_simd(
                     #[inline(always)]
                     || {
                         for ch in 0..c {
                             let (k, a, b) = coef[ch];
-                            let (mu, is) = (mean[ch], inv_std[ch]);
+                            let (f, is) = (fwd(ch), inv_std[ch]);
                             let r = ch * s..(ch + 1) * s;
-                            let (dx, g) = (&mut dx[r.clone()], &dy[r.clone()]);
-                            let (x, y) = (&x[r.clone()], &y[r]);
-                            let rows = dx.iter_mut().zip(g).zip(x).zip(y);
-                            for (((d, &g), &v), &out) in rows {
-                                let g = if relu && out <= 0.0 { 0.0 } else { g };
-                                *d = k * (g - a - (v - mu) * is * b);
+                            let (dx, g, x) = (&mut dx[r.clone()], &dy[r.clone()], &x[r]);
+                            for ((d, &g), &v) in dx.iter_mut().zip(g).zip(x) {
+                                let g = if relu { f.relu_grad(v, g) } else { g };
+                                *d = k * (g - a - (v - f.mu) * is * b);
                             }
                         }
                     },
