@@ -12,7 +12,9 @@ pub mod batch_one;
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Param, Pass};
+use crate::layers::{
+    activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Op, Param, Pass,
+};
 use crate::loss::softmax_cross_entropy_smoothed;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -231,8 +233,22 @@ impl Model {
 
     /// Backpropagates dL/dlogits (already in the last gradient buffer) through every layer,
     /// setting every parameter's gradient. `x` is the batch of the last forward pass.
+    ///
+    /// A first layer that is a one-channel 3x3 convolution followed by max pooling runs its
+    /// backward pass together with the pooling's
+    /// ([`Conv2D::backward_through_pool`](crate::layers::Conv2D::backward_through_pool)):
+    /// the same gradients, without the convolution's dL/dy going through memory. Its
+    /// gradient buffer is then left as it was.
     fn backward(&mut self, x: &Tensor) {
         for i in (0..self.layers.len()).rev() {
+            if i == 1 && self.conv_then_pool() {
+                let (first, rest) = self.layers.split_at_mut(1);
+                if let (Op::Conv2D(conv), Op::MaxPool2D(pool)) = (&mut first[0].op, &rest[0].op) {
+                    let y = self.acts[0].data();
+                    conv.backward_through_pool(x.data(), y, pool, self.grads[1].data(), x.batch());
+                    return;
+                }
+            }
             let (g_before, g_rest) = self.grads.split_at_mut(i);
             let dy = &mut g_rest[0];
             let dx = if i == 0 {
@@ -242,6 +258,18 @@ impl Model {
             };
             let input = if i == 0 { x } else { &self.acts[i - 1] };
             self.layers[i].backward(input, &self.acts[i], dy, dx);
+        }
+    }
+
+    /// Whether the first two layers are a convolution and a max pooling whose backward
+    /// passes run together (see [`Model::backward`]).
+    fn conv_then_pool(&self) -> bool {
+        match self.layers.get(..2) {
+            Some([a, b]) => match (&a.op, &b.op) {
+                (Op::Conv2D(conv), Op::MaxPool2D(_)) => conv.backward_through_pool_applies(),
+                _ => false,
+            },
+            _ => false,
         }
     }
 
@@ -472,6 +500,69 @@ mod tests {
         }
         // And the chunked logits are not all the same value: the comparison means something.
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
+    }
+
+    /// A first convolution's backward pass through its max pooling (block by block, see
+    /// `Model::backward`) sets the same gradients, bit for bit, as the layers' backward
+    /// passes one by one, for a batch of one whole block of samples and a partial one.
+    #[test]
+    fn a_first_convolution_backward_through_its_pooling_gives_the_layers_gradients() {
+        let spec = crate::config::parse(
+            "4\nInput shape=1x10x12\n\
+             Conv2D filters=6 kernel=3x3 stride=1 padding=same activation=relu\n\
+             MaxPool2D pool=2x2 stride=2\n\
+             Dense units=7 activation=relu\n\
+             Dense units=3 activation=softmax\n",
+            "t",
+        )
+        .unwrap()
+        .spec;
+        let mut fused = Model::new(&spec, Init::He, 4).unwrap();
+        let mut apart = fused.clone();
+        // On a CPU without AVX-512 the one-pass weight gradient, and so this path, is off.
+        let applies = fused.conv_then_pool();
+        assert_eq!(
+            applies,
+            crate::kernels::simd() == crate::kernels::Simd::Avx512
+        );
+        let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
+        fused.compute_gradients(&x, &labels).unwrap();
+        // The same step with each layer's own backward pass.
+        apart.forward(&x).unwrap();
+        let last = apart.layers.len() - 1;
+        let logits = apart.acts[last].clone();
+        apart.grads[last].resize(logits.shape());
+        softmax_cross_entropy_smoothed(
+            logits.data(),
+            &labels,
+            3,
+            0.0,
+            apart.grads[last].data_mut(),
+        );
+        for i in (0..apart.layers.len()).rev() {
+            let (g_before, g_rest) = apart.grads.split_at_mut(i);
+            let dx = if i == 0 {
+                None
+            } else {
+                Some(&mut g_before[i - 1])
+            };
+            let input = if i == 0 { &x } else { &apart.acts[i - 1] };
+            apart.layers[i].backward(input, &apart.acts[i], &mut g_rest[0], dx);
+        }
+        let grads = |m: &Model| -> Vec<Vec<u32>> {
+            m.named_params()
+                .iter()
+                .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(grads(&fused), grads(&apart));
+        // The first layer's gradients are not all zero: the comparison means something.
+        assert!(fused.layers[0].params()[0]
+            .1
+            .grad
+            .data()
+            .iter()
+            .any(|&v| v != 0.0));
     }
 
     fn small_model() -> Model {
