@@ -414,21 +414,21 @@ impl Conv2D {
         self.backward_from(x, y, DyIn::Batch(dy), dx, n, act);
     }
 
-    /// Whether [`Conv2D::backward_through_pool`] applies: the one-pass weight gradient of
-    /// a one-channel 3x3 convolution ([`direct::weight_grad9_applies`]), which computes no
-    /// dx (the network's first layer).
+    /// Whether [`Conv2D::backward_through_pool`] applies: a convolution that does not run
+    /// as Winograd (whose blocks take their dy whole).
     pub fn backward_through_pool_applies(&self) -> bool {
-        self.winograd.is_none() && direct::weight_grad9_applies(&self.geom)
+        self.winograd.is_none()
     }
 
-    /// This layer's backward pass (with its own activation, no dx) and that of the max
-    /// pooling after it together: each block of samples first gets its dL/dy from the
-    /// pooling's backward ([`MaxPool2D::backward_samples`], from the pooling's output
-    /// gradient `pool_dy`), into a buffer of the thread's, and then goes through the one-pass
-    /// weight gradient while that buffer is in cache. Run one after the other, the pooling
-    /// wrote the whole batch's dL/dy to memory (12.8 MB for LeNet's first layer at batch
-    /// 128) and this layer read it back. The arithmetic is the two layers', in their order,
-    /// so the gradients are the same bits.
+    /// This layer's backward pass (with its own activation, and no dx: the network's first
+    /// layer) and that of the max pooling after it together: each block of samples first
+    /// gets its dL/dy from the pooling's backward ([`MaxPool2D::backward_samples`], from
+    /// the pooling's output gradient `pool_dy`), into a buffer of the thread's, and then
+    /// goes through this layer's weight gradient (the one-pass kernel for a one-channel 3x3
+    /// convolution on AVX-512) while that buffer is in cache. Run one after the other, the
+    /// pooling wrote the whole batch's dL/dy to memory (12.8 MB for LeNet's first layer at
+    /// batch 128) and this layer read it back. The arithmetic is the two layers', in their
+    /// order, so the gradients are the same bits.
     ///
     /// # Panics
     /// If [`Conv2D::backward_through_pool_applies`] is false, or the pooling's input is
@@ -444,7 +444,7 @@ impl Conv2D {
         let g = self.geom;
         assert!(
             self.backward_through_pool_applies(),
-            "Conv2D::backward_through_pool: not a one-pass weight gradient: {g:?}"
+            "Conv2D::backward_through_pool: a Winograd layer: {g:?}"
         );
         let p = pool.geom;
         assert_eq!(
