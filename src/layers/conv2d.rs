@@ -687,7 +687,8 @@ fn grad_blocks<'p>(
             .map(DyBlock::Slice)
             .collect(),
         DyIn::Unpooled(pool, pool_dy) => {
-            let pooled = pool_dy.len() / n;
+            let p = pool.geom;
+            let pooled = p.c * p.out_h * p.out_w;
             pool_dy[..n * pooled]
                 .chunks(GRAD_BLOCK * pooled)
                 .enumerate()
