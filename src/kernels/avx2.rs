@@ -662,11 +662,14 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
     }
 }
 
-/// [`super::avx512::conv9_flat`] 8 outputs at a time: a one-channel 3x3 convolution read in
-/// place, `y[k][p] = act(b[k] + sum_r w[k][r] x_r[p])` for p < `ohw`, each output the same
-/// chain of fused multiply-adds from the bias, so the same bits. Input lanes outside the
-/// image (the column masks) and past the outputs are loaded as 0 by masked loads;
-/// partial vectors of outputs are stored through a buffer.
+/// [`super::avx512::conv9_flat`] 16 outputs at a time in two vectors of 8: a one-channel
+/// 3x3 convolution read in place, `y[k][p] = act(b[k] + sum_r w[k][r] x_r[p])` for p <
+/// `ohw`, each output the same chain of fused multiply-adds from the bias, so the same
+/// bits. Input lanes outside the image (the column masks) and past the outputs are loaded
+/// as 0 by masked loads; partial vectors of outputs are stored through a buffer. Each
+/// weight, broadcast once, serves both vectors: with one vector per broadcast, the loads
+/// (9 inputs and 36 weights per 36 multiply-adds of 4 filters) outnumbered the
+/// multiply-adds, and report 1's first layer took 2.3x AVX-512's time.
 ///
 /// # Safety
 /// AVX2 and FMA must be available. `x.src` holds `offsets[r] + p` for every r < 9 and p <
@@ -697,27 +700,29 @@ pub unsafe fn conv9_flat(
     let mut f = 0;
     while f < k {
         let group = if f + 4 <= k { 4 } else { 1 };
-        for p in (0..ohw).step_by(8) {
-            let n = 8.min(ohw - p);
-            let tail = (1u32 << n) - 1;
-            // Lanes p % 16 .. of the mask of the 16 outputs from p rounded down to 16.
+        for p in (0..ohw).step_by(16) {
+            // Outputs p .. p + n0 in the first vector, p + 8 .. p + 8 + n1 in the second.
+            let n0 = 8.min(ohw - p);
+            let n1 = (ohw - p).saturating_sub(8).min(8);
             // SAFETY: one mask entry per 16 outputs (caller).
             let m16 = unsafe { *col_masks.add(p / 16) };
-            let cols = m16.map(|m| lanes((u32::from(m) >> (p % 16)) & tail));
-            let mut xv = [_mm256_setzero_ps(); 9];
-            for (r, v) in xv.iter_mut().enumerate() {
-                // SAFETY: src[offsets[r] + p ..] is in bounds for the enabled lanes
-                // (caller); masked-off lanes touch no memory and read as 0.
-                *v = unsafe { _mm256_maskload_ps(x.src.add(x.offsets[r] + p), cols[r % 3]) };
-            }
+            let cols = [
+                m16.map(|m| lanes(u32::from(m) & ((1u32 << n0) - 1))),
+                m16.map(|m| lanes((u32::from(m) >> 8) & ((1u32 << n1) - 1))),
+            ];
+            let outs = Outputs {
+                p,
+                n: [n0, n1],
+                stride: ohw,
+            };
             // SAFETY: filters f .. f + group (<= k) have 9 weights, a bias and ohw outputs,
-            // of which p .. p + n (caller).
+            // of which p .. p + n0 + n1 (caller); x as the caller guarantees.
             unsafe {
-                let (w, b, y) = (w.add(9 * f), bias.add(f), y.add(f * ohw + p));
+                let (w, b, y) = (w.add(9 * f), bias.add(f), y.add(f * ohw));
                 if group == 4 {
-                    conv9_filters::<4>(&xv, w, b, relu, n, y, ohw);
+                    conv9_filters::<4>(&x, &cols, w, b, relu, outs, y);
                 } else {
-                    conv9_filters::<1>(&xv, w, b, relu, n, y, ohw);
+                    conv9_filters::<1>(&x, &cols, w, b, relu, outs, y);
                 }
             }
         }
@@ -725,36 +730,74 @@ pub unsafe fn conv9_flat(
     }
 }
 
-/// [`conv9_flat`] for `R` filters on one vector of outputs: the first `n` values of
-/// `y[r * y_stride ..]` = act(bias[r] + sum_q w[9 r + q] xv[q]).
+/// Which outputs of each filter's plane [`conv9_filters`] computes: `n[0]` from `p` and
+/// `n[1]` from `p + 8` (0 to 8 each), the planes `stride` apart.
+#[derive(Clone, Copy)]
+struct Outputs {
+    p: usize,
+    n: [usize; 2],
+    stride: usize,
+}
+
+/// [`conv9_flat`] for `R` filters on two vectors of outputs: for each vector v, the first
+/// `n[v]` values of `y[r * stride + p + 8 v ..]` = act(bias[r] + sum_q w[9 r + q] x_q), the
+/// inputs x_q loaded with the column lanes `cols[v][q % 3]`.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `w` holds R x 9 floats, `bias` R, and `y` R rows of `n`
-/// values `y_stride` apart, writable and overlapping no input.
+/// AVX2 and FMA must be available; `x` as [`conv9_flat`] says for the outputs named;
+/// `w` holds R x 9 floats, `bias` R, and `y` R planes `stride` apart whose outputs named are
+/// writable and overlap no input.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn conv9_filters<const R: usize>(
-    xv: &[__m256; 9],
+    x: &super::direct::Inputs9,
+    cols: &[[__m256i; 3]; 2],
     w: *const f32,
     bias: *const f32,
     relu: bool,
-    n: usize,
+    outs: Outputs,
     y: *mut f32,
-    y_stride: usize,
 ) {
-    for r in 0..R {
-        // SAFETY: bias[r], w[9 r + q] and row r's n outputs are in bounds (caller).
-        unsafe {
-            let mut a = _mm256_set1_ps(*bias.add(r));
-            for (q, &v) in xv.iter().enumerate() {
-                a = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(9 * r + q)), v, a);
+    let mut a = [[_mm256_setzero_ps(); 2]; R];
+    for (r, acc) in a.iter_mut().enumerate() {
+        // SAFETY: bias[r] is in bounds (caller).
+        *acc = [_mm256_set1_ps(unsafe { *bias.add(r) }); 2];
+    }
+    for q in 0..9 {
+        let src = x.src.wrapping_add(x.offsets[q] + outs.p);
+        // SAFETY: src[..8] and src[8..16] are in bounds for the enabled lanes (caller);
+        // masked-off lanes (all of the second vector's when n[1] = 0) touch no memory and
+        // read as 0.
+        let (x0, x1) = unsafe {
+            (
+                _mm256_maskload_ps(src, cols[0][q % 3]),
+                _mm256_maskload_ps(src.wrapping_add(8), cols[1][q % 3]),
+            )
+        };
+        for (r, acc) in a.iter_mut().enumerate() {
+            // SAFETY: w[9 r + q] is in bounds (caller).
+            let wv = _mm256_set1_ps(unsafe { *w.add(9 * r + q) });
+            acc[0] = _mm256_fmadd_ps(wv, x0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(wv, x1, acc[1]);
+        }
+    }
+    for (r, acc) in a.iter().enumerate() {
+        for (v, &out) in acc.iter().enumerate() {
+            if outs.n[v] == 0 {
+                continue;
             }
-            if relu {
-                // max_ps returns its second operand when the first is NaN: 0, as f32::max
-                // does (and as the AVX-512 kernel).
-                a = _mm256_max_ps(a, _mm256_setzero_ps());
+            // max_ps returns its second operand when the first is NaN: 0, as f32::max does
+            // (and as the AVX-512 kernel).
+            let out = if relu {
+                _mm256_max_ps(out, _mm256_setzero_ps())
+            } else {
+                out
+            };
+            // SAFETY: row r's outputs p + 8 v .. + n[v] are writable (caller).
+            unsafe {
+                let at = y.add(r * outs.stride + outs.p + 8 * v);
+                store_first(at, outs.n[v], _mm256_castps_si256(out));
             }
-            store_first(y.add(r * y_stride), n, _mm256_castps_si256(a));
         }
     }
 }
