@@ -496,7 +496,8 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
     if S == 1 {
         // One column (a matrix-vector product, Dense at batch 1): both halves' 2 R
         // accumulators fit in the registers, so each row's 64 bytes of a chunk are read in
-        // one step (0.78 MB of a Dense layer's weights from L2: 15.5 -> 11.9 us).
+        // one step (report 1 at batch 1 with CNN_NO_AVX512=1: about 18 -> 16.6 us,
+        // `cnn bench --inference-batch 1`).
         // SAFETY: passed on from the caller, for p < k.
         unsafe { dot_both::<R, S>(k, a, b, &mut lo, &mut hi) };
     } else {
@@ -735,7 +736,8 @@ pub unsafe fn im2col_stride1(x: &[f32], g: &crate::kernels::geom::ConvGeom, cols
 /// as 0 by masked loads; partial vectors of outputs are stored through a buffer. Each
 /// weight, broadcast once, serves both vectors: with one vector per broadcast, the loads
 /// (9 inputs and 36 weights per 36 multiply-adds of 4 filters) outnumbered the
-/// multiply-adds, and report 1's first layer took 2.3x AVX-512's time.
+/// multiply-adds (`scripts/compare-simd.py` on report 1, AVX2 against AVX-512 at batch
+/// 1000: 1.47x -> 1.18x).
 ///
 /// # Safety
 /// AVX2 and FMA must be available. `x.src` holds `offsets[r] + p` for every r < 9 and p <
