@@ -342,6 +342,18 @@ impl BatchNorm {
         groups.concat()
     }
 
+    /// Channel `ch`'s map before the activation with the statistics of the last forward
+    /// pass: the forward pass applies it and backward recomputes it, from this one place,
+    /// so both get the same z.
+    #[inline(always)]
+    fn affine(&self, ch: usize) -> Affine {
+        Affine {
+            mu: self.mean[ch],
+            k: self.weight.value.data()[ch] * self.inv_std[ch],
+            b: self.bias.value.data()[ch],
+        }
+    }
+
     /// Fewer than two values per channel in a training batch cannot be normalised (the
     /// variance is 0 and the unbiased one undefined): PyTorch refuses such a batch too.
     pub fn min_training_batch(&self) -> usize {
@@ -497,8 +509,7 @@ impl LayerOp for BatchNorm {
             }
         }
         // y = act(gamma (x - mu) inv_std + beta), channel by channel, a sample at a time.
-        let (gamma, beta) = (self.weight.value.data(), self.bias.value.data());
-        let (mean, inv_std, s, act) = (&self.mean, &self.inv_std, self.spatial, self.act);
+        let (this, s, act) = (&*self, self.spatial, self.act);
         y[..n * c * s]
             .par_chunks_mut(c * s)
             .zip(x[..n * c * s].par_chunks(c * s))
@@ -507,11 +518,7 @@ impl LayerOp for BatchNorm {
                     #[inline(always)]
                     || {
                         for ch in 0..c {
-                            let f = Affine {
-                                mu: mean[ch],
-                                k: gamma[ch] * inv_std[ch],
-                                b: beta[ch],
-                            };
+                            let f = this.affine(ch);
                             let (y, x) = (&mut y[ch * s..(ch + 1) * s], &x[ch * s..]);
                             if act == Activation::Relu {
                                 // ReLU in the same pass: max(v, 0), as activation::forward.
@@ -543,15 +550,9 @@ impl LayerOp for BatchNorm {
             activation::backward(self.act, &y[..len], &mut dy[..len], c * s);
         }
         let dy = &dy[..len];
-        let (mean, inv_std) = (&self.mean, &self.inv_std);
-        let (gamma, beta) = (self.weight.value.data(), self.bias.value.data());
-        // The forward pass's map of each channel, to recompute where ReLU let dy through
-        // (reading x, which the sums need anyway, instead of also reading y).
-        let fwd = |ch: usize| Affine {
-            mu: mean[ch],
-            k: gamma[ch] * inv_std[ch],
-            b: beta[ch],
-        };
+        let inv_std = &self.inv_std;
+        // The forward pass's map of each channel (`affine`) recomputes where ReLU let dy
+        // through, reading x, which the sums need anyway, instead of also reading y.
         // dbeta_c = sum g, dgamma_c = sum g xhat, per channel in f64 (in 8 lanes, added at
         // the end in a fixed order).
         let sums = self.per_channel(
@@ -559,7 +560,7 @@ impl LayerOp for BatchNorm {
             |chs, acc| {
                 for sample in 0..n {
                     for (ch, (db, dg)) in chs.clone().zip(acc.iter_mut()) {
-                        let (f, k) = (fwd(ch), f64::from(inv_std[ch]));
+                        let (f, k) = (self.affine(ch), f64::from(inv_std[ch]));
                         let r = self.block(sample, ch);
                         let (g, x) = (&dy[r.clone()], &x[r]);
                         if relu {
@@ -583,7 +584,7 @@ impl LayerOp for BatchNorm {
             .iter()
             .enumerate()
             .map(|(ch, &(db, dg))| {
-                let k = gamma[ch] * inv_std[ch];
+                let k = self.affine(ch).k;
                 if self.training {
                     (k, (db / m) as f32, (dg / m) as f32)
                 } else {
@@ -601,7 +602,7 @@ impl LayerOp for BatchNorm {
                     || {
                         for ch in 0..c {
                             let (k, a, b) = coef[ch];
-                            let (f, is) = (fwd(ch), inv_std[ch]);
+                            let (f, is) = (self.affine(ch), inv_std[ch]);
                             let r = ch * s..(ch + 1) * s;
                             let (dx, g, x) = (&mut dx[r.clone()], &dy[r.clone()], &x[r]);
                             for ((d, &g), &v) in dx.iter_mut().zip(g).zip(x) {
