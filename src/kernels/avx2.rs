@@ -452,27 +452,12 @@ unsafe fn dot_both<const R: usize, const S: usize>(
             }
         }
     }
-    // The last chunk is partial: its masked-off lanes read nothing and add +0, as in
-    // dot_half.
-    let rest = k - full;
-    for (off, acc) in [(0, lo), (8, hi)] {
-        let n = rest.saturating_sub(off);
-        if n == 0 {
-            continue;
-        }
-        let m = lanes_upto(n);
-        let p = full + off;
-        // SAFETY: the masks enable the lanes p..k of the rows, in bounds (caller);
-        // masked-off lanes touch no memory.
-        unsafe {
-            for s in 0..S {
-                let bv = _mm256_maskload_ps(b.ptr.add(s * ldb + p), m);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let av = _mm256_maskload_ps(a.ptr.add(r * lda + p), m);
-                    acc_r[s] = _mm256_fmadd_ps(av, bv, acc_r[s]);
-                }
-            }
-        }
+    // The last chunk, if partial, as dot_half does it (its steps start at `full`, a
+    // multiple of 16, and hold no whole chunk).
+    // SAFETY: passed on from the caller, for p < k.
+    unsafe {
+        dot_half::<R, S>((full, k), a, b, 0, lo);
+        dot_half::<R, S>((full, k), a, b, 8, hi);
     }
 }
 
