@@ -234,19 +234,33 @@ impl Model {
     /// Backpropagates dL/dlogits (already in the last gradient buffer) through every layer,
     /// setting every parameter's gradient. `x` is the batch of the last forward pass.
     ///
-    /// A first layer that is a convolution (not Winograd) followed by max pooling runs its
-    /// backward pass together with the pooling's
+    /// A convolution followed by max pooling runs its backward pass together with the
+    /// pooling's
     /// ([`Conv2D::backward_through_pool`](crate::layers::Conv2D::backward_through_pool)):
     /// the same gradients, without the convolution's dL/dy going through memory. Its
     /// gradient buffer is then left as it was.
     fn backward(&mut self, x: &Tensor) {
-        for i in (0..self.layers.len()).rev() {
-            if i == 1 && self.conv_then_pool() {
-                let (first, rest) = self.layers.split_at_mut(1);
-                if let (Op::Conv2D(conv), Op::MaxPool2D(pool)) = (&mut first[0].op, &rest[0].op) {
-                    let y = self.acts[0].data();
-                    conv.backward_through_pool(x.data(), y, pool, self.grads[1].data(), x.batch());
-                    return;
+        let mut i = self.layers.len();
+        while i > 0 {
+            i -= 1;
+            if i >= 1 && self.conv_then_pool(i - 1) {
+                // Layers i - 1 (the convolution) and i (the pooling), with the
+                // convolution's dx (if it is not the first layer) in grads[i - 2].
+                let (before, rest) = self.layers.split_at_mut(i);
+                if let (Op::Conv2D(conv), Op::MaxPool2D(pool)) =
+                    (&mut before[i - 1].op, &rest[0].op)
+                {
+                    let (g_before, g_rest) = self.grads.split_at_mut(i - 1);
+                    let input = if i == 1 { x } else { &self.acts[i - 2] };
+                    let dx = g_before.last_mut().map(|t| {
+                        t.resize(input.shape());
+                        t.data_mut()
+                    });
+                    let y = self.acts[i - 1].data();
+                    let pool_dy = g_rest[1].data();
+                    conv.backward_through_pool(input.data(), y, pool, pool_dy, dx, x.batch());
+                    i -= 1;
+                    continue;
                 }
             }
             let (g_before, g_rest) = self.grads.split_at_mut(i);
@@ -261,14 +275,11 @@ impl Model {
         }
     }
 
-    /// Whether the first two layers are a convolution and a max pooling whose backward
+    /// Whether layers `i` and `i + 1` are a convolution and a max pooling whose backward
     /// passes run together (see [`Model::backward`]).
-    fn conv_then_pool(&self) -> bool {
-        match self.layers.get(..2) {
-            Some([a, b]) => match (&a.op, &b.op) {
-                (Op::Conv2D(conv), Op::MaxPool2D(_)) => conv.backward_through_pool_applies(),
-                _ => false,
-            },
+    fn conv_then_pool(&self, i: usize) -> bool {
+        match self.layers.get(i..i + 2) {
+            Some([a, b]) => matches!((&a.op, &b.op), (Op::Conv2D(_), Op::MaxPool2D(_))),
             _ => false,
         }
     }
@@ -502,62 +513,85 @@ mod tests {
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
     }
 
-    /// A first convolution's backward pass through its max pooling (block by block, see
+    /// A convolution's backward pass through the max pooling after it (block by block, see
     /// `Model::backward`) sets the same gradients, bit for bit, as the layers' backward
-    /// passes one by one, for a batch of one whole block of samples and a partial one.
+    /// passes one by one, for a batch of one whole block of samples and a partial one: as
+    /// the first layer (no dx), and further in, by Winograd and by im2col, with dx.
     #[test]
-    fn a_first_convolution_backward_through_its_pooling_gives_the_layers_gradients() {
-        let spec = crate::config::parse(
-            "4\nInput shape=1x10x12\n\
-             Conv2D filters=6 kernel=3x3 stride=1 padding=same activation=relu\n\
-             MaxPool2D pool=2x2 stride=2\n\
-             Dense units=7 activation=relu\n\
-             Dense units=3 activation=softmax\n",
-            "t",
-        )
-        .unwrap()
-        .spec;
-        let mut fused = Model::new(&spec, Init::He, 4).unwrap();
-        let mut apart = fused.clone();
-        assert!(fused.conv_then_pool());
-        let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
-        fused.compute_gradients(&x, &labels).unwrap();
-        // The same step with each layer's own backward pass.
-        apart.forward(&x).unwrap();
-        let last = apart.layers.len() - 1;
-        let logits = apart.acts[last].clone();
-        apart.grads[last].resize(logits.shape());
-        softmax_cross_entropy_smoothed(
-            logits.data(),
-            &labels,
-            3,
-            0.0,
-            apart.grads[last].data_mut(),
-        );
-        for i in (0..apart.layers.len()).rev() {
-            let (g_before, g_rest) = apart.grads.split_at_mut(i);
-            let dx = if i == 0 {
-                None
+    fn a_convolution_backward_through_its_pooling_gives_the_layers_gradients() {
+        let first = "Conv2D filters=8 kernel=3x3 stride=1 padding=same activation=relu\n\
+                     MaxPool2D pool=2x2 stride=2\n";
+        for (second, winograd) in [
+            ("", false),
+            (
+                "Conv2D filters=5 kernel=3x3 padding=same activation=relu\n",
+                true,
+            ),
+            (
+                "Conv2D filters=5 kernel=2x2 padding=same activation=relu\n",
+                false,
+            ),
+        ] {
+            let more = if second.is_empty() {
+                ""
             } else {
-                Some(&mut g_before[i - 1])
+                "MaxPool2D pool=2x2\n"
             };
-            let input = if i == 0 { &x } else { &apart.acts[i - 1] };
-            apart.layers[i].backward(input, &apart.acts[i], &mut g_rest[0], dx);
-        }
-        let grads = |m: &Model| -> Vec<Vec<u32>> {
-            m.named_params()
+            let lines = 4 + 2 * usize::from(!second.is_empty());
+            let text = format!(
+                "{lines}\nInput shape=1x10x12\n{first}{second}{more}\
+                 Dense units=7 activation=relu\nDense units=3 activation=softmax\n"
+            );
+            let spec = crate::config::parse(&text, "t").unwrap().spec;
+            let mut fused = Model::new(&spec, Init::He, 4).unwrap();
+            let mut apart = fused.clone();
+            assert!(fused.conv_then_pool(0));
+            if !second.is_empty() {
+                assert!(fused.conv_then_pool(2));
+                let Op::Conv2D(conv) = &fused.layers[2].op else {
+                    panic!("layer 2 is the second convolution")
+                };
+                assert_eq!(conv.winograd.is_some(), winograd, "{second}");
+            }
+            let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
+            fused.compute_gradients(&x, &labels).unwrap();
+            // The same step with each layer's own backward pass.
+            apart.forward(&x).unwrap();
+            let last = apart.layers.len() - 1;
+            let logits = apart.acts[last].clone();
+            apart.grads[last].resize(logits.shape());
+            softmax_cross_entropy_smoothed(
+                logits.data(),
+                &labels,
+                3,
+                0.0,
+                apart.grads[last].data_mut(),
+            );
+            for i in (0..apart.layers.len()).rev() {
+                let (g_before, g_rest) = apart.grads.split_at_mut(i);
+                let dx = if i == 0 {
+                    None
+                } else {
+                    Some(&mut g_before[i - 1])
+                };
+                let input = if i == 0 { &x } else { &apart.acts[i - 1] };
+                apart.layers[i].backward(input, &apart.acts[i], &mut g_rest[0], dx);
+            }
+            let grads = |m: &Model| -> Vec<Vec<u32>> {
+                m.named_params()
+                    .iter()
+                    .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(grads(&fused), grads(&apart), "{second}");
+            // The first layer's gradients are not all zero: the comparison means something.
+            assert!(fused.layers[0].params()[0]
+                .1
+                .grad
+                .data()
                 .iter()
-                .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
-                .collect()
-        };
-        assert_eq!(grads(&fused), grads(&apart));
-        // The first layer's gradients are not all zero: the comparison means something.
-        assert!(fused.layers[0].params()[0]
-            .1
-            .grad
-            .data()
-            .iter()
-            .any(|&v| v != 0.0));
+                .any(|&v| v != 0.0));
+        }
     }
 
     fn small_model() -> Model {

@@ -409,43 +409,34 @@ impl Conv2D {
         act: Activation,
     ) {
         if let Some(plan) = self.winograd {
-            return self.backward_winograd(&plan, x, y, dy, dx, n, act);
+            return self.backward_winograd(&plan, x, y, DyIn::Batch(dy), dx, n, act);
         }
         self.backward_from(x, y, DyIn::Batch(dy), dx, n, act);
     }
 
-    /// Whether [`Conv2D::backward_through_pool`] applies: a convolution that does not run
-    /// as Winograd (whose blocks take their dy whole).
-    pub fn backward_through_pool_applies(&self) -> bool {
-        self.winograd.is_none()
-    }
-
-    /// This layer's backward pass (with its own activation, and no dx: the network's first
-    /// layer) and that of the max pooling after it together: each block of samples first
-    /// gets its dL/dy from the pooling's backward ([`MaxPool2D::backward_samples`], from
-    /// the pooling's output gradient `pool_dy`), into a buffer of the thread's, and then
-    /// goes through this layer's weight gradient (the one-pass kernel for a one-channel 3x3
-    /// convolution on AVX-512) while that buffer is in cache. Run one after the other, the
-    /// pooling wrote the whole batch's dL/dy to memory (12.8 MB for LeNet's first layer at
-    /// batch 128) and this layer read it back. The arithmetic is the two layers', in their
-    /// order, so the gradients are the same bits.
+    /// This layer's backward pass (with its own activation) and that of the max pooling
+    /// after it together: each block of samples first gets its dL/dy from the pooling's
+    /// backward ([`MaxPool2D::backward_samples`], from the pooling's output gradient
+    /// `pool_dy`), into a buffer of the thread's, and then goes through this layer's
+    /// backward (the one-pass weight-gradient kernel for a one-channel 3x3 convolution on
+    /// AVX-512, Winograd where it applies, else im2col) while that buffer is in cache. Run
+    /// one after the other, the pooling wrote the whole batch's dL/dy to memory (12.8 MB for
+    /// LeNet's first layer at batch 128, 6.4 MB for its second) and this layer read it back.
+    /// The arithmetic is the two layers', in their order, so the gradients are the same
+    /// bits.
     ///
     /// # Panics
-    /// If [`Conv2D::backward_through_pool_applies`] is false, or the pooling's input is
-    /// not this layer's output.
+    /// If the pooling's input is not this layer's output.
     pub fn backward_through_pool(
         &mut self,
         x: &[f32],
         y: &[f32],
         pool: &MaxPool2D,
         pool_dy: &[f32],
+        dx: Option<&mut [f32]>,
         n: usize,
     ) {
         let g = self.geom;
-        assert!(
-            self.backward_through_pool_applies(),
-            "Conv2D::backward_through_pool: a Winograd layer: {g:?}"
-        );
         let p = pool.geom;
         assert_eq!(
             (p.c, p.h, p.w),
@@ -453,7 +444,11 @@ impl Conv2D {
             "Conv2D::backward_through_pool: the pooling's input is not this layer's output"
         );
         let act = self.act;
-        self.backward_from(x, y, DyIn::Unpooled(pool, pool_dy), None, n, act);
+        let dy = DyIn::Unpooled(pool, pool_dy);
+        if let Some(plan) = self.winograd {
+            return self.backward_winograd(&plan, x, y, dy, dx, n, act);
+        }
+        self.backward_from(x, y, dy, dx, n, act);
     }
 
     /// [`Conv2D::backward`] (not Winograd) with dL/dy from `dy`.
@@ -573,7 +568,7 @@ impl Conv2D {
         plan: &Plan,
         x: &[f32],
         y: &[f32],
-        dy: &mut [f32],
+        dy: DyIn,
         dx: Option<&mut [f32]>,
         n: usize,
         act: Activation,
@@ -583,7 +578,7 @@ impl Conv2D {
         let ulen = plan.u_len();
         self.winograd_ready(plan);
         let u = &self.wino_u;
-        let io = (x, y, DyIn::Batch(dy), dx);
+        let io = (x, y, dy, dx);
         let total = grad_blocks(&mut self.partial, &g, ulen, io, n, |sc, b| {
             for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
                 undo_activation(act, y_s, dy_s, ohw, b.db);
