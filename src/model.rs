@@ -170,12 +170,19 @@ impl Model {
 
     /// Every layer's forward pass on a checked input, for training or not. Inference on one
     /// image runs a convolution, its pooling and the Dense layer after them as one chain
-    /// where they allow it ([`batch_one`]).
+    /// where they allow it ([`batch_one`]); otherwise a convolution and the max pooling
+    /// after it run together ([`Conv2D::forward_then_pool`](crate::layers::Conv2D::forward_then_pool)).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
         let mut i = 0;
         while i < self.layers.len() {
             let chain = !training && x.batch() == 1 && batch_one::starts_at(&self.layers, i);
-            let count = if chain { batch_one::LEN } else { 1 };
+            let count = if chain {
+                batch_one::LEN
+            } else if self.conv_then_pool(i) {
+                2
+            } else {
+                1
+            };
             for j in i..i + count {
                 let stream = Rng::new(self.step_stream ^ (j as u64 + 1)).next_u64();
                 self.layers[j].op.prepare(Pass { training, stream });
@@ -184,6 +191,8 @@ impl Model {
             let input = if i == 0 { x } else { &before[i - 1] };
             if chain {
                 batch_one::forward(&mut self.layers[i..i + count], input, &mut rest[..count]);
+            } else if count == 2 {
+                conv_then_pool_forward(&mut self.layers[i..i + 2], input, &mut rest[..2]);
             } else {
                 self.layers[i].forward(input, &mut rest[0]);
             }
@@ -401,6 +410,25 @@ impl Model {
     }
 }
 
+/// A convolution (`layers[0]`) and the max pooling after it (`layers[1]`) forward on `x`,
+/// writing `ys[0]` and `ys[1]` (resized): see `Conv2D::forward_then_pool`.
+fn conv_then_pool_forward(layers: &mut [Layer], x: &Tensor, ys: &mut [Tensor]) {
+    let n = x.batch();
+    let (conv_l, pool_l) = layers.split_at_mut(1);
+    let (y, pooled) = ys.split_at_mut(1);
+    for (layer, t) in [(&conv_l[0], &mut y[0]), (&pool_l[0], &mut pooled[0])] {
+        let mut shape = vec![n];
+        shape.extend_from_slice(&layer.output);
+        t.resize(&shape);
+    }
+    match (&mut conv_l[0].op, &mut pool_l[0].op) {
+        (Op::Conv2D(conv), Op::MaxPool2D(pool)) => {
+            conv.forward_then_pool(x.data(), y[0].data_mut(), pool, pooled[0].data_mut(), n)
+        }
+        _ => unreachable!("conv_then_pool_forward: not a Conv2D and a MaxPool2D"),
+    }
+}
+
 /// Predictions equal to labels, taking the arg-max of each row (first on ties).
 pub fn count_correct(logits: &[f32], labels: &[usize], k: usize) -> usize {
     logits
@@ -513,12 +541,26 @@ mod tests {
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
     }
 
-    /// A convolution's backward pass through the max pooling after it (block by block, see
-    /// `Model::backward`) sets the same gradients, bit for bit, as the layers' backward
-    /// passes one by one, for a batch of one whole block of samples and a partial one: as
-    /// the first layer (no dx), and further in, by Winograd and by im2col, with dx.
+    /// Every layer's own forward pass on `x`, one after the other, into `m.acts`.
+    fn layer_by_layer(m: &mut Model, x: &Tensor, training: bool) {
+        for i in 0..m.layers.len() {
+            m.layers[i].op.prepare(Pass {
+                training,
+                stream: 0,
+            });
+            let (before, rest) = m.acts.split_at_mut(i);
+            let input = if i == 0 { x } else { &before[i - 1] };
+            m.layers[i].forward(input, &mut rest[0]);
+        }
+    }
+
+    /// A convolution and the max pooling after it, run together (block by block, see
+    /// `Model::run_layers` and `Model::backward`), give the same outputs and set the same
+    /// gradients, bit for bit, as the layers' forward and backward passes one by one, for a
+    /// batch of one whole block of samples and a partial one: as the first layer (no dx),
+    /// and further in, by Winograd and by im2col, with dx.
     #[test]
-    fn a_convolution_backward_through_its_pooling_gives_the_layers_gradients() {
+    fn a_convolution_run_with_its_pooling_gives_the_layers_outputs_and_gradients() {
         let first = "Conv2D filters=8 kernel=3x3 stride=1 padding=same activation=relu\n\
                      MaxPool2D pool=2x2 stride=2\n";
         for (second, winograd) in [
@@ -555,8 +597,15 @@ mod tests {
             }
             let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
             fused.compute_gradients(&x, &labels).unwrap();
-            // The same step with each layer's own backward pass.
-            apart.forward(&x).unwrap();
+            // The same step with each layer's own forward and backward pass.
+            layer_by_layer(&mut apart, &x, true);
+            let bits = |m: &Model| -> Vec<Vec<u32>> {
+                m.acts
+                    .iter()
+                    .map(|t| t.data().iter().map(|v| v.to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(bits(&fused), bits(&apart), "{second}");
             let last = apart.layers.len() - 1;
             let logits = apart.acts[last].clone();
             apart.grads[last].resize(logits.shape());
@@ -584,6 +633,10 @@ mod tests {
                     .collect()
             };
             assert_eq!(grads(&fused), grads(&apart), "{second}");
+            // And an inference pass, which records no winners.
+            fused.infer(&x).unwrap();
+            layer_by_layer(&mut apart, &x, false);
+            assert_eq!(bits(&fused), bits(&apart), "{second}");
             // The first layer's gradients are not all zero: the comparison means something.
             assert!(fused.layers[0].params()[0]
                 .1

@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
-use super::pool::MaxPool2D;
+use super::pool::{MaxPool2D, PoolBlock};
 use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::kernels::direct;
@@ -301,24 +301,74 @@ impl Conv2D {
 
     /// y = act(conv(x) + b) for a batch of `n` samples.
     pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
+        self.forward_blocks(x, y, n, act, None);
+    }
+
+    /// [`Conv2D::forward`] and the max pooling after it (`pool`, writing its output
+    /// `pooled`) together: each block of [`GRAD_BLOCK`] samples is pooled by the thread that
+    /// computed it, right after, while the block's output is in that thread's cache. Run one
+    /// after the other, the pooling read the whole batch's output back from memory (12.8 MB
+    /// for LeNet's first layer at batch 128). `y` is still written whole, as backward reads
+    /// it. The arithmetic is the two layers', so the outputs are the same bits.
+    ///
+    /// # Panics
+    /// If the pooling's input is not this layer's output.
+    pub fn forward_then_pool(
+        &mut self,
+        x: &[f32],
+        y: &mut [f32],
+        pool: &mut MaxPool2D,
+        pooled: &mut [f32],
+        n: usize,
+    ) {
+        let (g, p) = (self.geom, pool.geom);
+        assert_eq!(
+            (p.c, p.h, p.w),
+            (g.k, g.out_h, g.out_w),
+            "Conv2D::forward_then_pool: the pooling's input is not this layer's output"
+        );
+        let act = self.act;
+        let blocks = pool.blocks(pooled, n, GRAD_BLOCK);
+        self.forward_blocks(x, y, n, act, Some(blocks));
+    }
+
+    /// [`Conv2D::forward`], each block of [`GRAD_BLOCK`] samples then pooled by
+    /// `pool[block]` if given.
+    fn forward_blocks(
+        &mut self,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        act: Activation,
+        pool: Option<Vec<PoolBlock>>,
+    ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
+        let mut pool: Vec<Option<PoolBlock>> = match pool {
+            Some(blocks) => blocks.into_iter().map(Some).collect(),
+            None => (0..n.div_ceil(GRAD_BLOCK)).map(|_| None).collect(),
+        };
         if let Some(plan) = self.winograd {
-            return self.forward_winograd(&plan, x, y, n, act);
+            return self.forward_winograd(&plan, x, y, n, act, &mut pool);
         }
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
         if n == 1 && self.one_image_split_for(act).is_some() {
-            return self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
+            self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
+            if let Some(Some(block)) = pool.first_mut() {
+                block.run(&y[..out_len]);
+            }
+            return;
         }
         let w = self.weight.value.data();
         let b = self.bias.value.data();
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .for_each(|(y_b, x_b)| {
+            .zip(pool.par_iter_mut())
+            .for_each(|((y_b, x_b), pool_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
                     if !direct {
                         sc.cols.resize(rows * ohw, 0.0);
@@ -339,7 +389,10 @@ impl Conv2D {
                             activation::forward(act, y_n, out_len);
                         }
                     }
-                })
+                });
+                if let Some(block) = pool_b {
+                    block.run(y_b);
+                }
             });
     }
 
@@ -538,6 +591,7 @@ impl Conv2D {
         y: &mut [f32],
         n: usize,
         act: Activation,
+        pool: &mut [Option<PoolBlock>],
     ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
@@ -547,7 +601,8 @@ impl Conv2D {
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .for_each(|(y_b, x_b)| {
+            .zip(pool.par_iter_mut())
+            .for_each(|((y_b, x_b), pool_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
                     winograd::forward(plan, u, b, relu, x_b, &mut sc.wino, y_b)
                 });
@@ -555,6 +610,9 @@ impl Conv2D {
                     for y_n in y_b.chunks_mut(out_len) {
                         activation::forward(act, y_n, out_len);
                     }
+                }
+                if let Some(block) = pool_b {
+                    block.run(y_b);
                 }
             });
     }

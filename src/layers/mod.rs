@@ -40,7 +40,7 @@ pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
 pub use param::{Buffer, BufferMut, Param};
-pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
+pub use pool::{AvgPool2D, MaxPool2D, PoolBlock, PoolSpec};
 pub use spec::*;
 
 use crate::error::Result;

@@ -282,6 +282,36 @@ impl MaxPool2D {
         }
     }
 
+    /// This layer's output `y` for a forward pass of `n` samples (and, in a training pass,
+    /// its record of winners), split into blocks of `per` samples, for the convolution
+    /// before it to pool each block as soon as it has computed it (see
+    /// [`crate::layers::Conv2D::forward_then_pool`]). Blocks 0, 1, ... hold samples `0..per`,
+    /// `per..2 per`, ...
+    pub fn blocks<'a>(&'a mut self, y: &'a mut [f32], n: usize, per: usize) -> Vec<PoolBlock<'a>> {
+        let geom = self.geom;
+        let len = geom.c * geom.out_h * geom.out_w;
+        let y = y[..n * len].chunks_mut(per * len);
+        if !self.training {
+            // No backward pass will follow: an empty record makes one fail loudly.
+            self.argmax.clear();
+            return y
+                .map(|y| PoolBlock {
+                    geom,
+                    y,
+                    argmax: None,
+                })
+                .collect();
+        }
+        self.argmax.resize(n * len, 0);
+        y.zip(self.argmax.chunks_mut(per * len))
+            .map(|(y, a)| PoolBlock {
+                geom,
+                y,
+                argmax: Some(a),
+            })
+            .collect()
+    }
+
     /// For each output of the last training forward pass, the index within its (n, c) plane
     /// of the input that won its window.
     pub fn argmax(&self) -> &[u32] {
@@ -331,6 +361,34 @@ impl MaxPool2D {
             .zip(dy.chunks(ohw))
         {
             unpool(arg_p, dy_p, dx_p);
+        }
+    }
+}
+
+/// One block of samples of a max pooling's forward pass (see [`MaxPool2D::blocks`]): its
+/// part of the output and of the record of winners.
+#[derive(Debug)]
+pub struct PoolBlock<'a> {
+    geom: PoolGeom,
+    y: &'a mut [f32],
+    argmax: Option<&'a mut [u32]>,
+}
+
+impl PoolBlock<'_> {
+    /// Pools the block's input `x` (its samples' `[C, H, W]` planes) into its output, on the
+    /// calling thread, recording the winners in a training pass: the same as
+    /// [`MaxPool2D::forward`] on those samples.
+    pub fn run(&mut self, x: &[f32]) {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let planes = self.y.chunks_mut(ohw).zip(x.chunks(hw));
+        match self.argmax.as_deref_mut() {
+            Some(arg) => {
+                for ((y_p, x_p), arg_p) in planes.zip(arg.chunks_mut(ohw)) {
+                    max_pool(&g, x_p, y_p, Some(arg_p));
+                }
+            }
+            None => planes.for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None)),
         }
     }
 }
