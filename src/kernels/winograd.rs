@@ -51,7 +51,9 @@
 //! The slots of the last tile column and the last tile row are spare: they read the next
 //! row's or channel's values, their outputs are dropped and their output gradients are
 //! zero (so they add nothing to dU or dx). That is T_h + T_w + 1 spare slots per plane, the
-//! price of loops without edges (for LeNet's 14x14 planes, 64 slots for 49 tiles).
+//! price of loops without edges (for LeNet's 14x14 planes, 64 slots for 49 tiles). The
+//! product for dU, whose sum runs over the slots, leaves out the last row of them; the
+//! other two products have the slots as their columns, in whole vectors either way.
 //!
 //! Padding and ragged edges: an input block reads zeros outside the image (the padding,
 //! and beyond the last row or column when H' or W' is odd); outputs beyond H' x W' are
@@ -798,6 +800,8 @@ pub fn backward(
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
     let slots = p.slots();
+    // Slots in the rows of tiles, T_h (T_w + 1).
+    let rows = p.tiles_h * p.half();
     let (v, m, mut q, t) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
     let (vst, mst) = (p.v_stride(), p.m_stride());
@@ -812,14 +816,16 @@ pub fn backward(
         // dU += dM V^T with V^T copied out first (into t, free until dx's transform): the
         // product then runs on the broadcast kernel, which reads B by rows, instead of as
         // dot products of rows only S long, which spend as much time adding up their
-        // lanes as multiplying.
+        // lanes as multiplying. The sum runs over the slots of the tile rows only: the
+        // last row of slots is spare, its dM zero, and its terms would add nothing.
         let beta = if s == 0 { 0.0 } else { 1.0 };
         let vt = &mut t[..cs];
         for xi in 0..TILE {
             transpose(&v[xi * vst..][..cs], p.c, slots, vt);
-            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots);
+            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots).block(0, 0, p.k, rows);
+            let vt_xi = MatRef::new(vt, slots, p.c).block(0, 0, rows, p.c);
             let du_xi = MatMut::new(&mut du[xi * kc..(xi + 1) * kc], p.k, p.c);
-            gemm(dm_xi, MatRef::new(vt, slots, p.c), beta, du_xi);
+            gemm(dm_xi, vt_xi, beta, du_xi);
         }
         let Some(dx) = dx.as_deref_mut() else {
             continue;
