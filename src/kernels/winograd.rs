@@ -61,13 +61,13 @@
 //!
 //! Every step runs in an order that depends only on the shapes, so the results are the
 //! same bits for any thread count; the transforms are plain Rust (adds and subtracts only,
-//! so the same bits at any vector width), the products run on [`super::gemm::gemm`], dU's
-//! with V^T copied out so that it runs on the broadcast kernel.
+//! so the same bits at any vector width), the products run on [`super::gemm::gemm`]. In
+//! backward the input transform writes V slot-major, as V^T, so that dU's product runs on
+//! the broadcast kernel without a transpose.
 
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geom::ConvGeom;
 use super::on_best_simd;
-use super::transpose::transpose;
 
 /// The 16 positions of a 4x4 tile.
 pub const TILE: usize = 16;
@@ -135,6 +135,12 @@ impl Plan {
     /// Floats of U (or dU): 16 K C.
     pub fn u_len(&self) -> usize {
         TILE * self.k * self.c
+    }
+
+    /// Floats of each slot-major quarter plane: (S + T_w + 2) C, as a block reads up to
+    /// T_w + 2 slots beyond the last.
+    fn slot_major_q_len(&self) -> usize {
+        (self.slots() + self.half() + 1) * self.c
     }
 
     /// Distance between the 16 planes `V[xi]` (C S floats each) in the scratch buffer.
@@ -360,15 +366,22 @@ fn store<const W: usize>(dst: &mut [f32], f: usize, vals: &[f32; W]) {
 }
 
 /// `B^T d B` for `W` slots from `f`: the 4x4 blocks read from the quarter planes `q` (see
-/// the module doc; `h` = T_w + 1), the 16 values of each written to `v[xi][f..]`.
+/// the module doc), the 16 values of each written to `v[xi][f..]`. `one` is the distance
+/// from a slot to the next one across in `q` (1, or C in the slot-major layout of
+/// [`input_transform_slot_major`]), `h` the distance to the next one down, (T_w + 1) `one`.
 #[inline(always)]
-fn input_step<const W: usize>(q: &[&mut [f32]; 4], h: usize, f: usize, v: &mut [&mut [f32]; TILE]) {
+fn input_step<const W: usize>(
+    q: &[&mut [f32]; 4],
+    (one, h): (usize, usize),
+    f: usize,
+    v: &mut [&mut [f32]; TILE],
+) {
     // t = B^T d on the block's 4 rows, column by column: column 2 c + b of the block is
     // quarter b of the top (rows 0, 2) and bottom (rows 1, 3) pairs at slot f + c.
     // t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3.
     let mut t = [[[0.0f32; W]; 4]; 4];
     for (col, t) in t.iter_mut().enumerate() {
-        let (par, g) = (col % 2, f + col / 2);
+        let (par, g) = (col % 2, f + (col / 2) * one);
         let (d0, d2): ([f32; W], [f32; W]) = (load(&q[par][..], g), load(&q[par][..], g + h));
         let (d1, d3): ([f32; W], [f32; W]) =
             (load(&q[2 + par][..], g), load(&q[2 + par][..], g + h));
@@ -410,9 +423,51 @@ fn input_transform(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) 
         #[inline(always)]
         |f, wide| {
             if wide {
-                input_step::<LANES>(q, half, f, &mut rows)
+                input_step::<LANES>(q, (1, half), f, &mut rows)
             } else {
-                input_step::<1>(q, half, f, &mut rows)
+                input_step::<1>(q, (1, half), f, &mut rows)
+            }
+        },
+    );
+}
+
+/// [`input_transform`] with V slot-major: `v[xi]` holds `V[xi]^T`, `[S][C]`, the operand
+/// that dU's product `dM V^T` reads by rows, so that backward needs no transpose of V (16
+/// per sample, which took about 4% of LeNet's step). The quarter planes are slot-major too
+/// (`q[2a + b][f C + c]`, [`Plan::slot_major_q_len`] floats each): the transform is the
+/// same arithmetic on each slot, its neighbours C apart instead of 1, so V's values are
+/// the same bits. Only the split into quarters is a scatter (one store per pixel).
+#[inline(always)]
+fn input_transform_slot_major(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) {
+    let (c_n, half, slots) = (p.c, p.half(), p.slots());
+    let n = c_n * slots;
+    for qq in q.iter_mut() {
+        qq[..p.slot_major_q_len()].fill(0.0);
+    }
+    let cols = p.w.min((2 * half).saturating_sub(p.pad_left));
+    for (c, plane) in x.chunks(p.h * p.w).take(c_n).enumerate() {
+        for (y, row) in plane.chunks(p.w).enumerate() {
+            let py = y + p.pad_top;
+            if py / 2 > p.tiles_h {
+                break;
+            }
+            for (col, &val) in row[..cols].iter().enumerate() {
+                let px = col + p.pad_left;
+                let slot = (py / 2) * half + px / 2;
+                q[2 * (py % 2) + px % 2][slot * c_n + c] = val;
+            }
+        }
+    }
+    let mut rows = planes_mut(v, p.v_stride(), n);
+    let step = (c_n, half * c_n);
+    steps(
+        n,
+        #[inline(always)]
+        |f, wide| {
+            if wide {
+                input_step::<LANES>(q, step, f, &mut rows)
+            } else {
+                input_step::<1>(q, step, f, &mut rows)
             }
         },
     );
@@ -727,7 +782,7 @@ pub struct Scratch {
     m: Vec<f32>,
     /// Four quarter planes.
     q: Vec<f32>,
-    /// In backward, one plane of V^T for dU's product, then the blocks of dx's transform.
+    /// In backward, the blocks of dx's transform.
     t: Vec<f32>,
 }
 
@@ -736,7 +791,7 @@ impl Scratch {
     #[allow(clippy::type_complexity)]
     fn parts(&mut self, p: &Plan) -> (&mut [f32], &mut [f32], [&mut [f32]; 4], &mut [f32]) {
         let planes = p.c.max(p.k);
-        let q_len = planes * p.slots() + p.half() + 1;
+        let q_len = (planes * p.slots() + p.half() + 1).max(p.slot_major_q_len());
         self.v.resize(TILE * p.v_stride(), 0.0);
         self.m.resize(TILE * p.m_stride(), 0.0);
         self.q.resize(4 * q_len, 0.0);
@@ -809,21 +864,19 @@ pub fn backward(
         on_best_simd(
             #[inline(always)]
             || {
-                input_transform(p, x_s, v, &mut q);
+                input_transform_slot_major(p, x_s, v, &mut q);
                 output_grad_transform(p, dy_s, m, &mut q);
             },
         );
-        // dU += dM V^T with V^T copied out first (into t, free until dx's transform): the
-        // product then runs on the broadcast kernel, which reads B by rows, instead of as
-        // dot products of rows only S long, which spend as much time adding up their
-        // lanes as multiplying. The sum runs over the slots of the tile rows only: the
-        // last row of slots is spare, its dM zero, and its terms would add nothing.
+        // dU += dM V^T, V^T as the slot-major transform wrote it: the product runs on the
+        // broadcast kernel, which reads B by rows (as dot products of rows only S long, it
+        // spent as much time adding up lanes as multiplying). The sum runs over the slots
+        // of the tile rows only: the last row of slots is spare, its dM zero, and its
+        // terms would add nothing.
         let beta = if s == 0 { 0.0 } else { 1.0 };
-        let vt = &mut t[..cs];
         for xi in 0..TILE {
-            transpose(&v[xi * vst..][..cs], p.c, slots, vt);
             let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots).block(0, 0, p.k, rows);
-            let vt_xi = MatRef::new(vt, slots, p.c).block(0, 0, rows, p.c);
+            let vt_xi = MatRef::new(&v[xi * vst..][..cs], slots, p.c).block(0, 0, rows, p.c);
             let du_xi = MatMut::new(&mut du[xi * kc..(xi + 1) * kc], p.k, p.c);
             gemm(dm_xi, vt_xi, beta, du_xi);
         }
