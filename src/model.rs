@@ -170,15 +170,18 @@ impl Model {
 
     /// Every layer's forward pass on a checked input, for training or not. Inference on one
     /// image runs a convolution, its pooling and the Dense layer after them as one chain
-    /// where they allow it ([`batch_one`]); otherwise a convolution and the max pooling
-    /// after it run together ([`Conv2D::forward_then_pool`](crate::layers::Conv2D::forward_then_pool)).
+    /// where they allow it ([`batch_one`]). In training a convolution and the max pooling
+    /// after it run together
+    /// ([`Conv2D::forward_then_pool`](crate::layers::Conv2D::forward_then_pool)); inference
+    /// runs them one after the other, which measured faster there (report 1's network at
+    /// batch 1000, whose chunks stay in cache anyway: 7.0 against 7.2 us per image).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
         let mut i = 0;
         while i < self.layers.len() {
             let chain = !training && x.batch() == 1 && batch_one::starts_at(&self.layers, i);
             let count = if chain {
                 batch_one::LEN
-            } else if self.conv_then_pool(i) {
+            } else if training && self.conv_then_pool(i) {
                 2
             } else {
                 1
@@ -541,11 +544,11 @@ mod tests {
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
     }
 
-    /// Every layer's own forward pass on `x`, one after the other, into `m.acts`.
-    fn layer_by_layer(m: &mut Model, x: &Tensor, training: bool) {
+    /// Every layer's own training forward pass on `x`, one after the other, into `m.acts`.
+    fn layer_by_layer(m: &mut Model, x: &Tensor) {
         for i in 0..m.layers.len() {
             m.layers[i].op.prepare(Pass {
-                training,
+                training: true,
                 stream: 0,
             });
             let (before, rest) = m.acts.split_at_mut(i);
@@ -554,11 +557,11 @@ mod tests {
         }
     }
 
-    /// A convolution and the max pooling after it, run together (block by block, see
-    /// `Model::run_layers` and `Model::backward`), give the same outputs and set the same
-    /// gradients, bit for bit, as the layers' forward and backward passes one by one, for a
-    /// batch of one whole block of samples and a partial one: as the first layer (no dx),
-    /// and further in, by Winograd and by im2col, with dx.
+    /// A convolution and the max pooling after it, run together in training (block by
+    /// block, see `Model::run_layers` and `Model::backward`), give the same outputs and set
+    /// the same gradients, bit for bit, as the layers' forward and backward passes one by
+    /// one, for a batch of one whole block of samples and a partial one: as the first layer
+    /// (no dx), and further in, by Winograd and by im2col, with dx.
     #[test]
     fn a_convolution_run_with_its_pooling_gives_the_layers_outputs_and_gradients() {
         let first = "Conv2D filters=8 kernel=3x3 stride=1 padding=same activation=relu\n\
@@ -598,7 +601,7 @@ mod tests {
             let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
             fused.compute_gradients(&x, &labels).unwrap();
             // The same step with each layer's own forward and backward pass.
-            layer_by_layer(&mut apart, &x, true);
+            layer_by_layer(&mut apart, &x);
             let bits = |m: &Model| -> Vec<Vec<u32>> {
                 m.acts
                     .iter()
@@ -633,10 +636,6 @@ mod tests {
                     .collect()
             };
             assert_eq!(grads(&fused), grads(&apart), "{second}");
-            // And an inference pass, which records no winners.
-            fused.infer(&x).unwrap();
-            layer_by_layer(&mut apart, &x, false);
-            assert_eq!(bits(&fused), bits(&apart), "{second}");
             // The first layer's gradients are not all zero: the comparison means something.
             assert!(fused.layers[0].params()[0]
                 .1
