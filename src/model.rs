@@ -287,8 +287,8 @@ impl Model {
         }
     }
 
-    /// Whether layers `i` and `i + 1` are a convolution and a max pooling whose backward
-    /// passes run together (see [`Model::backward`]).
+    /// Whether layers `i` and `i + 1` are a convolution and a max pooling, which run
+    /// together in training (see [`Model::run_layers`] and [`Model::backward`]).
     fn conv_then_pool(&self, i: usize) -> bool {
         match self.layers.get(i..i + 2) {
             Some([a, b]) => matches!((&a.op, &b.op), (Op::Conv2D(_), Op::MaxPool2D(_))),
