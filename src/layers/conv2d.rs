@@ -461,10 +461,7 @@ impl Conv2D {
         n: usize,
         act: Activation,
     ) {
-        if let Some(plan) = self.winograd {
-            return self.backward_winograd(&plan, x, y, DyIn::Batch(dy), dx, n, act);
-        }
-        self.backward_from(x, y, DyIn::Batch(dy), dx, n, act);
+        self.backward_dy(x, y, DyIn::Batch(dy), dx, n, act);
     }
 
     /// This layer's backward pass (with its own activation) and that of the max pooling
@@ -497,7 +494,19 @@ impl Conv2D {
             "Conv2D::backward_through_pool: the pooling's input is not this layer's output"
         );
         let act = self.act;
-        let dy = DyIn::Unpooled(pool, pool_dy);
+        self.backward_dy(x, y, DyIn::Unpooled(pool, pool_dy), dx, n, act);
+    }
+
+    /// [`Conv2D::backward`] with dL/dy from `dy`, by Winograd where the layer uses it.
+    fn backward_dy(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: DyIn,
+        dx: Option<&mut [f32]>,
+        n: usize,
+        act: Activation,
+    ) {
         if let Some(plan) = self.winograd {
             return self.backward_winograd(&plan, x, y, dy, dx, n, act);
         }
