@@ -419,11 +419,8 @@ fn conv_then_pool_forward(layers: &mut [Layer], x: &Tensor, ys: &mut [Tensor]) {
     let n = x.batch();
     let (conv_l, pool_l) = layers.split_at_mut(1);
     let (y, pooled) = ys.split_at_mut(1);
-    for (layer, t) in [(&conv_l[0], &mut y[0]), (&pool_l[0], &mut pooled[0])] {
-        let mut shape = vec![n];
-        shape.extend_from_slice(&layer.output);
-        t.resize(&shape);
-    }
+    conv_l[0].resize_output(n, &mut y[0]);
+    pool_l[0].resize_output(n, &mut pooled[0]);
     match (&mut conv_l[0].op, &mut pool_l[0].op) {
         (Op::Conv2D(conv), Op::MaxPool2D(pool)) => {
             conv.forward_then_pool(x.data(), y[0].data_mut(), pool, pooled[0].data_mut(), n)

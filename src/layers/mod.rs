@@ -224,10 +224,15 @@ impl Layer {
     /// `[N, ..output]`).
     pub fn forward(&mut self, x: &Tensor, y: &mut Tensor) {
         let n = x.batch();
+        self.resize_output(n, y);
+        self.op.forward(x.data(), y.data_mut(), n);
+    }
+
+    /// Resizes `y` to this layer's output for a batch of `n` samples, `[n, ..output]`.
+    pub fn resize_output(&self, n: usize, y: &mut Tensor) {
         let mut shape = vec![n];
         shape.extend_from_slice(&self.output);
         y.resize(&shape);
-        self.op.forward(x.data(), y.data_mut(), n);
     }
 
     /// Backward given the input `x` and output `y` of the last forward pass and `dy` =

@@ -69,9 +69,7 @@ pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor]) {
     assert!(starts_at(layers, 0), "batch_one::forward: not a chain");
     assert_eq!(x.shape()[0], 1, "batch_one::forward: one image");
     for (layer, y) in layers.iter().zip(acts.iter_mut()) {
-        let mut shape = vec![1];
-        shape.extend_from_slice(&layer.output);
-        y.resize(&shape);
+        layer.resize_output(1, y);
     }
     let (first, rest) = layers.split_at_mut(1);
     let (second, third) = rest.split_at_mut(1);
