@@ -255,31 +255,38 @@ impl MaxPool2D {
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = n * g.c;
         let (y, x) = (&mut y[..planes * ohw], &x[..planes * hw]);
-        if !self.training {
-            // No backward pass will follow: an empty record makes one fail loudly.
-            self.argmax.clear();
-            return y
+        let min = min_planes(g.c, n);
+        match self.record(planes * ohw) {
+            None => y
                 .par_chunks_mut(ohw)
-                .with_min_len(min_planes(g.c, n))
+                .with_min_len(min)
                 .zip(x.par_chunks(hw))
-                .for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None));
+                .for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None)),
+            Some(arg) => y
+                .par_chunks_mut(ohw)
+                .with_min_len(min)
+                .zip(arg.par_chunks_mut(ohw))
+                .zip(x.par_chunks(hw))
+                .for_each(|((y_p, arg_p), x_p)| max_pool(&g, x_p, y_p, Some(arg_p))),
         }
-        self.argmax.resize(planes * ohw, 0);
-        y.par_chunks_mut(ohw)
-            .with_min_len(min_planes(g.c, n))
-            .zip(self.argmax.par_chunks_mut(ohw))
-            .zip(x.par_chunks(hw))
-            .for_each(|((y_p, arg_p), x_p)| max_pool(&g, x_p, y_p, Some(arg_p)));
+    }
+
+    /// The record of winners for a forward pass with `len` outputs: sized, in a training
+    /// pass; in an inference pass none, and the old one emptied, as no backward pass will
+    /// follow (an empty record makes one fail loudly).
+    fn record(&mut self, len: usize) -> Option<&mut [u32]> {
+        if !self.training {
+            self.argmax.clear();
+            return None;
+        }
+        self.argmax.resize(len, 0);
+        Some(&mut self.argmax)
     }
 
     /// The maxima of whole planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the calling
     /// thread, recording no winners: part of an inference pass.
     pub fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
-        let g = self.geom;
-        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
-        for (y_p, x_p) in y.chunks_mut(ohw).zip(x.chunks(hw)) {
-            max_pool(&g, x_p, y_p, None);
-        }
+        max_pool_planes(&self.geom, x, y, None);
     }
 
     /// This layer's output `y` for a forward pass of `n` samples (and, in a training pass,
@@ -291,25 +298,23 @@ impl MaxPool2D {
         let geom = self.geom;
         let len = geom.c * geom.out_h * geom.out_w;
         let y = y[..n * len].chunks_mut(per * len);
-        if !self.training {
-            // No backward pass will follow: an empty record makes one fail loudly.
-            self.argmax.clear();
-            return y
+        match self.record(n * len) {
+            None => y
                 .map(|y| PoolBlock {
                     geom,
                     y,
                     argmax: None,
                 })
-                .collect();
+                .collect(),
+            Some(arg) => y
+                .zip(arg.chunks_mut(per * len))
+                .map(|(y, a)| PoolBlock {
+                    geom,
+                    y,
+                    argmax: Some(a),
+                })
+                .collect(),
         }
-        self.argmax.resize(n * len, 0);
-        y.zip(self.argmax.chunks_mut(per * len))
-            .map(|(y, a)| PoolBlock {
-                geom,
-                y,
-                argmax: Some(a),
-            })
-            .collect()
     }
 
     /// For each output of the last training forward pass, the index within its (n, c) plane
@@ -379,17 +384,22 @@ impl PoolBlock<'_> {
     /// calling thread, recording the winners in a training pass: the same as
     /// [`MaxPool2D::forward`] on those samples.
     pub fn run(&mut self, x: &[f32]) {
-        let g = self.geom;
-        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
-        let planes = self.y.chunks_mut(ohw).zip(x.chunks(hw));
-        match self.argmax.as_deref_mut() {
-            Some(arg) => {
-                for ((y_p, x_p), arg_p) in planes.zip(arg.chunks_mut(ohw)) {
-                    max_pool(&g, x_p, y_p, Some(arg_p));
-                }
+        max_pool_planes(&self.geom, x, self.y, self.argmax.as_deref_mut());
+    }
+}
+
+/// Max pooling of consecutive planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the
+/// calling thread, the winners into `arg` if given.
+fn max_pool_planes(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
+    let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+    let planes = y.chunks_mut(ohw).zip(x.chunks(hw));
+    match arg {
+        Some(arg) => {
+            for ((y_p, x_p), arg_p) in planes.zip(arg.chunks_mut(ohw)) {
+                max_pool(g, x_p, y_p, Some(arg_p));
             }
-            None => planes.for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None)),
         }
+        None => planes.for_each(|(y_p, x_p)| max_pool(g, x_p, y_p, None)),
     }
 }
 
