@@ -417,15 +417,22 @@ fn input_step<const W: usize>(
 fn input_transform(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut [f32]; 4]) {
     let (half, n) = (p.half(), p.c * p.slots());
     split(p, x, p.c, q);
+    input_steps(p, q, (1, half), n, v);
+}
+
+/// [`input_step`] over the `n` slots, the 16 planes of `v` [`Plan::v_stride`] apart; `step`
+/// as there.
+#[inline(always)]
+fn input_steps(p: &Plan, q: &[&mut [f32]; 4], step: (usize, usize), n: usize, v: &mut [f32]) {
     let mut rows = planes_mut(v, p.v_stride(), n);
     steps(
         n,
         #[inline(always)]
         |f, wide| {
             if wide {
-                input_step::<LANES>(q, (1, half), f, &mut rows)
+                input_step::<LANES>(q, step, f, &mut rows)
             } else {
-                input_step::<1>(q, (1, half), f, &mut rows)
+                input_step::<1>(q, step, f, &mut rows)
             }
         },
     );
@@ -458,19 +465,7 @@ fn input_transform_slot_major(p: &Plan, x: &[f32], v: &mut [f32], q: &mut [&mut 
             }
         }
     }
-    let mut rows = planes_mut(v, p.v_stride(), n);
-    let step = (c_n, half * c_n);
-    steps(
-        n,
-        #[inline(always)]
-        |f, wide| {
-            if wide {
-                input_step::<LANES>(q, step, f, &mut rows)
-            } else {
-                input_step::<1>(q, step, f, &mut rows)
-            }
-        },
-    );
+    input_steps(p, q, (c_n, half * c_n), n, v);
 }
 
 /// `A^T M A + b` (ReLU if `relu`) for `W` slots from `f` of one filter plane: `mv` its 16
