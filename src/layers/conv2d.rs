@@ -497,7 +497,8 @@ impl Conv2D {
         self.backward_dy(x, y, DyIn::Unpooled(pool, pool_dy), dx, n, act);
     }
 
-    /// [`Conv2D::backward`] with dL/dy from `dy`, by Winograd where the layer uses it.
+    /// [`Conv2D::backward`] with dL/dy from `dy`: by Winograd where the layer uses it, else
+    /// here (the direct one-pass kernel or im2col).
     fn backward_dy(
         &mut self,
         x: &[f32],
@@ -510,19 +511,6 @@ impl Conv2D {
         if let Some(plan) = self.winograd {
             return self.backward_winograd(&plan, x, y, dy, dx, n, act);
         }
-        self.backward_from(x, y, dy, dx, n, act);
-    }
-
-    /// [`Conv2D::backward`] (not Winograd) with dL/dy from `dy`.
-    fn backward_from(
-        &mut self,
-        x: &[f32],
-        y: &[f32],
-        dy: DyIn,
-        dx: Option<&mut [f32]>,
-        n: usize,
-        act: Activation,
-    ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
