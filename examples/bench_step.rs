@@ -1,4 +1,7 @@
-//! Measures the benchmarks: `cargo run --release --example bench_step [quick]`.
+//! Times report 1's network (a training step at batch 32, inference at batches 1 and 1000)
+//! and LeNet-style's (a step at batch 128), with a per-layer profile of each step:
+//! `cargo run --release --example bench_step [quick]`. `kernels` times report 1's first
+//! layer's kernels instead, and `r1` or `lenet` only that network's steps (for `perf record`).
 //! Set RAYON_NUM_THREADS to choose the thread count.
 
 use cnn::bench::{

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Time `cnn` and PyTorch side by side, on this machine, in one session, alternately.
+"""Time `cnn` and PyTorch side by side, on this machine, alternately.
 
 Every row is run `--runs` times for each tool, alternating (cnn, PyTorch, cnn, PyTorch, ...),
-so that a machine that speeds up or slows down during the session affects both alike. Each
+so that a machine that speeds up or slows down during the comparison affects both alike. Each
 figure is the median of those runs, with the lowest and highest beside it. Both tools use the
 same number of threads (`--threads`, default 2).
 
@@ -19,14 +19,20 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
 
-The table goes to stdout and, with --write, into docs/PERFORMANCE.md between the markers
-`<!-- compare-pytorch:begin -->` and `<!-- compare-pytorch:end -->`, with the machine's CPU
-model, flags, core count, cnn's measured peak, the date and the versions.
+The table is markdown, headed by the date and the machine: the CPU model (/proc/cpuinfo),
+the core count, the kernels cnn ran (AVX-512, AVX2+FMA or portable: what the CPU's flags and
+CNN_NO_AVX512 / CNN_NO_SIMD make cnn choose), cnn's measured peak and PyTorch's version. It
+goes to stdout and, with --write, into docs/PERFORMANCE.md (or --write FILE) between the
+lines `<!-- compare-pytorch:begin -->` and `<!-- compare-pytorch:end -->`, replacing what
+was there; a FILE that does not exist is created with the block alone.
 
 Usage (from the repository root, after `cargo build --release`):
   python3 -m venv /tmp/compare-venv
   /tmp/compare-venv/bin/pip install -r scripts/requirements-compare.txt
   /tmp/compare-venv/bin/python scripts/compare-pytorch.py --runs 5 --write
+
+`python3 scripts/compare-pytorch.py --selftest` checks the table's writing on made-up
+figures; it needs neither PyTorch nor numpy and runs nothing.
 """
 
 import argparse
@@ -43,17 +49,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:  # --selftest needs neither; main() says what is missing
+    np = torch = nn = F = None
+    MISSING = e
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- compare-pytorch:begin -->"
 END = "<!-- compare-pytorch:end -->"
 
-# The targets of issue 18: how many times faster than PyTorch cnn should be.
-TARGETS = {
+# The speed-ups over PyTorch we hold ourselves to, per row (the table's last column, beside
+# the measured one).
+AIMS = {
     "report1-epoch": 4.0,
     "lenet-epoch": 2.0,
     "recipe-epoch": 2.0,
@@ -193,18 +204,139 @@ def fmt(values, scale, digits):
     return f"{m:.{digits}f} [{lo:.{digits}f}-{hi:.{digits}f}]", m
 
 
-def cpu_facts():
-    model, flags = platform.processor() or "unknown", []
+def kernels_for(flags, env=None, machine=None):
+    """The kernels cnn runs with (`kernels::simd` in src/kernels/mod.rs): AVX-512 if the CPU
+    has avx512f, else AVX2+FMA if it has avx2 and fma, else portable; CNN_NO_SIMD forces the
+    portable path and CNN_NO_AVX512 lowers AVX-512 to AVX2+FMA. `cnn` inherits this process's
+    environment, so the same variables decide for it.
+
+    >>> kernels_for({"avx2", "fma", "avx512f"}, {}, "x86_64")
+    'AVX-512'
+    >>> kernels_for({"avx2", "fma", "avx512f"}, {"CNN_NO_AVX512": "1"}, "x86_64")
+    'AVX2+FMA'
+    >>> kernels_for({"avx2"}, {}, "x86_64")
+    'portable'
+    >>> kernels_for(set(), {}, "aarch64")
+    'portable'
+    """
+    env = os.environ if env is None else env
+    machine = platform.machine() if machine is None else machine
+    if machine not in ("x86_64", "AMD64") or "CNN_NO_SIMD" in env:
+        return "portable"
+    if "avx512f" in flags and "CNN_NO_AVX512" not in env:
+        return "AVX-512"
+    if "avx2" in flags and "fma" in flags:
+        return "AVX2+FMA"
+    return "portable"
+
+
+def machine_facts():
+    """(CPU model, core count, kernels cnn runs with) of this machine."""
+    model, flags = platform.processor() or "unknown CPU", set()
     try:
         info = Path("/proc/cpuinfo").read_text()
         m = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
-        model = m.group(1) if m else model
+        model = m.group(1).strip() if m else model
         f = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
-        have = set(f.group(1).split()) if f else set()
-        flags = [x for x in ("avx2", "fma", "avx512f", "avx512vl", "avx512_bf16") if x in have]
+        flags = set(f.group(1).split()) if f else set()
     except OSError:
         pass
-    return model, flags, os.cpu_count()
+    try:
+        cores = len(os.sched_getaffinity(0))  # what `nproc` prints
+    except AttributeError:
+        cores = os.cpu_count()
+    return model, cores, kernels_for(flags)
+
+
+def markdown(rows, cnn_t, torch_t, facts):
+    """The comparison as markdown: a line on the date and the machine, then one table row per
+    row name in `rows`. `cnn_t` and `torch_t` map a row name to its timings in seconds (per
+    epoch, or per image for inference); `facts` holds date, cpu, cores, kernels, threads,
+    runs, peaks (cnn's measured GFLOP/s, possibly empty), torch (PyTorch's version) and
+    command (how the script was run)."""
+    peaks = [p for p in facts["peaks"] if p is not None]
+    peak = f"; cnn's measured peak {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s" if peaks else ""
+    lines = [
+        f"Measured {facts['date']} on {facts['cpu']} ({facts['cores']} cores, cnn on its "
+        f"{facts['kernels']} kernels{peak}) by `{facts['command']}`: {facts['threads']} "
+        f"threads each, PyTorch {facts['torch']} on the CPU. Median of {facts['runs']} "
+        "alternating runs per tool, lowest and highest in brackets.",
+        "",
+        "| work | PyTorch | cnn | cnn is faster by | we aim for |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    for r in rows:
+        scale, digits = (1.0, 2) if r.endswith("epoch") else (1e6, 1)
+        t_text, t_med = fmt(torch_t[r], scale, digits)
+        c_text, c_med = fmt(cnn_t[r], scale, digits)
+        lines.append(f"| {LABELS[r]} | {t_text} | {c_text} | {t_med / c_med:.1f}x | {AIMS[r]:.0f}x |")
+    return "\n".join(lines)
+
+
+def with_block(text, table):
+    """`text` with what lies between the BEGIN and END lines replaced by `table`, or None when
+    it lacks them."""
+    if BEGIN not in text or END not in text or text.index(END) < text.index(BEGIN):
+        return None
+    return text[: text.index(BEGIN)] + f"{BEGIN}\n{table}\n{END}" + text[text.index(END) + len(END):]
+
+
+def write_table(path, table):
+    """Writes `table` between the markers of `path` (atomically), or a new `path` holding the
+    block alone."""
+    path = Path(path)
+    if path.exists():
+        text = with_block(path.read_text(), table)
+        if text is None:
+            sys.exit(f"error: {path} has no `{BEGIN}` ... `{END}` block; add the two lines where "
+                     "the table belongs")
+    else:
+        text = f"{BEGIN}\n{table}\n{END}\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def selftest():
+    """Writes a table of made-up figures into a temporary page and checks the result."""
+    import doctest
+
+    failed, _ = doctest.testmod(verbose=False)
+    assert failed == 0, f"{failed} doctest(s) failed"
+    rows = list(LABELS)
+    cnn_t = {"report1-epoch": [1.50, 1.40, 2.40], "lenet-epoch": [8.5, 8.6, 8.4],
+             "recipe-epoch": [12.0, 11.5, 12.5], "infer-1": [16e-6, 15e-6, 19e-6],
+             "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6]}
+    torch_t = {"report1-epoch": [6.4, 5.9, 9.7], "lenet-epoch": [18.9, 17.3, 22.2],
+               "recipe-epoch": [26.4, 25.4, 28.9], "infer-1": [125e-6, 100e-6, 145e-6],
+               "infer-1000": [84e-6, 82e-6, 99e-6]}
+    facts = {"date": "2000-01-02", "cpu": "Test CPU", "cores": 2, "kernels": "AVX-512",
+             "threads": 2, "runs": 3, "peaks": [150.0, 180.4], "torch": "0.0 (made up)",
+             "command": "python3 scripts/compare-pytorch.py --runs 3"}
+    table = markdown(rows, cnn_t, torch_t, facts)
+    print(table)
+    lines = table.splitlines()
+    assert lines[0].startswith("Measured 2000-01-02 on Test CPU (2 cores, cnn on its AVX-512 "
+                               "kernels; cnn's measured peak 150-180 GFLOP/s)"), lines[0]
+    assert lines[2] == "| work | PyTorch | cnn | cnn is faster by | we aim for |"
+    assert len(lines) == 4 + len(rows)
+    assert lines[4] == ("| report 1's network, Fashion-MNIST epoch, batch 32 (s) | 6.40 [5.90-9.70] "
+                        "| 1.50 [1.40-2.40] | 4.3x | 4x |"), lines[4]
+    assert lines[7] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
+                        "| 16.0 [15.0-19.0] | 7.8x | 6x |"), lines[7]
+    assert "peak" not in markdown(rows, cnn_t, torch_t, dict(facts, peaks=[None])).splitlines()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "PERFORMANCE.md"
+        page.write_text(f"# Top\n\nbefore\n\n{BEGIN}\nold table\n{END}\n\nafter\n")
+        write_table(page, table)
+        write_table(page, table)  # twice: the block is replaced, not added to
+        text = page.read_text()
+        assert text == f"# Top\n\nbefore\n\n{BEGIN}\n{table}\n{END}\n\nafter\n", text
+        assert with_block("no markers here", table) is None
+        new = Path(tmp) / "table.md"
+        write_table(new, table)
+        assert new.read_text() == f"{BEGIN}\n{table}\n{END}\n"
+    print("selftest passed", file=sys.stderr)
 
 
 def main():
@@ -213,9 +345,19 @@ def main():
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/fashion-mnist"))
     ap.add_argument("--runs", type=int, default=5, help="runs per tool and row (default 5)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rows", default="report1-epoch,lenet-epoch,recipe-epoch,infer-1,infer-1000")
-    ap.add_argument("--write", action="store_true", help="write the table into docs/PERFORMANCE.md")
+    ap.add_argument("--rows", default=",".join(LABELS))
+    ap.add_argument("--write", nargs="?", const=str(ROOT / "docs/PERFORMANCE.md"), metavar="FILE",
+                    help="write the table between FILE's compare-pytorch markers "
+                         "(default docs/PERFORMANCE.md)")
+    ap.add_argument("--selftest", action="store_true",
+                    help="check the table's writing on made-up figures, and exit")
     args = ap.parse_args()
+    if args.selftest:
+        selftest()
+        return
+    if torch is None:
+        sys.exit(f"error: {MISSING}; install scripts/requirements-compare.txt (the usage at the "
+                 "top of scripts/compare-pytorch.py says how)")
     if args.runs < 1:
         sys.exit("error: --runs must be at least 1")
     if not Path(args.cnn).exists():
@@ -259,40 +401,22 @@ def main():
                 torch_t["infer-1000"].append(torch_infer(x, 1000, 7))
         print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
 
-    model, flags, cores = cpu_facts()
-    peak_text = ""
-    if peaks and all(p is not None for p in peaks):
-        peak_text = f"; cnn's measured peak {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s"
-    lines = [
-        f"Measured {datetime.date.today().isoformat()} by `python3 scripts/compare-pytorch.py "
-        f"--runs {args.runs}`: {model}, {cores} cores, flags {' '.join(flags)}{peak_text}; "
-        f"{args.threads} threads each; PyTorch {torch.__version__} (CPU). Median of {args.runs} "
-        "alternating runs per tool, lowest and highest in brackets.",
-        "",
-        "| work | PyTorch | cnn | cnn is faster by | target |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
-    for r in rows:
-        scale, digits = (1.0, 2) if r.endswith("epoch") else (1e6, 1)
-        t_text, t_med = fmt(torch_t[r], scale, digits)
-        c_text, c_med = fmt(cnn_t[r], scale, digits)
-        ratio = t_med / c_med
-        mark = "met" if ratio >= TARGETS[r] else "not met"
-        lines.append(f"| {LABELS[r]} | {t_text} | {c_text} | {ratio:.1f}x | {TARGETS[r]:.0f}x, {mark} |")
-    table = "\n".join(lines)
+    cpu, cores, kernels = machine_facts()
+    if "CNN_NO_WINOGRAD" in os.environ:
+        kernels += " (Winograd off)"
+    command = f"python3 scripts/compare-pytorch.py --runs {args.runs}"
+    if args.threads != 2:
+        command += f" --threads {args.threads}"
+    if rows != list(LABELS):
+        command += f" --rows {','.join(rows)}"
+    facts = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": cores,
+             "kernels": kernels, "threads": args.threads, "runs": args.runs, "peaks": peaks,
+             "torch": torch.__version__, "command": command}
+    table = markdown(rows, cnn_t, torch_t, facts)
     print(table)
     if args.write:
-        doc = ROOT / "docs/PERFORMANCE.md"
-        text = doc.read_text() if doc.exists() else "# Performance\n"
-        block = f"{BEGIN}\n{table}\n{END}"
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip() + "\n\n## cnn and PyTorch, side by side\n\n" + block + "\n"
-        tmp = doc.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(doc)
-        print(f"wrote {doc}", file=sys.stderr)
+        write_table(args.write, table)
+        print(f"wrote {args.write}", file=sys.stderr)
 
 
 if __name__ == "__main__":

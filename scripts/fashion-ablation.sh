@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's Fashion-MNIST ablation: from report 1's network to the full recipe, one
+# docs/GUIDE.md's Fashion-MNIST ablation: from report 1's network to the full recipe, one
 # `cnn train` command a row, each timed as a whole (wall clock) with its final test accuracy
 # on the 10,000 test images. Prints the Markdown table; with --write, also puts it into
-# README.md between the `<!-- ablation:begin -->` and `<!-- ablation:end -->` markers.
+# docs/GUIDE.md between the `<!-- ablation:begin -->` and `<!-- ablation:end -->` markers.
 #
 #   scripts/fashion-ablation.sh [--data DIR] [--write]
 #
@@ -63,12 +63,12 @@ if [ "$write" = 1 ]; then
   python3 - "$table" "$note" <<'PY'
 import re, sys
 table, note = sys.argv[1], sys.argv[2]
-text = open("README.md").read()
+text = open("docs/GUIDE.md").read()
 block = f"<!-- ablation:begin -->\n{table}\n\n{note}\n<!-- ablation:end -->"
 new, n = re.subn(r"<!-- ablation:begin -->.*?<!-- ablation:end -->", lambda _: block, text, flags=re.S)
 if n != 1:
-    sys.exit("README.md has no ablation markers")
-open("README.md", "w").write(new)
+    sys.exit("docs/GUIDE.md has no ablation markers")
+open("docs/GUIDE.md", "w").write(new)
 PY
-  echo "wrote the table into README.md" >&2
+  echo "wrote the table into docs/GUIDE.md" >&2
 fi

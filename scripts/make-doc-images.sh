@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates the pictures in docs/images with the current `cnn`, from the commands the
-# README shows: report 1 reproduced on MNIST 0s and 1s, its learning-rate sweep, and report
+# README and docs/GUIDE.md show: report 1 reproduced on MNIST 0s and 1s, its learning-rate sweep, and report
 # 1's network on Fashion-MNIST (training curves, confusion matrix, misclassified gallery,
 # first-layer filters and the feature maps of an ankle boot).
 #

@@ -18,8 +18,8 @@
 //! # Why not differentiate the network's own f32 loss
 //!
 //! That was the first version of this check, and it failed on `examples/lenet.cfg` although
-//! backprop was right (issue 14). Two effects, measured on the first Conv2D's bias (one
-//! entry shifts all 784 pre-activations of its channel at once):
+//! backprop was right. Two effects, measured on the first Conv2D's bias (one entry shifts
+//! all 784 pre-activations of its channel at once):
 //! - **Kinks are dense.** At h = 1e-2 a step flips 10 to 80 ReLU units; even at h = 1e-3 most
 //!   entries flip one or more. A difference across a kink averages two slopes: errors up to
 //!   5e-2 of the gradient's scale.

@@ -46,7 +46,7 @@ pub struct Model {
 /// of 1000), large enough that the Dense layers still run as matrix products. Measured with
 /// `cnn bench examples/report1-10.cfg --inference-batch 1000` when it was added: chunks of
 /// 32, 64, 128, 256 gave 14.0, 14.1, 13.0, 13.1 us per image, the whole batch at once 21.5,
-/// on a machine with 2 MB of L2 per core. On the AMD EPYC of later sessions (1 MB per core),
+/// on a machine with 2 MB of L2 per core. On an AMD EPYC with 1 MB of L2 per core,
 /// two binaries alternately, 6 runs each: 128 gave 9.1 us per image (median), 64 gave 7.75;
 /// LeNet 48.9 against 43.7, fashion-93's network 65 against 60.
 pub const INFER_CHUNK: usize = 64;

@@ -221,7 +221,8 @@ mod tests {
 
     #[test]
     fn training_flops_match_the_spec() {
-        // Issue 2: 2,867,712 FLOPs per training step per image with 10 outputs.
+        // 2,867,712 FLOPs per training step per image with 10 outputs, the figure
+        // docs/PERFORMANCE.md quotes for report 1's network.
         let text = include_str!("../examples/report1-10.cfg");
         let s = render(&parse(text, "t").unwrap().spec, true).unwrap();
         assert!(s.contains("Training FLOPs per sample: 2,867,712"), "{s}");

@@ -140,13 +140,15 @@ mod tests {
             outs,
             vec![vec![16, 28, 28], vec![16, 14, 14], vec![128], vec![2]]
         );
-        // 160 + 0 + (3136*128 + 128) + (128*2 + 2) = 401,954 (issue 3).
+        // 160 + 0 + (3136*128 + 128) + (128*2 + 2) = 401,954, the total
+        // `cnn summary examples/report1.cfg` prints.
         assert_eq!(spec.param_count().unwrap(), 401_954);
     }
 
     #[test]
     fn report1_training_flops_are_2_87_mflop_per_image() {
-        // Issue 2: 2.87 MFLOP per image per training step with 10 outputs.
+        // 2.87 MFLOP per image per training step with 10 outputs, the figure
+        // docs/PERFORMANCE.md quotes for report 1's network.
         // conv 2*16*784*9 = 225,792 (x2, first layer), dense 2*3136*128 = 802,816 (x3),
         // dense 2*128*10 = 2,560 (x3): 451,584 + 2,408,448 + 7,680 = 2,867,712.
         assert_eq!(report1(10).train_flops_per_sample().unwrap(), 2_867_712);
