@@ -94,6 +94,29 @@ pub enum InputForm {
     Any,
 }
 
+impl InputForm {
+    /// Whether the layer needs a (C, H, W) input: the config parser refuses it after a layer
+    /// whose output is flat.
+    pub fn needs_spatial(self) -> bool {
+        matches!(self, InputForm::Spatial)
+    }
+
+    /// Whether a Flatten is implied before the layer when its input is spatial.
+    pub fn implies_flatten(self) -> bool {
+        matches!(self, InputForm::Flattened)
+    }
+
+    /// Whether the layer's output is spatial, given whether its input is: decided from the
+    /// layer kinds alone, before any shape is known ([`crate::config::implied_flattens`]).
+    pub fn output_spatial(self, input_spatial: bool) -> bool {
+        match self {
+            InputForm::Spatial => true,
+            InputForm::Flattened | InputForm::Flattens => false,
+            InputForm::Any => input_spatial,
+        }
+    }
+}
+
 /// A layer's size: trainable parameters and forward FLOPs for one sample (a multiply-add
 /// counts 2; comparisons, bias adds and activations are O(output) and not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
