@@ -142,6 +142,11 @@ macro_rules! layer_kinds {
             pub fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {
                 match self { $(Op::$variant(l) => LayerOp::check_batch(l, n, pass),)* }
             }
+
+            /// See [`LayerOp::filters`].
+            pub fn filters(&self) -> Option<Filters<'_>> {
+                match self { $(Op::$variant(l) => LayerOp::filters(l),)* }
+            }
         }
     };
 }

@@ -208,6 +208,21 @@ pub trait LayerOp {
     fn check_batch(&self, _n: usize, _pass: Pass) -> std::result::Result<(), String> {
         Ok(())
     }
+    /// The learned filters as images, for `cnn visualize` (the first layer that has them is
+    /// drawn); none by default.
+    fn filters(&self) -> Option<Filters<'_>> {
+        None
+    }
+}
+
+/// A layer's filters as images ([`LayerOp::filters`]): `values` holds the filters one after
+/// the other, each `channels` planes of `height` x `width` values in row-major order.
+#[derive(Debug, Clone, Copy)]
+pub struct Filters<'a> {
+    pub values: &'a [f32],
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
 }
 
 /// One runtime layer: its config, its operation, and its per-sample shapes.
