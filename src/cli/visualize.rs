@@ -1,9 +1,10 @@
 //! `cnn visualize MODEL IMAGE --out DIR`: what the network learned and what it sees.
 //!
-//! Writes `filters.png` (the filters of the first layer that has any, one tile each) and, for each layer,
-//! `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one tile per
-//! channel; the output layer gets one labelled bar per class with its probability; other flat
-//! layers get one bar per unit (or, past 1,024 units, a grid of grey levels). Plus `input.png`.
+//! Writes `filters.png` (the filters of the first layer that has any, one tile each) and, for
+//! each layer, `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one
+//! tile per channel; the output layer gets one labelled bar per class with its probability;
+//! other flat layers get one bar per unit (or, past 1,024 units, a grid of grey levels).
+//! Plus `input.png`.
 
 use std::path::PathBuf;
 
