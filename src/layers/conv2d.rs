@@ -40,7 +40,7 @@ use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::pool::{MaxPool2D, PoolBlock};
-use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape};
+use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
 use crate::error::Result;
 use crate::kernels::direct;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
@@ -845,6 +845,17 @@ impl LayerOp for Conv2D {
     fn fans(&self) -> Option<(usize, usize)> {
         let g = self.geom;
         Some((g.patch_len(), g.k * g.kh * g.kw))
+    }
+
+    fn window(&self) -> Option<Window> {
+        let g = self.geom;
+        Some(Window::Weighted {
+            kh: g.kh,
+            kw: g.kw,
+            stride: g.stride,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+        })
     }
 
     /// K filters of C planes of kh x kw: the weight `[K, C, kh, kw]` as it is stored.

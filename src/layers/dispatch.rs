@@ -147,6 +147,11 @@ macro_rules! layer_kinds {
             pub fn filters(&self) -> Option<Filters<'_>> {
                 match self { $(Op::$variant(l) => LayerOp::filters(l),)* }
             }
+
+            /// See [`LayerOp::window`].
+            pub fn window(&self) -> Option<Window> {
+                match self { $(Op::$variant(l) => LayerOp::window(l),)* }
+            }
         }
     };
 }

@@ -213,6 +213,36 @@ pub trait LayerOp {
     fn filters(&self) -> Option<Filters<'_>> {
         None
     }
+    /// The window of inputs that one output cell reads, for the page of `cnn serve` to
+    /// recompute and explain a cell the user picks (and to draw its receptive field); none
+    /// by default (the page then offers no per-cell explanation of the layer).
+    fn window(&self) -> Option<Window> {
+        None
+    }
+}
+
+/// The window of inputs one output cell (oy, ox) of a spatial layer reads
+/// ([`LayerOp::window`]), in the terms the page of `cnn serve` recomputes it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// A weighted sum over every input channel's kh x kw window with top-left corner
+    /// (oy S - pad_top, ox S - pad_left), zeros outside the input, plus the output channel's
+    /// bias, then the layer's activation (Conv2D).
+    Weighted {
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad_top: usize,
+        pad_left: usize,
+    },
+    /// The maximum (`max`) or the mean of the output channel's ph x pw window with top-left
+    /// corner (oy S, ox S) (pooling).
+    Pooled {
+        max: bool,
+        ph: usize,
+        pw: usize,
+        stride: usize,
+    },
 }
 
 /// A layer's filters as images ([`LayerOp::filters`]): `values` holds the filters one after

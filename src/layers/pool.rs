@@ -26,7 +26,7 @@
 use rayon::prelude::*;
 
 use super::keys::{LineKeys, MAX_DIM};
-use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
+use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape, Window};
 use crate::error::Result;
 use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
@@ -170,6 +170,10 @@ impl LayerOp for MaxPool2D {
         self.training = pass.training;
     }
 
+    fn window(&self) -> Option<Window> {
+        Some(pooled(true, &self.geom))
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         MaxPool2D::forward(self, x, y, n);
     }
@@ -189,6 +193,10 @@ impl LayerOp for MaxPool2D {
 }
 
 impl LayerOp for AvgPool2D {
+    fn window(&self) -> Option<Window> {
+        Some(pooled(false, &self.geom))
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         AvgPool2D::forward(self, x, y, n);
     }
@@ -204,6 +212,16 @@ impl LayerOp for AvgPool2D {
         if let Some(dx) = dx {
             AvgPool2D::backward(self, dy, dx, n);
         }
+    }
+}
+
+/// The page's window of a pooling with geometry `g`.
+fn pooled(max: bool, g: &PoolGeom) -> Window {
+    Window::Pooled {
+        max,
+        ph: g.ph,
+        pw: g.pw,
+        stride: g.stride,
     }
 }
 
