@@ -91,6 +91,11 @@ macro_rules! layer_kinds {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_key(s),)* }
             }
 
+            /// See [`LayerKind::gradcheck_batch`].
+            pub fn gradcheck_batch(&self) -> usize {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::gradcheck_batch(s),)* }
+            }
+
             /// The runtime operation on a per-sample `input` shape, with zero parameters.
             pub fn build(&self, input: &[usize]) -> Result<Op> {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build(s, input).map(Op::$variant),)* }

@@ -167,6 +167,12 @@ pub trait LayerKind {
     }
     /// The runtime operation for a per-sample input shape, with zero parameters.
     fn build(spec: &Self::Spec, input: &[usize]) -> Result<Self::Op>;
+    /// The fewest images in `cnn gradcheck`'s random batch for this layer's gradients to be
+    /// checked meaningfully (the command takes the most any layer asks); 2 by default, so
+    /// that a sum over the batch is checked.
+    fn gradcheck_batch(_spec: &Self::Spec) -> usize {
+        2
+    }
 }
 
 /// A layer's forward and backward pass over a mini-batch of `n` samples stored flat
