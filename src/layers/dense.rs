@@ -110,6 +110,13 @@ impl LayerKind for Kind {
         Some(("units", spec.units))
     }
 
+    fn with_output_size(spec: &DenseSpec, n: usize) -> DenseSpec {
+        DenseSpec {
+            units: n,
+            ..spec.clone()
+        }
+    }
+
     fn build(spec: &DenseSpec, input: &[usize]) -> Result<Dense> {
         let mut layer = Dense::new(input.iter().product(), spec.units);
         layer.act = spec.activation;

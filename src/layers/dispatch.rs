@@ -96,6 +96,14 @@ macro_rules! layer_kinds {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::gradcheck_batch(s),)* }
             }
 
+            /// The same layer with its output size set to `n` (`units=n`; unchanged if it
+            /// has no such key).
+            pub fn with_output_size(&self, n: usize) -> LayerSpec {
+                match self {
+                    $(LayerSpec::$variant(s) => LayerSpec::$variant(<$kind as LayerKind>::with_output_size(s, n)),)*
+                }
+            }
+
             /// The runtime operation on a per-sample `input` shape, with zero parameters.
             pub fn build(&self, input: &[usize]) -> Result<Op> {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build(s, input).map(Op::$variant),)* }

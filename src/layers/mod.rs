@@ -165,6 +165,11 @@ pub trait LayerKind {
     fn output_key(_spec: &Self::Spec) -> Option<(&'static str, usize)> {
         None
     }
+    /// The layer with the key of [`LayerKind::output_key`] set to `n`; unchanged by default
+    /// (it has none).
+    fn with_output_size(spec: &Self::Spec, _n: usize) -> Self::Spec {
+        spec.clone()
+    }
     /// The runtime operation for a per-sample input shape, with zero parameters.
     fn build(spec: &Self::Spec, input: &[usize]) -> Result<Self::Op>;
     /// The fewest images in `cnn gradcheck`'s random batch for this layer's gradients to be
