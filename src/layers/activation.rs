@@ -16,6 +16,7 @@
 use super::keys::LineKeys;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
+use crate::onnx::export::{float, int, Graph, LayerAt};
 
 /// An element-wise (or, for softmax, per-sample) activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,6 +136,12 @@ impl LayerKind for Kind {
         act
     }
 
+    /// Nothing of its own: `cnn export` writes every layer's activation after it
+    /// ([`onnx`]), this one's included.
+    fn onnx(_spec: &Activation, _g: &mut Graph, input: &str, _at: &LayerAt) -> Result<String> {
+        Ok(input.to_string())
+    }
+
     fn build(spec: &Activation, input: &[usize]) -> Result<ActivationLayer> {
         Ok(ActivationLayer {
             act: *spec,
@@ -173,6 +180,45 @@ impl LayerOp for ActivationLayer {
         let len = n * self.features;
         backward(self.act, &y[..len], &mut dy[..len], self.features);
         dx[..len].copy_from_slice(&dy[..len]);
+    }
+}
+
+/// The ONNX nodes of `act` (named `name`) on the value `input`, whose per-sample shape is
+/// `shape`; returns the value they write (`input` itself for [`Activation::None`]). `cnn
+/// export` writes them after every layer, for its fused activation or, for an activation
+/// line, the layer itself:
+///
+/// | activation | ONNX |
+/// | --- | --- |
+/// | `relu`, `leaky_relu`, `sigmoid`, `tanh` | `Relu`, `LeakyRelu` (alpha), `Sigmoid`, `Tanh` |
+/// | `softmax` of a flat value | `Softmax` (axis 1) |
+/// | `softmax` of a (C, H, W) value | `Flatten`, `Softmax`, and a `Reshape` back (ours is over a sample's C H W values, ONNX's over one axis) |
+pub fn onnx(act: Activation, g: &mut Graph, input: &str, name: &str, shape: &[usize]) -> String {
+    match act {
+        Activation::None => input.to_string(),
+        Activation::Relu => g.node("Relu", name, &[input], vec![]),
+        Activation::LeakyRelu(a) => g.node("LeakyRelu", name, &[input], vec![float("alpha", a)]),
+        Activation::Sigmoid => g.node("Sigmoid", name, &[input], vec![]),
+        Activation::Tanh => g.node("Tanh", name, &[input], vec![]),
+        Activation::Softmax if shape.len() == 1 => {
+            g.node("Softmax", name, &[input], vec![int("axis", 1)])
+        }
+        Activation::Softmax => {
+            let back = format!("{name}.shape");
+            // Sizes are at most MAX_DIM (the config caps them), so they fit an i64.
+            let dims: Vec<i64> = std::iter::once(-1)
+                .chain(shape.iter().map(|&d| d as i64))
+                .collect();
+            g.init_i64(&back, dims);
+            let flat = g.node(
+                "Flatten",
+                &format!("{name}.flatten"),
+                &[input],
+                vec![int("axis", 1)],
+            );
+            let soft = g.node("Softmax", name, &[&flat], vec![int("axis", 1)]);
+            g.node("Reshape", &format!("{name}.reshape"), &[&soft, &back], vec![])
+        }
     }
 }
 

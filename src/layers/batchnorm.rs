@@ -51,6 +51,7 @@ use super::param::{Buffer, BufferMut, Param};
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::{Error, Result};
 use crate::kernels::on_best_simd;
+use crate::onnx::export::{float, Graph, LayerAt};
 use crate::text::thousands;
 
 /// PyTorch's default momentum.
@@ -195,6 +196,28 @@ impl LayerKind for Kind {
                 thousands(2 * (c * s) as u128)
             ),
         ])
+    }
+
+    /// `BatchNormalization` in its inference form, with the scale, the shift and the running
+    /// statistics; ONNX's momentum weighs the running value, ours the batch: 1 - m.
+    /// (`num_batches_tracked` goes into the model's `metadata_props`, so that the file
+    /// round-trips.)
+    fn onnx(spec: &BatchNormSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(g.node(
+            "BatchNormalization",
+            at.name,
+            &[
+                input,
+                &at.tensor("weight"),
+                &at.tensor("bias"),
+                &at.tensor("running_mean"),
+                &at.tensor("running_var"),
+            ],
+            vec![
+                float("epsilon", spec.eps),
+                float("momentum", 1.0 - spec.momentum),
+            ],
+        ))
     }
 
     /// 8: over 2 samples BatchNorm1D's output is about +-1 whatever its input, a function

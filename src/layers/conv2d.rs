@@ -47,6 +47,7 @@ use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
+use crate::onnx::export::{int, ints, Graph, LayerAt};
 use crate::text::thousands;
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -204,6 +205,36 @@ impl LayerKind for Kind {
             activation: act,
             ..spec.clone()
         }
+    }
+
+    /// `Conv` with the weight `[K, C, kh, kw]` and the bias `[K]`, its pads (top, left,
+    /// bottom, right) those the output size implies: report 1's P on both sides when
+    /// explicit, the larger half of `same`'s total after.
+    fn onnx(s: &Conv2dSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        let geom = s.geom(chw("Conv2D", at.input)?)?;
+        let after = |size: usize, k: usize, out: usize, before: usize| match s.padding {
+            Padding::Valid => 0,
+            Padding::Explicit(p) => p,
+            Padding::Same => ((out - 1) * s.stride + k).saturating_sub(size + before),
+        };
+        let pads = [
+            geom.pad_top,
+            geom.pad_left,
+            after(geom.h, geom.kh, geom.out_h, geom.pad_top),
+            after(geom.w, geom.kw, geom.out_w, geom.pad_left),
+        ];
+        Ok(g.node(
+            "Conv",
+            at.name,
+            &[input, &at.tensor("weight"), &at.tensor("bias")],
+            vec![
+                ints("kernel_shape", &[geom.kh, geom.kw]),
+                ints("strides", &[s.stride, s.stride]),
+                ints("pads", &pads),
+                ints("dilations", &[1, 1]),
+                int("group", 1),
+            ],
+        ))
     }
 
     fn build(spec: &Conv2dSpec, input: &[usize]) -> Result<Conv2D> {

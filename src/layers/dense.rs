@@ -21,6 +21,7 @@ use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use crate::kernels::transpose::par_transpose;
+use crate::onnx::export::{int, Graph, LayerAt};
 use crate::text::thousands;
 
 /// Below this many weights a one-sample forward pass runs on one thread.
@@ -115,6 +116,16 @@ impl LayerKind for Kind {
             units: n,
             ..spec.clone()
         }
+    }
+
+    /// `Gemm` (transB = 1) with the weight `[O, I]` and the bias `[O]`.
+    fn onnx(_spec: &DenseSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(g.node(
+            "Gemm",
+            at.name,
+            &[input, &at.tensor("weight"), &at.tensor("bias")],
+            vec![int("transB", 1)],
+        ))
     }
 
     fn build(spec: &DenseSpec, input: &[usize]) -> Result<Dense> {

@@ -91,6 +91,11 @@ macro_rules! layer_kinds {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_key(s),)* }
             }
 
+            /// See [`LayerKind::onnx`].
+            pub fn onnx(&self, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::onnx(s, g, input, at),)* }
+            }
+
             /// See [`LayerKind::gradcheck_batch`].
             pub fn gradcheck_batch(&self) -> usize {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::gradcheck_batch(s),)* }

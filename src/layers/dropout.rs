@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::keys::LineKeys;
 use super::{InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
+use crate::onnx::export::{Graph, LayerAt};
 use crate::rng::Rng;
 
 /// A Dropout config line: `Dropout rate=0.5`.
@@ -77,6 +78,11 @@ impl LayerKind for Kind {
             1.0 - p,
             1.0 / (1.0 - p)
         )])
+    }
+
+    /// Nothing: the identity at inference.
+    fn onnx(_spec: &DropoutSpec, _g: &mut Graph, input: &str, _at: &LayerAt) -> Result<String> {
+        Ok(input.to_string())
     }
 
     fn build(spec: &DropoutSpec, input: &[usize]) -> Result<Dropout> {

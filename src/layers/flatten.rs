@@ -8,6 +8,7 @@
 use super::keys::LineKeys;
 use super::{InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
+use crate::onnx::export::{int, Graph, LayerAt};
 use crate::text::{product_expr, thousands};
 
 /// The Flatten layer's config: it has no keys.
@@ -45,6 +46,11 @@ impl LayerKind for Kind {
             product_expr(input),
             thousands(output.iter().product::<usize>() as u128)
         )])
+    }
+
+    /// `Flatten` (axis 1).
+    fn onnx(_spec: &Flatten, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(g.node("Flatten", at.name, &[input], vec![int("axis", 1)]))
     }
 
     fn build(_spec: &Flatten, input: &[usize]) -> Result<FlattenOp> {

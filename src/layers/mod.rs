@@ -44,6 +44,7 @@ pub use pool::{AvgPool2D, MaxPool2D, PoolBlock, PoolSpec};
 pub use spec::*;
 
 use crate::error::Result;
+use crate::onnx::export::{Graph, LayerAt};
 use crate::tensor::Tensor;
 use keys::LineKeys;
 
@@ -172,6 +173,17 @@ pub trait LayerKind {
     }
     /// The runtime operation for a per-sample input shape, with zero parameters.
     fn build(spec: &Self::Spec, input: &[usize]) -> Result<Self::Op>;
+    /// Writes the layer's ONNX nodes for `cnn export`, reading the value `input`, and returns
+    /// the value they write (`input` itself for a layer that is the identity at inference).
+    /// The exporter has already added the layer's parameters and buffers as initialisers
+    /// ([`LayerAt::tensor`](crate::onnx::export::LayerAt::tensor)) and writes its activation
+    /// after it. By default the layer has no ONNX form, and the export fails saying so.
+    fn onnx(spec: &Self::Spec, _g: &mut Graph, _input: &str, _at: &LayerAt) -> Result<String> {
+        Err(crate::error::Error::Invalid(format!(
+            "{}: `cnn export` has no ONNX form for this layer",
+            Self::name(spec)
+        )))
+    }
     /// The fewest images in `cnn gradcheck`'s random batch for this layer's gradients to be
     /// checked meaningfully (the command takes the most any layer asks); 2 by default, so
     /// that a sum over the batch is checked.

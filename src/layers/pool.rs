@@ -30,6 +30,7 @@ use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape, Windo
 use crate::error::Result;
 use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
+use crate::onnx::export::{ints, Graph, LayerAt};
 
 /// A pooling config line: `MaxPool2D pool=2x2 stride=2` (or `AvgPool2D`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,22 @@ impl PoolSpec {
     }
 }
 
+impl PoolSpec {
+    /// The ONNX node `op` (`MaxPool`, `AveragePool`) of this pooling, unpadded.
+    fn onnx(&self, op: &str, g: &mut Graph, input: &str, at: &LayerAt) -> String {
+        g.node(
+            op,
+            at.name,
+            &[input],
+            vec![
+                ints("kernel_shape", &[self.pool.0, self.pool.1]),
+                ints("strides", &[self.stride, self.stride]),
+                ints("pads", &[0, 0, 0, 0]),
+            ],
+        )
+    }
+}
+
 /// The keys of both pooling lines.
 const POOL_KEYS: &[&str] = &["pool", "stride"];
 
@@ -121,6 +138,11 @@ impl LayerKind for MaxKind {
         spec.explain(input)
     }
 
+    /// `MaxPool`.
+    fn onnx(spec: &PoolSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(spec.onnx("MaxPool", g, input, at))
+    }
+
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<MaxPool2D> {
         Ok(MaxPool2D::new(
             spec.geom("MaxPool2D", chw("MaxPool2D", input)?)?,
@@ -156,6 +178,11 @@ impl LayerKind for AvgKind {
 
     fn explain(spec: &PoolSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
         spec.explain(input)
+    }
+
+    /// `AveragePool`.
+    fn onnx(spec: &PoolSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(spec.onnx("AveragePool", g, input, at))
     }
 
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<AvgPool2D> {
