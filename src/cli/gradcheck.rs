@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cnn::gradcheck::{
-    check_network, default_batch, Verdict, FORWARD_TOLERANCE, STEP, TOLERANCE,
-};
+use cnn::gradcheck::{check_network, default_batch, Verdict, FORWARD_TOLERANCE, STEP, TOLERANCE};
 use cnn::init::Init;
 use cnn::model::Model;
 use cnn::rng::Rng;

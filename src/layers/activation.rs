@@ -17,6 +17,8 @@ use super::keys::LineKeys;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::onnx::export::{float, int, Graph, LayerAt};
+use crate::onnx::import::{dims_text, Attrs, Importer};
+use crate::onnx::proto::NodeProto;
 
 /// An element-wise (or, for softmax, per-sample) activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,6 +144,53 @@ impl LayerKind for Kind {
         Ok(input.to_string())
     }
 
+    const ONNX_OPS: &'static [&'static str] = &[
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+        "LogSoftmax",
+    ];
+
+    /// An activation node: fused as `activation=` into the layer before it when that can
+    /// take one ([`Importer::activation`]), else a line of its own. A softmax must be over
+    /// the features of a flat value; a `LogSoftmax` (as a softmax: `cnn predict` gives
+    /// probabilities) must end the network.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let attrs = Attrs::of(node);
+        let op = node.op_type.as_deref().unwrap_or("");
+        match op {
+            "Relu" => cx.activation("relu", "ReLU"),
+            "LeakyRelu" => {
+                let a = attrs.float("alpha", 0.01);
+                if !(0.0..=1.0).contains(&a) {
+                    return Err(format!("alpha {a} is not from 0 to 1"));
+                }
+                cx.activation(
+                    &format!("leaky_relu alpha={a}"),
+                    &format!("LeakyReLU alpha={a}"),
+                )
+            }
+            "Sigmoid" => cx.activation("sigmoid", "Sigmoid"),
+            "Tanh" => cx.activation("tanh", "Tanh"),
+            _ => {
+                let axis = attrs.int("axis", -1);
+                if cx.shape.len() != 1 || !(axis == 1 || axis == -1) {
+                    return Err(format!(
+                        "a {op} over axis {axis} of a [N, {}] value; only over the features of \
+                         a flat [N, F] value",
+                        dims_text(&cx.shape)
+                    ));
+                }
+                if op == "LogSoftmax" {
+                    cx.end_here(op);
+                }
+                cx.activation("softmax", "Softmax")
+            }
+        }
+    }
+
     fn build(spec: &Activation, input: &[usize]) -> Result<ActivationLayer> {
         Ok(ActivationLayer {
             act: *spec,
@@ -217,7 +266,12 @@ pub fn onnx(act: Activation, g: &mut Graph, input: &str, name: &str, shape: &[us
                 vec![int("axis", 1)],
             );
             let soft = g.node("Softmax", name, &[&flat], vec![int("axis", 1)]);
-            g.node("Reshape", &format!("{name}.reshape"), &[&soft, &back], vec![])
+            g.node(
+                "Reshape",
+                &format!("{name}.reshape"),
+                &[&soft, &back],
+                vec![],
+            )
         }
     }
 }

@@ -52,6 +52,8 @@ use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::{Error, Result};
 use crate::kernels::on_best_simd;
 use crate::onnx::export::{float, Graph, LayerAt};
+use crate::onnx::import::{Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// PyTorch's default momentum.
@@ -220,6 +222,66 @@ impl LayerKind for Kind {
         ))
     }
 
+    const ONNX_OPS: &'static [&'static str] = &["BatchNormalization"];
+
+    /// `BatchNormalization` in its inference form: `BatchNorm2D` on a (C, H, W) value,
+    /// `BatchNorm1D` on a flat one, with ONNX's momentum turned back into ours (1 - m).
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let attrs = Attrs::of(node);
+        if attrs.int("training_mode", 0) != 0 {
+            return Err("training_mode is set; export the model in eval mode".into());
+        }
+        if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+            return Err("outputs running statistics (training form); export in eval mode".into());
+        }
+        let &[c, ..] = cx.shape.as_slice() else {
+            return Err("needs an input with channels".into());
+        };
+        let name = match cx.shape.len() {
+            3 => "BatchNorm2D",
+            1 => "BatchNorm1D",
+            _ => return Err("needs a [N, C, H, W] or [N, F] value".into()),
+        };
+        let mut tensors = Vec::new();
+        for (idx, key) in [
+            (1, "weight"),
+            (2, "bias"),
+            (3, "running_mean"),
+            (4, "running_var"),
+        ] {
+            let input = node.input.get(idx).ok_or("has fewer than 5 inputs")?;
+            tensors.push((key, vec![c], cx.vector(input, c)?));
+        }
+        if tensors[3].2.iter().any(|&v| v < 0.0) {
+            return Err("a variance is negative".into());
+        }
+        let eps = attrs.float("epsilon", 1e-5);
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(format!("epsilon {eps} is not positive"));
+        }
+        // ONNX's momentum weighs the running value, PyTorch's (and ours) the batch.
+        let momentum = round6(1.0 - attrs.float("momentum", 0.9));
+        // `cnn export` keeps num_batches_tracked in the metadata, named as the scale is
+        // with `num_batches_tracked` for `weight`.
+        let batches = node.input[1]
+            .strip_suffix("weight")
+            .map(|p| format!("{p}num_batches_tracked"))
+            .and_then(|n| cx.batches_tracked(&n))
+            .unwrap_or(0);
+        cx.push(Step {
+            batches,
+            ..Step::new(
+                format!("{name} momentum={momentum} eps={eps}"),
+                StepKind::Fusable {
+                    fused: false,
+                    flat_input: false,
+                },
+                tensors,
+            )
+        });
+        Ok(())
+    }
+
     /// 8: over 2 samples BatchNorm1D's output is about +-1 whatever its input, a function
     /// too ill-conditioned for f32 to differentiate finely.
     fn gradcheck_batch(_spec: &BatchNormSpec) -> usize {
@@ -249,6 +311,11 @@ impl LayerKind for Kind {
             inv_std: vec![0.0; c],
         })
     }
+}
+
+/// `x` to 6 significant decimals: 1 - (1 - 0.1) in f32 is 0.100000024, shown as 0.1.
+fn round6(x: f32) -> f32 {
+    format!("{x:.6}").parse().unwrap_or(x)
 }
 
 /// (C, S) of a per-sample input shape: BatchNorm2D needs (C, H, W), BatchNorm1D a flat input.

@@ -48,6 +48,8 @@ use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
 use crate::onnx::export::{int, ints, Graph, LayerAt};
+use crate::onnx::import::{equal_strides, short, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -237,11 +239,124 @@ impl LayerKind for Kind {
         ))
     }
 
+    const ONNX_OPS: &'static [&'static str] = &["Conv"];
+
+    /// `Conv` with a constant weight `[K, C, kh, kw]` (and bias), ungrouped and undilated,
+    /// equal strides, and pads equal on every side or those of `same` padding.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let [c, h, w] = cx.spatial("Conv")?;
+        let attrs = Attrs::of(node);
+        let unknown = attrs.unknown(&[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "group",
+            "auto_pad",
+        ]);
+        if !unknown.is_empty() {
+            return Err(format!("unsupported attributes {unknown:?}"));
+        }
+        let wname = node.input.get(1).ok_or("has no weight input")?;
+        let (wshape, weight) = cx.floats(wname)?;
+        let &[k, wc, kh, kw] = wshape.as_slice() else {
+            return Err(format!("weight shape {wshape:?}, expected [K, C, kh, kw]"));
+        };
+        if wc != c {
+            return Err(format!(
+                "its weight {wshape:?} takes {wc} channels, the value it reads has {c} (shapes \
+                 do not chain)"
+            ));
+        }
+        if attrs.int("group", 1) != 1 {
+            return Err("grouped convolutions are not supported".into());
+        }
+        if attrs
+            .ints("dilations")
+            .is_some_and(|d| d.iter().any(|&x| x != 1))
+        {
+            return Err("dilated convolutions are not supported".into());
+        }
+        if let Some(ks) = attrs.ints("kernel_shape") {
+            if ks != [kh as i64, kw as i64] {
+                return Err(format!(
+                    "kernel_shape {ks:?} differs from the weight's {kh}x{kw}"
+                ));
+            }
+        }
+        let stride = equal_strides(&attrs)?;
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b) => cx.vector(b, k)?,
+            None => vec![0.0; k],
+        };
+        let pads: Vec<i64> = attrs
+            .ints("pads")
+            .map(<[i64]>::to_vec)
+            .unwrap_or(vec![0; 4]);
+        let auto_pad = attrs.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+        let same = same_pads(h, w, kh, kw, stride);
+        let padding = match auto_pad.as_str() {
+            "VALID" => Padding::Valid,
+            "SAME_UPPER" => Padding::Same,
+            "NOTSET" | "" => match pads.as_slice() {
+                [0, 0, 0, 0] => Padding::Valid,
+                // `same` first: the same sums either way, and the name a config would use.
+                p if p == same => Padding::Same,
+                &[t, l, b, r]
+                    if t == l && l == b && b == r && (1..=MAX_DIM as i64).contains(&t) =>
+                {
+                    Padding::Explicit(t as usize)
+                }
+                p => {
+                    return Err(format!(
+                        "pads {p:?} are neither equal on every side nor `same` padding ({same:?})"
+                    ))
+                }
+            },
+            other => return Err(format!("auto_pad {} is not supported", short(other))),
+        };
+        let padding_text = match padding {
+            Padding::Valid => "valid".to_string(),
+            Padding::Same => "same".to_string(),
+            Padding::Explicit(p) => p.to_string(),
+        };
+        let spec = Conv2dSpec {
+            filters: k,
+            kernel: (kh, kw),
+            stride,
+            padding,
+            activation: Activation::None,
+        };
+        let g = spec.geom([c, h, w]).map_err(|e| e.to_string())?;
+        cx.shape = vec![k, g.out_h, g.out_w];
+        cx.push(Step::new(
+            format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}"),
+            StepKind::Fusable {
+                fused: false,
+                flat_input: false,
+            },
+            vec![("weight", wshape, weight), ("bias", vec![k], bias)],
+        ));
+        Ok(())
+    }
+
     fn build(spec: &Conv2dSpec, input: &[usize]) -> Result<Conv2D> {
         let mut layer = Conv2D::new(spec.geom(chw("Conv2D", input)?)?);
         layer.act = spec.activation;
         Ok(layer)
     }
+}
+
+/// The pads `[top, left, bottom, right]` of `same` padding (as [`crate::kernels::geom`]).
+fn same_pads(h: usize, w: usize, kh: usize, kw: usize, s: usize) -> Vec<i64> {
+    let axis = |size: usize, k: usize| {
+        let out = size.div_ceil(s);
+        let total = ((out - 1) * s + k).saturating_sub(size);
+        (total / 2, total - total / 2)
+    };
+    let (t, b) = axis(h, kh);
+    let (l, r) = axis(w, kw);
+    [t, l, b, r].iter().map(|&p| p as i64).collect()
 }
 
 /// `floor((28 - 3 + 2*1)/1) + 1 = 28 (...)` for one axis of a convolution.

@@ -22,6 +22,8 @@ use crate::error::Result;
 use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use crate::kernels::transpose::par_transpose;
 use crate::onnx::export::{int, Graph, LayerAt};
+use crate::onnx::import::{dims_text, unsupported, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// Below this many weights a one-sample forward pass runs on one thread.
@@ -128,10 +130,120 @@ impl LayerKind for Kind {
         ))
     }
 
+    const ONNX_OPS: &'static [&'static str] = &["Gemm", "MatMul", "Add"];
+
+    /// `Gemm` (alpha = beta = 1, transA = 0, either transB), or `MatMul` then the `Add` of
+    /// its bias, with a constant weight.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        match node.op_type.as_deref() {
+            Some("Gemm") => read_gemm(node, cx),
+            Some("MatMul") => {
+                let wname = node.input.get(1).ok_or("has no weight input")?;
+                read_dense(cx, wname, false)?;
+                Ok(())
+            }
+            _ if cx.previous_op() == Some("MatMul") => add_bias(node, cx),
+            _ => Err(format!(
+                "{} (an Add only as the bias of the MatMul right before it)",
+                unsupported()
+            )),
+        }
+    }
+
     fn build(spec: &DenseSpec, input: &[usize]) -> Result<Dense> {
         let mut layer = Dense::new(input.iter().product(), spec.units);
         layer.act = spec.activation;
         Ok(layer)
+    }
+}
+
+/// A `Gemm` node as a Dense line.
+fn read_gemm(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+    let attrs = Attrs::of(node);
+    let unknown = attrs.unknown(&["alpha", "beta", "transA", "transB"]);
+    if !unknown.is_empty() {
+        return Err(format!("unsupported attributes {unknown:?}"));
+    }
+    if attrs.float("alpha", 1.0) != 1.0
+        || attrs.float("beta", 1.0) != 1.0
+        || attrs.int("transA", 0) != 0
+    {
+        return Err("only alpha = 1, beta = 1 and transA = 0 are supported".into());
+    }
+    let wname = node.input.get(1).ok_or("has no weight input")?;
+    let trans_b = attrs.int("transB", 0) != 0;
+    let units = read_dense(cx, wname, trans_b)?;
+    if let Some(b) = node.input.get(2).filter(|s| !s.is_empty()) {
+        let bias = cx.vector(b, units)?;
+        set_bias(cx, bias);
+    }
+    Ok(())
+}
+
+/// The bias of the Dense made from the MatMul before this Add.
+fn add_bias(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+    let [a, b] = node.input.as_slice() else {
+        return Err("needs two inputs".into());
+    };
+    let other = if *a == cx.value() { b } else { a };
+    let units = cx.shape[0];
+    let bias = cx.vector(other, units)?;
+    set_bias(cx, bias);
+    Ok(())
+}
+
+/// A Dense line from the weight `wname`, `[out, in]` (or `[in, out]` when not
+/// `transposed`), with a zero bias; returns its units.
+fn read_dense(
+    cx: &mut Importer<'_>,
+    wname: &str,
+    transposed: bool,
+) -> std::result::Result<usize, String> {
+    if cx.shape.len() != 1 {
+        return Err(format!(
+            "needs a flat [N, F] value, this one is [N, {}] (no Flatten before it)",
+            dims_text(&cx.shape)
+        ));
+    }
+    let inputs = cx.shape[0];
+    let (wshape, w) = cx.floats(wname)?;
+    let &[rows, cols] = wshape.as_slice() else {
+        return Err(format!("weight shape {wshape:?} is not a matrix"));
+    };
+    let (units, n_in, weight) = if transposed {
+        (rows, cols, w)
+    } else {
+        let mut t = vec![0.0; w.len()];
+        par_transpose(&w, rows, cols, &mut t);
+        (cols, rows, t)
+    };
+    if n_in != inputs {
+        return Err(format!(
+            "its weight {wshape:?} takes {n_in} inputs, the value it reads has {inputs} \
+             (shapes do not chain)"
+        ));
+    }
+    cx.shape = vec![units];
+    cx.push(Step::new(
+        format!("Dense units={units}"),
+        StepKind::Fusable {
+            fused: false,
+            flat_input: true,
+        },
+        vec![
+            ("weight", vec![units, n_in], weight),
+            ("bias", vec![units], vec![0.0; units]),
+        ],
+    ));
+    Ok(units)
+}
+
+/// Sets the bias of the Dense line just read.
+fn set_bias(cx: &mut Importer<'_>, bias: Vec<f32>) {
+    if let Some(step) = cx.last_step_mut() {
+        if let Some(t) = step.tensors.iter_mut().find(|t| t.0 == "bias") {
+            t.2 = bias;
+        }
     }
 }
 

@@ -38,6 +38,24 @@ macro_rules! layer_kinds {
                 None
             }
 
+            /// The reader `cnn import` uses for a node of ONNX op `op`: that of the first kind
+            /// whose [`LayerKind::ONNX_OPS`] names it.
+            pub fn onnx_reader(op: &str) -> Option<Reader> {
+                $(
+                    if <$kind as LayerKind>::ONNX_OPS.contains(&op) {
+                        return Some(<$kind as LayerKind>::onnx_import);
+                    }
+                )*
+                None
+            }
+
+            /// Every ONNX op type some kind reads, in the list's order.
+            pub fn onnx_ops() -> Vec<&'static str> {
+                let mut ops = Vec::new();
+                $(ops.extend_from_slice(<$kind as LayerKind>::ONNX_OPS);)*
+                ops
+            }
+
             /// The layer's name as written in configs (`Conv2D`, `ReLU`).
             pub fn name(&self) -> &'static str {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::name(s),)* }

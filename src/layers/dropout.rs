@@ -23,6 +23,8 @@ use super::keys::LineKeys;
 use super::{InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
 use crate::onnx::export::{Graph, LayerAt};
+use crate::onnx::import::{Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::rng::Rng;
 
 /// A Dropout config line: `Dropout rate=0.5`.
@@ -83,6 +85,28 @@ impl LayerKind for Kind {
     /// Nothing: the identity at inference.
     fn onnx(_spec: &DropoutSpec, _g: &mut Graph, input: &str, _at: &LayerAt) -> Result<String> {
         Ok(input.to_string())
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["Dropout"];
+
+    /// `Dropout` with its ratio (an input from opset 12 on, an attribute before); nothing
+    /// for a ratio of 0.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let ratio = match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(name) => cx.scalar(name)?,
+            None => Attrs::of(node).float("ratio", 0.5),
+        };
+        if !(0.0..1.0).contains(&ratio) {
+            return Err(format!("ratio {ratio} is not from 0 up to 1"));
+        }
+        if ratio > 0.0 {
+            cx.push(Step::new(
+                format!("Dropout rate={ratio}"),
+                StepKind::Other,
+                vec![],
+            ));
+        }
+        Ok(())
     }
 
     fn build(spec: &DropoutSpec, input: &[usize]) -> Result<Dropout> {

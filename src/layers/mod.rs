@@ -45,6 +45,8 @@ pub use spec::*;
 
 use crate::error::Result;
 use crate::onnx::export::{Graph, LayerAt};
+use crate::onnx::import::{Importer, Reader};
+use crate::onnx::proto::NodeProto;
 use crate::tensor::Tensor;
 use keys::LineKeys;
 
@@ -183,6 +185,17 @@ pub trait LayerKind {
             "{}: `cnn export` has no ONNX form for this layer",
             Self::name(spec)
         )))
+    }
+    /// The ONNX op types `cnn import` reads into this kind, with
+    /// [`LayerKind::onnx_import`]; none by default.
+    const ONNX_OPS: &'static [&'static str] = &[];
+    /// Reads a node of one of [`LayerKind::ONNX_OPS`] for `cnn import`: pushes its config
+    /// lines with their tensors ([`Importer::push`]) and sets the shape of the value it
+    /// writes ([`Importer::shape`]). The importer has checked that the node reads the
+    /// chain's value; its other inputs are the graph's constants. An error says what is
+    /// wrong with the node (the importer names the node).
+    fn onnx_import(_node: &NodeProto, _cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        Err(crate::onnx::import::unsupported())
     }
     /// The fewest images in `cnn gradcheck`'s random batch for this layer's gradients to be
     /// checked meaningfully (the command takes the most any layer asks); 2 by default, so

@@ -31,6 +31,8 @@ use crate::error::Result;
 use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
 use crate::onnx::export::{ints, Graph, LayerAt};
+use crate::onnx::import::{equal_strides, window, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 
 /// A pooling config line: `MaxPool2D pool=2x2 stride=2` (or `AvgPool2D`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,69 @@ impl PoolSpec {
 }
 
 impl PoolSpec {
+    /// Reads a `MaxPool` or `AveragePool` node as a `name` line (`MaxPool2D`, `AvgPool2D`):
+    /// unpadded, undilated, rounding down, with equal strides.
+    fn onnx_import(
+        name: &str,
+        node: &NodeProto,
+        cx: &mut Importer<'_>,
+    ) -> std::result::Result<(), String> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let [c, h, w] = cx.spatial(op)?;
+        let attrs = Attrs::of(node);
+        let unknown = attrs.unknown(&[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "ceil_mode",
+            "auto_pad",
+            "count_include_pad",
+            "storage_order",
+        ]);
+        if !unknown.is_empty() {
+            return Err(format!("unsupported attributes {unknown:?}"));
+        }
+        let Some(&[ph, pw]) = attrs.ints("kernel_shape") else {
+            return Err("kernel_shape must give two sizes".into());
+        };
+        let stride = equal_strides(&attrs)?;
+        if attrs
+            .ints("pads")
+            .is_some_and(|p| p.iter().any(|&x| x != 0))
+        {
+            return Err("padded pooling is not supported".into());
+        }
+        if attrs
+            .ints("dilations")
+            .is_some_and(|d| d.iter().any(|&x| x != 1))
+        {
+            return Err("dilated pooling is not supported".into());
+        }
+        if attrs.int("ceil_mode", 0) != 0 {
+            return Err("ceil_mode is not supported (the output size rounds down)".into());
+        }
+        if !matches!(
+            attrs.string("auto_pad").as_deref(),
+            None | Some("NOTSET") | Some("VALID")
+        ) {
+            return Err("auto_pad other than VALID is not supported".into());
+        }
+        let (ph, pw) = (window(ph)?, window(pw)?);
+        let spec = PoolSpec {
+            pool: (ph, pw),
+            stride,
+        };
+        let g = spec.geom("pool", [c, h, w]).map_err(|e| e.to_string())?;
+        cx.shape = vec![c, g.out_h, g.out_w];
+        cx.push(Step::new(
+            format!("{name} pool={ph}x{pw} stride={stride}"),
+            StepKind::Other,
+            vec![],
+        ));
+        Ok(())
+    }
+
     /// The ONNX node `op` (`MaxPool`, `AveragePool`) of this pooling, unpadded.
     fn onnx(&self, op: &str, g: &mut Graph, input: &str, at: &LayerAt) -> String {
         g.node(
@@ -143,6 +208,12 @@ impl LayerKind for MaxKind {
         Ok(spec.onnx("MaxPool", g, input, at))
     }
 
+    const ONNX_OPS: &'static [&'static str] = &["MaxPool"];
+
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        PoolSpec::onnx_import("MaxPool2D", node, cx)
+    }
+
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<MaxPool2D> {
         Ok(MaxPool2D::new(
             spec.geom("MaxPool2D", chw("MaxPool2D", input)?)?,
@@ -183,6 +254,12 @@ impl LayerKind for AvgKind {
     /// `AveragePool`.
     fn onnx(spec: &PoolSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
         Ok(spec.onnx("AveragePool", g, input, at))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["AveragePool"];
+
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        PoolSpec::onnx_import("AvgPool2D", node, cx)
     }
 
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<AvgPool2D> {

@@ -30,12 +30,13 @@
 //!
 //! # What `cnn import` reads
 //!
-//! One chain of nodes from one float input `[N, C, H, W]` to one output: `Conv`, `Relu`,
-//! `LeakyRelu`, `Sigmoid`, `Tanh`, `MaxPool`, `AveragePool`, `BatchNormalization`;
-//! `Flatten` or the rank-2 `Reshape` that torch.export writes (and the `Reshape` back to
-//! (C, H, W) around a softmax over a spatial value, as `cnn export` writes it); `Gemm`, or
-//! `MatMul` then `Add`; `Softmax` (or, at the end, `LogSoftmax`); `Identity` and `Dropout`;
-//! and the `Sub` and `Div` of a per-channel normalisation at the input. Anything else is
+//! One chain of nodes from one float input `[N, C, H, W]` to one output: `Identity`, the
+//! `Sub` and `Div` of a per-channel normalisation at the input, and the ops the layer kinds
+//! read ([`crate::layers::LayerKind::ONNX_OPS`]; the error about an op it does not read lists
+//! them all), each as its kind's doc says: for example `Conv`, `MaxPool`, `Gemm` or `MatMul`
+//! then `Add`, `Flatten` or the rank-2 `Reshape` that torch.export writes (and the `Reshape`
+//! back to (C, H, W) around a softmax over a spatial value, as `cnn export` writes it),
+//! `Softmax` (or, at the end, `LogSoftmax`), `Dropout`, `BatchNormalization`. Anything else is
 //! refused with one line naming the node and its op. The protobuf is checked before it is
 //! decoded ([`wire::check`]): a malformed or truncated file, or one whose message count
 //! would make decoding allocate far more than the file's size, is refused first.
