@@ -230,6 +230,55 @@ impl LayerOp for ActivationLayer {
         backward(self.act, &y[..len], &mut dy[..len], self.features);
         dx[..len].copy_from_slice(&dy[..len]);
     }
+
+    /// A copy: the gradient check applies the activation to every layer's result
+    /// ([`reference`]), this one's included.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        Some(x.to_vec())
+    }
+
+    /// Values stay in place (a softmax mixes a sample's values; the check knows).
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
+    }
+}
+
+/// The piece of ReLU and LeakyReLU that the forward pass chose for each output `y` (`true`:
+/// z > 0), which the gradient check freezes; `None` for the smooth activations.
+pub fn frozen_mask(act: Activation, y: &[f32]) -> Option<Vec<bool>> {
+    matches!(act, Activation::Relu | Activation::LeakyRelu(_))
+        .then(|| y.iter().map(|&v| v > 0.0).collect())
+}
+
+/// `act` applied to `z` in f64 by its definition for the gradient check, with ReLU and
+/// LeakyReLU on the pieces `mask` froze ([`frozen_mask`]); softmax over each sample's
+/// `features` values.
+pub fn reference(act: Activation, z: &[f64], mask: &[bool], features: usize) -> Vec<f64> {
+    match act {
+        Activation::None => z.to_vec(),
+        Activation::Relu => z
+            .iter()
+            .zip(mask)
+            .map(|(&v, &on)| if on { v } else { 0.0 })
+            .collect(),
+        Activation::LeakyRelu(a) => z
+            .iter()
+            .zip(mask)
+            .map(|(&v, &on)| if on { v } else { f64::from(a) * v })
+            .collect(),
+        Activation::Sigmoid => z.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+        Activation::Tanh => z.iter().map(|&v| v.tanh()).collect(),
+        Activation::Softmax => {
+            let mut y = z.to_vec();
+            for row in y.chunks_mut(features) {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                row.iter_mut().for_each(|v| *v = (*v - m).exp());
+                let s: f64 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            y
+        }
+    }
 }
 
 /// The ONNX nodes of `act` (named `name`) on the value `input`, whose per-sample shape is

@@ -563,6 +563,38 @@ impl LayerOp for BatchNorm {
         self.training = pass.training;
     }
 
+    /// The training form by its definition, in f64: y = gamma (x - mu) / sqrt(var + eps) +
+    /// beta, mu and the biased var over each channel's N S values.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let (channels, spatial, eps) = (self.channels, self.spatial, f64::from(self.eps));
+        let (gamma, beta) = (&params[0], &params[1]);
+        let m = (n * spatial) as f64;
+        let at = |s: usize, c: usize| (s * channels + c) * spatial;
+        let mut y = vec![0.0; n * channels * spatial];
+        for c in 0..channels {
+            let values = || (0..n).flat_map(|s| &x[at(s, c)..at(s, c) + spatial]);
+            let mu = values().sum::<f64>() / m;
+            let var = values().map(|v| (v - mu).powi(2)).sum::<f64>() / m;
+            let inv = 1.0 / (var + eps).sqrt();
+            for s in 0..n {
+                for j in at(s, c)..at(s, c) + spatial {
+                    y[j] = gamma[c] * (x[j] - mu) * inv + beta[c];
+                }
+            }
+        }
+        Some(y)
+    }
+
+    /// gamma\[c] and beta\[c] feed channel c alone (the whole reference is cheap already).
+    fn reference_channel(&self, _slot: usize, e: usize) -> Option<(usize, usize)> {
+        Some((e, self.spatial))
+    }
+
+    /// Channel by channel.
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
+    }
+
     fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {
         if pass.training && n < self.min_training_batch() {
             let name = match self.dims {

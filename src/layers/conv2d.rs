@@ -1004,6 +1004,67 @@ impl LayerOp for Conv2D {
         })
     }
 
+    /// The definition (the module doc's forward), in f64, one output plane per task.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        Some(conv_f64(&self.geom, x, &params[0], &params[1], n))
+    }
+
+    /// Weight `[k][c][i][j]` and bias `[k]` feed filter k's plane alone.
+    fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+        let g = self.geom;
+        let k = if slot == 0 { e / g.patch_len() } else { e };
+        Some((k, g.out_h * g.out_w))
+    }
+
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (g, w, b) = (self.geom, &params[0], &params[1]);
+        let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+        let mut z = base_z.to_vec();
+        for s in 0..n {
+            let out = &mut z[(s * g.k + c) * ohw..(s * g.k + c + 1) * ohw];
+            out.fill(b[c]);
+            for ch in 0..g.c {
+                let xc = &x[(s * g.c + ch) * hw..(s * g.c + ch + 1) * hw];
+                let kernel = &w[c * len + ch * g.kh * g.kw..][..g.kh * g.kw];
+                conv_channel_f64(&g, xc, kernel, out);
+            }
+        }
+        Some(z)
+    }
+
+    /// Linear in x: `z = base_z + conv(x - base_x)` without the bias, over the changed
+    /// input channels only.
+    fn reference_changed_inputs(
+        &self,
+        x: &[f64],
+        base_x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        channels: &[usize],
+        block: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (g, w) = (self.geom, &params[0]);
+        let delta = super::changed_inputs(x, base_x, channels, block, n);
+        let (ohw, len) = (g.out_h * g.out_w, g.patch_len());
+        let mut z = base_z.to_vec();
+        z.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
+            let (s, k) = (plane / g.k, plane % g.k);
+            for (j, &c) in channels.iter().enumerate() {
+                let kernel = &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw];
+                conv_channel_f64(&g, &delta[s * channels.len() + j], kernel, out);
+            }
+        });
+        Some(z)
+    }
+
     /// K filters of C planes of kh x kw: the weight `[K, C, kh, kw]` as it is stored.
     fn filters(&self) -> Option<Filters<'_>> {
         let g = self.geom;
@@ -1013,6 +1074,50 @@ impl LayerOp for Conv2D {
             height: g.kh,
             width: g.kw,
         })
+    }
+}
+
+/// y[n][k][oy][ox] = b[k] + sum_{c,i,j} w[k][c][i][j] x[n][c][oy S + i - P][ox S + j - P],
+/// in f64, one output plane per task.
+fn conv_f64(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+    let mut y = vec![0.0; n * g.k * ohw];
+    y.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
+        let (s, k) = (plane / g.k, plane % g.k);
+        out.fill(b[k]);
+        for c in 0..g.c {
+            let xc = &x[(s * g.c + c) * hw..(s * g.c + c + 1) * hw];
+            conv_channel_f64(g, xc, &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw], out);
+        }
+    });
+    y
+}
+
+/// `out[oy][ox] += sum_{i,j} kernel[i][j] xc[oy S + i - P][ox S + j - P]`: one input
+/// channel's contribution to one output plane, in f64.
+fn conv_channel_f64(g: &ConvGeom, xc: &[f64], kernel: &[f64], out: &mut [f64]) {
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let wv = kernel[i * g.kw + j];
+            // Output columns whose input column ox S + j - P lies inside the image.
+            let lo = g.pad_left.saturating_sub(j).div_ceil(g.stride);
+            let hi = (g.w + g.pad_left)
+                .saturating_sub(j)
+                .div_ceil(g.stride)
+                .min(g.out_w);
+            for oy in 0..g.out_h {
+                let Some(iy) = (oy * g.stride + i).checked_sub(g.pad_top) else {
+                    continue;
+                };
+                if iy >= g.h {
+                    continue;
+                }
+                let row = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+                for (ox, v) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                    *v += wv * xc[iy * g.w + ox * g.stride + j - g.pad_left];
+                }
+            }
+        }
     }
 }
 

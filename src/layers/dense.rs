@@ -14,6 +14,8 @@
 //!           dX[N, I] = dY[N, O] * W[O, I]
 //! ```
 
+use rayon::prelude::*;
+
 use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
@@ -418,5 +420,68 @@ impl LayerOp for Dense {
     /// (I, O).
     fn fans(&self) -> Option<(usize, usize)> {
         Some((self.inputs, self.units))
+    }
+
+    /// z = W x + b by the definition, in f64.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let (inputs, units) = (self.inputs, self.units);
+        let (w, b) = (&params[0], &params[1]);
+        let mut y = vec![0.0; n * units];
+        y.par_iter_mut().enumerate().for_each(|(at, v)| {
+            let (s, u) = (at / units, at % units);
+            let row = &w[u * inputs..(u + 1) * inputs];
+            let xs = &x[s * inputs..(s + 1) * inputs];
+            *v = b[u] + row.iter().zip(xs).map(|(a, c)| a * c).sum::<f64>();
+        });
+        Some(y)
+    }
+
+    /// Row u of the weight and bias u feed unit u alone.
+    fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+        Some((if slot == 0 { e / self.inputs } else { e }, 1))
+    }
+
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (inputs, units) = (self.inputs, self.units);
+        let (w, b) = (&params[0], &params[1]);
+        let mut z = base_z.to_vec();
+        let row = &w[c * inputs..(c + 1) * inputs];
+        for s in 0..n {
+            let xs = &x[s * inputs..(s + 1) * inputs];
+            z[s * units + c] = b[c] + row.iter().zip(xs).map(|(a, v)| a * v).sum::<f64>();
+        }
+        Some(z)
+    }
+
+    /// Linear in x: `z = base_z + W (x - base_x)` over the changed inputs only.
+    fn reference_changed_inputs(
+        &self,
+        x: &[f64],
+        base_x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        channels: &[usize],
+        block: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (inputs, units, w) = (self.inputs, self.units, &params[0]);
+        let delta = super::changed_inputs(x, base_x, channels, block, n);
+        let mut z = base_z.to_vec();
+        z.par_iter_mut().enumerate().for_each(|(at, v)| {
+            let (s, u) = (at / units, at % units);
+            for (j, &c) in channels.iter().enumerate() {
+                let row = &w[u * inputs + c * block..][..block];
+                let d = &delta[s * channels.len() + j];
+                *v += row.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
+            }
+        });
+        Some(z)
     }
 }

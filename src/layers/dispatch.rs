@@ -188,6 +188,55 @@ macro_rules! layer_kinds {
             pub fn window(&self) -> Option<Window> {
                 match self { $(Op::$variant(l) => LayerOp::window(l),)* }
             }
+
+            /// See [`LayerOp::reference`].
+            pub fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+                match self { $(Op::$variant(l) => LayerOp::reference(l, x, params, n),)* }
+            }
+
+            /// See [`LayerOp::reference_choices`].
+            pub fn reference_choices(&self, n: usize) -> Vec<(usize, Vec<usize>)> {
+                match self { $(Op::$variant(l) => LayerOp::reference_choices(l, n),)* }
+            }
+
+            /// See [`LayerOp::reference_channel`].
+            pub fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+                match self { $(Op::$variant(l) => LayerOp::reference_channel(l, slot, e),)* }
+            }
+
+            /// See [`LayerOp::reference_one_channel`].
+            pub fn reference_one_channel(
+                &self,
+                x: &[f64],
+                base_z: &[f64],
+                params: &[Vec<f64>],
+                c: usize,
+                n: usize,
+            ) -> Option<Vec<f64>> {
+                match self { $(Op::$variant(l) => LayerOp::reference_one_channel(l, x, base_z, params, c, n),)* }
+            }
+
+            /// See [`LayerOp::reference_changed_inputs`].
+            #[allow(clippy::too_many_arguments)]
+            pub fn reference_changed_inputs(
+                &self,
+                x: &[f64],
+                base_x: &[f64],
+                base_z: &[f64],
+                params: &[Vec<f64>],
+                channels: &[usize],
+                block: usize,
+                n: usize,
+            ) -> Option<Vec<f64>> {
+                match self {
+                    $(Op::$variant(l) => LayerOp::reference_changed_inputs(l, x, base_x, base_z, params, channels, block, n),)*
+                }
+            }
+
+            /// See [`LayerOp::reference_channel_block`].
+            pub fn reference_channel_block(&self, block: usize) -> Option<usize> {
+                match self { $(Op::$variant(l) => LayerOp::reference_channel_block(l, block),)* }
+            }
         }
     };
 }

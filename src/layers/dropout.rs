@@ -155,6 +155,24 @@ impl LayerOp for Dropout {
         self.pass = pass;
     }
 
+    /// y = x s with the factors s the forward pass drew (the identity after an evaluation
+    /// pass).
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        Some(if self.scale.is_empty() {
+            x.to_vec()
+        } else {
+            x.iter()
+                .zip(&self.scale)
+                .map(|(v, &f)| v * f64::from(f))
+                .collect()
+        })
+    }
+
+    /// Element-wise.
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let total = n * self.len;
         if !self.pass.training || self.rate == 0.0 {

@@ -165,4 +165,14 @@ impl LayerOp for FlattenOp {
             dx[..n * self.len].copy_from_slice(&dy[..n * self.len]);
         }
     }
+
+    /// A copy.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        Some(x.to_vec())
+    }
+
+    /// Values stay in place.
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
+    }
 }

@@ -255,6 +255,69 @@ pub trait LayerOp {
     fn window(&self) -> Option<Window> {
         None
     }
+
+    // The f64 reference of `cnn gradcheck` ([`crate::gradcheck`]): the layer by its
+    // definition, with the choices of its last forward pass frozen. The checker calls these
+    // on a copy of the operation taken right after a training forward pass of `n` samples;
+    // it applies the layer's activation itself, with ReLU masks frozen.
+
+    /// z = f(x) by the layer's definition in f64 for `n` samples, before the activation:
+    /// `params` are f64 copies of the values of [`LayerOp::params`], in that order, and the
+    /// choices of the last forward pass stay as it made them (max pooling's winners,
+    /// Dropout's factors). `None` (the default): the layer has no reference, and the check
+    /// refuses the network, naming the layer.
+    fn reference(&self, _x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        None
+    }
+    /// The choices of the last forward pass that [`LayerOp::reference`] freezes, for the
+    /// checker to confirm against the f64 values: per output, the input it took and the
+    /// inputs it chose among (flat indices into the batch's input; max pooling: each window's
+    /// winner and the window). None by default.
+    fn reference_choices(&self, _n: usize) -> Vec<(usize, Vec<usize>)> {
+        Vec::new()
+    }
+    /// The output channel that entry `e` of parameter `slot` alone feeds, and that channel's
+    /// values per sample (Conv2D: a filter and its output plane; Dense: a unit and 1;
+    /// BatchNorm: a channel and its plane), so that after changing the entry the checker
+    /// recomputes only what can change. `None` (the default): any output may change.
+    fn reference_channel(&self, _slot: usize, _e: usize) -> Option<(usize, usize)> {
+        None
+    }
+    /// [`LayerOp::reference`] with only output channel `c` computed, the others taken from
+    /// `base_z` (the unchanged result); the whole reference by default.
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        _base_z: &[f64],
+        params: &[Vec<f64>],
+        _c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        self.reference(x, params, n)
+    }
+    /// For a layer linear in its input (Conv2D, Dense): `base_z + W (x - base_x)`, where
+    /// `x` differs from `base_x` (which gave `base_z`) only in the input channels `channels`,
+    /// of `block` values per sample each: exact by linearity up to f64 rounding, and far
+    /// cheaper than the whole product. `None` (the default) for other layers.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_changed_inputs(
+        &self,
+        _x: &[f64],
+        _base_x: &[f64],
+        _base_z: &[f64],
+        _params: &[Vec<f64>],
+        _channels: &[usize],
+        _block: usize,
+        _n: usize,
+    ) -> Option<Vec<f64>> {
+        None
+    }
+    /// Whether each output channel depends on the same input channel alone, and then how
+    /// many values per sample it has, given `block` per input channel (element-wise layers:
+    /// `block`; pooling: H' W'). `None` (the default): channels mix, or it is not known.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        None
+    }
 }
 
 /// The window of inputs one output cell (oy, ox) of a spatial layer reads
@@ -376,6 +439,26 @@ impl Layer {
     pub fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
         self.op.buffers_mut()
     }
+}
+
+/// For [`LayerOp::reference_changed_inputs`]: `x - base_x` per sample and changed input
+/// channel (`block` values each), sample by sample: entry `s * channels.len() + j` is
+/// channel `channels[j]` of sample `s`.
+pub(crate) fn changed_inputs(
+    x: &[f64],
+    base_x: &[f64],
+    channels: &[usize],
+    block: usize,
+    n: usize,
+) -> Vec<Vec<f64>> {
+    let in_len = x.len() / n.max(1);
+    (0..n)
+        .flat_map(|s| channels.iter().map(move |&c| (s, c)))
+        .map(|(s, c)| {
+            let at = s * in_len + c * block;
+            (at..at + block).map(|i| x[i] - base_x[i]).collect()
+        })
+        .collect()
 }
 
 /// `[C, H, W]` of a per-sample shape, or a shape error naming `op`.

@@ -278,6 +278,41 @@ impl LayerOp for MaxPool2D {
         Some(pooled(true, &self.geom))
     }
 
+    /// y = x at the winner the forward pass recorded for each window: linear while each
+    /// window keeps its winner.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let winners = &self.argmax[..n * g.c * ohw];
+        Some(
+            winners
+                .iter()
+                .enumerate()
+                .map(|(o, &win)| x[(o / ohw) * hw + win as usize])
+                .collect(),
+        )
+    }
+
+    /// Each window's winner, among the window.
+    fn reference_choices(&self, n: usize) -> Vec<(usize, Vec<usize>)> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        self.argmax[..n * g.c * ohw]
+            .iter()
+            .enumerate()
+            .map(|(o, &win)| {
+                let (plane, oy, ox) = (o / ohw, (o % ohw) / g.out_w, o % g.out_w);
+                let window = pool_window(&g, oy, ox).map(|at| plane * hw + at).collect();
+                (plane * hw + win as usize, window)
+            })
+            .collect()
+    }
+
+    /// Each plane is pooled on its own: H' W' values per channel.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        Some(self.geom.out_h * self.geom.out_w)
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         MaxPool2D::forward(self, x, y, n);
     }
@@ -301,6 +336,27 @@ impl LayerOp for AvgPool2D {
         Some(pooled(false, &self.geom))
     }
 
+    /// y = the mean of each window, in f64.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let scale = 1.0 / (g.ph * g.pw) as f64;
+        Some(
+            (0..n * g.c * ohw)
+                .map(|o| {
+                    let (plane, oy, ox) = (o / ohw, (o % ohw) / g.out_w, o % g.out_w);
+                    let s: f64 = pool_window(&g, oy, ox).map(|at| x[plane * hw + at]).sum();
+                    s * scale
+                })
+                .collect(),
+        )
+    }
+
+    /// Each plane is pooled on its own: H' W' values per channel.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        Some(self.geom.out_h * self.geom.out_w)
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         AvgPool2D::forward(self, x, y, n);
     }
@@ -317,6 +373,13 @@ impl LayerOp for AvgPool2D {
             AvgPool2D::backward(self, dy, dx, n);
         }
     }
+}
+
+/// The flat in-plane indices of the window of output (oy, ox).
+fn pool_window(g: &PoolGeom, oy: usize, ox: usize) -> impl Iterator<Item = usize> + Clone {
+    let g = *g;
+    (0..g.ph)
+        .flat_map(move |i| (0..g.pw).map(move |j| (oy * g.stride + i) * g.w + ox * g.stride + j))
 }
 
 /// The page's window of a pooling with geometry `g`.
