@@ -28,6 +28,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod global_pool;
 pub mod keys;
 pub mod param;
 pub mod pool;
@@ -39,6 +40,7 @@ pub use conv2d::{Conv2D, Conv2dSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
+pub use global_pool::{GlobalAvgPool2D, GlobalPoolSpec};
 pub use param::{Buffer, BufferMut, Param};
 pub use pool::{AvgPool2D, MaxPool2D, PoolBlock, PoolSpec};
 pub use spec::*;
@@ -69,6 +71,8 @@ layer_kinds! {
     Dropout => dropout::Kind,
     /// Batch normalisation, `BatchNorm2D` and `BatchNorm1D` ([`batchnorm`]).
     BatchNorm => batchnorm::Kind,
+    /// The mean of each channel, (C, H, W) -> (C) ([`global_pool`]).
+    GlobalAvgPool2D => global_pool::AvgKind,
 }
 
 /// What a forward pass is for, given to every layer before it runs ([`LayerOp::prepare`]).
@@ -95,13 +99,16 @@ pub enum InputForm {
     Flattens,
     /// Any input, output of the same shape (activations).
     Any,
+    /// A (C, H, W) input made flat by the layer itself (global pooling: the output is
+    /// (C)).
+    SpatialToFlat,
 }
 
 impl InputForm {
     /// Whether the layer needs a (C, H, W) input: the config parser refuses it after a layer
     /// whose output is flat.
     pub fn needs_spatial(self) -> bool {
-        matches!(self, InputForm::Spatial)
+        matches!(self, InputForm::Spatial | InputForm::SpatialToFlat)
     }
 
     /// Whether a Flatten is implied before the layer when its input is spatial.
@@ -114,7 +121,7 @@ impl InputForm {
     pub fn output_spatial(self, input_spatial: bool) -> bool {
         match self {
             InputForm::Spatial => true,
-            InputForm::Flattened | InputForm::Flattens => false,
+            InputForm::Flattened | InputForm::Flattens | InputForm::SpatialToFlat => false,
             InputForm::Any => input_spatial,
         }
     }
