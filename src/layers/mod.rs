@@ -33,6 +33,8 @@ pub mod keys;
 pub mod param;
 pub mod pool;
 pub mod spec;
+#[cfg(test)]
+mod walkthrough;
 
 pub use activation::{Activation, ActivationLayer};
 pub use batchnorm::{BatchNorm, BatchNormSpec};

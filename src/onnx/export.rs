@@ -42,7 +42,7 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
     let implied = implied_flattens(&spec.layers);
     let last = spec.layers.len().saturating_sub(1);
     let c = spec.input[0];
-    let mut g = Graph::new();
+    let mut g = Graph::default();
     let mut value = INPUT.to_string();
 
     let norm = &meta.normalization;
@@ -119,6 +119,7 @@ impl LayerAt<'_> {
 
 /// A graph under construction: its nodes, in order, and its initialisers. Each layer adds
 /// its nodes ([`crate::layers::LayerKind::onnx`]), naming the values they read.
+#[derive(Default)]
 pub struct Graph {
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
@@ -127,14 +128,6 @@ pub struct Graph {
 }
 
 impl Graph {
-    fn new() -> Graph {
-        Graph {
-            nodes: Vec::new(),
-            inits: Vec::new(),
-            meta: Vec::new(),
-        }
-    }
-
     /// Appends node `name` of `op` reading the values `inputs` (the value it transforms
     /// first, then initialisers); returns the name of its output, `{name}.out`.
     pub fn node(
