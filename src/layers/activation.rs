@@ -232,7 +232,7 @@ impl LayerOp for ActivationLayer {
     }
 
     /// A copy: the gradient check applies the activation to every layer's result
-    /// ([`reference`]), this one's included.
+    /// ([`reference()`]), this one's included.
     fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
         Some(x.to_vec())
     }

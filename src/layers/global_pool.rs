@@ -122,7 +122,7 @@ pub struct GlobalAvgPool2D {
 }
 
 impl LayerOp for GlobalAvgPool2D {
-    /// y[n][c] = (1 / (H W)) sum of plane (n, c).
+    /// `y[n][c] = (1 / (H W))` times the sum of plane (n, c).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let (planes, hw) = (n * self.channels, self.plane);
         let scale = 1.0 / hw as f32;

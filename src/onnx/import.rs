@@ -508,7 +508,8 @@ impl Importer<'_> {
         self.batches.get(name).copied()
     }
 
-    /// The float tensor `name` with its shape, checked (see [`Constants::floats`]).
+    /// The float tensor `name` with its shape, checked: a constant of type float, with as
+    /// many values as its dims say, all finite.
     pub fn floats(&self, name: &str) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
         self.constants.floats(name)
     }
