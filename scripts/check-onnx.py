@@ -3,7 +3,7 @@
 
 1. For every layer kind the config format has (report 1's network, LeNet-style, report 1's
    with BatchNorm, strided valid convolutions, average pooling, BatchNorm2D and BatchNorm1D,
-   every activation, a stored normalisation), a model is trained for one epoch on the
+   every activation, global average pooling, a stored normalisation), a model is trained for one epoch on the
    built-in demo set, exported with `cnn export`, checked by
    `onnx.checker.check_model(full_check=True)`, and run by onnxruntime on 64 demo test
    images: its probabilities must equal `cnn predict`'s within 1e-5. The export is imported
@@ -95,6 +95,22 @@ Conv2D filters=2 kernel=3x3 stride=3
 Dense units=12 activation=softmax
 Dense units=10 activation=relu
 """,
+    # Global average pooling (GlobalAveragePool then Flatten): before a BatchNorm1D and a
+    # Dense, and ending an all-convolutional network.
+    "global-avgpool": """5
+Input shape=1x28x28
+Conv2D filters=8 kernel=3x3 padding=same activation=relu
+MaxPool2D pool=2x2
+GlobalAvgPool2D
+BatchNorm1D activation=tanh
+Dense units=10
+""",
+    "global-avgpool-all-conv": """3
+Input shape=1x28x28
+Conv2D filters=6 kernel=5x5 stride=2 activation=relu
+Conv2D filters=10 kernel=3x3
+GlobalAvgPool2D
+""",
 }
 
 
@@ -184,6 +200,10 @@ def pytorch_models():
         "log-softmax": nn.Sequential(
             nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2, stride=2), nn.Flatten(),
             nn.Linear(4 * 12 * 12, 10), nn.LogSoftmax(dim=1),
+        ),
+        "global-avgpool": nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 10, 3, stride=2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         ),
     }
     for m in models.values():

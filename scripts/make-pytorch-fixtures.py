@@ -345,6 +345,16 @@ def cases():
             None,
             False,
         ),
+        (
+            "global_avgpool_2x3x4x5",
+            "GlobalAvgPool2D on 2x3x4x5: the mean of each channel's 4x5 plane, "
+            "(C, H, W) -> (C), y [2, 3]",
+            "torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1))",
+            lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
+            (2, 3, 4, 5),
+            None,
+            False,
+        ),
     ]
     for name, description, call, make, x_shape, check, has_params in layers:
         yield name, name, lambda inp, d=description, c=call, m=make, s=x_shape, k=check, p=has_params: (

@@ -29,15 +29,10 @@
 //!
 //! # Layers and keys
 //!
-//! | Layer | Keys (required in **bold**) | Defaults |
-//! |---|---|---|
-//! | `Conv2D` | **filters**, **kernel**, stride, padding, activation, alpha | stride 1, padding valid, activation none |
-//! | `MaxPool2D`, `AvgPool2D` | **pool**, stride | stride = the pool's height |
-//! | `Flatten` | | |
-//! | `Dense` | **units**, activation, alpha | activation none |
-//! | `ReLU`, `Sigmoid`, `Tanh`, `Softmax` | | |
-//! | `LeakyReLU` | alpha | alpha 0.01 |
-//! | `Dropout` | rate | rate 0.5 (from 0 up to, not including, 1) |
+//! The layer names and the keys each takes are those of the kinds listed in
+//! [`crate::layers`] ([`LayerSpec::line_names`]); each kind's config struct documents its
+//! keys and their defaults (a required key is marked so), and docs/GUIDE.md lists them all.
+//! An unknown key is refused with the keys the line takes.
 //!
 //! Values:
 //! - `kernel` and `pool`: `3x3` or `3` (square).
@@ -63,7 +58,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::layers::keys::{example, parse_dims, parse_whole, Arg, LineKeys};
 pub use crate::layers::keys::{Pos, MAX_DIM, MAX_UNITS};
-use crate::layers::{InputForm, LayerSpec, NetworkSpec};
+use crate::layers::{LayerSpec, NetworkSpec};
 pub(crate) use crate::text::{did_you_mean, fmt_shape, thousands};
 /// Largest number of values one sample may have at any layer's input or output.
 pub const MAX_SAMPLE_VALUES: u128 = 100_000_000;
@@ -716,7 +711,7 @@ impl Parser<'_> {
         let mut train_flops: u128 = 0;
         for (i, (layer, loc)) in spec.layers.iter().zip(locs).enumerate() {
             let name = layer.name();
-            if layer.input_form() == InputForm::Spatial && shape.len() != 3 {
+            if layer.input_form().needs_spatial() && shape.len() != 3 {
                 return Err(self.err(
                     loc.name,
                     format!(
@@ -812,17 +807,11 @@ pub fn implied_flattens(layers: &[LayerSpec]) -> Vec<usize> {
     let mut spatial = true;
     let mut out = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        match l.input_form() {
-            InputForm::Spatial => spatial = true,
-            InputForm::Flattens => spatial = false,
-            InputForm::Flattened => {
-                if spatial {
-                    out.push(i);
-                }
-                spatial = false;
-            }
-            InputForm::Any => {}
+        let form = l.input_form();
+        if spatial && form.implies_flatten() {
+            out.push(i);
         }
+        spatial = form.output_spatial(spatial);
     }
     out
 }

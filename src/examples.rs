@@ -2,7 +2,7 @@
 //! benchmarks and the tests), so there is one copy of each network: its config file.
 
 use crate::config;
-use crate::layers::{LayerSpec, NetworkSpec};
+use crate::layers::NetworkSpec;
 
 /// `examples/report1.cfg`: report 1's network as printed (2 classes).
 pub const REPORT1: &str = include_str!("../examples/report1.cfg");
@@ -23,8 +23,8 @@ fn parse(text: &str, name: &str) -> NetworkSpec {
 /// Dense `classes` softmax), from `examples/report1.cfg` with its output units set.
 pub fn report1(classes: usize) -> NetworkSpec {
     let mut spec = parse(REPORT1, "examples/report1.cfg");
-    if let Some(LayerSpec::Dense(d)) = spec.layers.last_mut() {
-        d.units = classes;
+    if let Some(last) = spec.layers.last_mut() {
+        *last = last.with_output_size(classes);
     }
     spec
 }

@@ -69,6 +69,7 @@ pub use frozen::{ForwardCheck, FrozenNet};
 use std::collections::HashSet;
 
 use crate::error::Result;
+use crate::layers::NetworkSpec;
 use crate::model::Model;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -99,6 +100,17 @@ pub const SCALE_FLOOR: f64 = 1e-2;
 
 /// The command line's relative step: h = 1e-5 max(1, |w|) (see the module doc).
 pub const STEP: f64 = 1e-5;
+
+/// The default batch of `cnn gradcheck` for `spec`: the most images any of its layers needs
+/// for a meaningful check ([`crate::layers::LayerKind::gradcheck_batch`]; 2 for most, 8 with
+/// BatchNorm).
+pub fn default_batch(spec: &NetworkSpec) -> usize {
+    spec.layers
+        .iter()
+        .map(|l| l.gradcheck_batch())
+        .max()
+        .unwrap_or(2)
+}
 
 /// The result of checking one parameter tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,4 +348,17 @@ fn entries(len: usize, per_tensor: usize, rng: &mut Rng) -> Vec<usize> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_batch_is_the_most_any_layer_needs() {
+        let spec = |text: &str| crate::config::parse(text, "t").unwrap().spec;
+        assert_eq!(default_batch(&crate::examples::lenet()), 2);
+        let bn = "3\nInput shape=1x6x6\nConv2D filters=2 kernel=3\nBatchNorm2D\nDense units=2\n";
+        assert_eq!(default_batch(&spec(bn)), 8);
+    }
 }

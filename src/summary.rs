@@ -14,7 +14,7 @@
 //! ```
 
 use crate::error::Result;
-use crate::layers::{InputForm, NetworkSpec};
+use crate::layers::NetworkSpec;
 use crate::text::{fmt_shape, product_expr, thousands};
 
 struct Row {
@@ -41,7 +41,7 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
     }];
     let mut flops_terms: Vec<(usize, u64)> = Vec::new();
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
-        if layer.input_form() == InputForm::Flattened && s.input.len() == 3 {
+        if layer.input_form().implies_flatten() && s.input.len() == 3 {
             let n: usize = s.input.iter().product();
             rows.push(Row {
                 label: "   Flatten (implicit)".into(),

@@ -170,6 +170,22 @@ fn pooling_gradients_match_finite_differences() {
 }
 
 #[test]
+fn global_average_pooling_gradients_match_finite_differences() {
+    let mut rng = Rng::new(17);
+    for shape in [[2, 3, 4, 5], [1, 2, 1, 1], [3, 1, 7, 6]] {
+        let spec = LayerSpec::GlobalAvgPool2D(GlobalPoolSpec);
+        let mut layer = Layer::new(&spec, &shape[1..]).unwrap();
+        let x = random_tensor(&shape, &mut rng);
+        check_layer(
+            &format!("GlobalAvgPool2D on {shape:?}"),
+            &mut layer,
+            &x,
+            &mut rng,
+        );
+    }
+}
+
+#[test]
 fn activation_gradients_match_finite_differences() {
     let mut rng = Rng::new(14);
     for act in [

@@ -75,6 +75,29 @@ fn max_and_average_pooling_by_hand() {
 }
 
 #[test]
+fn global_average_pooling_by_hand() {
+    // Two channels of 2x2: [[1 2] [3 4]] and [[5 6] [7 8]], two samples (the second
+    // negated): each output is its channel's mean, (1+2+3+4)/4 = 2.5, (5+6+7+8)/4 = 6.5.
+    let mut data: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+    data.extend((1..=8).map(|v| -(v as f32)));
+    let x = Tensor::from_vec(&[2, 2, 2, 2], data).unwrap();
+    let spec = LayerSpec::GlobalAvgPool2D(GlobalPoolSpec);
+    let mut layer = Layer::new(&spec, &[2, 2, 2]).unwrap();
+    let mut y = Tensor::default();
+    layer.forward(&x, &mut y);
+    assert_eq!(y.shape(), &[2, 2]);
+    assert_eq!(y.data(), &[2.5, 6.5, -2.5, -6.5]);
+    // Backward spreads each dy evenly over its plane: dy / 4.
+    let mut dy = Tensor::from_vec(&[2, 2], vec![4.0, 8.0, -2.0, 0.0]).unwrap();
+    let mut dx = Tensor::default();
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
+    assert_eq!(
+        dx.data(),
+        &[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, -0.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0]
+    );
+}
+
+#[test]
 fn max_pool_backward_routes_the_gradient_to_the_maximum() {
     let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 4.0, 3.0, 2.0]).unwrap();
     let spec = LayerSpec::MaxPool2D(PoolSpec {

@@ -40,6 +40,11 @@ const CONFIGS: &[&str] = &[
      MaxPool2D pool=3x3 stride=2\nFlatten\nBatchNorm1D\nDense units=10 activation=tanh\nDense units=4 activation=softmax\n",
     // A softmax over a spatial value (exported as Flatten, Softmax, Reshape back).
     "3\nInput shape=2x6x6\nConv2D filters=3 kernel=3x3\nSoftmax\nDense units=3 activation=softmax\n",
+    // Global average pooling (exported as GlobalAveragePool then Flatten) before a layer
+    // that reads a flat value, and at the end of an all-convolutional classifier.
+    "4\nInput shape=2x9x9\nConv2D filters=4 kernel=3x3 padding=same activation=relu\nGlobalAvgPool2D\n\
+     BatchNorm1D activation=tanh\nDense units=3 activation=softmax\n",
+    "3\nInput shape=3x8x8\nConv2D filters=5 kernel=3x3 stride=2\nGlobalAvgPool2D\nSoftmax\n",
 ];
 
 /// A model of `config` with seeded weights, and BatchNorm statistics that are not the
@@ -165,6 +170,45 @@ fn an_exported_graph_has_the_shape_the_issue_asks_for() {
     };
     let g = export::to_proto(&m, &plain).unwrap().graph.unwrap();
     assert_eq!(g.node[0].op_type.as_deref(), Some("Conv"));
+}
+
+#[test]
+fn global_average_pooling_exports_as_global_average_pool_and_predicts_the_same_back() {
+    for i in [4, 5] {
+        let m = model(CONFIGS[i], 7);
+        let meta = meta(CONFIGS[i], m.classes(), m.spec.input[0]);
+        let p = export::to_proto(&m, &meta).unwrap();
+        let ops: Vec<_> = p
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.clone().unwrap())
+            .collect();
+        let want: &[&str] = if i == 4 {
+            &["Sub", "Div", "Conv", "Relu", "GlobalAveragePool", "Flatten"]
+        } else {
+            &[
+                "Sub",
+                "Div",
+                "Conv",
+                "GlobalAveragePool",
+                "Flatten",
+                "Softmax",
+            ]
+        };
+        assert_eq!(&ops[..want.len()], want, "config {i}");
+        let bytes = p.encode_to_vec();
+        let (mut back, _) = import::from_bytes(Path::new("x.onnx"), &bytes, None).unwrap();
+        let mut m = m;
+        let [c, h, w] = m.spec.input;
+        let x: Vec<f32> = (0..3 * c * h * w).map(|v| (v % 17) as f32 / 17.0).collect();
+        let x = cnn::tensor::Tensor::from_vec(&[3, c, h, w], x).unwrap();
+        let want = m.predict_proba(&x).unwrap();
+        let got = back.predict_proba(&x).unwrap();
+        assert_eq!(bits(got.data()), bits(want.data()), "config {i}");
+    }
 }
 
 /// A model file of `CONFIGS[i]` in `dir`.

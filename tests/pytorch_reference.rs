@@ -109,6 +109,14 @@ fn avgpool_2x2_on_odd_input_matches_pytorch() {
 }
 
 #[test]
+fn global_avgpool_matches_pytorch_adaptive_avg_pool_then_flatten() {
+    pool_case(
+        "global_avgpool_2x3x4x5.json",
+        LayerSpec::GlobalAvgPool2D(GlobalPoolSpec),
+    );
+}
+
+#[test]
 fn dense_matches_pytorch_linear() {
     let f = fixture("dense_7_to_4.json");
     let x = tensor(&f["x"]);

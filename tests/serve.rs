@@ -61,6 +61,15 @@ fn the_page_its_assets_and_the_model_description_are_served() {
     assert_eq!(m["layers"][1]["pool"]["max"], true);
     // `cnn summary`'s table: 4 filters x (1 x 3 x 3 + 1) = 40 parameters.
     assert!(m["summary"].as_str().unwrap().contains("40"));
+    // Each layer's own explanation, shown under its heading: `cnn summary --explain`'s lines.
+    assert!(
+        m["layers"][0]["explain"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("params = 3*3*1*4 + 4 = 40"),
+        "{}",
+        m["layers"][0]["explain"]
+    );
     let w = json(
         &a.get(&s.at("api/weights?layer=0"))
             .call()

@@ -274,6 +274,8 @@ function buildLayers() {
     const last = i === m.layers.length - 1;
     const title = `Layer ${i}: ${l.label} → ${l.output.join('×')}` + (last ? ' (logits, one per class)' : '');
     const div = el('div', { class: 'layer', id: `layer-${i}` }, el('h3', { text: title }));
+    // The layer's own account of its shape and arithmetic (`cnn summary --explain`).
+    if (l.explain && l.explain.length) div.append(el('p', { class: 'muted layer-explain', text: l.explain.join('\n') }));
     if (l.output.length === 3) {
       const [C, H, W] = l.output;
       const maps = el('div', { class: 'maps' });

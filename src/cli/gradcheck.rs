@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cnn::gradcheck::{check_network, Verdict, FORWARD_TOLERANCE, STEP, TOLERANCE};
+use cnn::gradcheck::{check_network, default_batch, Verdict, FORWARD_TOLERANCE, STEP, TOLERANCE};
 use cnn::init::Init;
 use cnn::model::Model;
 use cnn::rng::Rng;
@@ -25,9 +25,9 @@ pub struct GradcheckArgs {
     /// Seed for the random weights, batch and labels.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Images in the random batch [default: 2, or 8 for a network with BatchNorm: over 2
-    /// samples BatchNorm1D's output is about +-1 whatever its input, a function too
-    /// ill-conditioned for f32 to differentiate finely].
+    /// Images in the random batch [default: the most any layer needs: 2, or 8 for a network
+    /// with BatchNorm: over 2 samples BatchNorm1D's output is about +-1 whatever its input, a
+    /// function too ill-conditioned for f32 to differentiate finely].
     #[arg(long, value_parser = super::arg_values::at_least_one, allow_negative_numbers = true)]
     batch: Option<usize>,
     /// Entries checked per parameter tensor (chosen at random).
@@ -41,11 +41,7 @@ pub fn run(args: GradcheckArgs) -> CmdResult {
     let mut model = Model::new(spec, Init::Normal, args.seed)?;
     random_biases(&mut model, args.seed);
     let [c, h, w] = spec.input;
-    let has_batchnorm = spec
-        .layers
-        .iter()
-        .any(|l| matches!(l, cnn::layers::LayerSpec::BatchNorm(_)));
-    let n = args.batch.unwrap_or(if has_batchnorm { 8 } else { 2 });
+    let n = args.batch.unwrap_or_else(|| default_batch(spec));
     let mut rng = Rng::for_purpose(args.seed, "gradcheck-data");
     // Pixel-like inputs in [0, 1), as real images are after scaling.
     let data = (0..n * c * h * w).map(|_| rng.uniform() as f32).collect();

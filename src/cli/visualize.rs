@@ -1,15 +1,15 @@
 //! `cnn visualize MODEL IMAGE --out DIR`: what the network learned and what it sees.
 //!
-//! Writes `filters.png` (the first Conv2D layer's filters, one tile each) and, for each layer,
-//! `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one tile per
-//! channel; the output layer gets one labelled bar per class with its probability; other flat
-//! layers get one bar per unit (or, past 1,024 units, a grid of grey levels). Plus `input.png`.
+//! Writes `filters.png` (the filters of the first layer that has any, one tile each) and, for
+//! each layer, `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one
+//! tile per channel; the output layer gets one labelled bar per class with its probability;
+//! other flat layers get one bar per unit (or, past 1,024 units, a grid of grey levels).
+//! Plus `input.png`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use cnn::data;
-use cnn::layers::Op;
 use cnn::model_file;
 use cnn::plot::{image_grid, probability_bars, value_bars, GridImage};
 use cnn::tensor::Tensor;
@@ -69,30 +69,26 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
     image_grid(&path, &[input], 1, scale_for(h.max(w)))?;
     written.push(path);
 
-    // The first convolution's filters: one tile per filter, RGB when it reads 3 channels.
-    if let Some(conv) = model.layers.iter().find_map(|l| match &l.op {
-        Op::Conv2D(conv) => Some(conv),
-        _ => None,
-    }) {
-        let g = conv.geom;
-        let show_c = if g.c == 3 { 3 } else { 1 };
-        let per_filter = g.c * g.kh * g.kw;
-        let tiles: Vec<GridImage> = conv
-            .weight
-            .value
-            .data()
+    // The first layer's filters that has them: one tile per filter, RGB when it reads 3
+    // channels.
+    if let Some(f) = model.layers.iter().find_map(|l| l.op.filters()) {
+        let show_c = if f.channels == 3 { 3 } else { 1 };
+        let (kh, kw) = (f.height, f.width);
+        let per_filter = f.channels * kh * kw;
+        let tiles: Vec<GridImage> = f
+            .values
             .chunks(per_filter)
             .enumerate()
-            .map(|(k, f)| GridImage {
-                width: g.kw,
-                height: g.kh,
+            .map(|(k, v)| GridImage {
+                width: kw,
+                height: kh,
                 channels: show_c,
-                pixels: f[..show_c * g.kh * g.kw].to_vec(),
+                pixels: v[..show_c * kh * kw].to_vec(),
                 caption: Some(format!("filter {k}")),
             })
             .collect();
         let path = args.out.join("filters.png");
-        image_grid(&path, &tiles, 8, scale_for(g.kh.max(g.kw)).max(8))?;
+        image_grid(&path, &tiles, 8, scale_for(kh.max(kw)).max(8))?;
         written.push(path);
     }
 

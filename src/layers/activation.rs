@@ -16,6 +16,9 @@
 use super::keys::LineKeys;
 use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
+use crate::onnx::export::{float, int, Graph, LayerAt};
+use crate::onnx::import::{dims_text, Attrs, Importer};
+use crate::onnx::proto::NodeProto;
 
 /// An element-wise (or, for softmax, per-sample) activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,6 +138,59 @@ impl LayerKind for Kind {
         act
     }
 
+    /// Nothing of its own: `cnn export` writes every layer's activation after it
+    /// ([`onnx`]), this one's included.
+    fn onnx(_spec: &Activation, _g: &mut Graph, input: &str, _at: &LayerAt) -> Result<String> {
+        Ok(input.to_string())
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &[
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+        "LogSoftmax",
+    ];
+
+    /// An activation node: fused as `activation=` into the layer before it when that can
+    /// take one ([`Importer::activation`]), else a line of its own. A softmax must be over
+    /// the features of a flat value; a `LogSoftmax` (as a softmax: `cnn predict` gives
+    /// probabilities) must end the network.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let attrs = Attrs::of(node);
+        let op = node.op_type.as_deref().unwrap_or("");
+        match op {
+            "Relu" => cx.activation("relu", "ReLU"),
+            "LeakyRelu" => {
+                let a = attrs.float("alpha", 0.01);
+                if !(0.0..=1.0).contains(&a) {
+                    return Err(format!("alpha {a} is not from 0 to 1"));
+                }
+                cx.activation(
+                    &format!("leaky_relu alpha={a}"),
+                    &format!("LeakyReLU alpha={a}"),
+                )
+            }
+            "Sigmoid" => cx.activation("sigmoid", "Sigmoid"),
+            "Tanh" => cx.activation("tanh", "Tanh"),
+            _ => {
+                let axis = attrs.int("axis", -1);
+                if cx.shape.len() != 1 || !(axis == 1 || axis == -1) {
+                    return Err(format!(
+                        "a {op} over axis {axis} of a [N, {}] value; only over the features of \
+                         a flat [N, F] value",
+                        dims_text(&cx.shape)
+                    ));
+                }
+                if op == "LogSoftmax" {
+                    cx.end_here(op);
+                }
+                cx.activation("softmax", "Softmax")
+            }
+        }
+    }
+
     fn build(spec: &Activation, input: &[usize]) -> Result<ActivationLayer> {
         Ok(ActivationLayer {
             act: *spec,
@@ -173,6 +229,99 @@ impl LayerOp for ActivationLayer {
         let len = n * self.features;
         backward(self.act, &y[..len], &mut dy[..len], self.features);
         dx[..len].copy_from_slice(&dy[..len]);
+    }
+
+    /// A copy: the gradient check applies the activation to every layer's result
+    /// ([`reference()`]), this one's included.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        Some(x.to_vec())
+    }
+
+    /// Values stay in place (a softmax mixes a sample's values; the check knows).
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
+    }
+}
+
+/// The piece of ReLU and LeakyReLU that the forward pass chose for each output `y` (`true`:
+/// z > 0), which the gradient check freezes; `None` for the smooth activations.
+pub fn frozen_mask(act: Activation, y: &[f32]) -> Option<Vec<bool>> {
+    matches!(act, Activation::Relu | Activation::LeakyRelu(_))
+        .then(|| y.iter().map(|&v| v > 0.0).collect())
+}
+
+/// `act` applied to `z` in f64 by its definition for the gradient check, with ReLU and
+/// LeakyReLU on the pieces `mask` froze ([`frozen_mask`]); softmax over each sample's
+/// `features` values.
+pub fn reference(act: Activation, z: &[f64], mask: &[bool], features: usize) -> Vec<f64> {
+    match act {
+        Activation::None => z.to_vec(),
+        Activation::Relu => z
+            .iter()
+            .zip(mask)
+            .map(|(&v, &on)| if on { v } else { 0.0 })
+            .collect(),
+        Activation::LeakyRelu(a) => z
+            .iter()
+            .zip(mask)
+            .map(|(&v, &on)| if on { v } else { f64::from(a) * v })
+            .collect(),
+        Activation::Sigmoid => z.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+        Activation::Tanh => z.iter().map(|&v| v.tanh()).collect(),
+        Activation::Softmax => {
+            let mut y = z.to_vec();
+            for row in y.chunks_mut(features) {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                row.iter_mut().for_each(|v| *v = (*v - m).exp());
+                let s: f64 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            y
+        }
+    }
+}
+
+/// The ONNX nodes of `act` (named `name`) on the value `input`, whose per-sample shape is
+/// `shape`; returns the value they write (`input` itself for [`Activation::None`]). `cnn
+/// export` writes them after every layer, for its fused activation or, for an activation
+/// line, the layer itself:
+///
+/// | activation | ONNX |
+/// | --- | --- |
+/// | `relu`, `leaky_relu`, `sigmoid`, `tanh` | `Relu`, `LeakyRelu` (alpha), `Sigmoid`, `Tanh` |
+/// | `softmax` of a flat value | `Softmax` (axis 1) |
+/// | `softmax` of a (C, H, W) value | `Flatten`, `Softmax`, and a `Reshape` back (ours is over a sample's C H W values, ONNX's over one axis) |
+pub fn onnx(act: Activation, g: &mut Graph, input: &str, name: &str, shape: &[usize]) -> String {
+    match act {
+        Activation::None => input.to_string(),
+        Activation::Relu => g.node("Relu", name, &[input], vec![]),
+        Activation::LeakyRelu(a) => g.node("LeakyRelu", name, &[input], vec![float("alpha", a)]),
+        Activation::Sigmoid => g.node("Sigmoid", name, &[input], vec![]),
+        Activation::Tanh => g.node("Tanh", name, &[input], vec![]),
+        Activation::Softmax if shape.len() == 1 => {
+            g.node("Softmax", name, &[input], vec![int("axis", 1)])
+        }
+        Activation::Softmax => {
+            let back = format!("{name}.shape");
+            // Sizes are at most MAX_DIM (the config caps them), so they fit an i64.
+            let dims: Vec<i64> = std::iter::once(-1)
+                .chain(shape.iter().map(|&d| d as i64))
+                .collect();
+            g.init_i64(&back, dims);
+            let flat = g.node(
+                "Flatten",
+                &format!("{name}.flatten"),
+                &[input],
+                vec![int("axis", 1)],
+            );
+            let soft = g.node("Softmax", name, &[&flat], vec![int("axis", 1)]);
+            g.node(
+                "Reshape",
+                &format!("{name}.reshape"),
+                &[&soft, &back],
+                vec![],
+            )
+        }
     }
 }
 

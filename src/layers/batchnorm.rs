@@ -51,6 +51,9 @@ use super::param::{Buffer, BufferMut, Param};
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::{Error, Result};
 use crate::kernels::on_best_simd;
+use crate::onnx::export::{float, Graph, LayerAt};
+use crate::onnx::import::{Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// PyTorch's default momentum.
@@ -197,6 +200,94 @@ impl LayerKind for Kind {
         ])
     }
 
+    /// `BatchNormalization` in its inference form, with the scale, the shift and the running
+    /// statistics; ONNX's momentum weighs the running value, ours the batch: 1 - m.
+    /// (`num_batches_tracked` goes into the model's `metadata_props`, so that the file
+    /// round-trips.)
+    fn onnx(spec: &BatchNormSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(g.node(
+            "BatchNormalization",
+            at.name,
+            &[
+                input,
+                &at.tensor("weight"),
+                &at.tensor("bias"),
+                &at.tensor("running_mean"),
+                &at.tensor("running_var"),
+            ],
+            vec![
+                float("epsilon", spec.eps),
+                float("momentum", 1.0 - spec.momentum),
+            ],
+        ))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["BatchNormalization"];
+
+    /// `BatchNormalization` in its inference form: `BatchNorm2D` on a (C, H, W) value,
+    /// `BatchNorm1D` on a flat one, with ONNX's momentum turned back into ours (1 - m).
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let attrs = Attrs::of(node);
+        if attrs.int("training_mode", 0) != 0 {
+            return Err("training_mode is set; export the model in eval mode".into());
+        }
+        if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+            return Err("outputs running statistics (training form); export in eval mode".into());
+        }
+        let &[c, ..] = cx.shape.as_slice() else {
+            return Err("needs an input with channels".into());
+        };
+        let name = match cx.shape.len() {
+            3 => "BatchNorm2D",
+            1 => "BatchNorm1D",
+            _ => return Err("needs a [N, C, H, W] or [N, F] value".into()),
+        };
+        let mut tensors = Vec::new();
+        for (idx, key) in [
+            (1, "weight"),
+            (2, "bias"),
+            (3, "running_mean"),
+            (4, "running_var"),
+        ] {
+            let input = node.input.get(idx).ok_or("has fewer than 5 inputs")?;
+            tensors.push((key, vec![c], cx.vector(input, c)?));
+        }
+        if tensors[3].2.iter().any(|&v| v < 0.0) {
+            return Err("a variance is negative".into());
+        }
+        let eps = attrs.float("epsilon", 1e-5);
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(format!("epsilon {eps} is not positive"));
+        }
+        // ONNX's momentum weighs the running value, PyTorch's (and ours) the batch.
+        let momentum = round6(1.0 - attrs.float("momentum", 0.9));
+        // `cnn export` keeps num_batches_tracked in the metadata, named as the scale is
+        // with `num_batches_tracked` for `weight`.
+        let batches = node.input[1]
+            .strip_suffix("weight")
+            .map(|p| format!("{p}num_batches_tracked"))
+            .and_then(|n| cx.batches_tracked(&n))
+            .unwrap_or(0);
+        cx.push(Step {
+            batches,
+            ..Step::new(
+                format!("{name} momentum={momentum} eps={eps}"),
+                StepKind::Fusable {
+                    fused: false,
+                    flat_input: false,
+                },
+                tensors,
+            )
+        });
+        Ok(())
+    }
+
+    /// 8: over 2 samples BatchNorm1D's output is about +-1 whatever its input, a function
+    /// too ill-conditioned for f32 to differentiate finely.
+    fn gradcheck_batch(_spec: &BatchNormSpec) -> usize {
+        8
+    }
+
     fn build(spec: &BatchNormSpec, input: &[usize]) -> Result<BatchNorm> {
         let (c, s) = channels(spec, input)?;
         let mut weight = Param::zeros(&[c]);
@@ -220,6 +311,11 @@ impl LayerKind for Kind {
             inv_std: vec![0.0; c],
         })
     }
+}
+
+/// `x` to 6 significant decimals: 1 - (1 - 0.1) in f32 is 0.100000024, shown as 0.1.
+fn round6(x: f32) -> f32 {
+    format!("{x:.6}").parse().unwrap_or(x)
 }
 
 /// (C, S) of a per-sample input shape: BatchNorm2D needs (C, H, W), BatchNorm1D a flat input.
@@ -465,6 +561,38 @@ fn add_grad_sums<const RELU: bool>(
 impl LayerOp for BatchNorm {
     fn prepare(&mut self, pass: Pass) {
         self.training = pass.training;
+    }
+
+    /// The training form by its definition, in f64: y = gamma (x - mu) / sqrt(var + eps) +
+    /// beta, mu and the biased var over each channel's N S values.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let (channels, spatial, eps) = (self.channels, self.spatial, f64::from(self.eps));
+        let (gamma, beta) = (&params[0], &params[1]);
+        let m = (n * spatial) as f64;
+        let at = |s: usize, c: usize| (s * channels + c) * spatial;
+        let mut y = vec![0.0; n * channels * spatial];
+        for c in 0..channels {
+            let values = || (0..n).flat_map(|s| &x[at(s, c)..at(s, c) + spatial]);
+            let mu = values().sum::<f64>() / m;
+            let var = values().map(|v| (v - mu).powi(2)).sum::<f64>() / m;
+            let inv = 1.0 / (var + eps).sqrt();
+            for s in 0..n {
+                for j in at(s, c)..at(s, c) + spatial {
+                    y[j] = gamma[c] * (x[j] - mu) * inv + beta[c];
+                }
+            }
+        }
+        Some(y)
+    }
+
+    /// gamma\[c] and beta\[c] feed channel c alone (the whole reference is cheap already).
+    fn reference_channel(&self, _slot: usize, e: usize) -> Option<(usize, usize)> {
+        Some((e, self.spatial))
+    }
+
+    /// Channel by channel.
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
     }
 
     fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {

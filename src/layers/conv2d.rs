@@ -40,13 +40,16 @@ use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::pool::{MaxPool2D, PoolBlock};
-use super::{chw, Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
 use crate::error::Result;
 use crate::kernels::direct;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
+use crate::onnx::export::{int, ints, Graph, LayerAt};
+use crate::onnx::import::{equal_strides, short, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// Samples per block of the weight-gradient reduction (fixed: see the module doc).
@@ -206,11 +209,154 @@ impl LayerKind for Kind {
         }
     }
 
+    /// `Conv` with the weight `[K, C, kh, kw]` and the bias `[K]`, its pads (top, left,
+    /// bottom, right) those the output size implies: report 1's P on both sides when
+    /// explicit, the larger half of `same`'s total after.
+    fn onnx(s: &Conv2dSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        let geom = s.geom(chw("Conv2D", at.input)?)?;
+        let after = |size: usize, k: usize, out: usize, before: usize| match s.padding {
+            Padding::Valid => 0,
+            Padding::Explicit(p) => p,
+            Padding::Same => ((out - 1) * s.stride + k).saturating_sub(size + before),
+        };
+        let pads = [
+            geom.pad_top,
+            geom.pad_left,
+            after(geom.h, geom.kh, geom.out_h, geom.pad_top),
+            after(geom.w, geom.kw, geom.out_w, geom.pad_left),
+        ];
+        Ok(g.node(
+            "Conv",
+            at.name,
+            &[input, &at.tensor("weight"), &at.tensor("bias")],
+            vec![
+                ints("kernel_shape", &[geom.kh, geom.kw]),
+                ints("strides", &[s.stride, s.stride]),
+                ints("pads", &pads),
+                ints("dilations", &[1, 1]),
+                int("group", 1),
+            ],
+        ))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["Conv"];
+
+    /// `Conv` with a constant weight `[K, C, kh, kw]` (and bias), ungrouped and undilated,
+    /// equal strides, and pads equal on every side or those of `same` padding.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let [c, h, w] = cx.spatial("Conv")?;
+        let attrs = Attrs::of(node);
+        let unknown = attrs.unknown(&[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "group",
+            "auto_pad",
+        ]);
+        if !unknown.is_empty() {
+            return Err(format!("unsupported attributes {unknown:?}"));
+        }
+        let wname = node.input.get(1).ok_or("has no weight input")?;
+        let (wshape, weight) = cx.floats(wname)?;
+        let &[k, wc, kh, kw] = wshape.as_slice() else {
+            return Err(format!("weight shape {wshape:?}, expected [K, C, kh, kw]"));
+        };
+        if wc != c {
+            return Err(format!(
+                "its weight {wshape:?} takes {wc} channels, the value it reads has {c} (shapes \
+                 do not chain)"
+            ));
+        }
+        if attrs.int("group", 1) != 1 {
+            return Err("grouped convolutions are not supported".into());
+        }
+        if attrs
+            .ints("dilations")
+            .is_some_and(|d| d.iter().any(|&x| x != 1))
+        {
+            return Err("dilated convolutions are not supported".into());
+        }
+        if let Some(ks) = attrs.ints("kernel_shape") {
+            if ks != [kh as i64, kw as i64] {
+                return Err(format!(
+                    "kernel_shape {ks:?} differs from the weight's {kh}x{kw}"
+                ));
+            }
+        }
+        let stride = equal_strides(&attrs)?;
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b) => cx.vector(b, k)?,
+            None => vec![0.0; k],
+        };
+        let pads: Vec<i64> = attrs
+            .ints("pads")
+            .map(<[i64]>::to_vec)
+            .unwrap_or(vec![0; 4]);
+        let auto_pad = attrs.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+        let same = same_pads(h, w, kh, kw, stride);
+        let padding = match auto_pad.as_str() {
+            "VALID" => Padding::Valid,
+            "SAME_UPPER" => Padding::Same,
+            "NOTSET" | "" => match pads.as_slice() {
+                [0, 0, 0, 0] => Padding::Valid,
+                // `same` first: the same sums either way, and the name a config would use.
+                p if p == same => Padding::Same,
+                &[t, l, b, r]
+                    if t == l && l == b && b == r && (1..=MAX_DIM as i64).contains(&t) =>
+                {
+                    Padding::Explicit(t as usize)
+                }
+                p => {
+                    return Err(format!(
+                        "pads {p:?} are neither equal on every side nor `same` padding ({same:?})"
+                    ))
+                }
+            },
+            other => return Err(format!("auto_pad {} is not supported", short(other))),
+        };
+        let padding_text = match padding {
+            Padding::Valid => "valid".to_string(),
+            Padding::Same => "same".to_string(),
+            Padding::Explicit(p) => p.to_string(),
+        };
+        let spec = Conv2dSpec {
+            filters: k,
+            kernel: (kh, kw),
+            stride,
+            padding,
+            activation: Activation::None,
+        };
+        let g = spec.geom([c, h, w]).map_err(|e| e.to_string())?;
+        cx.shape = vec![k, g.out_h, g.out_w];
+        cx.push(Step::new(
+            format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}"),
+            StepKind::Fusable {
+                fused: false,
+                flat_input: false,
+            },
+            vec![("weight", wshape, weight), ("bias", vec![k], bias)],
+        ));
+        Ok(())
+    }
+
     fn build(spec: &Conv2dSpec, input: &[usize]) -> Result<Conv2D> {
         let mut layer = Conv2D::new(spec.geom(chw("Conv2D", input)?)?);
         layer.act = spec.activation;
         Ok(layer)
     }
+}
+
+/// The pads `[top, left, bottom, right]` of `same` padding (as [`crate::kernels::geom`]).
+fn same_pads(h: usize, w: usize, kh: usize, kw: usize, s: usize) -> Vec<i64> {
+    let axis = |size: usize, k: usize| {
+        let out = size.div_ceil(s);
+        let total = ((out - 1) * s + k).saturating_sub(size);
+        (total / 2, total - total / 2)
+    };
+    let (t, b) = axis(h, kh);
+    let (l, r) = axis(w, kw);
+    [t, l, b, r].iter().map(|&p| p as i64).collect()
 }
 
 /// `floor((28 - 3 + 2*1)/1) + 1 = 28 (...)` for one axis of a convolution.
@@ -845,6 +991,133 @@ impl LayerOp for Conv2D {
     fn fans(&self) -> Option<(usize, usize)> {
         let g = self.geom;
         Some((g.patch_len(), g.k * g.kh * g.kw))
+    }
+
+    fn window(&self) -> Option<Window> {
+        let g = self.geom;
+        Some(Window::Weighted {
+            kh: g.kh,
+            kw: g.kw,
+            stride: g.stride,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+        })
+    }
+
+    /// The definition (the module doc's forward), in f64, one output plane per task.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        Some(conv_f64(&self.geom, x, &params[0], &params[1], n))
+    }
+
+    /// Weight `[k][c][i][j]` and bias `[k]` feed filter k's plane alone.
+    fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+        let g = self.geom;
+        let k = if slot == 0 { e / g.patch_len() } else { e };
+        Some((k, g.out_h * g.out_w))
+    }
+
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (g, w, b) = (self.geom, &params[0], &params[1]);
+        let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+        let mut z = base_z.to_vec();
+        for s in 0..n {
+            let out = &mut z[(s * g.k + c) * ohw..(s * g.k + c + 1) * ohw];
+            out.fill(b[c]);
+            for ch in 0..g.c {
+                let xc = &x[(s * g.c + ch) * hw..(s * g.c + ch + 1) * hw];
+                let kernel = &w[c * len + ch * g.kh * g.kw..][..g.kh * g.kw];
+                conv_channel_f64(&g, xc, kernel, out);
+            }
+        }
+        Some(z)
+    }
+
+    /// Linear in x: `z = base_z + conv(x - base_x)` without the bias, over the changed
+    /// input channels only.
+    fn reference_changed_inputs(
+        &self,
+        x: &[f64],
+        base_x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        channels: &[usize],
+        block: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (g, w) = (self.geom, &params[0]);
+        let delta = super::changed_inputs(x, base_x, channels, block, n);
+        let (ohw, len) = (g.out_h * g.out_w, g.patch_len());
+        let mut z = base_z.to_vec();
+        z.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
+            let (s, k) = (plane / g.k, plane % g.k);
+            for (j, &c) in channels.iter().enumerate() {
+                let kernel = &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw];
+                conv_channel_f64(&g, &delta[s * channels.len() + j], kernel, out);
+            }
+        });
+        Some(z)
+    }
+
+    /// K filters of C planes of kh x kw: the weight `[K, C, kh, kw]` as it is stored.
+    fn filters(&self) -> Option<Filters<'_>> {
+        let g = self.geom;
+        Some(Filters {
+            values: self.weight.value.data(),
+            channels: g.c,
+            height: g.kh,
+            width: g.kw,
+        })
+    }
+}
+
+/// y[n][k][oy][ox] = b[k] + sum_{c,i,j} w[k][c][i][j] x[n][c][oy S + i - P][ox S + j - P],
+/// in f64, one output plane per task.
+fn conv_f64(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+    let mut y = vec![0.0; n * g.k * ohw];
+    y.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
+        let (s, k) = (plane / g.k, plane % g.k);
+        out.fill(b[k]);
+        for c in 0..g.c {
+            let xc = &x[(s * g.c + c) * hw..(s * g.c + c + 1) * hw];
+            conv_channel_f64(g, xc, &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw], out);
+        }
+    });
+    y
+}
+
+/// `out[oy][ox] += sum_{i,j} kernel[i][j] xc[oy S + i - P][ox S + j - P]`: one input
+/// channel's contribution to one output plane, in f64.
+fn conv_channel_f64(g: &ConvGeom, xc: &[f64], kernel: &[f64], out: &mut [f64]) {
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let wv = kernel[i * g.kw + j];
+            // Output columns whose input column ox S + j - P lies inside the image.
+            let lo = g.pad_left.saturating_sub(j).div_ceil(g.stride);
+            let hi = (g.w + g.pad_left)
+                .saturating_sub(j)
+                .div_ceil(g.stride)
+                .min(g.out_w);
+            for oy in 0..g.out_h {
+                let Some(iy) = (oy * g.stride + i).checked_sub(g.pad_top) else {
+                    continue;
+                };
+                if iy >= g.h {
+                    continue;
+                }
+                let row = &mut out[oy * g.out_w..(oy + 1) * g.out_w];
+                for (ox, v) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                    *v += wv * xc[iy * g.w + ox * g.stride + j - g.pad_left];
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //!           dX[N, I] = dY[N, O] * W[O, I]
 //! ```
 
+use rayon::prelude::*;
+
 use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
@@ -21,6 +23,9 @@ use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use crate::kernels::transpose::par_transpose;
+use crate::onnx::export::{int, Graph, LayerAt};
+use crate::onnx::import::{dims_text, unsupported, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::thousands;
 
 /// Below this many weights a one-sample forward pass runs on one thread.
@@ -110,10 +115,137 @@ impl LayerKind for Kind {
         Some(("units", spec.units))
     }
 
+    fn with_output_size(spec: &DenseSpec, n: usize) -> DenseSpec {
+        DenseSpec {
+            units: n,
+            ..spec.clone()
+        }
+    }
+
+    /// `Gemm` (transB = 1) with the weight `[O, I]` and the bias `[O]`.
+    fn onnx(_spec: &DenseSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(g.node(
+            "Gemm",
+            at.name,
+            &[input, &at.tensor("weight"), &at.tensor("bias")],
+            vec![int("transB", 1)],
+        ))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["Gemm", "MatMul", "Add"];
+
+    /// `Gemm` (alpha = beta = 1, transA = 0, either transB), or `MatMul` then the `Add` of
+    /// its bias, with a constant weight.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        match node.op_type.as_deref() {
+            Some("Gemm") => read_gemm(node, cx),
+            Some("MatMul") => {
+                let wname = node.input.get(1).ok_or("has no weight input")?;
+                read_dense(cx, wname, false)?;
+                Ok(())
+            }
+            _ if cx.previous_op() == Some("MatMul") => add_bias(node, cx),
+            _ => Err(format!(
+                "{} (an Add only as the bias of the MatMul right before it)",
+                unsupported()
+            )),
+        }
+    }
+
     fn build(spec: &DenseSpec, input: &[usize]) -> Result<Dense> {
         let mut layer = Dense::new(input.iter().product(), spec.units);
         layer.act = spec.activation;
         Ok(layer)
+    }
+}
+
+/// A `Gemm` node as a Dense line.
+fn read_gemm(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+    let attrs = Attrs::of(node);
+    let unknown = attrs.unknown(&["alpha", "beta", "transA", "transB"]);
+    if !unknown.is_empty() {
+        return Err(format!("unsupported attributes {unknown:?}"));
+    }
+    if attrs.float("alpha", 1.0) != 1.0
+        || attrs.float("beta", 1.0) != 1.0
+        || attrs.int("transA", 0) != 0
+    {
+        return Err("only alpha = 1, beta = 1 and transA = 0 are supported".into());
+    }
+    let wname = node.input.get(1).ok_or("has no weight input")?;
+    let trans_b = attrs.int("transB", 0) != 0;
+    let units = read_dense(cx, wname, trans_b)?;
+    if let Some(b) = node.input.get(2).filter(|s| !s.is_empty()) {
+        let bias = cx.vector(b, units)?;
+        set_bias(cx, bias);
+    }
+    Ok(())
+}
+
+/// The bias of the Dense made from the MatMul before this Add.
+fn add_bias(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+    let [a, b] = node.input.as_slice() else {
+        return Err("needs two inputs".into());
+    };
+    let other = if *a == cx.value() { b } else { a };
+    let units = cx.shape[0];
+    let bias = cx.vector(other, units)?;
+    set_bias(cx, bias);
+    Ok(())
+}
+
+/// A Dense line from the weight `wname`, `[out, in]` (or `[in, out]` when not
+/// `transposed`), with a zero bias; returns its units.
+fn read_dense(
+    cx: &mut Importer<'_>,
+    wname: &str,
+    transposed: bool,
+) -> std::result::Result<usize, String> {
+    if cx.shape.len() != 1 {
+        return Err(format!(
+            "needs a flat [N, F] value, this one is [N, {}] (no Flatten before it)",
+            dims_text(&cx.shape)
+        ));
+    }
+    let inputs = cx.shape[0];
+    let (wshape, w) = cx.floats(wname)?;
+    let &[rows, cols] = wshape.as_slice() else {
+        return Err(format!("weight shape {wshape:?} is not a matrix"));
+    };
+    let (units, n_in, weight) = if transposed {
+        (rows, cols, w)
+    } else {
+        let mut t = vec![0.0; w.len()];
+        par_transpose(&w, rows, cols, &mut t);
+        (cols, rows, t)
+    };
+    if n_in != inputs {
+        return Err(format!(
+            "its weight {wshape:?} takes {n_in} inputs, the value it reads has {inputs} \
+             (shapes do not chain)"
+        ));
+    }
+    cx.shape = vec![units];
+    cx.push(Step::new(
+        format!("Dense units={units}"),
+        StepKind::Fusable {
+            fused: false,
+            flat_input: true,
+        },
+        vec![
+            ("weight", vec![units, n_in], weight),
+            ("bias", vec![units], vec![0.0; units]),
+        ],
+    ));
+    Ok(units)
+}
+
+/// Sets the bias of the Dense line just read.
+fn set_bias(cx: &mut Importer<'_>, bias: Vec<f32>) {
+    if let Some(step) = cx.last_step_mut() {
+        if let Some(t) = step.tensors.iter_mut().find(|t| t.0 == "bias") {
+            t.2 = bias;
+        }
     }
 }
 
@@ -288,5 +420,68 @@ impl LayerOp for Dense {
     /// (I, O).
     fn fans(&self) -> Option<(usize, usize)> {
         Some((self.inputs, self.units))
+    }
+
+    /// z = W x + b by the definition, in f64.
+    fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let (inputs, units) = (self.inputs, self.units);
+        let (w, b) = (&params[0], &params[1]);
+        let mut y = vec![0.0; n * units];
+        y.par_iter_mut().enumerate().for_each(|(at, v)| {
+            let (s, u) = (at / units, at % units);
+            let row = &w[u * inputs..(u + 1) * inputs];
+            let xs = &x[s * inputs..(s + 1) * inputs];
+            *v = b[u] + row.iter().zip(xs).map(|(a, c)| a * c).sum::<f64>();
+        });
+        Some(y)
+    }
+
+    /// Row u of the weight and bias u feed unit u alone.
+    fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+        Some((if slot == 0 { e / self.inputs } else { e }, 1))
+    }
+
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (inputs, units) = (self.inputs, self.units);
+        let (w, b) = (&params[0], &params[1]);
+        let mut z = base_z.to_vec();
+        let row = &w[c * inputs..(c + 1) * inputs];
+        for s in 0..n {
+            let xs = &x[s * inputs..(s + 1) * inputs];
+            z[s * units + c] = b[c] + row.iter().zip(xs).map(|(a, v)| a * v).sum::<f64>();
+        }
+        Some(z)
+    }
+
+    /// Linear in x: `z = base_z + W (x - base_x)` over the changed inputs only.
+    fn reference_changed_inputs(
+        &self,
+        x: &[f64],
+        base_x: &[f64],
+        base_z: &[f64],
+        params: &[Vec<f64>],
+        channels: &[usize],
+        block: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        let (inputs, units, w) = (self.inputs, self.units, &params[0]);
+        let delta = super::changed_inputs(x, base_x, channels, block, n);
+        let mut z = base_z.to_vec();
+        z.par_iter_mut().enumerate().for_each(|(at, v)| {
+            let (s, u) = (at / units, at % units);
+            for (j, &c) in channels.iter().enumerate() {
+                let row = &w[u * inputs + c * block..][..block];
+                let d = &delta[s * channels.len() + j];
+                *v += row.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
+            }
+        });
+        Some(z)
     }
 }

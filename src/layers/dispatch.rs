@@ -38,6 +38,24 @@ macro_rules! layer_kinds {
                 None
             }
 
+            /// The reader `cnn import` uses for a node of ONNX op `op`: that of the first kind
+            /// whose [`LayerKind::ONNX_OPS`] names it.
+            pub fn onnx_reader(op: &str) -> Option<Reader> {
+                $(
+                    if <$kind as LayerKind>::ONNX_OPS.contains(&op) {
+                        return Some(<$kind as LayerKind>::onnx_import);
+                    }
+                )*
+                None
+            }
+
+            /// Every ONNX op type some kind reads, in the list's order.
+            pub fn onnx_ops() -> Vec<&'static str> {
+                let mut ops = Vec::new();
+                $(ops.extend_from_slice(<$kind as LayerKind>::ONNX_OPS);)*
+                ops
+            }
+
             /// The layer's name as written in configs (`Conv2D`, `ReLU`).
             pub fn name(&self) -> &'static str {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::name(s),)* }
@@ -91,6 +109,24 @@ macro_rules! layer_kinds {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_key(s),)* }
             }
 
+            /// See [`LayerKind::onnx`].
+            pub fn onnx(&self, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::onnx(s, g, input, at),)* }
+            }
+
+            /// See [`LayerKind::gradcheck_batch`].
+            pub fn gradcheck_batch(&self) -> usize {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::gradcheck_batch(s),)* }
+            }
+
+            /// The same layer with its output size set to `n` (`units=n`; unchanged if it
+            /// has no such key).
+            pub fn with_output_size(&self, n: usize) -> LayerSpec {
+                match self {
+                    $(LayerSpec::$variant(s) => LayerSpec::$variant(<$kind as LayerKind>::with_output_size(s, n)),)*
+                }
+            }
+
             /// The runtime operation on a per-sample `input` shape, with zero parameters.
             pub fn build(&self, input: &[usize]) -> Result<Op> {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build(s, input).map(Op::$variant),)* }
@@ -141,6 +177,65 @@ macro_rules! layer_kinds {
             /// See [`LayerOp::check_batch`].
             pub fn check_batch(&self, n: usize, pass: Pass) -> std::result::Result<(), String> {
                 match self { $(Op::$variant(l) => LayerOp::check_batch(l, n, pass),)* }
+            }
+
+            /// See [`LayerOp::filters`].
+            pub fn filters(&self) -> Option<Filters<'_>> {
+                match self { $(Op::$variant(l) => LayerOp::filters(l),)* }
+            }
+
+            /// See [`LayerOp::window`].
+            pub fn window(&self) -> Option<Window> {
+                match self { $(Op::$variant(l) => LayerOp::window(l),)* }
+            }
+
+            /// See [`LayerOp::reference`].
+            pub fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+                match self { $(Op::$variant(l) => LayerOp::reference(l, x, params, n),)* }
+            }
+
+            /// See [`LayerOp::reference_choices`].
+            pub fn reference_choices(&self, n: usize) -> Vec<(usize, Vec<usize>)> {
+                match self { $(Op::$variant(l) => LayerOp::reference_choices(l, n),)* }
+            }
+
+            /// See [`LayerOp::reference_channel`].
+            pub fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
+                match self { $(Op::$variant(l) => LayerOp::reference_channel(l, slot, e),)* }
+            }
+
+            /// See [`LayerOp::reference_one_channel`].
+            pub fn reference_one_channel(
+                &self,
+                x: &[f64],
+                base_z: &[f64],
+                params: &[Vec<f64>],
+                c: usize,
+                n: usize,
+            ) -> Option<Vec<f64>> {
+                match self { $(Op::$variant(l) => LayerOp::reference_one_channel(l, x, base_z, params, c, n),)* }
+            }
+
+            /// See [`LayerOp::reference_changed_inputs`].
+            #[allow(clippy::too_many_arguments)]
+            pub fn reference_changed_inputs(
+                &self,
+                x: &[f64],
+                base_x: &[f64],
+                base_z: &[f64],
+                params: &[Vec<f64>],
+                channels: &[usize],
+                block: usize,
+                n: usize,
+            ) -> Option<Vec<f64>> {
+                match self {
+                    $(Op::$variant(l) => LayerOp::reference_changed_inputs(l, x, base_x, base_z, params, channels, block, n),)*
+                }
+            }
+
+            /// See [`LayerOp::reference_channel_block`].
+            pub fn reference_channel_block(&self, block: usize) -> Option<usize> {
+                match self { $(Op::$variant(l) => LayerOp::reference_channel_block(l, block),)* }
             }
         }
     };

@@ -22,6 +22,9 @@ use rayon::prelude::*;
 use super::keys::LineKeys;
 use super::{InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
+use crate::onnx::export::{Graph, LayerAt};
+use crate::onnx::import::{Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::rng::Rng;
 
 /// A Dropout config line: `Dropout rate=0.5`.
@@ -79,6 +82,33 @@ impl LayerKind for Kind {
         )])
     }
 
+    /// Nothing: the identity at inference.
+    fn onnx(_spec: &DropoutSpec, _g: &mut Graph, input: &str, _at: &LayerAt) -> Result<String> {
+        Ok(input.to_string())
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["Dropout"];
+
+    /// `Dropout` with its ratio (an input from opset 12 on, an attribute before); nothing
+    /// for a ratio of 0.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let ratio = match node.input.get(1).filter(|s| !s.is_empty()) {
+            Some(name) => cx.scalar(name)?,
+            None => Attrs::of(node).float("ratio", 0.5),
+        };
+        if !(0.0..1.0).contains(&ratio) {
+            return Err(format!("ratio {ratio} is not from 0 up to 1"));
+        }
+        if ratio > 0.0 {
+            cx.push(Step::new(
+                format!("Dropout rate={ratio}"),
+                StepKind::Other,
+                vec![],
+            ));
+        }
+        Ok(())
+    }
+
     fn build(spec: &DropoutSpec, input: &[usize]) -> Result<Dropout> {
         Ok(Dropout {
             rate: spec.rate,
@@ -123,6 +153,24 @@ fn sample_stream(stream: u64, n: usize) -> Rng {
 impl LayerOp for Dropout {
     fn prepare(&mut self, pass: Pass) {
         self.pass = pass;
+    }
+
+    /// y = x s with the factors s the forward pass drew (the identity after an evaluation
+    /// pass).
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        Some(if self.scale.is_empty() {
+            x.to_vec()
+        } else {
+            x.iter()
+                .zip(&self.scale)
+                .map(|(v, &f)| v * f64::from(f))
+                .collect()
+        })
+    }
+
+    /// Element-wise.
+    fn reference_channel_block(&self, block: usize) -> Option<usize> {
+        Some(block)
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {

@@ -28,10 +28,13 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod global_pool;
 pub mod keys;
 pub mod param;
 pub mod pool;
 pub mod spec;
+#[cfg(test)]
+mod walkthrough;
 
 pub use activation::{Activation, ActivationLayer};
 pub use batchnorm::{BatchNorm, BatchNormSpec};
@@ -39,11 +42,15 @@ pub use conv2d::{Conv2D, Conv2dSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
+pub use global_pool::{GlobalAvgPool2D, GlobalPoolSpec};
 pub use param::{Buffer, BufferMut, Param};
 pub use pool::{AvgPool2D, MaxPool2D, PoolBlock, PoolSpec};
 pub use spec::*;
 
 use crate::error::Result;
+use crate::onnx::export::{Graph, LayerAt};
+use crate::onnx::import::{Importer, Reader};
+use crate::onnx::proto::NodeProto;
 use crate::tensor::Tensor;
 use keys::LineKeys;
 
@@ -66,6 +73,8 @@ layer_kinds! {
     Dropout => dropout::Kind,
     /// Batch normalisation, `BatchNorm2D` and `BatchNorm1D` ([`batchnorm`]).
     BatchNorm => batchnorm::Kind,
+    /// The mean of each channel, (C, H, W) -> (C) ([`global_pool`]).
+    GlobalAvgPool2D => global_pool::AvgKind,
 }
 
 /// What a forward pass is for, given to every layer before it runs ([`LayerOp::prepare`]).
@@ -92,6 +101,32 @@ pub enum InputForm {
     Flattens,
     /// Any input, output of the same shape (activations).
     Any,
+    /// A (C, H, W) input made flat by the layer itself (global pooling: the output is
+    /// (C)).
+    SpatialToFlat,
+}
+
+impl InputForm {
+    /// Whether the layer needs a (C, H, W) input: the config parser refuses it after a layer
+    /// whose output is flat.
+    pub fn needs_spatial(self) -> bool {
+        matches!(self, InputForm::Spatial | InputForm::SpatialToFlat)
+    }
+
+    /// Whether a Flatten is implied before the layer when its input is spatial.
+    pub fn implies_flatten(self) -> bool {
+        matches!(self, InputForm::Flattened)
+    }
+
+    /// Whether the layer's output is spatial, given whether its input is: decided from the
+    /// layer kinds alone, before any shape is known ([`crate::config::implied_flattens`]).
+    pub fn output_spatial(self, input_spatial: bool) -> bool {
+        match self {
+            InputForm::Spatial => true,
+            InputForm::Flattened | InputForm::Flattens | InputForm::SpatialToFlat => false,
+            InputForm::Any => input_spatial,
+        }
+    }
 }
 
 /// A layer's size: trainable parameters and forward FLOPs for one sample (a multiply-add
@@ -142,8 +177,41 @@ pub trait LayerKind {
     fn output_key(_spec: &Self::Spec) -> Option<(&'static str, usize)> {
         None
     }
+    /// The layer with the key of [`LayerKind::output_key`] set to `n`; unchanged by default
+    /// (it has none).
+    fn with_output_size(spec: &Self::Spec, _n: usize) -> Self::Spec {
+        spec.clone()
+    }
     /// The runtime operation for a per-sample input shape, with zero parameters.
     fn build(spec: &Self::Spec, input: &[usize]) -> Result<Self::Op>;
+    /// Writes the layer's ONNX nodes for `cnn export`, reading the value `input`, and returns
+    /// the value they write (`input` itself for a layer that is the identity at inference).
+    /// The exporter has already added the layer's parameters and buffers as initialisers
+    /// ([`LayerAt::tensor`](crate::onnx::export::LayerAt::tensor)) and writes its activation
+    /// after it. By default the layer has no ONNX form, and the export fails saying so.
+    fn onnx(spec: &Self::Spec, _g: &mut Graph, _input: &str, _at: &LayerAt) -> Result<String> {
+        Err(crate::error::Error::Invalid(format!(
+            "{}: `cnn export` has no ONNX form for this layer",
+            Self::name(spec)
+        )))
+    }
+    /// The ONNX op types `cnn import` reads into this kind, with
+    /// [`LayerKind::onnx_import`]; none by default.
+    const ONNX_OPS: &'static [&'static str] = &[];
+    /// Reads a node of one of [`LayerKind::ONNX_OPS`] for `cnn import`: pushes its config
+    /// lines with their tensors ([`Importer::push`]) and sets the shape of the value it
+    /// writes ([`Importer::shape`]). The importer has checked that the node reads the
+    /// chain's value; its other inputs are the graph's constants. An error says what is
+    /// wrong with the node (the importer names the node).
+    fn onnx_import(_node: &NodeProto, _cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        Err(crate::onnx::import::unsupported())
+    }
+    /// The fewest images in `cnn gradcheck`'s random batch for this layer's gradients to be
+    /// checked meaningfully (the command takes the most any layer asks); 2 by default, so
+    /// that a sum over the batch is checked.
+    fn gradcheck_batch(_spec: &Self::Spec) -> usize {
+        2
+    }
 }
 
 /// A layer's forward and backward pass over a mini-batch of `n` samples stored flat
@@ -185,6 +253,114 @@ pub trait LayerOp {
     fn check_batch(&self, _n: usize, _pass: Pass) -> std::result::Result<(), String> {
         Ok(())
     }
+    /// The learned filters as images, for `cnn visualize` (the first layer that has them is
+    /// drawn); none by default.
+    fn filters(&self) -> Option<Filters<'_>> {
+        None
+    }
+    /// The window of inputs that one output cell reads, for the page of `cnn serve` to
+    /// recompute and explain a cell the user picks (and to draw its receptive field); none
+    /// by default (the page then offers no per-cell explanation of the layer).
+    fn window(&self) -> Option<Window> {
+        None
+    }
+
+    // The f64 reference of `cnn gradcheck` ([`crate::gradcheck`]): the layer by its
+    // definition, with the choices of its last forward pass frozen. The checker calls these
+    // on a copy of the operation taken right after a training forward pass of `n` samples;
+    // it applies the layer's activation itself, with ReLU masks frozen.
+
+    /// z = f(x) by the layer's definition in f64 for `n` samples, before the activation:
+    /// `params` are f64 copies of the values of [`LayerOp::params`], in that order, and the
+    /// choices of the last forward pass stay as it made them (max pooling's winners,
+    /// Dropout's factors). `None` (the default): the layer has no reference, and the check
+    /// refuses the network, naming the layer.
+    fn reference(&self, _x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
+        None
+    }
+    /// The choices of the last forward pass that [`LayerOp::reference`] freezes, for the
+    /// checker to confirm against the f64 values: per output, the input it took and the
+    /// inputs it chose among (flat indices into the batch's input; max pooling: each window's
+    /// winner and the window). None by default.
+    fn reference_choices(&self, _n: usize) -> Vec<(usize, Vec<usize>)> {
+        Vec::new()
+    }
+    /// The output channel that entry `e` of parameter `slot` alone feeds, and that channel's
+    /// values per sample (Conv2D: a filter and its output plane; Dense: a unit and 1;
+    /// BatchNorm: a channel and its plane), so that after changing the entry the checker
+    /// recomputes only what can change. `None` (the default): any output may change.
+    fn reference_channel(&self, _slot: usize, _e: usize) -> Option<(usize, usize)> {
+        None
+    }
+    /// [`LayerOp::reference`] with only output channel `c` computed, the others taken from
+    /// `base_z` (the unchanged result); the whole reference by default.
+    fn reference_one_channel(
+        &self,
+        x: &[f64],
+        _base_z: &[f64],
+        params: &[Vec<f64>],
+        _c: usize,
+        n: usize,
+    ) -> Option<Vec<f64>> {
+        self.reference(x, params, n)
+    }
+    /// For a layer linear in its input (Conv2D, Dense): `base_z + W (x - base_x)`, where
+    /// `x` differs from `base_x` (which gave `base_z`) only in the input channels `channels`,
+    /// of `block` values per sample each: exact by linearity up to f64 rounding, and far
+    /// cheaper than the whole product. `None` (the default) for other layers.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_changed_inputs(
+        &self,
+        _x: &[f64],
+        _base_x: &[f64],
+        _base_z: &[f64],
+        _params: &[Vec<f64>],
+        _channels: &[usize],
+        _block: usize,
+        _n: usize,
+    ) -> Option<Vec<f64>> {
+        None
+    }
+    /// Whether each output channel depends on the same input channel alone, and then how
+    /// many values per sample it has, given `block` per input channel (element-wise layers:
+    /// `block`; pooling: H' W'). `None` (the default): channels mix, or it is not known.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        None
+    }
+}
+
+/// The window of inputs one output cell (oy, ox) of a spatial layer reads
+/// ([`LayerOp::window`]), in the terms the page of `cnn serve` recomputes it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// A weighted sum over every input channel's kh x kw window with top-left corner
+    /// (oy S - pad_top, ox S - pad_left), zeros outside the input, plus the output channel's
+    /// bias, then the layer's activation (Conv2D).
+    Weighted {
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad_top: usize,
+        pad_left: usize,
+    },
+    /// The maximum (`max`) or the mean of the output channel's ph x pw window with top-left
+    /// corner (oy S, ox S) (pooling).
+    Pooled {
+        max: bool,
+        ph: usize,
+        pw: usize,
+        stride: usize,
+    },
+}
+
+/// A layer's filters as images ([`LayerOp::filters`]): `values` holds the filters one after
+/// the other, each `channels` planes of `height` x `width` values in row-major order.
+#[derive(Debug, Clone, Copy)]
+pub struct Filters<'a> {
+    pub values: &'a [f32],
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
 }
 
 /// One runtime layer: its config, its operation, and its per-sample shapes.
@@ -272,6 +448,26 @@ impl Layer {
     pub fn buffers_mut(&mut self) -> Vec<(&'static str, BufferMut<'_>)> {
         self.op.buffers_mut()
     }
+}
+
+/// For [`LayerOp::reference_changed_inputs`]: `x - base_x` per sample and changed input
+/// channel (`block` values each), sample by sample: entry `s * channels.len() + j` is
+/// channel `channels[j]` of sample `s`.
+pub(crate) fn changed_inputs(
+    x: &[f64],
+    base_x: &[f64],
+    channels: &[usize],
+    block: usize,
+    n: usize,
+) -> Vec<Vec<f64>> {
+    let in_len = x.len() / n.max(1);
+    (0..n)
+        .flat_map(|s| channels.iter().map(move |&c| (s, c)))
+        .map(|(s, c)| {
+            let at = s * in_len + c * block;
+            (at..at + block).map(|i| x[i] - base_x[i]).collect()
+        })
+        .collect()
 }
 
 /// `[C, H, W]` of a per-sample shape, or a shape error naming `op`.

@@ -26,10 +26,13 @@
 use rayon::prelude::*;
 
 use super::keys::{LineKeys, MAX_DIM};
-use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
+use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape, Window};
 use crate::error::Result;
 use crate::kernels::geom::PoolGeom;
 use crate::kernels::pool::{max_pool_2x2_fast, max_pool_plane};
+use crate::onnx::export::{ints, Graph, LayerAt};
+use crate::onnx::import::{equal_strides, window, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 
 /// A pooling config line: `MaxPool2D pool=2x2 stride=2` (or `AvgPool2D`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,85 @@ impl PoolSpec {
     }
 }
 
+impl PoolSpec {
+    /// Reads a `MaxPool` or `AveragePool` node as a `name` line (`MaxPool2D`, `AvgPool2D`):
+    /// unpadded, undilated, rounding down, with equal strides.
+    fn onnx_import(
+        name: &str,
+        node: &NodeProto,
+        cx: &mut Importer<'_>,
+    ) -> std::result::Result<(), String> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let [c, h, w] = cx.spatial(op)?;
+        let attrs = Attrs::of(node);
+        let unknown = attrs.unknown(&[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "ceil_mode",
+            "auto_pad",
+            "count_include_pad",
+            "storage_order",
+        ]);
+        if !unknown.is_empty() {
+            return Err(format!("unsupported attributes {unknown:?}"));
+        }
+        let Some(&[ph, pw]) = attrs.ints("kernel_shape") else {
+            return Err("kernel_shape must give two sizes".into());
+        };
+        let stride = equal_strides(&attrs)?;
+        if attrs
+            .ints("pads")
+            .is_some_and(|p| p.iter().any(|&x| x != 0))
+        {
+            return Err("padded pooling is not supported".into());
+        }
+        if attrs
+            .ints("dilations")
+            .is_some_and(|d| d.iter().any(|&x| x != 1))
+        {
+            return Err("dilated pooling is not supported".into());
+        }
+        if attrs.int("ceil_mode", 0) != 0 {
+            return Err("ceil_mode is not supported (the output size rounds down)".into());
+        }
+        if !matches!(
+            attrs.string("auto_pad").as_deref(),
+            None | Some("NOTSET") | Some("VALID")
+        ) {
+            return Err("auto_pad other than VALID is not supported".into());
+        }
+        let (ph, pw) = (window(ph)?, window(pw)?);
+        let spec = PoolSpec {
+            pool: (ph, pw),
+            stride,
+        };
+        let g = spec.geom("pool", [c, h, w]).map_err(|e| e.to_string())?;
+        cx.shape = vec![c, g.out_h, g.out_w];
+        cx.push(Step::new(
+            format!("{name} pool={ph}x{pw} stride={stride}"),
+            StepKind::Other,
+            vec![],
+        ));
+        Ok(())
+    }
+
+    /// The ONNX node `op` (`MaxPool`, `AveragePool`) of this pooling, unpadded.
+    fn onnx(&self, op: &str, g: &mut Graph, input: &str, at: &LayerAt) -> String {
+        g.node(
+            op,
+            at.name,
+            &[input],
+            vec![
+                ints("kernel_shape", &[self.pool.0, self.pool.1]),
+                ints("strides", &[self.stride, self.stride]),
+                ints("pads", &[0, 0, 0, 0]),
+            ],
+        )
+    }
+}
+
 /// The keys of both pooling lines.
 const POOL_KEYS: &[&str] = &["pool", "stride"];
 
@@ -119,6 +201,17 @@ impl LayerKind for MaxKind {
 
     fn explain(spec: &PoolSpec, input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
         spec.explain(input)
+    }
+
+    /// `MaxPool`.
+    fn onnx(spec: &PoolSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(spec.onnx("MaxPool", g, input, at))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["MaxPool"];
+
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        PoolSpec::onnx_import("MaxPool2D", node, cx)
     }
 
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<MaxPool2D> {
@@ -158,6 +251,17 @@ impl LayerKind for AvgKind {
         spec.explain(input)
     }
 
+    /// `AveragePool`.
+    fn onnx(spec: &PoolSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
+        Ok(spec.onnx("AveragePool", g, input, at))
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["AveragePool"];
+
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        PoolSpec::onnx_import("AvgPool2D", node, cx)
+    }
+
     fn build(spec: &PoolSpec, input: &[usize]) -> Result<AvgPool2D> {
         Ok(AvgPool2D::new(
             spec.geom("AvgPool2D", chw("AvgPool2D", input)?)?,
@@ -168,6 +272,45 @@ impl LayerKind for AvgKind {
 impl LayerOp for MaxPool2D {
     fn prepare(&mut self, pass: Pass) {
         self.training = pass.training;
+    }
+
+    fn window(&self) -> Option<Window> {
+        Some(pooled(true, &self.geom))
+    }
+
+    /// y = x at the winner the forward pass recorded for each window: linear while each
+    /// window keeps its winner.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let winners = &self.argmax[..n * g.c * ohw];
+        Some(
+            winners
+                .iter()
+                .enumerate()
+                .map(|(o, &win)| x[(o / ohw) * hw + win as usize])
+                .collect(),
+        )
+    }
+
+    /// Each window's winner, among the window.
+    fn reference_choices(&self, n: usize) -> Vec<(usize, Vec<usize>)> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        self.argmax[..n * g.c * ohw]
+            .iter()
+            .enumerate()
+            .map(|(o, &win)| {
+                let (plane, oy, ox) = (o / ohw, (o % ohw) / g.out_w, o % g.out_w);
+                let window = pool_window(&g, oy, ox).map(|at| plane * hw + at).collect();
+                (plane * hw + win as usize, window)
+            })
+            .collect()
+    }
+
+    /// Each plane is pooled on its own: H' W' values per channel.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        Some(self.geom.out_h * self.geom.out_w)
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
@@ -189,6 +332,31 @@ impl LayerOp for MaxPool2D {
 }
 
 impl LayerOp for AvgPool2D {
+    fn window(&self) -> Option<Window> {
+        Some(pooled(false, &self.geom))
+    }
+
+    /// y = the mean of each window, in f64.
+    fn reference(&self, x: &[f64], _params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let scale = 1.0 / (g.ph * g.pw) as f64;
+        Some(
+            (0..n * g.c * ohw)
+                .map(|o| {
+                    let (plane, oy, ox) = (o / ohw, (o % ohw) / g.out_w, o % g.out_w);
+                    let s: f64 = pool_window(&g, oy, ox).map(|at| x[plane * hw + at]).sum();
+                    s * scale
+                })
+                .collect(),
+        )
+    }
+
+    /// Each plane is pooled on its own: H' W' values per channel.
+    fn reference_channel_block(&self, _block: usize) -> Option<usize> {
+        Some(self.geom.out_h * self.geom.out_w)
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         AvgPool2D::forward(self, x, y, n);
     }
@@ -204,6 +372,23 @@ impl LayerOp for AvgPool2D {
         if let Some(dx) = dx {
             AvgPool2D::backward(self, dy, dx, n);
         }
+    }
+}
+
+/// The flat in-plane indices of the window of output (oy, ox).
+fn pool_window(g: &PoolGeom, oy: usize, ox: usize) -> impl Iterator<Item = usize> + Clone {
+    let g = *g;
+    (0..g.ph)
+        .flat_map(move |i| (0..g.pw).map(move |j| (oy * g.stride + i) * g.w + ox * g.stride + j))
+}
+
+/// The page's window of a pooling with geometry `g`.
+fn pooled(max: bool, g: &PoolGeom) -> Window {
+    Window::Pooled {
+        max,
+        ph: g.ph,
+        pw: g.pw,
+        stride: g.stride,
     }
 }
 

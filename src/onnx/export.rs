@@ -17,9 +17,9 @@ use super::{FLOAT, INT64, IR_VERSION, OPSET};
 use crate::config::implied_flattens;
 use crate::error::Result;
 use crate::io::write_atomic;
-use crate::kernels::geom::Padding;
+use crate::layers::activation;
 use crate::layers::param::Buffer;
-use crate::layers::{Activation, LayerSpec};
+use crate::layers::Activation;
 use crate::model::Model;
 use crate::model_file::{self, ModelMeta};
 
@@ -42,199 +42,126 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
     let implied = implied_flattens(&spec.layers);
     let last = spec.layers.len().saturating_sub(1);
     let c = spec.input[0];
-    let mut g = Graph::new();
+    let mut g = Graph::default();
+    let mut value = INPUT.to_string();
 
     let norm = &meta.normalization;
     let identity = norm.mean.iter().all(|&m| m == 0.0) && norm.std.iter().all(|&s| s == 1.0);
     if !identity {
         g.init_f32("norm_mean", &[1, c, 1, 1], &norm.mean);
         g.init_f32("norm_std", &[1, c, 1, 1], &norm.std);
-        g.node("Sub", "normalize.sub", &["norm_mean"], vec![]);
-        g.node("Div", "normalize.div", &["norm_std"], vec![]);
+        value = g.node("Sub", "normalize.sub", &[&value, "norm_mean"], vec![]);
+        value = g.node("Div", "normalize.div", &[&value, "norm_std"], vec![]);
     }
 
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
         let name = format!("layers.{i}");
-        let p = |n: &str| format!("{name}.{n}");
+        let at = LayerAt {
+            name: &name,
+            input: &s.input,
+            output: &s.output,
+        };
         for (pname, param) in model.layers[i].params() {
-            g.init_f32(&p(pname), param.value.shape(), param.value.data());
+            g.init_f32(&at.tensor(pname), param.value.shape(), param.value.data());
         }
         for (bname, buffer) in model.layers[i].buffers() {
             match buffer {
-                Buffer::F32(t) => g.init_f32(&p(bname), t.shape(), t.data()),
+                Buffer::F32(t) => g.init_f32(&at.tensor(bname), t.shape(), t.data()),
                 // Not an input of any node: kept in the metadata, so that the file
                 // round-trips without an unused initialiser.
-                Buffer::I64(v) => g.meta.push(entry(&p(bname), &v.to_string())),
+                Buffer::I64(v) => g.meta.push(entry(&at.tensor(bname), &v.to_string())),
             }
         }
         if implied.contains(&i) {
-            g.node("Flatten", &p("flatten"), &[], vec![int("axis", 1)]);
+            value = g.node(
+                "Flatten",
+                &at.tensor("flatten"),
+                &[&value],
+                vec![int("axis", 1)],
+            );
         }
-        match layer {
-            LayerSpec::Conv2D(cs) => {
-                let geom = cs.geom([s.input[0], s.input[1], s.input[2]])?;
-                // Bottom and right padding: what the output size implies (Report 1's P on
-                // both sides when explicit; the larger half of `same`'s total).
-                let after = |size: usize, k: usize, out: usize, before: usize| match cs.padding {
-                    Padding::Valid => 0,
-                    Padding::Explicit(p) => p,
-                    Padding::Same => ((out - 1) * cs.stride + k).saturating_sub(size + before),
-                };
-                let pads = [
-                    geom.pad_top,
-                    geom.pad_left,
-                    after(geom.h, geom.kh, geom.out_h, geom.pad_top),
-                    after(geom.w, geom.kw, geom.out_w, geom.pad_left),
-                ];
-                g.node(
-                    "Conv",
-                    &name,
-                    &[&p("weight"), &p("bias")],
-                    vec![
-                        ints("kernel_shape", &[geom.kh, geom.kw]),
-                        ints("strides", &[cs.stride, cs.stride]),
-                        ints("pads", &pads),
-                        ints("dilations", &[1, 1]),
-                        int("group", 1),
-                    ],
-                );
-            }
-            LayerSpec::MaxPool2D(ps) | LayerSpec::AvgPool2D(ps) => {
-                let op = match layer {
-                    LayerSpec::MaxPool2D(_) => "MaxPool",
-                    _ => "AveragePool",
-                };
-                g.node(
-                    op,
-                    &name,
-                    &[],
-                    vec![
-                        ints("kernel_shape", &[ps.pool.0, ps.pool.1]),
-                        ints("strides", &[ps.stride, ps.stride]),
-                        ints("pads", &[0, 0, 0, 0]),
-                    ],
-                );
-            }
-            LayerSpec::Flatten(_) => g.node("Flatten", &name, &[], vec![int("axis", 1)]),
-            LayerSpec::Dense(_) => g.node(
-                "Gemm",
-                &name,
-                &[&p("weight"), &p("bias")],
-                vec![int("transB", 1)],
-            ),
-            LayerSpec::BatchNorm(bs) => g.node(
-                "BatchNormalization",
-                &name,
-                &[
-                    &p("weight"),
-                    &p("bias"),
-                    &p("running_mean"),
-                    &p("running_var"),
-                ],
-                vec![
-                    float("epsilon", bs.eps),
-                    float("momentum", 1.0 - bs.momentum),
-                ],
-            ),
-            // The identity at inference.
-            LayerSpec::Dropout(_) => {}
-            // A stand-alone activation: below, as the layer's activation.
-            LayerSpec::Activation(_) => {}
-        }
+        value = layer.onnx(&mut g, &value, &at)?;
         // The last layer's softmax is left to the final Softmax, as in `Model::new`.
         let act = layer.activation();
         if !(i == last && act == Activation::Softmax) {
-            g.activation(act, &p("activation"), &s.output);
+            value = activation::onnx(act, &mut g, &value, &at.tensor("activation"), &s.output);
         }
     }
 
     let out_shape = spec.output_shape()?;
     if out_shape.len() > 1 {
-        g.node("Flatten", "output.flatten", &[], vec![int("axis", 1)]);
+        value = g.node("Flatten", "output.flatten", &[&value], vec![int("axis", 1)]);
     }
-    g.node("Softmax", "output.softmax", &[], vec![int("axis", 1)]);
+    g.node("Softmax", "output.softmax", &[&value], vec![int("axis", 1)]);
     let classes: usize = out_shape.iter().product();
     Ok(g.finish(model, meta, classes))
 }
 
-/// A graph under construction: nodes chained through `current`, the value the next node
-/// reads.
-struct Graph {
+/// One layer as `cnn export` writes it ([`crate::layers::LayerKind::onnx`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerAt<'a> {
+    /// `layers.{i}`, the name of the layer's main node; its other nodes are named
+    /// `layers.{i}.{what}`.
+    pub name: &'a str,
+    /// The per-sample input shape.
+    pub input: &'a [usize],
+    /// The per-sample output shape.
+    pub output: &'a [usize],
+}
+
+impl LayerAt<'_> {
+    /// `layers.{i}.{what}`: the initialiser of the layer's tensor `what` (named as in the
+    /// model file), or the name of one of its other nodes.
+    pub fn tensor(&self, what: &str) -> String {
+        format!("{}.{what}", self.name)
+    }
+}
+
+/// A graph under construction: its nodes, in order, and its initialisers. Each layer adds
+/// its nodes ([`crate::layers::LayerKind::onnx`]), naming the values they read.
+#[derive(Default)]
+pub struct Graph {
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
-    current: String,
     /// `metadata_props` besides the classes and the seed.
     meta: Vec<StringStringEntryProto>,
 }
 
 impl Graph {
-    fn new() -> Graph {
-        Graph {
-            nodes: Vec::new(),
-            inits: Vec::new(),
-            current: INPUT.to_string(),
-            meta: Vec::new(),
-        }
-    }
-
-    /// Appends node `name` of `op` reading the current value and `extra` inputs; its output
-    /// (named after the node) becomes the current value.
-    fn node(&mut self, op: &str, name: &str, extra: &[&str], attribute: Vec<AttributeProto>) {
-        let mut input = vec![self.current.clone()];
-        input.extend(extra.iter().map(|s| s.to_string()));
+    /// Appends node `name` of `op` reading the values `inputs` (the value it transforms
+    /// first, then initialisers); returns the name of its output, `{name}.out`.
+    pub fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attribute: Vec<AttributeProto>,
+    ) -> String {
         let output = format!("{name}.out");
         self.nodes.push(NodeProto {
-            input,
+            input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.clone()],
             name: Some(name.to_string()),
             op_type: Some(op.to_string()),
             attribute,
             ..Default::default()
         });
-        self.current = output;
+        output
     }
 
-    /// The nodes of `act` on a value whose per-sample shape is `shape`; none for
-    /// [`Activation::None`].
-    fn activation(&mut self, act: Activation, name: &str, shape: &[usize]) {
-        match act {
-            Activation::None => {}
-            Activation::Relu => self.node("Relu", name, &[], vec![]),
-            Activation::LeakyRelu(a) => self.node("LeakyRelu", name, &[], vec![float("alpha", a)]),
-            Activation::Sigmoid => self.node("Sigmoid", name, &[], vec![]),
-            Activation::Tanh => self.node("Tanh", name, &[], vec![]),
-            Activation::Softmax if shape.len() == 1 => {
-                self.node("Softmax", name, &[], vec![int("axis", 1)])
-            }
-            Activation::Softmax => {
-                // Ours is over a sample's C*H*W values; ONNX's over one axis: flatten,
-                // softmax, and back to (C, H, W).
-                let back = format!("{name}.shape");
-                // Sizes are at most MAX_DIM (the config caps them), so they fit an i64.
-                let dims: Vec<i64> = std::iter::once(-1)
-                    .chain(shape.iter().map(|&d| d as i64))
-                    .collect();
-                self.inits.push(TensorProto {
-                    dims: vec![dims.len() as i64],
-                    data_type: Some(INT64),
-                    name: Some(back.clone()),
-                    int64_data: dims,
-                    ..Default::default()
-                });
-                self.node(
-                    "Flatten",
-                    &format!("{name}.flatten"),
-                    &[],
-                    vec![int("axis", 1)],
-                );
-                self.node("Softmax", name, &[], vec![int("axis", 1)]);
-                self.node("Reshape", &format!("{name}.reshape"), &[&back], vec![]);
-            }
-        }
+    /// An int64 initialiser `[values.len()]` (a Reshape's target shape).
+    pub fn init_i64(&mut self, name: &str, values: Vec<i64>) {
+        self.inits.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: Some(INT64),
+            name: Some(name.to_string()),
+            int64_data: values,
+            ..Default::default()
+        });
     }
 
     /// A float initialiser with `v`'s exact bytes (little-endian raw data).
-    fn init_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) {
+    pub fn init_f32(&mut self, name: &str, shape: &[usize], v: &[f32]) {
         self.inits.push(TensorProto {
             dims: shape.iter().map(|&d| d as i64).collect(),
             data_type: Some(FLOAT),
@@ -326,7 +253,8 @@ fn entry(key: &str, value: &str) -> StringStringEntryProto {
     }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+/// An int attribute.
+pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
         r#type: Some(AttributeType::Int as i32),
@@ -335,7 +263,8 @@ fn int(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-fn ints(name: &str, v: &[usize]) -> AttributeProto {
+/// An ints attribute.
+pub fn ints(name: &str, v: &[usize]) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
         r#type: Some(AttributeType::Ints as i32),
@@ -344,7 +273,8 @@ fn ints(name: &str, v: &[usize]) -> AttributeProto {
     }
 }
 
-fn float(name: &str, v: f32) -> AttributeProto {
+/// A float attribute.
+pub fn float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_string()),
         r#type: Some(AttributeType::Float as i32),

@@ -2,14 +2,19 @@
 //! and torch.export exporters) as an ordinary model file with a generated config.
 //!
 //! The graph is read as one chain: starting at the input, each node must read the value the
-//! node before it wrote, and the last one must write the graph's output. Each node becomes a
-//! config line (see the table in [`crate::onnx`], read right to left), with its weights checked
-//! against the shape that reaches it. The generated config is then parsed by
+//! node before it wrote, and the last one must write the graph's output. The importer reads
+//! an `Identity` and the `Sub` and `Div` of a normalisation at the input itself; every other
+//! node is read by the layer kind that declares its op ([`crate::layers::LayerKind::ONNX_OPS`]
+//! and [`crate::layers::LayerKind::onnx_import`]), through an [`Importer`]: the kind checks
+//! the node's attributes and weights against the shape that reaches it and pushes config
+//! lines with their tensors. The generated config is then parsed by
 //! [`crate::config::parse`] like any other, so the model obeys the same size caps, and the
 //! weights are copied in by name.
 //!
-//! The config is canonical: an activation right after a Conv2D, a BatchNorm or a Dense
-//! becomes that layer's `activation=`, and a Flatten right before a Dense is left implied.
+//! The config is canonical: an activation right after a layer that can take an
+//! `activation=` (Conv2D, BatchNorm, Dense: [`StepKind::Fusable`]) becomes that layer's
+//! `activation=`, and a Flatten right before a layer that reads its input flattened (Dense)
+//! is left implied.
 //! So a model whose config was written that way (every example is) comes back with the
 //! same config lines and the same tensor names; otherwise the layers are numbered as the
 //! generated config has them. A final `Softmax` or `LogSoftmax` becomes
@@ -21,7 +26,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use super::parts::{short, Attrs, Constants};
+pub(crate) use super::parts::{short, Attrs, Constants};
 use super::proto::{
     tensor_proto::DataLocation, tensor_shape_proto, type_proto, ModelProto, NodeProto,
 };
@@ -31,10 +36,9 @@ use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::io::read_capped;
-use crate::kernels::geom::Padding;
 use crate::layers::keys::MAX_DIM;
 use crate::layers::param::BufferMut;
-use crate::layers::{Activation, Conv2dSpec, PoolSpec};
+use crate::layers::LayerSpec;
 use crate::model::Model;
 use crate::model_file::{self, ModelMeta};
 
@@ -99,27 +103,48 @@ fn stored_classes(proto: &ModelProto) -> Option<Vec<String>> {
     serde_json::from_str(e.value.as_deref()?).ok()
 }
 
-/// One config line and its tensors.
-struct Step {
+/// One config line and its tensors, as a layer's reader makes it from a node.
+#[derive(Debug, Clone)]
+pub struct Step {
     /// The config line.
-    line: String,
-    kind: StepKind,
+    pub line: String,
+    /// What the canonical config may do with it.
+    pub kind: StepKind,
     /// `(name, shape, values)`, named as the layer names its parameters and buffers.
-    tensors: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
-    /// BatchNorm's `num_batches_tracked`.
-    batches: i64,
+    pub tensors: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+    /// The I64 buffer `num_batches_tracked`, for a layer that has one (BatchNorm).
+    pub batches: i64,
 }
 
+impl Step {
+    /// The step of config line `line` with its `tensors`.
+    pub fn new(
+        line: String,
+        kind: StepKind,
+        tensors: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+    ) -> Step {
+        Step {
+            line,
+            kind,
+            tensors,
+            batches: 0,
+        }
+    }
+}
+
+/// What the canonical config may do with a step (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum StepKind {
-    /// A Conv2D or BatchNorm, which can take an `activation=`; `true` once it has one.
-    Fusable(bool),
-    /// A Dense, likewise.
-    Dense(bool),
+pub enum StepKind {
+    /// A layer that can take an `activation=` (Conv2D, BatchNorm, Dense): an activation
+    /// right after it is fused into it unless it has one already (`fused`). With
+    /// `flat_input`, it reads its input flattened (Dense), so a Flatten right before it is
+    /// left implied.
+    Fusable { fused: bool, flat_input: bool },
     /// A Flatten of the (C, H, W) value it keeps.
     Flatten([usize; 3]),
     /// A stand-alone activation line, which works on any shape.
     Activation,
+    /// Anything else.
     Other,
 }
 
@@ -148,10 +173,15 @@ impl Chain {
     fn lines(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().enumerate().filter_map(|(i, s)| {
             let implied = matches!(s.kind, StepKind::Flatten(_))
-                && self
-                    .steps
-                    .get(i + 1)
-                    .is_some_and(|n| matches!(n.kind, StepKind::Dense(_)));
+                && self.steps.get(i + 1).is_some_and(|n| {
+                    matches!(
+                        n.kind,
+                        StepKind::Fusable {
+                            flat_input: true,
+                            ..
+                        }
+                    )
+                });
             (!implied).then_some(s)
         })
     }
@@ -199,10 +229,22 @@ fn node_label(i: usize, n: &NodeProto) -> String {
     }
 }
 
-/// The ops `cnn import` reads, for the message about one it does not.
-const SUPPORTED: &str = "Conv, Relu, LeakyRelu, Sigmoid, Tanh, MaxPool, AveragePool, \
-    BatchNormalization, Flatten, Reshape, Gemm, MatMul + Add, Softmax, LogSoftmax, Identity, \
-    Dropout, and Sub/Div of the input";
+/// A layer's reader of one ONNX node ([`crate::layers::LayerKind::onnx_import`]).
+pub type Reader =
+    for<'a, 'b> fn(&'b NodeProto, &mut Importer<'a>) -> std::result::Result<(), String>;
+
+/// The error for an op `cnn import` does not read, with the ops it reads: those the layer
+/// kinds declare ([`crate::layers::LayerKind::ONNX_OPS`]), and the importer's own.
+pub fn unsupported() -> String {
+    format!(
+        "unsupported op; `cnn import` reads {}, Identity, and Sub/Div of the input",
+        LayerSpec::onnx_ops().join(", ")
+    )
+}
+
+/// ONNX ops whose two inputs may come in either order: the chain's value may be the second
+/// (PyTorch writes a MatMul's bias `Add` either way).
+const COMMUTATIVE: &[&str] = &["Add"];
 
 /// Reads the graph of `proto` as a chain of config lines with their tensors.
 fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
@@ -274,7 +316,7 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
     let (batch, chw) =
         input_shape(input).map_err(|e| format!("input `{}`: {e}", short(&input_name)))?;
 
-    let mut r = Reader {
+    let mut r = Importer {
         constants,
         current: input_name,
         shape: chw.to_vec(),
@@ -284,7 +326,7 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
             mean: vec![0.0; chw[0]],
             std: vec![1.0; chw[0]],
         },
-        pending_add: false,
+        previous: None,
         ended: None,
         batches: proto
             .metadata_props
@@ -362,26 +404,29 @@ fn input_shape(
     Ok((value(&dims[0]), chw))
 }
 
-/// The state of the walk along the chain.
-struct Reader<'a> {
-    constants: Constants<'a>,
+/// The walk along the chain, and what a layer's reader of a node
+/// ([`crate::layers::LayerKind::onnx_import`]) works with: the shape of the value the node
+/// reads, the graph's constants, and the config lines read so far.
+pub struct Importer<'a> {
+    pub(crate) constants: Constants<'a>,
     /// The value the next node must read.
     current: String,
-    /// Its per-sample shape: (C, H, W) or (F).
-    shape: Vec<usize>,
+    /// The per-sample shape of that value: (C, H, W) or (F). A reader sets it to the shape
+    /// of the value its node writes.
+    pub shape: Vec<usize>,
     /// The input's fixed batch size, if it has one (a torch.export Reshape may name it).
-    batch: Option<i64>,
+    pub batch: Option<i64>,
     steps: Vec<Step>,
     normalization: Normalization,
-    /// The last step is a Dense from a MatMul, whose bias an Add may still bring.
-    pending_add: bool,
+    /// The op of the node before this one (a MatMul's bias comes in the Add after it).
+    previous: Option<String>,
     /// The op that ended the network (Softmax, LogSoftmax), after which nothing may follow.
     ended: Option<String>,
     /// BatchNorm's batch counts from the metadata (`layers.{i}.num_batches_tracked`).
     batches: HashMap<String, i64>,
 }
 
-impl Reader<'_> {
+impl Importer<'_> {
     fn node(&mut self, node: &NodeProto) -> std::result::Result<(), String> {
         let op = node.op_type.as_deref().unwrap_or("");
         if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
@@ -391,9 +436,10 @@ impl Reader<'_> {
             ));
         }
         let first = node.input.first().map(String::as_str).unwrap_or("");
-        // Only an Add (a MatMul's bias) may read the chain's value second.
         let second = node.input.get(1).map(String::as_str);
-        if first != self.current && !(op == "Add" && second == Some(self.current.as_str())) {
+        if first != self.current
+            && !(COMMUTATIVE.contains(&op) && second == Some(self.current.as_str()))
+        {
             return Err(format!(
                 "reads `{}`, not `{}`, the output of the node before it (only sequential \
                  networks are imported)",
@@ -406,79 +452,80 @@ impl Reader<'_> {
                 "follows the final {end}; nothing may come after it"
             ));
         }
-        let attrs = Attrs {
-            list: &node.attribute,
-        };
-        let was_pending = std::mem::take(&mut self.pending_add);
         match op {
             "Identity" => {}
-            "Dropout" => self.dropout(node, &attrs)?,
             "Sub" | "Div" => self.normalize(op, node)?,
-            "Conv" => self.conv(node, &attrs)?,
-            "MaxPool" | "AveragePool" => self.pool(op, &attrs)?,
-            "BatchNormalization" => self.batchnorm(node, &attrs)?,
-            "Flatten" => {
-                if attrs.int("axis", 1) != 1 {
-                    return Err("only axis 1 is supported".into());
-                }
-                self.flatten();
-            }
-            "Reshape" => self.reshape(node)?,
-            "Gemm" => self.gemm(node, &attrs)?,
-            "MatMul" => self.matmul(node)?,
-            "Add" if was_pending => self.add_bias(node)?,
-            "Relu" => self.activation("relu", "ReLU")?,
-            "LeakyRelu" => {
-                let a = attrs.float("alpha", 0.01);
-                if !(0.0..=1.0).contains(&a) {
-                    return Err(format!("alpha {a} is not from 0 to 1"));
-                }
-                self.activation(
-                    &format!("leaky_relu alpha={a}"),
-                    &format!("LeakyReLU alpha={a}"),
-                )?
-            }
-            "Sigmoid" => self.activation("sigmoid", "Sigmoid")?,
-            "Tanh" => self.activation("tanh", "Tanh")?,
-            "Softmax" | "LogSoftmax" => {
-                let axis = attrs.int("axis", -1);
-                if self.shape.len() != 1 || !(axis == 1 || axis == -1) {
-                    return Err(format!(
-                        "a {op} over axis {axis} of a [N, {}] value; only over the features of \
-                         a flat [N, F] value",
-                        dims_text(&self.shape)
-                    ));
-                }
-                if op == "LogSoftmax" {
-                    self.ended = Some(op.into());
-                }
-                self.activation("softmax", "Softmax")?
-            }
-            _ => return Err(format!("unsupported op; `cnn import` reads {SUPPORTED}")),
+            _ => match LayerSpec::onnx_reader(op) {
+                Some(read) => read(node, self)?,
+                None => return Err(unsupported()),
+            },
         }
         if node.output.is_empty() {
             return Err("has no output".into());
         }
         self.current = node.output[0].clone();
+        self.previous = Some(op.to_string());
         Ok(())
     }
 
-    fn push(
-        &mut self,
-        line: String,
-        kind: StepKind,
-        tensors: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
-    ) {
-        self.steps.push(Step {
-            line,
-            kind,
-            tensors,
-            batches: 0,
-        });
+    /// The name of the value the node reads: the output of the node before it.
+    pub fn value(&self) -> &str {
+        &self.current
     }
 
-    /// The channels of a spatial value, or an error naming what the op needs.
-    fn spatial(&self, op: &str) -> std::result::Result<[usize; 3], String> {
+    /// Adds a config line.
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    /// The config lines read so far.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The last config line read.
+    pub fn last_step_mut(&mut self) -> Option<&mut Step> {
+        self.steps.last_mut()
+    }
+
+    /// Takes config line `i` out again (a Reshape that undoes a Flatten).
+    pub fn remove_step(&mut self, i: usize) -> Step {
+        self.steps.remove(i)
+    }
+
+    /// The op of the node before this one.
+    pub fn previous_op(&self) -> Option<&str> {
+        self.previous.as_deref()
+    }
+
+    /// Marks this node's op as the end of the network: any node after it is refused.
+    pub fn end_here(&mut self, op: &str) {
+        self.ended = Some(op.to_string());
+    }
+
+    /// The `num_batches_tracked` that `cnn export` stored in the metadata under `name`.
+    pub fn batches_tracked(&self, name: &str) -> Option<i64> {
+        self.batches.get(name).copied()
+    }
+
+    /// The float tensor `name` with its shape, checked: a constant of type float, with as
+    /// many values as its dims say, all finite.
+    pub fn floats(&self, name: &str) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+        self.constants.floats(name)
+    }
+
+    /// The int64 values of the tensor `name`.
+    pub fn ints(&self, name: &str) -> std::result::Result<Vec<i64>, String> {
+        self.constants.ints(name)
+    }
+
+    /// The float scalar `name`.
+    pub fn scalar(&self, name: &str) -> std::result::Result<f32, String> {
+        self.constants.scalar(name)
+    }
+
+    /// The (C, H, W) of a spatial value, or an error naming what the op needs.
+    pub fn spatial(&self, op: &str) -> std::result::Result<[usize; 3], String> {
         match self.shape.as_slice() {
             &[c, h, w] => Ok([c, h, w]),
             s => Err(format!(
@@ -488,17 +535,31 @@ impl Reader<'_> {
         }
     }
 
-    fn dropout(&mut self, node: &NodeProto, attrs: &Attrs) -> std::result::Result<(), String> {
-        // Opset 12 on: the ratio is the second input; before: an attribute.
-        let ratio = match node.input.get(1).filter(|s| !s.is_empty()) {
-            Some(name) => self.constants.scalar(name)?,
-            None => attrs.float("ratio", 0.5),
-        };
-        if !(0.0..1.0).contains(&ratio) {
-            return Err(format!("ratio {ratio} is not from 0 up to 1"));
+    /// The float tensor `name` as `n` values: shape `[n]` or `[1, n]`.
+    pub fn vector(&self, name: &str, n: usize) -> std::result::Result<Vec<f32>, String> {
+        let (shape, v) = self.constants.floats(name)?;
+        if v.len() != n || shape.iter().filter(|&&d| d != 1).count() > 1 {
+            return Err(format!(
+                "`{}` has shape {shape:?}, expected [{n}] (shapes do not chain)",
+                short(name)
+            ));
         }
-        if ratio > 0.0 {
-            self.push(format!("Dropout rate={ratio}"), StepKind::Other, vec![]);
+        Ok(v)
+    }
+
+    /// An activation: fused as `activation=key` into the layer right before it if that
+    /// can take one and has none, else a line of its own (`line`).
+    pub fn activation(&mut self, key: &str, line: &str) -> std::result::Result<(), String> {
+        match self.steps.last_mut() {
+            Some(Step {
+                line: last,
+                kind: StepKind::Fusable { fused, .. },
+                ..
+            }) if !*fused => {
+                *last += &format!(" activation={key}");
+                *fused = true;
+            }
+            _ => self.push(Step::new(line.to_string(), StepKind::Activation, vec![])),
         }
         Ok(())
     }
@@ -534,386 +595,10 @@ impl Reader<'_> {
         }
         Ok(())
     }
-
-    fn conv(&mut self, node: &NodeProto, attrs: &Attrs) -> std::result::Result<(), String> {
-        let [c, h, w] = self.spatial("Conv")?;
-        let unknown = attrs.unknown(&[
-            "kernel_shape",
-            "strides",
-            "pads",
-            "dilations",
-            "group",
-            "auto_pad",
-        ]);
-        if !unknown.is_empty() {
-            return Err(format!("unsupported attributes {unknown:?}"));
-        }
-        let wname = node.input.get(1).ok_or("has no weight input")?;
-        let (wshape, weight) = self.constants.floats(wname)?;
-        let &[k, wc, kh, kw] = wshape.as_slice() else {
-            return Err(format!("weight shape {wshape:?}, expected [K, C, kh, kw]"));
-        };
-        if wc != c {
-            return Err(format!(
-                "its weight {wshape:?} takes {wc} channels, the value it reads has {c} (shapes \
-                 do not chain)"
-            ));
-        }
-        if attrs.int("group", 1) != 1 {
-            return Err("grouped convolutions are not supported".into());
-        }
-        if attrs
-            .ints("dilations")
-            .is_some_and(|d| d.iter().any(|&x| x != 1))
-        {
-            return Err("dilated convolutions are not supported".into());
-        }
-        if let Some(ks) = attrs.ints("kernel_shape") {
-            if ks != [kh as i64, kw as i64] {
-                return Err(format!(
-                    "kernel_shape {ks:?} differs from the weight's {kh}x{kw}"
-                ));
-            }
-        }
-        let stride = equal_strides(attrs)?;
-        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-            Some(b) => self.vector(b, k)?,
-            None => vec![0.0; k],
-        };
-        let pads: Vec<i64> = attrs
-            .ints("pads")
-            .map(<[i64]>::to_vec)
-            .unwrap_or(vec![0; 4]);
-        let auto_pad = attrs.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
-        let same = same_pads(h, w, kh, kw, stride);
-        let padding = match auto_pad.as_str() {
-            "VALID" => Padding::Valid,
-            "SAME_UPPER" => Padding::Same,
-            "NOTSET" | "" => match pads.as_slice() {
-                [0, 0, 0, 0] => Padding::Valid,
-                // `same` first: the same sums either way, and the name a config would use.
-                p if p == same => Padding::Same,
-                &[t, l, b, r]
-                    if t == l && l == b && b == r && (1..=MAX_DIM as i64).contains(&t) =>
-                {
-                    Padding::Explicit(t as usize)
-                }
-                p => {
-                    return Err(format!(
-                        "pads {p:?} are neither equal on every side nor `same` padding ({same:?})"
-                    ))
-                }
-            },
-            other => return Err(format!("auto_pad {} is not supported", short(other))),
-        };
-        let padding_text = match padding {
-            Padding::Valid => "valid".to_string(),
-            Padding::Same => "same".to_string(),
-            Padding::Explicit(p) => p.to_string(),
-        };
-        let spec = Conv2dSpec {
-            filters: k,
-            kernel: (kh, kw),
-            stride,
-            padding,
-            activation: Activation::None,
-        };
-        let g = spec.geom([c, h, w]).map_err(|e| e.to_string())?;
-        self.shape = vec![k, g.out_h, g.out_w];
-        self.push(
-            format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}"),
-            StepKind::Fusable(false),
-            vec![("weight", wshape, weight), ("bias", vec![k], bias)],
-        );
-        Ok(())
-    }
-
-    fn pool(&mut self, op: &str, attrs: &Attrs) -> std::result::Result<(), String> {
-        let [c, h, w] = self.spatial(op)?;
-        let unknown = attrs.unknown(&[
-            "kernel_shape",
-            "strides",
-            "pads",
-            "dilations",
-            "ceil_mode",
-            "auto_pad",
-            "count_include_pad",
-            "storage_order",
-        ]);
-        if !unknown.is_empty() {
-            return Err(format!("unsupported attributes {unknown:?}"));
-        }
-        let Some(&[ph, pw]) = attrs.ints("kernel_shape") else {
-            return Err("kernel_shape must give two sizes".into());
-        };
-        let stride = equal_strides(attrs)?;
-        if attrs
-            .ints("pads")
-            .is_some_and(|p| p.iter().any(|&x| x != 0))
-        {
-            return Err("padded pooling is not supported".into());
-        }
-        if attrs
-            .ints("dilations")
-            .is_some_and(|d| d.iter().any(|&x| x != 1))
-        {
-            return Err("dilated pooling is not supported".into());
-        }
-        if attrs.int("ceil_mode", 0) != 0 {
-            return Err("ceil_mode is not supported (the output size rounds down)".into());
-        }
-        if !matches!(
-            attrs.string("auto_pad").as_deref(),
-            None | Some("NOTSET") | Some("VALID")
-        ) {
-            return Err("auto_pad other than VALID is not supported".into());
-        }
-        let (ph, pw) = (window(ph)?, window(pw)?);
-        let spec = PoolSpec {
-            pool: (ph, pw),
-            stride,
-        };
-        let g = spec.geom("pool", [c, h, w]).map_err(|e| e.to_string())?;
-        self.shape = vec![c, g.out_h, g.out_w];
-        let name = if op == "MaxPool" {
-            "MaxPool2D"
-        } else {
-            "AvgPool2D"
-        };
-        self.push(
-            format!("{name} pool={ph}x{pw} stride={stride}"),
-            StepKind::Other,
-            vec![],
-        );
-        Ok(())
-    }
-
-    fn batchnorm(&mut self, node: &NodeProto, attrs: &Attrs) -> std::result::Result<(), String> {
-        if attrs.int("training_mode", 0) != 0 {
-            return Err("training_mode is set; export the model in eval mode".into());
-        }
-        if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
-            return Err("outputs running statistics (training form); export in eval mode".into());
-        }
-        let &[c, ..] = self.shape.as_slice() else {
-            return Err("needs an input with channels".into());
-        };
-        let name = match self.shape.len() {
-            3 => "BatchNorm2D",
-            1 => "BatchNorm1D",
-            _ => return Err("needs a [N, C, H, W] or [N, F] value".into()),
-        };
-        let mut tensors = Vec::new();
-        for (idx, key) in [
-            (1, "weight"),
-            (2, "bias"),
-            (3, "running_mean"),
-            (4, "running_var"),
-        ] {
-            let input = node.input.get(idx).ok_or("has fewer than 5 inputs")?;
-            tensors.push((key, vec![c], self.vector(input, c)?));
-        }
-        if tensors[3].2.iter().any(|&v| v < 0.0) {
-            return Err("a variance is negative".into());
-        }
-        let eps = attrs.float("epsilon", 1e-5);
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(format!("epsilon {eps} is not positive"));
-        }
-        // ONNX's momentum weighs the running value, PyTorch's (and ours) the batch.
-        let momentum = round6(1.0 - attrs.float("momentum", 0.9));
-        // `cnn export` keeps num_batches_tracked in the metadata, named as the scale is
-        // with `num_batches_tracked` for `weight`.
-        let batches = node.input[1]
-            .strip_suffix("weight")
-            .map(|p| format!("{p}num_batches_tracked"))
-            .and_then(|n| self.batches.get(&n).copied())
-            .unwrap_or(0);
-        self.steps.push(Step {
-            line: format!("{name} momentum={momentum} eps={eps}"),
-            kind: StepKind::Fusable(false),
-            tensors,
-            batches,
-        });
-        Ok(())
-    }
-
-    /// A Flatten line (left implied if a Dense follows); nothing for a value already flat.
-    fn flatten(&mut self) {
-        if let &[c, h, w] = self.shape.as_slice() {
-            self.shape = vec![c * h * w];
-            self.push("Flatten".into(), StepKind::Flatten([c, h, w]), vec![]);
-        }
-    }
-
-    /// A Reshape to `[N, C*H*W]`, as torch.export writes for a flatten.
-    fn reshape(&mut self, node: &NodeProto) -> std::result::Result<(), String> {
-        let target = node.input.get(1).ok_or("has no shape input")?;
-        let to = self.constants.ints(target)?;
-        let f = self.shape.iter().product::<usize>() as i64;
-        let batch_ok = |b: i64| b == -1 || b == 0 || Some(b) == self.batch;
-        let flat = match to.as_slice() {
-            [b, n] => batch_ok(*b) && (*n == f || (*n == -1 && *b != -1)),
-            _ => false,
-        };
-        if let Some(back) = self.unflatten(&to) {
-            // Flatten, activations, and back: the activations alone (a Softmax is over a
-            // sample's C*H*W values either way; `cnn export` writes one this way).
-            self.steps.remove(back);
-            self.shape = to[1..].iter().map(|&d| d as usize).collect();
-            return Ok(());
-        }
-        if !flat {
-            return Err(format!(
-                "a reshape of [N, {}] to {to:?}; only the flatten to [N, {f}] is supported",
-                dims_text(&self.shape)
-            ));
-        }
-        self.flatten();
-        Ok(())
-    }
-
-    /// The index of the Flatten step that a reshape to `to` undoes: the last Flatten, of
-    /// the (C, H, W) that `to` gives back, with only activation lines after it.
-    fn unflatten(&self, to: &[i64]) -> Option<usize> {
-        let (i, chw) = self
-            .steps
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, s)| match s.kind {
-                StepKind::Flatten(chw) => Some((i, chw)),
-                _ => None,
-            })?;
-        let after = &self.steps[i + 1..];
-        let batch_ok = to
-            .first()
-            .is_some_and(|&b| b == -1 || b == 0 || Some(b) == self.batch);
-        let same = to.len() == 4 && to[1..].iter().zip(chw).all(|(&t, d)| t == d as i64);
-        let only_activations = after.iter().all(|s| s.kind == StepKind::Activation);
-        (batch_ok && same && only_activations).then_some(i)
-    }
-
-    fn gemm(&mut self, node: &NodeProto, attrs: &Attrs) -> std::result::Result<(), String> {
-        let unknown = attrs.unknown(&["alpha", "beta", "transA", "transB"]);
-        if !unknown.is_empty() {
-            return Err(format!("unsupported attributes {unknown:?}"));
-        }
-        if attrs.float("alpha", 1.0) != 1.0
-            || attrs.float("beta", 1.0) != 1.0
-            || attrs.int("transA", 0) != 0
-        {
-            return Err("only alpha = 1, beta = 1 and transA = 0 are supported".into());
-        }
-        let wname = node.input.get(1).ok_or("has no weight input")?;
-        let trans_b = attrs.int("transB", 0) != 0;
-        let units = self.dense(wname, trans_b)?;
-        if let Some(b) = node.input.get(2).filter(|s| !s.is_empty()) {
-            let bias = self.vector(b, units)?;
-            self.set_bias(bias);
-        }
-        Ok(())
-    }
-
-    fn matmul(&mut self, node: &NodeProto) -> std::result::Result<(), String> {
-        let wname = node.input.get(1).ok_or("has no weight input")?;
-        self.dense(wname, false)?;
-        self.pending_add = true;
-        Ok(())
-    }
-
-    /// The bias of the Dense made from the MatMul before this Add.
-    fn add_bias(&mut self, node: &NodeProto) -> std::result::Result<(), String> {
-        let [a, b] = node.input.as_slice() else {
-            return Err("needs two inputs".into());
-        };
-        let other = if *a == self.current { b } else { a };
-        let units = self.shape[0];
-        let bias = self.vector(other, units)?;
-        self.set_bias(bias);
-        Ok(())
-    }
-
-    /// A Dense line from the weight `wname`, `[out, in]` (or `[in, out]` when not
-    /// `transposed`), with a zero bias; returns its units.
-    fn dense(&mut self, wname: &str, transposed: bool) -> std::result::Result<usize, String> {
-        if self.shape.len() != 1 {
-            return Err(format!(
-                "needs a flat [N, F] value, this one is [N, {}] (no Flatten before it)",
-                dims_text(&self.shape)
-            ));
-        }
-        let inputs = self.shape[0];
-        let (wshape, w) = self.constants.floats(wname)?;
-        let &[rows, cols] = wshape.as_slice() else {
-            return Err(format!("weight shape {wshape:?} is not a matrix"));
-        };
-        let (units, n_in, weight) = if transposed {
-            (rows, cols, w)
-        } else {
-            let mut t = vec![0.0; w.len()];
-            crate::kernels::transpose::par_transpose(&w, rows, cols, &mut t);
-            (cols, rows, t)
-        };
-        if n_in != inputs {
-            return Err(format!(
-                "its weight {wshape:?} takes {n_in} inputs, the value it reads has {inputs} \
-                 (shapes do not chain)"
-            ));
-        }
-        self.shape = vec![units];
-        self.push(
-            format!("Dense units={units}"),
-            StepKind::Dense(false),
-            vec![
-                ("weight", vec![units, n_in], weight),
-                ("bias", vec![units], vec![0.0; units]),
-            ],
-        );
-        Ok(units)
-    }
-
-    fn set_bias(&mut self, bias: Vec<f32>) {
-        if let Some(step) = self.steps.last_mut() {
-            if let Some(t) = step.tensors.iter_mut().find(|t| t.0 == "bias") {
-                t.2 = bias;
-            }
-        }
-    }
-
-    /// The float tensor `name` as `n` values: shape `[n]` or `[1, n]`.
-    fn vector(&self, name: &str, n: usize) -> std::result::Result<Vec<f32>, String> {
-        let (shape, v) = self.constants.floats(name)?;
-        if v.len() != n || shape.iter().filter(|&&d| d != 1).count() > 1 {
-            return Err(format!(
-                "`{}` has shape {shape:?}, expected [{n}] (shapes do not chain)",
-                short(name)
-            ));
-        }
-        Ok(v)
-    }
-
-    /// An activation: fused as `activation=key` into a Conv2D or Dense right before it that
-    /// has none, else a line of its own.
-    fn activation(&mut self, key: &str, line: &str) -> std::result::Result<(), String> {
-        match self.steps.last_mut() {
-            Some(step)
-                if matches!(step.kind, StepKind::Fusable(false) | StepKind::Dense(false)) =>
-            {
-                step.line += &format!(" activation={key}");
-                step.kind = match step.kind {
-                    StepKind::Fusable(_) => StepKind::Fusable(true),
-                    _ => StepKind::Dense(true),
-                };
-            }
-            _ => self.push(line.to_string(), StepKind::Activation, vec![]),
-        }
-        Ok(())
-    }
 }
 
 /// Conv's and pooling's strides, equal along both axes (one `stride` in a config).
-fn equal_strides(attrs: &Attrs) -> std::result::Result<usize, String> {
+pub(crate) fn equal_strides(attrs: &Attrs) -> std::result::Result<usize, String> {
     match attrs.ints("strides") {
         None => Ok(1),
         Some(&[a, b]) if a == b => window(a),
@@ -924,7 +609,7 @@ fn equal_strides(attrs: &Attrs) -> std::result::Result<usize, String> {
 }
 
 /// A window size or stride from 1 to [`MAX_DIM`].
-fn window(v: i64) -> std::result::Result<usize, String> {
+pub fn window(v: i64) -> std::result::Result<usize, String> {
     if (1..=MAX_DIM as i64).contains(&v) {
         Ok(v as usize)
     } else {
@@ -932,27 +617,10 @@ fn window(v: i64) -> std::result::Result<usize, String> {
     }
 }
 
-/// The pads `[top, left, bottom, right]` of `same` padding (as [`crate::kernels::geom`]).
-fn same_pads(h: usize, w: usize, kh: usize, kw: usize, s: usize) -> Vec<i64> {
-    let axis = |size: usize, k: usize| {
-        let out = size.div_ceil(s);
-        let total = ((out - 1) * s + k).saturating_sub(size);
-        (total / 2, total - total / 2)
-    };
-    let (t, b) = axis(h, kh);
-    let (l, r) = axis(w, kw);
-    [t, l, b, r].iter().map(|&p| p as i64).collect()
-}
-
 /// `16, 28, 28`.
-fn dims_text(s: &[usize]) -> String {
+pub fn dims_text(s: &[usize]) -> String {
     s.iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `x` to 6 significant decimals: 1 - (1 - 0.1) in f32 is 0.100000024, shown as 0.1.
-fn round6(x: f32) -> f32 {
-    format!("{x:.6}").parse().unwrap_or(x)
 }

@@ -9,19 +9,20 @@
 //! # The graph `cnn export` writes
 //!
 //! The input `input` is float32 `[N, C, H, W]` pixels in [0, 1], N dynamic (`dim_param`
-//! `N`); the output `probabilities` is `[N, K]`. Layer by layer:
+//! `N`); the output `probabilities` is `[N, K]`. In between:
 //!
-//! | config | ONNX nodes | initialisers |
-//! | --- | --- | --- |
-//! | stored normalisation (unless the identity) | `Sub`, `Div` | `norm_mean`, `norm_std` `[1, C, 1, 1]` |
-//! | `Conv2D` | `Conv` (pads top, left, bottom, right) | `layers.{i}.weight` `[K, C, kh, kw]`, `layers.{i}.bias` `[K]` |
-//! | `MaxPool2D`, `AvgPool2D` | `MaxPool`, `AveragePool` | |
-//! | `BatchNorm2D`, `BatchNorm1D` | `BatchNormalization` (inference form; momentum = 1 - m) | `layers.{i}.weight`, `.bias`, `.running_mean`, `.running_var` (`num_batches_tracked` is in `metadata_props`, so that the file round-trips) |
-//! | `Flatten`, and the one implied before a Dense | `Flatten` (axis 1) | |
-//! | `Dense` | `Gemm` (transB = 1) | `layers.{i}.weight` `[out, in]`, `layers.{i}.bias` `[out]` |
-//! | `activation=` or an activation line | `Relu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Softmax` | |
-//! | `Dropout` | nothing (the identity at inference) | |
-//! | the end | `Softmax` (axis 1), as `cnn predict` applies it to the logits | |
+//! - the stored normalisation, unless it is the identity: `Sub` and `Div` with the
+//!   initialisers `norm_mean` and `norm_std`, `[1, C, 1, 1]`;
+//! - layer by layer, each layer's parameters and buffers as initialisers named as in the
+//!   model file (`layers.{i}.weight`, `.bias`, `.running_mean`, ...; an I64 buffer such as
+//!   BatchNorm's `num_batches_tracked` goes into `metadata_props` instead, so that the file
+//!   round-trips), a `Flatten` (axis 1) where a Flatten is implied before the layer, the
+//!   layer's own nodes as its kind writes them ([`crate::layers::LayerKind::onnx`]: Conv2D a
+//!   `Conv`, Dense a `Gemm` (transB = 1), pooling `MaxPool` or `AveragePool`, BatchNorm a
+//!   `BatchNormalization` in its inference form, Dropout nothing; each kind's doc says), and
+//!   its activation ([`crate::layers::activation::onnx`]);
+//! - the end: a `Flatten` if the last output is not flat, and `Softmax` (axis 1), as
+//!   `cnn predict` applies it to the logits (a last layer's own softmax is left to it).
 //!
 //! The initialisers keep the model file's tensor names, so the map between the two is the
 //! identity. The class names are in the model's `metadata_props` (`classes`, a JSON array),
@@ -29,12 +30,13 @@
 //!
 //! # What `cnn import` reads
 //!
-//! One chain of nodes from one float input `[N, C, H, W]` to one output: `Conv`, `Relu`,
-//! `LeakyRelu`, `Sigmoid`, `Tanh`, `MaxPool`, `AveragePool`, `BatchNormalization`;
-//! `Flatten` or the rank-2 `Reshape` that torch.export writes (and the `Reshape` back to
-//! (C, H, W) around a softmax over a spatial value, as `cnn export` writes it); `Gemm`, or
-//! `MatMul` then `Add`; `Softmax` (or, at the end, `LogSoftmax`); `Identity` and `Dropout`;
-//! and the `Sub` and `Div` of a per-channel normalisation at the input. Anything else is
+//! One chain of nodes from one float input `[N, C, H, W]` to one output: `Identity`, the
+//! `Sub` and `Div` of a per-channel normalisation at the input, and the ops the layer kinds
+//! read ([`crate::layers::LayerKind::ONNX_OPS`]; the error about an op it does not read lists
+//! them all), each as its kind's doc says: for example `Conv`, `MaxPool`, `Gemm` or `MatMul`
+//! then `Add`, `Flatten` or the rank-2 `Reshape` that torch.export writes (and the `Reshape`
+//! back to (C, H, W) around a softmax over a spatial value, as `cnn export` writes it),
+//! `Softmax` (or, at the end, `LogSoftmax`), `Dropout`, `BatchNormalization`. Anything else is
 //! refused with one line naming the node and its op. The protobuf is checked before it is
 //! decoded ([`wire::check`]): a malformed or truncated file, or one whose message count
 //! would make decoding allocate far more than the file's size, is refused first.

@@ -135,7 +135,14 @@ pub(crate) struct Attrs<'a> {
     pub list: &'a [AttributeProto],
 }
 
-impl Attrs<'_> {
+impl<'a> Attrs<'a> {
+    /// The attributes of `node`.
+    pub fn of(node: &'a super::proto::NodeProto) -> Attrs<'a> {
+        Attrs {
+            list: &node.attribute,
+        }
+    }
+
     pub fn find(&self, name: &str) -> Option<&AttributeProto> {
         self.list.iter().find(|a| a.name.as_deref() == Some(name))
     }

@@ -17,7 +17,7 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::{assets, AppState, Loaded, MAX_UPLOAD};
-use crate::layers::Op;
+use crate::layers::Window;
 use crate::tensor::Tensor;
 
 type Shared = State<Arc<AppState>>;
@@ -140,6 +140,9 @@ struct LayerInfo {
     conv: Option<ConvInfo>,
     /// MaxPool2D / AvgPool2D: window (ph, pw) and stride.
     pool: Option<PoolInfo>,
+    /// The layer's own account of its shape, parameters and arithmetic (`cnn summary
+    /// --explain`'s lines), shown under its heading.
+    explain: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -174,20 +177,38 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
         .map(|(index, layer)| {
             let counts = layer.spec.counts(&layer.input, &layer.output);
             let act = layer.activation();
-            let (conv, pool) = match &layer.op {
-                Op::Conv2D(c) => (
+            let (conv, pool) = match layer.op.window() {
+                Some(Window::Weighted {
+                    kh,
+                    kw,
+                    stride,
+                    pad_top,
+                    pad_left,
+                }) => (
                     Some(ConvInfo {
-                        kh: c.geom.kh,
-                        kw: c.geom.kw,
-                        stride: c.geom.stride,
-                        pad_top: c.geom.pad_top,
-                        pad_left: c.geom.pad_left,
+                        kh,
+                        kw,
+                        stride,
+                        pad_top,
+                        pad_left,
                     }),
                     None,
                 ),
-                Op::MaxPool2D(p) => (None, Some(pool_info(true, &p.geom))),
-                Op::AvgPool2D(p) => (None, Some(pool_info(false, &p.geom))),
-                _ => (None, None),
+                Some(Window::Pooled {
+                    max,
+                    ph,
+                    pw,
+                    stride,
+                }) => (
+                    None,
+                    Some(PoolInfo {
+                        max,
+                        ph,
+                        pw,
+                        stride,
+                    }),
+                ),
+                None => (None, None),
             };
             LayerInfo {
                 index,
@@ -204,6 +225,10 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
                 },
                 conv,
                 pool,
+                explain: layer
+                    .spec
+                    .explain(&layer.input, &layer.output)
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -227,15 +252,6 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
         summary,
         has_data: state.data.is_some(),
     })
-}
-
-fn pool_info(max: bool, g: &crate::kernels::geom::PoolGeom) -> PoolInfo {
-    PoolInfo {
-        max,
-        ph: g.ph,
-        pw: g.pw,
-        stride: g.stride,
-    }
 }
 
 // ---------------------------------------------------------------- GET /api/weights
