@@ -589,4 +589,49 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn clip_grad_norm_is_kept_on_resume_and_left_out_of_run_json_when_off() {
+        let stored = RunConfig::default();
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(!json.contains("clip_grad_norm"), "{json}");
+        let clipped = RunConfig {
+            clip_grad_norm: Some(0.5),
+            ..RunConfig::default()
+        };
+        let json = serde_json::to_string(&clipped).unwrap();
+        assert!(json.ends_with(r#","clip_grad_norm":0.5}"#), "{json}");
+        assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap(), clipped);
+        assert_eq!(
+            RunConfig::default()
+                .with(&RunOptions::default())
+                .optimizer()
+                .clip_grad_norm,
+            None
+        );
+        let mut o = RunOptions::default();
+        o.set("clip_grad_norm", "2").unwrap();
+        let err = stored
+            .resumed(Path::new("run"), &o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "cannot resume with --clip-grad-norm 2: the run has off, and a resumed run \
+                 keeps it"
+            ),
+            "{err}"
+        );
+        o.clip_grad_norm = Some(0.5);
+        assert!(clipped.resumed(Path::new("run"), &o).is_ok());
+        o.clip_grad_norm = Some(-1.0);
+        assert_eq!(
+            RunConfig::default()
+                .with(&o)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "--clip-grad-norm must be positive, got -1"
+        );
+    }
 }

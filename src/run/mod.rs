@@ -373,6 +373,7 @@ impl Run {
             .map_err(|e| Error::Invalid(format!("cannot encode run.json: {e}")))?;
         crate::io::write_atomic(&dir.join("run.json"), json.as_bytes())?;
 
+        self.state.optimizer.clip_grad_norm = self.config.clip_grad_norm;
         let opts = TrainOptions {
             epochs: self.config.epochs,
             batch_size: self.config.batch_size,

@@ -264,6 +264,20 @@ run_options! {
         key: train("restore_best"),
         applies: Applies::EarlyStop,
     },
+    /// Clip the global gradient norm to this before each optimiser step:
+    /// g <- g min(1, clip / (||g|| + 1e-6)) over every parameter's gradient, before weight
+    /// decay, as PyTorch's `clip_grad_norm_(params, max_norm=clip)` ([`crate::optim`]).
+    /// Default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_grad_norm: Option<f32> = None => {
+        flag: "clip-grad-norm",
+        help: "Clip the global gradient L2 norm to this before each optimiser step, as \
+               PyTorch's clip_grad_norm_. Default: off.",
+        key: train("clip_grad_norm"),
+        range: Range::Positive,
+        example: "1.0",
+        unset: "off",
+    },
 }
 
 /// A null `epochs` (written by runs that were not given `--epochs`) is the default.

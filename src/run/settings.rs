@@ -389,4 +389,15 @@ mod tests {
         let c = RunConfig::default().with(&flags.over(&file));
         assert_eq!((c.lr, c.epochs, c.batch_size), (0.05, 4, 32));
     }
+
+    #[test]
+    fn clip_grad_norm_reads_from_the_train_line_above_0() {
+        let o = options("Train clip_grad_norm=1.0").unwrap();
+        assert_eq!(o.clip_grad_norm, Some(1.0));
+        assert_eq!(
+            options("Train clip_grad_norm=0").unwrap_err().to_string(),
+            "t.cfg:2:22: `clip_grad_norm` must be a number above 0 (e.g. \
+             `clip_grad_norm=1.0`), found `0`"
+        );
+    }
 }
