@@ -24,7 +24,8 @@
 //! - Layer names are case-insensitive; keys are exact (lower case).
 //! - `Train ...` and `Augment ...` lines hold training settings, not layers: they may stand
 //!   anywhere after the layer count, once each, and are not counted in it. The parser checks
-//!   their keys ([`SETTINGS_LINES`]) and keeps them in [`ParsedConfig::settings`];
+//!   their keys (the run options', [`crate::run::settings::line_keys`]) and keeps them in
+//!   [`ParsedConfig::settings`];
 //!   [`crate::run::settings`] reads their values, so that loading a model file never does.
 //!
 //! # Layers and keys
@@ -112,38 +113,10 @@ pub struct ParsedConfig {
     pub settings: Vec<SettingsLine>,
 }
 
-/// The names of the lines that hold training settings rather than layers, with the keys each
-/// takes. They may stand anywhere after the layer count, at most once each, and are not
-/// counted in it.
-pub const SETTINGS_LINES: &[(&str, &[&str])] = &[
-    (
-        "Train",
-        &[
-            "epochs",
-            "batch",
-            "optimizer",
-            "lr",
-            "momentum",
-            "nesterov",
-            "weight_decay",
-            "schedule",
-            "step",
-            "gamma",
-            "min_lr",
-            "warmup",
-            "label_smoothing",
-            "init",
-            "seed",
-            "normalize",
-            "val_split",
-            "early_stop",
-            "patience",
-            "min_delta",
-            "restore_best",
-        ],
-    ),
-    ("Augment", &["shift", "flip"]),
-];
+/// The names of the lines that hold training settings rather than layers. They may stand
+/// anywhere after the layer count, at most once each, and are not counted in it. The keys each
+/// takes are the run options' ([`crate::run::settings::line_keys`]).
+pub const SETTINGS_LINES: &[&str] = &["Train", "Augment"];
 
 /// One `key=value` of a settings line, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,10 +350,11 @@ impl Parser<'_> {
         for l in logical {
             match SETTINGS_LINES
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
+                .find(|n| n.eq_ignore_ascii_case(l.name.text))
             {
-                Some((name, allowed)) => {
-                    settings.push(self.settings_line(name, allowed, &l, &settings)?)
+                Some(name) => {
+                    let allowed = crate::run::settings::line_keys(name);
+                    settings.push(self.settings_line(name, &allowed, &l, &settings)?)
                 }
                 None => layer_lines.push(l),
             }
@@ -631,7 +605,7 @@ impl Parser<'_> {
             .find(|(n, _)| n.eq_ignore_ascii_case(l.name.text))
         else {
             let mut names: Vec<&str> = names.iter().skip(1).map(|(n, _)| *n).collect();
-            names.extend(SETTINGS_LINES.iter().map(|(n, _)| *n));
+            names.extend(SETTINGS_LINES);
             let hint = if l.name.text.contains('=') {
                 " (a line that continues the layer above must start with white space)"
             } else {

@@ -21,39 +21,21 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::named_enum;
 use crate::train::EpochMetrics;
 
-/// The figure early stopping watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Monitor {
-    /// The validation loss (plain cross-entropy); lower is better.
-    ValLoss,
-    /// The validation accuracy; higher is better.
-    ValAccuracy,
+named_enum! {
+    /// The figure early stopping watches.
+    pub enum Monitor {
+        /// The validation loss (plain cross-entropy); lower is better: stop when it stops
+        /// falling.
+        ValLoss = "val_loss",
+        /// The validation accuracy; higher is better: stop when it stops rising.
+        ValAccuracy = "val_accuracy",
+    }
 }
 
 impl Monitor {
-    /// The name the command line, the config file and `run.json` use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Monitor::ValLoss => "val_loss",
-            Monitor::ValAccuracy => "val_accuracy",
-        }
-    }
-
-    /// Every accepted name.
-    pub const NAMES: &'static [&'static str] = &["val_loss", "val_accuracy"];
-
-    /// The monitor called `name`, if there is one.
-    pub fn from_name(name: &str) -> Option<Monitor> {
-        match name {
-            "val_loss" => Some(Monitor::ValLoss),
-            "val_accuracy" => Some(Monitor::ValAccuracy),
-            _ => None,
-        }
-    }
-
     /// The watched figure of an epoch, if the epoch has a held-out set.
     pub fn value(self, m: &EpochMetrics) -> Option<f64> {
         match self {

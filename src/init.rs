@@ -11,38 +11,24 @@
 //! Glorot  (Xavier, uniform)  w ~ U(-a, a),  a = sqrt(6 / (fan_in + fan_out))
 //! ```
 
-use serde::{Deserialize, Serialize};
-
+use crate::names::named_enum;
 use crate::rng::Rng;
 
-/// An initialisation scheme for weights. Stored in a run's `run.json` as `normal`, `he` or
-/// `glorot` (run folders written before `cnn::run` say `Normal`, `He`, `Glorot`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// N(0, 1/fan_in), report 2's choice. The default.
-    #[default]
-    #[serde(alias = "Normal")]
-    Normal,
-    /// N(0, 2/fan_in), He et al. 2015, suited to ReLU.
-    #[serde(alias = "He")]
-    He,
-    /// U(-a, a) with a = sqrt(6/(fan_in + fan_out)), Glorot & Bengio 2010.
-    #[serde(alias = "Glorot")]
-    Glorot,
+named_enum! {
+    /// An initialisation scheme for weights. Stored in a run's `run.json` as `normal`, `he` or
+    /// `glorot` (run folders written before `cnn::run` say `Normal`, `He`, `Glorot`).
+    pub enum Init {
+        /// N(0, 1/fan_in), report 2's.
+        Normal = "normal",
+        /// N(0, 2/fan_in), He / Kaiming, suited to ReLU.
+        He = "he",
+        /// U(-a, a), a = sqrt(6/(fan_in + fan_out)), Glorot / Xavier.
+        Glorot = "glorot",
+    }
+    default Normal
 }
 
 impl Init {
-    /// Parses `normal`, `he` or `glorot`.
-    pub fn parse(s: &str) -> Option<Init> {
-        match s {
-            "normal" | "lecun" => Some(Init::Normal),
-            "he" | "kaiming" => Some(Init::He),
-            "glorot" | "xavier" => Some(Init::Glorot),
-            _ => None,
-        }
-    }
-
     /// Fills `w` from `rng` for a layer with the given fans.
     pub fn fill(self, w: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut Rng) {
         let fan_in = fan_in.max(1) as f64;

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod monitor;
+mod names;
 pub mod onnx;
 pub mod optim;
 pub mod plot;

@@ -261,6 +261,13 @@ fn resume_mid_epoch_is_bit_exact_with_momentum() {
     assert_resume_is_exact(&["--optimizer", "momentum"], 11);
 }
 
+/// Proves: with gradient clipping (kept in run.json, so the resumed run clips again), resuming
+/// mid-epoch gives the uninterrupted run's bytes.
+#[test]
+fn resume_mid_epoch_is_bit_exact_with_gradient_clipping() {
+    assert_resume_is_exact(&["--optimizer", "momentum", "--clip-grad-norm", "0.05"], 11);
+}
+
 /// Proves: stopping twice (mid-epoch, then at the last step of an epoch) and resuming twice
 /// still gives the same bytes, with normalisation on and weight decay.
 #[test]

@@ -11,7 +11,7 @@ use cnn::io::{create_dir, write_atomic};
 use cnn::plot::{line_chart, Series};
 use cnn::run::{check_out_dir, Run, RunConfig, RunOptions};
 
-use super::train_options::{with_default, TrainingOptions};
+use super::train_options::{with_default, CliOptions, RunFlags};
 use super::{progress, CmdResult, Failure};
 
 /// Examples for `cnn sweep --help`.
@@ -32,8 +32,11 @@ pub struct SweepArgs {
           help = with_default("Epoch counts to try, comma-separated (each trains a fresh model).",
                               RunConfig::default().epochs))]
     epochs: Vec<usize>,
+    // Every run option but the two above.
     #[command(flatten)]
-    pub(super) options: TrainingOptions,
+    run: RunFlags<true>,
+    #[command(flatten)]
+    pub(super) options: CliOptions,
     /// The sweep folder: one run folder per setting, plus loss.png/.svg, sweep.csv and
     /// report.md.
     #[arg(long)]
@@ -75,7 +78,7 @@ fn settings(args: &SweepArgs) -> Result<Vec<(String, RunConfig)>, Failure> {
                 config: Some(args.config.clone()),
                 epochs,
                 lr,
-                ..args.options.run_options()
+                ..args.run.given.clone()
             };
             let config = cnn::run::settings::resolve(&given)?;
             let name = format!("lr{}-epochs{}", config.lr, config.epochs);

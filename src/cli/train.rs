@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use cnn::run::{Run, RunConfig, RunOptions};
 
-use super::train_options::{with_default, TrainingOptions};
+use super::train_options::{CliOptions, RunFlags};
 use super::{progress, CmdResult, Failure};
 
 /// Examples for `cnn train --help`.
@@ -30,16 +30,11 @@ pub struct TrainArgs {
     /// given, it must be the run's.
     #[arg(required_unless_present = "resume")]
     pub config: Option<PathBuf>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("Passes over the training data (with --resume: the epoch to \
-                               reach).", RunConfig::default().epochs))]
-    pub epochs: Option<usize>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("Learning rate (may change on --resume).",
-                              RunConfig::default().lr))]
-    pub lr: Option<f32>,
+    // Every run option.
     #[command(flatten)]
-    pub options: TrainingOptions,
+    pub run: RunFlags<false>,
+    #[command(flatten)]
+    pub options: CliOptions,
     /// Run folder [default: runs/<config name>, numbered if it exists].
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -61,9 +56,7 @@ impl TrainArgs {
     fn run_options(&self) -> RunOptions {
         RunOptions {
             config: self.config.clone(),
-            epochs: self.epochs,
-            lr: self.lr,
-            ..self.options.run_options()
+            ..self.run.given.clone()
         }
     }
 }

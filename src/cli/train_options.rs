@@ -1,166 +1,119 @@
-//! The training options that `cnn train` and `cnn sweep` share (one clap struct, flattened
-//! into both), turned into [`RunOptions`]. Every option is optional here: its default lives
-//! in [`RunConfig::default`] alone, and the help text shows it from there.
+//! The training options of `cnn train` and `cnn sweep`: the run options as flags, made from
+//! the option table ([`cnn::run::OPTIONS`]) with clap's builder API ([`RunFlags`]), and the
+//! few options only the command line has ([`CliOptions`]).
+//!
+//! A flag's value is read by [`RunOptions::set`], as a config line's is; its range is checked
+//! with the others' by [`cnn::run::RunConfig::validate`], after the config file's `Train` and
+//! `Augment` lines are merged in (flag > config line > default).
 
+use std::ffi::OsString;
 use std::fmt::Display;
-use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
-use cnn::early_stop::Monitor;
-use cnn::init::Init;
-use cnn::run::{OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use cnn::run::table::{Kind, Spec};
+use cnn::run::{RunOptions, OPTIONS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerArg {
-    /// Plain gradient descent, w <- w - lr * g (the reports').
-    Sgd,
-    /// SGD with momentum (--momentum).
-    Momentum,
-    /// SGD with Nesterov momentum (--momentum).
-    Nesterov,
-    /// Adam (betas 0.9, 0.999, eps 1e-8).
-    Adam,
-    /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr * wd) (--weight-decay).
-    Adamw,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    /// The base rate throughout.
-    Constant,
-    /// The rate times --gamma every --step-size epochs.
-    Step,
-    /// A half cosine from the base rate down to --min-lr.
-    Cosine,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MonitorArg {
-    /// The validation loss; stop when it stops falling.
-    #[value(name = "val_loss")]
-    ValLoss,
-    /// The validation accuracy; stop when it stops rising.
-    #[value(name = "val_accuracy")]
-    ValAccuracy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitArg {
-    /// N(0, 1/fan_in), report 2's.
-    Normal,
-    /// N(0, 2/fan_in), He / Kaiming.
-    He,
-    /// U(-a, a), a = sqrt(6/(fan_in + fan_out)), Glorot / Xavier.
-    Glorot,
-}
-
-/// `what [default: value]`, with the value from [`RunConfig::default`].
+/// `what [default: value]`.
 pub fn with_default(what: &str, value: impl Display) -> String {
     format!("{what} [default: {value}]")
 }
 
-fn defaults() -> RunConfig {
-    RunConfig::default()
+/// The options `cnn sweep` gives as comma-separated lists of its own.
+pub const SWEPT: &[&str] = &["epochs", "lr"];
+
+/// Every run option that has a flag, as flags; with `SWEEP`, all but [`SWEPT`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags<const SWEEP: bool> {
+    /// The options given.
+    pub given: RunOptions,
 }
 
-// The numeric options accept a leading minus, so that `--lr -1` is refused with "must be
-// positive" (exit code 2) rather than clap's "unexpected argument".
+impl<const SWEEP: bool> RunFlags<SWEEP> {
+    /// The options these flags are.
+    fn specs() -> impl Iterator<Item = &'static Spec> {
+        OPTIONS
+            .iter()
+            .filter(|s| !s.flag.is_empty())
+            .filter(|s| !(SWEEP && SWEPT.contains(&s.name)))
+    }
+}
+
+/// The flag of `spec`, its help showing the default.
+fn flag(spec: &'static Spec) -> Arg {
+    // As clap's derive does, a help without a default loses its final full stop.
+    let help = match spec.default_text() {
+        Some(default) => with_default(spec.help, default),
+        None => spec.help.trim_end_matches('.').to_string(),
+    };
+    let arg = Arg::new(spec.name).long(spec.flag).help(help);
+    let value_name = spec.name.to_uppercase();
+    match spec.kind {
+        Kind::Switch => arg.action(ArgAction::SetTrue),
+        Kind::Path => arg
+            .value_name(value_name)
+            .value_parser(clap::value_parser!(OsString)),
+        Kind::Choice(choices) => {
+            let values = choices.iter().map(|(name, help)| {
+                PossibleValue::new(*name).help(help.trim().trim_end_matches('.'))
+            });
+            arg.value_name(value_name)
+                .value_parser(PossibleValuesParser::new(values))
+        }
+        // A leading minus is allowed, so that `--lr -1` is refused as "must be positive"
+        // (exit code 2) rather than taken for an option.
+        Kind::Number | Kind::Integer => arg
+            .value_name(value_name)
+            .allow_negative_numbers(true)
+            .value_parser(move |text: &str| {
+                RunOptions::default()
+                    .set(spec.name, text)
+                    .map(|()| text.to_string())
+            }),
+    }
+}
+
+impl<const SWEEP: bool> Args for RunFlags<SWEEP> {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.args(Self::specs().map(flag))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl<const SWEEP: bool> FromArgMatches for RunFlags<SWEEP> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = RunFlags::default();
+        flags.update_from_arg_matches(m)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        for spec in Self::specs() {
+            let set = match spec.kind {
+                Kind::Switch if m.get_flag(spec.name) => self.given.set(spec.name, "true"),
+                Kind::Switch => continue,
+                Kind::Path => match m.get_one::<OsString>(spec.name) {
+                    Some(path) => self.given.set_os(spec.name, path),
+                    None => continue,
+                },
+                _ => match m.get_one::<String>(spec.name) {
+                    Some(text) => self.given.set(spec.name, text),
+                    None => continue,
+                },
+            };
+            set.map_err(|e| clap::Error::raw(ErrorKind::ValueValidation, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// What only the command line has.
 #[derive(Debug, Clone, Args)]
-pub struct TrainingOptions {
-    /// Training data: an IDX folder or file, a folder with labels.txt, or a folder per
-    /// class. Default: the built-in Fashion-MNIST demo set.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Test data, evaluated after each epoch. Default: the t10k split of an IDX folder (or of
-    /// the demo set), if there is one.
-    #[arg(long)]
-    pub test_data: Option<PathBuf>,
-    /// Hold out this share of the training data (stratified) as the test set instead.
-    #[arg(long, allow_negative_numbers = true)]
-    pub val_split: Option<f64>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("Images per gradient step.", defaults().batch_size))]
-    pub batch_size: Option<usize>,
-    #[arg(long, value_enum,
-          help = with_default("The optimiser.", defaults().optimizer.name()))]
-    pub optimizer: Option<OptimizerArg>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("Momentum factor for --optimizer momentum or nesterov.",
-                              defaults().momentum))]
-    pub momentum: Option<f32>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("L2 weight decay, added to the gradient (PyTorch's convention).",
-                              defaults().weight_decay))]
-    pub weight_decay: Option<f32>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("Label smoothing eps: the loss's target is (1 - eps) one-hot + \
-                               eps / classes, as PyTorch's CrossEntropyLoss(label_smoothing).",
-                              defaults().label_smoothing))]
-    pub label_smoothing: Option<f32>,
-    #[arg(long, value_enum,
-          help = with_default("Learning-rate schedule, by epoch.", defaults().schedule.name()))]
-    pub schedule: Option<ScheduleArg>,
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one,
-          help = with_default("Epochs between two multiplications by --gamma (--schedule step).",
-                              defaults().step_size))]
-    pub step_size: Option<usize>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("The factor of --schedule step.", defaults().gamma))]
-    pub gamma: Option<f32>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("The rate --schedule cosine ends at.", defaults().min_lr))]
-    pub min_lr: Option<f32>,
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::whole_number,
-          help = with_default("Epochs of linear warm-up to the base rate, before the schedule.",
-                              defaults().warmup))]
-    pub warmup: Option<usize>,
-    #[arg(long, value_enum,
-          help = with_default("Weight initialisation.",
-                              cnn::run::init_name(defaults().init_scheme)))]
-    pub init_scheme: Option<InitArg>,
-    /// Start from the weights of this model file (e.g. exported from PyTorch).
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    #[arg(long, help = with_default(
-        "Seed of every random stream (initialisation, shuffling, the validation split); the \
-         same seed gives the same model, byte for byte, for any --threads.",
-        defaults().seed))]
-    pub seed: Option<u64>,
-    /// Keep the data in file order every epoch.
-    #[arg(long)]
-    pub no_shuffle: bool,
-    /// Normalise each input channel by the training data's mean and standard deviation
-    /// (stored in the model, so evaluate and predict do the same).
-    #[arg(long)]
-    pub normalize: bool,
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::whole_number,
-          help = with_default("Shift each training image by up to this many pixels along each \
-                               axis, at random, with zero fill.", defaults().shift))]
-    pub shift: Option<usize>,
-    /// Flip half the training images left to right, at random (right for clothes, wrong for
-    /// digits).
-    #[arg(long)]
-    pub flip: bool,
-    /// Resize images whose size differs from the config's input instead of refusing them.
-    #[arg(long)]
-    pub resize: bool,
-    /// Stop when this figure of the validation split (--val-split; never the test set) has
-    /// not improved for --patience epochs, as Keras's EarlyStopping.
-    #[arg(long, value_enum)]
-    pub early_stop: Option<MonitorArg>,
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one,
-          help = with_default("Epochs without improvement before --early-stop stops.",
-                              defaults().patience))]
-    pub patience: Option<usize>,
-    #[arg(long, allow_negative_numbers = true,
-          help = with_default("The least change that counts as an improvement for \
-                               --early-stop.", defaults().min_delta))]
-    pub min_delta: Option<f64>,
-    /// When --early-stop stops the run, end it with the best epoch's weights (kept in the
-    /// run folder's best.safetensors) instead of the last epoch's, as Keras's
-    /// restore_best_weights. Off by default, as in Keras.
-    #[arg(long)]
-    pub restore_best: bool,
+pub struct CliOptions {
     /// Worker threads [default: all cores]. Results are bit-identical for any count.
     #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
     pub threads: Option<usize>,
@@ -170,54 +123,62 @@ pub struct TrainingOptions {
     pub monitor: bool,
 }
 
-impl TrainingOptions {
-    /// The options given, for [`RunConfig::with`] or [`cnn::run::Run::resume`] (the
-    /// network config, epochs and learning rate are the command's own).
-    pub fn run_options(&self) -> RunOptions {
-        RunOptions {
-            data: self.data.clone(),
-            test_data: self.test_data.clone(),
-            val_split: self.val_split,
-            batch_size: self.batch_size,
-            optimizer: self.optimizer.map(|o| match o {
-                OptimizerArg::Sgd => OptimizerChoice::Sgd,
-                OptimizerArg::Momentum => OptimizerChoice::Momentum,
-                OptimizerArg::Nesterov => OptimizerChoice::Nesterov,
-                OptimizerArg::Adam => OptimizerChoice::Adam,
-                OptimizerArg::Adamw => OptimizerChoice::AdamW,
-            }),
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            label_smoothing: self.label_smoothing,
-            schedule: self.schedule.map(|s| match s {
-                ScheduleArg::Constant => ScheduleChoice::Constant,
-                ScheduleArg::Step => ScheduleChoice::Step,
-                ScheduleArg::Cosine => ScheduleChoice::Cosine,
-            }),
-            step_size: self.step_size,
-            gamma: self.gamma,
-            min_lr: self.min_lr,
-            warmup: self.warmup,
-            init_scheme: self.init_scheme.map(|i| match i {
-                InitArg::Normal => Init::Normal,
-                InitArg::He => Init::He,
-                InitArg::Glorot => Init::Glorot,
-            }),
-            init: self.init.clone(),
-            seed: self.seed,
-            no_shuffle: self.no_shuffle,
-            normalize: self.normalize,
-            shift: self.shift,
-            flip: self.flip,
-            resize: self.resize,
-            early_stop: self.early_stop.map(|m| match m {
-                MonitorArg::ValLoss => Monitor::ValLoss,
-                MonitorArg::ValAccuracy => Monitor::ValAccuracy,
-            }),
-            patience: self.patience,
-            min_delta: self.min_delta,
-            restore_best: self.restore_best,
-            ..RunOptions::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<const SWEEP: bool>(args: &[&str]) -> Result<RunOptions, clap::Error> {
+        let cmd = RunFlags::<SWEEP>::augment_args(Command::new("t"));
+        let m = cmd.try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))?;
+        Ok(RunFlags::<SWEEP>::from_arg_matches(&m)?.given)
+    }
+
+    #[test]
+    fn every_option_with_a_flag_is_a_flag_and_reads_as_set_does() {
+        let o = parse::<false>(&[
+            "--lr",
+            "0.05",
+            "--optimizer",
+            "adamw",
+            "--normalize",
+            "--data",
+            "d",
+        ])
+        .unwrap();
+        let mut want = RunOptions::default();
+        for (name, text) in [
+            ("lr", "0.05"),
+            ("optimizer", "adamw"),
+            ("normalize", "true"),
+            ("data", "d"),
+        ] {
+            want.set(name, text).unwrap();
         }
+        assert_eq!(o, want);
+        let cmd = RunFlags::<false>::augment_args(Command::new("t"));
+        let flags: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        let want: Vec<&str> = OPTIONS
+            .iter()
+            .map(|s| s.flag)
+            .filter(|f| !f.is_empty())
+            .collect();
+        assert_eq!(flags, want);
+    }
+
+    #[test]
+    fn sweep_flags_leave_out_its_lists_and_bad_values_are_clap_errors() {
+        let err = parse::<true>(&["--lr", "0.1"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownArgument);
+        let err = parse::<false>(&["--batch-size", "two"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains("expected a whole number, got `two`"),
+            "{err}"
+        );
+        let err = parse::<false>(&["--schedule", "cosin"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        // Ranges are the library's to check, with the config file's values merged in.
+        assert_eq!(parse::<false>(&["--lr", "-1"]).unwrap().lr, Some(-1.0));
     }
 }

@@ -1,9 +1,12 @@
-//! [`RunConfig`]: everything that defines a training run, with every default in one place
-//! ([`RunConfig::default`]). It is what a run folder's `run.json` stores, and what
-//! `cnn train` and `cnn sweep` turn their options into.
+//! What the run options mean together: [`RunConfig::with`] and [`RunOptions::set`] (an option
+//! from text), the range and applies-to checks ([`RunConfig::validate`],
+//! [`RunOptions::check`]), the rules between options, and what a resume may change
+//! ([`RunConfig::resumed`]). The options themselves, with their defaults, ranges and resume
+//! rules, are the table of [`super::options`].
 //!
 //! **What may change on resume** ([`RunConfig::resumed`]). A resumed run continues the
-//! stored one bit for bit, so only what cannot break that may be given again:
+//! stored one bit for bit, so only what cannot break that may be given again (the options
+//! marked [`Resume::MayChange`]):
 //! - the learning rate (from the next step on; `metrics.csv` shows each epoch's rate);
 //! - the number of epochs to reach (at least the epochs already begun);
 //! - the training data's path, when the data at the new path has the checkpoint's SHA-256;
@@ -13,314 +16,60 @@
 //! value that differs from the stored one (the batch size, optimiser, seed, the network
 //! config...) is refused with [`Error::Usage`], saying why; giving the stored value is fine.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::early_stop::{EarlyStop, Monitor};
+use crate::early_stop::EarlyStop;
 use crate::error::{Error, Result};
-use crate::init::Init;
+use crate::names::named_enum;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::schedule::Schedule;
+use crate::text::did_you_mean;
 
-/// Which learning-rate schedule a run uses (see [`crate::schedule`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleChoice {
-    /// The base rate throughout.
-    #[default]
-    Constant,
-    /// The rate times `gamma` every `step_size` epochs.
-    Step,
-    /// A half cosine from the base rate to `min_lr`.
-    Cosine,
-}
+use super::options::{find, OPTIONS};
+use super::table::{Applies, Resume, Spec};
+use super::{RunConfig, RunOptions};
 
-impl ScheduleChoice {
-    /// The name `run.json` and the command line use.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScheduleChoice::Constant => "constant",
-            ScheduleChoice::Step => "step",
-            ScheduleChoice::Cosine => "cosine",
-        }
+named_enum! {
+    /// Which learning-rate schedule a run uses (see [`crate::schedule`]).
+    pub enum ScheduleChoice {
+        /// The base rate throughout.
+        Constant = "constant",
+        /// The rate times --gamma every --step-size epochs.
+        Step = "step",
+        /// A half cosine from the base rate down to --min-lr.
+        Cosine = "cosine",
     }
+    default Constant
 }
 
-/// Which optimiser a run uses. Stored as `sgd`, `momentum`, `nesterov` or `adam` (run
-/// folders written before `cnn::run` say `Sgd`, `Momentum`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerChoice {
-    /// Plain gradient descent, w <- w - lr g (the reports').
-    #[default]
-    #[serde(alias = "Sgd")]
-    Sgd,
-    /// SGD with momentum: v <- mu v + g, w <- w - lr v.
-    #[serde(alias = "Momentum")]
-    Momentum,
-    /// SGD with Nesterov momentum: w <- w - lr (g + mu v).
-    #[serde(alias = "Nesterov")]
-    Nesterov,
-    /// Adam with betas 0.9, 0.999 and eps 1e-8.
-    #[serde(alias = "Adam")]
-    Adam,
-    /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr wd) (PyTorch's `AdamW`).
-    #[serde(rename = "adamw")]
-    AdamW,
-}
-
-impl OptimizerChoice {
-    /// The name `run.json` and the command line use.
-    pub fn name(self) -> &'static str {
-        match self {
-            OptimizerChoice::Sgd => "sgd",
-            OptimizerChoice::Momentum => "momentum",
-            OptimizerChoice::Nesterov => "nesterov",
-            OptimizerChoice::Adam => "adam",
-            OptimizerChoice::AdamW => "adamw",
-        }
+named_enum! {
+    /// Which optimiser a run uses ([`crate::optim`]). Run folders written before `cnn::run`
+    /// say `Sgd`, `Momentum`, ...
+    pub enum OptimizerChoice {
+        /// Plain gradient descent, w <- w - lr g (the reports').
+        Sgd = "sgd",
+        /// SGD with momentum (--momentum): v <- mu v + g, w <- w - lr v.
+        Momentum = "momentum",
+        /// SGD with Nesterov momentum (--momentum): w <- w - lr (g + mu v).
+        Nesterov = "nesterov",
+        /// Adam (betas 0.9, 0.999, eps 1e-8).
+        Adam = "adam",
+        /// AdamW: Adam with decoupled weight decay, w <- w (1 - lr wd) (--weight-decay), as
+        /// PyTorch's AdamW.
+        AdamW = "adamw",
     }
+    default Sgd
 }
 
-/// The name of an initialisation scheme, as `run.json` and the command line spell it.
-pub fn init_name(init: Init) -> &'static str {
-    match init {
-        Init::Normal => "normal",
-        Init::He => "he",
-        Init::Glorot => "glorot",
-    }
-}
-
-/// Everything that defines a training run. Serialised, it is the run folder's `run.json`.
-///
-/// Reading accepts the `run.json` of run folders written before this type existed: their
-/// extra keys (`threads`, `out`, `monitor`, ...) are ignored, a null `epochs` means the
-/// default, and missing keys take their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunConfig {
-    /// The network config file (report 1's format). A resumed run uses the checkpoint's copy
-    /// of its text, not the file.
-    pub config: PathBuf,
-    /// Training data: an IDX folder or file, a folder with labels.txt, or a folder per class.
-    /// `None`: the built-in Fashion-MNIST demo set.
-    pub data: Option<PathBuf>,
-    /// Test data, evaluated after each epoch. `None`: the t10k split of an IDX folder (or of
-    /// the demo set) when there is one.
-    pub test_data: Option<PathBuf>,
-    /// Hold out this share (strictly between 0 and 1) of the training data, stratified, as
-    /// the test set instead.
-    pub val_split: Option<f64>,
-    /// Passes over the training data to reach. Default 10 (report 1's).
-    #[serde(deserialize_with = "epochs_or_default")]
-    pub epochs: usize,
-    /// Learning rate. Default 0.01.
-    pub lr: f32,
-    /// Images per gradient step. Default 32 (report 2's).
-    pub batch_size: usize,
-    /// Default plain SGD.
-    pub optimizer: OptimizerChoice,
-    /// Momentum factor mu for the momentum and Nesterov optimisers. Default 0.9.
-    pub momentum: f32,
-    /// L2 weight decay, added to the gradient (PyTorch's convention). Default 0.
-    pub weight_decay: f32,
-    /// Label smoothing eps in [0, 1): the loss's target is (1 - eps) one-hot + eps / K, as
-    /// PyTorch's `CrossEntropyLoss(label_smoothing=eps)`. Default 0 (plain cross-entropy).
-    pub label_smoothing: f32,
-    /// The learning-rate schedule. Default constant.
-    pub schedule: ScheduleChoice,
-    /// For the step schedule: epochs between two multiplications by `gamma`. Default 10.
-    pub step_size: usize,
-    /// For the step schedule: the factor. Default 0.1.
-    pub gamma: f32,
-    /// For the cosine schedule: the rate it ends at. Default 0.
-    pub min_lr: f32,
-    /// Epochs of linear warm-up before the schedule. Default 0.
-    pub warmup: usize,
-    /// Weight initialisation. Default N(0, 1/fan_in).
-    pub init_scheme: Init,
-    /// Start from the weights of this model file (or checkpoint) instead.
-    pub init: Option<PathBuf>,
-    /// The seed of every random stream: initialisation, shuffling, the validation split.
-    pub seed: u64,
-    /// Keep the data in file order every epoch.
-    pub no_shuffle: bool,
-    /// Normalise each input channel by the training data's mean and standard deviation.
-    pub normalize: bool,
-    /// Resize images whose size differs from the config's input instead of refusing them.
-    pub resize: bool,
-    /// Shift each training image by up to this many pixels along each axis, at random, with
-    /// zero fill ([`crate::augment`]). Default 0.
-    pub shift: usize,
-    /// Flip half the training images left to right, at random. Default off.
-    pub flip: bool,
-    /// Stop when this figure of the validation split (`val_split`, required) has not
-    /// improved for `patience` epochs ([`crate::early_stop`]). Default off.
-    pub early_stop: Option<Monitor>,
-    /// Epochs without improvement before early stopping stops. Default 5 (Keras's is 0,
-    /// which stops at the first epoch that does not improve; noisy figures need more).
-    pub patience: usize,
-    /// The least change of the watched figure that counts as an improvement. Default 0.
-    pub min_delta: f64,
-    /// A run that stops early ends with its best epoch's weights (kept in the run folder's
-    /// `best.safetensors`), as Keras's `restore_best_weights=True`. Default off, as Keras.
-    pub restore_best: bool,
-}
-
-impl Default for RunConfig {
-    /// The defaults of every option: the one place they are written.
-    fn default() -> RunConfig {
-        RunConfig {
-            config: PathBuf::new(),
-            data: None,
-            test_data: None,
-            val_split: None,
-            epochs: 10,
-            lr: 0.01,
-            batch_size: 32,
-            optimizer: OptimizerChoice::Sgd,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            label_smoothing: 0.0,
-            schedule: ScheduleChoice::Constant,
-            step_size: 10,
-            gamma: 0.1,
-            min_lr: 0.0,
-            warmup: 0,
-            init_scheme: Init::Normal,
-            init: None,
-            seed: 0,
-            no_shuffle: false,
-            normalize: false,
-            shift: 0,
-            flip: false,
-            resize: false,
-            early_stop: None,
-            patience: 5,
-            min_delta: 0.0,
-            restore_best: false,
-        }
-    }
-}
-
-/// A null `epochs` (written by runs that were not given `--epochs`) is the default.
-fn epochs_or_default<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
-    Ok(Option::<usize>::deserialize(d)?.unwrap_or(RunConfig::default().epochs))
-}
-
-/// The options given for a run (on the command line): each `None` (or `false` for the
-/// switches) when not given. A new run takes the defaults for the rest
-/// ([`RunConfig::with`]); a resumed run keeps its stored values ([`RunConfig::resumed`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunOptions {
-    pub config: Option<PathBuf>,
-    pub data: Option<PathBuf>,
-    pub test_data: Option<PathBuf>,
-    pub val_split: Option<f64>,
-    pub epochs: Option<usize>,
-    pub lr: Option<f32>,
-    pub batch_size: Option<usize>,
-    pub optimizer: Option<OptimizerChoice>,
-    pub momentum: Option<f32>,
-    pub weight_decay: Option<f32>,
-    pub label_smoothing: Option<f32>,
-    pub schedule: Option<ScheduleChoice>,
-    pub step_size: Option<usize>,
-    pub gamma: Option<f32>,
-    pub min_lr: Option<f32>,
-    pub warmup: Option<usize>,
-    pub init_scheme: Option<Init>,
-    pub init: Option<PathBuf>,
-    pub seed: Option<u64>,
-    pub no_shuffle: bool,
-    pub normalize: bool,
-    pub resize: bool,
-    pub shift: Option<usize>,
-    pub flip: bool,
-    pub early_stop: Option<Monitor>,
-    pub patience: Option<usize>,
-    pub min_delta: Option<f64>,
-    pub restore_best: bool,
-}
-
-impl RunOptions {
-    /// Refuses schedule options given without the schedule they belong to, which would
-    /// otherwise be silently ignored.
-    ///
-    /// # Errors
-    /// [`Error::Usage`] naming the option and the schedule it needs.
-    pub fn check(&self) -> Result<()> {
-        let schedule = self.schedule.unwrap_or_default();
-        let needs = |given: bool, flag: &str, kind: ScheduleChoice| {
-            if given && schedule != kind {
-                Err(Error::Usage(format!(
-                    "{flag} applies to --schedule {}; add it, or leave {flag} out",
-                    kind.name()
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        needs(
-            self.step_size.is_some(),
-            "--step-size",
-            ScheduleChoice::Step,
-        )?;
-        needs(self.gamma.is_some(), "--gamma", ScheduleChoice::Step)?;
-        needs(self.min_lr.is_some(), "--min-lr", ScheduleChoice::Cosine)?;
-        for (given, flag) in [
-            (self.patience.is_some(), "--patience"),
-            (self.min_delta.is_some(), "--min-delta"),
-            (self.restore_best, "--restore-best"),
-        ] {
-            if given && self.early_stop.is_none() {
-                return Err(Error::Usage(format!(
-                    "{flag} applies to early stopping; add --early-stop val_loss (or \
-                     val_accuracy), or leave {flag} out"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// `self`'s options, with `base`'s where `self` has none: the command line's flags
-    /// (`self`) over a config file's `Train` and `Augment` lines (`base`). A switch is on
-    /// when either turns it on.
-    pub fn over(&self, base: &RunOptions) -> RunOptions {
-        let (a, b) = (self.clone(), base.clone());
-        RunOptions {
-            config: a.config.or(b.config),
-            data: a.data.or(b.data),
-            test_data: a.test_data.or(b.test_data),
-            val_split: a.val_split.or(b.val_split),
-            epochs: a.epochs.or(b.epochs),
-            lr: a.lr.or(b.lr),
-            batch_size: a.batch_size.or(b.batch_size),
-            optimizer: a.optimizer.or(b.optimizer),
-            momentum: a.momentum.or(b.momentum),
-            weight_decay: a.weight_decay.or(b.weight_decay),
-            label_smoothing: a.label_smoothing.or(b.label_smoothing),
-            schedule: a.schedule.or(b.schedule),
-            step_size: a.step_size.or(b.step_size),
-            gamma: a.gamma.or(b.gamma),
-            min_lr: a.min_lr.or(b.min_lr),
-            warmup: a.warmup.or(b.warmup),
-            init_scheme: a.init_scheme.or(b.init_scheme),
-            init: a.init.or(b.init),
-            seed: a.seed.or(b.seed),
-            no_shuffle: a.no_shuffle || b.no_shuffle,
-            normalize: a.normalize || b.normalize,
-            resize: a.resize || b.resize,
-            shift: a.shift.or(b.shift),
-            flip: a.flip || b.flip,
-            early_stop: a.early_stop.or(b.early_stop),
-            patience: a.patience.or(b.patience),
-            min_delta: a.min_delta.or(b.min_delta),
-            restore_best: a.restore_best || b.restore_best,
-        }
-    }
+/// An option whose value does not go with the others': which, and why, in a flag's words
+/// (`flag`, the whole message) and in a config line's (`line`, what follows `key=value`).
+#[derive(Debug, Clone)]
+pub(crate) struct Misfit {
+    pub option: &'static Spec,
+    pub flag: String,
+    pub line: String,
 }
 
 /// An option that a resumed run changed: `name` went `from` -> `to`.
@@ -337,136 +86,171 @@ impl fmt::Display for Change {
     }
 }
 
-/// A data path for a [`Change`], or what `None` stands for.
-fn path_text(p: &Option<PathBuf>, none: &str) -> String {
-    p.as_ref().map_or(none.into(), |p| p.display().to_string())
+impl RunOptions {
+    /// Sets the option called `name` (its [`RunConfig`] field's name, as `run.json` spells it)
+    /// from `text`, as a flag or a config line would: `set("lr", "0.05")`,
+    /// `set("optimizer", "adam")`, `set("normalize", "true")`. The value's range is checked
+    /// with the others' ([`RunConfig::validate`]).
+    ///
+    /// # Errors
+    /// An unknown name (with a "did you mean"), or a text that is not a value of the option's
+    /// type, saying what was expected.
+    pub fn set(&mut self, name: &str, text: &str) -> std::result::Result<(), String> {
+        self.set_os(name, OsStr::new(text))
+    }
+
+    /// [`RunOptions::set`] from the command line, whose paths need not be UTF-8.
+    pub fn set_os(&mut self, name: &str, text: &OsStr) -> std::result::Result<(), String> {
+        let Some(spec) = find(name) else {
+            let names: Vec<&str> = OPTIONS.iter().map(|s| s.name).collect();
+            return Err(format!(
+                "unknown option `{name}`{}",
+                did_you_mean(name, &names)
+            ));
+        };
+        (spec.field.set)(self, text)
+    }
+
+    /// The first option given without the option it belongs to (`--gamma` without
+    /// `--schedule step`), which would otherwise be silently ignored.
+    pub(crate) fn misplaced(&self) -> Option<Misfit> {
+        let schedule = self.schedule.unwrap_or_default();
+        OPTIONS.iter().find_map(|spec| {
+            (spec.field.given)(self)?;
+            let flag = spec.flag;
+            let (flag, line) = match spec.applies {
+                Applies::Always => return None,
+                Applies::Schedule(s) if s == schedule => return None,
+                Applies::EarlyStop if self.early_stop.is_some() => return None,
+                Applies::Schedule(s) => (
+                    format!("--{flag} applies to --schedule {s}; add it, or leave --{flag} out"),
+                    format!(
+                        "applies to `schedule={s}`; add it, or leave `{}` out",
+                        spec.key.map_or(spec.name, |k| k.name)
+                    ),
+                ),
+                Applies::EarlyStop => (
+                    format!(
+                        "--{flag} applies to early stopping; add --early-stop val_loss (or \
+                         val_accuracy), or leave --{flag} out"
+                    ),
+                    "applies to early stopping; add `early_stop=val_loss` (or val_accuracy)"
+                        .to_string(),
+                ),
+            };
+            Some(Misfit {
+                option: spec,
+                flag,
+                line,
+            })
+        })
+    }
+
+    /// Refuses options given without the option they belong to (`--gamma` without
+    /// `--schedule step`, `--patience` without `--early-stop`).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the option and what it needs.
+    pub fn check(&self) -> Result<()> {
+        match self.misplaced() {
+            Some(m) => Err(Error::Usage(m.flag)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl RunConfig {
     /// `self` with every option that `given` holds put in.
     pub fn with(mut self, given: &RunOptions) -> RunConfig {
-        let g = given.clone();
-        self.config = g.config.unwrap_or(self.config);
-        self.data = g.data.or(self.data);
-        self.test_data = g.test_data.or(self.test_data);
-        self.val_split = g.val_split.or(self.val_split);
-        self.epochs = g.epochs.unwrap_or(self.epochs);
-        self.lr = g.lr.unwrap_or(self.lr);
-        self.batch_size = g.batch_size.unwrap_or(self.batch_size);
-        self.optimizer = g.optimizer.unwrap_or(self.optimizer);
-        self.momentum = g.momentum.unwrap_or(self.momentum);
-        self.weight_decay = g.weight_decay.unwrap_or(self.weight_decay);
-        self.label_smoothing = g.label_smoothing.unwrap_or(self.label_smoothing);
-        self.schedule = g.schedule.unwrap_or(self.schedule);
-        self.step_size = g.step_size.unwrap_or(self.step_size);
-        self.gamma = g.gamma.unwrap_or(self.gamma);
-        self.min_lr = g.min_lr.unwrap_or(self.min_lr);
-        self.warmup = g.warmup.unwrap_or(self.warmup);
-        self.init_scheme = g.init_scheme.unwrap_or(self.init_scheme);
-        self.init = g.init.or(self.init);
-        self.seed = g.seed.unwrap_or(self.seed);
-        self.no_shuffle |= g.no_shuffle;
-        self.normalize |= g.normalize;
-        self.shift = g.shift.unwrap_or(self.shift);
-        self.flip |= g.flip;
-        self.resize |= g.resize;
-        self.early_stop = g.early_stop.or(self.early_stop);
-        self.patience = g.patience.unwrap_or(self.patience);
-        self.min_delta = g.min_delta.unwrap_or(self.min_delta);
-        self.restore_best |= g.restore_best;
+        for spec in OPTIONS {
+            (spec.field.take)(&mut self, given);
+        }
         self
     }
 
-    /// Checks every number, so that a bad option is refused before anything is written.
+    /// Checks every option's range ([`super::table::Range`]), then the rules between
+    /// options, so that a bad option is refused before anything is written.
     ///
     /// # Errors
     /// [`Error::Usage`] naming the option, the value and what it must be.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Usage(msg));
+        self.check_ranges()?;
+        match self.misfit() {
+            Some(m) => Err(Error::Usage(m.flag)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every option's value in its range, in the table's order.
+    pub(crate) fn check_ranges(&self) -> Result<()> {
+        for spec in OPTIONS {
+            // `epochs` 0 is the rule of `misfit`'s (allowed with `init`).
+            if spec.name == "epochs" && self.epochs == 0 {
+                continue;
+            }
+            if let Some(x) = (spec.field.number)(self) {
+                if !spec.range.holds(x) {
+                    let msg = spec.range.flag_error(spec.flag, &spec.show(self), x);
+                    return Err(Error::Usage(msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first rule between options that `self` breaks, blamed on one of them.
+    pub(crate) fn misfit(&self) -> Option<Misfit> {
+        let misfit = |name: &str, flag: String, line: String| {
+            let option = find(name).expect("an option of the table");
+            Some(Misfit { option, flag, line })
+        };
         if self.epochs == 0 && self.init.is_none() {
-            return bad(
-                "--epochs must be at least 1 (0 is allowed with --init, to save the \
-                        given weights as the run's model)"
+            return misfit(
+                "epochs",
+                "--epochs must be at least 1 (0 is allowed with --init, to save the given \
+                 weights as the run's model)"
+                    .into(),
+                "must be at least 1 (0 is allowed with --init, to save the given weights as \
+                 the run's model)"
                     .into(),
             );
         }
-        if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr must be positive, got {}", self.lr));
-        }
-        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            return bad(format!(
-                "--momentum must be at least 0 and below 1, got {}",
-                self.momentum
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "--weight-decay must be 0 or positive, got {}",
-                self.weight_decay
-            ));
-        }
-        if !(self.label_smoothing.is_finite() && (0.0..1.0).contains(&self.label_smoothing)) {
-            return bad(format!(
-                "--label-smoothing must be at least 0 and below 1, got {}",
-                self.label_smoothing
-            ));
-        }
-        if self.shift > 1000 {
-            return bad(format!(
-                "--shift must be at most 1000 pixels, got {}",
-                self.shift
-            ));
-        }
-        if self.step_size == 0 {
-            return bad("--step-size must be at least 1".into());
-        }
-        if !(self.gamma.is_finite() && self.gamma > 0.0 && self.gamma <= 1.0) {
-            return bad(format!(
-                "--gamma must be above 0 and at most 1, got {}",
-                self.gamma
-            ));
-        }
-        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
-            return bad(format!(
-                "--min-lr must be from 0 to --lr ({}), got {}",
-                self.lr, self.min_lr
-            ));
+        if self.min_lr > self.lr {
+            return misfit(
+                "min_lr",
+                format!(
+                    "--min-lr must be from 0 to --lr ({}), got {}",
+                    self.lr, self.min_lr
+                ),
+                format!("must be at most the run's learning rate ({})", self.lr),
+            );
         }
         if self.warmup > 0 && self.warmup >= self.epochs {
-            return bad(format!(
-                "--warmup must be fewer epochs than --epochs ({}), got {}",
-                self.epochs, self.warmup
-            ));
+            return misfit(
+                "warmup",
+                format!(
+                    "--warmup must be fewer epochs than --epochs ({}), got {}",
+                    self.epochs, self.warmup
+                ),
+                format!(
+                    "must be fewer epochs than the run's {} (warm-up comes before the schedule)",
+                    self.epochs
+                ),
+            );
         }
-        if let Some(f) = self.val_split {
-            if !(f > 0.0 && f < 1.0) {
-                return bad(format!(
-                    "--val-split must be strictly between 0 and 1, got {f}"
-                ));
-            }
+        if let (Some(monitor), None) = (self.early_stop, self.val_split) {
+            return misfit(
+                "early_stop",
+                format!(
+                    "--early-stop {monitor} watches a validation split, and this run has none: \
+                     add --val-split 0.1 (early stopping never looks at the test set)"
+                ),
+                "watches a validation split, and this run has none: add `val_split=0.1` (early \
+                 stopping never looks at the test set)"
+                    .into(),
+            );
         }
-        if let Some(monitor) = self.early_stop {
-            if self.val_split.is_none() {
-                return bad(format!(
-                    "--early-stop {} watches a validation split, and this run has none: add \
-                     --val-split 0.1 (early stopping never looks at the test set)",
-                    monitor.name()
-                ));
-            }
-        }
-        if self.patience == 0 {
-            return bad("--patience must be at least 1".into());
-        }
-        if !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
-            return bad(format!(
-                "--min-delta must be 0 or positive, got {}",
-                self.min_delta
-            ));
-        }
-        Ok(())
+        None
     }
 
     /// The early-stopping rule this config asks for, if any.
@@ -516,182 +300,35 @@ impl RunConfig {
     /// # Errors
     /// [`Error::Usage`] for an option that may not change, naming it, both values and why.
     pub fn resumed(&self, dir: &Path, given: &RunOptions) -> Result<(RunConfig, Vec<Change>)> {
-        let restart = format!(
-            "start a new run instead (--init {} starts one from this run's weights)",
-            dir.join("checkpoint.safetensors").display()
-        );
-        let exact = "a resumed run keeps it, so that it continues the stopped run exactly";
-        fn differs<T: PartialEq + fmt::Display>(
-            flag: &str,
-            given: Option<T>,
-            stored: T,
-            why: &str,
-            restart: &str,
-        ) -> Result<()> {
-            match given {
-                Some(g) if g != stored => Err(Error::Usage(format!(
-                    "cannot resume with {flag} {g}: the run has {stored}, and {why}; {restart}"
-                ))),
-                _ => Ok(()),
+        for spec in OPTIONS {
+            let why = match spec.resume {
+                Resume::Keep => {
+                    "a resumed run keeps it, so that it continues the stopped run exactly"
+                }
+                Resume::Started => "the run's weights were initialised when it started",
+                Resume::MayChange | Resume::Checkpoint => continue,
+            };
+            if (spec.field.take)(&mut self.clone(), given) {
+                return Err(Error::Usage(format!(
+                    "cannot resume with --{} {}: the run has {}, and {why}; start a new run \
+                     instead (--init {} starts one from this run's weights)",
+                    spec.flag,
+                    (spec.field.given)(given).unwrap_or_default(),
+                    spec.show(self),
+                    dir.join("checkpoint.safetensors").display()
+                )));
             }
         }
-        let on = |b: bool| if b { Some("on") } else { None };
-        let onoff = |b: bool| if b { "on" } else { "off" };
-        differs(
-            "--batch-size",
-            given.batch_size,
-            self.batch_size,
-            exact,
-            &restart,
-        )?;
-        differs("--seed", given.seed, self.seed, exact, &restart)?;
-        differs(
-            "--optimizer",
-            given.optimizer.map(OptimizerChoice::name),
-            self.optimizer.name(),
-            exact,
-            &restart,
-        )?;
-        differs("--momentum", given.momentum, self.momentum, exact, &restart)?;
-        differs(
-            "--weight-decay",
-            given.weight_decay,
-            self.weight_decay,
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--label-smoothing",
-            given.label_smoothing,
-            self.label_smoothing,
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--schedule",
-            given.schedule.map(ScheduleChoice::name),
-            self.schedule.name(),
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--step-size",
-            given.step_size,
-            self.step_size,
-            exact,
-            &restart,
-        )?;
-        differs("--gamma", given.gamma, self.gamma, exact, &restart)?;
-        differs("--min-lr", given.min_lr, self.min_lr, exact, &restart)?;
-        differs("--warmup", given.warmup, self.warmup, exact, &restart)?;
-        differs(
-            "--no-shuffle",
-            on(given.no_shuffle),
-            onoff(self.no_shuffle),
-            exact,
-            &restart,
-        )?;
-        differs("--shift", given.shift, self.shift, exact, &restart)?;
-        differs("--flip", on(given.flip), onoff(self.flip), exact, &restart)?;
-        differs(
-            "--normalize",
-            on(given.normalize),
-            onoff(self.normalize),
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--resize",
-            on(given.resize),
-            onoff(self.resize),
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--val-split",
-            given.val_split.map(|f| f.to_string()),
-            self.val_split.map_or("none".into(), |f| f.to_string()),
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--early-stop",
-            given.early_stop.map(Monitor::name),
-            self.early_stop.map_or("none", Monitor::name),
-            exact,
-            &restart,
-        )?;
-        differs("--patience", given.patience, self.patience, exact, &restart)?;
-        differs(
-            "--min-delta",
-            given.min_delta,
-            self.min_delta,
-            exact,
-            &restart,
-        )?;
-        differs(
-            "--restore-best",
-            on(given.restore_best),
-            onoff(self.restore_best),
-            exact,
-            &restart,
-        )?;
-        let started = "the run's weights were initialised when it started";
-        differs(
-            "--init-scheme",
-            given.init_scheme.map(init_name),
-            init_name(self.init_scheme),
-            started,
-            &restart,
-        )?;
-        differs(
-            "--init",
-            given.init.as_ref().map(|p| p.display().to_string()),
-            self.init
-                .as_ref()
-                .map_or("none".into(), |p| p.display().to_string()),
-            started,
-            &restart,
-        )?;
-
         let mut next = self.clone();
         let mut changes = Vec::new();
-        if let Some(e) = given.epochs {
-            if e != self.epochs {
+        for spec in OPTIONS.iter().filter(|s| s.resume == Resume::MayChange) {
+            let from = spec.show(&next);
+            if (spec.field.take)(&mut next, given) {
                 changes.push(Change {
-                    name: "epochs",
-                    from: self.epochs.to_string(),
-                    to: e.to_string(),
+                    name: spec.name,
+                    from,
+                    to: spec.show(&next),
                 });
-                next.epochs = e;
-            }
-        }
-        if let Some(lr) = given.lr {
-            if lr != self.lr {
-                changes.push(Change {
-                    name: "lr",
-                    from: self.lr.to_string(),
-                    to: lr.to_string(),
-                });
-                next.lr = lr;
-            }
-        }
-        for (name, given, stored, none) in [
-            ("data", &given.data, &mut next.data, "the built-in demo set"),
-            (
-                "test data",
-                &given.test_data,
-                &mut next.test_data,
-                "none given",
-            ),
-        ] {
-            if given.is_some() && given != stored {
-                changes.push(Change {
-                    name,
-                    from: path_text(stored, none),
-                    to: path_text(given, none),
-                });
-                stored.clone_from(given);
             }
         }
         next.validate()?;
@@ -701,7 +338,10 @@ impl RunConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::init::Init;
 
     #[test]
     fn a_run_json_written_before_run_config_reads_with_its_values() {
@@ -786,5 +426,212 @@ mod tests {
             ..RunConfig::default()
         };
         assert!(with_init.validate().is_ok());
+    }
+
+    #[test]
+    fn set_reads_an_option_by_its_name_from_text() {
+        let mut o = RunOptions::default();
+        o.set("lr", "0.05").unwrap();
+        o.set("optimizer", "adamw").unwrap();
+        o.set("normalize", "true").unwrap();
+        o.set("data", "mnist").unwrap();
+        o.set("early_stop", "val_loss").unwrap();
+        let want = RunOptions {
+            lr: Some(0.05),
+            optimizer: Some(OptimizerChoice::AdamW),
+            normalize: Some(true),
+            data: Some(PathBuf::from("mnist")),
+            early_stop: Some(crate::early_stop::Monitor::ValLoss),
+            ..RunOptions::default()
+        };
+        assert_eq!(o, want);
+        assert_eq!(
+            o.set("learning_rate", "1").unwrap_err(),
+            "unknown option `learning_rate`"
+        );
+        assert_eq!(
+            o.set("bach_size", "1").unwrap_err(),
+            "unknown option `bach_size`; did you mean `batch_size`?"
+        );
+        assert_eq!(
+            o.set("batch_size", "many").unwrap_err(),
+            "expected a whole number, got `many`"
+        );
+        assert_eq!(
+            o.set("schedule", "cosin").unwrap_err(),
+            "expected one of constant, step, cosine, got `cosin`; did you mean `cosine`?"
+        );
+        // Every option reads back what it shows.
+        let c = RunConfig::default();
+        for spec in OPTIONS {
+            if let Some(text) = (spec.field.show)(&c) {
+                let mut o = RunOptions::default();
+                let text = if text == "off" { "false".into() } else { text };
+                o.set(spec.name, &text).unwrap();
+                assert!(!(spec.field.take)(&mut c.clone(), &o), "{}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn validate_says_each_range_in_a_flags_words() {
+        let bad = |given: &[(&str, &str)]| {
+            let mut o = RunOptions::default();
+            for (name, text) in given {
+                o.set(name, text).unwrap();
+            }
+            RunConfig::default()
+                .with(&o)
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad(&[("momentum", "1")]),
+            "--momentum must be at least 0 and below 1, got 1"
+        );
+        assert_eq!(
+            bad(&[("gamma", "0")]),
+            "--gamma must be above 0 and at most 1, got 0"
+        );
+        assert_eq!(
+            bad(&[("val_split", "1")]),
+            "--val-split must be strictly between 0 and 1, got 1"
+        );
+        assert_eq!(
+            bad(&[("weight_decay", "-0.5")]),
+            "--weight-decay must be 0 or positive, got -0.5"
+        );
+        assert_eq!(bad(&[("lr", "inf")]), "--lr must be positive, got inf");
+        assert_eq!(bad(&[("patience", "0")]), "--patience must be at least 1");
+        assert_eq!(
+            bad(&[("shift", "2000")]),
+            "--shift must be at most 1,000, got 2000"
+        );
+        assert_eq!(
+            bad(&[("min_lr", "0.5")]),
+            "--min-lr must be from 0 to --lr (0.01), got 0.5"
+        );
+        assert_eq!(
+            bad(&[("epochs", "3"), ("warmup", "3")]),
+            "--warmup must be fewer epochs than --epochs (3), got 3"
+        );
+        assert!(bad(&[("early_stop", "val_accuracy")])
+            .starts_with("--early-stop val_accuracy watches a validation split"));
+    }
+
+    #[test]
+    fn check_refuses_an_option_without_the_one_it_applies_to() {
+        let check = |given: &[(&str, &str)]| {
+            let mut o = RunOptions::default();
+            for (name, text) in given {
+                o.set(name, text).unwrap();
+            }
+            o.check().map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check(&[("gamma", "0.5")]).unwrap_err(),
+            "--gamma applies to --schedule step; add it, or leave --gamma out"
+        );
+        assert!(check(&[("gamma", "0.5"), ("schedule", "step")]).is_ok());
+        assert_eq!(
+            check(&[("min_lr", "0.001"), ("schedule", "step")]).unwrap_err(),
+            "--min-lr applies to --schedule cosine; add it, or leave --min-lr out"
+        );
+        assert!(check(&[("restore_best", "true")])
+            .unwrap_err()
+            .starts_with("--restore-best applies to early stopping; add --early-stop"));
+        assert!(check(&[("patience", "2"), ("early_stop", "val_loss")]).is_ok());
+    }
+
+    #[test]
+    fn resuming_refuses_what_the_table_keeps_saying_both_values_and_why() {
+        let stored = RunConfig::default();
+        let refused = |name: &str, text: &str| {
+            let mut o = RunOptions::default();
+            o.set(name, text).unwrap();
+            stored
+                .resumed(Path::new("run"), &o)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused("flip", "true");
+        assert!(
+            err.starts_with(
+                "cannot resume with --flip on: the run has off, and a resumed run \
+                             keeps it"
+            ),
+            "{err}"
+        );
+        let err = refused("init_scheme", "he");
+        assert!(
+            err.starts_with(
+                "cannot resume with --init-scheme he: the run has normal, and the run's \
+                 weights were initialised when it started; start a new run instead (--init \
+                 run/checkpoint.safetensors"
+            ),
+            "{err}"
+        );
+        assert!(refused("val_split", "0.1")
+            .starts_with("cannot resume with --val-split 0.1: the run has none"));
+        // The data's path may change; its contents are checked against the checkpoint.
+        let mut o = RunOptions::default();
+        o.set("data", "elsewhere").unwrap();
+        o.set("test_data", "t").unwrap();
+        let (next, changes) = stored.resumed(Path::new("run"), &o).unwrap();
+        assert_eq!(next.data, Some(PathBuf::from("elsewhere")));
+        let text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "data the built-in demo set -> elsewhere",
+                "test_data the t10k split, if any -> t"
+            ]
+        );
+    }
+
+    #[test]
+    fn clip_grad_norm_is_kept_on_resume_and_left_out_of_run_json_when_off() {
+        let stored = RunConfig::default();
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(!json.contains("clip_grad_norm"), "{json}");
+        let clipped = RunConfig {
+            clip_grad_norm: Some(0.5),
+            ..RunConfig::default()
+        };
+        let json = serde_json::to_string(&clipped).unwrap();
+        assert!(json.ends_with(r#","clip_grad_norm":0.5}"#), "{json}");
+        assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap(), clipped);
+        assert_eq!(
+            RunConfig::default()
+                .with(&RunOptions::default())
+                .optimizer()
+                .clip_grad_norm,
+            None
+        );
+        let mut o = RunOptions::default();
+        o.set("clip_grad_norm", "2").unwrap();
+        let err = stored
+            .resumed(Path::new("run"), &o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "cannot resume with --clip-grad-norm 2: the run has off, and a resumed run \
+                 keeps it"
+            ),
+            "{err}"
+        );
+        o.clip_grad_norm = Some(0.5);
+        assert!(clipped.resumed(Path::new("run"), &o).is_ok());
+        o.clip_grad_norm = Some(-1.0);
+        assert_eq!(
+            RunConfig::default()
+                .with(&o)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "--clip-grad-norm must be positive, got -1"
+        );
     }
 }

@@ -31,14 +31,17 @@
 
 mod config;
 mod folder;
+pub mod options;
 mod plots;
 mod report;
 pub mod settings;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{init_name, Change, OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
+pub use config::{Change, OptimizerChoice, ScheduleChoice};
 pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
+pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
 
@@ -370,6 +373,7 @@ impl Run {
             .map_err(|e| Error::Invalid(format!("cannot encode run.json: {e}")))?;
         crate::io::write_atomic(&dir.join("run.json"), json.as_bytes())?;
 
+        self.state.optimizer.clip_grad_norm = self.config.clip_grad_norm;
         let opts = TrainOptions {
             epochs: self.config.epochs,
             batch_size: self.config.batch_size,

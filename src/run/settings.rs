@@ -6,56 +6,55 @@
 //! Augment shift=2 flip=horizontal
 //! ```
 //!
-//! The config parser ([`crate::config`]) finds the lines and checks their keys; this module
-//! reads their values into [`RunOptions`], each bad value an [`crate::Error::Config`] at its
-//! line and column. The command line's flags override them ([`RunOptions::over`]), and the
-//! defaults of [`RunConfig::default`] fill the rest: flag > config line > default.
+//! The config parser ([`crate::config`]) finds the lines and checks their keys (those of
+//! [`line_keys`]); this module reads their values into [`RunOptions`], each bad value an
+//! [`crate::Error::Config`] at its line and column. The command line's flags override them
+//! ([`RunOptions::over`]), and the defaults of [`RunConfig::default`] fill the rest: flag >
+//! config line > default.
 //!
-//! | key | flag | value |
-//! |---|---|---|
-//! | `epochs` | `--epochs` | whole number, at least 1 |
-//! | `batch` | `--batch-size` | whole number, at least 1 |
-//! | `optimizer` | `--optimizer` | `sgd`, `momentum`, `nesterov`, `adam`, `adamw` |
-//! | `lr` | `--lr` | number above 0 |
-//! | `momentum` | `--momentum` | from 0 to below 1 |
-//! | `nesterov` | | `true` or `false` |
-//! | `weight_decay` | `--weight-decay` | 0 or more |
-//! | `schedule` | `--schedule` | `constant`, `step`, `cosine` |
-//! | `step` | `--step-size` | whole number, at least 1 |
-//! | `gamma` | `--gamma` | above 0, at most 1 |
-//! | `min_lr` | `--min-lr` | 0 or more |
-//! | `warmup` | `--warmup` | whole number |
-//! | `label_smoothing` | `--label-smoothing` | from 0 to below 1 |
-//! | `init` | `--init-scheme` | `normal`, `he`, `glorot` |
-//! | `seed` | `--seed` | whole number |
-//! | `normalize` | `--normalize` | `true` or `false` |
-//! | `val_split` | `--val-split` | strictly between 0 and 1 |
-//! | `early_stop` | `--early-stop` | `val_loss`, `val_accuracy`, `none` |
-//! | `patience` | `--patience` | whole number, at least 1 |
-//! | `min_delta` | `--min-delta` | 0 or more |
-//! | `restore_best` | `--restore-best` | `true` or `false` |
-//! | `shift` (Augment) | `--shift` | whole number of pixels, below the image's height and width |
-//! | `flip` (Augment) | `--flip` | `horizontal` or `none` |
+//! Each option's key, values and default are in the table of [`super::options`] (listed by
+//! `cnn train --help` and in docs/GUIDE.md). A value reads as the flag's would, with three
+//! exceptions of the file's own: a switch is `true` or `false`; `flip` is `horizontal` or
+//! `none`; `early_stop=none` is no early stopping.
 //!
 //! `optimizer=sgd` reads as PyTorch's `SGD`: with `momentum` above 0 it is SGD with momentum,
 //! and `nesterov=true` makes it Nesterov's. A switch set on in the file (`normalize=true`,
 //! `flip=horizontal`, `restore_best=true`) cannot be switched off by a flag: edit the line.
 
-use crate::config::{ParsedConfig, SettingsLine};
-use crate::early_stop::Monitor;
-use crate::error::Result;
-use crate::init::Init;
+use std::ffi::OsStr;
+
+use crate::config::{ParsedConfig, SettingsArg, SettingsLine};
+use crate::error::{Error, Result};
 use crate::layers::keys::{Arg, LineKeys};
 use crate::text::did_you_mean;
 
-use super::{OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
+use super::config::Misfit;
+use super::table::{Kind, Line, Spec};
+use super::{OptimizerChoice, RunConfig, RunOptions, OPTIONS};
+
+/// The keys of the settings line `line` (`Train` or `Augment`), for the config parser: the
+/// options' keys on it, and on `Train`, `nesterov` (read with `optimizer` and `momentum`).
+pub fn line_keys(line: &str) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    for key in OPTIONS.iter().filter_map(|s| s.key) {
+        if key.line.name() == line {
+            keys.push(key.name);
+            if key.name == "momentum" {
+                keys.push("nesterov");
+            }
+        }
+    }
+    keys
+}
 
 /// The run config of a new run: the options `given` (the command line's) over the `Train`
 /// and `Augment` lines of the network config `given.config` names, over the defaults; checked.
 ///
 /// # Errors
 /// The config file's errors ([`crate::Error::Io`], [`crate::Error::Config`]), and
-/// [`crate::Error::Usage`] for an option out of range or out of place.
+/// [`crate::Error::Usage`] for an option out of range or out of place. An option that does
+/// not go with the others is blamed on the file's line when the file gave it, at its key,
+/// and on the flag otherwise.
 pub fn resolve(given: &RunOptions) -> Result<RunConfig> {
     let parsed = match &given.config {
         Some(path) => Some(crate::config::load(path)?),
@@ -65,92 +64,35 @@ pub fn resolve(given: &RunOptions) -> Result<RunConfig> {
         Some(p) => from_config(p)?,
         None => RunOptions::default(),
     };
+    let blame = |m: Misfit| -> Error {
+        let flagged = (m.option.field.given)(given).is_some();
+        match parsed.as_ref().filter(|_| !flagged).and_then(|p| {
+            let a = file_arg(p, m.option)?;
+            Some(p.error_at(a.key_pos, format!("`{}={}` {}", a.key, a.value, m.line)))
+        }) {
+            Some(at_the_line) => at_the_line,
+            None => Error::Usage(m.flag),
+        }
+    };
     let merged = given.over(&from_file);
-    if let Some(p) = &parsed {
-        check_file_keys(p, given, &merged)?;
+    if let Some(m) = merged.misplaced() {
+        return Err(blame(m));
     }
-    merged.check()?;
     let config = RunConfig::default().with(&merged);
-    config.validate()?;
+    // The file's values were checked as they were read: what is out of range is a flag's.
+    config.check_ranges()?;
+    if let Some(m) = config.misfit() {
+        return Err(blame(m));
+    }
     Ok(config)
 }
 
-/// Refuses a setting of the file that only applies with another one that the run does not
-/// have (`gamma=` without `schedule=step`, `patience=` without `early_stop=`, `early_stop=`
-/// without `val_split=`) or that contradicts another (`warmup=` not below the epochs,
-/// `min_lr=` above the rate), at the setting's line and column, unless a flag replaced it. The
-/// same mistakes made with flags are [`RunOptions::check`]'s and
-/// [`RunConfig::validate`]'s.
-fn check_file_keys(parsed: &ParsedConfig, given: &RunOptions, merged: &RunOptions) -> Result<()> {
-    let schedule = merged.schedule.unwrap_or_default();
-    let c = RunConfig::default().with(merged);
-    let warmup_why = format!(
-        "must be fewer epochs than the run's {} (warm-up comes before the schedule)",
-        c.epochs
-    );
-    let min_lr_why = format!("must be at most the run's learning rate ({})", c.lr);
-    let rules = [
-        (
-            "warmup",
-            given.warmup.is_none() && c.warmup > 0 && c.warmup >= c.epochs,
-            warmup_why.as_str(),
-        ),
-        (
-            "min_lr",
-            given.min_lr.is_none() && c.min_lr > c.lr,
-            min_lr_why.as_str(),
-        ),
-        (
-            "step",
-            given.step_size.is_none() && schedule != ScheduleChoice::Step,
-            "applies to `schedule=step`; add it, or leave `step` out",
-        ),
-        (
-            "gamma",
-            given.gamma.is_none() && schedule != ScheduleChoice::Step,
-            "applies to `schedule=step`; add it, or leave `gamma` out",
-        ),
-        (
-            "min_lr",
-            given.min_lr.is_none() && schedule != ScheduleChoice::Cosine,
-            "applies to `schedule=cosine`; add it, or leave `min_lr` out",
-        ),
-        (
-            "patience",
-            given.patience.is_none() && merged.early_stop.is_none(),
-            "applies to early stopping; add `early_stop=val_loss` (or val_accuracy)",
-        ),
-        (
-            "min_delta",
-            given.min_delta.is_none() && merged.early_stop.is_none(),
-            "applies to early stopping; add `early_stop=val_loss` (or val_accuracy)",
-        ),
-        (
-            "restore_best",
-            merged.restore_best && merged.early_stop.is_none(),
-            "applies to early stopping; add `early_stop=val_loss` (or val_accuracy)",
-        ),
-        (
-            "early_stop",
-            given.early_stop.is_none() && merged.early_stop.is_some() && merged.val_split.is_none(),
-            "watches a validation split, and this run has none: add `val_split=0.1` (early \
-             stopping never looks at the test set)",
-        ),
-    ];
-    let train = parsed.settings.iter().find(|l| l.name == "Train");
-    for (key, wrong, why) in rules {
-        let Some(a) = train.and_then(|l| l.args.iter().find(|a| a.key == key)) else {
-            continue;
-        };
-        if wrong {
-            return Err(parsed.error_at(a.key_pos, format!("`{key}={}` {why}", a.value)));
-        }
-    }
-    Ok(())
+/// The `key=value` of the file that gave `spec`, if one did.
+fn file_arg<'p>(parsed: &'p ParsedConfig, spec: &Spec) -> Option<&'p SettingsArg> {
+    let key = spec.key?;
+    let line = parsed.settings.iter().find(|l| l.name == key.line.name())?;
+    line.args.iter().find(|a| a.key == key.name)
 }
-
-/// Largest `epochs`, `batch`, `step`, `warmup` or `patience` a config line may give.
-const MAX_COUNT: usize = 1_000_000;
 
 /// The run options that `parsed`'s `Train` and `Augment` lines set (none when it has none).
 ///
@@ -161,137 +103,114 @@ pub fn from_config(parsed: &ParsedConfig) -> Result<RunOptions> {
     let mut o = RunOptions::default();
     for line in &parsed.settings {
         let args = line.args();
-        let keys = LineKeys {
+        let k = LineKeys {
             file: &parsed.file,
             name: line.name,
             name_pos: line.name_pos,
             args: &args,
         };
-        match line.name {
-            "Train" => train_line(&keys, &mut o)?,
-            _ => augment_line(&keys, parsed, &mut o)?,
+        for a in k.args {
+            // The config parser let only the line's keys through; `nesterov` is read with
+            // `optimizer` below.
+            let Some(spec) = OPTIONS.iter().find(|s| {
+                s.key
+                    .is_some_and(|key| key.line.name() == line.name && key.name == a.key)
+            }) else {
+                continue;
+            };
+            if spec.name == "shift" {
+                check_shift(&k, a, parsed)?;
+            }
+            read(&k, a, spec, &mut o)?;
+        }
+        if line.name == Line::Train.name() {
+            optimizer_family(&k, &mut o)?;
         }
     }
     Ok(o)
 }
 
-fn train_line(k: &LineKeys, o: &mut RunOptions) -> Result<()> {
-    for a in k.args {
-        match a.key {
-            "epochs" => o.epochs = Some(k.whole(a, 1, MAX_COUNT)?),
-            "batch" => o.batch_size = Some(k.whole(a, 1, MAX_COUNT)?),
-            "lr" => o.lr = Some(number(k, a, "above 0 (e.g. `lr=0.01`)", |x| x > 0.0)? as f32),
-            "momentum" => {
-                o.momentum = Some(
-                    number(k, a, "from 0 to below 1 (e.g. `momentum=0.9`)", |x| {
-                        (0.0..1.0).contains(&x)
-                    })? as f32,
-                )
+/// Reads the value of `a`, the key of `spec`, into `o`.
+fn read(k: &LineKeys, a: &Arg, spec: &Spec, o: &mut RunOptions) -> Result<()> {
+    let mut text = a.value;
+    match spec.kind {
+        // A switch that is off is left out: off is what it is unless given. `flip` says
+        // which flip, or none.
+        Kind::Switch if spec.name == "flip" => match text {
+            "horizontal" => text = "true",
+            "none" => return Ok(()),
+            other => {
+                return Err(k.err(
+                    a.value_pos,
+                    format!(
+                        "`flip` must be `horizontal` (left to right) or `none`, found \
+                         `{other}`{}: a vertical flip turns objects upside down, which the \
+                         test images never are, so it would teach the network images it never \
+                         sees",
+                        did_you_mean(other, &["horizontal", "none"])
+                    ),
+                ));
             }
-            "weight_decay" => {
-                o.weight_decay =
-                    Some(number(k, a, "0 or more (e.g. `weight_decay=5e-4`)", |x| x >= 0.0)? as f32)
+        },
+        Kind::Switch if !boolean(k, a)? => return Ok(()),
+        Kind::Choice(choices) => {
+            let mut names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            if spec.optional {
+                if text == "none" {
+                    return Ok(());
+                }
+                names.push("none");
             }
-            "gamma" => {
-                o.gamma = Some(
-                    number(k, a, "above 0 and at most 1 (e.g. `gamma=0.1`)", |x| {
-                        x > 0.0 && x <= 1.0
-                    })? as f32,
-                )
+            if !names.contains(&text) {
+                return Err(k.err(
+                    a.value_pos,
+                    format!(
+                        "unknown {} `{text}`{}; expected one of {}",
+                        a.key.replace('_', " "),
+                        did_you_mean(text, &names),
+                        names.join(", ")
+                    ),
+                ));
             }
-            "min_lr" => {
-                o.min_lr =
-                    Some(number(k, a, "0 or more (e.g. `min_lr=0.0001`)", |x| x >= 0.0)? as f32)
-            }
-            "label_smoothing" => {
-                o.label_smoothing = Some(number(
-                    k,
-                    a,
-                    "from 0 to below 1 (e.g. `label_smoothing=0.1`)",
-                    |x| (0.0..1.0).contains(&x),
-                )? as f32)
-            }
-            "val_split" => {
-                o.val_split = Some(number(
-                    k,
-                    a,
-                    "strictly between 0 and 1 (e.g. `val_split=0.1`)",
-                    |x| x > 0.0 && x < 1.0,
-                )?)
-            }
-            "min_delta" => {
-                o.min_delta = Some(number(k, a, "0 or more (e.g. `min_delta=0.001`)", |x| {
-                    x >= 0.0
-                })?)
-            }
-            "step" => o.step_size = Some(k.whole(a, 1, MAX_COUNT)?),
-            "warmup" => o.warmup = Some(k.whole(a, 0, MAX_COUNT)?),
-            "patience" => o.patience = Some(k.whole(a, 1, MAX_COUNT)?),
-            "seed" => {
-                o.seed = Some(a.value.parse::<u64>().map_err(|_| {
-                    k.err(
-                        a.value_pos,
-                        format!(
-                            "`seed` must be a whole number from 0 to {}, found `{}`",
-                            u64::MAX,
-                            a.value
-                        ),
-                    )
-                })?)
-            }
-            "normalize" => o.normalize = boolean(k, a)?,
-            "restore_best" => o.restore_best = boolean(k, a)?,
-            "nesterov" => {} // read with `optimizer` below
-            "optimizer" => {
-                o.optimizer = Some(choice(
-                    k,
-                    a,
-                    &[
-                        ("sgd", OptimizerChoice::Sgd),
-                        ("momentum", OptimizerChoice::Momentum),
-                        ("nesterov", OptimizerChoice::Nesterov),
-                        ("adam", OptimizerChoice::Adam),
-                        ("adamw", OptimizerChoice::AdamW),
-                    ],
-                )?)
-            }
-            "schedule" => {
-                o.schedule = Some(choice(
-                    k,
-                    a,
-                    &[
-                        ("constant", ScheduleChoice::Constant),
-                        ("step", ScheduleChoice::Step),
-                        ("cosine", ScheduleChoice::Cosine),
-                    ],
-                )?)
-            }
-            "init" => {
-                o.init_scheme = Some(choice(
-                    k,
-                    a,
-                    &[
-                        ("normal", Init::Normal),
-                        ("he", Init::He),
-                        ("glorot", Init::Glorot),
-                    ],
-                )?)
-            }
-            "early_stop" => {
-                o.early_stop = choice(
-                    k,
-                    a,
-                    &[
-                        ("val_loss", Some(Monitor::ValLoss)),
-                        ("val_accuracy", Some(Monitor::ValAccuracy)),
-                        ("none", None),
-                    ],
-                )?
-            }
-            _ => {}
         }
+        Kind::Switch | Kind::Number | Kind::Integer | Kind::Path => {}
     }
-    optimizer_family(k, o)
+    let read = (spec.field.set)(o, OsStr::new(text));
+    let in_range = (spec.field.given_number)(o).is_none_or(|x| spec.range.holds(x));
+    if read.is_err() || !in_range {
+        let example = if spec.example.is_empty() {
+            String::new()
+        } else {
+            format!(" (e.g. `{}={}`)", a.key, spec.example)
+        };
+        return Err(k.err(
+            a.value_pos,
+            format!(
+                "`{}` must be {}{example}, found `{}`",
+                a.key,
+                spec.range.line_words(spec.kind),
+                a.value
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A shift must be below the image's height and width.
+fn check_shift(k: &LineKeys, a: &Arg, parsed: &ParsedConfig) -> Result<()> {
+    let [_, h, w] = parsed.spec.input;
+    let most = h.min(w) - 1;
+    if let Some(s) = crate::layers::keys::parse_whole(a.value).filter(|&s| s > most) {
+        return Err(k.err(
+            a.value_pos,
+            format!(
+                "`shift={s}` is too large for {h}x{w} images: a shift moves the image by up to \
+                 that many pixels, so it must be below the height and width (at most {most}; 2 \
+                 is usual for 28x28)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `optimizer`, `momentum` and `nesterov` together as PyTorch's `SGD` does: `sgd` with
@@ -345,60 +264,6 @@ fn optimizer_family(k: &LineKeys, o: &mut RunOptions) -> Result<()> {
     Ok(())
 }
 
-fn augment_line(k: &LineKeys, parsed: &ParsedConfig, o: &mut RunOptions) -> Result<()> {
-    let [_, h, w] = parsed.spec.input;
-    for a in k.args {
-        match a.key {
-            "shift" => {
-                let most = h.min(w) - 1;
-                let s = k.whole(a, 0, MAX_COUNT)?;
-                if s > most {
-                    return Err(k.err(
-                        a.value_pos,
-                        format!(
-                            "`shift={s}` is too large for {h}x{w} images: a shift moves the \
-                             image by up to that many pixels, so it must be below the height \
-                             and width (at most {most}; 2 is usual for 28x28)"
-                        ),
-                    ));
-                }
-                o.shift = Some(s);
-            }
-            "flip" => {
-                o.flip = match a.value {
-                    "horizontal" => true,
-                    "none" => false,
-                    other => {
-                        return Err(k.err(
-                            a.value_pos,
-                            format!(
-                                "`flip` must be `horizontal` (left to right) or `none`, found \
-                                 `{other}`{}: a vertical flip turns objects upside down, which \
-                                 the test images never are, so it would teach the network \
-                                 images it never sees",
-                                did_you_mean(other, &["horizontal", "none"])
-                            ),
-                        ))
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// A finite number for which `ok` holds; `what` says which (for the error).
-fn number(k: &LineKeys, a: &Arg, what: &str, ok: impl Fn(f64) -> bool) -> Result<f64> {
-    match a.value.parse::<f64>() {
-        Ok(x) if x.is_finite() && ok(x) => Ok(x),
-        _ => Err(k.err(
-            a.value_pos,
-            format!("`{}` must be a number {what}, found `{}`", a.key, a.value),
-        )),
-    }
-}
-
 /// `true` or `false`.
 fn boolean(k: &LineKeys, a: &Arg) -> Result<bool> {
     match a.value {
@@ -409,24 +274,6 @@ fn boolean(k: &LineKeys, a: &Arg) -> Result<bool> {
             format!("`{}` must be `true` or `false`, found `{other}`", a.key),
         )),
     }
-}
-
-/// One of the named `options`, with a "did you mean" for a near miss.
-fn choice<T: Copy>(k: &LineKeys, a: &Arg, options: &[(&str, T)]) -> Result<T> {
-    if let Some((_, v)) = options.iter().find(|(n, _)| *n == a.value) {
-        return Ok(*v);
-    }
-    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-    Err(k.err(
-        a.value_pos,
-        format!(
-            "unknown {} `{}`{}; expected one of {}",
-            a.key.replace('_', " "),
-            a.value,
-            did_you_mean(a.value, &names),
-            names.join(", ")
-        ),
-    ))
 }
 
 /// The `Train` and `Augment` lines of `settings` as `cnn summary` shows them: one line
@@ -451,6 +298,9 @@ pub fn describe(settings: &[SettingsLine]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::early_stop::Monitor;
+    use crate::init::Init;
+    use crate::run::ScheduleChoice;
 
     fn options(train: &str) -> Result<RunOptions> {
         let text = format!("2\n{train}\nInput shape=1x8x8\nFlatten\nDense units=3\n");
@@ -518,12 +368,12 @@ mod tests {
             label_smoothing: Some(0.1),
             init_scheme: Some(Init::Glorot),
             seed: Some(9),
-            normalize: true,
+            normalize: Some(true),
             val_split: Some(0.25),
             early_stop: Some(Monitor::ValAccuracy),
             patience: Some(3),
             min_delta: Some(0.01),
-            restore_best: true,
+            restore_best: Some(true),
             ..RunOptions::default()
         };
         assert_eq!(o, want);
@@ -538,5 +388,16 @@ mod tests {
         };
         let c = RunConfig::default().with(&flags.over(&file));
         assert_eq!((c.lr, c.epochs, c.batch_size), (0.05, 4, 32));
+    }
+
+    #[test]
+    fn clip_grad_norm_reads_from_the_train_line_above_0() {
+        let o = options("Train clip_grad_norm=1.0").unwrap();
+        assert_eq!(o.clip_grad_norm, Some(1.0));
+        assert_eq!(
+            options("Train clip_grad_norm=0").unwrap_err().to_string(),
+            "t.cfg:2:22: `clip_grad_norm` must be a number above 0 (e.g. \
+             `clip_grad_norm=1.0`), found `0`"
+        );
     }
 }
