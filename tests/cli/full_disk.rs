@@ -12,7 +12,7 @@
 //! is not, that one test says so and skips.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;

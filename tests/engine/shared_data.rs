@@ -2,7 +2,7 @@
 //! hashes `cnn download` checks are those of these copies. Without the data each test says
 //! that it skipped, and fails when `CI` is set (see `common::shared_data`).
 
-mod common;
+use crate::common;
 
 use cnn::data::download::Known;
 use cnn::data::{load, LoadOptions, Split};

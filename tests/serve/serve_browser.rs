@@ -8,7 +8,7 @@
 //! Without Chromium the test prints a notice and passes locally; under CI (env `CI` set,
 //! where `.ci/run` installs Debian's `chromium`) a missing or failing browser fails it.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! for the probabilities, `cnn evaluate --json` for the confusion matrix, and the run
 //! folder's own metrics.jsonl for the epochs.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use cnn::layers::batchnorm::Dims;
 use cnn::layers::{Activation, BatchNormSpec, Layer, LayerSpec, Op, Pass};
 use cnn::tensor::Tensor;

@@ -1,7 +1,7 @@
 //! `--label-smoothing` through the command line: checked before anything is written, stored
 //! in run.json, and kept on resume.
 
-mod common;
+use crate::common;
 use common::{bars_setup, run};
 
 #[test]

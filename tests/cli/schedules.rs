@@ -1,7 +1,7 @@
 //! Learning-rate schedules through the command line: the `lr` column shows the rate in force
 //! each epoch, options that need a schedule are refused without it, and resume is exact.
 
-mod common;
+use crate::common;
 use common::{bars_setup, run};
 
 use std::ffi::OsStr;

@@ -1,7 +1,7 @@
 //! `--shift` and `--flip` through the command line: they change training, never the test
 //! set, and give the same bytes for any thread count and across resume.
 
-mod common;
+use crate::common;
 use common::{bars_setup, run};
 
 use std::ffi::OsStr;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::{bars_setup as setup, cnn};
 
 /// Trains `net.cfg` on `data` with `extra` options into `out`.

@@ -3,7 +3,7 @@
 //! stops with exit code 3, says where and what to do, and leaves the last good checkpoint
 //! untouched.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

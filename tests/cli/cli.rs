@@ -4,7 +4,7 @@
 //! Each test makes its own tiny data (8x8 IDX files, PNG folders) and configs in a temporary
 //! folder, so that it runs in well under a second in release mode.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

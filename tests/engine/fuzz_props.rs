@@ -7,7 +7,7 @@
 //! `PROPTEST_CASES` raises the number of cases (the defaults keep this file near 10 s in
 //! release mode).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use common::idx_header;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-const REPORT1: &str = include_str!("../examples/report1.cfg");
+const REPORT1: &str = include_str!("../../examples/report1.cfg");
 
 /// `n` cases unless `PROPTEST_CASES` says otherwise.
 fn cases(n: u32) -> Config {

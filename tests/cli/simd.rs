@@ -2,7 +2,7 @@
 //! switches that choose them, and what each gives. The kernels themselves are tested
 //! family by family against the naive references in `src/kernels` and tests/kernels.rs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

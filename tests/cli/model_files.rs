@@ -4,7 +4,7 @@
 //! The library functions are tested directly; the last test also runs `cnn predict` on every
 //! damaged file to check the command's exit code and message.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

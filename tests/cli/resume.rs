@@ -5,7 +5,7 @@
 //! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2, so three
 //! classes), for a network with 3 outputs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -4,7 +4,7 @@
 //!
 //! The data is the bars set of `tests/common/bars.rs` (8x8 images, 3 classes).
 
-mod common;
+use crate::common;
 use common::{bars_setup, run, BARS_CONFIG};
 
 use std::ffi::OsStr;

@@ -3,7 +3,7 @@
 //! (each file names the PyTorch call that produced it and its version). f32 lands within
 //! ~1e-5 relative for single layers and ~1e-4 after three training steps.
 
-mod common;
+use crate::common;
 
 use cnn::init::Init;
 use cnn::layers::*;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::{run, stripes_image as image_bytes};
 
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! The reports' experiments and the pictures every run leaves behind: sweep, report.md,
 //! evaluate's files and JSON (checked against a confusion matrix computed here), visualize.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The test harness itself (`tests/common`): a test that cannot find its data says so, and
 //! fails under CI; the PyTorch fixtures say which PyTorch wrote them.
 
-mod common;
+use crate::common;
 
 /// Without `CI`, a missing dataset is `None` (the test prints `skipped: ...` and returns);
 /// with `CI` set, it is a failure that names the path.

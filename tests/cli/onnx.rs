@@ -6,7 +6,7 @@
 //! PyTorch's exports import right, is checked by `scripts/check-onnx.py` (it needs Python,
 //! onnxruntime and PyTorch; its output is in the README).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

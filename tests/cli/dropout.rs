@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::run;
 
 /// A small network with Dropout after a hidden Dense layer, for the built-in demo set.

@@ -5,7 +5,7 @@
 //! safetensors header claiming a huge tensor) run under `ulimit -v 400000` (about 400 MB),
 //! so that believing a header would kill the process instead of passing.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,26 @@
+//! Tests of the `cnn` command: each runs the binary as a process and checks its output, its
+//! exit code and the files it writes (some also check the library beside it).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod augment;
+mod batchnorm;
+mod cli;
+mod dropout;
+mod early_stopping;
+mod experiments;
+mod full_disk;
+mod gradcheck_examples;
+mod label_smoothing;
+mod malformed;
+mod model_files;
+mod monitor;
+mod new_user;
+mod onnx;
+mod pictures;
+mod resume;
+mod run_options;
+mod schedules;
+mod simd;
+mod train_settings;
