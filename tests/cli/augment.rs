@@ -1,8 +1,8 @@
 //! `--shift` and `--flip` through the command line: they change training, never the test
 //! set, and give the same bytes for any thread count and across resume.
 
-use crate::common;
-use common::{bars_setup, run};
+use crate::bars::bars_setup;
+use crate::common::run;
 
 use std::ffi::OsStr;
 use std::path::Path;

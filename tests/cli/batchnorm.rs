@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use crate::common;
+use crate::common::run;
+use crate::fixtures::{assert_close, fixture, tensor};
 use cnn::layers::batchnorm::Dims;
 use cnn::layers::{Activation, BatchNormSpec, Layer, LayerSpec, Op, Pass};
 use cnn::tensor::Tensor;
-use common::{assert_close, fixture, run, tensor};
 
 /// A BatchNorm layer of `dims` on inputs of `shape`, with the fixture's momentum, eps,
 /// parameters and running statistics before its step.
@@ -289,7 +289,7 @@ fn a_model_file_loads_with_or_without_num_batches_tracked_and_refuses_bad_statis
         let (code, _, stderr) = run(&[&"summary", &bad]);
         assert_eq!(code, 0, "summary reads the config only: {stderr}");
         let img = tmp.path().join("img.png");
-        common::write_png(&img, 28, 28, |x, _| (x * 9) as u8);
+        crate::files::write_png(&img, 28, 28, |x, _| (x * 9) as u8);
         let (code, _, stderr) = run(&[&"predict", &bad, &img]);
         assert_eq!(code, 1, "{name}: {stderr}");
         assert!(stderr.contains(says), "{name}: {stderr}");

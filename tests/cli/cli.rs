@@ -4,14 +4,12 @@
 //! Each test makes its own tiny data (8x8 IDX files, PNG folders) and configs in a temporary
 //! folder, so that it runs in well under a second in release mode.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 
-use common::{
-    cnn, run, stripes_image as image_bytes, write_idx as write_idx_files,
-    write_png as write_png_file,
-};
+use crate::command::cnn;
+use crate::common::run;
+use crate::files::{write_idx as write_idx_files, write_png as write_png_file};
+use crate::stripes::stripes_image as image_bytes;
 use predicates::prelude::*;
 use tempfile::TempDir;
 
@@ -579,7 +577,7 @@ fn predict_into_a_closed_pipe_stops_quietly_without_a_panic() {
     // `cnn predict ... | head -0`.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(crate::common::BIN)
         .arg("predict")
         .arg(run_dir.join("model.safetensors"))
         .arg(idx.join("t10k-images-idx3-ubyte"))
@@ -832,7 +830,7 @@ fn download_of_an_unknown_dataset_is_an_error() {
 /// command only checks the hashes, fetches nothing and says how to train.
 #[test]
 fn download_skips_files_already_in_place() {
-    let Some(shared) = common::shared_data("fashion-mnist") else {
+    let Some(shared) = crate::shared::shared_data("fashion-mnist") else {
         return;
     };
     let tmp = TempDir::new().unwrap();

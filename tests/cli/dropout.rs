@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use crate::common;
-use common::run;
+use crate::common::run;
 
 /// A small network with Dropout after a hidden Dense layer, for the built-in demo set.
 const NET: &str = "5

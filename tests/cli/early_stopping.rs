@@ -6,8 +6,8 @@
 //! The data is the bars set of `tests/common/bars.rs` (60 training images 8x8, 3 classes);
 //! `--val-split 0.2` holds 12 of them out, leaving 6 steps of 8 images per epoch.
 
-use crate::common;
-use common::{bars_setup, run};
+use crate::bars::bars_setup;
+use crate::common::run;
 
 use std::ffi::OsStr;
 use std::path::Path;

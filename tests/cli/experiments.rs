@@ -1,11 +1,10 @@
 //! The reports' experiments and the pictures every run leaves behind: sweep, report.md,
 //! evaluate's files and JSON (checked against a confusion matrix computed here), visualize.
 
-use crate::common;
-
 use std::path::Path;
 
-use common::{bars_setup as setup, cnn};
+use crate::bars::bars_setup as setup;
+use crate::command::cnn;
 
 fn png_size(path: &Path) -> (u32, u32) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -215,7 +214,7 @@ fn visualize_writes_the_filters_and_every_layers_activations() {
         .assert()
         .success();
     let img = dir.path().join("x.png");
-    common::write_png(&img, 8, 8, |x, _| if x == 5 { 220 } else { 0 });
+    crate::files::write_png(&img, 8, 8, |x, _| if x == 5 { 220 } else { 0 });
     let out = dir.path().join("vis");
     cnn()
         .arg("visualize")

@@ -12,14 +12,12 @@
 //! is not, that one test says so and skips.
 #![cfg(unix)]
 
-use crate::common;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::BIN;
+use crate::common::BIN;
 
 /// A 1x8x8 network with 3 outputs whose checkpoint (about 36 kB) is twice its model file and
 /// far larger than `config.cfg` and `run.json`.
@@ -44,7 +42,7 @@ impl Setup {
         let n = 24u32;
         let pixels: Vec<u8> = (0..n * 64).map(|i| (i * 37 % 251) as u8).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-        common::write_idx(&dir.path().join("data"), "train", 8, 8, &pixels, &labels);
+        crate::files::write_idx(&dir.path().join("data"), "train", 8, 8, &pixels, &labels);
         Setup { dir }
     }
 

@@ -1,8 +1,8 @@
 //! `--label-smoothing` through the command line: checked before anything is written, stored
 //! in run.json, and kept on resume.
 
-use crate::common;
-use common::{bars_setup, run};
+use crate::bars::bars_setup;
+use crate::common::run;
 
 #[test]
 fn label_smoothing_outside_0_to_1_is_refused_with_exit_2_before_a_run_folder_is_made() {

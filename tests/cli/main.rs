@@ -1,8 +1,25 @@
 //! Tests of the `cnn` command: each runs the binary as a process and checks its output, its
 //! exit code and the files it writes (some also check the library beside it).
 
+// Helpers, from tests/common (its mod.rs says why each crate names the files it uses).
+#[path = "../common/bars.rs"]
+mod bars;
+#[path = "../common/bytes.rs"]
+mod bytes;
+#[path = "../common/command.rs"]
+mod command;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/files.rs"]
+mod files;
+#[path = "../common/fixtures.rs"]
+mod fixtures;
+#[path = "../common/rng.rs"]
+mod rng;
+#[path = "../common/shared.rs"]
+mod shared;
+#[path = "../common/stripes.rs"]
+mod stripes;
 
 mod augment;
 mod batchnorm;

@@ -5,8 +5,6 @@
 //! safetensors header claiming a huge tensor) run under `ulimit -v 400000` (about 400 MB),
 //! so that believing a header would kill the process instead of passing.
 
-use crate::common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +16,8 @@ use cnn::model::Model;
 use cnn::model_file::{self, ModelMeta};
 use tempfile::TempDir;
 
-use common::{idx_header as header, BIN};
+use crate::bytes::{gz, idx_header as header};
+use crate::common::BIN;
 
 /// A 1x4x4 network with 2 outputs.
 const CFG: &str = "2\nInput shape=1x4x4\nConv2D filters=2 kernel=3x3 activation=relu\n\
@@ -102,12 +101,6 @@ impl Case {
         v.extend((0..n).map(|i| (i % 2) as u8));
         self.write("x-labels-idx1-ubyte", &v);
     }
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@
 //! The library functions are tested directly; the last test also runs `cnn predict` on every
 //! damaged file to check the command's exit code and message.
 
-use crate::common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -418,7 +416,7 @@ fn damaged_checkpoints_are_refused() {
 
 fn png(dir: &Path) -> PathBuf {
     let p = dir.join("img.png");
-    common::write_png(&p, 8, 8, |x, y| (x * 30 + y) as u8);
+    crate::files::write_png(&p, 8, 8, |x, y| (x * 30 + y) as u8);
     p
 }
 
@@ -431,7 +429,7 @@ fn cli_refuses_damaged_files_with_exit_1() {
     for (i, (what, bytes, expect)) in damaged_files().into_iter().enumerate() {
         let path = dir.path().join(format!("damaged-{i}.safetensors"));
         std::fs::write(&path, &bytes).unwrap();
-        let out = common::cnn()
+        let out = crate::command::cnn()
             .arg("predict")
             .arg(&path)
             .arg(&img)
@@ -453,7 +451,7 @@ fn cli_predicts_with_a_valid_file() {
     let img = png(dir.path());
     let path = dir.path().join("ok.safetensors");
     model_file::save(&path, &model(), &meta()).unwrap();
-    common::cnn()
+    crate::command::cnn()
         .arg("predict")
         .arg(&path)
         .arg(&img)

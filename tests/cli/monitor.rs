@@ -3,8 +3,6 @@
 //! stops with exit code 3, says where and what to do, and leaves the last good checkpoint
 //! untouched.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,7 +21,7 @@ fn write_idx(dir: &Path, n: u32) -> PathBuf {
         }));
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
-    common::write_idx(dir, "x", 6, 6, &pixels, &labels)
+    crate::files::write_idx(dir, "x", 6, 6, &pixels, &labels)
 }
 
 const CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
@@ -35,7 +33,7 @@ fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
     let data = write_idx(tmp.path(), 20);
     let cfg = tmp.path().join("net.cfg");
     std::fs::write(&cfg, CFG).unwrap();
-    let (code, stdout, stderr) = common::run(&[
+    let (code, stdout, stderr) = crate::common::run(&[
         &"train",
         &cfg,
         &"--data",
@@ -84,7 +82,7 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
     std::fs::write(&cfg, CFG).unwrap();
     let run = tmp.path().join("run");
     // One good epoch at a sane rate writes a checkpoint.
-    let (code, _, stderr) = common::run(&[
+    let (code, _, stderr) = crate::common::run(&[
         &"train",
         &cfg,
         &"--data",
@@ -106,7 +104,7 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v["lr"] = serde_json::json!(1000.0);
     std::fs::write(run.join("run.json"), v.to_string()).unwrap();
-    let (code, _, stderr) = common::run(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
+    let (code, _, stderr) = crate::common::run(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
     assert_eq!(code, 3, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
@@ -142,7 +140,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     std::fs::write(&cfg, CFG).unwrap();
     let out = tmp.path().join("run");
     // Far more epochs than the test waits for: only the signal ends this run.
-    let child = Command::new(common::BIN)
+    let child = Command::new(crate::common::BIN)
         .args([
             "train".as_ref(),
             cfg.as_os_str(),

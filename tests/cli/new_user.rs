@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common;
-use common::{run, stripes_image as image_bytes};
+use crate::common::run;
+use crate::stripes::stripes_image as image_bytes;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -183,7 +183,7 @@ Dense units=3 activation=softmax
 fn write_png(path: &Path, class: usize, i: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let bytes = image_bytes(class, i);
-    common::write_png(path, 8, 8, |x, y| bytes[(y * 8 + x) as usize]);
+    crate::files::write_png(path, 8, 8, |x, y| bytes[(y * 8 + x) as usize]);
 }
 
 /// Class folders under `root`, one per `(folder name, pattern)`, `n` images each, numbered

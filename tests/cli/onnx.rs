@@ -6,10 +6,9 @@
 //! PyTorch's exports import right, is checked by `scripts/check-onnx.py` (it needs Python,
 //! onnxruntime and PyTorch; its output is in the README).
 
-use crate::common;
-
 use std::path::Path;
 
+use crate::common::run;
 use cnn::config;
 use cnn::data::Normalization;
 use cnn::init::Init;
@@ -18,7 +17,6 @@ use cnn::model::Model;
 use cnn::model_file::{self, ModelMeta};
 use cnn::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, NodeProto};
 use cnn::onnx::{export, import};
-use common::run;
 use prost::Message;
 
 /// Networks whose configs are in the canonical form `cnn import` writes (activations fused
@@ -191,7 +189,7 @@ fn cnn_predict_gives_the_same_output_for_a_model_and_its_export_imported_back() 
         "{out}"
     );
     let img = tmp.path().join("img.png");
-    common::write_png(&img, 28, 28, |x, y| (x * 9 + y * 3) as u8);
+    crate::files::write_png(&img, 28, 28, |x, y| (x * 9 + y * 3) as u8);
     let predict = |model: &Path| {
         let (code, out, err) = run(&[&"predict", &model, &img, &"--json", &"--top", &"2"]);
         assert_eq!(code, 0, "{err}");

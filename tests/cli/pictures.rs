@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::common;
-use common::{bars_setup as setup, cnn};
+use crate::bars::bars_setup as setup;
+use crate::command::cnn;
 
 /// Trains `net.cfg` on `data` with `extra` options into `out`.
 fn train(dir: &Path, data: &Path, out: &Path, extra: &[&str]) {

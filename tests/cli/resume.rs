@@ -5,14 +5,13 @@
 //! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2, so three
 //! classes), for a network with 3 outputs.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::command::cnn;
+use crate::rng::Lcg;
 use assert_cmd::Command;
-use common::{cnn, Lcg};
 use sha2::{Digest, Sha256};
 
 const CONFIG: &str = "4\nInput shape=1x8x8\n\
@@ -36,7 +35,7 @@ fn write_idx(dir: &Path, n: usize) {
         }
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    common::write_idx(dir, "train", 8, 8, &pixels, &labels);
+    crate::files::write_idx(dir, "train", 8, 8, &pixels, &labels);
 }
 
 /// A folder with `net.cfg` and the data in `data/`.
@@ -113,7 +112,7 @@ fn model_file_alone_predicts() {
     let s = Setup::new(60);
     s.train("run", &["--epochs", "2"]).assert().success();
     let img = s.path("img.png");
-    common::write_png(&img, 8, 8, |_, y| if y < 3 { 200 } else { 20 });
+    crate::files::write_png(&img, 8, 8, |_, y| if y < 3 { 200 } else { 20 });
     let predict = |model: &Path| {
         let out = cnn()
             .arg("predict")
@@ -317,7 +316,7 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     let mut last_epoch = 0;
     for i in 0..20 {
         let ck = run.join("checkpoint.safetensors");
-        let mut cmd = std::process::Command::new(common::BIN);
+        let mut cmd = std::process::Command::new(crate::common::BIN);
         if ck.exists() {
             cmd.arg("train").arg("--resume").arg(&run);
         } else {

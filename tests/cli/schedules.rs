@@ -1,8 +1,8 @@
 //! Learning-rate schedules through the command line: the `lr` column shows the rate in force
 //! each epoch, options that need a schedule are refused without it, and resume is exact.
 
-use crate::common;
-use common::{bars_setup, run};
+use crate::bars::bars_setup;
+use crate::common::run;
 
 use std::ffi::OsStr;
 use std::path::Path;

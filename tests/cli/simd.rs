@@ -2,11 +2,9 @@
 //! switches that choose them, and what each gives. The kernels themselves are tested
 //! family by family against the naive references in `src/kernels` and tests/kernels.rs.
 
-use crate::common;
-
 use std::path::Path;
 
-use common::cnn;
+use crate::command::cnn;
 use proptest::prelude::*;
 
 /// A network that goes through every kernel with a SIMD path: a stride-1 one-channel

@@ -4,8 +4,8 @@
 //!
 //! The data is the bars set of `tests/common/bars.rs` (8x8 images, 3 classes).
 
-use crate::common;
-use common::{bars_setup, run, BARS_CONFIG};
+use crate::bars::{bars_setup, BARS_CONFIG};
+use crate::common::run;
 
 use std::ffi::OsStr;
 use std::path::Path;

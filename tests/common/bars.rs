@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Lcg;
+use crate::rng::Lcg;
 
 /// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
 /// bar in its own place (learnable in a few epochs), with per-image noise.
@@ -26,7 +26,7 @@ pub fn write_bars_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
         }
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    super::write_idx(dir, prefix, 8, 8, &pixels, &labels);
+    crate::files::write_idx(dir, prefix, 8, 8, &pixels, &labels);
 }
 
 /// A tiny network for the bars: one convolution, pooling, two Dense layers.

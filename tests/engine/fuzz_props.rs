@@ -7,19 +7,16 @@
 //! `PROPTEST_CASES` raises the number of cases (the defaults keep this file near 10 s in
 //! release mode).
 
-use crate::common;
-
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::bytes::{gz, idx_header, idx_images, idx_labels};
 use cnn::config;
 use cnn::data::{self, LoadOptions, Normalization};
 use cnn::init::Init;
 use cnn::model::Model;
 use cnn::model_file::{self, ModelMeta};
 use cnn::Error;
-use common::idx_header;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -169,18 +166,10 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // IDX reader
 
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
 /// Loads `images` as `x-images-idx3-ubyte` beside a valid labels file of 2 labels.
 fn check_idx(images: &[u8]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut labels = idx_header(1, &[2]);
-    labels.extend_from_slice(&[0, 1]);
-    std::fs::write(dir.path().join("x-labels-idx1-ubyte"), labels).unwrap();
+    std::fs::write(dir.path().join("x-labels-idx1-ubyte"), idx_labels(&[0, 1])).unwrap();
     let path = dir.path().join("x-images-idx3-ubyte");
     std::fs::write(&path, images).unwrap();
     match data::load(&path, &LoadOptions::default()) {
@@ -236,9 +225,7 @@ proptest! {
     /// Proves: corrupt gzip streams (a valid one with edits) give a one-line data error.
     #[test]
     fn idx_load_never_panics_on_corrupted_gzip(edits in prop::collection::vec(edit(), 1..4)) {
-        let mut v = idx_header(3, &[2, 2, 2]);
-        v.extend_from_slice(&[7; 8]);
-        check_idx(&apply(gz(&v), &edits))?;
+        check_idx(&apply(gz(&idx_images(2, 2, &[7; 8])), &edits))?;
     }
 }
 
@@ -246,7 +233,7 @@ proptest! {
 // labels.txt
 
 fn png_bytes(v: u8) -> Vec<u8> {
-    common::png_bytes(4, 4, |x, y| v ^ (x * 16 + y) as u8)
+    crate::bytes::png_bytes(4, 4, |x, y| v ^ (x * 16 + y) as u8)
 }
 
 fn check_labels_txt(text: &[u8]) -> Result<(), TestCaseError> {

@@ -1,18 +1,16 @@
 //! The test harness itself (`tests/common`): a test that cannot find its data says so, and
 //! fails under CI; the PyTorch fixtures say which PyTorch wrote them.
 
-use crate::common;
-
 /// Without `CI`, a missing dataset is `None` (the test prints `skipped: ...` and returns);
 /// with `CI` set, it is a failure that names the path.
 #[test]
 fn a_missing_shared_dataset_skips_or_fails_under_ci() {
     let missing = "no-such-dataset";
     if std::env::var_os("CI").is_none() {
-        assert_eq!(common::shared_data(missing), None);
+        assert_eq!(crate::shared::shared_data(missing), None);
         return;
     }
-    let err = std::panic::catch_unwind(|| common::shared_data(missing))
+    let err = std::panic::catch_unwind(|| crate::shared::shared_data(missing))
         .expect_err("a missing dataset fails under CI");
     let msg = err
         .downcast_ref::<String>()
@@ -26,7 +24,7 @@ fn a_missing_shared_dataset_skips_or_fails_under_ci() {
 
 #[test]
 fn a_present_shared_dataset_is_its_path() {
-    let Some(path) = common::shared_data("mnist") else {
+    let Some(path) = crate::shared::shared_data("mnist") else {
         return;
     };
     assert!(path.ends_with("shared/data/mnist"), "{}", path.display());
@@ -44,7 +42,7 @@ fn every_pytorch_fixture_records_the_torch_version() {
         if !name.ends_with(".json") {
             continue;
         }
-        let f = common::fixture(&name);
+        let f = crate::fixtures::fixture(&name);
         let version = f["torch_version"].as_str().unwrap_or("");
         assert!(
             version.chars().next().is_some_and(|c| c.is_ascii_digit()),

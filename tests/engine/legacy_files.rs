@@ -1,7 +1,8 @@
 //! Files written by an earlier version of `cnn` still load and give the same results.
 
 use std::path::Path;
-use std::process::Command;
+
+use crate::common::run;
 
 const DIR: &str = "tests/fixtures/legacy-2026-11-27";
 
@@ -30,18 +31,16 @@ fn predictions(jsonl: &str) -> Vec<(u64, Vec<(String, f64)>)> {
 #[test]
 fn a_model_file_written_before_the_layer_refactor_predicts_what_it_predicted_then() {
     let model = Path::new(DIR).join("model.safetensors");
-    let out = Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .args(["predict", model.to_str().expect("utf-8 path")])
-        .arg("data/demo/t10k-images-idx3-ubyte.gz")
-        .args(["--top", "10", "--json"])
-        .output()
-        .expect("cnn runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let now = predictions(&String::from_utf8_lossy(&out.stdout));
+    let (code, stdout, stderr) = run(&[
+        &"predict",
+        &model,
+        &"data/demo/t10k-images-idx3-ubyte.gz",
+        &"--top",
+        &"10",
+        &"--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let now = predictions(&stdout);
     let then_text =
         std::fs::read_to_string(Path::new(DIR).join("predict-first-20.jsonl")).expect("fixture");
     let then = predictions(&then_text);

@@ -3,14 +3,12 @@
 //! (each file names the PyTorch call that produced it and its version). f32 lands within
 //! ~1e-5 relative for single layers and ~1e-4 after three training steps.
 
-use crate::common;
-
+use crate::fixtures::{assert_close, fixture, tensor};
 use cnn::init::Init;
 use cnn::layers::*;
 use cnn::model::Model;
 use cnn::optim::{Optimizer, OptimizerKind};
 use cnn::tensor::Tensor;
-use common::{assert_close, fixture, tensor};
 
 fn conv_case(file: &str, stride: usize, padding: Padding) {
     let f = fixture(file);

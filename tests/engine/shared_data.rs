@@ -1,8 +1,6 @@
 //! The real datasets in `../shared/data` (see its README.md): the loader reads them, and the
 //! hashes `cnn download` checks are those of these copies. Without the data each test says
-//! that it skipped, and fails when `CI` is set (see `common::shared_data`).
-
-use crate::common;
+//! that it skipped, and fails when `CI` is set (see `crate::shared::shared_data`).
 
 use cnn::data::download::Known;
 use cnn::data::{load, LoadOptions, Split};
@@ -10,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 #[test]
 fn real_mnist_test_set() {
-    let Some(mnist) = common::shared_data("mnist") else {
+    let Some(mnist) = crate::shared::shared_data("mnist") else {
         return;
     };
     let ds = load(&mnist, &LoadOptions::split(Split::Test)).unwrap();
@@ -42,7 +40,7 @@ fn known_hashes_match_the_copies_in_shared_data() {
     ];
     for (folder, files) in cases {
         for f in files {
-            let Some(path) = common::shared_data(&format!("{folder}/{}", f.name)) else {
+            let Some(path) = crate::shared::shared_data(&format!("{folder}/{}", f.name)) else {
                 continue;
             };
             let bytes = std::fs::read(&path).unwrap();

@@ -4,16 +4,15 @@
 //! for the probabilities, `cnn evaluate --json` for the confusion matrix, and the run
 //! folder's own metrics.jsonl for the epochs.
 
-use crate::serve_common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::BIN;
+use crate::server::{agent, answer, demo_pngs, raw_get, raw_post_zeros, train_small, Served};
 use serde_json::Value;
-use serve_common::{agent, answer, demo_pngs, raw_get, raw_post_zeros, train_small, Served, BIN};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))

@@ -8,14 +8,12 @@
 //! Without Chromium the test prints a notice and passes locally; under CI (env `CI` set,
 //! where `.ci/run` installs Debian's `chromium`) a missing or failing browser fails it.
 
-use crate::serve_common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::server::{agent, answer, train_small, Served};
 use serde_json::Value;
-use serve_common::{agent, answer, train_small, Served};
 
 /// The browser's path, from `PATH`.
 fn chromium() -> Option<PathBuf> {

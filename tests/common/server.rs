@@ -1,6 +1,5 @@
-//! Helpers of the `cnn serve` tests (tests/serve.rs, tests/serve_browser.rs): a small model
-//! trained on the built-in demo set, and the server run as a process on a free port.
-#![allow(dead_code)]
+//! Helpers of the `cnn serve` tests (tests/serve): a small model trained on the built-in
+//! demo set, and the server run as a process on a free port.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -8,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The `cnn` binary cargo built for the tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_cnn");
+use crate::common::{run, BIN};
 
 /// A small network for the demo set (1x28x28, 10 classes): quick to train, and it has
 /// every kind of layer the page explains (a padded convolution, max pooling, Dense).
@@ -27,20 +25,11 @@ Dense units=10 activation=softmax
 pub fn train_small(dir: &Path, epochs: usize) -> PathBuf {
     let cfg = dir.join("small.cfg");
     std::fs::write(&cfg, SMALL_CONFIG).unwrap();
-    let run = dir.join("run");
-    let out = Command::new(BIN)
-        .arg("train")
-        .arg(&cfg)
-        .args(["--epochs", &epochs.to_string(), "--out"])
-        .arg(&run)
-        .output()
-        .expect("cnn train runs");
-    assert!(
-        out.status.success(),
-        "cnn train failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    run
+    let out = dir.join("run");
+    let epochs = epochs.to_string();
+    let (code, _, stderr) = run(&[&"train", &cfg, &"--epochs", &epochs, &"--out", &out]);
+    assert_eq!(code, 0, "cnn train failed: {stderr}");
+    out
 }
 
 /// `cnn serve` running as a child process; killed when dropped.
@@ -147,21 +136,18 @@ pub fn raw_get(port: u16, target: &str) -> (u16, String) {
 /// PNG images of the demo set's test split, one per class, written by `cnn data export`.
 pub fn demo_pngs(dir: &Path) -> Vec<PathBuf> {
     let out = dir.join("pngs");
-    let status = Command::new(BIN)
-        .args([
-            "data",
-            "export",
-            "demo",
-            "--split",
-            "test",
-            "--per-class",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "cnn data export failed");
+    let (code, _, stderr) = run(&[
+        &"data",
+        &"export",
+        &"demo",
+        &"--split",
+        &"test",
+        &"--per-class",
+        &"1",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "cnn data export failed: {stderr}");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())
