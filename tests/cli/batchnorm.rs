@@ -5,8 +5,10 @@
 
 use std::path::Path;
 
+use crate::command::Train;
 use crate::common::run;
 use crate::fixtures::{assert_close, fixture, tensor};
+use crate::runs::model_bytes;
 use cnn::layers::batchnorm::Dims;
 use cnn::layers::{Activation, BatchNormSpec, Layer, LayerSpec, Op, Pass};
 use cnn::tensor::Tensor;
@@ -139,24 +141,8 @@ fn a_fused_activation_equals_the_separate_layer() {
     assert_eq!(a.infer(&x).unwrap(), b.infer(&x).unwrap());
 }
 
-fn train(dir: &Path, out: &str, extra: &[&str]) -> (i32, String) {
-    let cfg = dir.join("net.cfg");
-    std::fs::write(&cfg, NET).unwrap();
-    let out = dir.join(out);
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"train", &cfg, &"--out", &out];
-    // Defaults, each unless `extra` gives it.
-    const DEFAULTS: [[&str; 2]; 3] = [["--epochs", "2"], ["--batch-size", "64"], ["--seed", "5"]];
-    for pair in DEFAULTS.iter().filter(|[flag, _]| !extra.contains(flag)) {
-        args.extend(pair.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
-    }
-    args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
-    let (code, _, stderr) = run(&args);
-    (code, stderr)
-}
-
-fn model_bytes(dir: &Path, out: &str) -> Vec<u8> {
-    std::fs::read(dir.join(out).join("model.safetensors")).unwrap()
-}
+/// What every `cnn train` of this file passes ([`NET`] on the demo set) unless a test gives it.
+const DEFAULTS: [[&str; 2]; 3] = [["--epochs", "2"], ["--batch-size", "64"], ["--seed", "5"]];
 
 #[test]
 fn a_run_with_batchnorm_gives_the_same_bytes_on_1_and_2_threads_and_across_resume() {
@@ -166,15 +152,17 @@ fn a_run_with_batchnorm_gives_the_same_bytes_on_1_and_2_threads_and_across_resum
         ("two", &["--threads", "2"][..]),
         ("split", &["--stop-after-steps", "40"][..]),
     ] {
-        let (code, stderr) = train(tmp.path(), out, extra);
-        assert_eq!(code, 0, "{stderr}");
+        Train::new(tmp.path().join("net.cfg"), tmp.path().join(out))
+            .config(NET)
+            .defaults(&DEFAULTS)
+            .args(extra)
+            .ok();
     }
     let split = tmp.path().join("split");
-    let (code, _, stderr) = run(&[&"train", &"--resume", &split]);
-    assert_eq!(code, 0, "{stderr}");
-    let one = model_bytes(tmp.path(), "one");
-    assert_eq!(one, model_bytes(tmp.path(), "two"));
-    assert_eq!(one, model_bytes(tmp.path(), "split"));
+    Train::resume(&split).ok();
+    let one = model_bytes(&tmp.path().join("one"));
+    assert_eq!(one, model_bytes(&tmp.path().join("two")));
+    assert_eq!(one, model_bytes(&split));
 
     // The running statistics were trained and saved: 2 epochs of 2,000 / 64 = 32 batches.
     let (model, _) = cnn::model_file::load(&tmp.path().join("one/model.safetensors")).unwrap();
@@ -209,8 +197,10 @@ fn a_run_with_batchnorm_gives_the_same_bytes_on_1_and_2_threads_and_across_resum
 #[test]
 fn evaluation_mode_scores_each_image_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, stderr) = train(tmp.path(), "run", &[]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("net.cfg"), tmp.path().join("run"))
+        .config(NET)
+        .defaults(&DEFAULTS)
+        .ok();
     let (mut model, _) = cnn::model_file::load(&tmp.path().join("run/model.safetensors")).unwrap();
     let spec = model.spec.clone();
     let (batch, _) = cnn::bench::synthetic_batch(&spec, 6, 3).unwrap();
@@ -268,8 +258,11 @@ fn rewrite(
 #[test]
 fn a_model_file_loads_with_or_without_num_batches_tracked_and_refuses_bad_statistics() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, stderr) = train(tmp.path(), "run", &["--epochs", "1"]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("net.cfg"), tmp.path().join("run"))
+        .config(NET)
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "1"])
+        .ok();
     let model = tmp.path().join("run/model.safetensors");
     let probs = |path: &Path| {
         let (mut m, _) = cnn::model_file::load(path).unwrap();
@@ -330,7 +323,14 @@ fn a_model_file_loads_with_or_without_num_batches_tracked_and_refuses_bad_statis
 #[test]
 fn training_batchnorm1d_on_a_batch_of_one_is_refused_before_training_starts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, stderr) = train(tmp.path(), "run", &["--batch-size", "1"]);
+    let train = |out: &str, batch: &str| {
+        Train::new(tmp.path().join("net.cfg"), tmp.path().join(out))
+            .config(NET)
+            .defaults(&DEFAULTS)
+            .args(&["--batch-size", batch])
+            .run()
+    };
+    let (code, _, stderr) = train("run", "1");
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("BatchNorm1D cannot normalise a training batch of 1 sample"),
@@ -338,7 +338,7 @@ fn training_batchnorm1d_on_a_batch_of_one_is_refused_before_training_starts() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     // The demo set's 2,000 images in batches of 1,999 leave a last batch of 1.
-    let (code, stderr) = train(tmp.path(), "run2", &["--batch-size", "1999"]);
+    let (code, _, stderr) = train("run2", "1999");
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("the last batch of each epoch has 1"),

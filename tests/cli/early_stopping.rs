@@ -6,47 +6,18 @@
 //! The data is the bars set of `tests/common/bars.rs` (60 training images 8x8, 3 classes);
 //! `--val-split 0.2` holds 12 of them out, leaving 6 steps of 8 images per epoch.
 
-use crate::bars::bars_setup;
-use crate::common::run;
+use crate::bars::{bars_setup, bars_train};
+use crate::command::Train;
+use crate::runs::metrics_column;
 
-use std::ffi::OsStr;
 use std::path::Path;
 
-/// `cnn train net.cfg --data DATA --out DIR/NAME --batch-size 8 --lr 0.1 --val-split 0.2
-/// EXTRA...`; returns (code, stdout, stderr).
-fn train(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> (i32, String, String) {
-    let cfg = dir.join("net.cfg");
-    let out = dir.join(name);
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--out",
-        &out,
-        &"--batch-size",
-        &"8",
-        &"--lr",
-        &"0.1",
-        &"--val-split",
-        &"0.2",
-    ];
-    args.extend(extra.iter().map(|a| a as &dyn AsRef<OsStr>));
-    run(&args)
-}
-
-/// The column `key` of every epoch in `dir/name/metrics.jsonl`.
-fn column(dir: &Path, name: &str, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(dir.join(name).join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
+/// What every `cnn train` of this file passes unless a test gives it.
+const DEFAULTS: [[&str; 2]; 3] = [
+    ["--batch-size", "8"],
+    ["--lr", "0.1"],
+    ["--val-split", "0.2"],
+];
 
 fn file(dir: &Path, name: &str, file: &str) -> Vec<u8> {
     std::fs::read(dir.join(name).join(file)).unwrap()
@@ -103,10 +74,12 @@ const PATIENCE_1: [&str; 8] = [
 /// validation losses with the (stop, best) epochs that Keras's rule gives for
 /// [`PATIENCE_1`]. On the bars the validation loss falls smoothly towards 0, so the steps
 /// shrink below min_delta 0.05 after a few epochs: the run must stop.
-fn full_run_and_keras_stop(d: &Path, data: &Path) -> (Vec<f64>, usize, usize) {
-    let (code, _, stderr) = train(d, data, "full", &["--epochs", EPOCHS]);
-    assert_eq!(code, 0, "{stderr}");
-    let full = column(d, "full", "val_loss");
+fn full_run_and_keras_stop(d: &Path) -> (Vec<f64>, usize, usize) {
+    bars_train(d, "full")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", EPOCHS])
+        .ok();
+    let full = metrics_column(&d.join("full"), "val_loss");
     let (stop, best) = keras_stop(&full, true, 1, 0.05)
         .unwrap_or_else(|| panic!("the case must stop early: val losses {full:?}"));
     (full, stop, best)
@@ -115,14 +88,13 @@ fn full_run_and_keras_stop(d: &Path, data: &Path) -> (Vec<f64>, usize, usize) {
 #[test]
 fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_keeps_the_right_weights(
 ) {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let d = dir.path();
-    let (full, stop, best) = full_run_and_keras_stop(d, &data);
+    let (full, stop, best) = full_run_and_keras_stop(d);
     let es = PATIENCE_1;
-    let (code, stdout, stderr) = train(d, &data, "es", &es);
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = bars_train(d, "es").defaults(&DEFAULTS).args(&es).ok();
     // Early stopping changes nothing before it stops.
-    assert_eq!(column(d, "es", "val_loss"), full[..stop]);
+    assert_eq!(metrics_column(&d.join("es"), "val_loss"), full[..stop]);
     assert!(
         stdout.contains(&format!(
             "stopped early after epoch {stop} of {EPOCHS}: val_loss has not improved on {:.4} \
@@ -137,8 +109,10 @@ fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_
         "{report}"
     );
     // Without --restore-best the model is the last epoch's: that of a run of `stop` epochs.
-    let (code, _, stderr) = train(d, &data, "upto_stop", &["--epochs", &stop.to_string()]);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(d, "upto_stop")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", &stop.to_string()])
+        .ok();
     assert_eq!(
         file(d, "es", "model.safetensors"),
         file(d, "upto_stop", "model.safetensors")
@@ -148,14 +122,18 @@ fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_
     // With --restore-best it is the best epoch's: that of a run of `best` epochs.
     let mut restore = es.to_vec();
     restore.push("--restore-best");
-    let (code, stdout, stderr) = train(d, &data, "restore", &restore);
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = bars_train(d, "restore")
+        .defaults(&DEFAULTS)
+        .args(&restore)
+        .ok();
     assert!(
         stdout.contains(&format!("the model has epoch {best}'s weights, the best")),
         "{stdout}"
     );
-    let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(d, "upto_best")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", &best.to_string()])
+        .ok();
     let want = file(d, "upto_best", "model.safetensors");
     assert_eq!(file(d, "restore", "model.safetensors"), want);
     assert_eq!(file(d, "restore", "best.safetensors"), want);
@@ -168,11 +146,13 @@ fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_
 
 #[test]
 fn val_accuracy_with_a_min_delta_from_the_train_line_stops_where_keras_would() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let d = dir.path();
-    let (code, _, stderr) = train(d, &data, "full", &["--epochs", EPOCHS]);
-    assert_eq!(code, 0, "{stderr}");
-    let full = column(d, "full", "val_accuracy");
+    bars_train(d, "full")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", EPOCHS])
+        .ok();
+    let full = metrics_column(&d.join("full"), "val_accuracy");
     // 12 validation images: one more right is +0.083, so min_delta 0.05 needs one image.
     let (stop, _) = keras_stop(&full, false, 2, 0.05)
         .unwrap_or_else(|| panic!("the case must stop early: val accuracies {full:?}"));
@@ -183,9 +163,15 @@ fn val_accuracy_with_a_min_delta_from_the_train_line_stops_where_keras_would() {
         format!("{count}\nTrain early_stop=val_accuracy patience=2 min_delta=0.05\n{rest}"),
     )
     .unwrap();
-    let (code, stdout, stderr) = train(d, &data, "es", &["--epochs", EPOCHS]);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(column(d, "es", "val_accuracy").len(), stop, "{stdout}");
+    let stdout = bars_train(d, "es")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", EPOCHS])
+        .ok();
+    assert_eq!(
+        metrics_column(&d.join("es"), "val_accuracy").len(),
+        stop,
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!(
         "stopped early after epoch {stop} of {EPOCHS}: val_accuracy"
     )));
@@ -193,7 +179,7 @@ fn val_accuracy_with_a_min_delta_from_the_train_line_stops_where_keras_would() {
 
 #[test]
 fn a_run_with_early_stopping_stopped_anywhere_and_resumed_equals_the_straight_run() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let d = dir.path();
     let es = [
         "--epochs",
@@ -206,9 +192,8 @@ fn a_run_with_early_stopping_stopped_anywhere_and_resumed_equals_the_straight_ru
         "0.05",
         "--restore-best",
     ];
-    let (code, _, stderr) = train(d, &data, "straight", &es);
-    assert_eq!(code, 0, "{stderr}");
-    let epochs = column(d, "straight", "val_loss").len();
+    bars_train(d, "straight").defaults(&DEFAULTS).args(&es).ok();
+    let epochs = metrics_column(&d.join("straight"), "val_loss").len();
     assert!(epochs < 30, "the case must stop early");
     // Mid-epoch in the first epoch, at an epoch's end, and mid-epoch in the last epoch (6
     // steps an epoch).
@@ -217,24 +202,22 @@ fn a_run_with_early_stopping_stopped_anywhere_and_resumed_equals_the_straight_ru
         let mut split = es.to_vec();
         let s = steps.to_string();
         split.extend(["--stop-after-steps", &s]);
-        let (code, _, stderr) = train(d, &data, &name, &split);
-        assert_eq!(code, 0, "{stderr}");
-        let (code, _, stderr) = run(&[&"train", &"--resume", &d.join(&name)]);
+        bars_train(d, &name).defaults(&DEFAULTS).args(&split).ok();
+        let (code, _, stderr) = Train::resume(d.join(&name)).run();
         assert_eq!(code, 0, "{steps}: {stderr}");
         for f in ["model.safetensors", "best.safetensors"] {
             assert_eq!(file(d, &name, f), file(d, "straight", f), "{steps}: {f}");
         }
         assert_eq!(
-            column(d, &name, "val_loss"),
-            column(d, "straight", "val_loss")
+            metrics_column(&d.join(&name), "val_loss"),
+            metrics_column(&d.join("straight"), "val_loss")
         );
     }
 }
 
 #[test]
 fn early_stopping_options_out_of_place_or_out_of_range_are_refused_with_exit_2() {
-    let (dir, data) = bars_setup();
-    let cfg = dir.path().join("net.cfg");
+    let (dir, _) = bars_setup();
     let out = dir.path().join("run");
     for (opts, why) in [
         (
@@ -277,10 +260,7 @@ fn early_stopping_options_out_of_place_or_out_of_range_are_refused_with_exit_2()
             "invalid value 'loss'",
         ),
     ] {
-        let mut args: Vec<&dyn AsRef<OsStr>> =
-            vec![&"train", &cfg, &"--data", &data, &"--out", &out];
-        args.extend(opts.iter().map(|a| a as &dyn AsRef<OsStr>));
-        let (code, _, stderr) = run(&args);
+        let (code, _, stderr) = bars_train(dir.path(), "run").args(opts).run();
         assert_eq!(code, 2, "{opts:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{opts:?}: {stderr}");
         assert!(stderr.contains(why), "{opts:?}: {stderr}");
@@ -290,7 +270,7 @@ fn early_stopping_options_out_of_place_or_out_of_range_are_refused_with_exit_2()
 
 #[test]
 fn resuming_with_another_patience_is_refused() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let d = dir.path();
     let es = [
         "--epochs",
@@ -300,20 +280,12 @@ fn resuming_with_another_patience_is_refused() {
         "--stop-after-steps",
         "4",
     ];
-    let (code, _, stderr) = train(d, &data, "r", &es);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(d, "r").defaults(&DEFAULTS).args(&es).ok();
     // Its own settings again are fine (the validation split comes from run.json).
-    let (code, _, stderr) = run(&[
-        &"train",
-        &"--resume",
-        &d.join("r"),
-        &"--early-stop",
-        &"val_loss",
-        &"--stop-after-steps",
-        &"5",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = run(&[&"train", &"--resume", &d.join("r"), &"--patience", &"9"]);
+    Train::resume(d.join("r"))
+        .args(&["--early-stop", "val_loss", "--stop-after-steps", "5"])
+        .ok();
+    let (code, _, stderr) = Train::resume(d.join("r")).args(&["--patience", "9"]).run();
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("cannot resume with --patience 9: the run has 5"),
@@ -325,7 +297,7 @@ fn resuming_with_another_patience_is_refused() {
 /// `model.safetensors` equals, byte for byte, a plain run of the best epoch's length.
 #[test]
 fn restore_best_brings_back_batchnorm_s_running_statistics_too() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let d = dir.path();
     std::fs::write(
         d.join("net.cfg"),
@@ -334,13 +306,14 @@ fn restore_best_brings_back_batchnorm_s_running_statistics_too() {
          Dense units=3 activation=softmax\n",
     )
     .unwrap();
-    let (_, _, best) = full_run_and_keras_stop(d, &data);
+    let (_, _, best) = full_run_and_keras_stop(d);
     let mut es = PATIENCE_1.to_vec();
     es.push("--restore-best");
-    let (code, _, stderr) = train(d, &data, "restore", &es);
-    assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = train(d, &data, "upto_best", &["--epochs", &best.to_string()]);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(d, "restore").defaults(&DEFAULTS).args(&es).ok();
+    bars_train(d, "upto_best")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", &best.to_string()])
+        .ok();
     let want = file(d, "upto_best", "model.safetensors");
     assert_eq!(file(d, "restore", "model.safetensors"), want);
     let (model, _) = cnn::model_file::load(&d.join("restore/model.safetensors")).unwrap();

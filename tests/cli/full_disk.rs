@@ -17,7 +17,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::BIN;
+use crate::command::Train;
+use crate::common::{run_command, BIN};
+use crate::files::write_sawtooth_idx;
 
 /// A 1x8x8 network with 3 outputs whose checkpoint (about 36 kB) is twice its model file and
 /// far larger than `config.cfg` and `run.json`.
@@ -39,10 +41,7 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-        let n = 24u32;
-        let pixels: Vec<u8> = (0..n * 64).map(|i| (i * 37 % 251) as u8).collect();
-        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-        crate::files::write_idx(&dir.path().join("data"), "train", 8, 8, &pixels, &labels);
+        write_sawtooth_idx(&dir.path().join("data"), 0);
         Setup { dir }
     }
 
@@ -50,41 +49,17 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    /// `cnn train net.cfg --data data --out OUT --batch-size 8 --threads 1 EXTRA...`
-    fn train(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("train")
-            .arg(self.path("net.cfg"))
-            .arg("--data")
-            .arg(self.path("data"))
-            .arg("--out")
-            .arg(self.path(out))
-            .args(["--batch-size", "8", "--threads", "1"])
-            .args(extra);
-        c
+    /// `cnn train net.cfg --data data --out OUT --batch-size 8 --threads 1`.
+    fn train(&self, out: &str) -> Train {
+        Train::new(self.path("net.cfg"), self.path(out))
+            .data(self.path("data"))
+            .args(&["--batch-size", "8", "--threads", "1"])
     }
 
-    /// `cnn train --resume OUT --threads 1 EXTRA...`
-    fn resume(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("train")
-            .arg("--resume")
-            .arg(self.path(out))
-            .args(["--threads", "1"])
-            .args(extra);
-        c
+    /// `cnn train --resume OUT --threads 1`.
+    fn resume(&self, out: &str) -> Train {
+        Train::resume(self.path(out)).args(&["--threads", "1"])
     }
-}
-
-/// Runs `cmd` and asserts that it succeeds.
-fn succeeds(mut cmd: Command) {
-    let out = cmd.output().expect("cnn runs");
-    assert!(
-        out.status.success(),
-        "{:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Runs `cmd` with files limited to `limit` bytes and SIGXFSZ ignored: a write past the limit
@@ -108,12 +83,7 @@ fn run_with_file_size_limit(mut cmd: Command, limit: u64) -> (i32, String) {
             Ok(())
         });
     }
-    let out = cmd.output().expect("cnn runs");
-    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
-    let code = out
-        .status
-        .code()
-        .unwrap_or_else(|| panic!("killed by a signal: {:?}\n{stderr}", out.status));
+    let (code, _, stderr) = run_command(&mut cmd);
     (code, stderr)
 }
 
@@ -170,7 +140,7 @@ fn len(path: &Path) -> u64 {
 #[test]
 fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
     let s = Setup::new();
-    succeeds(s.train("run", &["--epochs", "1"]));
+    s.train("run").args(&["--epochs", "1"]).ok();
     let run = s.path("run");
     let ck = run.join("checkpoint.safetensors");
     let limit = len(&ck) / 2;
@@ -179,7 +149,8 @@ fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
     }
     let before = snapshot(&run);
 
-    let (code, stderr) = run_with_file_size_limit(s.resume("run", &["--epochs", "2"]), limit);
+    let resume = s.resume("run").args(&["--epochs", "2"]);
+    let (code, stderr) = run_with_file_size_limit(resume.command(), limit);
     assert_reported(
         code,
         &stderr,
@@ -190,7 +161,7 @@ fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
     );
     assert_survived(&before, &snapshot(&run));
 
-    succeeds(s.resume("run", &["--epochs", "2"]));
+    resume.ok();
     assert_eq!(cnn::checkpoint::load(&ck).unwrap().state.epoch, 2);
     assert!(std::fs::read(run.join("model.safetensors")).unwrap() != before["model.safetensors"]);
 }
@@ -203,7 +174,7 @@ fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
 #[test]
 fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives() {
     let s = Setup::new();
-    succeeds(s.train("run", &["--epochs", "1"]));
+    s.train("run").args(&["--epochs", "1"]).ok();
     let run = s.path("run");
     let model = run.join("model.safetensors");
     let limit = len(&model) / 2;
@@ -212,9 +183,14 @@ fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives(
     }
     let before = snapshot(&run);
 
-    let mut again = s.train("run", &["--epochs", "0", "--force", "--init"]);
-    again.arg(&model);
-    let (code, stderr) = run_with_file_size_limit(again, limit);
+    let again = s.train("run").args(&[
+        "--epochs",
+        "0",
+        "--force",
+        "--init",
+        model.to_str().unwrap(),
+    ]);
+    let (code, stderr) = run_with_file_size_limit(again.command(), limit);
     assert_reported(
         code,
         &stderr,
@@ -233,7 +209,8 @@ fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives(
 fn full_disk_at_a_new_runs_first_file_is_reported_and_leaves_nothing_half_written() {
     let s = Setup::new();
     let run = s.path("run");
-    let (code, stderr) = run_with_file_size_limit(s.train("run", &["--epochs", "1"]), 64);
+    let first = s.train("run").args(&["--epochs", "1"]);
+    let (code, stderr) = run_with_file_size_limit(first.command(), 64);
     assert_reported(
         code,
         &stderr,
@@ -273,7 +250,7 @@ mkdir "$out/after" && cp "$mnt/run"/* "$out/after/" || exit 93
 #[test]
 fn no_space_left_on_a_real_full_file_system_is_reported_and_the_previous_run_survives() {
     let s = Setup::new();
-    succeeds(s.train("run", &["--epochs", "1"]));
+    s.train("run").args(&["--epochs", "1"]).ok();
     let before = snapshot(&s.path("run"));
     let mnt = s.path("mnt");
     std::fs::create_dir(&mnt).unwrap();

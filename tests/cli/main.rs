@@ -16,6 +16,8 @@ mod files;
 mod fixtures;
 #[path = "../common/rng.rs"]
 mod rng;
+#[path = "../common/runs.rs"]
+mod runs;
 #[path = "../common/shared.rs"]
 mod shared;
 #[path = "../common/stripes.rs"]

@@ -4,22 +4,11 @@
 
 use std::path::Path;
 
-use crate::bars::bars_setup as setup;
+use crate::bars::{bars_setup as setup, bars_train};
 use crate::command::cnn;
 
-/// Trains `net.cfg` on `data` with `extra` options into `out`.
-fn train(dir: &Path, data: &Path, out: &Path, extra: &[&str]) {
-    cnn()
-        .arg("train")
-        .arg(dir.join("net.cfg"))
-        .arg("--data")
-        .arg(data)
-        .args(["--batch-size", "8", "--out"])
-        .arg(out)
-        .args(extra)
-        .assert()
-        .success();
-}
+/// What every `cnn train` of this file passes unless a test gives it.
+const DEFAULTS: [[&str; 2]; 1] = [["--batch-size", "8"]];
 
 /// The texts of an SVG file, in order.
 fn svg_texts(path: &Path) -> Vec<(String, String)> {
@@ -50,9 +39,12 @@ fn x_tick_labels(svg: &Path) -> Vec<String> {
 
 #[test]
 fn a_one_epoch_run_labels_its_x_axis_with_that_epoch_only() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
-    train(dir.path(), &data, &run, &["--epochs", "1"]);
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "1"])
+        .ok();
     for chart in ["loss.svg", "accuracy.svg"] {
         assert_eq!(x_tick_labels(&run.join(chart)), ["1"], "{chart}");
     }
@@ -60,22 +52,23 @@ fn a_one_epoch_run_labels_its_x_axis_with_that_epoch_only() {
 
 #[test]
 fn a_three_epoch_run_labels_its_x_axis_with_whole_epochs() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
-    train(dir.path(), &data, &run, &["--epochs", "3"]);
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "3"])
+        .ok();
     assert_eq!(x_tick_labels(&run.join("loss.svg")), ["1", "2", "3"]);
 }
 
 #[test]
 fn a_val_split_run_calls_its_held_out_curve_validation() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
-    train(
-        dir.path(),
-        &data,
-        &run,
-        &["--epochs", "1", "--val-split", "0.2"],
-    );
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "1", "--val-split", "0.2"])
+        .ok();
     for chart in ["loss.svg", "accuracy.svg"] {
         let names: Vec<String> = svg_texts(&run.join(chart))
             .into_iter()
@@ -97,10 +90,13 @@ fn a_val_split_run_calls_its_held_out_curve_validation() {
 
 #[test]
 fn a_run_with_a_test_set_calls_its_held_out_curve_test() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
     // An IDX folder brings its own test split (t10k-*).
-    train(dir.path(), &data, &run, &["--epochs", "1"]);
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "1"])
+        .ok();
     let names: Vec<String> = svg_texts(&run.join("loss.svg"))
         .into_iter()
         .map(|(_, body)| body)
@@ -148,12 +144,10 @@ fn evaluate_out_writes_a_titled_gallery_of_enlarged_misclassified_images() {
     let (dir, data) = setup();
     let run = dir.path().join("run");
     // Barely trained: many test images are wrong.
-    train(
-        dir.path(),
-        &data,
-        &run,
-        &["--epochs", "1", "--lr", "0.0001"],
-    );
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "1", "--lr", "0.0001"])
+        .ok();
     let out = dir.path().join("eval");
     cnn()
         .arg("evaluate")
@@ -191,9 +185,12 @@ fn evaluate_out_writes_a_titled_gallery_of_enlarged_misclassified_images() {
 
 #[test]
 fn visualize_draws_the_output_layer_as_one_bar_per_class() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
-    train(dir.path(), &data, &run, &["--epochs", "3"]);
+    bars_train(dir.path(), "run")
+        .defaults(&DEFAULTS)
+        .args(&["--epochs", "3"])
+        .ok();
     let img = dir.path().join("x.png");
     image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x == 5 { 220 } else { 0 }]))
         .save(&img)

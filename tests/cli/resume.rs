@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::command::cnn;
+use crate::command::Train;
+use crate::common::run;
+use crate::files::{write_idx, write_png};
 use crate::rng::Lcg;
-use assert_cmd::Command;
+use crate::runs::{metrics, model_bytes};
 use sha2::{Digest, Sha256};
 
 const CONFIG: &str = "4\nInput shape=1x8x8\n\
@@ -20,9 +22,12 @@ MaxPool2D pool=2x2 stride=2\n\
 Dense units=16 activation=relu\n\
 Dense units=3 activation=softmax\n";
 
+/// What every `cnn train` of [`Setup::train`] passes unless a test gives it.
+const DEFAULTS: [[&str; 2]; 2] = [["--batch-size", "8"], ["--seed", "5"]];
+
 /// Writes `train-images-idx3-ubyte` and `train-labels-idx1-ubyte` with `n` images 8x8 in
 /// `dir`: class k has a bright band at rows 2k..2k+3, plus noise.
-fn write_idx(dir: &Path, n: usize) {
+fn write_bands_idx(dir: &Path, n: usize) {
     let mut rng = Lcg(42);
     let mut pixels = Vec::with_capacity(n * 64);
     for i in 0..n {
@@ -35,7 +40,7 @@ fn write_idx(dir: &Path, n: usize) {
         }
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    crate::files::write_idx(dir, "train", 8, 8, &pixels, &labels);
+    write_idx(dir, "train", 8, 8, &pixels, &labels);
 }
 
 /// A folder with `net.cfg` and the data in `data/`.
@@ -47,7 +52,7 @@ impl Setup {
     fn new(images: usize) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-        write_idx(&dir.path().join("data"), images);
+        write_bands_idx(&dir.path().join("data"), images);
         Setup { dir }
     }
 
@@ -55,40 +60,18 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    /// `cnn train net.cfg --data data --out OUT --batch-size 8 --seed 5 EXTRA...`
-    fn train(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = cnn();
-        c.arg("train")
-            .arg(self.path("net.cfg"))
-            .arg("--data")
-            .arg(self.path("data"))
-            .arg("--out")
-            .arg(self.path(out))
-            .args(["--batch-size", "8", "--seed", "5"])
-            .args(extra);
-        c
-    }
-
-    fn resume(&self, out: &str, extra: &[&str]) -> Command {
-        let mut c = cnn();
-        c.arg("train")
-            .arg("--resume")
-            .arg(self.path(out))
-            .args(extra);
-        c
-    }
-
-    fn model_bytes(&self, out: &str) -> Vec<u8> {
-        std::fs::read(self.path(out).join("model.safetensors")).unwrap()
+    /// `cnn train net.cfg --data data --out OUT` with [`DEFAULTS`].
+    fn train(&self, out: &str) -> Train {
+        Train::new(self.path("net.cfg"), self.path(out))
+            .data(self.path("data"))
+            .defaults(&DEFAULTS)
     }
 
     /// metrics.jsonl without the timing fields, which differ from run to run.
     fn metrics(&self, out: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path(out).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        metrics(&self.path(out))
+            .into_iter()
+            .map(|mut v| {
                 let o = v.as_object_mut().unwrap();
                 o.remove("seconds");
                 o.remove("images_per_second");
@@ -110,23 +93,13 @@ fn sha256(bytes: &[u8]) -> String {
 #[test]
 fn model_file_alone_predicts() {
     let s = Setup::new(60);
-    s.train("run", &["--epochs", "2"]).assert().success();
+    s.train("run").args(&["--epochs", "2"]).ok();
     let img = s.path("img.png");
-    crate::files::write_png(&img, 8, 8, |_, y| if y < 3 { 200 } else { 20 });
+    write_png(&img, 8, 8, |_, y| if y < 3 { 200 } else { 20 });
     let predict = |model: &Path| {
-        let out = cnn()
-            .arg("predict")
-            .arg(model)
-            .arg(&img)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let (code, stdout, stderr) = run(&[&"predict", &model, &img, &"--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
     };
     let before = predict(&s.path("run/model.safetensors"));
 
@@ -147,16 +120,16 @@ fn model_file_alone_predicts() {
 #[test]
 fn init_starts_from_given_weights_and_names_a_differing_tensor() {
     let s = Setup::new(60);
-    s.train("a", &["--epochs", "2"]).assert().success();
+    s.train("a").args(&["--epochs", "2"]).ok();
     let a = cnn::model_file::load(&s.path("a/model.safetensors"))
         .unwrap()
         .0;
 
     let init = s.path("a/model.safetensors");
-    s.train("b", &["--epochs", "0", "--init"])
-        .arg(&init)
-        .assert()
-        .success();
+    let init_arg = init.to_str().unwrap();
+    s.train("b")
+        .args(&["--epochs", "0", "--init", init_arg])
+        .ok();
     let b = cnn::model_file::load(&s.path("b/model.safetensors"))
         .unwrap()
         .0;
@@ -169,38 +142,29 @@ fn init_starts_from_given_weights_and_names_a_differing_tensor() {
     assert_eq!(bits(&a), bits(&b));
 
     // From a checkpoint too: its optimiser tensors are skipped.
-    s.train("c", &["--epochs", "0", "--init"])
-        .arg(s.path("a/checkpoint.safetensors"))
-        .assert()
-        .success();
+    let checkpoint = s.path("a/checkpoint.safetensors");
+    s.train("c")
+        .args(&["--epochs", "0", "--init", checkpoint.to_str().unwrap()])
+        .ok();
     let c = cnn::model_file::load(&s.path("c/model.safetensors"))
         .unwrap()
         .0;
     assert_eq!(bits(&a), bits(&c));
 
     // One epoch from the given weights differs from one epoch from a fresh start.
-    s.train("d", &["--epochs", "1", "--init"])
-        .arg(&init)
-        .assert()
-        .success();
-    s.train("e", &["--epochs", "1"]).assert().success();
-    assert_ne!(s.model_bytes("d"), s.model_bytes("e"));
+    s.train("d")
+        .args(&["--epochs", "1", "--init", init_arg])
+        .ok();
+    s.train("e").args(&["--epochs", "1"]).ok();
+    assert_ne!(model_bytes(&s.path("d")), model_bytes(&s.path("e")));
 
     let wide = s.path("wide.cfg");
     std::fs::write(&wide, CONFIG.replace("units=16", "units=32")).unwrap();
-    let out = cnn()
-        .arg("train")
-        .arg(&wide)
-        .arg("--data")
-        .arg(s.path("data"))
-        .arg("--out")
-        .arg(s.path("f"))
-        .arg("--init")
-        .arg(&init)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = Train::new(&wide, s.path("f"))
+        .data(s.path("data"))
+        .args(&["--init", init_arg])
+        .run();
+    assert_eq!(code, 1);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&init.display().to_string()), "{err}");
     assert!(
@@ -214,23 +178,20 @@ fn init_starts_from_given_weights_and_names_a_differing_tensor() {
 /// numbers.
 fn assert_resume_is_exact(optimizer: &[&str], stop: u64) {
     let s = Setup::new(60);
-    s.train("straight", &[&["--epochs", "4"], optimizer].concat())
-        .assert()
-        .success();
+    s.train("straight")
+        .args(&["--epochs", "4"])
+        .args(optimizer)
+        .ok();
     let stop = stop.to_string();
-    let first = s
-        .train(
-            "split",
-            &[&["--epochs", "4", "--stop-after-steps", &stop], optimizer].concat(),
-        )
-        .output()
-        .unwrap();
-    assert!(first.status.success());
+    s.train("split")
+        .args(&["--epochs", "4", "--stop-after-steps", &stop])
+        .args(optimizer)
+        .ok();
     assert!(!s.path("split/model.safetensors").exists());
     assert!(s.path("split/checkpoint.safetensors").exists());
-    s.resume("split", &[]).assert().success();
+    Train::resume(s.path("split")).ok();
     assert!(
-        s.model_bytes("straight") == s.model_bytes("split"),
+        model_bytes(&s.path("straight")) == model_bytes(&s.path("split")),
         "resumed model differs from the uninterrupted one"
     );
     assert_eq!(s.metrics("straight"), s.metrics("split"));
@@ -266,16 +227,17 @@ fn resume_mid_epoch_is_bit_exact_with_momentum() {
 fn resume_twice_is_bit_exact() {
     let s = Setup::new(60);
     let opts = ["--epochs", "3", "--normalize", "--weight-decay", "0.001"];
-    s.train("straight", &opts).assert().success();
-    s.train("split", &[&opts[..], &["--stop-after-steps", "5"]].concat())
-        .assert()
-        .success();
-    s.resume("split", &["--stop-after-steps", "16"])
-        .assert()
-        .success();
+    s.train("straight").args(&opts).ok();
+    s.train("split")
+        .args(&opts)
+        .args(&["--stop-after-steps", "5"])
+        .ok();
+    Train::resume(s.path("split"))
+        .args(&["--stop-after-steps", "16"])
+        .ok();
     assert!(!s.path("split/model.safetensors").exists());
-    s.resume("split", &[]).assert().success();
-    assert!(s.model_bytes("straight") == s.model_bytes("split"));
+    Train::resume(s.path("split")).ok();
+    assert!(model_bytes(&s.path("straight")) == model_bytes(&s.path("split")));
     assert_eq!(s.metrics("straight"), s.metrics("split"));
 }
 
@@ -287,13 +249,10 @@ fn model_hash_is_independent_of_thread_count() {
         .iter()
         .map(|t| {
             let out = format!("t{t}");
-            s.train(
-                &out,
-                &["--epochs", "3", "--optimizer", "adam", "--threads", t],
-            )
-            .assert()
-            .success();
-            sha256(&s.model_bytes(&out))
+            s.train(&out)
+                .args(&["--epochs", "3", "--optimizer", "adam", "--threads", t])
+                .ok();
+            sha256(&model_bytes(&s.path(&out)))
         })
         .collect();
     assert_eq!(hashes[0], hashes[1]);
@@ -316,19 +275,15 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     let mut last_epoch = 0;
     for i in 0..20 {
         let ck = run.join("checkpoint.safetensors");
-        let mut cmd = std::process::Command::new(crate::common::BIN);
-        if ck.exists() {
-            cmd.arg("train").arg("--resume").arg(&run);
+        let train = if ck.exists() {
+            Train::resume(&run)
         } else {
-            cmd.arg("train")
-                .arg(s.path("net.cfg"))
-                .arg("--data")
-                .arg(s.path("data"))
-                .arg("--out")
-                .arg(&run)
-                .args(["--epochs", "100000", "--batch-size", "8", "--threads", "1"]);
-        }
-        let mut child = cmd
+            Train::new(s.path("net.cfg"), &run)
+                .data(s.path("data"))
+                .args(&["--epochs", "100000", "--batch-size", "8", "--threads", "1"])
+        };
+        let mut child = train
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -372,13 +327,7 @@ fn sigkill_during_checkpointing_never_leaves_a_damaged_checkpoint() {
     assert_eq!(loaded, 20, "a checkpoint disappeared");
     // The folder a kill left behind resumes to the end, and no temporary file remains.
     let end = (last_epoch + 1).to_string();
-    cnn()
-        .arg("train")
-        .arg("--resume")
-        .arg(&run)
-        .args(["--epochs", &end])
-        .assert()
-        .success();
+    Train::resume(&run).args(&["--epochs", &end]).ok();
     assert!(run.join("model.safetensors").exists());
     let left: Vec<_> = std::fs::read_dir(&run)
         .unwrap()

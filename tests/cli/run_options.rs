@@ -7,25 +7,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::command::Train;
+use crate::common::{run_command, BIN};
+use crate::files::write_sawtooth_idx;
+
 /// 3 conv filters on 1x8x8 images, 3 classes.
 const CONFIG: &str = "3\nInput shape=1x8x8\n\
 Conv2D filters=3 kernel=3x3 stride=2 activation=relu\n\
 Dense units=3 activation=softmax\n";
 
-/// Runs `cnn ARGS` in `cwd` and returns (exit code, stdout, stderr); asserts no panic.
-fn cnn_in(cwd: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("cnn runs");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!stderr.contains("panicked at"), "{stderr}");
-    (out.status.code().expect("exits"), stdout, stderr)
-}
+/// What every `cnn train` of [`Setup::train`] passes unless a test gives it.
+const DEFAULTS: [[&str; 2]; 2] = [["--batch-size", "8"], ["--lr", "0.05"]];
 
-/// A folder with `net.cfg` and `data/` (24 IDX images 1x8x8, labels 0, 1, 2, ...).
+/// A folder with `net.cfg` and `data/` (24 IDX images 1x8x8, labels 0, 1, 2, ...), where
+/// `cnn` runs, given paths relative to it.
 struct Setup {
     dir: tempfile::TempDir,
 }
@@ -34,7 +29,7 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("net.cfg"), CONFIG).unwrap();
-        write_idx(&dir.path().join("data"), 0);
+        write_sawtooth_idx(&dir.path().join("data"), 0);
         Setup { dir }
     }
 
@@ -42,61 +37,32 @@ impl Setup {
         self.dir.path().join(name)
     }
 
+    /// Runs `cnn ARGS` in the folder; see [`run_command`].
     fn cnn(&self, args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-        cnn_in(self.dir.path(), args)
+        run_command(Command::new(BIN).current_dir(self.dir.path()).args(args))
     }
 
-    /// `cnn train net.cfg --data data --out OUT --batch-size 8 --lr 0.05 EXTRA...`
-    fn train(&self, out: &str, extra: &[&str]) -> (i32, String, String) {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"train",
-            &"net.cfg",
-            &"--data",
-            &"data",
-            &"--out",
-            &out,
-            &"--batch-size",
-            &"8",
-            &"--lr",
-            &"0.05",
-        ];
-        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
-        self.cnn(&args)
+    /// `cnn train net.cfg --data data --out OUT` with [`DEFAULTS`], in the folder.
+    fn train(&self, out: &str) -> Train {
+        Train::new("net.cfg", out)
+            .data("data")
+            .defaults(&DEFAULTS)
+            .current_dir(self.dir.path())
     }
 
-    /// `cnn train --resume OUT EXTRA...`
-    fn resume(&self, out: &str, extra: &[&str]) -> (i32, String, String) {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"train", &"--resume", &out];
-        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
-        self.cnn(&args)
+    /// `cnn train --resume OUT`, in the folder.
+    fn resume(&self, out: &str) -> Train {
+        Train::resume(out).current_dir(self.dir.path())
     }
 
     /// A run stopped after its first epoch (3 steps), to resume.
     fn stopped_run(&self, out: &str) {
-        let (code, _, stderr) = self.train(out, &["--epochs", "2", "--stop-after-steps", "3"]);
-        assert_eq!(code, 0, "{stderr}");
+        self.train(out)
+            .args(&["--epochs", "2", "--stop-after-steps", "3"])
+            .ok();
         assert!(self.path(out).join("checkpoint.safetensors").is_file());
         assert!(!self.path(out).join("model.safetensors").exists());
     }
-}
-
-/// Writes 24 IDX images 1x8x8 and their labels (0, 1, 2, ...) into `dir`; `salt` changes
-/// the pixels.
-fn write_idx(dir: &Path, salt: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let n = 24u32;
-    let mut images: Vec<u8> = [0x0803u32, n, 8, 8]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
-    images.extend((0..n * 64).map(|i| ((i * 37 + salt) % 251) as u8));
-    let mut labels: Vec<u8> = [0x0801u32, n]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
-    labels.extend((0..n).map(|i| (i % 3) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
 }
 
 /// Asserts exit code 2 and one line `error: ...` that contains every one of `parts`.
@@ -133,7 +99,7 @@ fn weight_bits(path: &Path) -> Vec<Vec<u32>> {
 #[test]
 fn epochs_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
     let s = Setup::new();
-    let (code, _, stderr) = s.train("run", &["--epochs", "0"]);
+    let (code, _, stderr) = s.train("run").args(&["--epochs", "0"]).run();
     assert_usage_error(code, &stderr, &["--epochs must be at least 1"]);
     assert!(!s.path("run").exists());
 }
@@ -156,7 +122,7 @@ fn batch_size_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
 #[test]
 fn threads_0_is_refused_with_exit_2_before_a_run_folder_is_made() {
     let s = Setup::new();
-    let (code, _, stderr) = s.train("run", &["--threads", "0"]);
+    let (code, _, stderr) = s.train("run").args(&["--threads", "0"]).run();
     assert_usage_error(
         code,
         &stderr,
@@ -197,11 +163,10 @@ fn sweep_refuses_0_epochs_and_a_0_batch_size_before_making_its_folder() {
 #[test]
 fn out_on_a_folder_that_holds_a_run_is_refused_unless_force_is_given() {
     let s = Setup::new();
-    let (code, _, stderr) = s.train("run", &["--epochs", "1"]);
-    assert_eq!(code, 0, "{stderr}");
+    s.train("run").args(&["--epochs", "1"]).ok();
     let model = std::fs::read(s.path("run/model.safetensors")).unwrap();
 
-    let (code, _, stderr) = s.train("run", &["--epochs", "1", "--seed", "9"]);
+    let (code, _, stderr) = s.train("run").args(&["--epochs", "1", "--seed", "9"]).run();
     assert_usage_error(
         code,
         &stderr,
@@ -216,8 +181,9 @@ fn out_on_a_folder_that_holds_a_run_is_refused_unless_force_is_given() {
         model
     );
 
-    let (code, _, stderr) = s.train("run", &["--epochs", "1", "--seed", "9", "--force"]);
-    assert_eq!(code, 0, "{stderr}");
+    s.train("run")
+        .args(&["--epochs", "1", "--seed", "9", "--force"])
+        .ok();
     assert_ne!(
         std::fs::read(s.path("run/model.safetensors")).unwrap(),
         model
@@ -227,13 +193,13 @@ fn out_on_a_folder_that_holds_a_run_is_refused_unless_force_is_given() {
 #[test]
 fn resume_on_a_folder_that_is_not_a_run_says_what_a_run_folder_holds() {
     let s = Setup::new();
-    let (code, _, stderr) = s.resume("data", &[]);
+    let (code, _, stderr) = s.resume("data").run();
     assert_usage_error(
         code,
         &stderr,
         &["data is not a run folder: a run folder holds run.json and checkpoint.safetensors"],
     );
-    let (code, _, stderr) = s.resume("nowhere", &[]);
+    let (code, _, stderr) = s.resume("nowhere").run();
     assert_usage_error(
         code,
         &stderr,
@@ -248,7 +214,7 @@ fn resume_on_a_folder_that_is_not_a_run_says_what_a_run_folder_holds() {
 fn resume_with_a_lower_learning_rate_says_so_and_metrics_csv_shows_it() {
     let s = Setup::new();
     s.stopped_run("run");
-    let (code, _, stderr) = s.resume("run", &["--lr", "0.001"]);
+    let (code, _, stderr) = s.resume("run").args(&["--lr", "0.001"]).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.lines().any(|l| l == "resume: lr 0.05 -> 0.001"),
@@ -264,7 +230,7 @@ fn resume_with_a_lower_learning_rate_says_so_and_metrics_csv_shows_it() {
 fn resume_with_more_epochs_says_so_and_trains_to_them() {
     let s = Setup::new();
     s.stopped_run("run");
-    let (code, stdout, stderr) = s.resume("run", &["--epochs", "3"]);
+    let (code, stdout, stderr) = s.resume("run").args(&["--epochs", "3"]).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.lines().any(|l| l == "resume: epochs 2 -> 3"),
@@ -278,12 +244,13 @@ fn resume_with_more_epochs_says_so_and_trains_to_them() {
 fn resume_with_fewer_epochs_than_begun_is_refused_saying_how_many() {
     let s = Setup::new();
     s.stopped_run("run");
-    let (code, _, stderr) = s.resume("run", &["--epochs", "1"]);
+    let (code, _, stderr) = s.resume("run").args(&["--epochs", "1"]).run();
     // One epoch done and the checkpoint at its end: reaching 1 is allowed (nothing to train).
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = s.train("mid", &["--epochs", "3", "--stop-after-steps", "4"]);
-    assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = s.resume("mid", &["--epochs", "1"]);
+    s.train("mid")
+        .args(&["--epochs", "3", "--stop-after-steps", "4"])
+        .ok();
+    let (code, _, stderr) = s.resume("mid").args(&["--epochs", "1"]).run();
     assert_usage_error(
         code,
         &stderr,
@@ -314,8 +281,8 @@ fn resume_with_another_config_is_refused_saying_why() {
 fn resume_with_different_data_is_refused_saying_why() {
     let s = Setup::new();
     s.stopped_run("run");
-    write_idx(&s.path("other"), 5);
-    let (code, _, stderr) = s.resume("run", &["--data", "other"]);
+    write_sawtooth_idx(&s.path("other"), 5);
+    let (code, _, stderr) = s.resume("run").args(&["--data", "other"]).run();
     assert_usage_error(
         code,
         &stderr,
@@ -331,9 +298,9 @@ fn resume_with_different_data_is_refused_saying_why() {
 fn resume_with_the_same_data_at_another_path_goes_on_and_says_so() {
     let s = Setup::new();
     s.stopped_run("run");
-    write_idx(&s.path("moved"), 0);
+    write_sawtooth_idx(&s.path("moved"), 0);
     std::fs::remove_dir_all(s.path("data")).unwrap();
-    let (code, _, stderr) = s.resume("run", &["--data", "moved"]);
+    let (code, _, stderr) = s.resume("run").args(&["--data", "moved"]).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.lines().any(|l| l == "resume: data data -> moved"),
@@ -346,7 +313,7 @@ fn resume_with_the_same_data_at_another_path_goes_on_and_says_so() {
 fn resume_with_another_batch_size_or_optimizer_is_refused_saying_why() {
     let s = Setup::new();
     s.stopped_run("run");
-    let (code, _, stderr) = s.resume("run", &["--batch-size", "4"]);
+    let (code, _, stderr) = s.resume("run").args(&["--batch-size", "4"]).run();
     assert_usage_error(
         code,
         &stderr,
@@ -355,14 +322,14 @@ fn resume_with_another_batch_size_or_optimizer_is_refused_saying_why() {
             "continues the stopped run exactly",
         ],
     );
-    let (code, _, stderr) = s.resume("run", &["--optimizer", "adam"]);
+    let (code, _, stderr) = s.resume("run").args(&["--optimizer", "adam"]).run();
     assert_usage_error(
         code,
         &stderr,
         &["cannot resume with --optimizer adam: the run has sgd"],
     );
     // Giving the stored value again is no change.
-    let (code, _, stderr) = s.resume("run", &["--batch-size", "8"]);
+    let (code, _, stderr) = s.resume("run").args(&["--batch-size", "8"]).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("resume: "), "{stderr}");
 }
@@ -379,7 +346,7 @@ fn a_run_folder_written_before_the_run_was_a_library_type_resumes_bit_for_bit() 
         }
     }
     // Its run.json names the data relatively (`data`): run from the copy's folder.
-    let (code, stdout, stderr) = cnn_in(tmp.path(), &[&"train", &"--resume", &"run"]);
+    let (code, stdout, stderr) = Train::resume("run").current_dir(tmp.path()).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("resuming run at epoch 2, step 2"),

@@ -1,34 +1,9 @@
 //! Learning-rate schedules through the command line: the `lr` column shows the rate in force
 //! each epoch, options that need a schedule are refused without it, and resume is exact.
 
-use crate::bars::bars_setup;
-use crate::common::run;
-
-use std::ffi::OsStr;
-use std::path::Path;
-
-/// Trains the bars network into `dir/name` with `extra` options; returns (code, stderr).
-fn train(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> (i32, String) {
-    let cfg = dir.join("net.cfg");
-    let out = dir.join(name);
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"train", &cfg, &"--data", &data, &"--out", &out];
-    args.extend(extra.iter().map(|a| a as &dyn AsRef<OsStr>));
-    let (code, _, stderr) = run(&args);
-    (code, stderr)
-}
-
-/// The `lr` of every epoch in `dir/name/metrics.jsonl`.
-fn lrs(dir: &Path, name: &str) -> Vec<f64> {
-    std::fs::read_to_string(dir.join(name).join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
+use crate::bars::{bars_setup, bars_train};
+use crate::command::Train;
+use crate::runs::{metrics_column, model_bytes};
 
 fn assert_close(got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
@@ -39,7 +14,7 @@ fn assert_close(got: &[f64], want: &[f64]) {
 
 #[test]
 fn a_step_schedule_halves_the_rate_every_epoch_in_the_lr_column() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let opts = [
         "--epochs",
         "3",
@@ -52,15 +27,17 @@ fn a_step_schedule_halves_the_rate_every_epoch_in_the_lr_column() {
         "--gamma",
         "0.5",
     ];
-    let (code, stderr) = train(dir.path(), &data, "run", &opts);
-    assert_eq!(code, 0, "{stderr}");
-    assert_close(&lrs(dir.path(), "run"), &[0.1, 0.05, 0.025]);
+    bars_train(dir.path(), "run").args(&opts).ok();
+    assert_close(
+        &metrics_column(&dir.path().join("run"), "lr"),
+        &[0.1, 0.05, 0.025],
+    );
 }
 
 #[test]
 fn a_cosine_schedule_after_one_warm_up_epoch_falls_along_half_a_cosine() {
     // E' = 3 epochs after warm-up: (1 + cos(pi e'/3)) / 2 = 1, 0.75, 0.25 of the rate.
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let opts = [
         "--epochs",
         "4",
@@ -71,14 +48,16 @@ fn a_cosine_schedule_after_one_warm_up_epoch_falls_along_half_a_cosine() {
         "--warmup",
         "1",
     ];
-    let (code, stderr) = train(dir.path(), &data, "run", &opts);
-    assert_eq!(code, 0, "{stderr}");
-    assert_close(&lrs(dir.path(), "run"), &[0.1, 0.1, 0.075, 0.025]);
+    bars_train(dir.path(), "run").args(&opts).ok();
+    assert_close(
+        &metrics_column(&dir.path().join("run"), "lr"),
+        &[0.1, 0.1, 0.075, 0.025],
+    );
 }
 
 #[test]
 fn schedule_options_without_their_schedule_or_out_of_range_are_refused_with_exit_2() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     for (opts, why) in [
         (
             &["--gamma", "0.5"][..],
@@ -101,7 +80,7 @@ fn schedule_options_without_their_schedule_or_out_of_range_are_refused_with_exit
             "--min-lr must be from 0 to --lr",
         ),
     ] {
-        let (code, stderr) = train(dir.path(), &data, "run", opts);
+        let (code, _, stderr) = bars_train(dir.path(), "run").args(opts).run();
         assert_eq!(code, 2, "{opts:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(why), "{opts:?}: {stderr}");
@@ -111,7 +90,7 @@ fn schedule_options_without_their_schedule_or_out_of_range_are_refused_with_exit
 
 #[test]
 fn a_run_with_a_schedule_stopped_mid_epoch_and_resumed_equals_the_straight_run() {
-    let (dir, data) = bars_setup();
+    let (dir, _) = bars_setup();
     let opts = [
         "--epochs",
         "4",
@@ -128,17 +107,18 @@ fn a_run_with_a_schedule_stopped_mid_epoch_and_resumed_equals_the_straight_run()
         "--warmup",
         "1",
     ];
-    let (code, stderr) = train(dir.path(), &data, "straight", &opts);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(dir.path(), "straight").args(&opts).ok();
     let mut split: Vec<&str> = opts.to_vec();
     split.extend(["--stop-after-steps", "13"]);
-    let (code, stderr) = train(dir.path(), &data, "split", &split);
-    assert_eq!(code, 0, "{stderr}");
+    bars_train(dir.path(), "split").args(&split).ok();
     let dir_split = dir.path().join("split");
-    let (code, _, stderr) = run(&[&"train", &"--resume", &dir_split]);
-    assert_eq!(code, 0, "{stderr}");
-    let bytes =
-        |name: &str| std::fs::read(dir.path().join(name).join("model.safetensors")).unwrap();
-    assert_eq!(bytes("straight"), bytes("split"));
-    assert_close(&lrs(dir.path(), "split"), &[0.1, 0.1, 0.05, 0.025]);
+    Train::resume(&dir_split).ok();
+    assert_eq!(
+        model_bytes(&dir.path().join("straight")),
+        model_bytes(&dir_split)
+    );
+    assert_close(
+        &metrics_column(&dir.path().join("split"), "lr"),
+        &[0.1, 0.1, 0.05, 0.025],
+    );
 }

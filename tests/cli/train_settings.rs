@@ -5,41 +5,15 @@
 //! The data is the bars set of `tests/common/bars.rs` (8x8 images, 3 classes).
 
 use crate::bars::{bars_setup, BARS_CONFIG};
+use crate::command::Train;
 use crate::common::run;
-
-use std::ffi::OsStr;
-use std::path::Path;
-
-use serde_json::Value;
+use crate::runs::{metrics, model_bytes, run_json};
 
 /// The bars network with `settings` lines put in after the layer count (before `Input`) and
 /// `tail` lines at the end.
 fn config_with(settings: &str, tail: &str) -> String {
     let (count, rest) = BARS_CONFIG.split_once('\n').unwrap();
     format!("{count}\n{settings}{rest}{tail}")
-}
-
-/// `cnn train CFG --data DATA --out DIR/NAME EXTRA...` with `text` written to DIR/CFG;
-/// returns (code, stdout, stderr).
-fn train(dir: &Path, data: &Path, text: &str, name: &str, extra: &[&str]) -> (i32, String, String) {
-    let cfg = dir.join(format!("{name}.cfg"));
-    std::fs::write(&cfg, text).unwrap();
-    let out = dir.join(name);
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"train", &cfg, &"--data", &data, &"--out", &out];
-    args.extend(extra.iter().map(|a| a as &dyn AsRef<OsStr>));
-    run(&args)
-}
-
-fn run_json(dir: &Path, name: &str) -> Value {
-    let text = std::fs::read_to_string(dir.join(name).join("run.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn epochs_in_metrics(dir: &Path, name: &str) -> usize {
-    std::fs::read_to_string(dir.join(name).join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .count()
 }
 
 const RECIPE: &str = "Train epochs=3 batch=16 optimizer=sgd lr=0.05 momentum=0.8 nesterov=true\n \
@@ -51,9 +25,11 @@ fn a_config_with_train_and_augment_lines_trains_with_their_settings_and_run_json
     // The Train line (continued on an indented line) stands before Input and the Augment line
     // after the last layer; the layer count stays 4.
     let text = config_with(RECIPE, "Augment shift=1 flip=horizontal\n");
-    let (code, _, stderr) = train(dir.path(), &data, &text, "recipe", &[]);
-    assert_eq!(code, 0, "{stderr}");
-    let j = run_json(dir.path(), "recipe");
+    Train::new(dir.path().join("recipe.cfg"), dir.path().join("recipe"))
+        .config(&text)
+        .data(&data)
+        .ok();
+    let j = run_json(&dir.path().join("recipe"));
     assert_eq!(j["epochs"], 3);
     assert_eq!(j["batch_size"], 16);
     // optimizer=sgd with momentum and nesterov=true is PyTorch's SGD(nesterov=True).
@@ -68,7 +44,7 @@ fn a_config_with_train_and_augment_lines_trains_with_their_settings_and_run_json
     assert_eq!(j["init_scheme"], "he");
     assert_eq!(j["shift"], 1);
     assert_eq!(j["flip"], true);
-    assert_eq!(epochs_in_metrics(dir.path(), "recipe"), 3);
+    assert_eq!(metrics(&dir.path().join("recipe")).len(), 3);
 
     // The same settings given as flags train the same model, byte for byte.
     let flags = [
@@ -98,48 +74,57 @@ fn a_config_with_train_and_augment_lines_trains_with_their_settings_and_run_json
         "1",
         "--flip",
     ];
-    let (code, _, stderr) = train(dir.path(), &data, &text, "flags", &flags);
-    assert_eq!(code, 0, "{stderr}");
-    let model =
-        |name: &str| std::fs::read(dir.path().join(name).join("model.safetensors")).unwrap();
-    assert_eq!(model("recipe"), model("flags"));
+    Train::new(dir.path().join("flags.cfg"), dir.path().join("flags"))
+        .config(&text)
+        .data(&data)
+        .args(&flags)
+        .ok();
+    assert_eq!(
+        model_bytes(&dir.path().join("recipe")),
+        model_bytes(&dir.path().join("flags"))
+    );
 }
 
 #[test]
 fn flags_on_the_command_line_override_the_config_lines_and_defaults_fill_the_rest() {
     let (dir, data) = bars_setup();
     let text = config_with("Train epochs=3 lr=0.05 batch=16\n", "");
-    let (code, _, stderr) = train(
-        dir.path(),
-        &data,
-        &text,
-        "over",
-        &["--lr", "0.02", "--epochs", "2"],
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let j = run_json(dir.path(), "over");
+    Train::new(dir.path().join("over.cfg"), dir.path().join("over"))
+        .config(&text)
+        .data(&data)
+        .args(&["--lr", "0.02", "--epochs", "2"])
+        .ok();
+    let j = run_json(&dir.path().join("over"));
     assert_eq!(j["lr"].as_f64().unwrap() as f32, 0.02, "the flag wins");
     assert_eq!(j["epochs"], 2, "the flag wins");
     assert_eq!(j["batch_size"], 16, "the config line wins over the default");
     assert_eq!(j["optimizer"], "sgd", "the default");
-    assert_eq!(epochs_in_metrics(dir.path(), "over"), 2);
+    assert_eq!(metrics(&dir.path().join("over")).len(), 2);
 }
 
 #[test]
 fn a_schedule_key_of_the_file_is_refused_without_its_schedule_unless_a_flag_gives_it() {
     let (dir, data) = bars_setup();
     let text = config_with("Train epochs=2 gamma=0.5\n", "");
-    let (code, _, stderr) = train(dir.path(), &data, &text, "alone", &[]);
+    let (code, _, stderr) = Train::new(dir.path().join("alone.cfg"), dir.path().join("alone"))
+        .config(&text)
+        .data(&data)
+        .run();
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("alone.cfg:2:16: `gamma=0.5` applies to `schedule=step`"),
         "{stderr}"
     );
-    let (code, _, stderr) = train(dir.path(), &data, &text, "flag", &["--schedule", "step"]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(dir.path().join("flag.cfg"), dir.path().join("flag"))
+        .config(&text)
+        .data(&data)
+        .args(&["--schedule", "step"])
+        .ok();
     assert_eq!(
-        run_json(dir.path(), "flag")["gamma"].as_f64().unwrap() as f32,
+        run_json(&dir.path().join("flag"))["gamma"]
+            .as_f64()
+            .unwrap() as f32,
         0.5
     );
 }
@@ -172,8 +157,10 @@ fn cnn_summary_shows_the_settings_after_the_layer_table() {
 fn a_model_whose_config_has_settings_lines_loads_in_summary_evaluate_and_predict() {
     let (dir, data) = bars_setup();
     let text = config_with("Train epochs=1 batch=8\n", "Augment shift=1\n");
-    let (code, _, stderr) = train(dir.path(), &data, &text, "m", &[]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(dir.path().join("m.cfg"), dir.path().join("m"))
+        .config(&text)
+        .data(&data)
+        .ok();
     let model = dir.path().join("m").join("model.safetensors");
     let (code, stdout, stderr) = run(&[&"summary", &model]);
     assert_eq!(code, 0, "{stderr}");
@@ -269,7 +256,10 @@ fn every_bad_setting_is_refused_with_its_file_line_and_column_before_training() 
     ];
     for (line, col, msg) in cases {
         let text = config_with(&format!("{line}\n"), "");
-        let (code, _, stderr) = train(dir.path(), &data, &text, "bad", &[]);
+        let (code, _, stderr) = Train::new(dir.path().join("bad.cfg"), dir.path().join("bad"))
+            .config(&text)
+            .data(&data)
+            .run();
         assert_eq!(code, 1, "{line}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{line}: {stderr}");
         let at = format!("bad.cfg:2:{col}: ");
@@ -286,7 +276,10 @@ fn every_bad_setting_is_refused_with_its_file_line_and_column_before_training() 
 fn a_misspelt_settings_line_after_the_layers_gets_a_did_you_mean() {
     let (dir, data) = bars_setup();
     let text = config_with("", "Augmnet shift=1\n");
-    let (code, _, stderr) = train(dir.path(), &data, &text, "typo", &[]);
+    let (code, _, stderr) = Train::new(dir.path().join("typo.cfg"), dir.path().join("typo"))
+        .config(&text)
+        .data(&data)
+        .run();
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("typo.cfg:7:1: unknown layer `Augmnet`; did you mean `Augment`?"),
@@ -298,7 +291,10 @@ fn a_misspelt_settings_line_after_the_layers_gets_a_did_you_mean() {
 fn a_second_train_line_is_refused_naming_the_first() {
     let (dir, data) = bars_setup();
     let text = config_with("Train lr=0.1\n", "Train epochs=2\n");
-    let (code, _, stderr) = train(dir.path(), &data, &text, "twice", &[]);
+    let (code, _, stderr) = Train::new(dir.path().join("twice.cfg"), dir.path().join("twice"))
+        .config(&text)
+        .data(&data)
+        .run();
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("twice.cfg:8:1: a second Train line (the first is on line 2)"),
@@ -309,7 +305,11 @@ fn a_second_train_line_is_refused_naming_the_first() {
 #[test]
 fn a_shift_flag_too_large_for_the_image_is_a_usage_error() {
     let (dir, data) = bars_setup();
-    let (code, _, stderr) = train(dir.path(), &data, BARS_CONFIG, "big", &["--shift", "8"]);
+    let (code, _, stderr) = Train::new(dir.path().join("big.cfg"), dir.path().join("big"))
+        .config(BARS_CONFIG)
+        .data(&data)
+        .args(&["--shift", "8"])
+        .run();
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(

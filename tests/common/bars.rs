@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::command::Train;
 use crate::rng::Lcg;
 
 /// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
@@ -46,4 +47,9 @@ pub fn bars_setup() -> (tempfile::TempDir, PathBuf) {
     write_bars_idx(&data, "t10k", 30, 2);
     std::fs::write(dir.path().join("net.cfg"), BARS_CONFIG).unwrap();
     (dir, data)
+}
+
+/// `cnn train DIR/net.cfg --data DIR/data --out DIR/NAME` in a folder of [`bars_setup`].
+pub fn bars_train(dir: &Path, name: &str) -> Train {
+    Train::new(dir.join("net.cfg"), dir.join(name)).data(dir.join("data"))
 }

@@ -36,3 +36,14 @@ pub fn write_png(path: &Path, width: u32, height: u32, pixel: impl Fn(u32, u32) 
     std::fs::write(path, png_bytes(width, height, pixel))
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
+
+/// Writes `train-images-idx3-ubyte` and `train-labels-idx1-ubyte` into `dir`: 24 images
+/// 1x8x8 with labels 0, 1, 2, 0, ..., byte k of the images being (37 k + salt) mod 251, a
+/// sawtooth with nothing to learn, for tests of a run's options and files; another `salt`
+/// gives other images.
+pub fn write_sawtooth_idx(dir: &Path, salt: u32) {
+    let n = 24u32;
+    let pixels: Vec<u8> = (0..n * 64).map(|k| ((k * 37 + salt) % 251) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+    write_idx(dir, "train", 8, 8, &pixels, &labels);
+}
