@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::command::cnn;
+use crate::command::{cnn, Train};
 use crate::common::run;
-use crate::files::{write_idx as write_idx_files, write_png as write_png_file};
-use crate::stripes::stripes_image as image_bytes;
+use crate::files::write_text as write;
+use crate::stripes::{write_stripes_idx, write_stripes_png as write_png};
 use predicates::prelude::*;
 use tempfile::TempDir;
 
@@ -19,21 +19,13 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Writes `prefix-images-idx3-ubyte` and `prefix-labels-idx1-ubyte` into `dir`: `n` 8x8
-/// images of classes 0, 1, 2 in turn.
-fn write_idx(dir: &Path, prefix: &str, n: usize) {
-    let pixels: Vec<u8> = (0..n).flat_map(|i| image_bytes(i % 3, i)).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    write_idx_files(dir, prefix, 8, 8, &pixels, &labels);
-}
-
 /// A temp dir with `idx/` holding 30 training and 12 test images (classes 0-2 of "0".."9").
 fn idx_dataset() -> (TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let idx = tmp.path().join("idx");
     std::fs::create_dir(&idx).unwrap();
-    write_idx(&idx, "train", 30);
-    write_idx(&idx, "t10k", 12);
+    write_stripes_idx(&idx, "train", 30);
+    write_stripes_idx(&idx, "t10k", 12);
     (tmp, idx)
 }
 
@@ -45,38 +37,15 @@ MaxPool2D pool=2
 Dense units=3 activation=softmax
 ";
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// Writes image `i` of class `class` (as in the IDX files) as an 8x8 PNG.
-fn write_png(path: &Path, class: usize, i: usize) {
-    let img = image_bytes(class, i);
-    write_png_file(path, 8, 8, |x, y| img[(y * 8 + x) as usize]);
-}
-
 /// Trains [`TINY`] for 2 epochs on [`idx_dataset`]; returns (tmp, idx folder, run folder).
 fn trained() -> (TempDir, PathBuf, PathBuf) {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &idx,
-        &"--epochs",
-        &"2",
-        &"--batch-size",
-        &"5",
-        &"--lr",
-        &"0.1",
-        &"--out",
-        &out,
-    ]);
-    assert_eq!(code, 0, "train failed:\n{stdout}\n{stderr}");
+    Train::new(&cfg, &out)
+        .data(&idx)
+        .args(&["--epochs", "2", "--batch-size", "5", "--lr", "0.1"])
+        .ok();
     (tmp, idx, out)
 }
 
@@ -278,16 +247,10 @@ fn train_with_two_outputs_on_three_class_data_points_at_the_last_dense_units() {
         "two.cfg",
         "2\nInput shape=1x8x8\nDense units=4 activation=relu\nDense units=2 activation=softmax\n",
     );
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--epochs",
-        &"1",
-        &"--out",
-        &tmp.path().join("run"),
-    ]);
+    let (code, _, stderr) = Train::new(&cfg, tmp.path().join("run"))
+        .data(&data)
+        .args(&["--epochs", "1"])
+        .run();
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let want = format!(
@@ -306,16 +269,10 @@ fn train_on_idx_folder_prints_one_line_per_epoch_and_fills_the_run_folder() {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &idx,
-        &"--epochs",
-        &"2",
-        &"--out",
-        &out,
-    ]);
+    let (code, stdout, stderr) = Train::new(&cfg, &out)
+        .data(&idx)
+        .args(&["--epochs", "2"])
+        .run();
     assert_eq!(code, 0, "{stderr}");
     let epoch_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("epoch")).collect();
     assert_eq!(epoch_lines.len(), 2, "{stdout}");
@@ -377,7 +334,7 @@ fn train_without_data_says_it_uses_the_built_in_demo_set() {
          Dense units=10 activation=softmax\n",
     );
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run(&[&"train", &cfg, &"--epochs", &"1", &"--out", &out]);
+    let (code, stdout, stderr) = Train::new(&cfg, &out).args(&["--epochs", "1"]).run();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("no --data given: training on the built-in demo set"),
@@ -392,20 +349,10 @@ fn train_without_data_says_it_uses_the_built_in_demo_set() {
 fn train_with_a_huge_learning_rate_diverges_with_exit_code_3() {
     let (tmp, idx) = idx_dataset();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &idx,
-        &"--epochs",
-        &"3",
-        &"--batch-size",
-        &"1",
-        &"--lr",
-        &"1e30",
-        &"--out",
-        &tmp.path().join("run"),
-    ]);
+    let (code, _, stderr) = Train::new(&cfg, tmp.path().join("run"))
+        .data(&idx)
+        .args(&["--epochs", "3", "--batch-size", "1", "--lr", "1e30"])
+        .run();
     assert_eq!(code, 3, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(last.starts_with("error: training diverged"), "{stderr}");
@@ -784,7 +731,7 @@ fn data_pointing_to_a_missing_folder_is_an_error_naming_it() {
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
     let missing = tmp.path().join("no-such-data");
     let out = tmp.path().join("run");
-    let (code, _, stderr) = run(&[&"train", &cfg, &"--data", &missing, &"--out", &out]);
+    let (code, _, stderr) = Train::new(&cfg, &out).data(&missing).run();
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -802,14 +749,7 @@ fn idx_file_with_a_wrong_magic_number_is_an_error_naming_the_file() {
     bytes[..4].copy_from_slice(&[0x12, 0x34, 0x08, 0x03]);
     std::fs::write(&images, bytes).unwrap();
     let cfg = write(tmp.path(), "tiny.cfg", TINY);
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &idx,
-        &"--out",
-        &tmp.path().join("run"),
-    ]);
+    let (code, _, stderr) = Train::new(&cfg, tmp.path().join("run")).data(&idx).run();
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::bars::bars_setup as setup;
+use crate::bars::{bars_setup as setup, bars_sweep_with_a_divergence, bars_train};
 use crate::command::cnn;
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -13,28 +13,9 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn a_learning_rate_sweep_overlays_the_runs_and_marks_the_diverged_one() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let out = dir.path().join("sweep");
-    let result = cnn()
-        .arg("sweep")
-        .arg(dir.path().join("net.cfg"))
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--lr",
-            "0.05,1000",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--out",
-        ])
-        .arg(&out)
-        .assert()
-        .success();
-    let stdout = String::from_utf8(result.get_output().stdout.clone()).unwrap();
-    let stderr = String::from_utf8(result.get_output().stderr.clone()).unwrap();
-    assert!(!stderr.contains("panicked at"), "{stderr}");
+    let stdout = bars_sweep_with_a_divergence(dir.path(), "sweep");
     let row = |name: &str| {
         stdout
             .lines()
@@ -109,23 +90,9 @@ fn an_epoch_sweep_times_each_epoch_count_by_the_programs_clock() {
 fn evaluate_json_agrees_with_a_confusion_matrix_computed_here() {
     let (dir, data) = setup();
     let run = dir.path().join("run");
-    cnn()
-        .arg("train")
-        .arg(dir.path().join("net.cfg"))
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--epochs",
-            "2",
-            "--lr",
-            "0.05",
-            "--batch-size",
-            "8",
-            "--out",
-        ])
-        .arg(&run)
-        .assert()
-        .success();
+    bars_train(dir.path(), "run")
+        .args(&["--epochs", "2", "--lr", "0.05", "--batch-size", "8"])
+        .ok();
     let model = run.join("model.safetensors");
     for name in [
         "loss.png",
@@ -202,17 +169,11 @@ fn evaluate_json_agrees_with_a_confusion_matrix_computed_here() {
 
 #[test]
 fn visualize_writes_the_filters_and_every_layers_activations() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let run = dir.path().join("run");
-    cnn()
-        .arg("train")
-        .arg(dir.path().join("net.cfg"))
-        .arg("--data")
-        .arg(&data)
-        .args(["--epochs", "1", "--batch-size", "8", "--out"])
-        .arg(&run)
-        .assert()
-        .success();
+    bars_train(dir.path(), "run")
+        .args(&["--epochs", "1", "--batch-size", "8"])
+        .ok();
     let img = dir.path().join("x.png");
     crate::files::write_png(&img, 8, 8, |x, _| if x == 5 { 220 } else { 0 });
     let out = dir.path().join("vis");

@@ -12,6 +12,8 @@ use cnn::model::Model;
 use cnn::rng::Rng;
 use cnn::tensor::Tensor;
 
+use crate::common::{run_command, BIN};
+
 /// A small RGB network like the issue's own: two convolutions with max pooling.
 const RGB_3X16X16: &str = "\
 Input shape=3x16x16
@@ -43,16 +45,7 @@ Dense units=3 activation=softmax
 
 /// Runs `cnn gradcheck` with `args`; returns (exit code, stdout, stderr).
 fn gradcheck(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cnn"))
-        .arg("gradcheck")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_command(Command::new(BIN).arg("gradcheck").args(args))
 }
 
 /// Asserts that one run passed: exit 0, nothing on stderr, every tensor row "ok".

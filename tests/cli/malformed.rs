@@ -17,7 +17,7 @@ use cnn::model_file::{self, ModelMeta};
 use tempfile::TempDir;
 
 use crate::bytes::{gz, idx_header as header};
-use crate::common::BIN;
+use crate::common::{run_command, BIN};
 
 /// A 1x4x4 network with 2 outputs.
 const CFG: &str = "2\nInput shape=1x4x4\nConv2D filters=2 kernel=3x3 activation=relu\n\
@@ -29,19 +29,8 @@ fn cnn(args: &[&Path]) -> (i32, String) {
     for i in 1..=args.len() {
         script += &format!(" \"${i}\"");
     }
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(BIN)
-        .args(args)
-        .output()
-        .expect("sh runs");
-    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
-    assert!(!stderr.contains("panicked at"), "panicked:\n{stderr}");
-    let code = out
-        .status
-        .code()
-        .unwrap_or_else(|| panic!("killed by a signal: {:?}\n{stderr}", out.status));
+    let (code, _, stderr) =
+        run_command(Command::new("sh").arg("-c").arg(script).arg(BIN).args(args));
     (code, stderr)
 }
 

@@ -4,10 +4,12 @@
 //! untouched.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::command::Train;
+use crate::files::write_idx;
 
 /// `x-images-idx3-ubyte` and its labels: `n` 6x6 images of 2 classes (bright top or bottom).
-fn write_idx(dir: &Path, n: u32) -> PathBuf {
+fn write_halves_idx(dir: &Path, n: u32) -> PathBuf {
     let mut pixels = Vec::with_capacity(n as usize * 36);
     for i in 0..n as usize {
         let class = i % 2;
@@ -21,7 +23,7 @@ fn write_idx(dir: &Path, n: u32) -> PathBuf {
         }));
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
-    crate::files::write_idx(dir, "x", 6, 6, &pixels, &labels)
+    write_idx(dir, "x", 6, 6, &pixels, &labels)
 }
 
 const CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
@@ -30,23 +32,12 @@ Dense units=8 activation=relu\nDense units=2 activation=softmax\n";
 #[test]
 fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_idx(tmp.path(), 20);
-    let cfg = tmp.path().join("net.cfg");
-    std::fs::write(&cfg, CFG).unwrap();
-    let (code, stdout, stderr) = crate::common::run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--epochs",
-        &"2",
-        &"--batch-size",
-        &"4",
-        &"--monitor",
-        &"--out",
-        &tmp.path().join("run"),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let data = write_halves_idx(tmp.path(), 20);
+    let stdout = Train::new(tmp.path().join("net.cfg"), tmp.path().join("run"))
+        .config(CFG)
+        .data(&data)
+        .args(&["--epochs", "2", "--batch-size", "4", "--monitor"])
+        .ok();
     let lines: Vec<&str> = stdout.lines().collect();
     for epoch in 1..=2 {
         let at = lines
@@ -77,26 +68,14 @@ fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
 #[test]
 fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_idx(tmp.path(), 20);
-    let cfg = tmp.path().join("net.cfg");
-    std::fs::write(&cfg, CFG).unwrap();
+    let data = write_halves_idx(tmp.path(), 20);
     let run = tmp.path().join("run");
     // One good epoch at a sane rate writes a checkpoint.
-    let (code, _, stderr) = crate::common::run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--epochs",
-        &"1",
-        &"--batch-size",
-        &"2",
-        &"--lr",
-        &"0.01",
-        &"--out",
-        &run,
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("net.cfg"), &run)
+        .config(CFG)
+        .data(&data)
+        .args(&["--epochs", "1", "--batch-size", "2", "--lr", "0.01"])
+        .ok();
     let ck = run.join("checkpoint.safetensors");
     let before = std::fs::read(&ck).unwrap();
     // Resume it with the learning rate raised to 1000.
@@ -104,7 +83,7 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v["lr"] = serde_json::json!(1000.0);
     std::fs::write(run.join("run.json"), v.to_string()).unwrap();
-    let (code, _, stderr) = crate::common::run(&[&"train", &"--resume", &run, &"--epochs", &"5"]);
+    let (code, _, stderr) = Train::resume(&run).args(&["--epochs", "5"]).run();
     assert_eq!(code, 3, "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
@@ -135,28 +114,14 @@ fn a_learning_rate_of_1000_stops_with_exit_3_naming_the_step_and_keeps_the_last_
 fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_idx(tmp.path(), 40);
-    let cfg = tmp.path().join("net.cfg");
-    std::fs::write(&cfg, CFG).unwrap();
+    let data = write_halves_idx(tmp.path(), 40);
     let out = tmp.path().join("run");
     // Far more epochs than the test waits for: only the signal ends this run.
-    let child = Command::new(crate::common::BIN)
-        .args([
-            "train".as_ref(),
-            cfg.as_os_str(),
-            "--data".as_ref(),
-            data.as_os_str(),
-        ])
-        .args([
-            "--epochs",
-            "1000000",
-            "--batch-size",
-            "4",
-            "--threads",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
+    let child = Train::new(tmp.path().join("net.cfg"), &out)
+        .config(CFG)
+        .data(&data)
+        .args(&["--epochs", "1000000", "--batch-size", "4", "--threads", "1"])
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

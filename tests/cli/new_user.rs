@@ -7,8 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::command::Train;
 use crate::common::run;
-use crate::stripes::stripes_image as image_bytes;
+use crate::files::{write_idx, write_text as write};
+use crate::stripes::{stripes_image, write_stripes_png as write_png};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -18,12 +20,6 @@ fn one_error_line(stderr: &str) {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("Usage:"), "{stderr}");
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 // ------------------------------------------------------------------------ a Fashion model
@@ -39,19 +35,11 @@ Dense units=10 activation=softmax
 /// Trains [`FASHION_CFG`] on the built-in demo set; returns (tmp, model file).
 fn fashion_model() -> (TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write(tmp.path(), "fashion.cfg", FASHION_CFG);
     let out = tmp.path().join("run");
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--epochs",
-        &"8",
-        &"--lr",
-        &"0.05",
-        &"--out",
-        &out,
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("fashion.cfg"), &out)
+        .config(FASHION_CFG)
+        .args(&["--epochs", "8", "--lr", "0.05"])
+        .ok();
     (tmp, out.join("model.safetensors"))
 }
 
@@ -180,12 +168,6 @@ MaxPool2D pool=2
 Dense units=3 activation=softmax
 ";
 
-fn write_png(path: &Path, class: usize, i: usize) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let bytes = image_bytes(class, i);
-    crate::files::write_png(path, 8, 8, |x, y| bytes[(y * 8 + x) as usize]);
-}
-
 /// Class folders under `root`, one per `(folder name, pattern)`, `n` images each, numbered
 /// from `first`.
 fn class_folders(root: &Path, classes: &[(&str, usize)], n: usize, first: usize) {
@@ -201,23 +183,12 @@ fn folder_model() -> (TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("train");
     class_folders(&data, &[("a", 0), ("b", 1), ("c", 2)], 12, 0);
-    let cfg = write(tmp.path(), "tiny.cfg", TINY_CFG);
     let out = tmp.path().join("run");
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--epochs",
-        &"15",
-        &"--batch-size",
-        &"4",
-        &"--lr",
-        &"0.1",
-        &"--out",
-        &out,
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("tiny.cfg"), &out)
+        .config(TINY_CFG)
+        .data(&data)
+        .args(&["--epochs", "15", "--batch-size", "4", "--lr", "0.1"])
+        .ok();
     (tmp, out.join("model.safetensors"))
 }
 
@@ -252,25 +223,13 @@ fn train_test_data_with_one_class_missing_is_scored_by_class_name() {
     class_folders(&data, &[("a", 0), ("b", 1), ("c", 2)], 12, 0);
     let test = tmp.path().join("no-a");
     class_folders(&test, &[("b", 1), ("c", 2)], 6, 100);
-    let cfg = write(tmp.path(), "tiny.cfg", TINY_CFG);
     let out = tmp.path().join("run");
-    let (code, _, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &data,
-        &"--test-data",
-        &test,
-        &"--epochs",
-        &"15",
-        &"--batch-size",
-        &"4",
-        &"--lr",
-        &"0.1",
-        &"--out",
-        &out,
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    Train::new(tmp.path().join("tiny.cfg"), &out)
+        .config(TINY_CFG)
+        .data(&data)
+        .args(&["--test-data", test.to_str().unwrap()])
+        .args(&["--epochs", "15", "--batch-size", "4", "--lr", "0.1"])
+        .ok();
     // The run's last test accuracy equals evaluate's on the same data, which matches labels
     // by name; matched by position, b and c would be scored as a and b.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -567,21 +526,12 @@ fn demo_is_a_dataset_name_for_data_info_train_test_data_and_evaluate() {
     assert!(stdout.contains("[train] 2000 images, 1x28x28"), "{stdout}");
     assert!(stdout.contains("[test] 500 images, 1x28x28"), "{stdout}");
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write(tmp.path(), "fashion.cfg", FASHION_CFG);
     let out = tmp.path().join("run");
-    let (code, stdout, stderr) = run(&[
-        &"train",
-        &cfg,
-        &"--data",
-        &"demo",
-        &"--test-data",
-        &"demo",
-        &"--epochs",
-        &"1",
-        &"--out",
-        &out,
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = Train::new(tmp.path().join("fashion.cfg"), &out)
+        .config(FASHION_CFG)
+        .data("demo")
+        .args(&["--test-data", "demo", "--epochs", "1"])
+        .ok();
     assert!(stdout.contains(" of 500)"), "{stdout}");
     let (code, stdout, stderr) = run(&[
         &"evaluate",
@@ -593,24 +543,11 @@ fn demo_is_a_dataset_name_for_data_info_train_test_data_and_evaluate() {
     assert!(stdout.contains("(500 images)"), "{stdout}");
 }
 
-/// An IDX folder with only the test files (`t10k-*`), like ../shared/data/mnist.
+/// An IDX folder with only the test files (`t10k-*`), like ../shared/data/mnist: 4 images
+/// of classes 0 and 1 in turn.
 fn test_only_idx(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let n = 4u32;
-    let mut images = Vec::new();
-    for v in [0x0000_0803u32, n, 8, 8] {
-        images.extend_from_slice(&v.to_be_bytes());
-    }
-    let mut labels = Vec::new();
-    for v in [0x0000_0801u32, n] {
-        labels.extend_from_slice(&v.to_be_bytes());
-    }
-    for i in 0..n as usize {
-        images.extend(image_bytes(i % 2, i));
-        labels.push((i % 2) as u8);
-    }
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+    let pixels: Vec<u8> = (0..4).flat_map(|i| stripes_image(i % 2, i)).collect();
+    write_idx(dir, "t10k", 8, 8, &pixels, &[0, 1, 0, 1]);
 }
 
 #[test]

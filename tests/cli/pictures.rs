@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::bars::{bars_setup as setup, bars_train};
+use crate::bars::{bars_setup as setup, bars_sweep_with_a_divergence, bars_train};
 use crate::command::cnn;
 
 /// What every `cnn train` of this file passes unless a test gives it.
@@ -107,25 +107,9 @@ fn a_run_with_a_test_set_calls_its_held_out_curve_test() {
 
 #[test]
 fn a_sweep_draws_the_diverged_run_where_it_diverged() {
-    let (dir, data) = setup();
+    let (dir, _) = setup();
     let out = dir.path().join("sweep");
-    cnn()
-        .arg("sweep")
-        .arg(dir.path().join("net.cfg"))
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--lr",
-            "0.05,1000",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--out",
-        ])
-        .arg(&out)
-        .assert()
-        .success();
+    bars_sweep_with_a_divergence(dir.path(), "sweep");
     let texts: Vec<String> = svg_texts(&out.join("loss.svg"))
         .into_iter()
         .map(|(_, body)| body)

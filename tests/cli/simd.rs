@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::command::cnn;
+use crate::command::Train;
+use crate::common::run_command;
+use crate::runs::model_bytes;
 use proptest::prelude::*;
 
 /// A network that goes through every kernel with a SIMD path: a stride-1 one-channel
@@ -22,34 +24,18 @@ Dense units=10 activation=softmax
 /// Trains [`NET`] for one epoch of the built-in demo set with the environment variable
 /// `env` set (if any) and returns the bytes of the model file it wrote.
 fn train_with(dir: &Path, env: Option<&str>) -> Vec<u8> {
-    let cfg = dir.join("net.cfg");
-    std::fs::write(&cfg, NET).unwrap();
     let out = dir.join(format!("run-{}", env.unwrap_or("default")));
-    let mut cmd = cnn();
-    cmd.args([
-        "train",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-        "--out",
-    ])
-    .arg(&out)
-    .arg(&cfg)
-    .env_remove("CNN_NO_AVX512")
-    .env_remove("CNN_NO_SIMD");
+    let mut cmd = Train::new(dir.join("net.cfg"), &out)
+        .config(NET)
+        .args(&["--epochs", "1", "--batch-size", "16", "--seed", "3"])
+        .command();
+    cmd.env_remove("CNN_NO_AVX512").env_remove("CNN_NO_SIMD");
     if let Some(var) = env {
         cmd.env(var, "1");
     }
-    let output = cmd.output().unwrap();
-    assert!(
-        output.status.success(),
-        "train with {env:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read(out.join("model.safetensors")).unwrap()
+    let (code, _, stderr) = run_command(&mut cmd);
+    assert_eq!(code, 0, "train with {env:?} failed:\n{stderr}");
+    model_bytes(&out)
 }
 
 #[test]

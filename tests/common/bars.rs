@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::command::Train;
+use crate::common::run;
 use crate::rng::Lcg;
 
 /// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
@@ -52,4 +53,27 @@ pub fn bars_setup() -> (tempfile::TempDir, PathBuf) {
 /// `cnn train DIR/net.cfg --data DIR/data --out DIR/NAME` in a folder of [`bars_setup`].
 pub fn bars_train(dir: &Path, name: &str) -> Train {
     Train::new(dir.join("net.cfg"), dir.join(name)).data(dir.join("data"))
+}
+
+/// `cnn sweep` of the bars network in a folder of [`bars_setup`] at learning rates 0.05 and
+/// 1000 (which diverges), 2 epochs in batches of 8, into `DIR/NAME`; asserts that it
+/// succeeds and returns its stdout.
+pub fn bars_sweep_with_a_divergence(dir: &Path, name: &str) -> String {
+    let (cfg, data, out) = (dir.join("net.cfg"), dir.join("data"), dir.join(name));
+    let (code, stdout, stderr) = run(&[
+        &"sweep",
+        &cfg,
+        &"--data",
+        &data,
+        &"--lr",
+        &"0.05,1000",
+        &"--epochs",
+        &"2",
+        &"--batch-size",
+        &"8",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
 }

@@ -1,8 +1,16 @@
-//! Test files written into folders: IDX pairs of images and labels, grayscale PNG images.
+//! Test files written into folders: text, IDX pairs of images and labels, grayscale PNG
+//! images.
 
 use std::path::{Path, PathBuf};
 
 use crate::bytes::{idx_images, idx_labels, png_bytes};
+
+/// Writes `text` into `dir/name`; returns its path.
+pub fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
 
 /// Writes `PREFIX-images-idx3-ubyte` and `PREFIX-labels-idx1-ubyte` into `dir` (creating
 /// it), one label per image; returns the images file's path, which `--data` accepts as well
