@@ -593,7 +593,8 @@ fn data_info_lists_a_missing_file_with_its_line_and_an_unlabelled_image() {
         "# classes: x, y\na.png 0\nmissing.png 1\nb.png 1\n",
     );
     let (code, stdout, stderr) = run(&[&"data", &"info", &data]);
-    // Issue 14: problems found make the exit code 1; the report is printed all the same.
+    // Problems found make the exit code 1, so that a script sees them; the report is
+    // printed all the same.
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         stderr,

@@ -1,4 +1,4 @@
-//! Early stopping through the `cnn` command (issue 15): it stops where Keras's
+//! Early stopping through the `cnn` command: it stops where Keras's
 //! `EarlyStopping` rule says, given the validation figures of the same run trained without
 //! it; `--restore-best` ends with the best epoch's weights; resume is bit-exact; and every
 //! misuse is a one-line error.

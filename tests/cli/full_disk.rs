@@ -1,4 +1,4 @@
-//! Issue 8, a full disk through the `cnn` command: it is reported, not hidden, and the
+//! A full disk through the `cnn` command: it is reported, not hidden, and the
 //! previous files survive it. A run folder is trained once, then trained into again while
 //! the disk is "full"; the run must end with exit code 1, no panic and one line
 //! `error: writing PATH: REASON (the previous file is kept)`, and leave every file of the

@@ -1,4 +1,4 @@
-//! `cnn gradcheck` on real networks (issue 14): every shipped example and our own RGB
+//! `cnn gradcheck` on real networks: every shipped example and our own RGB
 //! networks pass at every seed from 1 to 20; entries on a kink and entries that cannot be
 //! checked are reported, not failed; and a wrong derivative fails the check.
 
@@ -14,7 +14,7 @@ use cnn::tensor::Tensor;
 
 use crate::common::{run_command, BIN};
 
-/// A small RGB network like the issue's own: two convolutions with max pooling.
+/// A small RGB network like the one a user checked: two convolutions with max pooling.
 const RGB_3X16X16: &str = "\
 Input shape=3x16x16
 Conv2D filters=8 kernel=3x3 padding=same activation=relu

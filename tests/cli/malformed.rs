@@ -1,4 +1,4 @@
-//! Issue 8, a malformed-input corpus run through the `cnn` command: one small file per
+//! A malformed-input corpus run through the `cnn` command: one small file per
 //! failure mode, generated here, each refused with its exact one-line message, exit code 1
 //! and no panic. The memory bombs (headers claiming billions of values, a gzip stream that
 //! inflates far past what its header declares, images claiming 100,000 x 100,000 pixels, a
@@ -454,7 +454,7 @@ fn safetensors_header_claiming_a_huge_tensor_is_refused_within_the_memory_limit(
             &[0; 16],
         ),
     );
-    // Issue 14: said as a truncation, with the lengths.
+    // Said as a truncation, with the lengths, which is what went wrong.
     c.predict_refuses(
         &f,
         &format!(
@@ -507,7 +507,7 @@ fn model_file_cut_in_its_tensor_data_is_refused() {
     let b = model_bytes();
     let f = c.write("m.safetensors", &b[..b.len() - 4]);
     let data = b.len() - 8 - u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    // Issue 14: said as a truncation, with the lengths.
+    // Said as a truncation, with the lengths, which is what went wrong.
     c.predict_refuses(
         &f,
         &format!(

@@ -1,4 +1,4 @@
-//! Issue 5, model files: a saved model comes back bit for bit, and a damaged or foreign file
+//! Model files: a saved model comes back bit for bit, and a damaged or foreign file
 //! is refused with a one-line error naming the file and the fault, never a panic.
 //!
 //! The library functions are tested directly; the last test also runs `cnn predict` on every
@@ -159,7 +159,7 @@ fn damaged_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let good = build(&tensors, meta.clone());
     let n = header_len(&good);
     let mut out: Vec<(&'static str, Vec<u8>, &'static str)> = vec![
-        // Issue 14: a file cut short says so.
+        // A file cut short says so, rather than that it is not a model file.
         ("empty", Vec::new(), "truncated or not a safetensors file"),
         (
             "7 bytes",

@@ -1,4 +1,4 @@
-//! Issue 8, the training health monitor and divergence through the `cnn` command:
+//! The training health monitor and divergence through the `cnn` command:
 //! `--monitor` prints gradient norms and dead-ReLU shares per epoch, and a run that blows up
 //! stops with exit code 3, says where and what to do, and leaves the last good checkpoint
 //! untouched.

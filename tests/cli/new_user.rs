@@ -1,4 +1,4 @@
-//! Issue 14, "found by trying the tool as a new user would": each problem reproduced through
+//! Problems found by trying the tool as a new user would, each reproduced through
 //! the `cnn` command, checking stderr and the exit code (0 ok, 1 error, 2 bad usage).
 //!
 //! Models are trained here, in well under a second each: a tiny 1x28x28 network on the
@@ -43,8 +43,8 @@ fn fashion_model() -> (TempDir, PathBuf) {
     (tmp, out.join("model.safetensors"))
 }
 
-/// Fashion-MNIST from `../shared/data` when it is there (the issue's own command), else the
-/// built-in demo set, which is a subset of it.
+/// Fashion-MNIST from `../shared/data` when it is there (the data the problem was found on),
+/// else the built-in demo set, which is a subset of it.
 fn fashion_data() -> PathBuf {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist");
     if shared.is_dir() {

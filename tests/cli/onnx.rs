@@ -1,4 +1,4 @@
-//! Issue 16, ONNX: export then import gives back the same tensors bit for bit, `cnn predict`
+//! ONNX: export then import gives back the same tensors bit for bit, `cnn predict`
 //! gives the same output for both files, and a malformed or foreign graph is refused with one
 //! line naming the file, the node and its op, never a panic.
 //!

@@ -1,6 +1,7 @@
-//! Issue 5 through the `cnn` command: a model file works alone, `--init` starts from given
-//! weights, a resumed run equals an uninterrupted one bit for bit, the thread count does not
-//! change the result, and a run killed at any moment leaves a checkpoint that loads.
+//! Model files, `--init` and resume through the `cnn` command: a model file works alone,
+//! `--init` starts from given weights, a resumed run equals an uninterrupted one bit for
+//! bit, the thread count does not change the result, and a run killed at any moment leaves
+//! a checkpoint that loads.
 //!
 //! The data is a tiny IDX set written by the tests (60 images 1x8x8, labels 0 to 2, so three
 //! classes), for a network with 3 outputs.

@@ -1,7 +1,7 @@
-//! Issue 14 through the `cnn` command: bad training options are refused with exit code 2
+//! Training options through the `cnn` command: bad ones are refused with exit code 2
 //! before a run folder is made, an existing run is not overwritten without `--force`, and
 //! `--resume` says what changes (the learning rate, the epochs, the data's path) and refuses
-//! what would not continue the run, each in one line that says why. Issue 13: a run folder
+//! what would not continue the run, each in one line that says why. And a run folder
 //! written before the run became a library type still resumes, bit for bit.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The SIMD kernel families (AVX-512, AVX2+FMA, portable) end to end: the environment
-//! switches that choose them, and what each gives. The kernels themselves are tested
-//! family by family against the naive references in `src/kernels` and tests/kernels.rs.
+//! switches that choose them, and what each gives. The kernels themselves are tested family
+//! by family against the naive references in `src/kernels` and `tests/engine/kernels.rs`.
 
 use std::path::Path;
 

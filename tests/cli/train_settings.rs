@@ -1,4 +1,4 @@
-//! Issue 15's `Train` and `Augment` lines through the `cnn` command: a config file that is a
+//! The config's `Train` and `Augment` lines through the `cnn` command: a config file that is a
 //! whole recipe, flags that override it, `cnn summary` showing it, model files whose config
 //! has it, and a `file:line:column` error for every bad setting.
 //!

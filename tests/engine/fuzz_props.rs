@@ -1,4 +1,4 @@
-//! Issue 8, fuzzing as property tests: the entry points a fuzzer would hit (the config
+//! Fuzzing as property tests: the entry points a fuzzer would hit (the config
 //! parser, the IDX reader, labels.txt, model files, image decoding) fed with arbitrary bytes
 //! and with mutations of valid inputs. None may panic; each either succeeds with a
 //! consistent result or returns a one-line error of the expected kind.
