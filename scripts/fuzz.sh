@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every fuzz target for N seconds each (default 60) with cargo fuzz (needs nightly and
 # `cargo install cargo-fuzz`), or, when cargo fuzz cannot run, the property tests of
-# tests/fuzz_props.rs with PROPTEST_CASES cases each (default 20000).
+# tests/engine/fuzz_props.rs with PROPTEST_CASES cases each (default 20000).
 #
 #   scripts/fuzz.sh [SECONDS]
 set -eu
@@ -21,5 +21,5 @@ if cargo fuzz --version >/dev/null 2>&1 && rustup run nightly rustc --version >/
     done
 else
     echo "cargo fuzz unavailable: running the property tests instead" >&2
-    PROPTEST_CASES=${PROPTEST_CASES:-20000} cargo test --release --test fuzz_props
+    PROPTEST_CASES=${PROPTEST_CASES:-20000} cargo test --release --test engine fuzz_props::
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the PyTorch reference values in tests/fixtures/*.json.
 
-The tests in tests/pytorch_reference.rs compare our layers, loss and optimisers with an
+The tests in tests/engine/pytorch_reference.rs compare our layers, loss and optimisers with an
 independent implementation: these files hold PyTorch's answers, computed in float64.
 
     python3 -m venv /tmp/fixtures-venv

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Lcg;
+use crate::command::Train;
+use crate::common::run;
+use crate::rng::Lcg;
 
 /// Writes an IDX images file and its labels: `n` 8x8 images of 3 classes, each class a bright
 /// bar in its own place (learnable in a few epochs), with per-image noise.
@@ -26,7 +28,7 @@ pub fn write_bars_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
         }
     }
     let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-    super::write_idx(dir, prefix, 8, 8, &pixels, &labels);
+    crate::files::write_idx(dir, prefix, 8, 8, &pixels, &labels);
 }
 
 /// A tiny network for the bars: one convolution, pooling, two Dense layers.
@@ -46,4 +48,32 @@ pub fn bars_setup() -> (tempfile::TempDir, PathBuf) {
     write_bars_idx(&data, "t10k", 30, 2);
     std::fs::write(dir.path().join("net.cfg"), BARS_CONFIG).unwrap();
     (dir, data)
+}
+
+/// `cnn train DIR/net.cfg --data DIR/data --out DIR/NAME` in a folder of [`bars_setup`].
+pub fn bars_train(dir: &Path, name: &str) -> Train {
+    Train::new(dir.join("net.cfg"), dir.join(name)).data(dir.join("data"))
+}
+
+/// `cnn sweep` of the bars network in a folder of [`bars_setup`] at learning rates 0.05 and
+/// 1000 (which diverges), 2 epochs in batches of 8, into `DIR/NAME`; asserts that it
+/// succeeds and returns its stdout.
+pub fn bars_sweep_with_a_divergence(dir: &Path, name: &str) -> String {
+    let (cfg, data, out) = (dir.join("net.cfg"), dir.join("data"), dir.join(name));
+    let (code, stdout, stderr) = run(&[
+        &"sweep",
+        &cfg,
+        &"--data",
+        &data,
+        &"--lr",
+        &"0.05,1000",
+        &"--epochs",
+        &"2",
+        &"--batch-size",
+        &"8",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
 }

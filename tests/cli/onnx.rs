@@ -1,0 +1,453 @@
+//! ONNX: export then import gives back the same tensors bit for bit, `cnn predict`
+//! gives the same output for both files, and a malformed or foreign graph is refused with one
+//! line naming the file, the node and its op, never a panic.
+//!
+//! That onnxruntime computes `cnn predict`'s probabilities from an exported file, and that
+//! PyTorch's exports import right, is checked by `scripts/check-onnx.py` (it needs Python,
+//! onnxruntime and PyTorch; its output is in the README).
+
+use std::path::Path;
+
+use crate::common::run;
+use cnn::config;
+use cnn::data::Normalization;
+use cnn::init::Init;
+use cnn::layers::param::{Buffer, BufferMut};
+use cnn::model::Model;
+use cnn::model_file::{self, ModelMeta};
+use cnn::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, NodeProto};
+use cnn::onnx::{export, import};
+use prost::Message;
+
+/// Networks whose configs are in the canonical form `cnn import` writes (activations fused
+/// into the layer before them, Flatten implied before a Dense, a softmax at the end), so that
+/// the same config comes back too. (A config without the final softmax predicts the same,
+/// since `cnn predict` applies one to the logits: its export ends in a Softmax, which comes
+/// back as `activation=softmax`. scripts/check-onnx.py runs such configs.)
+const CONFIGS: &[&str] = &[
+    // Report 1's network.
+    "5\nInput shape=1x28x28\nConv2D filters=16 kernel=3x3 stride=1\n padding=same activation=relu\n\
+     MaxPool2D pool=2x2 stride=2\nDense units=128 activation=relu\nDense units=2 activation=softmax\n",
+    // Strided valid and explicitly padded convolutions, average pooling, every activation,
+    // and a stand-alone activation after pooling.
+    "6\nInput shape=3x13x11\nConv2D filters=5 kernel=3x2 stride=2 activation=tanh\n\
+     AvgPool2D pool=2x2 stride=1\nSigmoid\nConv2D filters=4 kernel=3x3 stride=1 padding=2 activation=leaky_relu alpha=0.125\n\
+     Dense units=7 activation=sigmoid\nDense units=3 activation=softmax\n",
+    // BatchNorm 2D and 1D, with fused activations and explicit Flatten and Dropout lines.
+    "7\nInput shape=2x9x9\nConv2D filters=6 kernel=3x3 padding=same\nBatchNorm2D momentum=0.2 eps=0.001 activation=relu\n\
+     MaxPool2D pool=3x3 stride=2\nFlatten\nBatchNorm1D\nDense units=10 activation=tanh\nDense units=4 activation=softmax\n",
+    // A softmax over a spatial value (exported as Flatten, Softmax, Reshape back).
+    "3\nInput shape=2x6x6\nConv2D filters=3 kernel=3x3\nSoftmax\nDense units=3 activation=softmax\n",
+    // Global average pooling (exported as GlobalAveragePool then Flatten) before a layer
+    // that reads a flat value, and at the end of an all-convolutional classifier.
+    "4\nInput shape=2x9x9\nConv2D filters=4 kernel=3x3 padding=same activation=relu\nGlobalAvgPool2D\n\
+     BatchNorm1D activation=tanh\nDense units=3 activation=softmax\n",
+    "3\nInput shape=3x8x8\nConv2D filters=5 kernel=3x3 stride=2\nGlobalAvgPool2D\nSoftmax\n",
+];
+
+/// A model of `config` with seeded weights, and BatchNorm statistics that are not the
+/// initial ones (so that copying them is seen).
+fn model(config_text: &str, seed: u64) -> Model {
+    let parsed = config::parse(config_text, "test config").unwrap();
+    let mut m = Model::new(&parsed.spec, Init::He, seed).unwrap();
+    let mut x = seed as f32;
+    for p in m.params_mut() {
+        for v in p.value.data_mut() {
+            // Biases too (the initialiser zeroes them); odd values, all bits used.
+            x = (x * 1.618_034 + 0.377).fract();
+            *v += x - 0.5;
+        }
+    }
+    for b in m.buffers_mut() {
+        match b {
+            BufferMut::F32(t) => {
+                for v in t.data_mut() {
+                    x = (x * 1.618_034 + 0.377).fract();
+                    *v = x + 0.25;
+                }
+            }
+            BufferMut::I64(n) => *n = 1234,
+        }
+    }
+    m
+}
+
+fn meta(config_text: &str, classes: usize, c: usize) -> ModelMeta {
+    ModelMeta {
+        config: config_text.to_string(),
+        classes: (0..classes).map(|i| format!("class \"{i}\" é")).collect(),
+        normalization: Normalization {
+            mean: (0..c).map(|i| 0.1 + i as f32 * 0.2).collect(),
+            std: (0..c).map(|i| 0.3 + i as f32 * 0.1).collect(),
+        },
+        seed: 9,
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn export_then_import_gives_back_the_same_tensors_bit_for_bit() {
+    for (n, text) in CONFIGS.iter().enumerate() {
+        let m = model(text, n as u64 + 1);
+        let meta = meta(text, m.classes(), m.spec.input[0]);
+        let bytes = export::to_proto(&m, &meta).unwrap().encode_to_vec();
+        let (back, back_meta) = import::from_bytes(Path::new("x.onnx"), &bytes, None).unwrap();
+
+        assert_eq!(
+            back.spec, m.spec,
+            "config {n}: the same layers\n{}",
+            back_meta.config
+        );
+        let want: Vec<_> = m
+            .named_params()
+            .into_iter()
+            .map(|(k, p)| (k, bits(p.value.data())))
+            .collect();
+        let got: Vec<_> = back
+            .named_params()
+            .into_iter()
+            .map(|(k, p)| (k, bits(p.value.data())))
+            .collect();
+        assert_eq!(got, want, "config {n}: parameters");
+        let buffers = |m: &Model| -> Vec<(String, Vec<u32>, i64)> {
+            m.named_buffers()
+                .into_iter()
+                .map(|(k, b)| match b {
+                    Buffer::F32(t) => (k, bits(t.data()), 0),
+                    Buffer::I64(v) => (k, vec![], v),
+                })
+                .collect()
+        };
+        assert_eq!(buffers(&back), buffers(&m), "config {n}: buffers");
+        assert_eq!(back_meta.classes, meta.classes);
+        assert_eq!(back_meta.normalization, meta.normalization);
+    }
+}
+
+#[test]
+fn an_exported_graph_has_the_shape_the_issue_asks_for() {
+    let m = model(CONFIGS[0], 1);
+    let meta = meta(CONFIGS[0], 2, 1);
+    let p = export::to_proto(&m, &meta).unwrap();
+    assert_eq!(
+        (p.ir_version, p.opset_import[0].version),
+        (Some(7), Some(13))
+    );
+    let g = p.graph.unwrap();
+    let ops: Vec<_> = g.node.iter().map(|n| n.op_type.clone().unwrap()).collect();
+    // Normalisation, then report 1's layers, then the softmax `cnn predict` applies.
+    assert_eq!(
+        ops,
+        ["Sub", "Div", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm", "Softmax"]
+    );
+    assert_eq!(g.doc_string.as_deref(), Some(CONFIGS[0]));
+    let dims = |v: &cnn::onnx::proto::ValueInfoProto| -> Vec<String> {
+        let Some(type_proto::Value::TensorType(t)) = v.r#type.clone().unwrap().value else {
+            panic!("a tensor")
+        };
+        t.shape
+            .unwrap()
+            .dim
+            .into_iter()
+            .map(|d| match d.value.unwrap() {
+                tensor_shape_proto::dimension::Value::DimValue(v) => v.to_string(),
+                tensor_shape_proto::dimension::Value::DimParam(p) => p,
+            })
+            .collect()
+    };
+    assert_eq!(dims(&g.input[0]), ["N", "1", "28", "28"]);
+    assert_eq!(dims(&g.output[0]), ["N", "2"]);
+    // Identity normalisation: no Sub/Div.
+    let mut plain = meta.clone();
+    plain.normalization = Normalization {
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let g = export::to_proto(&m, &plain).unwrap().graph.unwrap();
+    assert_eq!(g.node[0].op_type.as_deref(), Some("Conv"));
+}
+
+#[test]
+fn global_average_pooling_exports_as_global_average_pool_and_predicts_the_same_back() {
+    for i in [4, 5] {
+        let m = model(CONFIGS[i], 7);
+        let meta = meta(CONFIGS[i], m.classes(), m.spec.input[0]);
+        let p = export::to_proto(&m, &meta).unwrap();
+        let ops: Vec<_> = p
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.clone().unwrap())
+            .collect();
+        let want: &[&str] = if i == 4 {
+            &["Sub", "Div", "Conv", "Relu", "GlobalAveragePool", "Flatten"]
+        } else {
+            &[
+                "Sub",
+                "Div",
+                "Conv",
+                "GlobalAveragePool",
+                "Flatten",
+                "Softmax",
+            ]
+        };
+        assert_eq!(&ops[..want.len()], want, "config {i}");
+        let bytes = p.encode_to_vec();
+        let (mut back, _) = import::from_bytes(Path::new("x.onnx"), &bytes, None).unwrap();
+        let mut m = m;
+        let [c, h, w] = m.spec.input;
+        let x: Vec<f32> = (0..3 * c * h * w).map(|v| (v % 17) as f32 / 17.0).collect();
+        let x = cnn::tensor::Tensor::from_vec(&[3, c, h, w], x).unwrap();
+        let want = m.predict_proba(&x).unwrap();
+        let got = back.predict_proba(&x).unwrap();
+        assert_eq!(bits(got.data()), bits(want.data()), "config {i}");
+    }
+}
+
+/// A model file of `CONFIGS[i]` in `dir`.
+fn model_file(dir: &Path, i: usize) -> std::path::PathBuf {
+    let m = model(CONFIGS[i], 3);
+    let path = dir.join(format!("model{i}.safetensors"));
+    model_file::save(&path, &m, &meta(CONFIGS[i], m.classes(), m.spec.input[0])).unwrap();
+    path
+}
+
+#[test]
+fn cnn_predict_gives_the_same_output_for_a_model_and_its_export_imported_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = model_file(tmp.path(), 0);
+    let onnx = tmp.path().join("model.onnx");
+    let back = tmp.path().join("back.safetensors");
+    let (code, out, err) = run(&[&"export", &original, &onnx]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("model.onnx"), "{out}");
+    let (code, out, err) = run(&[&"import", &onnx, &back]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Conv2D filters=16 kernel=3x3 stride=1 padding=same activation=relu"),
+        "{out}"
+    );
+    let img = tmp.path().join("img.png");
+    crate::files::write_png(&img, 28, 28, |x, y| (x * 9 + y * 3) as u8);
+    let predict = |model: &Path| {
+        let (code, out, err) = run(&[&"predict", &model, &img, &"--json", &"--top", &"2"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(predict(&back), predict(&original));
+    // And the imported file is an ordinary model file.
+    let (code, out, err) = run(&[&"summary", &back]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("class \"1\" é"), "{out}");
+}
+
+/// Writes `proto` to `dir/name` and runs `cnn import` on it, returning (exit code, stderr)
+/// after checking that stderr is one line naming the file.
+fn import_refuses(dir: &Path, name: &str, bytes: &[u8]) -> (i32, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let out = dir.join("out.safetensors");
+    let (code, _, stderr) = run(&[&"import", &path, &out]);
+    assert_ne!(code, 0, "{name} was accepted");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!out.exists(), "{name}: nothing is written");
+    (code, stderr)
+}
+
+fn exported(i: usize) -> ModelProto {
+    let m = model(CONFIGS[i], 3);
+    export::to_proto(&m, &meta(CONFIGS[i], m.classes(), m.spec.input[0])).unwrap()
+}
+
+fn node_mut<'a>(p: &'a mut ModelProto, op: &str) -> &'a mut NodeProto {
+    let g = p.graph.as_mut().unwrap();
+    g.node
+        .iter_mut()
+        .find(|n| n.op_type.as_deref() == Some(op))
+        .unwrap()
+}
+
+#[test]
+fn malformed_and_foreign_graphs_are_refused_with_one_line_naming_node_and_op() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let good = exported(0).encode_to_vec();
+
+    // Cut short anywhere before its metadata: an error, never a panic (the small network's
+    // file, at every byte, through the library; through the command below). A cut between
+    // two metadata entries leaves a whole, valid model (protobuf cannot tell), which loses
+    // the entries after the cut.
+    let mut no_meta = exported(1);
+    no_meta.metadata_props.clear();
+    let small = exported(1).encode_to_vec();
+    assert!(small.starts_with(&no_meta.encode_to_vec()));
+    for cut in 0..no_meta.encoded_len() {
+        let r = import::from_bytes(Path::new("cut.onnx"), &small[..cut], None);
+        assert!(r.is_err(), "cut at {cut} of {} was accepted", small.len());
+    }
+    let (_, e) = import_refuses(dir, "half.onnx", &good[..good.len() / 2]);
+    assert!(e.contains("half.onnx") && e.contains("truncated"), "{e}");
+    let (_, e) = import_refuses(dir, "text.onnx", b"5\nInput shape=1x28x28\n");
+    assert!(e.contains("not an ONNX model"), "{e}");
+
+    let mut p = exported(0);
+    node_mut(&mut p, "MaxPool").op_type = Some("LpPool".into());
+    let (code, e) = import_refuses(dir, "op.onnx", &p.encode_to_vec());
+    assert_eq!(code, 1);
+    assert!(
+        e.contains("node `layers.1` (LpPool): unsupported op"),
+        "{e}"
+    );
+
+    let mut p = exported(0);
+    let t = &mut p.graph.as_mut().unwrap().initializer[2];
+    t.data_location = Some(1);
+    t.raw_data = None;
+    let (_, e) = import_refuses(dir, "external.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains("initialiser `layers.0.weight` keeps its data in an external file"),
+        "{e}"
+    );
+
+    // The first Dense's weight with one input column too few: the shapes do not chain.
+    let mut p = exported(0);
+    let g = p.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("layers.2.weight"))
+        .unwrap();
+    w.dims = vec![128, 3135];
+    w.raw_data = Some(vec![0; 128 * 3135 * 4]);
+    let (_, e) = import_refuses(dir, "chain.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains("node `layers.2` (Gemm)") && e.contains("shapes do not chain"),
+        "{e}"
+    );
+
+    // A weight that declares far more values than it holds allocates nothing.
+    let mut p = exported(0);
+    let g = p.graph.as_mut().unwrap();
+    g.initializer[2].dims = vec![1 << 40, 1 << 40];
+    let (_, e) = import_refuses(dir, "huge-weight.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains("more than the 1000000000 a model may have"),
+        "{e}"
+    );
+    // A huge input image.
+    let mut p = exported(0);
+    let g = p.graph.as_mut().unwrap();
+    let Some(type_proto::Value::TensorType(t)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!()
+    };
+    t.shape.as_mut().unwrap().dim[2].value =
+        Some(tensor_shape_proto::dimension::Value::DimValue(1 << 50));
+    let (_, e) = import_refuses(dir, "huge-input.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains("dimension 1125899906842624 is not from 1 to 100000"),
+        "{e}"
+    );
+
+    // A branch: the second Relu reads the graph input instead of the Conv.
+    let mut p = exported(0);
+    let g = p.graph.as_mut().unwrap();
+    let relu = g
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type.as_deref() == Some("Relu"))
+        .nth(1)
+        .unwrap();
+    relu.input[0] = "input".into();
+    let (_, e) = import_refuses(dir, "branch.onnx", &p.encode_to_vec());
+    assert!(e.contains("only sequential networks are imported"), "{e}");
+
+    // Many empty nodes: refused before decoding would allocate a struct for each.
+    let mut p = exported(0);
+    p.graph
+        .as_mut()
+        .unwrap()
+        .node
+        .extend((0..200_000).map(|_| NodeProto::default()));
+    let (_, e) = import_refuses(dir, "bomb.onnx", &p.encode_to_vec());
+    assert!(e.contains("more than 100000 embedded messages"), "{e}");
+
+    // --classes of the wrong length is bad usage.
+    let path = dir.join("good.onnx");
+    std::fs::write(&path, &good).unwrap();
+    let (code, _, e) = run(&[
+        &"import",
+        &path,
+        &dir.join("o.safetensors"),
+        &"--classes",
+        &"a,b,c",
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("--classes gives 3 names, the network"), "{e}");
+    let (code, _, e) = run(&[
+        &"import",
+        &path,
+        &dir.join("o.safetensors"),
+        &"--classes",
+        &"a,b",
+    ]);
+    assert_eq!(code, 0, "{e}");
+}
+
+#[test]
+fn export_refuses_a_file_that_is_not_a_model_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let (code, _, e) = run(&[&"export", &bad, &tmp.path().join("m.onnx")]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("bad.safetensors"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small exported network (BatchNorm, normalisation, classes), as bytes.
+    fn small() -> Vec<u8> {
+        exported(1).encode_to_vec()
+    }
+
+    /// Imports `bytes`: a model, or a one-line error.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Err(e) = import::from_bytes(Path::new("p.onnx"), bytes, None) {
+            prop_assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Proves: arbitrary bytes are imported or refused in one line.
+        #[test]
+        fn on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            check(&bytes)?;
+        }
+
+        /// Proves: an export with up to 8 bytes changed is imported or refused in one line
+        /// (changed lengths, tags, dims, attribute values, names).
+        #[test]
+        fn on_mutated_exports(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = small();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            check(&bytes)?;
+        }
+    }
+}

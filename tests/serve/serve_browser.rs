@@ -1,0 +1,204 @@
+//! `cnn serve` in a real browser: headless Chromium loads the page with `?selftest`, which
+//! draws a stroke through the pad's pointer events, waits for the prediction and the layer
+//! grids, and explains cells of the convolutions and the pooling layer; the page writes what
+//! it found into `#selftest-result`, read here from `--dump-dom`. The number the page
+//! computed for each cell (from the kernel, the receptive field and the bias) is checked
+//! against the server's own value for the image the page sent.
+//!
+//! Without Chromium the test prints a notice and passes locally; under CI (env `CI` set,
+//! where `.ci/run` installs Debian's `chromium`) a missing or failing browser fails it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::server::{agent, answer, train_small, Served};
+use serde_json::Value;
+
+/// The browser's path, from `PATH`.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Runs headless Chromium with `args` then `url` (flags that work in a container, a fresh
+/// profile), killing it after `limit`; returns its stdout.
+fn run_chromium(
+    browser: &Path,
+    profile: &Path,
+    args: &[&str],
+    url: &str,
+    limit: Duration,
+) -> String {
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            // Timers and network run on virtual time, so the page's waits take no real time;
+            // the dump is taken when the budget is spent and the network is quiet.
+            "--virtual-time-budget=30000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("the browser {} cannot start: {e}", browser.display()));
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut { stdout }, &mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium exited with {status}");
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+/// Standard base64 (the page's `btoa`) to bytes.
+fn base64(text: &str) -> Vec<u8> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ABC.iter().position(|&a| a == c).expect("base64 digit") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_apis() {
+    let Some(browser) = chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "chromium is not installed: the browser test cannot run (.ci/run installs \
+                 Debian's chromium package; under CI this is a failure, not a skip)"
+            );
+        }
+        eprintln!("NOTICE: chromium not found on PATH; the headless-browser test of cnn serve is skipped (apt-get install chromium to run it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_small(dir.path(), 2);
+    let s = Served::start(&run, &[]);
+    let dom = run_chromium(
+        &browser,
+        &dir.path().join("profile"),
+        &["--dump-dom"],
+        &s.at("?selftest"),
+        Duration::from_secs(120),
+    );
+    let start = dom
+        .find("<pre id=\"selftest-result\"")
+        .expect("the page has its self-test element");
+    let text = &dom[start..];
+    let text = &text[text.find('>').unwrap() + 1..text.find("</pre>").unwrap()];
+    assert!(
+        !text.is_empty(),
+        "the self-test wrote nothing (the page's script did not run?)"
+    );
+    let report: Value = serde_json::from_str(&unescape_html(text)).unwrap();
+    assert_eq!(report["ok"], true, "the page's self-test failed: {report}");
+    // Every feature map of the three spatial layers has its grid: 4 + 4 + 6 channels.
+    assert_eq!(report["grids"], 14, "{report}");
+    assert_eq!(report["layers"], 4);
+    // The image the page sent, asked again: same class, and the layer values the page used.
+    let png = base64(report["sent_png"].as_str().unwrap());
+    let (status, body) = answer(agent().post(&s.at("api/predict")).send_bytes(&png));
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["class"], api["class"]);
+    assert!(
+        report["predicted"]
+            .as_str()
+            .unwrap()
+            .starts_with(api["class"].as_str().unwrap()),
+        "{report}"
+    );
+    let explained = report["explained"].as_array().unwrap();
+    assert_eq!(
+        explained.len(),
+        3,
+        "two convolutions and a pooling layer: {report}"
+    );
+    for e in explained {
+        let layer = e["layer"].as_u64().unwrap() as usize;
+        let (k, y, x) = (
+            e["k"].as_u64().unwrap(),
+            e["y"].as_u64().unwrap(),
+            e["x"].as_u64().unwrap(),
+        );
+        let shape: Vec<u64> = api["layers"][layer]["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let at = ((k * shape[1] + y) * shape[2] + x) as usize;
+        let server = api["layers"][layer]["values"][at].as_f64().unwrap();
+        let page = e["page"].as_f64().unwrap();
+        assert_eq!(e["api"].as_f64().unwrap(), server, "{e}");
+        assert!(
+            (page - server).abs() <= 1e-4 * server.abs().max(1.0),
+            "layer {layer} ({k}, {y}, {x}): the page computed {page}, the layer gave {server}"
+        );
+        // The page picked the largest value of the map, so the sum is not trivially zero.
+        assert!(server > 0.0, "{e}");
+    }
+    // The page at 1280x800 and at phone width renders (the screenshots are PNGs of that size).
+    for (w, h) in [(1280, 800), (390, 844)] {
+        let shot = dir.path().join(format!("shot-{w}.png"));
+        run_chromium(
+            &browser,
+            &dir.path().join(format!("profile-{w}")),
+            &[
+                &format!("--window-size={w},{h}"),
+                &format!("--screenshot={}", shot.display()),
+            ],
+            &s.at("?selftest"),
+            Duration::from_secs(120),
+        );
+        let img = image::open(&shot).unwrap();
+        assert_eq!((img.width(), img.height()), (w, h));
+    }
+}
