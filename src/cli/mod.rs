@@ -237,6 +237,17 @@ fn command_path(args: impl IntoIterator<Item = String>) -> String {
     path.join(" ")
 }
 
+/// Prints `line`, which says what was written to `out`, on stdout; on stderr when `out` is
+/// not a regular file (`/dev/stdout`, a pipe, a terminal), where stdout may be the output
+/// itself: `cnn export model.safetensors /dev/stdout | ...` then pipes the bytes alone.
+fn say_written(out: &std::path::Path, line: &str) {
+    if std::fs::metadata(out).is_ok_and(|m| m.is_file()) {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// `cnn summary FILE`: the summary of a config file, or of the config a model (or checkpoint)
 /// file carries in its metadata, then that model's classes.
 fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
