@@ -108,3 +108,73 @@ fn export_to_a_directory_is_refused_in_one_line() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// --threads
+
+fn cores() -> usize {
+    std::thread::available_parallelism().unwrap().get()
+}
+
+/// More than 4 threads per core is refused by every command that takes `--threads`, with
+/// exit code 2 and one line, before anything runs; before the fix 500 threads on 2 cores
+/// were started and an epoch took 70 times as long.
+#[test]
+fn threads_above_four_per_core_are_refused_by_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_file(tmp.path());
+    let too_many = (4 * cores() + 1).to_string();
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(
+        &cfg,
+        "2\nInput shape=1x28x28\nFlatten\nDense units=10 activation=softmax\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let commands: [Vec<&dyn AsRef<std::ffi::OsStr>>; 4] = [
+        vec![&"train", &cfg, &"--out", &out, &"--threads", &too_many],
+        vec![&"sweep", &cfg, &"--out", &out, &"--threads", &too_many],
+        vec![&"evaluate", &model, &"--threads", &too_many],
+        vec![&"bench", &cfg, &"--threads", &too_many],
+    ];
+    for args in &commands {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "'{too_many}' for '--threads <THREADS>': at most {}",
+                4 * cores()
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!out.exists());
+}
+
+/// `--threads` equal to the number of cores trains.
+#[test]
+fn threads_equal_to_the_cores_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(
+        &cfg,
+        "2\nInput shape=1x28x28\nFlatten\nDense units=10 activation=softmax\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let cores = cores().to_string();
+    let (code, _, stderr) = run(&[
+        &"train",
+        &cfg,
+        &"--epochs",
+        &"1",
+        &"--out",
+        &out,
+        &"--threads",
+        &cores,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.join("model.safetensors").exists());
+}

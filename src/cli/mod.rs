@@ -131,7 +131,8 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    // Every command's --threads is at least 1 (checked by its value parser).
+    // Every command's --threads is at least 1 and at most 4 per core (checked by its value
+    // parser, arg_values::thread_count).
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
         return 1;
