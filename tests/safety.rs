@@ -178,3 +178,114 @@ fn threads_equal_to_the_cores_work() {
     assert_eq!(code, 0, "{stderr}");
     assert!(out.join("model.safetensors").exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM
+
+/// 40 images 6x6 of two classes (bright top or bright bottom) as an IDX images file.
+fn write_tiny_idx(dir: &Path) -> PathBuf {
+    let n = 40;
+    let mut pixels = Vec::with_capacity(n * 36);
+    for i in 0..n {
+        let class = i % 2;
+        pixels.extend((0..36).map(|k| {
+            if (k / 6 < 3) == (class == 0) {
+                200 + (i * 7 + k) as u8 % 50
+            } else {
+                (i * 3 + k) as u8 % 40
+            }
+        }));
+    }
+    let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+    common::write_idx(dir, "x", 6, 6, &pixels, &labels)
+}
+
+const TINY_CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
+Dense units=8 activation=relu\nDense units=2 activation=softmax\n";
+
+/// SIGTERM (what `timeout`, `docker stop`, Slurm and systemd send) during training is
+/// handled as Ctrl-C is: the step in progress finishes, the checkpoint is written, one line
+/// names the signal and says how to go on, and the exit code is 143 (128 + SIGTERM). The
+/// checkpoint resumes to the same model bytes as a run never stopped. Before the fix the
+/// signal killed the process at once (no line, the status a signal's, the last epoch's
+/// checkpoint at best).
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_a_checkpoint_says_so_and_exits_143_and_the_run_resumes_exactly() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_tiny_idx(tmp.path());
+    let cfg = tmp.path().join("net.cfg");
+    std::fs::write(&cfg, TINY_CFG).unwrap();
+    let train = |out: &Path, epochs: &str| {
+        let mut c = Command::new(common::BIN);
+        c.arg("train")
+            .arg(&cfg)
+            .arg("--data")
+            .arg(&data)
+            .args(["--epochs", epochs, "--batch-size", "4", "--seed", "3"])
+            .args(["--threads", "1", "--out"])
+            .arg(out);
+        c
+    };
+    let stopped = tmp.path().join("stopped");
+    // Far more epochs than the test waits for: only the signal ends this run.
+    let child = train(&stopped, "1000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cnn starts");
+    // Wait for the first epoch's checkpoint: by then the signal handlers are in place.
+    let ck = stopped.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ck.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill sends a signal to the child we started; it has no memory effects here.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let done = child.wait_with_output().expect("cnn exits");
+    let stderr = String::from_utf8(done.stderr).unwrap();
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+    assert_eq!(done.status.code(), Some(143), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("terminated (SIGTERM) at epoch ")
+            && last.ends_with(&format!(
+                "checkpoint saved: continue with `cnn train --resume {}`",
+                stopped.display()
+            )),
+        "{stderr}"
+    );
+    assert!(!stopped.join("model.safetensors").exists());
+
+    // Resume to two epochs past the one begun, and train a run that was never stopped for
+    // as many epochs: the same model, byte for byte.
+    let state = cnn::checkpoint::load(&ck)
+        .expect("the checkpoint loads")
+        .state;
+    let epochs = (state.epoch + usize::from(state.step > 0) + 2).to_string();
+    let resumed = Command::new(common::BIN)
+        .args(["train", "--resume"])
+        .arg(&stopped)
+        .args(["--epochs", &epochs])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let straight = tmp.path().join("straight");
+    let whole = train(&straight, &epochs).output().unwrap();
+    assert!(whole.status.success());
+    assert!(
+        std::fs::read(stopped.join("model.safetensors")).unwrap()
+            == std::fs::read(straight.join("model.safetensors")).unwrap(),
+        "the resumed run's model differs from the uninterrupted run's"
+    );
+}

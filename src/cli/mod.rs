@@ -3,8 +3,8 @@
 //! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
 //! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own,
 //! printed on one line by [`usage_error_line`], and options the library refuses before
-//! writing anything), 3 training diverged, 130 when Ctrl-C stopped training (after its
-//! checkpoint was written).
+//! writing anything), 3 training diverged, 130 when Ctrl-C stopped training and 143 when
+//! SIGTERM did (after its checkpoint was written).
 
 mod arg_values;
 mod bench;
@@ -33,6 +33,9 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_DIVERGED: i32 = 3;
 /// Exit code after Ctrl-C stopped training: 128 + SIGINT, as shells expect.
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit code after SIGTERM (`timeout`, `docker stop`, Slurm, systemd) stopped training:
+/// 128 + SIGTERM, as shells expect.
+pub const EXIT_TERMINATED: i32 = 128 + progress::SIGTERM;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,7 +94,7 @@ pub enum Command {
 }
 
 /// A command's failure: the library's error, bad usage, a diverged run, or a run stopped
-/// by Ctrl-C (each its own exit code).
+/// by Ctrl-C or SIGTERM (each its own exit code).
 #[derive(Debug)]
 pub enum Failure {
     Error(cnn::Error),
@@ -99,6 +102,8 @@ pub enum Failure {
     Diverged(String),
     /// Ctrl-C stopped training after writing its checkpoint; the message says how to go on.
     Interrupted(String),
+    /// SIGTERM stopped training after writing its checkpoint; the message says how to go on.
+    Terminated(String),
 }
 
 impl From<cnn::Error> for Failure {
@@ -168,6 +173,10 @@ pub fn main() -> i32 {
         Err(Failure::Interrupted(msg)) => {
             eprintln!("{msg}");
             EXIT_INTERRUPTED
+        }
+        Err(Failure::Terminated(msg)) => {
+            eprintln!("{msg}");
+            EXIT_TERMINATED
         }
     }
 }
