@@ -268,6 +268,7 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
             &format!("{} (embedded config)", path.display()),
         )?;
         print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+        print!("{}", memory_line(&parsed)?);
         print!("{}", cnn::run::settings::describe(&parsed.settings));
         println!(
             "Classes ({}): {}",
@@ -279,8 +280,22 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
     let parsed = cnn::config::load(path)?;
     cnn::run::settings::from_config(&parsed)?;
     print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+    print!("{}", memory_line(&parsed)?);
     print!("{}", cnn::run::settings::describe(&parsed.settings));
     Ok(())
+}
+
+/// The summary's estimate of the memory training takes, at the batch size and with the
+/// optimiser of the config's `Train` line (else the defaults).
+fn memory_line(parsed: &cnn::config::ParsedConfig) -> Result<String, cnn::Error> {
+    let given = cnn::run::settings::from_config(parsed).unwrap_or_default();
+    let config = cnn::run::RunConfig::default().with(&given);
+    cnn::memory::summary_line(
+        &parsed.spec,
+        config.batch_size,
+        config.optimizer().kind,
+        rayon::current_num_threads(),
+    )
 }
 
 fn run(command: Command) -> CmdResult {
