@@ -29,8 +29,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20, allow_negative_numbers = true,
           value_parser = super::arg_values::at_least_one)]
     runs: usize,
-    /// Worker threads [default: all cores].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
+    /// Worker threads [default: all cores; at most 4 per core].
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub(super) threads: Option<usize>,
     /// Also print each layer's forward and backward time.
     #[arg(long)]

@@ -36,8 +36,8 @@ pub struct EvaluateArgs {
     /// Resize images whose size differs from the model's input.
     #[arg(long)]
     resize: bool,
-    /// Worker threads [default: all cores].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
+    /// Worker threads [default: all cores; at most 4 per core].
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub(super) threads: Option<usize>,
 }
 

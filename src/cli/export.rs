@@ -17,12 +17,13 @@ use super::CmdResult;
 pub struct ExportArgs {
     /// A model file written by `cnn train` or `cnn import` (a checkpoint works too).
     model: PathBuf,
-    /// The ONNX file to write (replaced atomically if it exists).
+    /// The ONNX file to write (replaced atomically if it exists; a device or FIFO such as
+    /// /dev/stdout is written through).
     out: PathBuf,
 }
 
 pub fn run(args: ExportArgs) -> CmdResult {
     cnn::onnx::export::export_file(&args.model, &args.out)?;
-    println!("wrote {}", args.out.display());
+    super::say_written(&args.out, &format!("wrote {}", args.out.display()));
     Ok(())
 }

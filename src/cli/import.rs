@@ -20,7 +20,8 @@ use super::CmdResult;
 pub struct ImportArgs {
     /// The ONNX file.
     input: PathBuf,
-    /// The model file to write (replaced atomically if it exists).
+    /// The model file to write (replaced atomically if it exists; a device or FIFO such as
+    /// /dev/stdout is written through).
     out: PathBuf,
     /// Names of the classes, in output order, comma-separated. Default: those stored by
     /// `cnn export`, else 0, 1, ...
@@ -29,13 +30,15 @@ pub struct ImportArgs {
 }
 
 pub fn run(args: ImportArgs) -> CmdResult {
-    cnn::onnx::import::import_file(&args.input, &args.out, args.classes)?;
-    let meta = cnn::model_file::read_meta(&args.out)?;
-    println!(
-        "wrote {} ({} classes); its config:\n{}",
-        args.out.display(),
-        meta.classes.len(),
-        meta.config.trim_end()
+    let meta = cnn::onnx::import::import_file(&args.input, &args.out, args.classes)?;
+    super::say_written(
+        &args.out,
+        &format!(
+            "wrote {} ({} classes); its config:\n{}",
+            args.out.display(),
+            meta.classes.len(),
+            meta.config.trim_end()
+        ),
     );
     Ok(())
 }

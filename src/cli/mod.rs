@@ -3,8 +3,8 @@
 //! Every command is a function returning `Result`; [`main`] prints `error: ...` on failure
 //! and turns it into the exit code: 0 success, 1 error at run time, 2 bad usage (clap's own,
 //! printed on one line by [`usage_error_line`], and options the library refuses before
-//! writing anything), 3 training diverged, 130 when Ctrl-C stopped training (after its
-//! checkpoint was written).
+//! writing anything), 3 training diverged, 130 when Ctrl-C stopped training and 143 when
+//! SIGTERM did (after its checkpoint was written).
 
 mod arg_values;
 mod bench;
@@ -33,6 +33,9 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_DIVERGED: i32 = 3;
 /// Exit code after Ctrl-C stopped training: 128 + SIGINT, as shells expect.
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit code after SIGTERM (`timeout`, `docker stop`, Slurm, systemd) stopped training:
+/// 128 + SIGTERM, as shells expect.
+pub const EXIT_TERMINATED: i32 = 128 + progress::SIGTERM;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,7 +94,7 @@ pub enum Command {
 }
 
 /// A command's failure: the library's error, bad usage, a diverged run, or a run stopped
-/// by Ctrl-C (each its own exit code).
+/// by Ctrl-C or SIGTERM (each its own exit code).
 #[derive(Debug)]
 pub enum Failure {
     Error(cnn::Error),
@@ -99,6 +102,8 @@ pub enum Failure {
     Diverged(String),
     /// Ctrl-C stopped training after writing its checkpoint; the message says how to go on.
     Interrupted(String),
+    /// SIGTERM stopped training after writing its checkpoint; the message says how to go on.
+    Terminated(String),
 }
 
 impl From<cnn::Error> for Failure {
@@ -131,7 +136,8 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
-    // Every command's --threads is at least 1 (checked by its value parser).
+    // Every command's --threads is at least 1 and at most 4 per core (checked by its value
+    // parser, arg_values::thread_count).
     if let Err(e) = set_threads(cli.command.threads()) {
         eprintln!("error: {e}");
         return 1;
@@ -167,6 +173,10 @@ pub fn main() -> i32 {
         Err(Failure::Interrupted(msg)) => {
             eprintln!("{msg}");
             EXIT_INTERRUPTED
+        }
+        Err(Failure::Terminated(msg)) => {
+            eprintln!("{msg}");
+            EXIT_TERMINATED
         }
     }
 }
@@ -237,6 +247,17 @@ fn command_path(args: impl IntoIterator<Item = String>) -> String {
     path.join(" ")
 }
 
+/// Prints `line`, which says what was written to `out`, on stdout; on stderr when `out` is
+/// not a regular file (`/dev/stdout`, a pipe, a terminal), where stdout may be the output
+/// itself: `cnn export model.safetensors /dev/stdout | ...` then pipes the bytes alone.
+fn say_written(out: &std::path::Path, line: &str) {
+    if std::fs::metadata(out).is_ok_and(|m| m.is_file()) {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// `cnn summary FILE`: the summary of a config file, or of the config a model (or checkpoint)
 /// file carries in its metadata, then that model's classes.
 fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
@@ -247,6 +268,7 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
             &format!("{} (embedded config)", path.display()),
         )?;
         print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+        print!("{}", memory_line(&parsed)?);
         print!("{}", cnn::run::settings::describe(&parsed.settings));
         println!(
             "Classes ({}): {}",
@@ -258,8 +280,22 @@ fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
     let parsed = cnn::config::load(path)?;
     cnn::run::settings::from_config(&parsed)?;
     print!("{}", cnn::summary::render(&parsed.spec, explain)?);
+    print!("{}", memory_line(&parsed)?);
     print!("{}", cnn::run::settings::describe(&parsed.settings));
     Ok(())
+}
+
+/// The summary's estimate of the memory training takes, at the batch size and with the
+/// optimiser of the config's `Train` line (else the defaults).
+fn memory_line(parsed: &cnn::config::ParsedConfig) -> Result<String, cnn::Error> {
+    let given = cnn::run::settings::from_config(parsed).unwrap_or_default();
+    let config = cnn::run::RunConfig::default().with(&given);
+    cnn::memory::summary_line(
+        &parsed.spec,
+        config.batch_size,
+        config.optimizer().kind,
+        rayon::current_num_threads(),
+    )
 }
 
 fn run(command: Command) -> CmdResult {

@@ -1,11 +1,13 @@
 //! Driving a [`Run`] on the terminal, for `cnn train` and `cnn sweep`: the notes before it,
 //! a progress bar and one plain line per epoch while it trains (with `--monitor`, the
-//! layers' health), the result after it, and Ctrl-C.
+//! layers' health), the result after it, and Ctrl-C or SIGTERM.
 //!
-//! Ctrl-C sets a flag; the observer then stops the run after the step in progress, the run
-//! writes its checkpoint, and the command exits with 130 (128 + SIGINT, as shells expect).
+//! Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, `docker stop`, Slurm, systemd) sets a flag;
+//! the observer then stops the run after the step in progress, the run writes its
+//! checkpoint, and the command says so in one line naming the signal and exits with 128 +
+//! the signal's number, as shells expect: 130 for Ctrl-C, 143 for SIGTERM.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
 
 use cnn::model::Model;
@@ -15,20 +17,56 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Failure;
 
-/// Set by the Ctrl-C handler.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// SIGINT's number (Ctrl-C), the same on every Unix; exit code 128 + it.
+const SIGINT: i32 = 2;
+/// SIGTERM's number, the same on every Unix; exit code 128 + it.
+pub const SIGTERM: i32 = 15;
 
-/// Installs the Ctrl-C handler once per process (a sweep trains several runs).
-fn catch_ctrl_c() {
+/// The first stop signal received while training: 0 for none, else [`SIGINT`] or
+/// [`SIGTERM`]. Set by the handlers; an atomic store is all a signal handler may do.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+fn received(signal: i32) {
+    let _ = STOP_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+fn stop_signal() -> i32 {
+    STOP_SIGNAL.load(Ordering::SeqCst)
+}
+
+/// Installs the Ctrl-C and SIGTERM handlers once per process (a sweep trains several runs).
+/// Without them either signal ends the process at once, as before training: acceptable.
+fn catch_stop_signals() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        // Without a handler Ctrl-C ends the process at once, as before training: acceptable.
-        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        let _ = ctrlc::set_handler(|| received(SIGINT));
+        #[cfg(unix)]
+        catch_sigterm();
     });
 }
 
+/// SIGTERM sets [`STOP_SIGNAL`] (the `ctrlc` crate, without its `termination` feature,
+/// handles SIGINT alone, and with it could not tell the two apart).
+#[cfg(unix)]
+fn catch_sigterm() {
+    extern "C" fn on_sigterm(_: libc::c_int) {
+        received(SIGTERM);
+    }
+    // SAFETY: a zeroed sigaction is a valid value to fill in; the handler only does an
+    // atomic compare-exchange, which is async-signal-safe; SA_RESTART resumes system calls
+    // (reads, writes) the signal interrupts instead of failing them.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    }
+}
+
 /// Prints the notes of `run`, trains it with a progress bar and the epoch lines, and prints
-/// how it ended. A stop by Ctrl-C is [`Failure::Interrupted`]; a diverged run is an
+/// how it ended. A stop by Ctrl-C is [`Failure::Interrupted`], by SIGTERM
+/// [`Failure::Terminated`]; a diverged run is an
 /// [`Outcome`] (a sweep goes on after it).
 pub fn drive(
     run: &mut Run,
@@ -46,7 +84,7 @@ pub fn drive(
         eprintln!("resume: {change}");
     }
     eprintln!("run folder: {}", run.dir().display());
-    catch_ctrl_c();
+    catch_stop_signals();
 
     let epochs = run.config().epochs;
     let held_out = HeldOut::of_run(run.config().val_split).name();
@@ -59,9 +97,8 @@ pub fn drive(
         .progress_chars("=> "),
     );
     let mut total = 0;
-    let should_stop = |total: u64| {
-        stop_after_steps.is_some_and(|s| total >= s) || INTERRUPTED.load(Ordering::SeqCst)
-    };
+    let should_stop =
+        |total: u64| stop_after_steps.is_some_and(|s| total >= s) || stop_signal() != 0;
     let result = run.train(&mut |event| match event {
         RunEvent::Step {
             epoch,
@@ -96,8 +133,10 @@ pub fn drive(
              --resume {}`",
             run.dir().display()
         );
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return Err(Failure::Interrupted(format!("interrupted (Ctrl-C) {how}")));
+        match stop_signal() {
+            SIGINT => return Err(Failure::Interrupted(format!("interrupted (Ctrl-C) {how}"))),
+            SIGTERM => return Err(Failure::Terminated(format!("terminated (SIGTERM) {how}"))),
+            _ => {}
         }
         eprintln!("stopped {how}");
     } else if outcome.diverged.is_none() {

@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// Resize --data images whose size differs from the model's input.
     #[arg(long)]
     resize: bool,
+    /// Also answer requests for this host name (repeatable). Without it the server answers
+    /// only localhost, IP addresses and --host, so that no other site's page can reach it
+    /// through a name of its own (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> CmdResult {
@@ -39,6 +44,7 @@ pub fn run(args: ServeArgs) -> CmdResult {
         resize: args.resize,
         host: args.host,
         port: args.port,
+        allow_hosts: args.allow_host,
     })?;
     // Tests and scripts read the URL from this line.
     println!("serving {} at {}", args.path.display(), server.url()?);

@@ -114,8 +114,9 @@ impl<const SWEEP: bool> FromArgMatches for RunFlags<SWEEP> {
 /// What only the command line has.
 #[derive(Debug, Clone, Args)]
 pub struct CliOptions {
-    /// Worker threads [default: all cores]. Results are bit-identical for any count.
-    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::at_least_one)]
+    /// Worker threads [default: all cores; at most 4 per core]. Results are bit-identical
+    /// for any count.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub threads: Option<usize>,
     /// After each epoch, print each parameter tensor's gradient L2 norm (of the epoch's last
     /// step) and each ReLU layer's share of dead units (0 for every image of the last batch).

@@ -418,7 +418,19 @@ fn save_checked(
     what: &str,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
-    let tmp = temp_path(target);
+    // A download is checked before it is put in place, so it goes into a file: a device,
+    // FIFO or directory at `target` is refused rather than replaced (see crate::io).
+    let real = match crate::io::target(target)? {
+        crate::io::Target::Replace(real) => real,
+        crate::io::Target::WriteThrough => {
+            return Err(Error::Write {
+                path: target.into(),
+                source: std::io::Error::other("it is a device or a FIFO, not a file"),
+                kept: false,
+            })
+        }
+    };
+    let tmp = temp_path(&real);
     let result = (|| -> Result<()> {
         let mut out = File::create(&tmp).map_err(|e| write_error(target, e))?;
         let mut hasher = Sha256::new();
@@ -459,8 +471,8 @@ fn save_checked(
         out.flush().map_err(|e| write_error(target, e))?;
         out.sync_all().map_err(|e| write_error(target, e))?;
         drop(out);
-        fs::rename(&tmp, target).map_err(|e| write_error(target, e))?;
-        crate::io::sync_dir(target);
+        fs::rename(&tmp, &real).map_err(|e| write_error(target, e))?;
+        crate::io::sync_dir(&real);
         Ok(())
     })();
     if result.is_err() {

@@ -44,10 +44,12 @@ use crate::model_file::{self, ModelMeta};
 
 /// Reads the ONNX file `input` and writes it as a model file to `out`. `classes` names the
 /// outputs; without it, the names stored by `cnn export` are used, or `0`, `1`, ...
-pub fn import_file(input: &Path, out: &Path, classes: Option<Vec<String>>) -> Result<()> {
+/// Returns the metadata written (`out` may be a pipe, which cannot be read back).
+pub fn import_file(input: &Path, out: &Path, classes: Option<Vec<String>>) -> Result<ModelMeta> {
     let bytes = read_capped(input, MAX_FILE_BYTES)?;
     let (model, meta) = from_bytes(input, &bytes, classes)?;
-    model_file::save(out, &model, &meta)
+    model_file::save(out, &model, &meta)?;
+    Ok(meta)
 }
 
 /// The model and metadata of the ONNX bytes `bytes` (read from `path`, named in errors).

@@ -18,7 +18,8 @@
 //! ```
 //!
 //! [`Run::new`] and [`Run::resume`] check everything (the options, the network config, the
-//! data, the run folder) and write nothing; [`Run::train`] makes the folder and writes:
+//! data, the run folder, that the run fits in the memory available: [`crate::memory`]) and
+//! write nothing; [`Run::train`] makes the folder and writes:
 //! - `config.cfg`, and `run.json` (the [`RunConfig`], read back by [`Run::resume`]);
 //! - `checkpoint.safetensors` after every epoch and when the observer says stop;
 //! - `metrics.csv`, `metrics.jsonl`, `loss.png/.svg` and `accuracy.png/.svg` after every
@@ -160,6 +161,24 @@ impl Outcome {
     }
 }
 
+/// Refuses a run that would need more memory than is available ([`crate::memory`]):
+/// [`Error::Usage`], one line, before the run folder is made. `what` names the run.
+fn check_memory(config: &RunConfig, parsed: &ParsedConfig, data: &Data, what: &str) -> Result<()> {
+    let bytes = |ds: &Dataset, held_out: bool| {
+        let pixels = ds.images.len() / ds.len().max(1);
+        crate::memory::data_bytes(ds.len(), pixels, held_out)
+    };
+    let in_memory = bytes(&data.train, false) + data.test.as_ref().map_or(0, |t| bytes(t, true));
+    let estimate = crate::memory::estimate(
+        &parsed.spec,
+        config.batch_size,
+        config.optimizer().kind,
+        rayon::current_num_threads(),
+        in_memory,
+    )?;
+    crate::memory::check(&estimate, &format!("{what} at batch {}", config.batch_size))
+}
+
 /// The training and test sets, the sentence saying where they came from, and their
 /// fingerprint (SHA-256 of the config text and the training images and labels).
 struct Data {
@@ -214,11 +233,19 @@ impl Run {
                 h.min(w) - 1
             )));
         }
+        // The data first, then the memory check, then the model: a network too large for
+        // the machine is refused before its weights are allocated.
+        let data = load_data(&config, &parsed)?;
+        check_memory(
+            &config,
+            &parsed,
+            &data,
+            &format!("training {}", config.config.display()),
+        )?;
         let mut model = Model::new(&parsed.spec, config.init_scheme, config.seed)?;
         if let Some(init) = &config.init {
             model_file::load_weights(init, &mut model)?;
         }
-        let data = load_data(&config, &parsed)?;
         check_batches(&model, data.train.len(), config.batch_size)?;
         let norm = normalization(&config, &parsed, &data.train);
         let state = TrainState::new(config.optimizer());
@@ -291,6 +318,12 @@ impl Run {
             }
         }
         let data = load_data(&config, &parsed)?;
+        check_memory(
+            &config,
+            &parsed,
+            &data,
+            &format!("resuming {}", dir.display()),
+        )?;
         if data.fingerprint != ck.fingerprint {
             let data_changed = changes.iter().any(|c| c.name == "data");
             return Err(Error::Usage(format!(

@@ -15,6 +15,10 @@
 //!
 //! Every error is a 4xx or 5xx status with the body `{"error": "one line"}`.
 //!
+//! Only requests for the names the server is reached by are answered (`localhost`, IP
+//! addresses, `--host`, `--allow-host`), and a `POST` from another site's page is refused:
+//! a guard against DNS rebinding (`src/serve/hosts.rs`).
+//!
 //! No request path reaches the file system: the router knows a fixed set of routes and the
 //! assets are bytes compiled in, so `/../`, `%2e%2e` and the like find nothing (404). The
 //! only files read are the model file, the run folder's `metrics.jsonl` and the `--data`
@@ -28,6 +32,7 @@
 
 mod api;
 mod assets;
+mod hosts;
 mod source;
 
 use std::net::SocketAddr;
@@ -40,6 +45,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::train::Evaluation;
 
+pub use hosts::AllowedHosts;
 pub use source::{Loaded, Source};
 
 /// The largest upload `POST /api/predict` reads (10 MB); a larger body gets 413 before the
@@ -59,6 +65,9 @@ pub struct Options {
     pub host: String,
     /// Port; 0 picks a free one.
     pub port: u16,
+    /// Host names to answer besides `localhost`, IP addresses and `host` (see
+    /// [`AllowedHosts`]).
+    pub allow_hosts: Vec<String>,
 }
 
 /// The state every request shares.
@@ -85,6 +94,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     stop_tx: watch::Sender<bool>,
+    allowed: Arc<AllowedHosts>,
 }
 
 impl Server {
@@ -129,6 +139,7 @@ impl Server {
             listener,
             state,
             stop_tx,
+            allowed: Arc::new(AllowedHosts::new(&opts.host, &opts.allow_hosts)),
         })
     }
 
@@ -152,8 +163,10 @@ impl Server {
             listener,
             state,
             stop_tx,
+            allowed,
         } = self;
-        let app = api::router(state);
+        let guard = axum::middleware::from_fn_with_state(allowed, hosts::guard);
+        let app = api::router(state).layer(guard);
         let mut stopped = stop_tx.subscribe();
         runtime.block_on(async move {
             let signal = async move {

@@ -14,6 +14,8 @@ mod common;
 mod files;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
+#[path = "../common/models.rs"]
+mod models;
 #[path = "../common/rng.rs"]
 mod rng;
 #[path = "../common/runs.rs"]
@@ -40,6 +42,7 @@ mod onnx;
 mod pictures;
 mod resume;
 mod run_options;
+mod safety;
 mod schedules;
 mod simd;
 mod train_settings;

@@ -4,8 +4,11 @@
 // Helpers, from tests/common (its mod.rs says why each crate names the files it uses).
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/models.rs"]
+mod models;
 #[path = "../common/server.rs"]
 mod server;
 
+mod hosts;
 mod serve;
 mod serve_browser;
