@@ -228,16 +228,6 @@ impl<'py> Images<'py> {
 pub fn labels(y: &Bound<'_, PyAny>, n: usize, classes: usize, name: &str) -> PyResult<Vec<u16>> {
     let a = as_array(y)?;
     let shape = a.shape().to_vec();
-    let dtype = a.dtype();
-    let kind = dtype.kind();
-    if !matches!(kind, b'i' | b'u') {
-        return Err(value_error(format!(
-            "{name} has dtype {}; labels are integer class indices (0 to {}): pass \
-             {name}.astype(int)",
-            dtype.str()?,
-            classes.saturating_sub(1)
-        )));
-    }
     if shape.len() != 1 {
         let hint = match shape.as_slice() {
             [_, k] if *k == classes => format!(" (one-hot? pass {name}.argmax(1))"),
@@ -252,6 +242,16 @@ pub fn labels(y: &Bound<'_, PyAny>, n: usize, classes: usize, name: &str) -> PyR
         return Err(value_error(format!(
             "{name} has {} labels for {n} images",
             shape[0]
+        )));
+    }
+    let dtype = a.dtype();
+    let kind = dtype.kind();
+    if !matches!(kind, b'i' | b'u') {
+        return Err(value_error(format!(
+            "{name} has dtype {}; labels are integer class indices (0 to {}): pass \
+             {name}.astype(int)",
+            dtype.str()?,
+            classes.saturating_sub(1)
         )));
     }
     let a = contiguous(&a, "int64")?.cast_into::<PyArrayDyn<i64>>()?;
