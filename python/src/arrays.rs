@@ -34,6 +34,9 @@ pub struct Images<'py> {
 
 /// `numpy.asarray(x)` (lists and other array-likes become arrays).
 fn as_array<'py>(x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyUntypedArray>> {
+    if let Ok(a) = x.cast::<PyUntypedArray>() {
+        return Ok(a.clone());
+    }
     let np = x.py().import("numpy")?;
     let a = np.call_method1("asarray", (x,))?;
     Ok(a.cast_into::<PyUntypedArray>()?)
@@ -41,6 +44,15 @@ fn as_array<'py>(x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyUntypedArray>> 
 
 /// `a` as a C-contiguous array of `dtype` (the same object when it is one already).
 fn contiguous<'py>(a: &Bound<'py, PyUntypedArray>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+    let same = match dtype {
+        "uint8" => a.dtype().is_equiv_to(&numpy::dtype::<u8>(a.py())),
+        "float32" => a.dtype().is_equiv_to(&numpy::dtype::<f32>(a.py())),
+        "int64" => a.dtype().is_equiv_to(&numpy::dtype::<i64>(a.py())),
+        _ => false,
+    };
+    if same && a.is_c_contiguous() {
+        return Ok(a.clone().into_any());
+    }
     let np = a.py().import("numpy")?;
     let kwargs = PyDict::new(a.py());
     kwargs.set_item("dtype", dtype)?;
@@ -98,7 +110,7 @@ impl<'py> Images<'py> {
         }
         let dtype = a.dtype();
         let (kind, size) = (dtype.kind(), dtype.itemsize());
-        let dtype_name = dtype.str()?.to_string();
+        let dtype_name = || dtype.str().map(|s| s.to_string());
         let pixels = match (kind, size) {
             (b'u', 1) => Pixels::U8(
                 contiguous(&a, "uint8")?
@@ -127,8 +139,9 @@ impl<'py> Images<'py> {
             }
             _ => {
                 return Err(value_error(format!(
-                    "{name} has dtype {dtype_name}; images are uint8 pixels (0-255) or float32 \
-                     values in [0, 1]"
+                    "{name} has dtype {}; images are uint8 pixels (0-255) or float32 values in \
+                     [0, 1]",
+                    dtype_name()?
                 )))
             }
         };
@@ -146,8 +159,9 @@ impl<'py> Images<'py> {
                 });
             if lo < 0.0 || hi > 1.0 {
                 return Err(value_error(format!(
-                    "{name} is {dtype_name} with values from {lo} to {hi}; float images must be \
-                     in [0, 1] (pixels / 255), or pass uint8 pixels 0-255"
+                    "{name} is {} with values from {lo} to {hi}; float images must be in [0, 1] \
+                     (pixels / 255), or pass uint8 pixels 0-255",
+                    dtype_name()?
                 )));
             }
         }
@@ -170,16 +184,20 @@ impl<'py> Images<'py> {
         match &self.pixels {
             Pixels::U8(a) => {
                 let src = &a.as_slice()?[start * per..end * per];
-                for (i, (d, &b)) in out.iter_mut().zip(src).enumerate() {
-                    let ch = i / plane % c;
-                    *d = (f32::from(b) / 255.0 - norm.mean[ch]) / norm.std[ch];
+                for (k, (d, s)) in out.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+                    let (m, sd) = (norm.mean[k % c], norm.std[k % c]);
+                    for (d, &b) in d.iter_mut().zip(s) {
+                        *d = (f32::from(b) / 255.0 - m) / sd;
+                    }
                 }
             }
             Pixels::F32(a) => {
                 let src = &a.as_slice()?[start * per..end * per];
-                for (i, (d, &x)) in out.iter_mut().zip(src).enumerate() {
-                    let ch = i / plane % c;
-                    *d = (x - norm.mean[ch]) / norm.std[ch];
+                for (k, (d, s)) in out.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+                    let (m, sd) = (norm.mean[k % c], norm.std[k % c]);
+                    for (d, &x) in d.iter_mut().zip(s) {
+                        *d = (x - m) / sd;
+                    }
                 }
             }
         }

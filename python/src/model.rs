@@ -232,7 +232,7 @@ impl Model {
             spec,
             run.batch_size,
             run.optimizer().kind,
-            pools::pool(None)?.current_num_threads(),
+            pools::pool(None)?.threads(),
         )
         .or_py()?;
         s += &settings::describe(&self.parsed.settings);
