@@ -31,7 +31,8 @@ def test_another_python_thread_keeps_running_during_fit(demo):
     try:
         time.sleep(0.05)
         start = time.perf_counter()
-        model.fit(x, y, epochs=5, progress=False)
+        # 20 epochs: 0.5 s on 2 idle cores, long enough that a GIL held throughout shows.
+        model.fit(x, y, epochs=20, progress=False)
         end = time.perf_counter()
     finally:
         done.set()
