@@ -46,7 +46,7 @@ def main() -> None:
     )
     rust_bin = ROOT / "target" / "release" / "examples" / "predict_latency"
     batches = {1: xt[:1], 1000: (xt.repeat(2, axis=0))[:1000]}
-    rounds = 5
+    rounds = 9
     results = {n: {"rust": [], "python": []} for n in batches}
     for _ in range(rounds):
         out = subprocess.run([str(rust_bin), str(path), "1", "1000"], capture_output=True,
