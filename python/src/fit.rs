@@ -274,7 +274,7 @@ pub fn fit<'py>(
             given.test_data = Some(v.extract::<PathBuf>()?);
         }
         Some(v) => {
-            let Some((train, _)) = &mut data else {
+            let Some((_, test)) = &mut data else {
                 return Err(value_error(
                     "validation_data arrays go with training arrays x, y; with a dataset path, \
                      give validation_data (or test_data) as a path",
@@ -293,8 +293,7 @@ pub fn fit<'py>(
                 &pair.get_item(1)?,
                 ["validation_data[0]", "validation_data[1]"],
             )?;
-            let train = train.clone();
-            data = Some((train, Some(held_out)));
+            *test = Some(held_out);
         }
     }
     let mut config =

@@ -614,8 +614,31 @@ impl Model {
         Ok(())
     }
 
-    /// Trains the model: see the package documentation (``help(cnn.Model.fit)``, the type
-    /// stubs) for every option.
+    /// Trains the model, as ``cnn train`` does, and returns the history: a dict of lists,
+    /// one value per epoch, as Keras's ``History.history`` (``loss``, ``accuracy``,
+    /// ``val_loss`` and ``val_accuracy`` with a held-out set, ``lr``, ``seconds``).
+    ///
+    /// The data: images ``x`` (``[N, C, H, W]`` or ``[N, H, W]``; ``uint8`` pixels, or
+    /// ``float32`` pixels / 255) with integer labels ``y``; or a dataset path or ``"demo"``
+    /// as ``x``, read as ``cnn train --data`` reads it; or nothing: the demo set.
+    /// ``validation_data=(x_val, y_val)`` is evaluated after each epoch;
+    /// ``validation_split`` (or ``val_split``) holds out a share of the training data.
+    ///
+    /// ``**options``: every option of ``cnn train``, named as its flag with underscores
+    /// (``batch_size=`` for ``--batch-size``), with its default; ``cnn.fit_options()`` lists
+    /// them with their help, and the type stubs show them. ``out=`` writes ``cnn train``'s
+    /// run folder (``force=True`` into one that holds a run); ``threads=`` the worker threads
+    /// (every core by default; the result does not depend on it); ``progress=False`` prints
+    /// nothing.
+    ///
+    /// A model fresh from ``from_config`` starts from the weights ``seed`` and
+    /// ``init_scheme`` draw: the tensors are ``cnn train``'s, bit for bit. A model with
+    /// weights (trained, loaded, set) goes on from them with a new optimiser, as
+    /// ``cnn train --init``. The GIL is released while it trains; Ctrl-C stops it after the
+    /// step in progress (the model keeps that step's weights; with ``out=`` the checkpoint is
+    /// written) and raises ``KeyboardInterrupt``. ``ValueError`` for a bad option or array,
+    /// ``TypeError`` for an unknown keyword, ``OSError`` for files, ``FloatingPointError``
+    /// when the run diverges.
     #[pyo3(signature = (
         x=None, y=None, *, validation_data=None, validation_split=None, out=None,
         force=false, threads=None, progress=true, **options
