@@ -110,11 +110,18 @@ fn given_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<RunOptions> {
                 "threads",
                 "progress",
             ]);
-            let hint = cnn::text::did_you_mean(&name, &known);
-            let hint = hint
-                .strip_prefix("; ")
-                .map(|h| format!("; {h}"))
-                .unwrap_or_default();
+            // Keras's and PyTorch's names for what is here under another.
+            let other = match name.as_str() {
+                "learning_rate" => Some("lr"),
+                "shuffle" => Some("no_shuffle"),
+                "verbose" => Some("progress"),
+                "workers" | "num_threads" => Some("threads"),
+                _ => None,
+            };
+            let hint = match other {
+                Some(ours) => format!("; did you mean `{ours}`?"),
+                None => cnn::text::did_you_mean(&name, &known),
+            };
             return Err(PyTypeError::new_err(format!(
                 "fit() got an unexpected keyword argument '{name}'{hint}"
             )));

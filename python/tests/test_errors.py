@@ -77,6 +77,8 @@ def test_options_are_checked_and_named_by_keyword(model, demo):
         model.fit(x, y, batch_size=0, progress=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'; did you mean `epochs`"):
         model.fit(x, y, epoch=3)
+    with pytest.raises(TypeError, match="'learning_rate'; did you mean `lr`"):
+        model.fit(x, y, learning_rate=0.1)
     with pytest.raises(TypeError, match="epochs must be an int, got float"):
         model.fit(x, y, epochs=2.5)
     with pytest.raises(ValueError, match="did you mean `adam`"):
