@@ -63,13 +63,35 @@ named_enum! {
     default Sgd
 }
 
+/// How messages name an option the caller gave: as a command-line flag (`--lr`, `cnn train`)
+/// or as a keyword argument (`lr`, its [`RunConfig`] field's name: Python's `fit(lr=...)`).
+/// A config file's `Train` and `Augment` lines have words of their own ([`super::settings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wording {
+    #[default]
+    Flag,
+    Keyword,
+}
+
 /// An option whose value does not go with the others': which, and why, in a flag's words
-/// (`flag`, the whole message) and in a config line's (`line`, what follows `key=value`).
+/// (`flag`, the whole message), a keyword's (`keyword`, the whole message) and a config
+/// line's (`line`, what follows `key=value`).
 #[derive(Debug, Clone)]
 pub(crate) struct Misfit {
     pub option: &'static Spec,
     pub flag: String,
+    pub keyword: String,
     pub line: String,
+}
+
+impl Misfit {
+    /// The whole message, in `wording`'s words.
+    pub(crate) fn given(self, wording: Wording) -> String {
+        match wording {
+            Wording::Flag => self.flag,
+            Wording::Keyword => self.keyword,
+        }
+    }
 }
 
 /// An option that a resumed run changed: `name` went `from` -> `to`.
@@ -117,13 +139,14 @@ impl RunOptions {
         let schedule = self.schedule.unwrap_or_default();
         OPTIONS.iter().find_map(|spec| {
             (spec.field.given)(self)?;
-            let flag = spec.flag;
-            let (flag, line) = match spec.applies {
+            let (flag, name) = (spec.flag, spec.name);
+            let (flag, keyword, line) = match spec.applies {
                 Applies::Always => return None,
                 Applies::Schedule(s) if s == schedule => return None,
                 Applies::EarlyStop if self.early_stop.is_some() => return None,
                 Applies::Schedule(s) => (
                     format!("--{flag} applies to --schedule {s}; add it, or leave --{flag} out"),
+                    format!("{name} applies to schedule='{s}'; add it, or leave {name} out"),
                     format!(
                         "applies to `schedule={s}`; add it, or leave `{}` out",
                         spec.key.map_or(spec.name, |k| k.name)
@@ -134,6 +157,10 @@ impl RunOptions {
                         "--{flag} applies to early stopping; add --early-stop val_loss (or \
                          val_accuracy), or leave --{flag} out"
                     ),
+                    format!(
+                        "{name} applies to early stopping; add early_stop='val_loss' (or \
+                         'val_accuracy'), or leave {name} out"
+                    ),
                     "applies to early stopping; add `early_stop=val_loss` (or val_accuracy)"
                         .to_string(),
                 ),
@@ -141,6 +168,7 @@ impl RunOptions {
             Some(Misfit {
                 option: spec,
                 flag,
+                keyword,
                 line,
             })
         })
@@ -155,6 +183,22 @@ impl RunOptions {
         match self.misplaced() {
             Some(m) => Err(Error::Usage(m.flag)),
             None => Ok(()),
+        }
+    }
+
+    /// Sets the option called `name` from a value given as a keyword argument (Python's
+    /// `fit(lr=0.05)`), as text: [`RunOptions::set`], with a message that names the keyword
+    /// and its value ("lr=abc: expected a number, got `abc`").
+    ///
+    /// # Errors
+    /// As [`RunOptions::set`]: an unknown name with a "did you mean", or a value of the wrong
+    /// type.
+    pub fn set_keyword(&mut self, name: &str, text: &str) -> std::result::Result<(), String> {
+        match find(name) {
+            Some(_) => self
+                .set(name, text)
+                .map_err(|e| format!("{name}={text}: {e}")),
+            None => self.set(name, text),
         }
     }
 }
@@ -174,15 +218,23 @@ impl RunConfig {
     /// # Errors
     /// [`Error::Usage`] naming the option, the value and what it must be.
     pub fn validate(&self) -> Result<()> {
-        self.check_ranges()?;
+        self.validate_as(Wording::Flag)
+    }
+
+    /// [`RunConfig::validate`], its messages naming options in `wording`'s words.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the option, the value and what it must be.
+    pub fn validate_as(&self, wording: Wording) -> Result<()> {
+        self.check_ranges_as(wording)?;
         match self.misfit() {
-            Some(m) => Err(Error::Usage(m.flag)),
+            Some(m) => Err(Error::Usage(m.given(wording))),
             None => Ok(()),
         }
     }
 
-    /// Every option's value in its range, in the table's order.
-    pub(crate) fn check_ranges(&self) -> Result<()> {
+    /// Every option's value in its range, in the table's order, in `wording`'s words.
+    pub(crate) fn check_ranges_as(&self, wording: Wording) -> Result<()> {
         for spec in OPTIONS {
             // `epochs` 0 is the rule of `misfit`'s (allowed with `init`).
             if spec.name == "epochs" && self.epochs == 0 {
@@ -190,7 +242,11 @@ impl RunConfig {
             }
             if let Some(x) = (spec.field.number)(self) {
                 if !spec.range.holds(x) {
-                    let msg = spec.range.flag_error(spec.flag, &spec.show(self), x);
+                    let shown = spec.show(self);
+                    let msg = match wording {
+                        Wording::Flag => spec.range.flag_error(spec.flag, &shown, x),
+                        Wording::Keyword => spec.range.keyword_error(spec.name, &shown, x),
+                    };
                     return Err(Error::Usage(msg));
                 }
             }
@@ -200,14 +256,22 @@ impl RunConfig {
 
     /// The first rule between options that `self` breaks, blamed on one of them.
     pub(crate) fn misfit(&self) -> Option<Misfit> {
-        let misfit = |name: &str, flag: String, line: String| {
+        let misfit = |name: &str, flag: String, keyword: String, line: String| {
             let option = find(name).expect("an option of the table");
-            Some(Misfit { option, flag, line })
+            Some(Misfit {
+                option,
+                flag,
+                keyword,
+                line,
+            })
         };
         if self.epochs == 0 && self.init.is_none() {
             return misfit(
                 "epochs",
                 "--epochs must be at least 1 (0 is allowed with --init, to save the given \
+                 weights as the run's model)"
+                    .into(),
+                "epochs must be at least 1 (0 is allowed with init=, to save the given \
                  weights as the run's model)"
                     .into(),
                 "must be at least 1 (0 is allowed with --init, to save the given weights as \
@@ -222,6 +286,10 @@ impl RunConfig {
                     "--min-lr must be from 0 to --lr ({}), got {}",
                     self.lr, self.min_lr
                 ),
+                format!(
+                    "min_lr must be from 0 to lr ({}), got {}",
+                    self.lr, self.min_lr
+                ),
                 format!("must be at most the run's learning rate ({})", self.lr),
             );
         }
@@ -230,6 +298,10 @@ impl RunConfig {
                 "warmup",
                 format!(
                     "--warmup must be fewer epochs than --epochs ({}), got {}",
+                    self.epochs, self.warmup
+                ),
+                format!(
+                    "warmup must be fewer epochs than epochs ({}), got {}",
                     self.epochs, self.warmup
                 ),
                 format!(
@@ -244,6 +316,10 @@ impl RunConfig {
                 format!(
                     "--early-stop {monitor} watches a validation split, and this run has none: \
                      add --val-split 0.1 (early stopping never looks at the test set)"
+                ),
+                format!(
+                    "early_stop='{monitor}' watches a validation split, and this run has none: \
+                     add val_split=0.1 (early stopping never looks at the test set)"
                 ),
                 "watches a validation split, and this run has none: add `val_split=0.1` (early \
                  stopping never looks at the test set)"
@@ -342,6 +418,37 @@ mod tests {
 
     use super::*;
     use crate::init::Init;
+
+    #[test]
+    fn keyword_wording_names_the_keyword_not_the_flag() {
+        let c = RunConfig {
+            lr: -1.0,
+            ..RunConfig::default()
+        };
+        let e = c.validate_as(Wording::Keyword).unwrap_err().to_string();
+        assert_eq!(e, "lr must be positive, got -1");
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--lr must be positive, got -1"
+        );
+        let c = RunConfig {
+            batch_size: 0,
+            ..RunConfig::default()
+        };
+        let e = c.validate_as(Wording::Keyword).unwrap_err().to_string();
+        assert_eq!(e, "batch_size must be at least 1");
+        let mut given = RunOptions::default();
+        given.set_keyword("gamma", "0.5").unwrap();
+        let e = crate::run::settings::resolve_with(&given, None, Wording::Keyword).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gamma applies to schedule='step'; add it, or leave gamma out"
+        );
+        let e = given.set_keyword("lr", "abc").unwrap_err();
+        assert_eq!(e, "lr=abc: expected a number, got `abc`");
+        let e = given.set_keyword("learning_rate", "0.1").unwrap_err();
+        assert!(e.starts_with("unknown option `learning_rate`"), "{e}");
+    }
 
     #[test]
     fn a_run_json_written_before_run_config_reads_with_its_values() {

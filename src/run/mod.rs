@@ -26,6 +26,8 @@
 //!   epoch, after the checkpoint (a disk filling up costs them, not the training state);
 //! - `model.safetensors` and `report.md` at the end.
 //!
+//! A run made by [`Run::in_memory`] without a folder writes none of these.
+//!
 //! Every file is written atomically ([`crate::io::write_atomic`]). The library prints
 //! nothing: progress goes to the observer, whose [`Control::Stop`] is also how a caller stops
 //! the run (Ctrl-C): the checkpoint is written and [`Outcome::stopped`] says where.
@@ -40,7 +42,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Change, OptimizerChoice, ScheduleChoice};
+pub use config::{Change, OptimizerChoice, ScheduleChoice, Wording};
 pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
 pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
@@ -188,10 +190,30 @@ struct Data {
     fingerprint: String,
 }
 
+/// What a run trains on and starts from when the caller holds them rather than files
+/// (Python's `Model.fit` on NumPy arrays): see [`Run::in_memory`].
+pub struct InMemory {
+    /// The network config, parsed; its `Train` and `Augment` lines are not read here (they
+    /// are [`settings::resolve_with`]'s), its text becomes the run folder's `config.cfg`.
+    pub parsed: ParsedConfig,
+    /// The training set and the held-out set evaluated after each epoch. `None`: the files
+    /// that `config.data` and `config.test_data` name (the demo set without them), as
+    /// [`Run::new`] reads them. `config.test_data` and `config.val_split` apply to a training
+    /// set given here as they do to one read from files.
+    pub data: Option<(Dataset, Option<Dataset>)>,
+    /// The weights to start from, a model of `parsed`'s network (as `--init` gives a run
+    /// the weights of a file). `None`: drawn from `config.init_scheme` and `config.seed`,
+    /// as [`Run::new`] does.
+    pub model: Option<Model>,
+}
+
 /// A training run, checked and ready: see the module documentation.
 pub struct Run {
     config: RunConfig,
     dir: PathBuf,
+    /// Whether the run has a folder to write (a run [`Run::in_memory`] without one writes
+    /// nothing).
+    folder: bool,
     parsed: ParsedConfig,
     model: Model,
     state: TrainState,
@@ -224,6 +246,42 @@ impl Run {
             None => folder::default_run_dir(&config.config),
         };
         let parsed = net_config::load(&config.config)?;
+        let what = format!("training {}", config.config.display());
+        Run::build(config, Some(dir), parsed, None, None, &what)
+    }
+
+    /// A new run of `config` on data and from weights the caller holds (`parts`), in `out`
+    /// if given (refused if it holds a run, unless `force`, as [`Run::new`]); without `out`
+    /// the run has no folder and [`Run::train`] writes nothing, keeping the best epoch's
+    /// weights for `restore_best` in memory. `config.config` only names the network in
+    /// messages and `run.json`: its text is `parts.parsed`'s.
+    ///
+    /// Checks as [`Run::new`] does (the options, the data against the network, the memory)
+    /// and writes nothing. The same options, data and starting weights train the same
+    /// tensors, bit for bit, as [`Run::new`] on files holding that data.
+    pub fn in_memory(
+        config: RunConfig,
+        parts: InMemory,
+        out: Option<PathBuf>,
+        force: bool,
+    ) -> Result<Run> {
+        config.validate()?;
+        if let Some(dir) = &out {
+            check_out_dir(dir, force)?;
+        }
+        let what = format!("training {}", parts.parsed.file);
+        Run::build(config, out, parts.parsed, parts.data, parts.model, &what)
+    }
+
+    /// [`Run::new`] and [`Run::in_memory`] after the options and the folder are checked.
+    fn build(
+        config: RunConfig,
+        dir: Option<PathBuf>,
+        parsed: ParsedConfig,
+        data: Option<(Dataset, Option<Dataset>)>,
+        model: Option<Model>,
+        what: &str,
+    ) -> Result<Run> {
         let [_, h, w] = parsed.spec.input;
         if config.shift >= h.min(w) {
             return Err(Error::Usage(format!(
@@ -235,14 +293,18 @@ impl Run {
         }
         // The data first, then the memory check, then the model: a network too large for
         // the machine is refused before its weights are allocated.
-        let data = load_data(&config, &parsed)?;
-        check_memory(
-            &config,
-            &parsed,
-            &data,
-            &format!("training {}", config.config.display()),
-        )?;
-        let mut model = Model::new(&parsed.spec, config.init_scheme, config.seed)?;
+        let data = match data {
+            None => load_data(&config, &parsed)?,
+            Some((train, test)) => {
+                let note = format!("training on {} ({} images)", train.source, train.len());
+                finish_data(&config, &parsed, train, test, note)?
+            }
+        };
+        check_memory(&config, &parsed, &data, what)?;
+        let mut model = match model {
+            Some(model) => model,
+            None => Model::new(&parsed.spec, config.init_scheme, config.seed)?,
+        };
         if let Some(init) = &config.init {
             model_file::load_weights(init, &mut model)?;
         }
@@ -252,7 +314,8 @@ impl Run {
         Ok(Run {
             seed_of_weights: config.seed,
             config,
-            dir,
+            folder: dir.is_some(),
+            dir: dir.unwrap_or_default(),
             parsed,
             model,
             state,
@@ -348,6 +411,7 @@ impl Run {
             seed_of_weights: ck.meta.seed,
             config,
             dir: dir.to_path_buf(),
+            folder: true,
             parsed,
             model: ck.model,
             state,
@@ -362,9 +426,26 @@ impl Run {
         &self.config
     }
 
-    /// The run folder.
+    /// The run folder (empty for a run [`Run::in_memory`] without one).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The model, as trained so far, and what its model file would hold besides the
+    /// weights (the config, the classes, the normalisation, the seed).
+    pub fn into_model(self) -> (Model, ModelMeta) {
+        let meta = self.meta();
+        (self.model, meta)
+    }
+
+    /// What the run's model files hold besides the weights.
+    fn meta(&self) -> ModelMeta {
+        ModelMeta {
+            config: self.parsed.text.clone(),
+            classes: self.data.train.classes.clone(),
+            normalization: self.norm.clone(),
+            seed: self.seed_of_weights,
+        }
     }
 
     /// Where the data came from, as a sentence ("training on ... (N images)").
@@ -399,12 +480,15 @@ impl Run {
     /// A file that cannot be written, named; a diverged run is an [`Outcome`], not an error.
     pub fn train(&mut self, observer: &mut dyn FnMut(RunEvent) -> Control) -> Result<Outcome> {
         let dir = self.dir.clone();
-        crate::io::create_dir(&dir)?;
-        folder::remove_stale_temps(&dir);
-        crate::io::write_atomic(&dir.join("config.cfg"), self.parsed.text.as_bytes())?;
-        let json = serde_json::to_string_pretty(&self.config)
-            .map_err(|e| Error::Invalid(format!("cannot encode run.json: {e}")))?;
-        crate::io::write_atomic(&dir.join("run.json"), json.as_bytes())?;
+        let in_folder = self.folder;
+        if in_folder {
+            crate::io::create_dir(&dir)?;
+            folder::remove_stale_temps(&dir);
+            crate::io::write_atomic(&dir.join("config.cfg"), self.parsed.text.as_bytes())?;
+            let json = serde_json::to_string_pretty(&self.config)
+                .map_err(|e| Error::Invalid(format!("cannot encode run.json: {e}")))?;
+            crate::io::write_atomic(&dir.join("run.json"), json.as_bytes())?;
+        }
 
         self.state.optimizer.clip_grad_norm = self.config.clip_grad_norm;
         let opts = TrainOptions {
@@ -422,12 +506,7 @@ impl Run {
             },
             early_stop: self.config.early_stop_rule(),
         };
-        let meta = ModelMeta {
-            config: self.parsed.text.clone(),
-            classes: self.data.train.classes.clone(),
-            normalization: self.norm.clone(),
-            seed: self.seed_of_weights,
-        };
+        let meta = self.meta();
         let steps = self.steps_per_epoch() as u64;
         let mut total = self.state.epoch as u64 * steps + self.state.step as u64;
         let ck_path = dir.join("checkpoint.safetensors");
@@ -436,6 +515,8 @@ impl Run {
         let fingerprint = self.data.fingerprint.clone();
         let held_out = self.held_out();
         let mut io_error: Option<Error> = None;
+        // Without a folder, the best epoch's weights stay in memory.
+        let mut best_in_memory: Option<Model> = None;
         let mut on_event = |event: &Event, st: &TrainState, m: &Model| -> Control {
             let control = match *event {
                 Event::Step {
@@ -462,10 +543,15 @@ impl Run {
             // The best epoch's weights before the checkpoint that records it as the best: a
             // run killed in between redoes the epoch and writes the same file again.
             if at_epoch_end && keep_best && st.early_stop.is_best(st.epoch) {
-                if let Err(e) = model_file::save(&best_path, m, &meta) {
+                if !in_folder {
+                    best_in_memory = Some(m.clone());
+                } else if let Err(e) = model_file::save(&best_path, m, &meta) {
                     io_error = Some(e);
                     return Control::Stop;
                 }
+            }
+            if !in_folder {
+                return control;
             }
             if control == Control::Stop || at_epoch_end {
                 if let Err(e) = checkpoint::save(&ck_path, m, &meta, st, &opts, &fingerprint) {
@@ -505,10 +591,14 @@ impl Run {
         };
         match result {
             Ok(true) => {
-                outcome.early_stopped = self.finish_early_stop()?;
+                outcome.early_stopped = self.finish_early_stop(best_in_memory)?;
             }
             Ok(false) => {
                 outcome.stopped = Some((self.state.epoch + 1, self.state.step));
+                return Ok(outcome);
+            }
+            Err(Error::Diverged(msg)) if !in_folder => {
+                outcome.diverged = Some(msg);
                 return Ok(outcome);
             }
             Err(Error::Diverged(msg)) => {
@@ -528,7 +618,9 @@ impl Run {
             }
             Err(e) => return Err(e),
         }
-        model_file::save(&self.model_path(), &self.model, &meta)?;
+        if in_folder {
+            model_file::save(&self.model_path(), &self.model, &meta)?;
+        }
         if let Some(test) = &self.data.test {
             let e = train::evaluate(&mut self.model, test, &self.norm, 256)?;
             outcome.test = Some(TestResult {
@@ -536,6 +628,9 @@ impl Run {
                 loss: e.loss,
                 images: test.len(),
             });
+        }
+        if !in_folder {
+            return Ok(outcome);
         }
         report::write_run_report(
             &dir,
@@ -559,8 +654,9 @@ impl Run {
     }
 
     /// After training is done: if early stopping ended it, restores the best epoch's weights
-    /// (with `--restore-best`) and says what happened.
-    fn finish_early_stop(&mut self) -> Result<Option<EarlyStopped>> {
+    /// (with `--restore-best`: from the folder, or `best_in_memory` for a run without one)
+    /// and says what happened.
+    fn finish_early_stop(&mut self, best_in_memory: Option<Model>) -> Result<Option<EarlyStopped>> {
         let es = &self.state.early_stop;
         let (Some(epoch), Some(best), Some(rule)) =
             (es.stopped_epoch, es.best, self.config.early_stop_rule())
@@ -569,7 +665,10 @@ impl Run {
         };
         let best_epoch = es.best_epoch;
         if rule.restore_best {
-            model_file::load_weights(&self.best_path(), &mut self.model)?;
+            match best_in_memory {
+                Some(best) if !self.folder => self.model = best,
+                _ => model_file::load_weights(&self.best_path(), &mut self.model)?,
+            }
         }
         Ok(Some(EarlyStopped {
             epoch,
@@ -619,7 +718,7 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
         size: Some((input[1], input[2])),
         resize: config.resize,
     };
-    let (mut train, mut test, mut note) = match &config.data {
+    let (train, test, note) = match &config.data {
         None => (
             data::demo(Split::Train)?,
             Some(data::demo(Split::Test)?),
@@ -642,8 +741,28 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
             (train, test, note)
         }
     };
+    finish_data(config, parsed, train, test, note)
+}
+
+/// The training and test sets of a run, however they were read: the test set of
+/// `config.test_data` when given, the validation split of `config.val_split`, checked against
+/// the network, and fingerprinted.
+fn finish_data(
+    config: &RunConfig,
+    parsed: &ParsedConfig,
+    mut train: Dataset,
+    mut test: Option<Dataset>,
+    mut note: String,
+) -> Result<Data> {
+    let input = parsed.spec.input;
     if let Some(path) = &config.test_data {
-        test = Some(load_test_set(path, &opts(Split::Test), &train.classes)?);
+        let opts = LoadOptions {
+            split: Split::Test,
+            channels: Some(input[0]),
+            size: Some((input[1], input[2])),
+            resize: config.resize,
+        };
+        test = Some(load_test_set(path, &opts, &train.classes)?);
     }
     if let Some(f) = config.val_split {
         let (t, v) = train.split(f, config.seed)?;
@@ -681,4 +800,51 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
 /// is part of the training set).
 fn load_test_set(path: &Path, opts: &LoadOptions, classes: &[String]) -> Result<Dataset> {
     data::load(path, opts)?.map_to_classes(classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_config() -> RunConfig {
+        RunConfig {
+            config: "examples/report1-10.cfg".into(),
+            epochs: 2,
+            batch_size: 64,
+            val_split: Some(0.1),
+            ..RunConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_run_in_memory_without_a_folder_trains_the_tensors_of_a_run_on_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut on_files = Run::new(demo_config(), Some(out.clone()), false).unwrap();
+        let a = on_files.train(&mut |_| Control::Continue).unwrap();
+        let parts = InMemory {
+            parsed: net_config::load(Path::new("examples/report1-10.cfg")).unwrap(),
+            data: Some((data::demo(Split::Train).unwrap(), None)),
+            model: None,
+        };
+        let mut in_memory = Run::in_memory(demo_config(), parts, None, false).unwrap();
+        let b = in_memory.train(&mut |_| Control::Continue).unwrap();
+        assert!(in_memory.dir().as_os_str().is_empty());
+        let strip = |o: &Outcome| {
+            let h: Vec<_> = o
+                .history
+                .iter()
+                .map(|m| (m.loss, m.val_loss, m.lr))
+                .collect();
+            (h, o.test)
+        };
+        assert_eq!(strip(&a), strip(&b));
+        let (model, meta) = in_memory.into_model();
+        let (file_model, file_meta) = model_file::load(&out.join("model.safetensors")).unwrap();
+        assert_eq!(meta, file_meta);
+        for ((n, p), (m, q)) in model.named_params().iter().zip(file_model.named_params()) {
+            assert_eq!(n, &m);
+            assert_eq!(p.value.data(), q.value.data(), "{n}");
+        }
+    }
 }

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::layers::keys::{Arg, LineKeys};
 use crate::text::did_you_mean;
 
-use super::config::Misfit;
+use super::config::{Misfit, Wording};
 use super::table::{Kind, Line, Spec};
 use super::{OptimizerChoice, RunConfig, RunOptions, OPTIONS};
 
@@ -60,18 +60,32 @@ pub fn resolve(given: &RunOptions) -> Result<RunConfig> {
         Some(path) => Some(crate::config::load(path)?),
         None => None,
     };
-    let from_file = match &parsed {
+    resolve_with(given, parsed.as_ref(), Wording::Flag)
+}
+
+/// [`resolve`] with the network config already parsed (`parsed`, whose `Train` and `Augment`
+/// lines apply; `given.config` is not read), an option the caller gave named in `wording`'s
+/// words: Python's `Model.fit` gives keywords over the lines of a config it holds as text.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn resolve_with(
+    given: &RunOptions,
+    parsed: Option<&ParsedConfig>,
+    wording: Wording,
+) -> Result<RunConfig> {
+    let from_file = match parsed {
         Some(p) => from_config(p)?,
         None => RunOptions::default(),
     };
     let blame = |m: Misfit| -> Error {
         let flagged = (m.option.field.given)(given).is_some();
-        match parsed.as_ref().filter(|_| !flagged).and_then(|p| {
+        match parsed.filter(|_| !flagged).and_then(|p| {
             let a = file_arg(p, m.option)?;
             Some(p.error_at(a.key_pos, format!("`{}={}` {}", a.key, a.value, m.line)))
         }) {
             Some(at_the_line) => at_the_line,
-            None => Error::Usage(m.flag),
+            None => Error::Usage(m.given(wording)),
         }
     };
     let merged = given.over(&from_file);
@@ -80,7 +94,7 @@ pub fn resolve(given: &RunOptions) -> Result<RunConfig> {
     }
     let config = RunConfig::default().with(&merged);
     // The file's values were checked as they were read: what is out of range is a flag's.
-    config.check_ranges()?;
+    config.check_ranges_as(wording)?;
     if let Some(m) = config.misfit() {
         return Err(blame(m));
     }

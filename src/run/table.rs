@@ -128,8 +128,19 @@ impl Range {
     /// A flag's value `shown` (`x` as a number) out of range: "--lr must be positive, got
     /// -1", "--batch-size must be at least 1".
     pub fn flag_error(self, flag: &str, shown: &str, x: f64) -> String {
+        self.error(&format!("--{flag}"), shown, x)
+    }
+
+    /// A keyword argument's value out of range, named as the caller wrote it (Python's
+    /// `fit(lr=-1)`, [`super::Wording::Keyword`]): "lr must be positive, got -1".
+    pub fn keyword_error(self, name: &str, shown: &str, x: f64) -> String {
+        self.error(name, shown, x)
+    }
+
+    /// "`who` must be ...": the words of [`Range::flag_error`] and [`Range::keyword_error`].
+    fn error(self, flag: &str, shown: &str, x: f64) -> String {
         let must = match self {
-            Range::Any => return format!("--{flag} must be a finite number, got {shown}"),
+            Range::Any => return format!("{flag} must be a finite number, got {shown}"),
             Range::Positive => "positive",
             Range::NonNegative => "0 or positive",
             Range::BelowOne => "at least 0 and below 1",
@@ -137,16 +148,16 @@ impl Range {
             Range::Fraction => "strictly between 0 and 1",
             // Below the least whole number allowed is 0 (the least is 0 or 1): no "got".
             Range::Whole { min, .. } if x < min as f64 => {
-                return format!("--{flag} must be at least {min}")
+                return format!("{flag} must be at least {min}")
             }
             Range::Whole { max, .. } => {
                 return format!(
-                    "--{flag} must be at most {}, got {shown}",
+                    "{flag} must be at most {}, got {shown}",
                     thousands(max as u128)
                 )
             }
         };
-        format!("--{flag} must be {must}, got {shown}")
+        format!("{flag} must be {must}, got {shown}")
     }
 
     /// What a config line's value must be: "a number above 0", "a whole number from 1 to
