@@ -19,7 +19,8 @@
 //!
 //! [`Run::new`] and [`Run::resume`] check everything (the options, the network config, the
 //! data, the run folder, that the run fits in the memory available: [`crate::memory`]) and
-//! write nothing; [`Run::train`] makes the folder and writes:
+//! write nothing; [`Run::train`] makes the folder (over an old run with `--force`, first
+//! removing the old run's files) and writes:
 //! - `config.cfg`, and `run.json` (the [`RunConfig`], read back by [`Run::resume`]);
 //! - `checkpoint.safetensors` after every epoch and when the observer says stop;
 //! - `metrics.csv`, `metrics.jsonl`, `loss.png/.svg` and `accuracy.png/.svg` after every
@@ -41,7 +42,7 @@ pub mod table;
 use std::path::{Path, PathBuf};
 
 pub use config::{Change, OptimizerChoice, ScheduleChoice};
-pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
+pub use folder::{check_out_dir, is_run_folder, metrics_csv, EVAL_DIR, RUN_FILES, RUN_OUTPUTS};
 pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
@@ -200,6 +201,8 @@ pub struct Run {
     seed_of_weights: u64,
     resumed: bool,
     changes: Vec<Change>,
+    /// A new run with `--force` over an old one: clear the old run's files before writing.
+    replaces: bool,
 }
 
 impl Run {
@@ -209,8 +212,9 @@ impl Run {
     }
 
     /// A new run of `config` in `out` (default `runs/<config name>`, numbered `-2`, `-3`...
-    /// when taken). A folder that holds a run already is refused unless `force`; the new run's
-    /// files then replace the old one's as they are written.
+    /// when taken). A folder that holds a run already is refused unless `force`; with it,
+    /// [`Run::train`] first removes the old run's files (those a run writes, and its `eval/`
+    /// folder; nothing else), so none is left beside the new run's.
     ///
     /// Checks the options, reads the network config, builds the model (from `config.init`'s
     /// weights when given) and loads the data; writes nothing.
@@ -223,6 +227,7 @@ impl Run {
             }
             None => folder::default_run_dir(&config.config),
         };
+        let replaces = force && is_run_folder(&dir);
         let parsed = net_config::load(&config.config)?;
         let [_, h, w] = parsed.spec.input;
         if config.shift >= h.min(w) {
@@ -260,6 +265,7 @@ impl Run {
             norm,
             resumed: false,
             changes: Vec::new(),
+            replaces,
         })
     }
 
@@ -354,6 +360,7 @@ impl Run {
             data,
             resumed: true,
             changes,
+            replaces: false,
         })
     }
 
@@ -400,6 +407,11 @@ impl Run {
     pub fn train(&mut self, observer: &mut dyn FnMut(RunEvent) -> Control) -> Result<Outcome> {
         let dir = self.dir.clone();
         crate::io::create_dir(&dir)?;
+        // Everything is checked (Run::new): only now is the old run's place cleared.
+        if self.replaces {
+            folder::clear_old_run(&dir)?;
+            self.replaces = false;
+        }
         folder::remove_stale_temps(&dir);
         crate::io::write_atomic(&dir.join("config.cfg"), self.parsed.text.as_bytes())?;
         let json = serde_json::to_string_pretty(&self.config)

@@ -487,3 +487,84 @@ fn the_library_run_writes_nothing_until_train_and_stops_when_its_observer_says_s
     assert_eq!((outcome.stopped, outcome.history.len()), (None, 2));
     assert!(dir.join("model.safetensors").is_file());
 }
+
+#[test]
+fn force_clears_the_old_runs_files_and_only_them_once_the_new_run_is_checked() {
+    let s = Setup::new();
+    // An old run with every file a run leaves: best.safetensors (--restore-best) and an
+    // evaluation in its eval/ folder too; and files of the user's beside them.
+    s.train("run")
+        .args(&[
+            "--epochs",
+            "2",
+            "--val-split",
+            "0.25",
+            "--early-stop",
+            "val_loss",
+            "--restore-best",
+        ])
+        .ok();
+    let (code, _, stderr) = s.cnn(&[
+        &"evaluate",
+        &"run/model.safetensors",
+        &"--data",
+        &"data/train-images-idx3-ubyte",
+        &"--out",
+        &"run/eval",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(s.path("run/notes.txt"), "mine").unwrap();
+    std::fs::create_dir(s.path("run/plots")).unwrap();
+    std::fs::write(s.path("run/plots/mine.png"), "mine").unwrap();
+    std::fs::write(s.path("run/.model.safetensors.tmp-123-4"), "stale").unwrap();
+    let old: Vec<String> = [
+        "model.safetensors",
+        "best.safetensors",
+        "report.md",
+        "metrics.csv",
+        "metrics.jsonl",
+        "loss.png",
+        "loss.svg",
+        "accuracy.png",
+        "accuracy.svg",
+        "eval",
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect();
+    for f in &old {
+        assert!(s.path("run").join(f).exists(), "the old run has no {f}");
+    }
+
+    // A --force run refused after the folder check (its data is missing) deletes nothing.
+    let (code, _, stderr) = Train::new("net.cfg", "run")
+        .data("missing")
+        .args(&["--force"])
+        .current_dir(s.dir.path())
+        .run();
+    assert_eq!(code, 1, "{stderr}");
+    for f in &old {
+        assert!(s.path("run").join(f).exists(), "a refused run deleted {f}");
+    }
+
+    // A new run stopped before its first epoch ends: none of the old run's files is left,
+    // and the user's files are.
+    s.train("run")
+        .args(&["--force", "--epochs", "2", "--stop-after-steps", "1"])
+        .ok();
+    for f in &old {
+        assert!(!s.path("run").join(f).exists(), "the old run's {f} is left");
+    }
+    assert!(!s.path("run/.model.safetensors.tmp-123-4").exists());
+    for f in ["run.json", "config.cfg", "checkpoint.safetensors"] {
+        assert!(s.path("run").join(f).is_file(), "the new run has no {f}");
+    }
+    assert_eq!(std::fs::read(s.path("run/notes.txt")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(s.path("run/plots/mine.png")).unwrap(),
+        b"mine"
+    );
+    // And the new run resumes as the run it is.
+    s.resume("run").ok();
+    assert!(s.path("run/model.safetensors").is_file());
+}
