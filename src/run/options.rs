@@ -103,14 +103,19 @@ run_options! {
         help: "The optimiser.",
         key: train("optimizer"),
     },
-    /// Momentum factor mu for the momentum and Nesterov optimisers: v <- mu v + g. Default
-    /// 0.9.
+    /// Momentum factor mu of SGD: v <- mu v + g. Read as PyTorch's `SGD(momentum=mu)`: given
+    /// above 0 with `optimizer` sgd (or no optimizer), the run is SGD with momentum
+    /// ([`OptimizerChoice::Momentum`]). Default 0.9, for `momentum` and `nesterov`. Refused
+    /// with Adam and AdamW.
     momentum: f32 = 0.9 => {
         flag: "momentum",
-        help: "Momentum factor for --optimizer momentum or nesterov.",
+        help: "Momentum factor of SGD, as PyTorch's SGD(momentum): --optimizer sgd --momentum \
+               0.5 is SGD with momentum 0.5, as --optimizer momentum --momentum 0.5 is; \
+               --optimizer momentum and nesterov default to 0.9.",
         key: train("momentum"),
         range: Range::BelowOne,
         example: "0.9",
+        applies: Applies::Sgd,
     },
     /// L2 weight decay wd, added to the gradient, g <- g + wd w (PyTorch's convention; AdamW
     /// instead shrinks the weights, w <- w (1 - lr wd)). Default 0.
@@ -324,6 +329,7 @@ pub fn markdown_table() -> String {
         let note = match (spec.applies, spec.resume) {
             (Applies::Schedule(s), _) => format!(" with `--schedule {s}` |"),
             (Applies::EarlyStop, _) => " with `--early-stop` |".into(),
+            (Applies::Sgd, _) => " with an SGD `--optimizer` (not `adam`, `adamw`) |".into(),
             (_, Resume::MayChange) => " may change on `--resume` |".into(),
             _ => " |".into(),
         };
