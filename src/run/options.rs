@@ -169,11 +169,14 @@ run_options! {
         example: "0.0001",
         applies: Applies::Schedule(ScheduleChoice::Cosine),
     },
-    /// Epochs of linear warm-up before the schedule: lr (e + 1) / warmup in epoch e. Fewer
-    /// than `epochs`. Default 0.
+    /// Epochs of warm-up before the schedule, linear per step: over its T = warmup x (steps
+    /// an epoch) steps, step t (from 0) is at lr (t + 1) / T, PyTorch's
+    /// `LinearLR(start_factor=1/T, total_iters=T-1)` stepped every step ([`crate::schedule`]).
+    /// Fewer than `epochs`. Default 0.
     warmup: usize = 0 => {
         flag: "warmup",
-        help: "Epochs of linear warm-up to the base rate, before the schedule.",
+        help: "Epochs of warm-up before the schedule: the rate climbs step by step, linearly, \
+               from lr / (the warm-up's steps) to lr at its last step.",
         key: train("warmup"),
         range: Range::Whole { min: 0, max: MAX_COUNT },
     },
