@@ -83,6 +83,9 @@ pub fn drive(
     for change in run.changes() {
         eprintln!("resume: {change}");
     }
+    for note in run.notes() {
+        eprintln!("resume: {note}");
+    }
     eprintln!("run folder: {}", run.dir().display());
     catch_stop_signals();
 

@@ -12,9 +12,10 @@
 //! - the training data's path, when the data at the new path has the checkpoint's SHA-256;
 //! - the test data's path (it only changes the test figures of later epochs).
 //!
-//! Each change is reported as a [`Change`] ("lr 0.05 -> 0.01"). Any other option given with a
-//! value that differs from the stored one (the batch size, optimiser, seed, the network
-//! config...) is refused with [`Error::Usage`], saying why; giving the stored value is fine.
+//! Each change is reported as a [`Change`] ("lr 0.05 -> 0.01"); giving the stored value (or
+//! `--data demo` for a run of the demo set) is no change. Any other option given with a value
+//! that differs from the stored one (the batch size, optimiser, seed, the network config...)
+//! is refused with [`Error::Usage`], saying why.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -357,6 +358,10 @@ impl RunConfig {
                 given.optimizer = Some(OptimizerChoice::Momentum);
             }
         }
+        // The name `demo` is the built-in demo set, which a run without --data trains on.
+        if self.data.is_none() && given.data.as_deref().is_some_and(crate::data::is_demo) {
+            given.data = None;
+        }
         let given = &given;
         for spec in OPTIONS {
             let why = match spec.resume {
@@ -698,6 +703,18 @@ mod tests {
             err.starts_with("cannot resume with --momentum 0.5: the run has plain SGD"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn resuming_a_run_of_the_demo_set_with_data_demo_is_no_change() {
+        let mut o = RunOptions::default();
+        o.set("data", "demo").unwrap();
+        let (next, changes) = RunConfig::default().resumed(Path::new("run"), &o).unwrap();
+        assert_eq!((next.data, changes), (None, vec![]));
+        // A folder called demo is ./demo, another path.
+        o.set("data", "./demo").unwrap();
+        let (_, changes) = RunConfig::default().resumed(Path::new("run"), &o).unwrap();
+        assert_eq!(changes.len(), 1);
     }
 
     #[test]

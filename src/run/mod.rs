@@ -201,6 +201,8 @@ pub struct Run {
     seed_of_weights: u64,
     resumed: bool,
     changes: Vec<Change>,
+    /// What a resume's changes do beyond themselves, each a sentence.
+    notes: Vec<String>,
     /// A new run with `--force` over an old one: clear the old run's files before writing.
     replaces: bool,
 }
@@ -241,6 +243,7 @@ impl Run {
         // The data first, then the memory check, then the model: a network too large for
         // the machine is refused before its weights are allocated.
         let data = load_data(&config, &parsed)?;
+        parsed.check_classes(data.train.classes.len())?;
         check_memory(
             &config,
             &parsed,
@@ -265,6 +268,7 @@ impl Run {
             norm,
             resumed: false,
             changes: Vec::new(),
+            notes: Vec::new(),
             replaces,
         })
     }
@@ -288,15 +292,6 @@ impl Run {
         let ck = checkpoint::load(&ck_path)?;
         folder::check_same_run(dir, &stored, &ck)?;
         let (config, mut changes) = stored.resumed(dir, given)?;
-        // run.json is the run's description; its learning rate wins over the checkpoint's
-        // (edited by hand, or by a resume that stopped before its first step), and says so.
-        if config.lr != ck.state.optimizer.lr && !changes.iter().any(|c| c.name == "lr") {
-            changes.push(Change {
-                name: "lr",
-                from: ck.state.optimizer.lr.to_string(),
-                to: config.lr.to_string(),
-            });
-        }
         // An epoch begun (a checkpoint mid-epoch) is finished, never cut short.
         let begun = ck.state.epoch + usize::from(ck.state.step > 0);
         if config.epochs < begun {
@@ -330,6 +325,8 @@ impl Run {
             &data,
             &format!("resuming {}", dir.display()),
         )?;
+        // The data is checked against the checkpoint before against the network: data of
+        // another class count is not the run's data, whatever else it is.
         if data.fingerprint != ck.fingerprint {
             let data_changed = changes.iter().any(|c| c.name == "data");
             return Err(Error::Usage(format!(
@@ -347,6 +344,24 @@ impl Run {
                 }
             )));
         }
+        parsed.check_classes(data.train.classes.len())?;
+        let steps = data.train.len().div_ceil(config.batch_size.max(1));
+        // run.json is the run's description; its learning rate wins over the checkpoint's
+        // (edited by hand, or by a resume with --lr that stopped before its first step), and
+        // says so. The checkpoint holds the rate of its last step, which the schedule gives
+        // from run.json's base rate unless one of those happened.
+        if !changes.iter().any(|c| c.name == "lr") {
+            let ran = ck.state.optimizer.lr;
+            let due = rate_of_last_step(&stored, ck.options.epochs, steps, &ck.state);
+            if (ran - due).abs() > 1e-6 * due.abs() {
+                changes.push(Change {
+                    name: "lr",
+                    from: ran.to_string(),
+                    to: due.to_string(),
+                });
+            }
+        }
+        let notes = schedule_notes(&stored, &config, steps, &ck.state);
         let mut state = ck.state;
         state.optimizer.lr = config.lr;
         Ok(Run {
@@ -360,6 +375,7 @@ impl Run {
             data,
             resumed: true,
             changes,
+            notes,
             replaces: false,
         })
     }
@@ -388,6 +404,12 @@ impl Run {
     /// The options a resume changed, each to be shown to the user.
     pub fn changes(&self) -> &[Change] {
         &self.changes
+    }
+
+    /// What a resume's changes do beyond themselves, each a sentence to show the user: "the
+    /// cosine schedule now spans 6 epochs instead of 3: ...".
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Gradient steps in one epoch.
@@ -595,6 +617,70 @@ impl Run {
     }
 }
 
+/// The learning rate that `config`'s schedule, over `epochs` epochs of `steps` steps, gives the
+/// last step `state` has done (its base rate when none is done).
+fn rate_of_last_step(config: &RunConfig, epochs: usize, steps: usize, state: &TrainState) -> f32 {
+    let (epoch, step) = match (state.epoch, state.step) {
+        (e, s) if s > 0 => (e, s - 1),
+        (0, _) => return config.lr,
+        (e, _) => (e - 1, steps.saturating_sub(1)),
+    };
+    let schedule = config.lr_schedule();
+    crate::schedule::lr_at(
+        schedule,
+        config.lr,
+        epoch,
+        step,
+        steps,
+        epochs,
+        config.warmup,
+    )
+}
+
+/// What a resume that changes the epochs does to a cosine schedule, the one schedule that
+/// depends on the run's length: it spans the new epochs, so from where the run is the rate
+/// follows the longer (or shorter) curve. Says from which epoch (and step) the rate differs
+/// from the stored run's, and what it is there. `stored` is the run before the resume, `next`
+/// after it, `state` where it resumes.
+fn schedule_notes(
+    stored: &RunConfig,
+    next: &RunConfig,
+    steps: usize,
+    state: &TrainState,
+) -> Vec<String> {
+    if next.schedule != ScheduleChoice::Cosine || next.epochs == stored.epochs {
+        return Vec::new();
+    }
+    let rate = |epoch, step, epochs| {
+        let schedule = next.lr_schedule();
+        crate::schedule::lr_at(schedule, next.lr, epoch, step, steps, epochs, next.warmup)
+    };
+    // The epochs of the warm-up, and the cosine's first, are at the same rates either way.
+    let step = |epoch| if epoch == state.epoch { state.step } else { 0 };
+    let Some(epoch) = (state.epoch..next.epochs).find(|&e| {
+        e >= stored.epochs || rate(e, step(e), stored.epochs) != rate(e, step(e), next.epochs)
+    }) else {
+        return Vec::new();
+    };
+    let from = match step(epoch) {
+        0 => format!("epoch {}", epoch + 1),
+        s => format!("epoch {}, step {}", epoch + 1, s + 1),
+    };
+    let rate = rate(epoch, step(epoch), next.epochs);
+    vec![format!(
+        "the cosine schedule now spans {} epochs instead of {}: from {from} on the rate \
+         follows the {} curve ({rate} in epoch {})",
+        next.epochs,
+        stored.epochs,
+        if next.epochs > stored.epochs {
+            "longer"
+        } else {
+            "shorter"
+        },
+        epoch + 1
+    )]
+}
+
 /// Refuses a run with a batch that a layer cannot train on (BatchNorm1D needs two samples):
 /// the full batches, and the last, partial one of each epoch.
 fn check_batches(model: &Model, samples: usize, batch_size: usize) -> Result<()> {
@@ -621,8 +707,9 @@ fn normalization(config: &RunConfig, parsed: &ParsedConfig, train: &Dataset) -> 
     }
 }
 
-/// Loads the training and test sets that `config` names, checks them against the network,
-/// and fingerprints them.
+/// Loads the training and test sets that `config` names, checks their images' shape against
+/// the network's input, and fingerprints them. The class count is the caller's to check
+/// (after the fingerprint, for a resumed run).
 fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
     let input = parsed.spec.input;
     let opts = |split| LoadOptions {
@@ -675,7 +762,6 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
             });
         }
     }
-    parsed.check_classes(train.classes.len())?;
     let labels: Vec<u8> = train.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
     let fingerprint = checkpoint::fingerprint(&[parsed.text.as_bytes(), &train.images, &labels]);
     Ok(Data {
