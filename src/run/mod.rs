@@ -77,7 +77,7 @@ pub enum RunEvent<'a> {
     },
 }
 
-/// A run's final figures on its test set.
+/// A run's final figures on a held-out set: its test set or its validation split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TestResult {
     pub accuracy: f64,
@@ -90,8 +90,13 @@ pub struct TestResult {
 pub struct Outcome {
     /// Every epoch's metrics, those before a resume too.
     pub history: Vec<EpochMetrics>,
-    /// The final figures on the test set, when there is one and the run finished.
+    /// The final figures on the test set (`--test-data`, or the t10k split of an IDX folder or
+    /// of the demo set), when there is one and the run finished. With a validation split too,
+    /// the test set is evaluated only then, once, after training.
     pub test: Option<TestResult>,
+    /// The final figures on the validation split (`--val-split`), when there is one and the
+    /// run finished.
+    pub validation: Option<TestResult>,
     /// Why the run stopped when it diverged (the loss or a gradient NaN, infinite or huge),
     /// with where the last good checkpoint is.
     pub diverged: Option<String>,
@@ -169,7 +174,9 @@ fn check_memory(config: &RunConfig, parsed: &ParsedConfig, data: &Data, what: &s
         let pixels = ds.images.len() / ds.len().max(1);
         crate::memory::data_bytes(ds.len(), pixels, held_out)
     };
-    let in_memory = bytes(&data.train, false) + data.test.as_ref().map_or(0, |t| bytes(t, true));
+    let in_memory = bytes(&data.train, false)
+        + data.held_out.as_ref().map_or(0, |t| bytes(t, true))
+        + data.final_test.as_ref().map_or(0, |t| bytes(t, true));
     let estimate = crate::memory::estimate(
         &parsed.spec,
         config.batch_size,
@@ -180,11 +187,15 @@ fn check_memory(config: &RunConfig, parsed: &ParsedConfig, data: &Data, what: &s
     crate::memory::check(&estimate, &format!("{what} at batch {}", config.batch_size))
 }
 
-/// The training and test sets, the sentence saying where they came from, and their
+/// The training set, the held-out sets, the sentence saying where they came from, and their
 /// fingerprint (SHA-256 of the config text and the training images and labels).
 struct Data {
     train: Dataset,
-    test: Option<Dataset>,
+    /// Evaluated after every epoch: the validation split with `--val-split`, else the test set.
+    held_out: Option<Dataset>,
+    /// With both `--val-split` and `--test-data`: the test set, evaluated once, after
+    /// training.
+    final_test: Option<Dataset>,
     note: String,
     fingerprint: String,
 }
@@ -521,7 +532,7 @@ impl Run {
         let result = train::train(
             &mut self.model,
             &self.data.train,
-            self.data.test.as_ref(),
+            self.data.held_out.as_ref(),
             &self.norm,
             &opts,
             &mut self.state,
@@ -533,6 +544,7 @@ impl Run {
         let mut outcome = Outcome {
             history: self.state.history.clone(),
             test: None,
+            validation: None,
             diverged: None,
             stopped: None,
             early_stopped: None,
@@ -563,13 +575,25 @@ impl Run {
             Err(e) => return Err(e),
         }
         model_file::save(&self.model_path(), &self.model, &meta)?;
-        if let Some(test) = &self.data.test {
-            let e = train::evaluate(&mut self.model, test, &self.norm, 256)?;
-            outcome.test = Some(TestResult {
+        let kind = self.held_out();
+        let mut score = |ds: &Option<Dataset>| -> Result<Option<TestResult>> {
+            let Some(ds) = ds else {
+                return Ok(None);
+            };
+            let e = train::evaluate(&mut self.model, ds, &self.norm, 256)?;
+            Ok(Some(TestResult {
                 accuracy: e.accuracy,
                 loss: e.loss,
-                images: test.len(),
-            });
+                images: ds.len(),
+            }))
+        };
+        let held_out = score(&self.data.held_out)?;
+        match kind {
+            HeldOut::Validation => outcome.validation = held_out,
+            HeldOut::Test => outcome.test = held_out,
+        }
+        if self.data.final_test.is_some() {
+            outcome.test = score(&self.data.final_test)?;
         }
         report::write_run_report(
             &dir,
@@ -744,13 +768,29 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
     if let Some(path) = &config.test_data {
         test = Some(load_test_set(path, &opts(Split::Test), &train.classes)?);
     }
+    // With a validation split, it is the held-out set of every epoch; a test set given too
+    // is checked now and evaluated once, after training.
+    let mut final_test = None;
     if let Some(f) = config.val_split {
         let (t, v) = train.split(f, config.seed)?;
         note = format!("{note}; {} held out for validation", v.len());
+        if config.test_data.is_some() {
+            final_test = test.take();
+        }
+        if let Some(ts) = &final_test {
+            note = format!(
+                "{note}; tested once, after training, on {} ({} images)",
+                ts.source,
+                ts.len()
+            );
+        }
         train = t;
         test = Some(v);
     }
-    for ds in std::iter::once(&train).chain(test.as_ref()) {
+    for ds in std::iter::once(&train)
+        .chain(test.as_ref())
+        .chain(final_test.as_ref())
+    {
         if ds.shape != input {
             return Err(Error::Data {
                 file: PathBuf::from(&ds.source),
@@ -766,7 +806,8 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
     let fingerprint = checkpoint::fingerprint(&[parsed.text.as_bytes(), &train.images, &labels]);
     Ok(Data {
         train,
-        test,
+        held_out: test,
+        final_test,
         note,
         fingerprint,
     })

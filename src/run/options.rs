@@ -53,20 +53,24 @@ run_options! {
         resume: Resume::MayChange,
         unset: "the built-in demo set",
     },
-    /// Test data, evaluated after each epoch. `None`: the t10k split of an IDX folder (or of
-    /// the demo set) when there is one.
+    /// Test data, evaluated after each epoch; with `val_split`, once, after training (the
+    /// validation split is then evaluated after each epoch). Its classes are matched to the
+    /// training data's by name, as `cnn evaluate` does, before training. `None`: the t10k
+    /// split of an IDX folder (or of the demo set) when there is one and no `val_split`.
     test_data: Option<PathBuf> = None => {
         flag: "test-data",
-        help: "Test data, evaluated after each epoch. Default: the t10k split of an IDX folder \
-               (or of the demo set), if there is one.",
+        help: "Test data, evaluated after each epoch (with --val-split: once, after training). \
+               Default: the t10k split of an IDX folder (or of the demo set), if there is one.",
         resume: Resume::MayChange,
         unset: "the t10k split, if any",
     },
     /// Hold out this share (strictly between 0 and 1) of the training data, stratified, as
-    /// the test set instead.
+    /// the set evaluated after each epoch (and watched by early stopping), instead of the
+    /// test set.
     val_split: Option<f64> = None => {
         flag: "val-split",
-        help: "Hold out this share of the training data (stratified) as the test set instead.",
+        help: "Hold out this share of the training data (stratified), evaluated after each \
+               epoch instead of the test set (a --test-data is then evaluated once, at the end).",
         key: train("val_split"),
         range: Range::Fraction,
         example: "0.1",
