@@ -372,7 +372,7 @@ impl Run {
                 });
             }
         }
-        let notes = schedule_notes(&stored, &config, steps, &ck.state);
+        let notes = schedule_notes(ck.options.epochs, &config, steps, &ck.state);
         let mut state = ck.state;
         state.optimizer.lr = config.lr;
         Ok(Run {
@@ -664,15 +664,10 @@ fn rate_of_last_step(config: &RunConfig, epochs: usize, steps: usize, state: &Tr
 /// What a resume that changes the epochs does to a cosine schedule, the one schedule that
 /// depends on the run's length: it spans the new epochs, so from where the run is the rate
 /// follows the longer (or shorter) curve. Says from which epoch (and step) the rate differs
-/// from the stored run's, and what it is there. `stored` is the run before the resume, `next`
-/// after it, `state` where it resumes.
-fn schedule_notes(
-    stored: &RunConfig,
-    next: &RunConfig,
-    steps: usize,
-    state: &TrainState,
-) -> Vec<String> {
-    if next.schedule != ScheduleChoice::Cosine || next.epochs == stored.epochs {
+/// from the rate of the run so far, and what it is there. `ran` is the epochs the checkpoint
+/// was trained towards, `next` the resumed run, `state` where it resumes.
+fn schedule_notes(ran: usize, next: &RunConfig, steps: usize, state: &TrainState) -> Vec<String> {
+    if next.schedule != ScheduleChoice::Cosine || next.epochs == ran {
         return Vec::new();
     }
     let rate = |epoch, step, epochs| {
@@ -681,9 +676,9 @@ fn schedule_notes(
     };
     // The epochs of the warm-up, and the cosine's first, are at the same rates either way.
     let step = |epoch| if epoch == state.epoch { state.step } else { 0 };
-    let Some(epoch) = (state.epoch..next.epochs).find(|&e| {
-        e >= stored.epochs || rate(e, step(e), stored.epochs) != rate(e, step(e), next.epochs)
-    }) else {
+    let Some(epoch) = (state.epoch..next.epochs)
+        .find(|&e| e >= ran || rate(e, step(e), ran) != rate(e, step(e), next.epochs))
+    else {
         return Vec::new();
     };
     let from = match step(epoch) {
@@ -695,8 +690,8 @@ fn schedule_notes(
         "the cosine schedule now spans {} epochs instead of {}: from {from} on the rate \
          follows the {} curve ({rate} in epoch {})",
         next.epochs,
-        stored.epochs,
-        if next.epochs > stored.epochs {
+        ran,
+        if next.epochs > ran {
             "longer"
         } else {
             "shorter"
