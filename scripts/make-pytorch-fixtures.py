@@ -274,6 +274,89 @@ def train_steps(inputs, call, make_optimizer):
     return out
 
 
+def schedule_rates(lr, epochs, steps, warmup, main):
+    """The learning rate of every step of a run of `epochs` epochs of `steps` steps, driving
+    PyTorch's schedulers as a training loop would: with `warmup` epochs, LinearLR stepped after
+    every step of them (start_factor 1/T, T = warmup x steps, so that step t of the warm-up is
+    at lr (t + 1) / T and its last step at lr); then the schedule `main(optimizer)` (or none),
+    made when the warm-up ends and stepped after every epoch."""
+    param = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([param], lr=lr)
+    param.grad = torch.zeros(1)
+    total = warmup * steps
+    warm = None
+    if warmup > 0:
+        warm = torch.optim.lr_scheduler.LinearLR(
+            opt, start_factor=1.0 / total, end_factor=1.0, total_iters=total - 1
+        )
+    after = None
+    rates = []
+    for epoch in range(epochs):
+        if epoch == warmup and main is not None:
+            after = main(opt)
+        for _ in range(steps):
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if epoch < warmup:
+                warm.step()
+        if after is not None:
+            after.step()
+    return rates
+
+
+def lr_schedules(_inputs):
+    sched = torch.optim.lr_scheduler
+    runs = [
+        {
+            "schedule": "cosine", "lr": 0.1, "min_lr": 0.001, "epochs": 4, "warmup": 1,
+            "steps": 3,
+            "pytorch": "LinearLR(opt, start_factor=1/3, total_iters=2) per step for 1 epoch, "
+            "then CosineAnnealingLR(opt, T_max=3, eta_min=0.001) per epoch",
+            "main": lambda o: sched.CosineAnnealingLR(o, T_max=3, eta_min=0.001),
+        },
+        {
+            "schedule": "cosine", "lr": 0.1, "min_lr": 0.0, "epochs": 5, "warmup": 2,
+            "steps": 4,
+            "pytorch": "LinearLR(opt, start_factor=1/8, total_iters=7) per step for 2 epochs, "
+            "then CosineAnnealingLR(opt, T_max=3) per epoch",
+            "main": lambda o: sched.CosineAnnealingLR(o, T_max=3, eta_min=0.0),
+        },
+        {
+            "schedule": "cosine", "lr": 0.05, "min_lr": 0.0, "epochs": 3, "warmup": 0,
+            "steps": 2,
+            "pytorch": "CosineAnnealingLR(opt, T_max=3) per epoch (no warm-up)",
+            "main": lambda o: sched.CosineAnnealingLR(o, T_max=3, eta_min=0.0),
+        },
+        {
+            "schedule": "step", "lr": 0.2, "step_size": 1, "gamma": 0.5, "epochs": 4,
+            "warmup": 2, "steps": 2,
+            "pytorch": "LinearLR(opt, start_factor=1/4, total_iters=3) per step for 2 epochs, "
+            "then StepLR(opt, step_size=1, gamma=0.5) per epoch",
+            "main": lambda o: sched.StepLR(o, step_size=1, gamma=0.5),
+        },
+        {
+            "schedule": "constant", "lr": 0.05, "epochs": 3, "warmup": 2, "steps": 5,
+            "pytorch": "LinearLR(opt, start_factor=1/10, total_iters=9) per step for 2 epochs, "
+            "then the base rate",
+            "main": None,
+        },
+    ]
+    out = header(
+        "the learning rate of every step of small runs (epochs x steps per epoch), warm-up "
+        "linear per step from lr / T to lr over its T = warmup x steps steps (step t at "
+        "lr (t + 1) / T), then the schedule per epoch over the epochs after the warm-up",
+        "torch.optim.lr_scheduler.LinearLR per step, then CosineAnnealingLR or StepLR per epoch",
+    )
+    cases_out = []
+    for run in runs:
+        main = run.pop("main")
+        rates = schedule_rates(run["lr"], run["epochs"], run["steps"], run["warmup"], main)
+        run["rates"] = [round(r, DIGITS) for r in rates]
+        cases_out.append(run)
+    out["runs"] = cases_out
+    return out
+
+
 def cases():
     """Each fixture: its file name, the name that seeds its drawn inputs, and the function
     that computes it from its inputs."""
@@ -417,6 +500,7 @@ def cases():
     for name, call, make in optimizers:
         # One seed for every optimiser: the same network, weights and batch for each.
         yield f"train_steps_{name}", "train_steps", lambda inp, c=call, m=make: train_steps(inp, c, m)
+    yield "lr_schedules", "lr_schedules", lr_schedules
 
 
 def main():

@@ -34,10 +34,10 @@ pub struct TrainOptions {
     /// [`crate::loss::softmax_cross_entropy_smoothed`]). Default 0. The test loss after each
     /// epoch is plain cross-entropy, so that runs with and without smoothing compare.
     pub label_smoothing: f32,
-    /// How the learning rate changes by epoch, from the optimiser's rate at the start of
-    /// the run (`base_lr`); default constant.
+    /// How the learning rate changes by epoch after the warm-up, from `base_lr`; default
+    /// constant ([`crate::schedule`]).
     pub schedule: crate::schedule::Schedule,
-    /// Epochs of linear warm-up before the schedule; default 0.
+    /// Epochs of warm-up before the schedule, linear per step; default 0.
     pub warmup: usize,
     /// The base rate the schedule starts from; `None`: the optimiser's rate is left alone.
     pub base_lr: Option<f32>,
@@ -76,6 +76,8 @@ pub struct EpochMetrics {
     /// Loss and accuracy on the held-out set after the epoch, when there is one.
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step (during warm-up the rate climbs step by
+    /// step; after it, it is the epoch's).
     pub lr: f32,
     /// Wall-clock seconds of the epoch's training steps (evaluation excluded).
     pub seconds: f64,
@@ -210,12 +212,20 @@ pub fn train(
     let mut scratch = Vec::new();
     let fill = black_pixel(norm, train.shape[0]);
     while state.epoch < opts.epochs && state.early_stop.stopped_epoch.is_none() {
-        if let Some(base) = opts.base_lr {
-            state.optimizer.lr =
-                crate::schedule::lr_at(opts.schedule, base, state.epoch, opts.epochs, opts.warmup);
-        }
         let order = epoch_order(n, state.epoch, opts.seed, opts.shuffle);
         while state.step < steps {
+            // The rate of this step, from (epoch, step) alone: a resumed run sets the same.
+            if let Some(base) = opts.base_lr {
+                state.optimizer.lr = crate::schedule::lr_at(
+                    opts.schedule,
+                    base,
+                    state.epoch,
+                    state.step,
+                    steps,
+                    opts.epochs,
+                    opts.warmup,
+                );
+            }
             let start = Instant::now();
             let lo = state.step * opts.batch_size;
             let idx = &order[lo..(lo + opts.batch_size).min(n)];

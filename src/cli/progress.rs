@@ -83,6 +83,9 @@ pub fn drive(
     for change in run.changes() {
         eprintln!("resume: {change}");
     }
+    for note in run.notes() {
+        eprintln!("resume: {note}");
+    }
     eprintln!("run folder: {}", run.dir().display());
     catch_stop_signals();
 
@@ -143,14 +146,18 @@ pub fn drive(
         if let Some(es) = &outcome.early_stopped {
             println!("{es}");
         }
-        if let Some(t) = outcome.test {
-            println!(
-                "{held_out} accuracy {:.2}% ({} of {}), {held_out} loss {:.4}",
-                t.accuracy * 100.0,
-                (t.accuracy * t.images as f64).round() as usize,
-                t.images,
-                t.loss
-            );
+        // The validation split's figures, then the test set's (with both, the test set is
+        // evaluated only here, once).
+        for (name, result) in [("validation", outcome.validation), ("test", outcome.test)] {
+            if let Some(t) = result {
+                println!(
+                    "{name} accuracy {:.2}% ({} of {}), {name} loss {:.4}",
+                    t.accuracy * 100.0,
+                    (t.accuracy * t.images as f64).round() as usize,
+                    t.images,
+                    t.loss
+                );
+            }
         }
         println!(
             "trained {} epochs in {:.2}s; model saved to {}",

@@ -110,7 +110,8 @@ pub fn run(args: SweepArgs) -> CmdResult {
             lr,
             epochs,
             final_loss: h.last().map(|m| m.loss).filter(|l| l.is_finite()),
-            test_accuracy: outcome.test.map(|t| t.accuracy),
+            // A run with a validation split and no test set is scored on the split, as before.
+            test_accuracy: outcome.test.or(outcome.validation).map(|t| t.accuracy),
             seconds: outcome.seconds(),
             diverged: outcome.diverged.is_some(),
             points: h.iter().map(|m| (m.epoch as f64, m.loss)).collect(),

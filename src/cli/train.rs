@@ -38,8 +38,8 @@ pub struct TrainArgs {
     /// Run folder [default: runs/<config name>, numbered if it exists].
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
-    /// Train into an --out folder that holds a run already; the new run's files replace the
-    /// old one's as they are written.
+    /// Train a new run in an --out folder that holds a run already: once the new run is
+    /// checked, the old run's files (and its eval/ folder) are removed; other files stay.
     #[arg(long, conflicts_with = "resume")]
     pub force: bool,
     /// Continue the run in this folder (it holds run.json and checkpoint.safetensors) from

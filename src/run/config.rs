@@ -12,9 +12,10 @@
 //! - the training data's path, when the data at the new path has the checkpoint's SHA-256;
 //! - the test data's path (it only changes the test figures of later epochs).
 //!
-//! Each change is reported as a [`Change`] ("lr 0.05 -> 0.01"). Any other option given with a
-//! value that differs from the stored one (the batch size, optimiser, seed, the network
-//! config...) is refused with [`Error::Usage`], saying why; giving the stored value is fine.
+//! Each change is reported as a [`Change`] ("lr 0.05 -> 0.01"); giving the stored value (or
+//! `--data demo` for a run of the demo set) is no change. Any other option given with a value
+//! that differs from the stored one (the batch size, optimiser, seed, the network config...)
+//! is refused with [`Error::Usage`], saying why.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -137,19 +138,34 @@ impl RunOptions {
     /// `--schedule step`), which would otherwise be silently ignored.
     pub(crate) fn misplaced(&self) -> Option<Misfit> {
         let schedule = self.schedule.unwrap_or_default();
+        let optimizer = self.optimizer.unwrap_or_default();
+        let sgd = !matches!(optimizer, OptimizerChoice::Adam | OptimizerChoice::AdamW);
         OPTIONS.iter().find_map(|spec| {
             (spec.field.given)(self)?;
             let (flag, name) = (spec.flag, spec.name);
+            let key = spec.key.map_or(spec.name, |k| k.name);
             let (flag, keyword, line) = match spec.applies {
                 Applies::Always => return None,
                 Applies::Schedule(s) if s == schedule => return None,
                 Applies::EarlyStop if self.early_stop.is_some() => return None,
+                Applies::Sgd if sgd => return None,
                 Applies::Schedule(s) => (
                     format!("--{flag} applies to --schedule {s}; add it, or leave --{flag} out"),
                     format!("{name} applies to schedule='{s}'; add it, or leave {name} out"),
+                    format!("applies to `schedule={s}`; add it, or leave `{key}` out"),
+                ),
+                Applies::Sgd => (
                     format!(
-                        "applies to `schedule={s}`; add it, or leave `{}` out",
-                        spec.key.map_or(spec.name, |k| k.name)
+                        "--{flag} applies to SGD (--optimizer sgd, momentum or nesterov), not to \
+                         --optimizer {optimizer}, whose betas are fixed; leave --{flag} out"
+                    ),
+                    format!(
+                        "{name} applies to SGD (optimizer='sgd', 'momentum' or 'nesterov'), not \
+                         to optimizer='{optimizer}', whose betas are fixed; leave {name} out"
+                    ),
+                    format!(
+                        "applies to SGD (`optimizer=sgd`, `momentum` or `nesterov`), not to \
+                         `optimizer={optimizer}`, whose betas are fixed; leave `{key}` out"
                     ),
                 ),
                 Applies::EarlyStop => (
@@ -203,11 +219,26 @@ impl RunOptions {
     }
 }
 
+impl RunOptions {
+    /// Whether these options ask for SGD with momentum the way PyTorch's `SGD(momentum=mu)`
+    /// does: the optimiser `sgd` (given, or by default) with a momentum above 0 given. The
+    /// flags then mean what a config line's `optimizer=sgd momentum=mu` means.
+    pub fn sgd_with_momentum(&self) -> bool {
+        matches!(self.optimizer, None | Some(OptimizerChoice::Sgd))
+            && self.momentum.is_some_and(|mu| mu > 0.0)
+    }
+}
+
 impl RunConfig {
-    /// `self` with every option that `given` holds put in.
+    /// `self` with every option that `given` holds put in. A momentum above 0 given with the
+    /// optimiser `sgd` (given or `self`'s) makes it SGD with momentum, as PyTorch's
+    /// `SGD(momentum=mu)`: see [`RunOptions::sgd_with_momentum`].
     pub fn with(mut self, given: &RunOptions) -> RunConfig {
         for spec in OPTIONS {
             (spec.field.take)(&mut self, given);
+        }
+        if given.sgd_with_momentum() && self.optimizer == OptimizerChoice::Sgd {
+            self.optimizer = OptimizerChoice::Momentum;
         }
         self
     }
@@ -310,6 +341,20 @@ impl RunConfig {
                 ),
             );
         }
+        if self.optimizer == OptimizerChoice::Nesterov && self.momentum == 0.0 {
+            return misfit(
+                "momentum",
+                "--optimizer nesterov needs a --momentum above 0, got 0 (as PyTorch's \
+                 SGD(nesterov=True), which refuses Nesterov without momentum)"
+                    .into(),
+                "optimizer='nesterov' needs a momentum above 0, got 0 (as PyTorch's \
+                 SGD(nesterov=True), which refuses Nesterov without momentum)"
+                    .into(),
+                "must be above 0 for Nesterov's momentum (as PyTorch's SGD(nesterov=True), \
+                 which refuses Nesterov without momentum)"
+                    .into(),
+            );
+        }
         if let (Some(monitor), None) = (self.early_stop, self.val_split) {
             return misfit(
                 "early_stop",
@@ -376,23 +421,44 @@ impl RunConfig {
     /// # Errors
     /// [`Error::Usage`] for an option that may not change, naming it, both values and why.
     pub fn resumed(&self, dir: &Path, given: &RunOptions) -> Result<(RunConfig, Vec<Change>)> {
+        let refuse = |flag: &str, value: String, has: String, why: &str| {
+            Error::Usage(format!(
+                "cannot resume with --{flag} {value}: the run has {has}, and {why}; start a new \
+                 run instead (--init {} starts one from this run's weights)",
+                dir.join("checkpoint.safetensors").display()
+            ))
+        };
+        let keep = "a resumed run keeps it, so that it continues the stopped run exactly";
+        // `--optimizer sgd --momentum 0.5` is the momentum optimiser (RunOptions::
+        // sgd_with_momentum); `--momentum 0.5` alone, on a run of plain SGD, would make it one.
+        let mut given = given.clone();
+        if given.sgd_with_momentum() {
+            if given.optimizer.is_none() && self.optimizer == OptimizerChoice::Sgd {
+                let mu = given.momentum.unwrap_or_default();
+                return Err(refuse("momentum", mu.to_string(), "plain SGD".into(), keep));
+            }
+            if given.optimizer.is_some() {
+                given.optimizer = Some(OptimizerChoice::Momentum);
+            }
+        }
+        // The name `demo` is the built-in demo set, which a run without --data trains on.
+        if self.data.is_none() && given.data.as_deref().is_some_and(crate::data::is_demo) {
+            given.data = None;
+        }
+        let given = &given;
         for spec in OPTIONS {
             let why = match spec.resume {
-                Resume::Keep => {
-                    "a resumed run keeps it, so that it continues the stopped run exactly"
-                }
+                Resume::Keep => keep,
                 Resume::Started => "the run's weights were initialised when it started",
                 Resume::MayChange | Resume::Checkpoint => continue,
             };
             if (spec.field.take)(&mut self.clone(), given) {
-                return Err(Error::Usage(format!(
-                    "cannot resume with --{} {}: the run has {}, and {why}; start a new run \
-                     instead (--init {} starts one from this run's weights)",
+                return Err(refuse(
                     spec.flag,
                     (spec.field.given)(given).unwrap_or_default(),
                     spec.show(self),
-                    dir.join("checkpoint.safetensors").display()
-                )));
+                    why,
+                ));
             }
         }
         let mut next = self.clone();
@@ -695,6 +761,74 @@ mod tests {
                 "test_data the t10k split, if any -> t"
             ]
         );
+    }
+
+    #[test]
+    fn momentum_reads_as_pytorchs_sgd_and_is_refused_with_adam_and_on_resume_of_plain_sgd() {
+        let options = |given: &[(&str, &str)]| {
+            let mut o = RunOptions::default();
+            for (name, text) in given {
+                o.set(name, text).unwrap();
+            }
+            o
+        };
+        let config = |given: &[(&str, &str)]| RunConfig::default().with(&options(given));
+        let sgd_05 = config(&[("optimizer", "sgd"), ("momentum", "0.5")]);
+        assert_eq!(
+            (sgd_05.optimizer, sgd_05.momentum),
+            (OptimizerChoice::Momentum, 0.5)
+        );
+        assert_eq!(
+            config(&[("momentum", "0.5")]).optimizer,
+            OptimizerChoice::Momentum
+        );
+        assert_eq!(
+            config(&[("optimizer", "sgd"), ("momentum", "0")]).optimizer,
+            OptimizerChoice::Sgd
+        );
+        assert_eq!(
+            config(&[("optimizer", "sgd")]).optimizer,
+            OptimizerChoice::Sgd
+        );
+        assert_eq!(
+            options(&[("optimizer", "adamw"), ("momentum", "0.5")])
+                .check()
+                .unwrap_err()
+                .to_string(),
+            "--momentum applies to SGD (--optimizer sgd, momentum or nesterov), not to \
+             --optimizer adamw, whose betas are fixed; leave --momentum out"
+        );
+        assert!(config(&[("optimizer", "nesterov"), ("momentum", "0")])
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--optimizer nesterov needs a --momentum above 0"));
+
+        // Resuming: the same optimiser said either way is no change; a momentum on a run of
+        // plain SGD is refused.
+        let run = Path::new("run");
+        let given = options(&[("optimizer", "sgd"), ("momentum", "0.5")]);
+        assert_eq!(sgd_05.resumed(run, &given).unwrap().1, []);
+        let err = RunConfig::default()
+            .resumed(run, &options(&[("momentum", "0.5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot resume with --momentum 0.5: the run has plain SGD"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn resuming_a_run_of_the_demo_set_with_data_demo_is_no_change() {
+        let mut o = RunOptions::default();
+        o.set("data", "demo").unwrap();
+        let (next, changes) = RunConfig::default().resumed(Path::new("run"), &o).unwrap();
+        assert_eq!((next.data, changes), (None, vec![]));
+        // A folder called demo is ./demo, another path.
+        o.set("data", "./demo").unwrap();
+        let (_, changes) = RunConfig::default().resumed(Path::new("run"), &o).unwrap();
+        assert_eq!(changes.len(), 1);
     }
 
     #[test]

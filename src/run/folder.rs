@@ -13,6 +13,28 @@ use super::RunConfig;
 /// The files that mark a folder as holding a run: any one of them.
 pub const RUN_FILES: [&str; 3] = ["run.json", "checkpoint.safetensors", "model.safetensors"];
 
+/// Every file a run writes into its folder, besides temporary files: [`RUN_FILES`], the
+/// config, the metrics, the plots, `report.md`, and `best.safetensors` (`--restore-best`).
+pub const RUN_OUTPUTS: [&str; 12] = [
+    "run.json",
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "best.safetensors",
+    "config.cfg",
+    "metrics.csv",
+    "metrics.jsonl",
+    "loss.png",
+    "loss.svg",
+    "accuracy.png",
+    "accuracy.svg",
+    "report.md",
+];
+
+/// The folder of a run's evaluation, `cnn evaluate RUN/model.safetensors --out RUN/eval` (as
+/// docs/GUIDE.md and scripts/make-doc-images.sh do): it describes the run's model, so it goes
+/// with the run.
+pub const EVAL_DIR: &str = "eval";
+
 /// Whether `dir` holds a run (any of [`RUN_FILES`]).
 pub fn is_run_folder(dir: &Path) -> bool {
     RUN_FILES.iter().any(|f| dir.join(f).exists())
@@ -70,9 +92,9 @@ pub(super) fn check_resumable(dir: &Path) -> Result<()> {
     }
 }
 
-/// Checks that `run.json` and the checkpoint describe the same run (a new run trained over
-/// an old one with `--force` and stopped before its first checkpoint leaves the old
-/// checkpoint beside the new run.json).
+/// Checks that `run.json` and the checkpoint describe the same run (a folder where files of
+/// two runs were mixed: by hand, or by a `--force` of a version that did not clear the old
+/// run's files first, stopped before its first checkpoint).
 pub(super) fn check_same_run(dir: &Path, stored: &RunConfig, ck: &Checkpoint) -> Result<()> {
     let kind = match ck.state.optimizer.kind {
         OptimizerKind::Sgd => "sgd",
@@ -128,6 +150,35 @@ pub(super) fn default_run_dir(config: &Path) -> PathBuf {
         .map(|i| Path::new("runs").join(format!("{stem}-{i}")))
         .find(|p| !p.exists())
         .expect("an unused run folder name exists")
+}
+
+/// Removes the old run in `dir` that a new run replaces (`--force`), before the new run writes
+/// anything, so that none of the old run's files is left beside the new run's: each of
+/// [`RUN_OUTPUTS`] and the [`EVAL_DIR`] folder. Only those: any other file in `dir` is the
+/// user's and stays, and so does a symbolic link among them (a new run writes through it).
+///
+/// # Errors
+/// A file that is there and cannot be removed, named.
+pub(super) fn clear_old_run(dir: &Path) -> Result<()> {
+    let remove = |name: &str, folder: bool| -> Result<()> {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return Ok(());
+        };
+        let removed = match (meta.is_file(), meta.is_dir() && folder) {
+            (true, _) => std::fs::remove_file(&path),
+            (false, true) => std::fs::remove_dir_all(&path),
+            (false, false) => return Ok(()),
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => Ok(()),
+        }
+    };
+    for name in RUN_OUTPUTS {
+        remove(name, false)?;
+    }
+    remove(EVAL_DIR, true)
 }
 
 /// Removes the temporary files that a run killed while writing left in `dir` (see

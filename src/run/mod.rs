@@ -19,7 +19,8 @@
 //!
 //! [`Run::new`] and [`Run::resume`] check everything (the options, the network config, the
 //! data, the run folder, that the run fits in the memory available: [`crate::memory`]) and
-//! write nothing; [`Run::train`] makes the folder and writes:
+//! write nothing; [`Run::train`] makes the folder (over an old run with `--force`, first
+//! removing the old run's files) and writes:
 //! - `config.cfg`, and `run.json` (the [`RunConfig`], read back by [`Run::resume`]);
 //! - `checkpoint.safetensors` after every epoch and when the observer says stop;
 //! - `metrics.csv`, `metrics.jsonl`, `loss.png/.svg` and `accuracy.png/.svg` after every
@@ -43,7 +44,7 @@ pub mod table;
 use std::path::{Path, PathBuf};
 
 pub use config::{Change, OptimizerChoice, ScheduleChoice, Wording};
-pub use folder::{check_out_dir, is_run_folder, metrics_csv, RUN_FILES};
+pub use folder::{check_out_dir, is_run_folder, metrics_csv, EVAL_DIR, RUN_FILES, RUN_OUTPUTS};
 pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
@@ -78,7 +79,7 @@ pub enum RunEvent<'a> {
     },
 }
 
-/// A run's final figures on its test set.
+/// A run's final figures on a held-out set: its test set or its validation split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TestResult {
     pub accuracy: f64,
@@ -91,8 +92,13 @@ pub struct TestResult {
 pub struct Outcome {
     /// Every epoch's metrics, those before a resume too.
     pub history: Vec<EpochMetrics>,
-    /// The final figures on the test set, when there is one and the run finished.
+    /// The final figures on the test set (`--test-data`, or the t10k split of an IDX folder or
+    /// of the demo set), when there is one and the run finished. With a validation split too,
+    /// the test set is evaluated only then, once, after training.
     pub test: Option<TestResult>,
+    /// The final figures on the validation split (`--val-split`), when there is one and the
+    /// run finished.
+    pub validation: Option<TestResult>,
     /// Why the run stopped when it diverged (the loss or a gradient NaN, infinite or huge),
     /// with where the last good checkpoint is.
     pub diverged: Option<String>,
@@ -170,7 +176,9 @@ fn check_memory(config: &RunConfig, parsed: &ParsedConfig, data: &Data, what: &s
         let pixels = ds.images.len() / ds.len().max(1);
         crate::memory::data_bytes(ds.len(), pixels, held_out)
     };
-    let in_memory = bytes(&data.train, false) + data.test.as_ref().map_or(0, |t| bytes(t, true));
+    let in_memory = bytes(&data.train, false)
+        + data.held_out.as_ref().map_or(0, |t| bytes(t, true))
+        + data.final_test.as_ref().map_or(0, |t| bytes(t, true));
     let estimate = crate::memory::estimate(
         &parsed.spec,
         config.batch_size,
@@ -181,11 +189,15 @@ fn check_memory(config: &RunConfig, parsed: &ParsedConfig, data: &Data, what: &s
     crate::memory::check(&estimate, &format!("{what} at batch {}", config.batch_size))
 }
 
-/// The training and test sets, the sentence saying where they came from, and their
+/// The training set, the held-out sets, the sentence saying where they came from, and their
 /// fingerprint (SHA-256 of the config text and the training images and labels).
 struct Data {
     train: Dataset,
-    test: Option<Dataset>,
+    /// Evaluated after every epoch: the validation split with `--val-split`, else the test set.
+    held_out: Option<Dataset>,
+    /// With both `--val-split` and `--test-data`: the test set, evaluated once, after
+    /// training.
+    final_test: Option<Dataset>,
     note: String,
     fingerprint: String,
 }
@@ -222,6 +234,10 @@ pub struct Run {
     seed_of_weights: u64,
     resumed: bool,
     changes: Vec<Change>,
+    /// What a resume's changes do beyond themselves, each a sentence.
+    notes: Vec<String>,
+    /// A new run with `--force` over an old one: clear the old run's files before writing.
+    replaces: bool,
 }
 
 impl Run {
@@ -231,8 +247,9 @@ impl Run {
     }
 
     /// A new run of `config` in `out` (default `runs/<config name>`, numbered `-2`, `-3`...
-    /// when taken). A folder that holds a run already is refused unless `force`; the new run's
-    /// files then replace the old one's as they are written.
+    /// when taken). A folder that holds a run already is refused unless `force`; with it,
+    /// [`Run::train`] first removes the old run's files (those a run writes, and its `eval/`
+    /// folder; nothing else), so none is left beside the new run's.
     ///
     /// Checks the options, reads the network config, builds the model (from `config.init`'s
     /// weights when given) and loads the data; writes nothing.
@@ -245,9 +262,12 @@ impl Run {
             }
             None => folder::default_run_dir(&config.config),
         };
+        let replaces = force && is_run_folder(&dir);
         let parsed = net_config::load(&config.config)?;
         let what = format!("training {}", config.config.display());
-        Run::build(config, Some(dir), parsed, None, None, &what)
+        let mut run = Run::build(config, Some(dir), parsed, None, None, &what)?;
+        run.replaces = replaces;
+        Ok(run)
     }
 
     /// A new run of `config` on data and from weights the caller holds (`parts`), in `out`
@@ -269,8 +289,11 @@ impl Run {
         if let Some(dir) = &out {
             check_out_dir(dir, force)?;
         }
+        let replaces = force && out.as_deref().is_some_and(is_run_folder);
         let what = format!("training {}", parts.parsed.file);
-        Run::build(config, out, parts.parsed, parts.data, parts.model, &what)
+        let mut run = Run::build(config, out, parts.parsed, parts.data, parts.model, &what)?;
+        run.replaces = replaces;
+        Ok(run)
     }
 
     /// [`Run::new`] and [`Run::in_memory`] after the options and the folder are checked.
@@ -300,6 +323,7 @@ impl Run {
                 finish_data(&config, &parsed, train, test, note)?
             }
         };
+        parsed.check_classes(data.train.classes.len())?;
         check_memory(&config, &parsed, &data, what)?;
         let mut model = match model {
             Some(model) => model,
@@ -323,6 +347,8 @@ impl Run {
             norm,
             resumed: false,
             changes: Vec::new(),
+            notes: Vec::new(),
+            replaces: false,
         })
     }
 
@@ -345,15 +371,6 @@ impl Run {
         let ck = checkpoint::load(&ck_path)?;
         folder::check_same_run(dir, &stored, &ck)?;
         let (config, mut changes) = stored.resumed(dir, given)?;
-        // run.json is the run's description; its learning rate wins over the checkpoint's
-        // (edited by hand, or by a resume that stopped before its first step), and says so.
-        if config.lr != ck.state.optimizer.lr && !changes.iter().any(|c| c.name == "lr") {
-            changes.push(Change {
-                name: "lr",
-                from: ck.state.optimizer.lr.to_string(),
-                to: config.lr.to_string(),
-            });
-        }
         // An epoch begun (a checkpoint mid-epoch) is finished, never cut short.
         let begun = ck.state.epoch + usize::from(ck.state.step > 0);
         if config.epochs < begun {
@@ -387,6 +404,8 @@ impl Run {
             &data,
             &format!("resuming {}", dir.display()),
         )?;
+        // The data is checked against the checkpoint before against the network: data of
+        // another class count is not the run's data, whatever else it is.
         if data.fingerprint != ck.fingerprint {
             let data_changed = changes.iter().any(|c| c.name == "data");
             return Err(Error::Usage(format!(
@@ -404,6 +423,24 @@ impl Run {
                 }
             )));
         }
+        parsed.check_classes(data.train.classes.len())?;
+        let steps = data.train.len().div_ceil(config.batch_size.max(1));
+        // run.json is the run's description; its learning rate wins over the checkpoint's
+        // (edited by hand, or by a resume with --lr that stopped before its first step), and
+        // says so. The checkpoint holds the rate of its last step, which the schedule gives
+        // from run.json's base rate unless one of those happened.
+        if !changes.iter().any(|c| c.name == "lr") {
+            let ran = ck.state.optimizer.lr;
+            let due = rate_of_last_step(&stored, ck.options.epochs, steps, &ck.state);
+            if (ran - due).abs() > 1e-6 * due.abs() {
+                changes.push(Change {
+                    name: "lr",
+                    from: ran.to_string(),
+                    to: due.to_string(),
+                });
+            }
+        }
+        let notes = schedule_notes(ck.options.epochs, &config, steps, &ck.state);
         let mut state = ck.state;
         state.optimizer.lr = config.lr;
         Ok(Run {
@@ -418,6 +455,8 @@ impl Run {
             data,
             resumed: true,
             changes,
+            notes,
+            replaces: false,
         })
     }
 
@@ -464,6 +503,12 @@ impl Run {
         &self.changes
     }
 
+    /// What a resume's changes do beyond themselves, each a sentence to show the user: "the
+    /// cosine schedule now spans 6 epochs instead of 3: ...".
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
     /// Gradient steps in one epoch.
     pub fn steps_per_epoch(&self) -> usize {
         self.data
@@ -483,6 +528,11 @@ impl Run {
         let in_folder = self.folder;
         if in_folder {
             crate::io::create_dir(&dir)?;
+            // Everything is checked (Run::new): only now is the old run's place cleared.
+            if self.replaces {
+                folder::clear_old_run(&dir)?;
+                self.replaces = false;
+            }
             folder::remove_stale_temps(&dir);
             crate::io::write_atomic(&dir.join("config.cfg"), self.parsed.text.as_bytes())?;
             let json = serde_json::to_string_pretty(&self.config)
@@ -573,7 +623,7 @@ impl Run {
         let result = train::train(
             &mut self.model,
             &self.data.train,
-            self.data.test.as_ref(),
+            self.data.held_out.as_ref(),
             &self.norm,
             &opts,
             &mut self.state,
@@ -585,6 +635,7 @@ impl Run {
         let mut outcome = Outcome {
             history: self.state.history.clone(),
             test: None,
+            validation: None,
             diverged: None,
             stopped: None,
             early_stopped: None,
@@ -621,13 +672,25 @@ impl Run {
         if in_folder {
             model_file::save(&self.model_path(), &self.model, &meta)?;
         }
-        if let Some(test) = &self.data.test {
-            let e = train::evaluate(&mut self.model, test, &self.norm, 256)?;
-            outcome.test = Some(TestResult {
+        let kind = self.held_out();
+        let mut score = |ds: &Option<Dataset>| -> Result<Option<TestResult>> {
+            let Some(ds) = ds else {
+                return Ok(None);
+            };
+            let e = train::evaluate(&mut self.model, ds, &self.norm, 256)?;
+            Ok(Some(TestResult {
                 accuracy: e.accuracy,
                 loss: e.loss,
-                images: test.len(),
-            });
+                images: ds.len(),
+            }))
+        };
+        let held_out = score(&self.data.held_out)?;
+        match kind {
+            HeldOut::Validation => outcome.validation = held_out,
+            HeldOut::Test => outcome.test = held_out,
+        }
+        if self.data.final_test.is_some() {
+            outcome.test = score(&self.data.final_test)?;
         }
         if !in_folder {
             return Ok(outcome);
@@ -682,6 +745,65 @@ impl Run {
     }
 }
 
+/// The learning rate that `config`'s schedule, over `epochs` epochs of `steps` steps, gives the
+/// last step `state` has done (its base rate when none is done).
+fn rate_of_last_step(config: &RunConfig, epochs: usize, steps: usize, state: &TrainState) -> f32 {
+    let (epoch, step) = match (state.epoch, state.step) {
+        (e, s) if s > 0 => (e, s - 1),
+        (0, _) => return config.lr,
+        (e, _) => (e - 1, steps.saturating_sub(1)),
+    };
+    let schedule = config.lr_schedule();
+    crate::schedule::lr_at(
+        schedule,
+        config.lr,
+        epoch,
+        step,
+        steps,
+        epochs,
+        config.warmup,
+    )
+}
+
+/// What a resume that changes the epochs does to a cosine schedule, the one schedule that
+/// depends on the run's length: it spans the new epochs, so from where the run is the rate
+/// follows the longer (or shorter) curve. Says from which epoch (and step) the rate differs
+/// from the rate of the run so far, and what it is there. `ran` is the epochs the checkpoint
+/// was trained towards, `next` the resumed run, `state` where it resumes.
+fn schedule_notes(ran: usize, next: &RunConfig, steps: usize, state: &TrainState) -> Vec<String> {
+    if next.schedule != ScheduleChoice::Cosine || next.epochs == ran {
+        return Vec::new();
+    }
+    let rate = |epoch, step, epochs| {
+        let schedule = next.lr_schedule();
+        crate::schedule::lr_at(schedule, next.lr, epoch, step, steps, epochs, next.warmup)
+    };
+    // The epochs of the warm-up, and the cosine's first, are at the same rates either way.
+    let step = |epoch| if epoch == state.epoch { state.step } else { 0 };
+    let Some(epoch) = (state.epoch..next.epochs)
+        .find(|&e| e >= ran || rate(e, step(e), ran) != rate(e, step(e), next.epochs))
+    else {
+        return Vec::new();
+    };
+    let from = match step(epoch) {
+        0 => format!("epoch {}", epoch + 1),
+        s => format!("epoch {}, step {}", epoch + 1, s + 1),
+    };
+    let rate = rate(epoch, step(epoch), next.epochs);
+    vec![format!(
+        "the cosine schedule now spans {} epochs instead of {}: from {from} on the rate \
+         follows the {} curve ({rate} in epoch {})",
+        next.epochs,
+        ran,
+        if next.epochs > ran {
+            "longer"
+        } else {
+            "shorter"
+        },
+        epoch + 1
+    )]
+}
+
 /// Refuses a run with a batch that a layer cannot train on (BatchNorm1D needs two samples):
 /// the full batches, and the last, partial one of each epoch.
 fn check_batches(model: &Model, samples: usize, batch_size: usize) -> Result<()> {
@@ -708,8 +830,9 @@ fn normalization(config: &RunConfig, parsed: &ParsedConfig, train: &Dataset) -> 
     }
 }
 
-/// Loads the training and test sets that `config` names, checks them against the network,
-/// and fingerprints them.
+/// Loads the training and test sets that `config` names, checks their images' shape against
+/// the network's input, and fingerprints them. The class count is the caller's to check
+/// (after the fingerprint, for a resumed run).
 fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
     let input = parsed.spec.input;
     let opts = |split| LoadOptions {
@@ -764,13 +887,29 @@ fn finish_data(
         };
         test = Some(load_test_set(path, &opts, &train.classes)?);
     }
+    // With a validation split, it is the held-out set of every epoch; a test set given too
+    // is checked now and evaluated once, after training.
+    let mut final_test = None;
     if let Some(f) = config.val_split {
         let (t, v) = train.split(f, config.seed)?;
         note = format!("{note}; {} held out for validation", v.len());
+        if config.test_data.is_some() {
+            final_test = test.take();
+        }
+        if let Some(ts) = &final_test {
+            note = format!(
+                "{note}; tested once, after training, on {} ({} images)",
+                ts.source,
+                ts.len()
+            );
+        }
         train = t;
         test = Some(v);
     }
-    for ds in std::iter::once(&train).chain(test.as_ref()) {
+    for ds in std::iter::once(&train)
+        .chain(test.as_ref())
+        .chain(final_test.as_ref())
+    {
         if ds.shape != input {
             return Err(Error::Data {
                 file: PathBuf::from(&ds.source),
@@ -782,12 +921,12 @@ fn finish_data(
             });
         }
     }
-    parsed.check_classes(train.classes.len())?;
     let labels: Vec<u8> = train.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
     let fingerprint = checkpoint::fingerprint(&[parsed.text.as_bytes(), &train.images, &labels]);
     Ok(Data {
         train,
-        test,
+        held_out: test,
+        final_test,
         note,
         fingerprint,
     })

@@ -53,20 +53,24 @@ run_options! {
         resume: Resume::MayChange,
         unset: "the built-in demo set",
     },
-    /// Test data, evaluated after each epoch. `None`: the t10k split of an IDX folder (or of
-    /// the demo set) when there is one.
+    /// Test data, evaluated after each epoch; with `val_split`, once, after training (the
+    /// validation split is then evaluated after each epoch). Its classes are matched to the
+    /// training data's by name, as `cnn evaluate` does, before training. `None`: the t10k
+    /// split of an IDX folder (or of the demo set) when there is one and no `val_split`.
     test_data: Option<PathBuf> = None => {
         flag: "test-data",
-        help: "Test data, evaluated after each epoch. Default: the t10k split of an IDX folder \
-               (or of the demo set), if there is one.",
+        help: "Test data, evaluated after each epoch (with --val-split: once, after training). \
+               Default: the t10k split of an IDX folder (or of the demo set), if there is one.",
         resume: Resume::MayChange,
         unset: "the t10k split, if any",
     },
     /// Hold out this share (strictly between 0 and 1) of the training data, stratified, as
-    /// the test set instead.
+    /// the set evaluated after each epoch (and watched by early stopping), instead of the
+    /// test set.
     val_split: Option<f64> = None => {
         flag: "val-split",
-        help: "Hold out this share of the training data (stratified) as the test set instead.",
+        help: "Hold out this share of the training data (stratified), evaluated after each \
+               epoch instead of the test set (a --test-data is then evaluated once, at the end).",
         key: train("val_split"),
         range: Range::Fraction,
         example: "0.1",
@@ -103,14 +107,19 @@ run_options! {
         help: "The optimiser.",
         key: train("optimizer"),
     },
-    /// Momentum factor mu for the momentum and Nesterov optimisers: v <- mu v + g. Default
-    /// 0.9.
+    /// Momentum factor mu of SGD: v <- mu v + g. Read as PyTorch's `SGD(momentum=mu)`: given
+    /// above 0 with `optimizer` sgd (or no optimizer), the run is SGD with momentum
+    /// ([`OptimizerChoice::Momentum`]). Default 0.9, for `momentum` and `nesterov`. Refused
+    /// with Adam and AdamW.
     momentum: f32 = 0.9 => {
         flag: "momentum",
-        help: "Momentum factor for --optimizer momentum or nesterov.",
+        help: "Momentum factor of SGD, as PyTorch's SGD(momentum): --optimizer sgd --momentum \
+               0.5 is SGD with momentum 0.5, as --optimizer momentum --momentum 0.5 is; \
+               --optimizer momentum and nesterov default to 0.9.",
         key: train("momentum"),
         range: Range::BelowOne,
         example: "0.9",
+        applies: Applies::Sgd,
     },
     /// L2 weight decay wd, added to the gradient, g <- g + wd w (PyTorch's convention; AdamW
     /// instead shrinks the weights, w <- w (1 - lr wd)). Default 0.
@@ -164,11 +173,14 @@ run_options! {
         example: "0.0001",
         applies: Applies::Schedule(ScheduleChoice::Cosine),
     },
-    /// Epochs of linear warm-up before the schedule: lr (e + 1) / warmup in epoch e. Fewer
-    /// than `epochs`. Default 0.
+    /// Epochs of warm-up before the schedule, linear per step: over its T = warmup x (steps
+    /// an epoch) steps, step t (from 0) is at lr (t + 1) / T, PyTorch's
+    /// `LinearLR(start_factor=1/T, total_iters=T-1)` stepped every step ([`crate::schedule`]).
+    /// Fewer than `epochs`. Default 0.
     warmup: usize = 0 => {
         flag: "warmup",
-        help: "Epochs of linear warm-up to the base rate, before the schedule.",
+        help: "Epochs of warm-up before the schedule: the rate climbs step by step, linearly, \
+               from lr / (the warm-up's steps) to lr at its last step.",
         key: train("warmup"),
         range: Range::Whole { min: 0, max: MAX_COUNT },
     },
@@ -324,6 +336,7 @@ pub fn markdown_table() -> String {
         let note = match (spec.applies, spec.resume) {
             (Applies::Schedule(s), _) => format!(" with `--schedule {s}` |"),
             (Applies::EarlyStop, _) => " with `--early-stop` |".into(),
+            (Applies::Sgd, _) => " with an SGD `--optimizer` (not `adam`, `adamw`) |".into(),
             (_, Resume::MayChange) => " may change on `--resume` |".into(),
             _ => " |".into(),
         };

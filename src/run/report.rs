@@ -63,7 +63,11 @@ pub fn write_run_report(
         .iter()
         .map(|m| m.seconds)
         .fold(0.0, |a, b| a + b);
-    match (&outcome.diverged, outcome.test) {
+    let per_epoch = match held_out {
+        HeldOut::Test => outcome.test,
+        HeldOut::Validation => outcome.validation,
+    };
+    match (&outcome.diverged, per_epoch) {
         (Some(msg), _) => {
             let _ = writeln!(s, "**Diverged.** {msg}\n");
         }
@@ -77,6 +81,17 @@ pub fn write_run_report(
                 test.loss,
                 outcome.history.len()
             );
+            // With a validation split, a test set is evaluated once, after training.
+            if let (HeldOut::Validation, Some(t)) = (held_out, outcome.test) {
+                let _ = writeln!(
+                    s,
+                    "**Test accuracy {:.2}%**, test loss {:.4}, on the test set's {} images, \
+                     evaluated once, after training.\n",
+                    t.accuracy * 100.0,
+                    t.loss,
+                    t.images
+                );
+            }
         }
         (None, None) => {
             let _ = writeln!(

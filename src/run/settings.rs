@@ -18,7 +18,8 @@
 //! `none`; `early_stop=none` is no early stopping.
 //!
 //! `optimizer=sgd` reads as PyTorch's `SGD`: with `momentum` above 0 it is SGD with momentum,
-//! and `nesterov=true` makes it Nesterov's. A switch set on in the file (`normalize=true`,
+//! and `nesterov=true` makes it Nesterov's. The flags `--optimizer sgd --momentum 0.5` mean the
+//! same ([`RunConfig::with`]); `momentum` with Adam is refused, as `--momentum` is. A switch set on in the file (`normalize=true`,
 //! `flip=horizontal`, `restore_best=true`) cannot be switched off by a flag: edit the line.
 
 use std::ffi::OsStr;

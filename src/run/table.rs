@@ -203,6 +203,9 @@ pub enum Applies {
     Schedule(ScheduleChoice),
     /// Only with early stopping (`--patience` with `--early-stop`).
     EarlyStop,
+    /// Only with an SGD optimiser, `sgd`, `momentum` or `nesterov` (`--momentum`): Adam's and
+    /// AdamW's own factors, their betas, are fixed.
+    Sgd,
 }
 
 /// What a resumed run may do with an option.

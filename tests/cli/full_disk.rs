@@ -166,11 +166,12 @@ fn full_disk_while_checkpointing_is_reported_and_the_previous_run_survives() {
     assert!(std::fs::read(run.join("model.safetensors")).unwrap() != before["model.safetensors"]);
 }
 
-/// Proves: when the model file at the end of training does not fit (a run of 0 epochs from
-/// the run's own weights, `--init`, into its folder with `--force`, files limited to half the
-/// model's size), the run stops with exit
-/// code 1 and one line naming `model.safetensors`, and the previous model and checkpoint are
-/// the same bytes, with no temporary file left.
+/// Proves: when the model file at the end of training does not fit (a finished run resumed,
+/// which has no epoch left to train and only writes its model again; files limited to half
+/// the model's size), the run stops with exit code 1 and one line naming
+/// `model.safetensors`, and the previous model and checkpoint are the same bytes, with no
+/// temporary file left. (A run with `--force` over the folder would first remove the old
+/// run's files, so no previous model would be there to keep.)
 #[test]
 fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives() {
     let s = Setup::new();
@@ -183,13 +184,7 @@ fn full_disk_while_saving_the_model_is_reported_and_the_previous_model_survives(
     }
     let before = snapshot(&run);
 
-    let again = s.train("run").args(&[
-        "--epochs",
-        "0",
-        "--force",
-        "--init",
-        model.to_str().unwrap(),
-    ]);
+    let again = s.resume("run");
     let (code, stderr) = run_with_file_size_limit(again.command(), limit);
     assert_reported(
         code,

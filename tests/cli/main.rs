@@ -45,4 +45,5 @@ mod run_options;
 mod safety;
 mod schedules;
 mod simd;
+mod test_sets;
 mod train_settings;

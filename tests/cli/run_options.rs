@@ -487,3 +487,164 @@ fn the_library_run_writes_nothing_until_train_and_stops_when_its_observer_says_s
     assert_eq!((outcome.stopped, outcome.history.len()), (None, 2));
     assert!(dir.join("model.safetensors").is_file());
 }
+
+#[test]
+fn force_clears_the_old_runs_files_and_only_them_once_the_new_run_is_checked() {
+    let s = Setup::new();
+    // An old run with every file a run leaves: best.safetensors (--restore-best) and an
+    // evaluation in its eval/ folder too; and files of the user's beside them.
+    s.train("run")
+        .args(&[
+            "--epochs",
+            "2",
+            "--val-split",
+            "0.25",
+            "--early-stop",
+            "val_loss",
+            "--restore-best",
+        ])
+        .ok();
+    let (code, _, stderr) = s.cnn(&[
+        &"evaluate",
+        &"run/model.safetensors",
+        &"--data",
+        &"data/train-images-idx3-ubyte",
+        &"--out",
+        &"run/eval",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(s.path("run/notes.txt"), "mine").unwrap();
+    std::fs::create_dir(s.path("run/plots")).unwrap();
+    std::fs::write(s.path("run/plots/mine.png"), "mine").unwrap();
+    std::fs::write(s.path("run/.model.safetensors.tmp-123-4"), "stale").unwrap();
+    let old: Vec<String> = [
+        "model.safetensors",
+        "best.safetensors",
+        "report.md",
+        "metrics.csv",
+        "metrics.jsonl",
+        "loss.png",
+        "loss.svg",
+        "accuracy.png",
+        "accuracy.svg",
+        "eval",
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect();
+    for f in &old {
+        assert!(s.path("run").join(f).exists(), "the old run has no {f}");
+    }
+
+    // A --force run refused after the folder check (its data is missing) deletes nothing.
+    let (code, _, stderr) = Train::new("net.cfg", "run")
+        .data("missing")
+        .args(&["--force"])
+        .current_dir(s.dir.path())
+        .run();
+    assert_eq!(code, 1, "{stderr}");
+    for f in &old {
+        assert!(s.path("run").join(f).exists(), "a refused run deleted {f}");
+    }
+
+    // A new run stopped before its first epoch ends: none of the old run's files is left,
+    // and the user's files are.
+    s.train("run")
+        .args(&["--force", "--epochs", "2", "--stop-after-steps", "1"])
+        .ok();
+    for f in &old {
+        assert!(!s.path("run").join(f).exists(), "the old run's {f} is left");
+    }
+    assert!(!s.path("run/.model.safetensors.tmp-123-4").exists());
+    for f in ["run.json", "config.cfg", "checkpoint.safetensors"] {
+        assert!(s.path("run").join(f).is_file(), "the new run has no {f}");
+    }
+    assert_eq!(std::fs::read(s.path("run/notes.txt")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(s.path("run/plots/mine.png")).unwrap(),
+        b"mine"
+    );
+    // And the new run resumes as the run it is.
+    s.resume("run").ok();
+    assert!(s.path("run/model.safetensors").is_file());
+}
+
+#[test]
+fn resume_with_more_epochs_of_a_cosine_run_says_what_the_schedule_does_and_no_lr_change() {
+    let s = Setup::new();
+    s.train("run")
+        .args(&["--epochs", "3", "--lr", "0.1", "--schedule", "cosine"])
+        .ok();
+    let (code, _, stderr) = s.resume("run").args(&["--epochs", "6"]).run();
+    assert_eq!(code, 0, "{stderr}");
+    let resume_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("resume: "))
+        .collect();
+    assert_eq!(
+        resume_lines,
+        [
+            "resume: epochs 3 -> 6",
+            "resume: the cosine schedule now spans 6 epochs instead of 3: from epoch 4 on the \
+             rate follows the longer curve (0.05 in epoch 4)"
+        ],
+        "{stderr}"
+    );
+    // (1 + cos(pi e / 6)) / 2 from epoch 4 (e = 3) on.
+    let lrs: Vec<f64> = lr_column(&s.path("run"))
+        .iter()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let want = [0.1, 0.075, 0.025, 0.05, 0.025, 0.1 * 0.066_987_298];
+    assert_eq!(lrs.len(), want.len(), "{lrs:?}");
+    for (got, want) in lrs.iter().zip(want) {
+        assert!((got - want).abs() < 1e-7, "{lrs:?}");
+    }
+    // A given --lr is still a change, said once.
+    let (code, _, stderr) = s
+        .resume("run")
+        .args(&["--epochs", "7", "--lr", "0.05"])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("resume: lr "))
+            .collect::<Vec<_>>(),
+        ["resume: lr 0.1 -> 0.05"],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn resume_with_data_demo_on_a_run_of_the_demo_set_changes_nothing() {
+    let s = Setup::new();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/report1-10.cfg");
+    Train::new(&cfg, s.path("demo-run"))
+        .args(&["--epochs", "1", "--stop-after-steps", "2"])
+        .ok();
+    let (code, _, stderr) = s.resume("demo-run").args(&["--data", "demo"]).run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("resume: "), "nothing changed: {stderr}");
+}
+
+#[test]
+fn resume_on_data_with_another_class_count_is_refused_as_not_the_runs_data() {
+    let s = Setup::new();
+    s.stopped_run("run");
+    // The same images in 4 classes instead of 3.
+    let pixels: Vec<u8> = (0..24u32 * 64).map(|k| ((k * 37) % 251) as u8).collect();
+    let labels: Vec<u8> = (0..24).map(|i| (i % 4) as u8).collect();
+    crate::files::write_idx(&s.path("four"), "train", 8, 8, &pixels, &labels);
+    let (code, _, stderr) = s.resume("run").args(&["--data", "four"]).run();
+    assert_usage_error(
+        code,
+        &stderr,
+        &[
+            "the training data at four",
+            "is not the run's",
+            "needs the images and labels it was trained on",
+        ],
+    );
+    assert!(!s.path("run/model.safetensors").exists());
+}

@@ -36,7 +36,8 @@ fn a_step_schedule_halves_the_rate_every_epoch_in_the_lr_column() {
 
 #[test]
 fn a_cosine_schedule_after_one_warm_up_epoch_falls_along_half_a_cosine() {
-    // E' = 3 epochs after warm-up: (1 + cos(pi e'/3)) / 2 = 1, 0.75, 0.25 of the rate.
+    // The warm-up epoch's last step is at the base rate (the column shows each epoch's last
+    // step); then E' = 3 epochs: (1 + cos(pi e'/3)) / 2 = 1, 0.75, 0.25 of the rate.
     let (dir, _) = bars_setup();
     let opts = [
         "--epochs",
@@ -121,4 +122,32 @@ fn a_run_with_a_schedule_stopped_mid_epoch_and_resumed_equals_the_straight_run()
         &metrics_column(&dir.path().join("split"), "lr"),
         &[0.1, 0.1, 0.05, 0.025],
     );
+}
+
+#[test]
+fn a_run_stopped_inside_its_warm_up_and_resumed_equals_the_straight_run() {
+    // 60 images in batches of 8: 8 steps an epoch, so step 5 is inside the first of the two
+    // warm-up epochs, where the rate changes every step.
+    let (dir, _) = bars_setup();
+    let opts = [
+        "--epochs",
+        "3",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "8",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "2",
+    ];
+    bars_train(dir.path(), "straight").args(&opts).ok();
+    let mut split: Vec<&str> = opts.to_vec();
+    split.extend(["--stop-after-steps", "5"]);
+    bars_train(dir.path(), "split").args(&split).ok();
+    let dir_split = dir.path().join("split");
+    Train::resume(&dir_split).ok();
+    assert!(model_bytes(&dir.path().join("straight")) == model_bytes(&dir_split));
+    // Each epoch's last step: 0.1 x 8/16, 0.1 x 16/16, then the cosine's first epoch.
+    assert_close(&metrics_column(&dir_split, "lr"), &[0.05, 0.1, 0.1]);
 }

@@ -338,3 +338,114 @@ fn a_sweep_takes_epochs_from_the_train_line_when_not_listed() {
     assert!(out.join("lr0.05-epochs2").join("run.json").exists());
     assert!(out.join("lr0.1-epochs2").join("run.json").exists());
 }
+
+#[test]
+fn momentum_as_a_flag_means_what_it_means_on_the_train_line_and_is_refused_where_ignored() {
+    let (dir, data) = bars_setup();
+    let train = |name: &str, text: &str, args: &[&str]| {
+        Train::new(
+            dir.path().join(format!("{name}.cfg")),
+            dir.path().join(name),
+        )
+        .config(text)
+        .data(&data)
+        .defaults(&[["--epochs", "2"], ["--batch-size", "16"], ["--lr", "0.05"]])
+        .args(args)
+        .run()
+    };
+    // The weights (a model file holds the config text too, which differs).
+    let bytes = |name: &str| {
+        let path = dir.path().join(name).join("model.safetensors");
+        let (model, _) = cnn::model_file::load(&path).unwrap();
+        let params = model.named_params();
+        let bits = params.iter().flat_map(|(_, p)| p.value.data().iter());
+        bits.map(|v| v.to_bits()).collect::<Vec<u32>>()
+    };
+    // PyTorch's SGD(momentum=0.5): the line, the flags, and the momentum optimiser by name.
+    let line = config_with("Train optimizer=sgd momentum=0.5\n", "");
+    for (name, text, args) in [
+        ("line", line.as_str(), &[][..]),
+        (
+            "flags",
+            BARS_CONFIG,
+            &["--optimizer", "sgd", "--momentum", "0.5"][..],
+        ),
+        ("alone", BARS_CONFIG, &["--momentum", "0.5"][..]),
+        (
+            "named",
+            BARS_CONFIG,
+            &["--optimizer", "momentum", "--momentum", "0.5"][..],
+        ),
+        ("plain", BARS_CONFIG, &["--optimizer", "sgd"][..]),
+        (
+            "zero",
+            BARS_CONFIG,
+            &["--optimizer", "sgd", "--momentum", "0"][..],
+        ),
+    ] {
+        let (code, _, stderr) = train(name, text, args);
+        assert_eq!(code, 0, "{name}: {stderr}");
+    }
+    for (a, b, same) in [
+        ("flags", "line", true),
+        ("alone", "line", true),
+        ("named", "line", true),
+        ("plain", "line", false),
+        ("zero", "plain", true),
+    ] {
+        // Momentum 0.5 changes the run; SGD(momentum=0) is plain SGD.
+        assert_eq!(bytes(a) == bytes(b), same, "{a} and {b}");
+    }
+    let j = run_json(&dir.path().join("flags"));
+    assert_eq!(
+        (j["optimizer"].as_str(), j["momentum"].as_f64()),
+        (Some("momentum"), Some(0.5))
+    );
+    assert_eq!(run_json(&dir.path().join("plain"))["optimizer"], "sgd");
+
+    // Adam and AdamW have no momentum factor (their betas are fixed): refused, not ignored.
+    for optimizer in ["adam", "adamw"] {
+        let (code, _, stderr) = train(
+            "adam",
+            BARS_CONFIG,
+            &["--optimizer", optimizer, "--momentum", "0.5"],
+        );
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--momentum applies to SGD (--optimizer sgd, momentum or nesterov), not to --optimizer {optimizer}")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("adam").exists());
+    }
+    let text = config_with("Train optimizer=adam momentum=0.9\n", "");
+    let (code, _, stderr) = train("adam", &text, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("adam.cfg:2:22: `momentum=0.9` applies to SGD"),
+        "{stderr}"
+    );
+    // A momentum the file gives, with --optimizer adam on the command line: blamed on the file.
+    let (code, _, stderr) = train("adam", &line, &["--optimizer", "adam"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("adam.cfg:2:21: `momentum=0.5` applies to SGD"),
+        "{stderr}"
+    );
+    // Nesterov's momentum needs a momentum, as PyTorch's SGD(nesterov=True) does.
+    let (code, _, stderr) = train(
+        "nag",
+        BARS_CONFIG,
+        &["--optimizer", "nesterov", "--momentum", "0"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--optimizer nesterov needs a --momentum above 0"),
+        "{stderr}"
+    );
+    let text = config_with("Train optimizer=sgd momentum=0 nesterov=true\n", "");
+    let (code, _, stderr) = train("nag", &text, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nag.cfg:2:21: `momentum=0` "), "{stderr}");
+    assert!(!dir.path().join("nag").exists());
+}

@@ -1,4 +1,5 @@
-//! Our layers, loss and optimisers against PyTorch 2.15 (float64) reference values.
+//! Our layers, loss, optimisers and learning-rate schedules against PyTorch 2.15 (float64)
+//! reference values.
 //! The numbers come from `tests/fixtures/*.json`, written by scripts/make-pytorch-fixtures.py
 //! (each file names the PyTorch call that produced it and its version). f32 lands within
 //! ~1e-5 relative for single layers and ~1e-4 after three training steps.
@@ -257,4 +258,85 @@ fn three_adamw_steps_match_pytorch() {
     // AdamW with weight decay 0.1: the decay shrinks the weights, w <- w (1 - lr wd), and is
     // not added to the gradient, so Adam's moments never see it.
     train_case("train_steps_adamw.json", OptimizerKind::adamw(), 0.01, 0.1);
+}
+
+/// A dataset of `n` blank 1x4x4 images in 2 classes, for runs whose rates alone matter.
+fn blank_dataset(n: usize) -> cnn::data::Dataset {
+    cnn::data::Dataset {
+        images: vec![0; n * 16],
+        labels: (0..n).map(|i| (i % 2) as u16).collect(),
+        shape: [1, 4, 4],
+        classes: vec!["a".into(), "b".into()],
+        source: "blank".into(),
+    }
+}
+
+/// Trains a tiny network for `f`'s epochs of `f`'s steps with its schedule and warm-up, and
+/// returns the learning rate of every step, as the optimiser had it for that step.
+fn rates_of_run(f: &serde_json::Value) -> Vec<f32> {
+    use cnn::schedule::Schedule;
+    use cnn::train::{train, Control, Event, TrainOptions, TrainState};
+    let get = |k: &str| f[k].as_f64().unwrap_or_default();
+    let schedule = match f["schedule"].as_str().unwrap() {
+        "constant" => Schedule::Constant,
+        "step" => Schedule::Step {
+            every: get("step_size") as usize,
+            gamma: get("gamma") as f32,
+        },
+        "cosine" => Schedule::Cosine {
+            min_lr: get("min_lr") as f32,
+        },
+        other => panic!("schedule {other}"),
+    };
+    let steps = get("steps") as usize;
+    let opts = TrainOptions {
+        epochs: get("epochs") as usize,
+        batch_size: 2,
+        schedule,
+        warmup: get("warmup") as usize,
+        base_lr: Some(get("lr") as f32),
+        ..TrainOptions::default()
+    };
+    let spec = cnn::config::parse("1\nInput shape=1x4x4\nDense units=2\n", "t.cfg")
+        .unwrap()
+        .spec;
+    let mut model = Model::new(&spec, Init::Normal, 0).unwrap();
+    let mut state = TrainState::new(Optimizer::new(OptimizerKind::Sgd, 1.0, 0.0));
+    let data = blank_dataset(2 * steps);
+    let norm = cnn::data::Normalization::identity(1);
+    let mut rates = Vec::new();
+    let mut on_event = |e: &Event, st: &TrainState, _: &Model| {
+        if let Event::Step { .. } = e {
+            rates.push(st.optimizer.lr);
+        }
+        Control::Continue
+    };
+    train(
+        &mut model,
+        &data,
+        None,
+        &norm,
+        &opts,
+        &mut state,
+        &mut on_event,
+    )
+    .unwrap();
+    rates
+}
+
+#[test]
+fn warm_up_per_step_then_the_schedule_per_epoch_matches_pytorchs_schedulers() {
+    // PyTorch's LinearLR stepped after every step of the warm-up, then CosineAnnealingLR or
+    // StepLR stepped after every epoch (the fixture's `pytorch` of each run).
+    let f = fixture("lr_schedules.json");
+    for run in f["runs"].as_array().unwrap() {
+        let want: Vec<f32> = run["rates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap() as f32)
+            .collect();
+        let got = rates_of_run(run);
+        assert_close(&format!("{}", run["pytorch"]), &got, &want, 1e-6);
+    }
 }
