@@ -153,8 +153,42 @@ impl SettingsLine {
 
 /// Reads and parses a config file. A file that cannot be read is an [`Error::Io`].
 pub fn load(path: &Path) -> Result<ParsedConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse(&text, &path.display().to_string())
+    let (text, file) = read(path)?;
+    parse(&text, &file)
+}
+
+/// The text of the config `path` names and the name that stands for it in messages: the
+/// file's, or, when no file of that name exists and it is a bare name (`report1-10`, with or
+/// without `.cfg`), a built-in example's ([`crate::examples`]).
+///
+/// # Errors
+/// [`Error::Io`] for a file that cannot be read; [`Error::Data`] for a bare name that is
+/// neither a file nor a built-in example (listing them).
+pub fn read(path: &Path) -> Result<(String, String)> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.components().count() == 1 => {
+            if let Some(example) = crate::examples::named_by(path) {
+                return Ok((example.text.to_string(), example.display_name()));
+            }
+            // A bare name that is neither: perhaps a mistyped example's.
+            return Err(Error::Data {
+                file: path.into(),
+                msg: format!(
+                    "no such file, nor a built-in example ({}; `cnn examples` lists them)",
+                    crate::examples::names()
+                ),
+            });
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        )
+    })?;
+    Ok((text, path.display().to_string()))
 }
 
 /// Parses a config's text; `file` names it in error messages.
@@ -1356,6 +1390,15 @@ Dense units=2 activation=linear
         assert_eq!(load(&path).unwrap().spec, report1_spec(2));
         let missing = dir.path().join("missing.cfg");
         assert!(matches!(load(&missing), Err(Error::Io { .. })));
+        // A bare name is a built-in example when no file has it, or else a file.
+        let lenet = load(Path::new("lenet")).unwrap();
+        assert_eq!(lenet.file, "lenet (built-in example)");
+        assert_eq!(lenet.text, crate::examples::LENET);
+        let e = load(Path::new("lenett")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("lenett: no such file, nor a built-in example (report1, report1-10, "),
+            "{e}"
+        );
         std::fs::write(&path, "1\nInput shape=1x2x2\nDense").unwrap();
         match load(&path) {
             Err(Error::Config { file, .. }) => assert!(file.ends_with("net.cfg")),

@@ -83,7 +83,7 @@ pub fn run(args: DownloadArgs) -> CmdResult {
         how.join(", ")
     );
     println!(
-        "train on them with: cnn train examples/report1-10.cfg --data {}",
+        "train on them with: cnn train report1-10 --data {}",
         dir.display()
     );
     Ok(())

@@ -305,7 +305,7 @@ impl Run {
             &format!("{} (checkpoint config)", dir.display()),
         )?;
         if let Some(path) = &given.config {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let (text, _) = net_config::read(path)?;
             if text != parsed.text {
                 return Err(Error::Usage(format!(
                     "cannot resume with {}: it differs from the run's network ({}), and a \

@@ -409,6 +409,7 @@ fn every_subcommand_s_help_ends_with_examples_of_it() {
         "bench",
         "visualize",
         "gradcheck",
+        "examples",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
