@@ -163,7 +163,8 @@ pub fn load(path: &Path) -> Result<ParsedConfig> {
 ///
 /// # Errors
 /// [`Error::Io`] for a file that cannot be read; [`Error::Data`] for a bare name that is
-/// neither a file nor a built-in example (listing them).
+/// neither a file nor a built-in example (listing them), and for a file that is not UTF-8
+/// text, saying what it is when it is a model file.
 pub fn read(path: &Path) -> Result<(String, String)> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -182,13 +183,43 @@ pub fn read(path: &Path) -> Result<(String, String)> {
         }
         Err(e) => return Err(Error::io(path, e)),
     };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, path.display().to_string())),
+        Err(e) => Err(Error::Data {
+            file: path.into(),
+            msg: not_a_config(path, e.as_bytes(), e.utf8_error().valid_up_to()),
+        }),
+    }
+}
+
+/// Why the bytes of `path`, not UTF-8 from byte `valid_up_to` on, are no config: what they
+/// are, when they are a model or an ONNX file, and what to do with one.
+fn not_a_config(path: &Path, bytes: &[u8], valid_up_to: usize) -> String {
+    let p = path.display();
+    // safetensors: an 8-byte little-endian header length, then the JSON header.
+    let safetensors = bytes.len() >= 9
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) < bytes.len() as u64;
+    if safetensors {
+        format!(
+            "is a model file (safetensors), not a network config; to train from its \
+             weights, give its network and --init: `cnn train CONFIG --init {p}` (`cnn \
+             summary {p}` shows the network stored in it)"
         )
-    })?;
-    Ok((text, path.display().to_string()))
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        format!(
+            "is an ONNX file, not a network config; `cnn import {p} model.safetensors` reads it \
+             into a model file"
+        )
+    } else {
+        format!(
+            "is not a network config: not UTF-8 text (invalid byte at offset {valid_up_to}); a \
+             config is a text file, one layer a line (see `cnn examples`)"
+        )
+    }
 }
 
 /// Parses a config's text; `file` names it in error messages.

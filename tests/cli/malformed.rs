@@ -131,7 +131,11 @@ fn config_that_is_not_utf8_is_refused() {
     let cfg = c.write("bin.cfg", b"\xff\xfe\x00\x01");
     refused(
         &[p("summary"), &cfg],
-        &format!("{}: stream did not contain valid UTF-8", cfg.display()),
+        &format!(
+            "{}: is not a network config: not UTF-8 text (invalid byte at offset 0); a config \
+             is a text file, one layer a line (see `cnn examples`)",
+            cfg.display()
+        ),
     );
 }
 

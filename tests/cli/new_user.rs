@@ -657,3 +657,31 @@ fn gradcheck_entries_0_and_a_negative_batch_are_refused_with_exit_2() {
         assert!(stderr.contains(why), "{stderr}");
     }
 }
+
+#[test]
+fn a_model_file_given_to_train_as_its_config_is_said_to_be_one_with_the_ways_on() {
+    let (tmp, model) = folder_model();
+    let (code, stdout, stderr) = run(&[&"train", &model]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, "");
+    one_error_line(&stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {0}: is a model file (safetensors), not a network config; to train from \
+             its weights, give its network and --init: `cnn train CONFIG --init {0}` (`cnn \
+             summary {0}` shows the network stored in it)\n",
+            model.display()
+        )
+    );
+    // Any other file that is not text is said not to be.
+    let binary = tmp.path().join("weights.bin");
+    std::fs::write(&binary, [0x80, 0xff, 0, 1]).unwrap();
+    let (code, _, stderr) = run(&[&"summary", &binary]);
+    assert_eq!(code, 1, "{stderr}");
+    one_error_line(&stderr);
+    assert!(
+        stderr.contains("is not a network config: not UTF-8 text (invalid byte at offset 0)"),
+        "{stderr}"
+    );
+}
