@@ -23,8 +23,8 @@ pub struct DownloadArgs {
 pub fn run(args: DownloadArgs) -> CmdResult {
     let known = Known::parse(&args.dataset).ok_or_else(|| {
         cnn::Error::Invalid(format!(
-            "unknown dataset {:?}: expected mnist or fashion-mnist",
-            args.dataset
+            "unknown dataset \"{}\": expected mnist or fashion-mnist",
+            args.dataset.escape_debug()
         ))
     })?;
     let dir = args

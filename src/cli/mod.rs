@@ -110,6 +110,9 @@ pub enum Failure {
     Interrupted(String),
     /// SIGTERM stopped training after writing its checkpoint; the message says how to go on.
     Terminated(String),
+    /// Errors the command printed already, each on its own line, while it went on with the
+    /// rest (`cnn predict` with an unreadable image among others): exit code 1.
+    Reported,
 }
 
 impl From<cnn::Error> for Failure {
@@ -184,6 +187,7 @@ pub fn main() -> i32 {
             eprintln!("{msg}");
             EXIT_TERMINATED
         }
+        Err(Failure::Reported) => 1,
     }
 }
 

@@ -66,8 +66,9 @@ pub fn export(
         .find(|n| n.contains([',', '\n', '\r']) || n.trim().is_empty())
     {
         return Err(Error::Invalid(format!(
-            "class name {bad:?} cannot be written to labels.txt (empty, or has a comma or a \
-             line break)"
+            "class name \"{}\" cannot be written to labels.txt (empty, or has a comma or a \
+             line break)",
+            bad.escape_debug()
         )));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;

@@ -72,6 +72,7 @@ mod single;
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use download::download;
 pub use export::export;
+pub(crate) use folder::unreadable as unreadable_image;
 pub use idx::has_idx_test_split;
 pub use inspect::{inspect, DataReport, Problem, SetReport};
 pub use relabel::has_index_names;

@@ -473,9 +473,12 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| unprocessable(format!("cannot read the image: {e}")))?;
-        let (iw, ih) = reader
-            .into_dimensions()
-            .map_err(|e| unprocessable(format!("cannot decode the image: {e}")))?;
+        let format = reader.format();
+        let (iw, ih) = reader.into_dimensions().map_err(|e| {
+            unprocessable(
+                crate::data::unreadable_image(Path::new("the upload"), format, &e).to_string(),
+            )
+        })?;
         if (ih as usize, iw as usize) != (h, w) {
             return Err(unprocessable(format!(
                 "the image is {ih}x{iw} (height x width) and the model takes {h}x{w}; \

@@ -685,3 +685,90 @@ fn a_model_file_given_to_train_as_its_config_is_said_to_be_one_with_the_ways_on(
         "{stderr}"
     );
 }
+
+#[test]
+fn predict_reads_every_readable_image_and_says_which_is_not_in_one_plain_line() {
+    let (tmp, model) = folder_model();
+    let photos = tmp.path().join("photos");
+    write_png(&photos.join("a.png"), 0, 1);
+    write_png(&photos.join("c.png"), 2, 2);
+    // b.png: its IDAT chunk's length made wrong, so that its checksum does not match (the
+    // decoder's own message printed `ChunkType { type: IDAT, critical: true, ... }`).
+    let mut bad = std::fs::read(photos.join("a.png")).unwrap();
+    let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
+    bad[idat - 4..idat].copy_from_slice(&5u32.to_be_bytes());
+    std::fs::write(photos.join("b.png"), &bad).unwrap();
+    let (code, stdout, stderr) = run(&[&"predict", &model, &photos, &"--top", &"1"]);
+    assert_eq!(code, 1, "{stderr}");
+    let inputs: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect();
+    let name = |f: &str| photos.join(f).display().to_string();
+    assert_eq!(inputs, [name("a.png"), name("c.png")], "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: not a readable PNG (a checksum does not match: the file is damaged)\n",
+            name("b.png")
+        )
+    );
+    // A missing file among the inputs: the same.
+    let (code, stdout, stderr) = run(&[
+        &"predict",
+        &model,
+        &photos.join("nope.png"),
+        &photos.join("a.png"),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    one_error_line(&stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {}: ", name("nope.png"))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn predict_csv_has_a_header_and_a_row_per_class_shown() {
+    let (tmp, model) = folder_model();
+    let photos = tmp.path().join("my, photos");
+    write_png(&photos.join("a.png"), 0, 1);
+    write_png(&photos.join("b.png"), 1, 2);
+    let (code, stdout, stderr) = run(&[&"predict", &model, &photos, &"--top", &"2", &"--csv"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "path,class,probability");
+    assert_eq!(lines.len(), 1 + 2 * 2, "{stdout}");
+    let quoted = |f: &str| format!("\"{}\"", photos.join(f).display());
+    let json: Vec<Value> = run(&[&"predict", &model, &photos, &"--top", &"2", &"--json"])
+        .1
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (i, (file, pred)) in [("a.png", &json[0]), ("b.png", &json[1])]
+        .into_iter()
+        .enumerate()
+    {
+        for rank in 0..2 {
+            let row = lines[1 + 2 * i + rank];
+            let (path, rest) = row
+                .rsplit_once(',')
+                .map(|(a, p)| (a.rsplit_once(',').unwrap(), p))
+                .unwrap();
+            assert_eq!(path.0, quoted(file), "{row}");
+            assert_eq!(
+                path.1,
+                pred["probabilities"][rank][0].as_str().unwrap(),
+                "{row}"
+            );
+            let p: f64 = rest.parse().unwrap();
+            assert!(
+                (p - pred["probabilities"][rank][1].as_f64().unwrap()).abs() < 1e-6,
+                "{row}"
+            );
+        }
+    }
+    let (code, _, stderr) = run(&[&"predict", &model, &photos, &"--csv", &"--json"]);
+    assert_eq!(code, 2, "{stderr}");
+}

@@ -171,7 +171,7 @@ fn each_error_answers_4xx_with_a_one_line_json_error() {
     check(
         answer(a.post(&s.at("api/predict?resize=1")).send_bytes(&huge)),
         422,
-        "cannot decode image",
+        "the upload: not a readable PNG (it is too large",
     );
     // A truncated PNG.
     let mut cut = common_png(28, 28);
