@@ -85,6 +85,10 @@ fn load_data(args: &EvaluateArgs, shape: [usize; 3], classes: &[String]) -> Resu
             resize: args.resize,
         },
     )?;
+    // Images no label reaches are skipped by loading: said, not silent.
+    if let Some(skipped) = data::skipped_images(path) {
+        eprintln!("note: {skipped}");
+    }
     // load() has converted the images to the model's channels and size, or refused them.
     ds.map_to_classes(classes)
 }

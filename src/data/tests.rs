@@ -715,12 +715,16 @@ fn export_then_load_round_trips_and_offsets_are_disjoint() {
     let out1 = tempfile::tempdir().unwrap();
     let out2 = tempfile::tempdir().unwrap();
     assert_eq!(
-        export(&ds, out1.path(), Some(&[1, 8]), Some(3), 0).unwrap(),
+        export(&ds, out1.path(), Some(&[1, 8]), Some(3), 0)
+            .unwrap()
+            .images,
         6
     );
     assert_eq!(
-        export(&ds, out2.path(), Some(&[1, 8]), Some(3), 3).unwrap(),
-        6
+        export(&ds, out2.path(), Some(&[1, 8]), Some(3), 3)
+            .unwrap()
+            .per_class,
+        [("Trouser".to_string(), 3), ("Bag".to_string(), 3)]
     );
     let a = load(out1.path(), &train()).unwrap();
     let b = load(out2.path(), &train()).unwrap();

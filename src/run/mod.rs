@@ -638,12 +638,19 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
             } else {
                 None
             };
-            let note = format!("training on {} ({} images)", train.source, train.len());
+            let mut note = format!("training on {} ({} images)", train.source, train.len());
+            // Images no label reaches are skipped by loading: said, not silent.
+            if let Some(skipped) = data::skipped_images(path) {
+                note = format!("{note}; {skipped}");
+            }
             (train, test, note)
         }
     };
     if let Some(path) = &config.test_data {
         test = Some(load_test_set(path, &opts(Split::Test), &train.classes)?);
+        if let Some(skipped) = data::skipped_images(path) {
+            note = format!("{note}; test data: {skipped}");
+        }
     }
     if let Some(f) = config.val_split {
         let (t, v) = train.split(f, config.seed)?;

@@ -772,3 +772,181 @@ fn predict_csv_has_a_header_and_a_row_per_class_shown() {
     let (code, _, stderr) = run(&[&"predict", &model, &photos, &"--csv", &"--json"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+// --------------------------------------------------------- what loading and export skip
+
+#[test]
+fn images_no_label_reaches_are_counted_by_train_and_evaluate_naming_labels_txt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("listed");
+    class_folders(&data, &[("a", 0), ("b", 1), ("c", 2)], 4, 0);
+    // labels.txt lists three of each class's four images; ./ in a path is the same file.
+    let mut listing = String::new();
+    for class in ["a", "b", "c"] {
+        for i in 0..3 {
+            listing += &format!("./{class}/{i:03}.png {class}\n");
+        }
+    }
+    write(&data, "labels.txt", &listing);
+    let labels = data.join("labels.txt");
+    let out = tmp.path().join("run");
+    let (code, _, stderr) = Train::new(tmp.path().join("tiny.cfg"), &out)
+        .config(TINY_CFG)
+        .data(&data)
+        .args(&["--epochs", "1", "--batch-size", "3"])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    let said = format!(
+        "3 images under {} are not listed in {}: skipped (cnn data info {0} lists them)",
+        data.display(),
+        labels.display()
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("training on "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!("training on {} (9 images); {said}", data.display())
+    );
+    let model = out.join("model.safetensors");
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, format!("note: {said}\n"));
+    // data info reports the same three.
+    let (_, stdout, _) = run(&[&"data", &"info", &data]);
+    assert_eq!(stdout.matches("image has no label").count(), 3, "{stdout}");
+
+    // Class folders with an image beside them.
+    let folders = tmp.path().join("folders");
+    class_folders(&folders, &[("a", 0), ("b", 1), ("c", 2)], 2, 0);
+    write_png(&folders.join("stray.png"), 0, 9);
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &folders]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "note: 1 image under {} is outside the class folders (in no class): skipped (cnn \
+             data info {0} lists it)\n",
+            folders.display()
+        )
+    );
+    // Nothing skipped, nothing said.
+    std::fs::remove_file(folders.join("stray.png")).unwrap();
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &folders]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn data_export_refuses_a_folder_that_is_not_empty_and_force_replaces_only_an_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let export = |extra: &[&str]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"data",
+            &"export",
+            &"demo",
+            &"--classes",
+            &"0,1",
+            &"--out",
+            &out,
+        ];
+        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        run(&args)
+    };
+    let (code, _, stderr) = export(&["--per-class", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    let first = file_names(&out);
+    assert_eq!(first.len(), 7, "{first:?}");
+    // Again into the same folder: old and new would mix (3 + 2 per class, one labels.txt).
+    let (code, stdout, stderr) = export(&["--per-class", "2", "--offset", "3"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stdout, "");
+    one_error_line(&stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: is not empty, and new files would mix with the old: it holds a previous \
+             export (its PNGs and labels.txt); pass --force to replace it\n",
+            out.display()
+        )
+    );
+    assert_eq!(file_names(&out), first);
+    let (code, _, stderr) = export(&["--per-class", "2", "--offset", "3", "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    let second = file_names(&out);
+    assert_eq!(second.len(), 5, "only the new export: {second:?}");
+    assert!(second
+        .iter()
+        .all(|f| !first.contains(f) || f == "labels.txt"));
+    // A file an export does not write: refused, with --force too, and left alone.
+    write(&out, "notes.md", "mine");
+    for force in [false, true] {
+        let (code, _, stderr) = export(if force { &["--force"] } else { &[] });
+        assert_eq!(code, 2, "{stderr}");
+        one_error_line(&stderr);
+        assert!(stderr.contains("notes.md"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.md")).unwrap(),
+        "mine"
+    );
+    assert_eq!(file_names(&out).len(), 6);
+}
+
+#[test]
+fn data_export_says_how_many_it_wrote_per_class_when_fewer_than_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = run(&[
+        &"data",
+        &"export",
+        &"demo",
+        &"--classes",
+        &"3,5",
+        &"--per-class",
+        &"2000",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "wrote 400 images and labels.txt to {}\nfewer than --per-class 2000: 200 per class, \
+             all the data has\n",
+            out.display()
+        )
+    );
+    let out = tmp.path().join("out2");
+    let (code, stdout, _) = run(&[
+        &"data",
+        &"export",
+        &"demo",
+        &"--classes",
+        &"3",
+        &"--per-class",
+        &"150",
+        &"--offset",
+        &"100",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.ends_with(
+            "fewer than --per-class 150: 100 per class, all the data has past --offset 100\n"
+        ),
+        "{stdout}"
+    );
+}
