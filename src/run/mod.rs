@@ -634,7 +634,7 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
                 && config.test_data.is_none()
                 && config.val_split.is_none()
             {
-                Some(load_test_set(path, &opts(Split::Test), &train.classes)?)
+                Some(load_test_set(path, &opts(Split::Test), &train.classes)?.0)
             } else {
                 None
             };
@@ -647,9 +647,10 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
         }
     };
     if let Some(path) = &config.test_data {
-        test = Some(load_test_set(path, &opts(Split::Test), &train.classes)?);
-        if let Some(skipped) = data::skipped_images(path) {
-            note = format!("{note}; test data: {skipped}");
+        let (set, mapped) = load_test_set(path, &opts(Split::Test), &train.classes)?;
+        test = Some(set);
+        for said in [data::skipped_images(path), mapped].into_iter().flatten() {
+            note = format!("{note}; test data: {said}");
         }
     }
     if let Some(f) = config.val_split {
@@ -686,6 +687,11 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
 /// fewer classes, or with its classes in another order, is scored right. Every test set of a
 /// run comes through here (`--test-data` and an IDX folder's t10k split; a `--val-split` set
 /// is part of the training set).
-fn load_test_set(path: &Path, opts: &LoadOptions, classes: &[String]) -> Result<Dataset> {
-    data::load(path, opts)?.map_to_classes(classes)
+/// The note says how the labels were mapped when not all by name.
+fn load_test_set(
+    path: &Path,
+    opts: &LoadOptions,
+    classes: &[String],
+) -> Result<(Dataset, Option<String>)> {
+    data::load(path, opts)?.match_classes(classes)
 }

@@ -252,10 +252,13 @@ fn a_class_the_model_does_not_know_is_a_one_line_error_naming_it_and_the_data() 
     let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stdout, "");
+    // b matches; zebra could be a or c: which one, the names cannot say.
     assert_eq!(
         stderr,
         format!(
-            "error: {}: class \"zebra\" is not one of the model's classes (a, b, c)\n",
+            "error: {}: class \"zebra\" is not one of the model's classes (a, b, c); the \
+             model's classes that no name matched (\"a\", \"c\") cannot be paired with it one to \
+             one\n",
             data.display()
         )
     );
@@ -948,5 +951,67 @@ fn data_export_says_how_many_it_wrote_per_class_when_fewer_than_asked() {
             "fewer than --per-class 150: 100 per class, all the data has past --offset 100\n"
         ),
         "{stdout}"
+    );
+}
+
+// ------------------------------------------------------------ labels matched by index
+
+#[test]
+fn a_fashion_model_on_digit_names_says_labels_were_taken_by_index() {
+    let (tmp, model) = fashion_model();
+    // Digits: IDX files at a path without "fashion", so their classes are "0" to "9".
+    let digits = tmp.path().join("digits");
+    let labels: Vec<u8> = (0..20).map(|i| i % 10).collect();
+    let pixels: Vec<u8> = (0..20 * 784).map(|i| (i * 7 % 251) as u8).collect();
+    write_idx(&digits, "t10k", 28, 28, &pixels, &labels);
+    let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &digits]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("data: "), "{stdout}");
+    assert_eq!(
+        stderr,
+        "note: the data's class names (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) match none of the model's \
+         (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot): \
+         labels were taken as the model's class indices (0 = T-shirt/top, 1 = Trouser, 2 = \
+         Pullover, 3 = Dress, 4 = Coat, 5 = Sandal, 6 = Shirt, 7 = Sneaker, 8 = Bag, 9 = Ankle \
+         boot)\n"
+    );
+    // The same note when train's --test-data is matched that way.
+    let out = tmp.path().join("again");
+    let (code, _, stderr) = Train::new(tmp.path().join("fashion.cfg"), &out)
+        .args(&["--epochs", "1", "--test-data", digits.to_str().unwrap()])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("; test data: the data's class names (0, 1, 2, "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn classes_some_of_which_match_and_the_rest_cannot_be_paired_are_refused() {
+    let (tmp, model) = folder_model();
+    let data = tmp.path().join("axy");
+    class_folders(&data, &[("a", 0), ("x", 1), ("y", 2)], 2, 100);
+    let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: classes \"x\", \"y\" are not among the model's classes (a, b, c); the \
+             model's classes that no name matched (\"b\", \"c\") cannot be paired with them one \
+             to one\n",
+            data.display()
+        )
+    );
+    // One class left on each side: paired, and said.
+    let data = tmp.path().join("abz");
+    class_folders(&data, &[("a", 0), ("b", 1), ("z", 2)], 2, 100);
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        "note: class \"z\" is not one of the model's classes (a, b, c): its images were taken \
+         as \"c\", the one class of the model that no other name matched\n"
     );
 }
