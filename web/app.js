@@ -573,16 +573,21 @@ function chart(canvas, title, series, yMin, yMax) {
 function drawCurves() {
   const ep = state.epochs;
   const pts = (key) => ep.filter((m) => m[key] !== null && m[key] !== undefined).map((m) => [m.epoch, m[key]]);
+  // metrics.jsonl names the held-out figures test_loss/test_accuracy for a test set and
+  // val_loss/val_accuracy for a validation split (and for any set, in older run folders).
+  const test = ep.some((m) => 'test_loss' in m);
+  const held = (what) => pts(`${test ? 'test' : 'val'}_${what}`);
+  const heldName = test ? 'test' : 'held-out';
   $('training-status').textContent = ep.length
     ? `${ep.length} epoch${ep.length > 1 ? 's' : ''} so far (live: new epochs appear as cnn train writes them).`
     : (state.model && state.model.run ? 'No epoch finished yet; the curves appear as cnn train writes them.' : 'A model file has no training history; serve its run folder to see the curves.');
   chart($('loss-chart'), 'Loss', [
     { name: 'training loss', color: '#2b6cb0', points: pts('loss') },
-    { name: 'held-out loss', color: '#dd6b20', points: pts('val_loss') },
+    { name: `${heldName} loss`, color: '#dd6b20', points: held('loss') },
   ]);
   chart($('acc-chart'), 'Accuracy', [
     { name: 'training', color: '#2b6cb0', points: pts('accuracy') },
-    { name: 'held-out', color: '#dd6b20', points: pts('val_accuracy') },
+    { name: heldName, color: '#dd6b20', points: held('accuracy') },
   ], 0, 1);
 }
 

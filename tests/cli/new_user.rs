@@ -238,9 +238,9 @@ fn train_test_data_with_one_class_missing_is_scored_by_class_name() {
     let accuracy = report["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.5, "accuracy {accuracy}: the classes are easy");
     assert!(
-        (last["val_accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-9,
+        (last["test_accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-9,
         "train's test accuracy {} against evaluate's {accuracy}",
-        last["val_accuracy"]
+        last["test_accuracy"]
     );
 }
 
