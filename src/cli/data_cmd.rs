@@ -63,8 +63,9 @@ pub fn run(cmd: DataCommand) -> CmdResult {
             match report.problems.len() {
                 0 => Ok(()),
                 n => Err(cnn::Error::Invalid(format!(
-                    "{}: {n} problem(s) found, listed in the report above",
-                    data.display()
+                    "{}: {} found, listed in the report above",
+                    data.display(),
+                    cnn::text::count(n, "problem")
                 ))
                 .into()),
             }

@@ -165,13 +165,17 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
     let present = ds.class_counts().iter().filter(|&&n| n > 0).count();
     if present < meta.classes.len() {
         println!(
-            "data: {} ({} images; {present} of the model's {} classes)",
+            "data: {} ({}; {present} of the model's {})",
             ds.source,
-            ds.len(),
-            meta.classes.len()
+            cnn::text::count(ds.len(), "image"),
+            cnn::text::count(meta.classes.len(), "class")
         );
     } else {
-        println!("data: {} ({} images)", ds.source, ds.len());
+        println!(
+            "data: {} ({})",
+            ds.source,
+            cnn::text::count(ds.len(), "image")
+        );
     }
     println!(
         "accuracy: {:.2}%  loss: {:.4}\n",

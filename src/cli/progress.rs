@@ -153,8 +153,8 @@ pub fn drive(
             );
         }
         println!(
-            "trained {} epochs in {:.2}s; model saved to {}",
-            outcome.history.len(),
+            "trained {} in {:.2}s; model saved to {}",
+            cnn::text::count(outcome.history.len(), "epoch"),
             outcome.seconds(),
             run.model_path().display()
         );

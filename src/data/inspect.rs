@@ -116,7 +116,11 @@ impl fmt::Display for DataReport {
         if self.problems.is_empty() {
             writeln!(f, "\nno problems found")
         } else {
-            writeln!(f, "\n{} problem(s):", self.problems.len())?;
+            writeln!(
+                f,
+                "\n{}:",
+                crate::text::count(self.problems.len(), "problem")
+            )?;
             const SHOWN: usize = 100;
             for p in self.problems.iter().take(SHOWN) {
                 writeln!(f, "  {p}")?;

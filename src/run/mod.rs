@@ -125,14 +125,13 @@ impl std::fmt::Display for EarlyStopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "stopped early after epoch {} of {}: {} has not improved on {:.4} (epoch {}) for {} \
-             epochs; ",
+            "stopped early after epoch {} of {}: {} has not improved on {:.4} (epoch {}) for {}; ",
             self.epoch,
             self.epochs,
             self.monitor.name(),
             self.best,
             self.best_epoch,
-            self.patience
+            crate::text::count(self.patience, "epoch")
         )?;
         if self.restored {
             write!(
@@ -295,9 +294,10 @@ impl Run {
         let begun = ck.state.epoch + usize::from(ck.state.step > 0);
         if config.epochs < begun {
             return Err(Error::Usage(format!(
-                "cannot resume with --epochs {}: the run has begun {begun} epochs; give at \
+                "cannot resume with --epochs {}: the run has begun {}; give at \
                  least {begun}",
-                config.epochs
+                config.epochs,
+                crate::text::count(begun, "epoch")
             )));
         }
         let parsed = net_config::parse(
@@ -638,7 +638,11 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
             } else {
                 None
             };
-            let mut note = format!("training on {} ({} images)", train.source, train.len());
+            let mut note = format!(
+                "training on {} ({})",
+                train.source,
+                crate::text::count(train.len(), "image")
+            );
             // Images no label reaches are skipped by loading: said, not silent.
             if let Some(skipped) = data::skipped_images(path) {
                 note = format!("{note}; {skipped}");

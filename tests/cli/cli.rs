@@ -603,12 +603,12 @@ fn data_info_lists_a_missing_file_with_its_line_and_an_unlabelled_image() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}: 2 problem(s) found, listed in the report above\n",
+            "error: {}: 2 problems found, listed in the report above\n",
             data.display()
         )
     );
     assert!(stdout.contains("(labels.txt)"), "{stdout}");
-    assert!(stdout.contains("2 problem(s):"), "{stdout}");
+    assert!(stdout.contains("2 problems:"), "{stdout}");
     let lt = data.join("labels.txt");
     assert!(
         stdout.contains(&format!(

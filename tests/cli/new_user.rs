@@ -593,7 +593,7 @@ fn a_labels_txt_mixing_indices_and_names_is_a_problem_and_data_info_exits_1() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}: 1 problem(s) found, listed in the report above\n",
+            "error: {}: 1 problem found, listed in the report above\n",
             data.display()
         )
     );
@@ -1013,5 +1013,29 @@ fn classes_some_of_which_match_and_the_rest_cannot_be_paired_are_refused() {
         stderr,
         "note: class \"z\" is not one of the model's classes (a, b, c): its images were taken \
          as \"c\", the one class of the model that no other name matched\n"
+    );
+}
+
+#[test]
+fn one_epoch_is_one_epoch_and_one_image_one_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (code, stdout, stderr) = Train::new(tmp.path().join("fashion.cfg"), &out)
+        .config(FASHION_CFG)
+        .args(&["--epochs", "1"])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\ntrained 1 epoch in "), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(", after 1 epoch in "), "{report}");
+    // One image in a folder: evaluate's data line.
+    let data = tmp.path().join("one");
+    let pixels = vec![7u8; 784];
+    write_idx(&data, "t10k", 28, 28, &pixels, &[3]);
+    let (code, stdout, stderr) = run(&[&"evaluate", &out.join("model.safetensors"), &"--data", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.lines().next().unwrap().ends_with(" (1 image; 1 of the model's 10 classes)"),
+        "{stdout}"
     );
 }
