@@ -247,7 +247,8 @@ mod tests {
 
     #[test]
     fn the_explanation_shows_the_rate_as_written() {
-        let explain = |rate: f32| Kind::explain(&DropoutSpec { rate }, &[4], &[4]).unwrap()[0].clone();
+        let explain =
+            |rate: f32| Kind::explain(&DropoutSpec { rate }, &[4], &[4]).unwrap()[0].clone();
         assert_eq!(
             explain(0.3),
             "training: keeps each value with probability 1 - 0.3 = 0.7 and scales it by \

@@ -152,9 +152,7 @@ pub(super) fn remove_stale_temps(dir: &Path) {
 pub fn metrics_csv(history: &[EpochMetrics], held_out: HeldOut) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     let p = held_out.column_prefix();
-    let mut s = format!(
-        "epoch,loss,accuracy,{p}_loss,{p}_accuracy,lr,seconds,images_per_second\n"
-    );
+    let mut s = format!("epoch,loss,accuracy,{p}_loss,{p}_accuracy,lr,seconds,images_per_second\n");
     for m in history {
         s += &format!(
             "{},{:.6},{:.6},{},{},{},{:.6},{:.1}\n",
@@ -196,11 +194,7 @@ fn metrics_jsonl(history: &[EpochMetrics], held_out: HeldOut) -> Result<String> 
 }
 
 /// Writes `metrics.csv`, `metrics.jsonl` and the loss and accuracy plots into `dir`.
-pub(super) fn write_metrics(
-    dir: &Path,
-    history: &[EpochMetrics],
-    held_out: HeldOut,
-) -> Result<()> {
+pub(super) fn write_metrics(dir: &Path, history: &[EpochMetrics], held_out: HeldOut) -> Result<()> {
     write_atomic(
         &dir.join("metrics.csv"),
         metrics_csv(history, held_out).as_bytes(),
@@ -243,10 +237,16 @@ mod tests {
         );
         let line = metrics_jsonl(&history, HeldOut::Test).unwrap();
         let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        assert_eq!((v["test_loss"].as_f64(), v.get("val_loss")), (Some(0.25), None));
+        assert_eq!(
+            (v["test_loss"].as_f64(), v.get("val_loss")),
+            (Some(0.25), None)
+        );
         let line = metrics_jsonl(&history, HeldOut::Validation).unwrap();
         let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-        assert_eq!((v["val_loss"].as_f64(), v.get("test_loss")), (Some(0.25), None));
+        assert_eq!(
+            (v["val_loss"].as_f64(), v.get("test_loss")),
+            (Some(0.25), None)
+        );
     }
 
     #[test]

@@ -311,7 +311,10 @@ fn train_on_idx_folder_prints_one_line_per_epoch_and_fills_the_run_folder() {
     );
     let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
-    assert!(last["test_accuracy"].is_f64() && last.get("val_accuracy").is_none(), "{last}");
+    assert!(
+        last["test_accuracy"].is_f64() && last.get("val_accuracy").is_none(),
+        "{last}"
+    );
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(
         rows[1].starts_with("1,") && rows[2].starts_with("2,"),

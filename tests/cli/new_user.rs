@@ -1032,10 +1032,19 @@ fn one_epoch_is_one_epoch_and_one_image_one_image() {
     let data = tmp.path().join("one");
     let pixels = vec![7u8; 784];
     write_idx(&data, "t10k", 28, 28, &pixels, &[3]);
-    let (code, stdout, stderr) = run(&[&"evaluate", &out.join("model.safetensors"), &"--data", &data]);
+    let (code, stdout, stderr) = run(&[
+        &"evaluate",
+        &out.join("model.safetensors"),
+        &"--data",
+        &data,
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.lines().next().unwrap().ends_with(" (1 image; 1 of the model's 10 classes)"),
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(" (1 image; 1 of the model's 10 classes)"),
         "{stdout}"
     );
 }
