@@ -10,8 +10,8 @@
    back and must predict the same.
 2. Sequential PyTorch CNNs (random weights, random BatchNorm statistics, eval mode) are
    exported by both of PyTorch's exporters, the TorchScript one (`dynamo=False`, opset 13)
-   and torch.export (the default: opset 18 or later, 20 with torch 2.15), read by
-   `cnn import`, and `cnn predict`'s probabilities must equal PyTorch's within 1e-5.
+   and torch.export (the default: opset 18 or later, 20 with torch 2.15, and the weights in
+   an external `.onnx.data` file), read by `cnn import`, and `cnn predict`'s probabilities must equal PyTorch's within 1e-5.
 
 Every comparison prints one line with its largest absolute difference; the exit code is 1 if
 any fails.
@@ -233,7 +233,8 @@ def check_imports(cnn, work, images, idx):
         want = want.numpy()
         for exporter, kwargs in [
             ("torchscript-opset13", {"dynamo": False, "opset_version": 13}),
-            ("torch.export", {"external_data": False}),
+            # The default: the weights in a `.onnx.data` file beside the model.
+            ("torch.export", {}),
         ]:
             path = os.path.join(work, f"torch-{name}-{exporter}.onnx")
             torch.onnx.export(model, (x[:1],), path, input_names=["input"], **kwargs)

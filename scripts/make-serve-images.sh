@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-cnn=target/release/cnn
+cnn="$PWD/target/release/cnn"
 work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server"; rm -rf "$work"' EXIT
@@ -17,7 +17,8 @@ $cnn data export ../shared/data/mnist --split test --per-class 750 --out "$work/
 $cnn data export ../shared/data/mnist --split test --per-class 100 --offset 750 --out "$work/eval"
 $cnn train examples/report1-10.cfg --data "$work/train" --test-data "$work/eval" --epochs 8 --out "$work/digits"
 
-$cnn serve "$work/digits" --data "$work/eval" --port 0 > "$work/serve.out" &
+# From the work folder, so that the page names digits/ and eval/ rather than temporary paths.
+(cd "$work" && exec "$cnn" serve digits --data eval --port 0 > serve.out) &
 server=$!
 while ! grep -q http "$work/serve.out"; do sleep 0.2; done
 url=$(grep -o 'http://[^ ]*' "$work/serve.out")

@@ -153,8 +153,73 @@ impl SettingsLine {
 
 /// Reads and parses a config file. A file that cannot be read is an [`Error::Io`].
 pub fn load(path: &Path) -> Result<ParsedConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse(&text, &path.display().to_string())
+    let (text, file) = read(path)?;
+    parse(&text, &file)
+}
+
+/// The text of the config `path` names and the name that stands for it in messages: the
+/// file's, or, when no file of that name exists and it is a bare name (`report1-10`, with or
+/// without `.cfg`), a built-in example's ([`crate::examples`]).
+///
+/// # Errors
+/// [`Error::Io`] for a file that cannot be read; [`Error::Data`] for a bare name that is
+/// neither a file nor a built-in example (listing them), and for a file that is not UTF-8
+/// text, saying what it is when it is a model file.
+pub fn read(path: &Path) -> Result<(String, String)> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.components().count() == 1 => {
+            if let Some(example) = crate::examples::named_by(path) {
+                return Ok((example.text.to_string(), example.display_name()));
+            }
+            // A bare name that is neither: perhaps a mistyped example's.
+            return Err(Error::Data {
+                file: path.into(),
+                msg: format!(
+                    "no such file, nor a built-in example ({}; `cnn examples` lists them)",
+                    crate::examples::names()
+                ),
+            });
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, path.display().to_string())),
+        Err(e) => Err(Error::Data {
+            file: path.into(),
+            msg: not_a_config(path, e.as_bytes(), e.utf8_error().valid_up_to()),
+        }),
+    }
+}
+
+/// Why the bytes of `path`, not UTF-8 from byte `valid_up_to` on, are no config: what they
+/// are, when they are a model or an ONNX file, and what to do with one.
+fn not_a_config(path: &Path, bytes: &[u8], valid_up_to: usize) -> String {
+    let p = path.display();
+    // safetensors: an 8-byte little-endian header length, then the JSON header.
+    let safetensors = bytes.len() >= 9
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) < bytes.len() as u64;
+    if safetensors {
+        format!(
+            "is a model file (safetensors), not a network config; to train from its \
+             weights, give its network and --init: `cnn train CONFIG --init {p}` (`cnn \
+             summary {p}` shows the network stored in it)"
+        )
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        format!(
+            "is an ONNX file, not a network config; `cnn import {p} model.safetensors` reads it \
+             into a model file"
+        )
+    } else {
+        format!(
+            "is not a network config: not UTF-8 text (invalid byte at offset {valid_up_to}); a \
+             config is a text file, one layer a line (see `cnn examples`)"
+        )
+    }
 }
 
 /// Parses a config's text; `file` names it in error messages.
@@ -1356,6 +1421,15 @@ Dense units=2 activation=linear
         assert_eq!(load(&path).unwrap().spec, report1_spec(2));
         let missing = dir.path().join("missing.cfg");
         assert!(matches!(load(&missing), Err(Error::Io { .. })));
+        // A bare name is a built-in example when no file has it, or else a file.
+        let lenet = load(Path::new("lenet")).unwrap();
+        assert_eq!(lenet.file, "lenet (built-in example)");
+        assert_eq!(lenet.text, crate::examples::LENET);
+        let e = load(Path::new("lenett")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("lenett: no such file, nor a built-in example (report1, report1-10, "),
+            "{e}"
+        );
         std::fs::write(&path, "1\nInput shape=1x2x2\nDense").unwrap();
         match load(&path) {
             Err(Error::Config { file, .. }) => assert!(file.ends_with("net.cfg")),

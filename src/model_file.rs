@@ -210,10 +210,36 @@ fn safetensors_problem(e: &SafeTensorError, bytes: &[u8]) -> String {
                     "not a safetensors model file: {} bytes follow the last tensor's data",
                     data - want
                 ),
-                _ => format!("not a safetensors model file ({e:?})"),
+                _ => "not a safetensors model file (its tensors do not fill the file)".into(),
             }
         }
-        other => format!("not a safetensors model file ({other:?})"),
+        other => format!(
+            "not a safetensors model file ({})",
+            safetensors_reason(other)
+        ),
+    }
+}
+
+/// What the safetensors reader found wrong, in words (its own messages are its Debug text).
+fn safetensors_reason(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::InvalidHeader | SafeTensorError::InvalidHeaderStart => {
+            "its header is not JSON text".into()
+        }
+        SafeTensorError::InvalidHeaderDeserialization | SafeTensorError::JsonError(_) => {
+            "its header is not the JSON of a safetensors file".into()
+        }
+        SafeTensorError::HeaderTooLarge => "its header is too large".into(),
+        SafeTensorError::TensorNotFound(name) => format!("no tensor `{name}`"),
+        SafeTensorError::TensorInvalidInfo | SafeTensorError::InvalidTensorView(..) => {
+            "a tensor's type, shape and byte range do not agree".into()
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("the byte range of tensor `{name}` is not where it should be")
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's size overflows".into(),
+        SafeTensorError::IoError(io) => io.to_string(),
+        _ => "its header and data do not agree".into(),
     }
 }
 

@@ -440,6 +440,78 @@ pub fn titled_image_grid(
     cols: usize,
     scale: usize,
 ) -> Result<()> {
+    draw_image_grid(path, title, images, cols, scale, None)
+}
+
+/// [`image_grid`] with every image drawn on the one scale `lo..=hi` (black to white), the
+/// same for all channels, instead of each stretched to its own range: pixels as they are
+/// (`0.0..=255.0` for bytes), so that colours keep their balance.
+///
+/// # Errors
+/// As [`image_grid`], and [`Error::Invalid`] for a range that is not finite and increasing.
+pub fn image_grid_on_scale(
+    path: &Path,
+    images: &[GridImage],
+    cols: usize,
+    scale: usize,
+    (lo, hi): (f32, f32),
+) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(Error::Invalid(format!(
+            "image grid: the scale {lo}..{hi} is not a finite, increasing range"
+        )));
+    }
+    draw_image_grid(path, None, images, cols, scale, Some((lo, hi)))
+}
+
+/// `min -0.31, max 0.42`: the range of `values` (finite ones), for a caption under a tile
+/// drawn stretched from its minimum (black) to its maximum (white), so that its shades can
+/// be read as numbers; three significant digits.
+pub fn range_caption(values: &[f32]) -> String {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return "no finite value".into();
+    }
+    format!("min {}, max {}", significant(lo), significant(hi))
+}
+
+/// `v` to three significant digits, without trailing zeros: `0.123`, `-12.3`, `1.5e-5`.
+fn significant(v: f32) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    if !(-3..6).contains(&magnitude) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (2 - magnitude).max(0) as usize;
+    let t = format!("{v:.decimals$}");
+    let t = if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &t
+    };
+    if t == "-0" {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// [`titled_image_grid`], each image on its own scale (`levels` `None`) or all on `levels`.
+fn draw_image_grid(
+    path: &Path,
+    title: Option<&str>,
+    images: &[GridImage],
+    cols: usize,
+    scale: usize,
+    levels: Option<(f32, f32)>,
+) -> Result<()> {
     if format_of(path)? != Format::Png {
         return Err(Error::Invalid(format!(
             "{}: image grids are written as PNG only",
@@ -539,7 +611,7 @@ pub fn titled_image_grid(
         let x0 = cx + (cell_w - big(img.width)) / 2;
         let y0 = cy + (image_h - big(img.height)) / 2;
         frame(&mut buf, width, (x0, y0), (big(img.width), big(img.height)));
-        blit(&mut buf, width, img, scale, (x0, y0));
+        blit(&mut buf, width, img, scale, (x0, y0), levels);
     }
 
     let size = (width as u32, height as u32);
@@ -592,16 +664,25 @@ fn frame(buf: &mut [u8], buf_w: usize, at: (usize, usize), (w, h): (usize, usize
     }
 }
 
-/// Copies `img`, min-max normalised and enlarged `scale` times, into the RGB buffer `buf`
-/// (`buf_w` pixels wide) with its top-left corner at `at`.
-fn blit(buf: &mut [u8], buf_w: usize, img: &GridImage, scale: usize, at: (usize, usize)) {
-    let (lo, hi) = img
-        .pixels
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+/// Copies `img`, enlarged `scale` times, into the RGB buffer `buf` (`buf_w` pixels wide) with
+/// its top-left corner at `at`: on the scale `levels` (black to white), or else min-max
+/// normalised (all its channels together).
+fn blit(
+    buf: &mut [u8],
+    buf_w: usize,
+    img: &GridImage,
+    scale: usize,
+    at: (usize, usize),
+    levels: Option<(f32, f32)>,
+) {
+    let (lo, hi) = levels.unwrap_or_else(|| {
+        img.pixels
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            })
+    });
     let span = hi - lo;
     let to_byte = |v: f32| -> u8 {
         if !v.is_finite() || span <= 0.0 || !span.is_finite() {
@@ -850,6 +931,37 @@ mod tests {
         let p = GRID_PAD as u32;
         assert_eq!(rgb.get_pixel(p, p).0, [0, 0, 0]);
         assert_eq!(rgb.get_pixel(p + 1, p).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn image_grid_on_scale_draws_pixels_as_they_are() {
+        let d = dir();
+        let path = d.path().join("raw.png");
+        // One RGB pixel (135, 127, 156): stretched, it would be lost to min-max.
+        let img = GridImage {
+            width: 1,
+            height: 1,
+            channels: 3,
+            pixels: vec![135.0, 127.0, 156.0],
+            caption: None,
+        };
+        image_grid_on_scale(&path, std::slice::from_ref(&img), 1, 1, (0.0, 255.0)).unwrap();
+        let rgb = image::open(&path).unwrap().to_rgb8();
+        let p = GRID_PAD as u32;
+        assert_eq!(rgb.get_pixel(p, p).0, [135, 127, 156]);
+        assert!(image_grid_on_scale(&path, &[img], 1, 1, (1.0, 1.0)).is_err());
+    }
+
+    #[test]
+    fn a_range_caption_gives_min_and_max_to_three_digits() {
+        assert_eq!(
+            range_caption(&[-0.31234, 0.0, 0.4219]),
+            "min -0.312, max 0.422"
+        );
+        assert_eq!(range_caption(&[0.0, 12.345, f32::NAN]), "min 0, max 12.3");
+        assert_eq!(range_caption(&[1234.6, 0.5]), "min 0.5, max 1235");
+        assert_eq!(range_caption(&[1.5e-5, 2.0]), "min 1.50e-5, max 2");
+        assert_eq!(range_caption(&[f32::NAN]), "no finite value");
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub fn product_expr(dims: &[usize]) -> String {
     v.join("*")
 }
 
+/// `1 epoch`, `2 epochs`, `0 epochs`: a count and its noun, plural unless the count is 1
+/// (`class` becomes `classes`).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else if noun.ends_with('s') || noun.ends_with('x') {
+        format!("{n} {noun}es")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Levenshtein distance between two strings, by characters.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -51,5 +63,19 @@ pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     match best {
         Some((d, c)) if d <= 2.max(c.chars().count() / 3) => format!("; did you mean `{c}`?"),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn a_count_of_one_is_singular_and_any_other_plural() {
+        assert_eq!(count(1, "epoch"), "1 epoch");
+        assert_eq!(count(0, "epoch"), "0 epochs");
+        assert_eq!(count(2, "image"), "2 images");
+        assert_eq!(count(3, "class"), "3 classes");
+        assert_eq!(count(1, "class"), "1 class");
     }
 }

@@ -73,8 +73,12 @@ pub struct EpochMetrics {
     pub loss: f64,
     /// Share of training images classified right during the epoch.
     pub accuracy: f64,
-    /// Loss and accuracy on the held-out set after the epoch, when there is one.
+    /// Loss and accuracy on the held-out set after the epoch, when there is one. A run
+    /// folder's `metrics.jsonl` names them `test_loss` and `test_accuracy` when that set is
+    /// the test set (`val_` for a validation split); both read back.
+    #[serde(alias = "test_loss")]
     pub val_loss: Option<f64>,
+    #[serde(alias = "test_accuracy")]
     pub val_accuracy: Option<f64>,
     /// The learning rate of the epoch's last step (during warm-up the rate climbs step by
     /// step; after it, it is the epoch's).

@@ -334,12 +334,16 @@ function showLayers(p) {
       const box = div.querySelector('.flat-box');
       box.replaceChildren();
       if (i === m.layers.length - 1) {
-        const bars = el('div', { class: 'bars' });
-        t.values.forEach((v, j) => {
-          const bar = el('div', { class: 'bar' });
-          bar.append(el('div', { style: `width:${(100 * Math.max(0, v) / max).toFixed(2)}%` }));
-          bars.append(el('span', { text: m.classes[j] ?? String(j) }), bar, el('span', { class: 'num', text: fmt(v, 3) }));
-        });
+        // Logits: each bar from a zero line, negative ones to its left.
+        const bars = el('div', { class: 'bars logits' });
+        for (const [j, span] of signedBars(t.values).entries()) {
+          const bar = el('div', { class: 'bar signed' });
+          bar.append(
+            el('div', { class: 'zero', style: `left:${span.zero.toFixed(2)}%` }),
+            el('div', { class: 'value' + (t.values[j] < 0 ? ' neg' : ''), style: `left:${span.left.toFixed(2)}%;width:${span.width.toFixed(2)}%` }),
+          );
+          bars.append(el('span', { text: m.classes[j] ?? String(j) }), bar, el('span', { class: 'num', text: fmt(t.values[j], 3) }));
+        }
         box.append(bars);
       } else {
         const flat = el('div', { class: 'flat', title: `${t.values.length} units` });
@@ -349,6 +353,19 @@ function showLayers(p) {
         box.append(flat);
       }
     }
+  });
+}
+
+// Where each value's bar lies, in percent of the track: a zero line at `zero`, positive
+// values to its right and negative ones to its left, all on one scale.
+function signedBars(values) {
+  const finite = values.filter(Number.isFinite);
+  const pos = Math.max(0, ...finite), neg = Math.max(0, ...finite.map((v) => -v));
+  const span = pos + neg || 1;
+  const zero = (100 * neg) / span;
+  return values.map((v) => {
+    const width = Number.isFinite(v) ? (100 * Math.abs(v)) / span : 0;
+    return { zero, left: v < 0 ? zero - width : zero, width };
   });
 }
 
@@ -536,6 +553,22 @@ function drawReceptiveField() {
 
 // ------------------------------------------------------------------ training curves
 
+// Ticks from lo to at least hi at a "nice" step (1, 2 or 5 times a power of ten), about
+// `count` of them: [0, 0.5, 1, 1.5, 2] rather than [0, 0.46, 0.92, 1.37, 1.83]. Returns the
+// ticks and the decimals their labels need.
+function niceTicks(lo, hi, count = 6) {
+  const raw = (hi - lo) / Math.max(1, count - 1) || 1;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw * (1 - 1e-9));
+  const first = Math.floor(lo / step + 1e-9) * step;
+  const ticks = [];
+  for (let v = first; ticks.length < 50; v += step) {
+    ticks.push(Number(v.toFixed(12)));
+    if (v >= hi - step * 1e-9) break;
+  }
+  return { ticks, decimals: Math.max(0, -Math.floor(Math.log10(step) + 1e-9)) };
+}
+
 function chart(canvas, title, series, yMin, yMax) {
   const g = canvas.getContext('2d');
   const W = canvas.width, H = canvas.height, L = 52, R = 12, T = 24, B = 34;
@@ -546,14 +579,17 @@ function chart(canvas, title, series, yMin, yMax) {
   const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const n = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[0])));
   if (yMin === undefined) yMin = Math.min(0, ...all);
-  if (yMax === undefined) yMax = Math.max(1e-9, ...all) * 1.05;
+  if (yMax === undefined) yMax = Math.max(1e-9, ...all);
+  // The axis runs from tick to tick, so that its ends are labelled numbers too.
+  const { ticks, decimals } = niceTicks(yMin, yMax);
+  yMin = ticks[0]; yMax = ticks[ticks.length - 1];
+  (state.ticks ??= {})[title] = ticks;
   const px = (e) => L + (n === 1 ? 0.5 : (e - 1) / (n - 1)) * (W - L - R);
   const py = (v) => T + (1 - (v - yMin) / (yMax - yMin || 1)) * (H - T - B);
   g.strokeStyle = '#ccd'; g.fillStyle = '#667'; g.font = '11px system-ui, sans-serif';
-  for (let t = 0; t <= 4; t++) {
-    const v = yMin + (yMax - yMin) * t / 4;
+  for (const v of ticks) {
     g.beginPath(); g.moveTo(L, py(v)); g.lineTo(W - R, py(v)); g.stroke();
-    g.fillText(v.toFixed(yMax < 2 ? 2 : 1), 8, py(v) + 4);
+    g.fillText(v.toFixed(decimals), 8, py(v) + 4);
   }
   const step = Math.max(1, Math.ceil(n / 10));
   for (let e = 1; e <= n; e += step) g.fillText(String(e), px(e) - 3, H - B + 14);
@@ -573,16 +609,21 @@ function chart(canvas, title, series, yMin, yMax) {
 function drawCurves() {
   const ep = state.epochs;
   const pts = (key) => ep.filter((m) => m[key] !== null && m[key] !== undefined).map((m) => [m.epoch, m[key]]);
+  // metrics.jsonl names the held-out figures test_loss/test_accuracy for a test set and
+  // val_loss/val_accuracy for a validation split (and for any set, in older run folders).
+  const test = ep.some((m) => 'test_loss' in m);
+  const held = (what) => pts(`${test ? 'test' : 'val'}_${what}`);
+  const heldName = test ? 'test' : 'held-out';
   $('training-status').textContent = ep.length
     ? `${ep.length} epoch${ep.length > 1 ? 's' : ''} so far (live: new epochs appear as cnn train writes them).`
     : (state.model && state.model.run ? 'No epoch finished yet; the curves appear as cnn train writes them.' : 'A model file has no training history; serve its run folder to see the curves.');
   chart($('loss-chart'), 'Loss', [
     { name: 'training loss', color: '#2b6cb0', points: pts('loss') },
-    { name: 'held-out loss', color: '#dd6b20', points: pts('val_loss') },
+    { name: `${heldName} loss`, color: '#dd6b20', points: held('loss') },
   ]);
   chart($('acc-chart'), 'Accuracy', [
     { name: 'training', color: '#2b6cb0', points: pts('accuracy') },
-    { name: 'held-out', color: '#dd6b20', points: pts('val_accuracy') },
+    { name: heldName, color: '#dd6b20', points: held('accuracy') },
   ], 0, 1);
 }
 
@@ -683,6 +724,14 @@ async function selftest() {
     }
     // End on the first convolution's cell: its arithmetic is the one worth looking at.
     if (report.explained.length) await select(report.explained[0]);
+    // The output layer's bars as drawn: each value's bar against the zero line.
+    const last = document.querySelectorAll('.bars.logits .bar.signed');
+    report.logit_bars = [...last].map((bar, j) => {
+      const track = bar.getBoundingClientRect(), v = bar.querySelector('.value').getBoundingClientRect();
+      const zero = bar.querySelector('.zero').getBoundingClientRect();
+      return { value: state.last.layers[state.last.layers.length - 1].values[j], left: v.left - track.left, right: v.right - track.left, zero: zero.left - track.left };
+    });
+    report.ticks = state.ticks;
     const bytes = new Uint8Array(await state.lastBlob.arrayBuffer());
     report.sent_png = btoa(String.fromCharCode(...bytes));
     report.ok = true;

@@ -12,10 +12,10 @@ use super::CmdResult;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    cnn bench examples/report1-10.cfg --threads 2 --runs 30 --profile\n  \
-    cnn bench examples/lenet.cfg --batch-size 128 --inference-batch 1,256")]
+    cnn bench report1-10 --threads 2 --runs 30 --profile\n  \
+    cnn bench lenet --batch-size 128 --inference-batch 1,256")]
 pub struct BenchArgs {
-    /// The network config file.
+    /// The network config file, or a built-in example's name (`cnn examples`).
     config: PathBuf,
     /// Images per training step.
     #[arg(long, default_value_t = 32, allow_negative_numbers = true,

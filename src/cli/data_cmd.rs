@@ -23,7 +23,9 @@ pub enum DataCommand {
     /// Write images as PNG files with a labels.txt (report 1's layout).
     #[command(after_help = "Examples:\n  \
         cnn data export ../shared/data/mnist --split test --classes 0,1 --per-class 100 --out mnist01/train\n  \
-        cnn data export demo --classes 8,9 --out bags-and-boots")]
+        cnn data export demo --classes 8,9 --out bags-and-boots\n\n\
+        The folder must be empty (or not exist): old and new files would mix. --force replaces a \
+        previous export's PNGs and labels.txt.")]
     Export {
         /// IDX folder or file, labels.txt folder, class folders, or `demo` (the built-in set).
         data: PathBuf,
@@ -45,6 +47,10 @@ pub enum DataCommand {
         /// For IDX folders and `demo`: which files, train-* or t10k-* (`test`).
         #[arg(long, default_value = "train", value_parser = ["train", "test", "t10k"])]
         split: String,
+        /// Export into a folder that holds a previous export: its PNGs and labels.txt are
+        /// removed first (nothing else is; a folder holding other files is refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -57,8 +63,9 @@ pub fn run(cmd: DataCommand) -> CmdResult {
             match report.problems.len() {
                 0 => Ok(()),
                 n => Err(cnn::Error::Invalid(format!(
-                    "{}: {n} problem(s) found, listed in the report above",
-                    data.display()
+                    "{}: {} found, listed in the report above",
+                    data.display(),
+                    cnn::text::count(n, "problem")
                 ))
                 .into()),
             }
@@ -70,6 +77,7 @@ pub fn run(cmd: DataCommand) -> CmdResult {
             per_class,
             offset,
             split,
+            force,
         } => {
             // clap accepts only these three values.
             let split = if split == "train" {
@@ -77,10 +85,49 @@ pub fn run(cmd: DataCommand) -> CmdResult {
             } else {
                 Split::Test
             };
+            // Refused (or cleared, with --force) before any data is read.
+            data::prepare_export_folder(&out, force)?;
             let ds = data::load(&data, &LoadOptions::split(split))?;
-            let n = data::export(&ds, &out, classes.as_deref(), per_class, offset)?;
-            println!("wrote {n} images and labels.txt to {}", out.display());
+            let done = data::export(&ds, &out, classes.as_deref(), per_class, offset)?;
+            println!(
+                "wrote {} image{} and labels.txt to {}",
+                done.images,
+                if done.images == 1 { "" } else { "s" },
+                out.display()
+            );
+            if let Some(asked) = per_class {
+                if let Some(line) = fewer_than_asked(&done, asked, offset) {
+                    println!("{line}");
+                }
+            }
             Ok(())
         }
     }
+}
+
+/// The line saying how many images each class got, when some got fewer than `--per-class`.
+fn fewer_than_asked(done: &data::Exported, asked: usize, offset: usize) -> Option<String> {
+    let short: Vec<&(String, usize)> = done.per_class.iter().filter(|(_, n)| *n < asked).collect();
+    if short.is_empty() {
+        return None;
+    }
+    let past = if offset > 0 {
+        format!(" past --offset {offset}")
+    } else {
+        String::new()
+    };
+    let counts: Vec<usize> = done.per_class.iter().map(|(_, n)| *n).collect();
+    if counts.iter().all(|&n| n == counts[0]) {
+        return Some(format!(
+            "fewer than --per-class {asked}: {} per class, all the data has{past}",
+            counts[0]
+        ));
+    }
+    let listed: Vec<String> = short.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    Some(format!(
+        "fewer than --per-class {asked} for {} of {} classes, all the data has{past}: {}",
+        short.len(),
+        done.per_class.len(),
+        listed.join(", ")
+    ))
 }

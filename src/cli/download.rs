@@ -23,8 +23,8 @@ pub struct DownloadArgs {
 pub fn run(args: DownloadArgs) -> CmdResult {
     let known = Known::parse(&args.dataset).ok_or_else(|| {
         cnn::Error::Invalid(format!(
-            "unknown dataset {:?}: expected mnist or fashion-mnist",
-            args.dataset
+            "unknown dataset \"{}\": expected mnist or fashion-mnist",
+            args.dataset.escape_debug()
         ))
     })?;
     let dir = args
@@ -83,7 +83,7 @@ pub fn run(args: DownloadArgs) -> CmdResult {
         how.join(", ")
     );
     println!(
-        "train on them with: cnn train examples/report1-10.cfg --data {}",
+        "train on them with: cnn train report1-10 --data {}",
         dir.display()
     );
     Ok(())

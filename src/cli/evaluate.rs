@@ -13,7 +13,9 @@ use super::CmdResult;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Labels are matched to the model's classes by name, so a subset of the \
-    classes (an export with --classes, a folder with a class missing) is scored right.\n\n\
+    classes (an export with --classes, a folder with a class missing) is scored right. When no \
+    name matches and one side's classes are bare indices (0, 1, ...), labels are taken as class \
+    indices, and a note says so.\n\n\
     Examples:\n  \
     cnn evaluate runs/report1-10/model.safetensors\n  \
     cnn evaluate runs/fashion/model.safetensors --data ../shared/data/fashion-mnist --out runs/fashion/eval"
@@ -61,7 +63,9 @@ fn load_data(args: &EvaluateArgs, shape: [usize; 3], classes: &[String]) -> Resu
         // The built-in demo set fits only a model made for it; anything else needs --data.
         let ds = data::demo(Split::Test)?;
         let fitted = if ds.shape == shape {
-            ds.map_to_classes(classes).map_err(|e| e.to_string())
+            ds.match_classes(classes)
+                .map(noted)
+                .map_err(|e| e.to_string())
         } else {
             Err(format!(
                 "its images are {}x{}x{} and the model's input is {}x{}x{}",
@@ -85,8 +89,20 @@ fn load_data(args: &EvaluateArgs, shape: [usize; 3], classes: &[String]) -> Resu
             resize: args.resize,
         },
     )?;
+    // Images no label reaches are skipped by loading: said, not silent.
+    if let Some(skipped) = data::skipped_images(path) {
+        eprintln!("note: {skipped}");
+    }
     // load() has converted the images to the model's channels and size, or refused them.
-    ds.map_to_classes(classes)
+    ds.match_classes(classes).map(noted)
+}
+
+/// The data, its note on how its labels were mapped (when not all by name) printed.
+fn noted((ds, note): (Dataset, Option<String>)) -> Dataset {
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    ds
 }
 
 pub fn run(args: EvaluateArgs) -> CmdResult {
@@ -149,13 +165,17 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
     let present = ds.class_counts().iter().filter(|&&n| n > 0).count();
     if present < meta.classes.len() {
         println!(
-            "data: {} ({} images; {present} of the model's {} classes)",
+            "data: {} ({}; {present} of the model's {})",
             ds.source,
-            ds.len(),
-            meta.classes.len()
+            cnn::text::count(ds.len(), "image"),
+            cnn::text::count(meta.classes.len(), "class")
         );
     } else {
-        println!("data: {} ({} images)", ds.source, ds.len());
+        println!(
+            "data: {} ({})",
+            ds.source,
+            cnn::text::count(ds.len(), "image")
+        );
     }
     println!(
         "accuracy: {:.2}%  loss: {:.4}\n",

@@ -17,10 +17,10 @@ const BIAS_STD: f64 = 0.1;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    cnn gradcheck examples/lenet.cfg\n  \
+    cnn gradcheck lenet\n  \
     cnn gradcheck my-network.cfg --seed 3 --batch 2 --entries 50")]
 pub struct GradcheckArgs {
-    /// The network config file.
+    /// The network config file, or a built-in example's name (`cnn examples`).
     config: PathBuf,
     /// Seed for the random weights, batch and labels.
     #[arg(long, default_value_t = 0)]

@@ -11,6 +11,7 @@ mod bench;
 mod data_cmd;
 mod download;
 mod evaluate;
+mod examples;
 mod export;
 mod gallery;
 mod gradcheck;
@@ -43,8 +44,9 @@ pub const EXIT_TERMINATED: i32 = 128 + progress::SIGTERM;
     version,
     about = "Train and inspect convolutional neural networks written from scratch",
     long_about = "Train and inspect convolutional neural networks written from scratch.\n\n\
-                  A network is a text config file (report 1's format; see examples/).\n\
-                  Start with: cnn train examples/report1-10.cfg"
+                  A network is a text config file (report 1's format), or the name of a \
+                  built-in one: `cnn examples` lists them.\n\
+                  Start with: cnn train report1-10"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,10 +57,11 @@ pub struct Cli {
 pub enum Command {
     /// Print each layer's output shape, parameters and FLOPs (with --explain, the arithmetic).
     #[command(after_help = "Examples:\n  \
-        cnn summary examples/report1.cfg --explain\n  \
+        cnn summary report1 --explain   (a built-in example: cnn examples)\n  \
         cnn summary runs/report1-10/model.safetensors   (a model file: its embedded config)")]
     Summary {
-        /// The network config file, or a model file (whose config is stored inside it).
+        /// The network config file, a built-in example's name (`cnn examples`), or a model
+        /// file (whose config is stored inside it).
         config: PathBuf,
         /// Show how each shape, parameter count and FLOP count is computed.
         #[arg(long)]
@@ -91,6 +94,9 @@ pub enum Command {
     /// Inspect or export datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// List the built-in example networks (usable by name wherever a CONFIG goes), print
+    /// one, or write them out.
+    Examples(examples::ExamplesArgs),
 }
 
 /// A command's failure: the library's error, bad usage, a diverged run, or a run stopped
@@ -104,6 +110,9 @@ pub enum Failure {
     Interrupted(String),
     /// SIGTERM stopped training after writing its checkpoint; the message says how to go on.
     Terminated(String),
+    /// Errors the command printed already, each on its own line, while it went on with the
+    /// rest (`cnn predict` with an unreadable image among others): exit code 1.
+    Reported,
 }
 
 impl From<cnn::Error> for Failure {
@@ -178,6 +187,7 @@ pub fn main() -> i32 {
             eprintln!("{msg}");
             EXIT_TERMINATED
         }
+        Err(Failure::Reported) => 1,
     }
 }
 
@@ -261,7 +271,8 @@ fn say_written(out: &std::path::Path, line: &str) {
 /// `cnn summary FILE`: the summary of a config file, or of the config a model (or checkpoint)
 /// file carries in its metadata, then that model's classes.
 fn summary(path: &std::path::Path, explain: bool) -> CmdResult {
-    if cnn::model_file::looks_like_safetensors(path)? {
+    // A built-in example's name is no file: it goes to config::load.
+    if path.is_file() && cnn::model_file::looks_like_safetensors(path)? {
         let meta = cnn::model_file::read_meta(path)?;
         let parsed = cnn::config::parse(
             &meta.config,
@@ -313,6 +324,7 @@ fn run(command: Command) -> CmdResult {
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Examples(args) => examples::run(args),
     }
 }
 
@@ -327,6 +339,7 @@ impl Command {
                 | Command::Download(_)
                 | Command::Export(_)
                 | Command::Import(_)
+                | Command::Examples(_)
         )
     }
 

@@ -1,6 +1,6 @@
 //! `cnn predict MODEL INPUT...`: the top classes of each image, with probabilities.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use cnn::data::{self, Normalization};
@@ -10,12 +10,15 @@ use cnn::tensor::Tensor;
 use cnn::Error;
 use serde::Serialize;
 
-use super::CmdResult;
+use super::{CmdResult, Failure};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cnn predict runs/report1-10/model.safetensors shoe.png --top 1\n  \
-    cnn predict runs/report1-10/model.safetensors photos/ --json   (every image under photos/)")]
+    cnn predict runs/report1-10/model.safetensors photos/ --json   (every image under photos/)\n  \
+    cnn predict runs/report1-10/model.safetensors photos/ --top 1 --csv > predictions.csv\n\n\
+    An input that cannot be read is said on its own line (error: FILE: why); the others are \
+    predicted, and the exit code is then 1.")]
 pub struct PredictArgs {
     /// A model file written by `cnn train` (a checkpoint works too).
     model: PathBuf,
@@ -28,8 +31,12 @@ pub struct PredictArgs {
           value_parser = super::arg_values::at_least_one)]
     top: usize,
     /// One JSON object per line: input, class, probabilities.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// CSV: a header line, then one `path,class,probability` row per class shown (--top of
+    /// them per input, most probable first).
+    #[arg(long)]
+    csv: bool,
     /// Resize images whose size differs from the model's input.
     #[arg(long)]
     resize: bool,
@@ -63,44 +70,22 @@ fn probabilities(model: &mut Model, norm: &Normalization, bytes: &[u8]) -> Resul
 
 pub fn run(args: PredictArgs) -> CmdResult {
     let (mut model, meta) = model_file::load(&args.model)?;
-    let [c, h, w] = model.input_shape();
-    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
-    for path in &args.inputs {
-        if path.is_dir() {
-            for file in data::image_files_under(path)? {
-                let img = data::load_image(&file, [c, h, w], args.resize)?;
-                inputs.push((file.display().to_string(), img));
-            }
-        } else if data::is_idx_file(path)? {
-            let (images, shape) = data::load_idx_images(path)?;
-            if shape != [c, h, w] {
-                return Err(Error::Data {
-                    file: path.clone(),
-                    msg: format!(
-                        "images are {shape:?} (C, H, W), the model expects {:?}",
-                        [c, h, w]
-                    ),
-                }
-                .into());
-            }
-            let len = c * h * w;
-            for (i, img) in images.chunks(len).enumerate() {
-                inputs.push((format!("{}#{i}", path.display()), img.to_vec()));
-            }
-        } else {
-            let img = data::load_image(path, [c, h, w], args.resize)?;
-            inputs.push((path.display().to_string(), img));
-        }
-    }
+    let shape = model.input_shape();
     let k = args.top.min(model.classes());
-    for (name, bytes) in &inputs {
+    let class_name = |i: usize| meta.classes.get(i).map_or("?", String::as_str);
+    if args.csv {
+        println!("path,class,probability");
+    }
+    // Each input is predicted as it is read; one that cannot be read is said on its own
+    // line, and the others are predicted all the same.
+    let mut unreadable = 0usize;
+    let mut predict = |name: &str, bytes: &[u8]| -> Result<(), Error> {
         let p = probabilities(&mut model, &meta.normalization, bytes)?;
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-        let class_name = |i: usize| meta.classes.get(i).map_or("?", String::as_str);
         if args.json {
             let pred = Prediction {
-                input: name.clone(),
+                input: name.to_string(),
                 class: class_name(order[0]),
                 index: order[0],
                 probabilities: order[..k].iter().map(|&i| (class_name(i), p[i])).collect(),
@@ -109,6 +94,10 @@ pub fn run(args: PredictArgs) -> CmdResult {
                 "{}",
                 serde_json::to_string(&pred).expect("prediction serialises")
             );
+        } else if args.csv {
+            for &i in &order[..k] {
+                println!("{},{},{}", csv_field(name), csv_field(class_name(i)), p[i]);
+            }
         } else {
             let tops: Vec<String> = order[..k]
                 .iter()
@@ -116,6 +105,79 @@ pub fn run(args: PredictArgs) -> CmdResult {
                 .collect();
             println!("{name}: {}", tops.join(", "));
         }
+        Ok(())
+    };
+    let mut report = |e: Error| {
+        eprintln!("error: {e}");
+        unreadable += 1;
+    };
+    for path in &args.inputs {
+        if path.is_dir() {
+            match data::image_files_under(path) {
+                Ok(files) => {
+                    for file in files {
+                        match data::load_image(&file, shape, args.resize) {
+                            Ok(img) => predict(&file.display().to_string(), &img)?,
+                            Err(e) => report(e),
+                        }
+                    }
+                }
+                Err(e) => report(e),
+            }
+            continue;
+        }
+        match data::is_idx_file(path) {
+            Ok(true) => match idx_images(path, shape) {
+                Ok(images) => {
+                    for (i, img) in images.chunks(shape.iter().product()).enumerate() {
+                        predict(&format!("{}#{i}", path.display()), img)?;
+                    }
+                }
+                Err(e) => report(e),
+            },
+            Ok(false) => match data::load_image(path, shape, args.resize) {
+                Ok(img) => predict(&path.display().to_string(), &img)?,
+                Err(e) => report(e),
+            },
+            Err(e) => report(e),
+        }
+    }
+    if unreadable > 0 {
+        return Err(Failure::Reported);
     }
     Ok(())
+}
+
+/// The images of the IDX file `path`, checked to be of the model's `shape`.
+fn idx_images(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, Error> {
+    let (images, found) = data::load_idx_images(path)?;
+    if found != shape {
+        return Err(Error::Data {
+            file: path.to_path_buf(),
+            msg: format!(
+                "images are {}, the model expects {} (C x H x W)",
+                dims(&found),
+                dims(&shape)
+            ),
+        });
+    }
+    Ok(images)
+}
+
+/// `1x28x28`.
+fn dims(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

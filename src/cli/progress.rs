@@ -90,15 +90,14 @@ pub fn drive(
     catch_stop_signals();
 
     let epochs = run.config().epochs;
+    let batch = run.config().batch_size;
     let held_out = HeldOut::of_run(run.config().val_split).name();
-    let bar = ProgressBar::new(run.steps_per_epoch() as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+    let steps = run.steps_per_epoch() as u64;
+    let bar = ProgressBar::new(steps);
+    bar.set_style(bar_style(epochs, steps));
+    // The epoch the bar shows, the step it started at (a resumed run starts mid-epoch) and
+    // when, for its rate in images per second.
+    let mut shown: Option<(usize, usize, std::time::Instant)> = None;
     let mut total = 0;
     let should_stop =
         |total: u64| stop_after_steps.is_some_and(|s| total >= s) || stop_signal() != 0;
@@ -111,12 +110,15 @@ pub fn drive(
             ..
         } => {
             total = t;
-            if step == 1 {
+            if step == 1 || shown.is_none_or(|(e, _, _)| e != epoch) {
                 bar.reset();
                 bar.set_prefix(format!("{epoch}/{epochs}"));
+                shown = Some((epoch, step, std::time::Instant::now()));
             }
+            let (_, first, since) = shown.expect("set above");
+            let images = ((step + 1 - first) * batch) as f64;
             bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4}"));
+            bar.set_message(bar_message(loss, images / since.elapsed().as_secs_f64()));
             stop_or_continue(should_stop(total))
         }
         RunEvent::Epoch { metrics, model } => {
@@ -160,13 +162,49 @@ pub fn drive(
             }
         }
         println!(
-            "trained {} epochs in {:.2}s; model saved to {}",
-            outcome.history.len(),
+            "trained {} in {:.2}s; model saved to {}",
+            cnn::text::count(outcome.history.len(), "epoch"),
             outcome.seconds(),
             run.model_path().display()
         );
     }
     Ok(outcome)
+}
+
+/// Columns the progress bar's line stays within.
+const BAR_LINE: usize = 80;
+
+/// The progress bar of a run of `epochs` epochs of `steps` steps each:
+/// `epoch 3/10 [=====>    ] 120/1875 loss 0.4123, 8,080 img/s (12s left)`, its bar as wide
+/// as leaves the line within [`BAR_LINE`] columns when every field is at its widest (at least
+/// 10, at most 30).
+fn bar_style(epochs: usize, steps: u64) -> ProgressStyle {
+    let digits = |n: u64| n.to_string().len();
+    let prefix = 2 * digits(epochs as u64) + 1;
+    let count = 2 * digits(steps) + 1;
+    // "epoch " P " [" BAR "] " C " " MSG " (" ETA " left)"; the message is at most
+    // `loss 99.9999, 999,999 img/s`, the time left `59m`.
+    let others = 6 + prefix + 2 + 2 + count + 1 + MESSAGE_WIDTH + 2 + 3 + 6;
+    let width = (BAR_LINE - 1).saturating_sub(others).clamp(10, 30);
+    ProgressStyle::with_template(&format!(
+        "epoch {{prefix}} [{{bar:{width}}}] {{pos}}/{{len}} {{msg}} ({{eta}} left)"
+    ))
+    .expect("a valid template")
+    .progress_chars("=> ")
+}
+
+/// The widest message [`bar_message`] writes in a run that trains (a loss below 100, under
+/// a million images per second).
+const MESSAGE_WIDTH: usize = "loss 99.9999, 999,999 img/s".len();
+
+/// `loss 0.4123, 8,080 img/s`: the last step's loss and the epoch's rate so far.
+fn bar_message(loss: f32, images_per_second: f64) -> String {
+    let rate = if images_per_second.is_finite() {
+        cnn::text::thousands(images_per_second.round().max(0.0) as u128)
+    } else {
+        "-".into()
+    };
+    format!("loss {loss:.4}, {rate} img/s")
 }
 
 fn stop_or_continue(stop: bool) -> Control {
@@ -216,4 +254,78 @@ fn monitor_lines(model: &Model) -> String {
         s += "\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::{ProgressDrawTarget, TermLike};
+    use std::sync::{Arc, Mutex};
+
+    /// A terminal 120 columns wide that keeps what is written to it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            if !s.is_empty() {
+                self.0.lock().unwrap().push(s.to_string());
+            }
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_bar_shows_a_whole_rate_in_images_per_second_within_80_columns() {
+        assert_eq!(bar_message(0.41234, 8080.4395), "loss 0.4123, 8,080 img/s");
+        assert_eq!(bar_message(2.5, f64::INFINITY), "loss 2.5000, - img/s");
+        // Fashion-MNIST at batch 32 (1,875 steps) for 10 and for 100 epochs, the demo set,
+        // and batch 1 over 60,000 images: each at its widest.
+        for (epochs, steps) in [(10, 1875), (100, 1875), (10, 63), (1000, 60_000)] {
+            let screen = Screen::default();
+            let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::hidden());
+            bar.set_style(bar_style(epochs, steps));
+            bar.set_prefix(format!("{epochs}/{epochs}"));
+            bar.set_message(bar_message(99.9999, 999_999.4));
+            bar.set_position(steps / 2);
+            // Drawn once everything is set (drawing is rate-limited).
+            bar.set_draw_target(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+            bar.tick();
+            let written = screen.0.lock().unwrap().clone();
+            let line = written
+                .iter()
+                .find(|l| l.starts_with("epoch "))
+                .unwrap_or_else(|| panic!("nothing drawn: {written:?}"));
+            assert!(
+                line.chars().count() <= BAR_LINE,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+            assert!(line.contains(", 999,999 img/s ("), "{line}");
+        }
+    }
 }

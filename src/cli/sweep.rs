@@ -16,14 +16,14 @@ use super::{progress, CmdResult, Failure};
 
 /// Examples for `cnn sweep --help`.
 pub const EXAMPLES: &str = "Examples:
-  cnn sweep examples/report1.cfg --lr 0.001,0.01,0.2 --epochs 10 --out sweeps/lr
+  cnn sweep report1 --lr 0.001,0.01,0.2 --epochs 10 --out sweeps/lr
       report 1's learning-rate experiment: three models, their loss curves in one plot
-  cnn sweep examples/report1-10.cfg --data data/fashion-mnist --epochs 1,2,5 --out sweeps/epochs
+  cnn sweep report1-10 --data data/fashion-mnist --epochs 1,2,5 --out sweeps/epochs
       report 1's Table I: one model per epoch count, with its seconds and test accuracy";
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// The network config file.
+    /// The network config file, or a built-in example's name (`cnn examples`).
     config: PathBuf,
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true,
           help = with_default("Learning rates to try, comma-separated.", RunConfig::default().lr))]

@@ -12,13 +12,14 @@ use super::{progress, CmdResult, Failure};
 
 /// Examples for `cnn train --help`.
 pub const EXAMPLES: &str = "Examples:
-  cnn train examples/report1-10.cfg
-      10 epochs on the built-in demo set, into runs/report1-10
-  cnn train examples/lenet.cfg --data data/fashion-mnist --epochs 5 --lr 0.05 --out runs/lenet
+  cnn train report1-10
+      a built-in example (cnn examples lists them), 10 epochs on the built-in demo set, into
+      runs/report1-10
+  cnn train lenet --data data/fashion-mnist --epochs 5 --lr 0.05 --out runs/lenet
   cnn train recipe.cfg --lr 0.01
       the settings of recipe.cfg's Train and Augment lines, with the learning rate overridden
       (flag > config line > default)
-  cnn train examples/lenet.cfg --val-split 0.1 --early-stop val_loss --patience 3 --restore-best
+  cnn train lenet --val-split 0.1 --early-stop val_loss --patience 3 --restore-best
       stop when the validation loss has not fallen for 3 epochs; keep the best epoch's weights
   cnn train --resume runs/lenet --epochs 10 --lr 0.01
       go on to epoch 10 at a lower learning rate (only --lr, --epochs, --data with the same
@@ -26,8 +27,8 @@ pub const EXAMPLES: &str = "Examples:
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// The network config file (report 1's format). With --resume it may be left out; if
-    /// given, it must be the run's.
+    /// The network config file (report 1's format), or a built-in example's name (`cnn
+    /// examples`). With --resume it may be left out; if given, it must be the run's.
     #[arg(required_unless_present = "resume")]
     pub config: Option<PathBuf>,
     // Every run option.

@@ -4,14 +4,17 @@
 //! each layer, `layer{i}-{name}.png`: its activations for the image. Spatial outputs get one
 //! tile per channel; the output layer gets one labelled bar per class with its probability;
 //! other flat layers get one bar per unit (or, past 1,024 units, a grid of grey levels).
-//! Plus `input.png`.
+//! Each tile is stretched from its minimum (black) to its maximum (white), and its caption
+//! gives them. Plus `input.png`, the image as it is.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use cnn::data;
 use cnn::model_file;
-use cnn::plot::{image_grid, probability_bars, value_bars, GridImage};
+use cnn::plot::{
+    image_grid, image_grid_on_scale, probability_bars, range_caption, value_bars, GridImage,
+};
 use cnn::tensor::Tensor;
 
 use super::CmdResult;
@@ -58,15 +61,20 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
     cnn::io::create_dir(&args.out)?;
     let mut written = Vec::new();
 
+    // The image as it is, one scale for every channel (not the normalised values, whose
+    // channels have each their own mean and spread).
     let input = GridImage {
         width: w,
         height: h,
         channels: c.min(3),
-        pixels: pixels[..c.min(3) * plane].to_vec(),
+        pixels: bytes[..c.min(3) * plane]
+            .iter()
+            .map(|&b| f32::from(b))
+            .collect(),
         caption: Some(format!("input ({c}x{h}x{w})")),
     };
     let path = args.out.join("input.png");
-    image_grid(&path, &[input], 1, scale_for(h.max(w)))?;
+    image_grid_on_scale(&path, &[input], 1, scale_for(h.max(w)), (0.0, 255.0))?;
     written.push(path);
 
     // The first layer's filters that has them: one tile per filter, RGB when it reads 3
@@ -84,7 +92,10 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
                 height: kh,
                 channels: show_c,
                 pixels: v[..show_c * kh * kw].to_vec(),
-                caption: Some(format!("filter {k}")),
+                caption: Some(format!(
+                    "filter {k}\n{}",
+                    range_caption(&v[..show_c * kh * kw])
+                )),
             })
             .collect();
         let path = args.out.join("filters.png");
@@ -117,7 +128,7 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
                         height: *oh,
                         channels: 1,
                         pixels: m.to_vec(),
-                        caption: Some(format!("channel {k}")),
+                        caption: Some(format!("channel {k}\n{}", range_caption(m))),
                     })
                     .collect();
                 image_grid(&path, &tiles, 8, scale_for(*oh.max(ow)))?;
@@ -151,7 +162,10 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
                     height: rows,
                     channels: 1,
                     pixels,
-                    caption: Some(format!("{n} values, {cols} a row")),
+                    caption: Some(format!(
+                        "{n} values, {cols} a row\n{}",
+                        range_caption(act.data())
+                    )),
                 };
                 image_grid(&path, &[tile], 1, scale_for(rows.max(cols)).max(2))?;
             }

@@ -367,8 +367,8 @@ fn check_spec(f: &RemoteFile) -> Result<()> {
         && !f.name.starts_with('.');
     if !plain {
         return Err(Error::Invalid(format!(
-            "download file name {:?} must be a plain file name",
-            f.name
+            "download file name \"{}\" must be a plain file name",
+            f.name.escape_debug()
         )));
     }
     if f.size > MAX_FILE_SIZE {
@@ -379,8 +379,9 @@ fn check_spec(f: &RemoteFile) -> Result<()> {
     }
     if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::Invalid(format!(
-            "{}: {:?} is not a SHA-256 in hex",
-            f.name, f.sha256
+            "{}: \"{}\" is not a SHA-256 in hex",
+            f.name,
+            f.sha256.escape_debug()
         )));
     }
     Ok(())

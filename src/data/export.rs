@@ -5,6 +5,103 @@ use super::Dataset;
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// What [`export`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    /// Images written.
+    pub images: usize,
+    /// Each exported class's name and the images written of it, in the export's class order.
+    pub per_class: Vec<(String, usize)>,
+}
+
+/// True for a file name [`export`] writes: `labels.txt`, or `{index:05}_{label}.png`.
+fn written_by_export(name: &str) -> bool {
+    if name == LABELS_TXT {
+        return true;
+    }
+    let Some((index, label)) = name
+        .strip_suffix(".png")
+        .and_then(|stem| stem.split_once('_'))
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    index.len() >= 5 && digits(index) && digits(label)
+}
+
+/// Makes `out` ready for [`export`]: a folder that does not exist or holds nothing (hidden
+/// files aside, which no dataset reads), so that old and new files do not mix.
+///
+/// With `force`, a folder holding a previous export is cleared first: its PNGs (named as
+/// [`export`] names them) and its labels.txt are removed, and nothing else; a folder holding
+/// anything else is refused all the same.
+///
+/// # Errors
+/// [`Error::Usage`] for a folder that holds files (without `force`), or files an export
+/// does not write (with it), naming one; [`Error::Io`] when the folder cannot be read or a
+/// file removed.
+pub fn prepare_export_folder(out: &Path, force: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: exists and is not a folder; --out takes the folder to write",
+            out.display()
+        )));
+    }
+    let mut ours = Vec::new();
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let entry = entry.map_err(|e| Error::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && written_by_export(&name) {
+            ours.push(entry.path());
+        } else {
+            others.push(name);
+        }
+    }
+    others.sort();
+    if !force {
+        if ours.is_empty() && others.is_empty() {
+            return Ok(());
+        }
+        let what = if others.is_empty() {
+            "a previous export (its PNGs and labels.txt); pass --force to replace it".to_string()
+        } else {
+            format!(
+                "{} entr{} (such as {}); choose an empty folder",
+                ours.len() + others.len(),
+                if ours.len() + others.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                others[0]
+            )
+        };
+        return Err(Error::Usage(format!(
+            "{}: is not empty, and new files would mix with the old: it holds {what}",
+            out.display()
+        )));
+    }
+    if let Some(first) = others.first() {
+        return Err(Error::Usage(format!(
+            "{}: holds {first}, which cnn data export does not write; --force replaces only a \
+             previous export's PNGs and labels.txt: choose an empty folder",
+            out.display()
+        )));
+    }
+    for path in ours {
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
 /// Writes images of `ds` into the folder `out` as PNG files named `{index:05}_{label}.png`
 /// (`index` is the image's position in `ds`) and a `labels.txt` listing them (`FILE LABEL`,
 /// the label as a class index, after a `# classes: NAME, NAME, ...` line), so that [`load`]
@@ -16,7 +113,11 @@ use std::path::Path;
 ///
 /// For each selected class, the images of that class are taken in dataset order, skipping the first `offset` of them and keeping at most `per_class` (all when
 /// `None`). Exports with the same `per_class` and offsets `0`, `per_class`, `2 * per_class`, ...
-/// are therefore disjoint. Returns the number of images written.
+/// are therefore disjoint. Returns the number of images written, in all and per class (fewer
+/// than `per_class` when a class has fewer images past `offset`).
+///
+/// Old files in `out` would mix with the new ones: [`prepare_export_folder`] checks it, and
+/// this function refuses a folder that it would not accept.
 ///
 /// `labels.txt` is written atomically: to a temporary file in `out`, flushed, synced, then
 /// renamed over `labels.txt`. Class names containing a comma or a line break are refused, as
@@ -29,7 +130,7 @@ pub fn export(
     classes: Option<&[usize]>,
     per_class: Option<usize>,
     offset: usize,
-) -> Result<usize> {
+) -> Result<Exported> {
     let [c, h, w] = ds.shape;
     if c != 1 && c != 3 {
         return Err(Error::Invalid(format!(
@@ -66,10 +167,12 @@ pub fn export(
         .find(|n| n.contains([',', '\n', '\r']) || n.trim().is_empty())
     {
         return Err(Error::Invalid(format!(
-            "class name {bad:?} cannot be written to labels.txt (empty, or has a comma or a \
-             line break)"
+            "class name \"{}\" cannot be written to labels.txt (empty, or has a comma or a \
+             line break)",
+            bad.escape_debug()
         )));
     }
+    prepare_export_folder(out, false)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
 
     let mut seen = vec![0usize; k];
@@ -99,5 +202,14 @@ pub fn export(
     }
 
     crate::io::write_atomic(&out.join(LABELS_TXT), listing.as_bytes())?;
-    Ok(written)
+    let mut per_class = vec![(String::new(), 0); names.len()];
+    for (old, new) in new_index.iter().enumerate() {
+        if let Some(new) = *new {
+            per_class[new] = (names[new].to_string(), taken[old]);
+        }
+    }
+    Ok(Exported {
+        images: written,
+        per_class,
+    })
 }

@@ -2,7 +2,7 @@
 
 use super::{data_err, line_err, Dataset, LoadOptions};
 use crate::error::{Error, Result};
-use image::{DynamicImage, ImageReader, Limits};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
 use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -59,10 +59,101 @@ fn decode_within_limits<R: std::io::BufRead + std::io::Seek>(
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| data_err(name, format!("cannot decode image: {}", one_line(&e))))?;
+    let format = reader.format();
+    let img = reader.decode().map_err(|e| unreadable(name, format, &e))?;
     Ok(luma_or_rgb(img))
+}
+
+/// `NAME: not a readable PNG (why)`: an image the decoder refused, the reason said in words
+/// (the decoders' own messages name their internals: `ChunkType { type: IDAT, ... }`).
+pub(crate) fn unreadable(name: &Path, format: Option<ImageFormat>, e: &ImageError) -> Error {
+    let ext = name
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let kind = match (format, ext.as_deref()) {
+        (Some(ImageFormat::Png), _) | (None, Some("png")) => "PNG",
+        (Some(ImageFormat::Jpeg), _) | (None, Some("jpg" | "jpeg")) => "JPEG",
+        (Some(ImageFormat::Bmp), _) | (None, Some("bmp")) => "BMP",
+        _ => "image",
+    };
+    data_err(
+        name,
+        format!("not a readable {kind} ({})", decode_reason(e)),
+    )
+}
+
+/// Why the decoder refused an image, in words.
+fn decode_reason(e: &ImageError) -> String {
+    let too_large = || {
+        format!(
+            "it is too large: at most {MAX_SIDE} pixels a side and {} MiB decoded",
+            MAX_ALLOC >> 20
+        )
+    };
+    match e {
+        ImageError::Limits(_) => too_large(),
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            CUT_SHORT.into()
+        }
+        ImageError::IoError(io) => io.to_string(),
+        _ => {
+            let text = one_line(e);
+            let t = text.to_ascii_lowercase();
+            let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+            if has(&["crc", "checksum"]) {
+                "a checksum does not match: the file is damaged".into()
+            } else if has(&["signature", "magic"]) {
+                "it does not start as one does: damaged, or a file of another kind".into()
+            } else if has(&["deflate", "huffman", "zlib", "inflate"]) {
+                "its compressed pixel data is damaged".into()
+            } else if has(&["not enough bytes", "unexpected end", "eof", "truncated"]) {
+                CUT_SHORT.into()
+            } else if has(&["too large", "limit"]) {
+                too_large()
+            } else if has(&["idat"]) {
+                "it holds no pixel data".into()
+            } else {
+                plain(&text)
+            }
+        }
+    }
+}
+
+/// What a decoder says of a file that ends early.
+const CUT_SHORT: &str = "the file ends too early: it is cut short";
+
+/// A decoder's message without the name of the decoder and without the `Name { ... }`
+/// structures some of them print.
+fn plain(text: &str) -> String {
+    let text = text
+        .split_once("decoding ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map_or(text, |(_, rest)| rest);
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for word in text.split_whitespace() {
+        if word.ends_with('{') {
+            // `ChunkType {`: the structure's name goes with it.
+            if word == "{" {
+                let kept = out.rfind(' ').unwrap_or(0);
+                out.truncate(kept);
+            }
+            depth += 1;
+            continue;
+        }
+        if depth > 0 {
+            if word.starts_with('}') {
+                depth -= 1;
+            }
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.trim_end_matches('.').to_string()
 }
 
 /// Keep only what we use: 8-bit luma or 8-bit RGB.

@@ -116,7 +116,11 @@ impl fmt::Display for DataReport {
         if self.problems.is_empty() {
             writeln!(f, "\nno problems found")
         } else {
-            writeln!(f, "\n{} problem(s):", self.problems.len())?;
+            writeln!(
+                f,
+                "\n{}:",
+                crate::text::count(self.problems.len(), "problem")
+            )?;
             const SHOWN: usize = 100;
             for p in self.problems.iter().take(SHOWN) {
                 writeln!(f, "  {p}")?;
@@ -397,6 +401,64 @@ fn walk_images(dir: &Path, rel: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The key of a path in labels.txt (relative to its folder) or found under the folder, for
+/// telling whether an image is listed: `./a.png` and `a.png` are the same file.
+fn listed_key(rel: &Path) -> PathBuf {
+    rel.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// A one-line note on the images of the dataset at `path` that no label reaches, which
+/// [`super::load`] skips: those under a labels.txt folder that its labels.txt does not list,
+/// and those lying beside the class folders of a folder per class. `None` when there is none
+/// (and for IDX data and `demo`, where every image has its label), or when the folder cannot
+/// be read (loading says why).
+pub fn skipped_images(path: &Path) -> Option<String> {
+    if super::is_demo(path) {
+        return None;
+    }
+    let (dir, labels_txt) = if path.is_file() {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        (dir, path.file_name()? == LABELS_TXT)
+    } else {
+        (path, path.join(LABELS_TXT).is_file())
+    };
+    let (n, why) = if labels_txt {
+        let parsed = read_labels_txt(&dir.join(LABELS_TXT)).ok()?;
+        let listed: std::collections::HashSet<PathBuf> = parsed
+            .entries
+            .iter()
+            .map(|e| listed_key(Path::new(&e.file)))
+            .collect();
+        let mut on_disk = Vec::new();
+        walk_images(dir, Path::new(""), 0, &mut on_disk);
+        let n = on_disk
+            .iter()
+            .filter(|rel| !listed.contains(&listed_key(rel)))
+            .count();
+        let labels = dir.join(LABELS_TXT);
+        (n, format!("not listed in {}", labels.display()))
+    } else if path.is_dir() && !has_idx_files(path).unwrap_or(true) {
+        let n = scan_class_folders(path).ok()?.loose.len();
+        (n, "outside the class folders (in no class)".to_string())
+    } else {
+        return None;
+    };
+    let (s, verb, them) = if n == 1 {
+        ("", "is", "it")
+    } else {
+        ("s", "are", "them")
+    };
+    (n > 0).then(|| {
+        format!(
+            "{n} image{s} under {} {verb} {why}: skipped (cnn data info {0} lists {them})",
+            dir.display()
+        )
+    })
+}
+
 fn inspect_labels_txt(dir: &Path) -> Result<DataReport> {
     let lt = dir.join(LABELS_TXT);
     let parsed = read_labels_txt(&lt)?;
@@ -421,7 +483,7 @@ fn inspect_labels_txt(dir: &Path) -> Result<DataReport> {
             problem(format!("\"{}\" {why}", e.file));
             continue;
         }
-        let rel = PathBuf::from(&e.file);
+        let rel = listed_key(Path::new(&e.file));
         if let Some(first) = listed.get(&rel) {
             problem(format!(
                 "\"{}\" is listed again (first at line {first})",
@@ -447,7 +509,7 @@ fn inspect_labels_txt(dir: &Path) -> Result<DataReport> {
     let mut on_disk = Vec::new();
     walk_images(dir, Path::new(""), 0, &mut on_disk);
     for rel in on_disk {
-        if !listed.contains_key(&rel) {
+        if !listed.contains_key(&listed_key(&rel)) {
             report.problems.push(Problem::new(
                 &dir.join(&rel),
                 None,

@@ -71,9 +71,10 @@ mod single;
 
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use download::download;
-pub use export::export;
+pub use export::{export, prepare_export_folder, Exported};
+pub(crate) use folder::unreadable as unreadable_image;
 pub use idx::has_idx_test_split;
-pub use inspect::{inspect, DataReport, Problem, SetReport};
+pub use inspect::{inspect, skipped_images, DataReport, Problem, SetReport};
 pub use relabel::has_index_names;
 pub use single::{image_files_under, image_from_bytes, is_idx_file, load_idx_images, load_image};
 

@@ -30,6 +30,21 @@ fn listing(classes: &[String]) -> String {
     }
 }
 
+/// `"a", "b"` (quoted, shortened like [`listing`]).
+fn quoted(classes: &[&String]) -> String {
+    let names: Vec<String> = classes.iter().map(|c| format!("\"{c}\"")).collect();
+    listing(&names)
+}
+
+/// `0 = T-shirt/top, 1 = Trouser, ...` for the first labels of an index mapping.
+fn by_index(data: &[String], present: &[usize], model: &[String]) -> String {
+    let pairs: Vec<String> = present
+        .iter()
+        .map(|&c| format!("{} = {}", data[c], model[c]))
+        .collect();
+    listing(&pairs)
+}
+
 impl Dataset {
     /// The same images, relabelled for a model whose outputs are `model_classes`: afterwards
     /// `classes == model_classes` and each label is the index of the image's class among them.
@@ -39,17 +54,23 @@ impl Dataset {
     /// (an exported subset, a folder with a class missing). Only classes that have images are
     /// looked up, so an empty class the model does not know is no error.
     ///
-    /// When names cannot say anything, labels are taken as they are, as class indices: that is
-    /// when either side's classes are bare indices (`"0"`, `"1"`, ... in order; see
-    /// [`has_index_names`]) and the names did not all match. So raw IDX files of
-    /// Fashion-MNIST (no names) fit a Fashion-MNIST model, and an exported MNIST subset whose
-    /// classes are `"8"` and `"9"` maps to outputs 8 and 9 of an MNIST model (by name, as the
-    /// names match). A label then beyond the model's outputs is an error.
+    /// When no name matches and either side's classes are bare indices (`"0"`, `"1"`, ... in
+    /// order; see [`has_index_names`]), names cannot say anything: labels are taken as they
+    /// are, as class indices. So raw IDX files of Fashion-MNIST (no names) fit a
+    /// Fashion-MNIST model, and an exported MNIST subset whose classes are `"8"` and `"9"`
+    /// maps to outputs 8 and 9 of an MNIST model (by name, as the names match). A label then
+    /// beyond the model's outputs is an error. When some names match and others do not, the
+    /// one class left on each side is paired; more than one is ambiguous, and refused.
+    ///
+    /// Returns the dataset and, when the labels were not all matched by name, a one-line note
+    /// saying how they were mapped (for the command to print: a Fashion-MNIST model scored
+    /// on MNIST digits by index should not look like a model that learned nothing).
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming the dataset and the first class the model does not know (with
-    /// the model's classes), or the first label beyond the model's outputs.
-    pub fn map_to_classes(mut self, model_classes: &[String]) -> Result<Dataset> {
+    /// [`Error::Invalid`] naming the dataset and the classes the model does not know (with
+    /// the model's classes) when they cannot be paired, or the first label beyond the model's
+    /// outputs.
+    pub fn match_classes(mut self, model_classes: &[String]) -> Result<(Dataset, Option<String>)> {
         if u16::try_from(model_classes.len()).is_err() {
             return Err(Error::Invalid(format!(
                 "a model with {} classes: labels are stored as 16-bit numbers",
@@ -65,17 +86,16 @@ impl Dataset {
             .collect();
         // target[c] = the model's index of dataset class c (classes without images: 0, unused).
         let mut target = vec![0u16; self.classes.len()];
-        let mut unknown = None;
+        let mut unknown = Vec::new();
         for &c in &present {
             match model_classes.iter().position(|m| *m == self.classes[c]) {
                 Some(i) => target[c] = i as u16,
-                None => {
-                    unknown = Some(c);
-                    break;
-                }
+                None => unknown.push(c),
             }
         }
-        if let Some(c) = unknown {
+        let mut note = None;
+        if unknown.len() == present.len() && !present.is_empty() {
+            let c = unknown[0];
             if !(has_index_names(&self.classes) || has_index_names(model_classes)) {
                 return Err(Error::Invalid(format!(
                     "{}: class \"{}\" is not one of the model's classes ({})",
@@ -99,12 +119,73 @@ impl Dataset {
             for (c, t) in target.iter_mut().enumerate() {
                 *t = c.min(model_classes.len().saturating_sub(1)) as u16;
             }
+            let names: Vec<String> = present.iter().map(|&c| self.classes[c].clone()).collect();
+            note = Some(format!(
+                "the data's class names ({}) match none of the model's ({}): labels were \
+                 taken as the model's class indices ({})",
+                listing(&names),
+                listing(model_classes),
+                by_index(&self.classes, &present, model_classes)
+            ));
+        } else if !unknown.is_empty() {
+            // Some names match: the model's classes they leave, for the others.
+            let taken: Vec<u16> = present
+                .iter()
+                .filter(|c| !unknown.contains(c))
+                .map(|&c| target[c])
+                .collect();
+            let left: Vec<usize> = (0..model_classes.len())
+                .filter(|&i| !taken.contains(&(i as u16)))
+                .collect();
+            let unknown_names: Vec<&String> = unknown.iter().map(|&c| &self.classes[c]).collect();
+            let what = match unknown_names.as_slice() {
+                [one] => format!("class \"{one}\" is not one of the model's classes"),
+                _ => format!(
+                    "classes {} are not among the model's classes",
+                    quoted(&unknown_names)
+                ),
+            };
+            if let ([c], [i]) = (unknown.as_slice(), left.as_slice()) {
+                target[*c] = *i as u16;
+                note = Some(format!(
+                    "{what} ({}): its images were taken as \"{}\", the one class of the model \
+                     that no other name matched",
+                    listing(model_classes),
+                    model_classes[*i]
+                ));
+            } else {
+                let it = if unknown.len() == 1 { "it" } else { "them" };
+                let why = if left.is_empty() {
+                    format!("the other names take every one of the model's classes, leaving none for {it}")
+                } else {
+                    let left_names: Vec<&String> =
+                        left.iter().map(|&i| &model_classes[i]).collect();
+                    format!(
+                        "the model's classes that no name matched ({}) cannot be paired with {it} \
+                         one to one",
+                        quoted(&left_names)
+                    )
+                };
+                return Err(Error::Invalid(format!(
+                    "{}: {what} ({}); {why}",
+                    self.source,
+                    listing(model_classes)
+                )));
+            }
         }
         for l in &mut self.labels {
             *l = target[*l as usize];
         }
         self.classes = model_classes.to_vec();
-        Ok(self)
+        Ok((self, note))
+    }
+
+    /// [`Dataset::match_classes`] without its note.
+    ///
+    /// # Errors
+    /// As [`Dataset::match_classes`].
+    pub fn map_to_classes(self, model_classes: &[String]) -> Result<Dataset> {
+        self.match_classes(model_classes).map(|(d, _)| d)
     }
 }
 
@@ -198,6 +279,71 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("sub: label 2 (class \"2\") is beyond the model's 2 classes (a, b)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_that_all_match_need_no_note() {
+        let (_, note) = ds(&["Bag", "Ankle boot"], &[0, 1])
+            .match_classes(&names(&FASHION))
+            .unwrap();
+        assert_eq!(note, None);
+    }
+
+    #[test]
+    fn no_name_matching_maps_by_index_and_says_so() {
+        // A Fashion-MNIST model on MNIST digits: 7.69% by index, which is no accident to
+        // hide.
+        let digits: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+        let (m, note) = ds(&digits, &[0, 7, 9])
+            .match_classes(&names(&FASHION))
+            .unwrap();
+        assert_eq!(m.labels, [0, 7, 9]);
+        let note = note.unwrap();
+        assert_eq!(
+            note,
+            "the data's class names (0, 7, 9) match none of the model's (T-shirt/top, Trouser, \
+             Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot): labels were taken \
+             as the model's class indices (0 = T-shirt/top, 7 = Sneaker, 9 = Ankle boot)"
+        );
+    }
+
+    #[test]
+    fn a_partial_match_pairs_the_one_class_left_on_each_side_and_says_so() {
+        let d = ds(&["Bag", "Tshirt"], &[0, 1, 1]);
+        let (m, note) = d.match_classes(&names(&["T-shirt", "Bag"])).unwrap();
+        assert_eq!(m.labels, [1, 0, 0]);
+        assert_eq!(
+            note.unwrap(),
+            "class \"Tshirt\" is not one of the model's classes (T-shirt, Bag): its images were \
+             taken as \"T-shirt\", the one class of the model that no other name matched"
+        );
+    }
+
+    #[test]
+    fn a_partial_match_that_cannot_be_paired_one_to_one_is_refused() {
+        let e = ds(&["a", "x", "y"], &[0, 1, 2])
+            .map_to_classes(&names(&["a", "b", "c"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "sub: classes \"x\", \"y\" are not among the model's classes (a, b, c); the \
+             model's classes that no name matched (\"b\", \"c\") cannot be paired with them one \
+             to one"
+        );
+        // Digits 0-9 against a model of the export of 3 and 5: some match, no class is left.
+        let digits: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+        let e = ds(&digits, &(0..10).collect::<Vec<u16>>())
+            .map_to_classes(&names(&["3", "5"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sub: classes \"0\", \"1\", \"2\", \"4\", ")
+                && e.ends_with("; the other names take every one of the model's classes, leaving none for them"),
             "{e}"
         );
     }

@@ -535,13 +535,53 @@ fn huge_or_corrupt_image_header_is_refused() {
     write(dir.path(), "labels.txt", b"huge.bmp 0\n");
     assert_err(
         load(dir.path(), &train()),
-        &["huge.bmp", "cannot decode image", "limit"],
+        &["huge.bmp: not a readable BMP (it is too large: at most 16384 pixels a side"],
     );
     write(dir.path(), "labels.txt", b"junk.png 0\n");
     assert_err(
         load(dir.path(), &train()),
-        &["junk.png", "cannot decode image"],
+        &["junk.png: not a readable PNG ("],
     );
+}
+
+#[test]
+fn a_damaged_image_is_said_to_be_unreadable_in_words_without_the_decoder_s_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    png(dir.path(), "good.png", 4, 4, 7);
+    let good = std::fs::read(dir.path().join("good.png")).unwrap();
+    // The IDAT chunk's length made wrong: its checksum no longer matches.
+    let idat = good.windows(4).position(|w| w == b"IDAT").unwrap();
+    let mut bad_crc = good.clone();
+    bad_crc[idat - 4..idat].copy_from_slice(&5u32.to_be_bytes());
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "crc.png",
+            bad_crc,
+            "not a readable PNG (a checksum does not match: the file is damaged)",
+        ),
+        (
+            "cut.png",
+            good[..good.len() / 2].to_vec(),
+            "not a readable PNG (the file ends too early",
+        ),
+        (
+            "text.png",
+            b"hello".to_vec(),
+            "not a readable PNG (it does not start as one does",
+        ),
+        ("text.jpg", b"hello".to_vec(), "not a readable JPEG ("),
+    ];
+    for (name, bytes, says) in cases {
+        write(dir.path(), name, &bytes);
+        let e = crate::data::load_image(&dir.path().join(name), [1, 4, 4], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{name}: {e}");
+        assert!(
+            !e.contains('{') && !e.contains("ChunkType") && !e.contains('\n'),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -675,12 +715,16 @@ fn export_then_load_round_trips_and_offsets_are_disjoint() {
     let out1 = tempfile::tempdir().unwrap();
     let out2 = tempfile::tempdir().unwrap();
     assert_eq!(
-        export(&ds, out1.path(), Some(&[1, 8]), Some(3), 0).unwrap(),
+        export(&ds, out1.path(), Some(&[1, 8]), Some(3), 0)
+            .unwrap()
+            .images,
         6
     );
     assert_eq!(
-        export(&ds, out2.path(), Some(&[1, 8]), Some(3), 3).unwrap(),
-        6
+        export(&ds, out2.path(), Some(&[1, 8]), Some(3), 3)
+            .unwrap()
+            .per_class,
+        [("Trouser".to_string(), 3), ("Bag".to_string(), 3)]
     );
     let a = load(out1.path(), &train()).unwrap();
     let b = load(out2.path(), &train()).unwrap();

@@ -73,12 +73,25 @@ impl LayerKind for Kind {
     }
 
     fn explain(spec: &DropoutSpec, _input: &[usize], _output: &[usize]) -> Result<Vec<String>> {
-        let p = f64::from(spec.rate);
+        // The rate as written (0.3, not the f32's 0.30000001192092896), and the figures from
+        // it to six significant digits.
+        let p = spec.rate.to_string();
+        let rate: f64 = p.parse().unwrap_or(f64::from(spec.rate));
+        let short = |v: f64| {
+            let digits = 5usize.saturating_sub(v.abs().log10().floor().max(0.0) as usize);
+            let t = format!("{v:.digits$}");
+            let t = if t.contains('.') {
+                t.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &t
+            };
+            t.to_string()
+        };
         Ok(vec![format!(
             "training: keeps each value with probability 1 - {p} = {} and scales it by \
              1/(1 - {p}) = {}; evaluation: the identity; no parameters",
-            1.0 - p,
-            1.0 / (1.0 - p)
+            short(1.0 - rate),
+            short(1.0 / (1.0 - rate))
         )])
     }
 
@@ -230,6 +243,20 @@ mod tests {
             training: true,
             stream,
         }
+    }
+
+    #[test]
+    fn the_explanation_shows_the_rate_as_written() {
+        let explain =
+            |rate: f32| Kind::explain(&DropoutSpec { rate }, &[4], &[4]).unwrap()[0].clone();
+        assert_eq!(
+            explain(0.3),
+            "training: keeps each value with probability 1 - 0.3 = 0.7 and scales it by \
+             1/(1 - 0.3) = 1.42857; evaluation: the identity; no parameters"
+        );
+        assert!(explain(0.5).contains("1 - 0.5 = 0.5 and scales it by 1/(1 - 0.5) = 2;"));
+        assert!(explain(0.9).contains("1 - 0.9 = 0.1 and scales it by 1/(1 - 0.9) = 10;"));
+        assert!(explain(0.0).contains("1 - 0 = 1 and scales it by 1/(1 - 0) = 1;"));
     }
 
     #[test]

@@ -27,9 +27,7 @@ use std::path::Path;
 use prost::Message;
 
 pub(crate) use super::parts::{short, Attrs, Constants};
-use super::proto::{
-    tensor_proto::DataLocation, tensor_shape_proto, type_proto, ModelProto, NodeProto,
-};
+use super::proto::{tensor_shape_proto, type_proto, ModelProto, NodeProto};
 use super::{wire, FLOAT, MAX_FILE_BYTES};
 use crate::config;
 use crate::data::Normalization;
@@ -52,7 +50,8 @@ pub fn import_file(input: &Path, out: &Path, classes: Option<Vec<String>>) -> Re
     Ok(meta)
 }
 
-/// The model and metadata of the ONNX bytes `bytes` (read from `path`, named in errors).
+/// The model and metadata of the ONNX bytes `bytes` (read from `path`, named in errors;
+/// external data is read from files in `path`'s folder).
 pub fn from_bytes(
     path: &Path,
     bytes: &[u8],
@@ -63,8 +62,11 @@ pub fn from_bytes(
         msg,
     };
     wire::check(bytes).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
-    let proto = ModelProto::decode(bytes)
+    let mut proto = ModelProto::decode(bytes)
         .map_err(|e| bad(format!("not an ONNX model (malformed protobuf: {e})")))?;
+    // Weights kept beside the model (net.onnx.data), relative to its folder.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    super::external::load(&mut proto, dir).map_err(bad)?;
     let chain = read_chain(&proto).map_err(bad)?;
     let text = chain.config_text();
     let parsed = config::parse(&text, &format!("{} (generated config)", path.display()))?;
@@ -279,11 +281,10 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
     };
     for t in &graph.initializer {
         let name = t.name.as_deref().unwrap_or("");
-        if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
+        // `from_bytes` read every initialiser's external data in already.
+        if super::external::is_external(t) {
             return Err(format!(
-                "initialiser `{}` keeps its data in an external file; save the model with \
-                 its weights inside (torch.onnx.export(..., external_data=False), or \
-                 onnx.save(..., save_as_external_data=False))",
+                "initialiser `{}` keeps its data in an external file, which was not read",
                 short(name)
             ));
         }

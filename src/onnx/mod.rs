@@ -39,9 +39,12 @@
 //! `Softmax` (or, at the end, `LogSoftmax`), `Dropout`, `BatchNormalization`. Anything else is
 //! refused with one line naming the node and its op. The protobuf is checked before it is
 //! decoded ([`wire::check`]): a malformed or truncated file, or one whose message count
-//! would make decoding allocate far more than the file's size, is refused first.
+//! would make decoding allocate far more than the file's size, is refused first. Weights kept
+//! in a file beside the model (ONNX's external data, as PyTorch's default exporter writes
+//! `net.onnx.data`) are read from it, checked (`external`, the module's doc says how).
 
 pub mod export;
+mod external;
 pub mod import;
 mod parts;
 pub mod wire;

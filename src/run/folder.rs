@@ -8,6 +8,7 @@ use crate::io::write_atomic;
 use crate::optim::OptimizerKind;
 use crate::train::EpochMetrics;
 
+use super::plots::HeldOut;
 use super::RunConfig;
 
 /// The files that mark a folder as holding a run: any one of them.
@@ -196,11 +197,13 @@ pub(super) fn remove_stale_temps(dir: &Path) {
     }
 }
 
-/// `metrics.csv`: one row per epoch, the learning rate of each.
-pub fn metrics_csv(history: &[EpochMetrics]) -> String {
+/// `metrics.csv`: one row per epoch, the learning rate of each. The held-out set's columns
+/// are named for it: `test_loss` and `test_accuracy` for a test set, `val_loss` and
+/// `val_accuracy` for a validation split (`--val-split`).
+pub fn metrics_csv(history: &[EpochMetrics], held_out: HeldOut) -> String {
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-    let mut s =
-        String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second\n");
+    let p = held_out.column_prefix();
+    let mut s = format!("epoch,loss,accuracy,{p}_loss,{p}_accuracy,lr,seconds,images_per_second\n");
     for m in history {
         s += &format!(
             "{},{:.6},{:.6},{},{},{},{:.6},{:.1}\n",
@@ -217,27 +220,101 @@ pub fn metrics_csv(history: &[EpochMetrics]) -> String {
     s
 }
 
-/// `metrics.jsonl`: one JSON object per epoch.
-fn metrics_jsonl(history: &[EpochMetrics]) -> Result<String> {
+/// `metrics.jsonl`: one JSON object per epoch, its held-out figures named as in
+/// [`metrics_csv`] (run folders written before that name them `val_loss` and `val_accuracy`
+/// whatever the set; [`EpochMetrics`] reads both).
+fn metrics_jsonl(history: &[EpochMetrics], held_out: HeldOut) -> Result<String> {
+    let encode = |e: serde_json::Error| Error::Invalid(format!("cannot encode the metrics: {e}"));
+    let p = held_out.column_prefix();
     let mut s = String::new();
     for m in history {
-        s += &serde_json::to_string(m)
-            .map_err(|e| Error::Invalid(format!("cannot encode the metrics: {e}")))?;
+        let mut object = serde_json::to_value(m).map_err(encode)?;
+        if let Some(fields) = object.as_object_mut() {
+            if p != "val" {
+                for what in ["loss", "accuracy"] {
+                    if let Some(v) = fields.remove(&format!("val_{what}")) {
+                        fields.insert(format!("{p}_{what}"), v);
+                    }
+                }
+            }
+        }
+        s += &serde_json::to_string(&object).map_err(encode)?;
         s.push('\n');
     }
     Ok(s)
 }
 
 /// Writes `metrics.csv`, `metrics.jsonl` and the loss and accuracy plots into `dir`.
-pub(super) fn write_metrics(
-    dir: &Path,
-    history: &[EpochMetrics],
-    held_out: super::plots::HeldOut,
-) -> Result<()> {
-    write_atomic(&dir.join("metrics.csv"), metrics_csv(history).as_bytes())?;
+pub(super) fn write_metrics(dir: &Path, history: &[EpochMetrics], held_out: HeldOut) -> Result<()> {
+    write_atomic(
+        &dir.join("metrics.csv"),
+        metrics_csv(history, held_out).as_bytes(),
+    )?;
     write_atomic(
         &dir.join("metrics.jsonl"),
-        metrics_jsonl(history)?.as_bytes(),
+        metrics_jsonl(history, held_out)?.as_bytes(),
     )?;
     super::plots::write_training_plots(dir, history, held_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(held_out: Option<f64>) -> EpochMetrics {
+        EpochMetrics {
+            epoch: 1,
+            loss: 0.5,
+            accuracy: 0.75,
+            val_loss: held_out,
+            val_accuracy: held_out,
+            lr: 0.01,
+            seconds: 1.0,
+            images_per_second: 100.0,
+        }
+    }
+
+    #[test]
+    fn the_held_out_columns_are_named_for_the_set_they_are() {
+        let history = [epoch(Some(0.25))];
+        let header = |h| metrics_csv(&history, h).lines().next().unwrap().to_string();
+        assert_eq!(
+            header(HeldOut::Test),
+            "epoch,loss,accuracy,test_loss,test_accuracy,lr,seconds,images_per_second"
+        );
+        assert_eq!(
+            header(HeldOut::Validation),
+            "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second"
+        );
+        let line = metrics_jsonl(&history, HeldOut::Test).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            (v["test_loss"].as_f64(), v.get("val_loss")),
+            (Some(0.25), None)
+        );
+        let line = metrics_jsonl(&history, HeldOut::Validation).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            (v["val_loss"].as_f64(), v.get("test_loss")),
+            (Some(0.25), None)
+        );
+    }
+
+    #[test]
+    fn metrics_jsonl_reads_back_whichever_way_it_names_the_held_out_set() {
+        for held_out in [HeldOut::Test, HeldOut::Validation] {
+            let text = metrics_jsonl(&[epoch(Some(0.25)), epoch(None)], held_out).unwrap();
+            let back: Vec<EpochMetrics> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(back, [epoch(Some(0.25)), epoch(None)]);
+        }
+        // A run folder written before the names changed.
+        let old = r#"{"epoch":1,"loss":0.5,"accuracy":0.75,"val_loss":0.25,"val_accuracy":0.25,"lr":0.01,"seconds":1.0,"images_per_second":100.0}"#;
+        assert_eq!(
+            serde_json::from_str::<EpochMetrics>(old).unwrap(),
+            epoch(Some(0.25))
+        );
+    }
 }

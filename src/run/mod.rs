@@ -133,14 +133,13 @@ impl std::fmt::Display for EarlyStopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "stopped early after epoch {} of {}: {} has not improved on {:.4} (epoch {}) for {} \
-             epochs; ",
+            "stopped early after epoch {} of {}: {} has not improved on {:.4} (epoch {}) for {}; ",
             self.epoch,
             self.epochs,
             self.monitor.name(),
             self.best,
             self.best_epoch,
-            self.patience
+            crate::text::count(self.patience, "epoch")
         )?;
         if self.restored {
             write!(
@@ -375,9 +374,10 @@ impl Run {
         let begun = ck.state.epoch + usize::from(ck.state.step > 0);
         if config.epochs < begun {
             return Err(Error::Usage(format!(
-                "cannot resume with --epochs {}: the run has begun {begun} epochs; give at \
+                "cannot resume with --epochs {}: the run has begun {}; give at \
                  least {begun}",
-                config.epochs
+                config.epochs,
+                crate::text::count(begun, "epoch")
             )));
         }
         let parsed = net_config::parse(
@@ -385,7 +385,7 @@ impl Run {
             &format!("{} (checkpoint config)", dir.display()),
         )?;
         if let Some(path) = &given.config {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let (text, _) = net_config::read(path)?;
             if text != parsed.text {
                 return Err(Error::Usage(format!(
                     "cannot resume with {}: it differs from the run's network ({}), and a \
@@ -856,11 +856,19 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
                 && config.test_data.is_none()
                 && config.val_split.is_none()
             {
-                Some(load_test_set(path, &opts(Split::Test), &train.classes)?)
+                Some(load_test_set(path, &opts(Split::Test), &train.classes)?.0)
             } else {
                 None
             };
-            let note = format!("training on {} ({} images)", train.source, train.len());
+            let mut note = format!(
+                "training on {} ({})",
+                train.source,
+                crate::text::count(train.len(), "image")
+            );
+            // Images no label reaches are skipped by loading: said, not silent.
+            if let Some(skipped) = data::skipped_images(path) {
+                note = format!("{note}; {skipped}");
+            }
             (train, test, note)
         }
     };
@@ -885,7 +893,11 @@ fn finish_data(
             size: Some((input[1], input[2])),
             resize: config.resize,
         };
-        test = Some(load_test_set(path, &opts, &train.classes)?);
+        let (set, mapped) = load_test_set(path, &opts, &train.classes)?;
+        test = Some(set);
+        for said in [data::skipped_images(path), mapped].into_iter().flatten() {
+            note = format!("{note}; test data: {said}");
+        }
     }
     // With a validation split, it is the held-out set of every epoch; a test set given too
     // is checked now and evaluated once, after training.
@@ -937,8 +949,13 @@ fn finish_data(
 /// fewer classes, or with its classes in another order, is scored right. Every test set of a
 /// run comes through here (`--test-data` and an IDX folder's t10k split; a `--val-split` set
 /// is part of the training set).
-fn load_test_set(path: &Path, opts: &LoadOptions, classes: &[String]) -> Result<Dataset> {
-    data::load(path, opts)?.map_to_classes(classes)
+/// The note says how the labels were mapped when not all by name.
+fn load_test_set(
+    path: &Path,
+    opts: &LoadOptions,
+    classes: &[String],
+) -> Result<(Dataset, Option<String>)> {
+    data::load(path, opts)?.match_classes(classes)
 }
 
 #[cfg(test)]

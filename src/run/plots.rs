@@ -27,6 +27,15 @@ impl HeldOut {
         }
     }
 
+    /// The prefix of its columns in `metrics.csv` and keys in `metrics.jsonl`: `test`
+    /// (`test_loss`) or `val` (`val_loss`).
+    pub fn column_prefix(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Validation => "val",
+        }
+    }
+
     /// "test" or "validation".
     pub fn name(self) -> &'static str {
         match self {

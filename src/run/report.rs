@@ -74,12 +74,12 @@ pub fn write_run_report(
         (None, Some(test)) => {
             let _ = writeln!(
                 s,
-                "**{} accuracy {:.2}%**, {} loss {:.4}, after {} epochs in {secs:.2} s of training.\n",
+                "**{} accuracy {:.2}%**, {} loss {:.4}, after {} in {secs:.2} s of training.\n",
                 capitalised(held_out.name()),
                 test.accuracy * 100.0,
                 held_out.name(),
                 test.loss,
-                outcome.history.len()
+                crate::text::count(outcome.history.len(), "epoch")
             );
             // With a validation split, a test set is evaluated once, after training.
             if let (HeldOut::Validation, Some(t)) = (held_out, outcome.test) {
@@ -96,8 +96,8 @@ pub fn write_run_report(
         (None, None) => {
             let _ = writeln!(
                 s,
-                "{} epochs in {secs:.2} s of training (no test or validation set).\n",
-                outcome.history.len()
+                "{} in {secs:.2} s of training (no test or validation set).\n",
+                capitalised(&crate::text::count(outcome.history.len(), "epoch"))
             );
         }
     }

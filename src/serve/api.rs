@@ -369,11 +369,72 @@ async fn predict(
             )
         }
     })?;
+    // `curl -F image=@digit.png` sends a form: its file part is the image.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let bytes = match multipart_boundary(content_type) {
+        None => bytes,
+        Some(boundary) => match multipart_file(&bytes, &boundary) {
+            Some(part) => bytes.slice_ref(part),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the multipart/form-data upload has no part to read; send the image's \
+                     bytes as the body instead (curl --data-binary @digit.png URL)",
+                ))
+            }
+        },
+    };
     with_model(&state, move |_, loaded| {
         run_prediction(loaded, &bytes, q.resize)
     })
     .await
     .map(Json)
+}
+
+/// The boundary of a `multipart/form-data; boundary=...` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (key, value) = p.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// The contents of the first part of a multipart body that carries a file (a `filename=`
+/// in its headers), else of its first part; `None` when the body has no whole part.
+fn multipart_file<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let first = format!("--{boundary}");
+    let next = format!("\r\n--{boundary}");
+    let mut pos = find(body, first.as_bytes())? + first.len();
+    let mut first_part = None;
+    loop {
+        let rest = body.get(pos..)?;
+        if rest.starts_with(b"--") {
+            return first_part;
+        }
+        let rest = rest.strip_prefix(b"\r\n")?;
+        let start = pos + 2;
+        let head_len = find(rest, b"\r\n\r\n")?;
+        let headers = String::from_utf8_lossy(&rest[..head_len]).to_ascii_lowercase();
+        let content = start + head_len + 4;
+        let end = content + find(&body[content..], next.as_bytes())?;
+        let part = &body[content..end];
+        if headers.contains("filename=") {
+            return Some(part);
+        }
+        first_part.get_or_insert(part);
+        pos = end + next.len();
+    }
 }
 
 fn too_large() -> ApiError {
@@ -401,7 +462,9 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "the body is not a PNG, JPEG or BMP image",
+                "the body is not a PNG, JPEG or BMP image; send the image's bytes as the body \
+                 (curl --data-binary @digit.png URL) or as a form's file (curl -F \
+                 image=@digit.png URL)",
             ))
         }
     }
@@ -410,9 +473,12 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| unprocessable(format!("cannot read the image: {e}")))?;
-        let (iw, ih) = reader
-            .into_dimensions()
-            .map_err(|e| unprocessable(format!("cannot decode the image: {e}")))?;
+        let format = reader.format();
+        let (iw, ih) = reader.into_dimensions().map_err(|e| {
+            unprocessable(
+                crate::data::unreadable_image(Path::new("the upload"), format, &e).to_string(),
+            )
+        })?;
         if (ih as usize, iw as usize) != (h, w) {
             return Err(unprocessable(format!(
                 "the image is {ih}x{iw} (height x width) and the model takes {h}x{w}; \
@@ -664,10 +730,22 @@ struct CellImage {
 
 async fn misclassified(State(state): Shared, Query(q): Query<CellQuery>) -> ApiResult<Cell> {
     with_model(&state, move |state, loaded| {
-        let e = evaluation(state, loaded)?;
         let Some(ds) = &state.data else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "no --data was given"));
         };
+        let k = loaded.meta.classes.len();
+        for (name, value) in [("truth", q.truth), ("predicted", q.predicted)] {
+            if value >= k {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{name}={value} is out of range: the model's classes are 0 to {}",
+                        k.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        let e = evaluation(state, loaded)?;
         let limit = q.limit.unwrap_or(48).min(500);
         let hits: Vec<usize> = e
             .labels

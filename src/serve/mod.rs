@@ -7,11 +7,11 @@
 //! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary (`src/serve/assets.rs`) |
 //! | `GET /api/model` | config, classes, normalisation, layers (shapes, geometry), summary |
 //! | `GET /api/weights?layer=I` | layer I's weight and bias |
-//! | `POST /api/predict[?resize=1]` | an image in, probabilities and every layer's output out |
+//! | `POST /api/predict[?resize=1]` | an image in (the body's bytes, or a form's file part), probabilities and every layer's output out |
 //! | `GET /api/metrics` | the run's `metrics.jsonl`, as an array |
 //! | `GET /api/events[?after=N]` | server-sent events: one `epoch` message per new epoch |
 //! | `GET /api/confusion` | with `--data`: the confusion matrix of the served model |
-//! | `GET /api/misclassified?truth=T&predicted=P` | with `--data`: the images of one cell |
+//! | `GET /api/misclassified?truth=T&predicted=P` | with `--data`: the images of one cell (T and P below the class count, else 400) |
 //!
 //! Every error is a 4xx or 5xx status with the body `{"error": "one line"}`.
 //!

@@ -66,7 +66,7 @@ fn the_test_set_is_never_augmented() {
     assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let (a, b) = (
-        last["val_accuracy"].as_f64().unwrap(),
+        last["test_accuracy"].as_f64().unwrap(),
         report["accuracy"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-9, "train's {a} vs evaluate's {b}");

@@ -304,9 +304,16 @@ fn train_on_idx_folder_prints_one_line_per_epoch_and_fills_the_run_folder() {
     );
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
+    // The t10k files are the test set, and its columns say so (as the epoch lines do).
     assert_eq!(
         rows[0],
-        "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,images_per_second"
+        "epoch,loss,accuracy,test_loss,test_accuracy,lr,seconds,images_per_second"
+    );
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
+    assert!(
+        last["test_accuracy"].is_f64() && last.get("val_accuracy").is_none(),
+        "{last}"
     );
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(
@@ -599,12 +606,12 @@ fn data_info_lists_a_missing_file_with_its_line_and_an_unlabelled_image() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}: 2 problem(s) found, listed in the report above\n",
+            "error: {}: 2 problems found, listed in the report above\n",
             data.display()
         )
     );
     assert!(stdout.contains("(labels.txt)"), "{stdout}");
-    assert!(stdout.contains("2 problem(s):"), "{stdout}");
+    assert!(stdout.contains("2 problems:"), "{stdout}");
     let lt = data.join("labels.txt");
     assert!(
         stdout.contains(&format!(

@@ -74,7 +74,7 @@ fn dropout_changes_training_and_not_evaluation() {
     let last = metrics(&tmp.path().join("run")).pop().unwrap();
     let report: serde_json::Value = serde_json::from_str(&eval()).unwrap();
     assert!(
-        (last["val_accuracy"].as_f64().unwrap() - report["accuracy"].as_f64().unwrap()).abs()
+        (last["test_accuracy"].as_f64().unwrap() - report["accuracy"].as_f64().unwrap()).abs()
             < 1e-9
     );
 }

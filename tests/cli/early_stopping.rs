@@ -98,7 +98,7 @@ fn patience_1_stops_at_the_first_epoch_that_improves_by_less_than_min_delta_and_
     assert!(
         stdout.contains(&format!(
             "stopped early after epoch {stop} of {EPOCHS}: val_loss has not improved on {:.4} \
-             (epoch {best}) for 1 epochs; the model has the last epoch's weights",
+             (epoch {best}) for 1 epoch; the model has the last epoch's weights",
             full[best - 1]
         )),
         "{stdout}"

@@ -27,6 +27,7 @@ mod stripes;
 
 mod augment;
 mod batchnorm;
+mod builtin_examples;
 mod cli;
 mod dropout;
 mod early_stopping;

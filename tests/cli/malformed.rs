@@ -131,7 +131,11 @@ fn config_that_is_not_utf8_is_refused() {
     let cfg = c.write("bin.cfg", b"\xff\xfe\x00\x01");
     refused(
         &[p("summary"), &cfg],
-        &format!("{}: stream did not contain valid UTF-8", cfg.display()),
+        &format!(
+            "{}: is not a network config: not UTF-8 text (invalid byte at offset 0); a config \
+             is a text file, one layer a line (see `cnn examples`)",
+            cfg.display()
+        ),
     );
 }
 
@@ -356,7 +360,8 @@ fn png_claiming_100000_by_100000_pixels_is_refused_within_the_memory_limit() {
     c.train_refuses(
         &c.path("labels.txt"),
         &format!(
-            "{}: cannot decode image: Image size exceeds limit",
+            "{}: not a readable PNG (it is too large: at most 16384 pixels a side and 256 MiB \
+             decoded)",
             img.display()
         ),
     );
@@ -370,8 +375,8 @@ fn bmp_claiming_100000_by_100000_pixels_is_refused_within_the_memory_limit() {
     c.train_refuses(
         &c.path("labels.txt"),
         &format!(
-            "{}: cannot decode image: Format error decoding Bmp: Image too large (one of \
-             (100000, 100000) > soft limit of 65535)",
+            "{}: not a readable BMP (it is too large: at most 16384 pixels a side and 256 MiB \
+             decoded)",
             img.display()
         ),
     );
@@ -385,8 +390,7 @@ fn truncated_jpeg_is_refused_on_one_line() {
     c.train_refuses(
         &c.path("labels.txt"),
         &format!(
-            "{}: cannot decode image: Format error decoding Jpeg: I/O errors Not enough \
-             bytes, expected 5 but found 2",
+            "{}: not a readable JPEG (the file ends too early: it is cut short)",
             img.display()
         ),
     );
@@ -474,7 +478,7 @@ fn safetensors_header_length_of_a_terabyte_is_refused() {
     c.predict_refuses(
         &f,
         &format!(
-            "{}: not a safetensors model file (HeaderTooLarge)",
+            "{}: not a safetensors model file (its header is too large)",
             f.display()
         ),
     );

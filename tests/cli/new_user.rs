@@ -238,9 +238,9 @@ fn train_test_data_with_one_class_missing_is_scored_by_class_name() {
     let accuracy = report["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.5, "accuracy {accuracy}: the classes are easy");
     assert!(
-        (last["val_accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-9,
+        (last["test_accuracy"].as_f64().unwrap() - accuracy).abs() < 1e-9,
         "train's test accuracy {} against evaluate's {accuracy}",
-        last["val_accuracy"]
+        last["test_accuracy"]
     );
 }
 
@@ -252,10 +252,13 @@ fn a_class_the_model_does_not_know_is_a_one_line_error_naming_it_and_the_data() 
     let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stdout, "");
+    // b matches; zebra could be a or c: which one, the names cannot say.
     assert_eq!(
         stderr,
         format!(
-            "error: {}: class \"zebra\" is not one of the model's classes (a, b, c)\n",
+            "error: {}: class \"zebra\" is not one of the model's classes (a, b, c); the \
+             model's classes that no name matched (\"a\", \"c\") cannot be paired with it one to \
+             one\n",
             data.display()
         )
     );
@@ -409,6 +412,7 @@ fn every_subcommand_s_help_ends_with_examples_of_it() {
         "bench",
         "visualize",
         "gradcheck",
+        "examples",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
@@ -589,7 +593,7 @@ fn a_labels_txt_mixing_indices_and_names_is_a_problem_and_data_info_exits_1() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}: 1 problem(s) found, listed in the report above\n",
+            "error: {}: 1 problem found, listed in the report above\n",
             data.display()
         )
     );
@@ -655,4 +659,392 @@ fn gradcheck_entries_0_and_a_negative_batch_are_refused_with_exit_2() {
         one_error_line(&stderr);
         assert!(stderr.contains(why), "{stderr}");
     }
+}
+
+#[test]
+fn a_model_file_given_to_train_as_its_config_is_said_to_be_one_with_the_ways_on() {
+    let (tmp, model) = folder_model();
+    let (code, stdout, stderr) = run(&[&"train", &model]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, "");
+    one_error_line(&stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {0}: is a model file (safetensors), not a network config; to train from \
+             its weights, give its network and --init: `cnn train CONFIG --init {0}` (`cnn \
+             summary {0}` shows the network stored in it)\n",
+            model.display()
+        )
+    );
+    // Any other file that is not text is said not to be.
+    let binary = tmp.path().join("weights.bin");
+    std::fs::write(&binary, [0x80, 0xff, 0, 1]).unwrap();
+    let (code, _, stderr) = run(&[&"summary", &binary]);
+    assert_eq!(code, 1, "{stderr}");
+    one_error_line(&stderr);
+    assert!(
+        stderr.contains("is not a network config: not UTF-8 text (invalid byte at offset 0)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn predict_reads_every_readable_image_and_says_which_is_not_in_one_plain_line() {
+    let (tmp, model) = folder_model();
+    let photos = tmp.path().join("photos");
+    write_png(&photos.join("a.png"), 0, 1);
+    write_png(&photos.join("c.png"), 2, 2);
+    // b.png: its IDAT chunk's length made wrong, so that its checksum does not match (the
+    // decoder's own message printed `ChunkType { type: IDAT, critical: true, ... }`).
+    let mut bad = std::fs::read(photos.join("a.png")).unwrap();
+    let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
+    bad[idat - 4..idat].copy_from_slice(&5u32.to_be_bytes());
+    std::fs::write(photos.join("b.png"), &bad).unwrap();
+    let (code, stdout, stderr) = run(&[&"predict", &model, &photos, &"--top", &"1"]);
+    assert_eq!(code, 1, "{stderr}");
+    let inputs: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect();
+    let name = |f: &str| photos.join(f).display().to_string();
+    assert_eq!(inputs, [name("a.png"), name("c.png")], "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: not a readable PNG (a checksum does not match: the file is damaged)\n",
+            name("b.png")
+        )
+    );
+    // A missing file among the inputs: the same.
+    let (code, stdout, stderr) = run(&[
+        &"predict",
+        &model,
+        &photos.join("nope.png"),
+        &photos.join("a.png"),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    one_error_line(&stderr);
+    assert!(
+        stderr.starts_with(&format!("error: {}: ", name("nope.png"))),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn predict_csv_has_a_header_and_a_row_per_class_shown() {
+    let (tmp, model) = folder_model();
+    let photos = tmp.path().join("my, photos");
+    write_png(&photos.join("a.png"), 0, 1);
+    write_png(&photos.join("b.png"), 1, 2);
+    let (code, stdout, stderr) = run(&[&"predict", &model, &photos, &"--top", &"2", &"--csv"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "path,class,probability");
+    assert_eq!(lines.len(), 1 + 2 * 2, "{stdout}");
+    let quoted = |f: &str| format!("\"{}\"", photos.join(f).display());
+    let json: Vec<Value> = run(&[&"predict", &model, &photos, &"--top", &"2", &"--json"])
+        .1
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (i, (file, pred)) in [("a.png", &json[0]), ("b.png", &json[1])]
+        .into_iter()
+        .enumerate()
+    {
+        for rank in 0..2 {
+            let row = lines[1 + 2 * i + rank];
+            let (path, rest) = row
+                .rsplit_once(',')
+                .map(|(a, p)| (a.rsplit_once(',').unwrap(), p))
+                .unwrap();
+            assert_eq!(path.0, quoted(file), "{row}");
+            assert_eq!(
+                path.1,
+                pred["probabilities"][rank][0].as_str().unwrap(),
+                "{row}"
+            );
+            let p: f64 = rest.parse().unwrap();
+            assert!(
+                (p - pred["probabilities"][rank][1].as_f64().unwrap()).abs() < 1e-6,
+                "{row}"
+            );
+        }
+    }
+    let (code, _, stderr) = run(&[&"predict", &model, &photos, &"--csv", &"--json"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+// --------------------------------------------------------- what loading and export skip
+
+#[test]
+fn images_no_label_reaches_are_counted_by_train_and_evaluate_naming_labels_txt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("listed");
+    class_folders(&data, &[("a", 0), ("b", 1), ("c", 2)], 4, 0);
+    // labels.txt lists three of each class's four images; ./ in a path is the same file.
+    let mut listing = String::new();
+    for class in ["a", "b", "c"] {
+        for i in 0..3 {
+            listing += &format!("./{class}/{i:03}.png {class}\n");
+        }
+    }
+    write(&data, "labels.txt", &listing);
+    let labels = data.join("labels.txt");
+    let out = tmp.path().join("run");
+    let (code, _, stderr) = Train::new(tmp.path().join("tiny.cfg"), &out)
+        .config(TINY_CFG)
+        .data(&data)
+        .args(&["--epochs", "1", "--batch-size", "3"])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    let said = format!(
+        "3 images under {} are not listed in {}: skipped (cnn data info {0} lists them)",
+        data.display(),
+        labels.display()
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("training on "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!("training on {} (9 images); {said}", data.display())
+    );
+    let model = out.join("model.safetensors");
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, format!("note: {said}\n"));
+    // data info reports the same three.
+    let (_, stdout, _) = run(&[&"data", &"info", &data]);
+    assert_eq!(stdout.matches("image has no label").count(), 3, "{stdout}");
+
+    // Class folders with an image beside them.
+    let folders = tmp.path().join("folders");
+    class_folders(&folders, &[("a", 0), ("b", 1), ("c", 2)], 2, 0);
+    write_png(&folders.join("stray.png"), 0, 9);
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &folders]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "note: 1 image under {} is outside the class folders (in no class): skipped (cnn \
+             data info {0} lists it)\n",
+            folders.display()
+        )
+    );
+    // Nothing skipped, nothing said.
+    std::fs::remove_file(folders.join("stray.png")).unwrap();
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &folders]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn data_export_refuses_a_folder_that_is_not_empty_and_force_replaces_only_an_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let export = |extra: &[&str]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"data",
+            &"export",
+            &"demo",
+            &"--classes",
+            &"0,1",
+            &"--out",
+            &out,
+        ];
+        args.extend(extra.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        run(&args)
+    };
+    let (code, _, stderr) = export(&["--per-class", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    let first = file_names(&out);
+    assert_eq!(first.len(), 7, "{first:?}");
+    // Again into the same folder: old and new would mix (3 + 2 per class, one labels.txt).
+    let (code, stdout, stderr) = export(&["--per-class", "2", "--offset", "3"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stdout, "");
+    one_error_line(&stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: is not empty, and new files would mix with the old: it holds a previous \
+             export (its PNGs and labels.txt); pass --force to replace it\n",
+            out.display()
+        )
+    );
+    assert_eq!(file_names(&out), first);
+    let (code, _, stderr) = export(&["--per-class", "2", "--offset", "3", "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    let second = file_names(&out);
+    assert_eq!(second.len(), 5, "only the new export: {second:?}");
+    assert!(second
+        .iter()
+        .all(|f| !first.contains(f) || f == "labels.txt"));
+    // A file an export does not write: refused, with --force too, and left alone.
+    write(&out, "notes.md", "mine");
+    for force in [false, true] {
+        let (code, _, stderr) = export(if force { &["--force"] } else { &[] });
+        assert_eq!(code, 2, "{stderr}");
+        one_error_line(&stderr);
+        assert!(stderr.contains("notes.md"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.md")).unwrap(),
+        "mine"
+    );
+    assert_eq!(file_names(&out).len(), 6);
+}
+
+#[test]
+fn data_export_says_how_many_it_wrote_per_class_when_fewer_than_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = run(&[
+        &"data",
+        &"export",
+        &"demo",
+        &"--classes",
+        &"3,5",
+        &"--per-class",
+        &"2000",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "wrote 400 images and labels.txt to {}\nfewer than --per-class 2000: 200 per class, \
+             all the data has\n",
+            out.display()
+        )
+    );
+    let out = tmp.path().join("out2");
+    let (code, stdout, _) = run(&[
+        &"data",
+        &"export",
+        &"demo",
+        &"--classes",
+        &"3",
+        &"--per-class",
+        &"150",
+        &"--offset",
+        &"100",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.ends_with(
+            "fewer than --per-class 150: 100 per class, all the data has past --offset 100\n"
+        ),
+        "{stdout}"
+    );
+}
+
+// ------------------------------------------------------------ labels matched by index
+
+#[test]
+fn a_fashion_model_on_digit_names_says_labels_were_taken_by_index() {
+    let (tmp, model) = fashion_model();
+    // Digits: IDX files at a path without "fashion", so their classes are "0" to "9".
+    let digits = tmp.path().join("digits");
+    let labels: Vec<u8> = (0..20).map(|i| i % 10).collect();
+    let pixels: Vec<u8> = (0..20 * 784).map(|i| (i * 7 % 251) as u8).collect();
+    write_idx(&digits, "t10k", 28, 28, &pixels, &labels);
+    let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &digits]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("data: "), "{stdout}");
+    assert_eq!(
+        stderr,
+        "note: the data's class names (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) match none of the model's \
+         (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot): \
+         labels were taken as the model's class indices (0 = T-shirt/top, 1 = Trouser, 2 = \
+         Pullover, 3 = Dress, 4 = Coat, 5 = Sandal, 6 = Shirt, 7 = Sneaker, 8 = Bag, 9 = Ankle \
+         boot)\n"
+    );
+    // The same note when train's --test-data is matched that way.
+    let out = tmp.path().join("again");
+    let (code, _, stderr) = Train::new(tmp.path().join("fashion.cfg"), &out)
+        .args(&["--epochs", "1", "--test-data", digits.to_str().unwrap()])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("; test data: the data's class names (0, 1, 2, "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn classes_some_of_which_match_and_the_rest_cannot_be_paired_are_refused() {
+    let (tmp, model) = folder_model();
+    let data = tmp.path().join("axy");
+    class_folders(&data, &[("a", 0), ("x", 1), ("y", 2)], 2, 100);
+    let (code, stdout, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: classes \"x\", \"y\" are not among the model's classes (a, b, c); the \
+             model's classes that no name matched (\"b\", \"c\") cannot be paired with them one \
+             to one\n",
+            data.display()
+        )
+    );
+    // One class left on each side: paired, and said.
+    let data = tmp.path().join("abz");
+    class_folders(&data, &[("a", 0), ("b", 1), ("z", 2)], 2, 100);
+    let (code, _, stderr) = run(&[&"evaluate", &model, &"--data", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        "note: class \"z\" is not one of the model's classes (a, b, c): its images were taken \
+         as \"c\", the one class of the model that no other name matched\n"
+    );
+}
+
+#[test]
+fn one_epoch_is_one_epoch_and_one_image_one_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (code, stdout, stderr) = Train::new(tmp.path().join("fashion.cfg"), &out)
+        .config(FASHION_CFG)
+        .args(&["--epochs", "1"])
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\ntrained 1 epoch in "), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(", after 1 epoch in "), "{report}");
+    // One image in a folder: evaluate's data line.
+    let data = tmp.path().join("one");
+    let pixels = vec![7u8; 784];
+    write_idx(&data, "t10k", 28, 28, &pixels, &[3]);
+    let (code, stdout, stderr) = run(&[
+        &"evaluate",
+        &out.join("model.safetensors"),
+        &"--data",
+        &data,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(" (1 image; 1 of the model's 10 classes)"),
+        "{stdout}"
+    );
 }

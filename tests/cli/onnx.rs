@@ -311,7 +311,9 @@ fn malformed_and_foreign_graphs_are_refused_with_one_line_naming_node_and_op() {
     t.raw_data = None;
     let (_, e) = import_refuses(dir, "external.onnx", &p.encode_to_vec());
     assert!(
-        e.contains("initialiser `layers.0.weight` keeps its data in an external file"),
+        e.contains(
+            "initialiser `layers.0.weight`: its external data names no file (no `location`)"
+        ),
         "{e}"
     );
 
@@ -450,4 +452,218 @@ mod never_panics {
             check(&bytes)?;
         }
     }
+}
+
+// ------------------------------------------------------------------- external data
+
+/// The folder of a real export by PyTorch's default exporter, weights in `net.onnx.data`
+/// (written by scripts/make-onnx-dynamo-fixture.py).
+fn dynamo_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx-dynamo")
+}
+
+#[test]
+fn a_default_pytorch_export_with_its_weights_beside_it_imports_and_predicts_as_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let back = tmp.path().join("net.safetensors");
+    let (code, out, err) = run(&[&"import", &dynamo_fixture().join("net.onnx"), &back]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Dense units=10"), "{out}");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dynamo_fixture().join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let pixels: Vec<u8> = expected["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    let img = tmp.path().join("img.png");
+    crate::files::write_png(&img, 28, 28, |x, y| pixels[(y * 28 + x) as usize]);
+    let (code, out, err) = run(&[&"predict", &back, &img, &"--json", &"--top", &"10"]);
+    assert_eq!(code, 0, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for pair in got["probabilities"].as_array().unwrap() {
+        let class: usize = pair[0].as_str().unwrap().parse().unwrap();
+        let p = pair[1].as_f64().unwrap();
+        let want = expected["probabilities"][class].as_f64().unwrap();
+        assert!(
+            (p - want).abs() < 1e-5,
+            "class {class}: {p} against PyTorch's {want}"
+        );
+    }
+
+    // Without its data file beside it, the model is refused naming the file.
+    let alone = tmp.path().join("alone.onnx");
+    std::fs::copy(dynamo_fixture().join("net.onnx"), &alone).unwrap();
+    let (_, e) = import_refuses(tmp.path(), "alone.onnx", &std::fs::read(&alone).unwrap());
+    assert!(
+        e.contains("its external data names net.onnx.data, which cannot be opened"),
+        "{e}"
+    );
+}
+
+/// `proto` with every float initialiser's data moved into `dir/file`, one after the other
+/// from byte 16 (the first 16 are padding); `length` left out for the last, which then runs
+/// to the end of the file.
+fn with_external_data(mut proto: ModelProto, dir: &Path, file: &str) -> ModelProto {
+    use cnn::onnx::proto::StringStringEntryProto;
+    let mut data = vec![0u8; 16];
+    let g = proto.graph.as_mut().unwrap();
+    let moved: Vec<usize> = (0..g.initializer.len())
+        .filter(|&i| {
+            g.initializer[i]
+                .raw_data
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+        })
+        .filter(|&i| g.initializer[i].data_type == Some(1))
+        .collect();
+    assert!(moved.len() >= 2);
+    for (k, &i) in moved.iter().enumerate() {
+        let t = &mut g.initializer[i];
+        let raw = t.raw_data.take().unwrap();
+        let entry = |key: &str, value: String| StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        };
+        t.external_data = vec![
+            entry("location", file.into()),
+            entry("offset", data.len().to_string()),
+        ];
+        if k + 1 < moved.len() {
+            t.external_data.push(entry("length", raw.len().to_string()));
+        }
+        t.data_location = Some(1);
+        data.extend_from_slice(&raw);
+    }
+    std::fs::write(dir.join(file), data).unwrap();
+    proto
+}
+
+#[test]
+fn external_data_written_by_hand_imports_to_the_same_tensors_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inline = exported(0);
+    let (want, _) = import::from_bytes(Path::new("x.onnx"), &inline.encode_to_vec(), None).unwrap();
+    let ext = with_external_data(inline, tmp.path(), "weights.bin");
+    let path = tmp.path().join("ext.onnx");
+    std::fs::write(&path, ext.encode_to_vec()).unwrap();
+    let (got, _) = import::from_bytes(&path, &ext.encode_to_vec(), None).unwrap();
+    let tensors = |m: &Model| -> Vec<(String, Vec<u32>)> {
+        m.named_params()
+            .into_iter()
+            .map(|(k, p)| (k, bits(p.value.data())))
+            .collect()
+    };
+    assert_eq!(tensors(&got), tensors(&want));
+    // Through the command, from another folder: the location is the model's folder's.
+    let out = tmp.path().join("ext.safetensors");
+    let (code, _, err) = run(&[&"import", &path, &out]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn external_data_outside_the_model_s_folder_or_the_file_is_refused_before_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    // A file beside the folder, which no location may reach.
+    let ext = with_external_data(exported(0), tmp.path(), "outside.bin");
+    let relocated = |location: &str| {
+        let mut p = ext.clone();
+        for t in &mut p.graph.as_mut().unwrap().initializer {
+            for e in &mut t.external_data {
+                if e.key.as_deref() == Some("location") {
+                    e.value = Some(location.into());
+                }
+            }
+        }
+        p.encode_to_vec()
+    };
+    let outside = tmp.path().join("outside.bin");
+    let cases = [
+        (
+            "up.onnx",
+            "../outside.bin".to_string(),
+            "goes up a folder (`..`)",
+        ),
+        (
+            "abs.onnx",
+            outside.display().to_string(),
+            "an absolute path",
+        ),
+        (
+            "link.onnx",
+            "link.bin".to_string(),
+            "a link that leads out of the model's folder",
+        ),
+        (
+            "none.onnx",
+            "missing.bin".to_string(),
+            "names missing.bin, which cannot be opened",
+        ),
+    ];
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&outside, models.join("link.bin")).unwrap();
+    for (name, location, says) in cases {
+        #[cfg(not(unix))]
+        if name == "link.onnx" {
+            continue;
+        }
+        let (code, e) = import_refuses(&models, name, &relocated(&location));
+        assert_eq!(code, 1, "{name}");
+        assert!(
+            e.contains("its external data names") && e.contains(says),
+            "{name}: {e}"
+        );
+        assert!(
+            e.contains("it must be a file in the model's folder") || name == "none.onnx",
+            "{e}"
+        );
+    }
+    // Inside the folder, but a range the file does not hold, or of the wrong size.
+    std::fs::copy(&outside, models.join("w.bin")).unwrap();
+    let len = std::fs::metadata(&outside).unwrap().len();
+    let ext = ModelProto::decode(relocated("w.bin").as_slice()).unwrap();
+    let mut p = ext.clone();
+    let entry = |p: &mut ModelProto, key: &str, value: String| {
+        let t = p
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| !t.external_data.is_empty())
+            .unwrap();
+        if let Some(e) = t
+            .external_data
+            .iter_mut()
+            .find(|e| e.key.as_deref() == Some(key))
+        {
+            e.value = Some(value);
+        }
+        t.name.clone().unwrap()
+    };
+    let name = entry(&mut p, "offset", (len - 2).to_string());
+    let (_, e) = import_refuses(&models, "past.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains(&format!(
+            "initialiser `{name}`: its external data (offset {}",
+            len - 2
+        )) && e.contains(&format!("runs past the end of w.bin ({len} bytes)")),
+        "{e}"
+    );
+    let mut p = ext.clone();
+    entry(&mut p, "length", "8".into());
+    let (_, e) = import_refuses(&models, "short.onnx", &p.encode_to_vec());
+    assert!(
+        e.contains("is 8 bytes in w.bin, but its dims (") && e.contains("-byte values take "),
+        "{e}"
+    );
+    let mut p = ext;
+    entry(&mut p, "offset", "-1".into());
+    let (_, e) = import_refuses(&models, "negative.onnx", &p.encode_to_vec());
+    assert!(e.contains("has `offset` -1, not a byte count"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! What the pictures show, through the CLI: whole-epoch ticks, the held-out curve named for
 //! what it is, a diverged sweep run drawn on the plot, the misclassified gallery's title and
-//! size, and the output layer of `cnn visualize` as one bar per class.
+//! size, the output layer of `cnn visualize` as one bar per class and its input picture as
+//! the image is.
 
 use std::path::Path;
 
@@ -215,4 +216,63 @@ fn visualize_draws_the_output_layer_as_one_bar_per_class() {
     // The hidden Dense layer is a bar chart too, not a one-pixel strip.
     let hidden = image::open(out.join("layer2-dense.png")).unwrap();
     assert!(hidden.height() >= 300, "{}", hidden.height());
+}
+
+#[test]
+fn visualize_draws_the_input_as_it_is_whatever_the_normalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three classes of 8x8 colour images, trained with --normalize: each channel gets its own
+    // mean and spread, which the input picture must not show.
+    let data = dir.path().join("colours");
+    for (c, base) in [[200u8, 60, 60], [60, 200, 60], [60, 60, 200]]
+        .iter()
+        .enumerate()
+    {
+        let class = data.join(format!("c{c}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..6u8 {
+            image::RgbImage::from_fn(8, 8, |x, y| {
+                let d = ((x + y) as u8 * 3).wrapping_add(i * 5);
+                image::Rgb([base[0] ^ d, base[1] ^ d, base[2] ^ d])
+            })
+            .save(class.join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    let cfg = dir.path().join("rgb.cfg");
+    std::fs::write(
+        &cfg,
+        "3\nInput shape=3x8x8\nConv2D filters=2 kernel=3x3 padding=same activation=relu\n\
+         MaxPool2D pool=2\nDense units=3 activation=softmax\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    cnn()
+        .args([
+            "train".as_ref(),
+            cfg.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])
+        .args(["--epochs", "1", "--batch-size", "6", "--normalize", "--out"])
+        .arg(&run)
+        .assert()
+        .success();
+    let img = dir.path().join("probe.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([135, 127, 156]))
+        .save(&img)
+        .unwrap();
+    let out = dir.path().join("vis");
+    cnn()
+        .arg("visualize")
+        .arg(run.join("model.safetensors"))
+        .arg(&img)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let drawn = image::open(out.join("input.png")).unwrap().to_rgb8();
+    let (w, h) = drawn.dimensions();
+    // The middle of the picture's top half is inside the image (the caption is below it).
+    assert_eq!(drawn.get_pixel(w / 2, h / 3).0, [135, 127, 156]);
 }

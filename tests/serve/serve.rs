@@ -171,7 +171,7 @@ fn each_error_answers_4xx_with_a_one_line_json_error() {
     check(
         answer(a.post(&s.at("api/predict?resize=1")).send_bytes(&huge)),
         422,
-        "cannot decode image",
+        "the upload: not a readable PNG (it is too large",
     );
     // A truncated PNG.
     let mut cut = common_png(28, 28);
@@ -210,6 +210,59 @@ fn each_error_answers_4xx_with_a_one_line_json_error() {
     );
     // The server is still well after all that.
     let (status, _) = answer(a.post(&predict).send_bytes(&common_png(28, 28)));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_form_upload_is_read_as_its_file_and_a_cell_out_of_range_is_a_400_naming_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_small(dir.path(), 1);
+    let s = Served::start(&run, &["--data", "demo"]);
+    let a = agent();
+    let png = common_png(28, 28);
+    let (status, raw) = answer(a.post(&s.at("api/predict")).send_bytes(&png));
+    assert_eq!(status, 200, "{raw}");
+    // As `curl -F note=hello -F image=@digit.png` sends it: a text field, then the file.
+    let boundary = "------------------------d74496d66958873e";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"image\"; \
+         filename=\"digit.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&png);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, body) = answer(
+        a.post(&s.at("api/predict"))
+            .set(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send_bytes(&form),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["probabilities"], json(&raw)["probabilities"]);
+    // A body that is no image says how to send one.
+    let (status, body) = answer(a.post(&s.at("api/predict")).send_string("image=digit.png"));
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("curl --data-binary @digit.png"),
+        "{body}"
+    );
+    // A confusion cell beyond the 10 classes.
+    for query in ["truth=99&predicted=0", "truth=0&predicted=10"] {
+        let (status, body) = answer(a.get(&s.at(&format!("api/misclassified?{query}"))).call());
+        assert_eq!(status, 400, "{query}: {body}");
+        let msg = json(&body)["error"].as_str().unwrap().to_string();
+        assert!(
+            msg.ends_with("is out of range: the model's classes are 0 to 9"),
+            "{msg}"
+        );
+    }
+    let (status, _) = answer(a.get(&s.at("api/misclassified?truth=9&predicted=0")).call());
     assert_eq!(status, 200);
 }
 

@@ -185,6 +185,64 @@ fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_a
         // The page picked the largest value of the map, so the sum is not trivially zero.
         assert!(server > 0.0, "{e}");
     }
+    // The logits' bars start at one zero line: a negative logit's bar ends there, a
+    // positive one's starts there, each as long as its value says (on one scale).
+    let bars = report["logit_bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 10, "{report}");
+    let values: Vec<f64> = bars.iter().map(|b| b["value"].as_f64().unwrap()).collect();
+    assert!(
+        values.iter().any(|&v| v < 0.0),
+        "a model this small has negative logits: {values:?}"
+    );
+    let px_per_unit = bars
+        .iter()
+        .map(|b| {
+            (b["right"].as_f64().unwrap() - b["left"].as_f64().unwrap())
+                / b["value"].as_f64().unwrap().abs()
+        })
+        .fold(0.0, f64::max);
+    for b in bars {
+        let (v, left, right, zero) = (
+            b["value"].as_f64().unwrap(),
+            b["left"].as_f64().unwrap(),
+            b["right"].as_f64().unwrap(),
+            b["zero"].as_f64().unwrap(),
+        );
+        let (start, end) = if v < 0.0 {
+            (right, left)
+        } else {
+            (left, right)
+        };
+        assert!(
+            (start - zero).abs() <= 1.0,
+            "{b}: the bar starts at the zero line"
+        );
+        let length = (end - start).abs();
+        assert!(
+            (length - v.abs() * px_per_unit).abs() <= 1.5,
+            "{b}: {length} px for {v} at {px_per_unit} px a unit"
+        );
+        if v < 0.0 {
+            assert!(end < start, "{b}: a negative logit's bar goes left");
+        }
+    }
+    // The loss axis is labelled at a 1-2-5 step (0, 0.5, 1, ...), from 0.
+    let ticks: Vec<f64> = report["ticks"]["Loss"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no loss ticks: {report}"))
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3 && ticks[0] == 0.0, "{ticks:?}");
+    let step = ticks[1] - ticks[0];
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6),
+        "step {step}: {ticks:?}"
+    );
+    for (i, t) in ticks.iter().enumerate() {
+        assert!((t - i as f64 * step).abs() < 1e-9, "{ticks:?}");
+    }
     // The page at 1280x800 and at phone width renders (the screenshots are PNGs of that size).
     for (w, h) in [(1280, 800), (390, 844)] {
         let shot = dir.path().join(format!("shot-{w}.png"));
