@@ -146,16 +146,20 @@ class Model:
         over the config's ``Train`` and ``Augment`` lines, over the default):
             data (default None): Training data: an IDX folder or file, a folder with labels.txt,
                 or a folder per class. Default: the built-in Fashion-MNIST demo set.
-            test_data (default None): Test data, evaluated after each epoch. Default: the t10k
-                split of an IDX folder (or of the demo set), if there is one.
-            val_split (default None): Hold out this share of the training data (stratified) as
-                the test set instead.
+            test_data (default None): Test data, evaluated after each epoch (with val_split:
+                once, after training). Default: the t10k split of an IDX folder (or of the demo
+                set), if there is one.
+            val_split (default None): Hold out this share of the training data (stratified),
+                evaluated after each epoch instead of the test set (a test_data is then
+                evaluated once, at the end).
             epochs (default 10): Passes over the training data (with --resume: the epoch to
                 reach).
             lr (default 0.01): Learning rate (may change on --resume).
             batch_size (default 32): Images per gradient step.
             optimizer (default 'sgd'): The optimiser.
-            momentum (default 0.9): Momentum factor for optimizer momentum or nesterov.
+            momentum (default 0.9): Momentum factor of SGD, as PyTorch's SGD(momentum):
+                optimizer sgd momentum 0.5 is SGD with momentum 0.5, as optimizer momentum
+                momentum 0.5 is; optimizer momentum and nesterov default to 0.9.
             weight_decay (default 0.0): L2 weight decay, added to the gradient (PyTorch's
                 convention).
             label_smoothing (default 0.0): Label smoothing eps: the loss's target is (1 - eps)
@@ -164,7 +168,8 @@ class Model:
             step_size (default 10): Epochs between two multiplications by gamma (schedule step).
             gamma (default 0.1): The factor of schedule step.
             min_lr (default 0.0): The rate schedule cosine ends at.
-            warmup (default 0): Epochs of linear warm-up to the base rate, before the schedule.
+            warmup (default 0): Epochs of warm-up before the schedule: the rate climbs step by
+                step, linearly, from lr / (the warm-up's steps) to lr at its last step.
             init_scheme (default 'normal'): Weight initialisation.
             init (default None): Start from the weights of this model file (e.g. exported from
                 PyTorch).
