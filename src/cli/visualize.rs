@@ -46,13 +46,8 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
     let (mut model, meta) = model_file::load(&args.model)?;
     let [c, h, w] = model.input_shape();
     let bytes = data::load_image(&args.image, [c, h, w], args.resize)?;
-    let norm = &meta.normalization;
     let plane = h * w;
-    let pixels: Vec<f32> = bytes
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (f32::from(b) / 255.0 - norm.mean[i / plane]) / norm.std[i / plane])
-        .collect();
+    let pixels = meta.normalization.image(&bytes);
     let x = Tensor::from_vec(&[1, c, h, w], pixels.clone())?;
     let probs = model.predict_proba(&x)?;
     cnn::io::create_dir(&args.out)?;

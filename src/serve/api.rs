@@ -422,7 +422,7 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
     }
     let pixels = crate::data::image_from_bytes(Path::new("the upload"), bytes, [c, h, w], resize)
         .map_err(|e| unprocessable(e.to_string()))?;
-    let input = normalize(&pixels, &loaded.meta.normalization, [c, h, w]);
+    let input = loaded.meta.normalization.image(&pixels);
     let x = Tensor::from_vec(&[1, c, h, w], input.clone())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let probs = loaded
@@ -456,21 +456,6 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         layers,
         version: loaded.version,
     })
-}
-
-/// `(x / 255 - mean[c]) / std[c]` for CHW bytes: the model's input, as `cnn predict` and
-/// `cnn visualize` make it.
-pub(crate) fn normalize(
-    bytes: &[u8],
-    norm: &crate::data::Normalization,
-    [_, h, w]: [usize; 3],
-) -> Vec<f32> {
-    let plane = h * w;
-    bytes
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (f32::from(b) / 255.0 - norm.mean[i / plane]) / norm.std[i / plane])
-        .collect()
 }
 
 // ---------------------------------------------------------------- metrics and events
