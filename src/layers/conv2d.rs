@@ -445,12 +445,13 @@ impl Conv2D {
         }
     }
 
-    /// y = act(conv(x) + b) for a batch of `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
+    /// y = act(conv(x) + b) for a batch of `n` samples, with `act` in place of the
+    /// layer's own activation (what [`LayerOp::forward`] applies).
+    pub fn forward_act(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
         self.forward_blocks(x, y, n, act, None);
     }
 
-    /// [`Conv2D::forward`] and the max pooling after it (`pool`, writing its output
+    /// [`Conv2D::forward_act`] and the max pooling after it (`pool`, writing its output
     /// `pooled`) together: each block of [`GRAD_BLOCK`] samples is pooled by the thread that
     /// computed it, right after, while the block's output is in that thread's cache. Run one
     /// after the other, the pooling read the whole batch's output back from memory (12.8 MB
@@ -478,7 +479,7 @@ impl Conv2D {
         self.forward_blocks(x, y, n, act, Some(blocks));
     }
 
-    /// [`Conv2D::forward`], each block of [`GRAD_BLOCK`] samples then pooled by
+    /// [`Conv2D::forward_act`], each block of [`GRAD_BLOCK`] samples then pooled by
     /// `pool[block]` if given.
     fn forward_blocks(
         &mut self,
@@ -597,8 +598,8 @@ impl Conv2D {
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.
     /// `dy` is dL/d(activation output) on entry and is turned into dL/d(conv output) in
     /// place, using the input `x` and output `y` of the last forward pass, with the same
-    /// `act`.
-    pub fn backward(
+    /// `act` as that pass ([`Conv2D::forward_act`]).
+    pub fn backward_act(
         &mut self,
         x: &[f32],
         y: &[f32],
@@ -643,7 +644,7 @@ impl Conv2D {
         self.backward_dy(x, y, DyIn::Unpooled(pool, pool_dy), dx, n, act);
     }
 
-    /// [`Conv2D::backward`] with dL/dy from `dy`: by Winograd where the layer uses it, else
+    /// [`Conv2D::backward_act`] with dL/dy from `dy`: by Winograd where the layer uses it, else
     /// here (the direct one-pass kernel or im2col).
     fn backward_dy(
         &mut self,
@@ -726,7 +727,7 @@ impl Conv2D {
         winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
     }
 
-    /// [`Conv2D::forward`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
+    /// [`Conv2D::forward_act`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
     fn forward_winograd(
         &mut self,
         plan: &Plan,
@@ -760,7 +761,7 @@ impl Conv2D {
             });
     }
 
-    /// [`Conv2D::backward`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
+    /// [`Conv2D::backward_act`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
     /// the activation undone, the bias gradient, the block's dU and dx; then the blocks'
     /// dU and bias gradients summed in order and dW = G^T dU G.
     #[allow(clippy::too_many_arguments)]
@@ -971,12 +972,12 @@ impl LayerOp for Conv2D {
     /// y = act(conv(x) + b), the activation fused per sample.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let act = self.act;
-        Conv2D::forward(self, x, y, n, act);
+        self.forward_act(x, y, n, act);
     }
 
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
         let act = self.act;
-        Conv2D::backward(self, x, y, dy, dx, n, act);
+        self.backward_act(x, y, dy, dx, n, act);
     }
 
     fn params(&self) -> Vec<(&'static str, &Param)> {

@@ -280,8 +280,9 @@ impl Dense {
         }
     }
 
-    /// Y = X W^T + b for `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+    /// Y = X W^T + b for `n` samples, without the activation (which
+    /// [`LayerOp::forward`] applies after it).
+    pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         if n == 1 {
             return self.forward_one(x, y);
         }
@@ -376,8 +377,9 @@ impl Dense {
         self.yt = parts;
     }
 
-    /// Sets dW and db from `dy`; writes dX if asked.
-    pub fn backward(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
+    /// Sets dW and db from `dy`, the gradient before the activation (which
+    /// [`LayerOp::backward`] undoes first); writes dX if asked.
+    pub fn backward_linear(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
         let (i, o) = (self.inputs, self.units);
         let db = self.bias.grad.data_mut();
         db.fill(0.0);
@@ -398,7 +400,7 @@ impl Dense {
 impl LayerOp for Dense {
     /// y = act(W x + b).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        Dense::forward(self, x, y, n);
+        self.forward_linear(x, y, n);
         activation::forward(self.act, &mut y[..n * self.units], self.units);
     }
 
@@ -406,7 +408,7 @@ impl LayerOp for Dense {
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
         let len = n * self.units;
         activation::backward(self.act, &y[..len], &mut dy[..len], self.units);
-        Dense::backward(self, x, dy, dx, n);
+        self.backward_linear(x, dy, dx, n);
     }
 
     fn params(&self) -> Vec<(&'static str, &Param)> {
