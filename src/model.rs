@@ -593,7 +593,7 @@ mod tests {
                 let Op::Conv2D(conv) = &fused.layers[2].op else {
                     panic!("layer 2 is the second convolution")
                 };
-                assert_eq!(conv.winograd.is_some(), winograd, "{second}");
+                assert_eq!(conv.uses_winograd(), winograd, "{second}");
             }
             let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
             fused.compute_gradients(&x, &labels).unwrap();

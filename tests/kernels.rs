@@ -78,8 +78,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let x = random(n * c * h * w, &mut rng);
         let mut layer = Conv2D::new(g);
-        layer.winograd = cnn::kernels::winograd::Plan::new(&g);
-        prop_assert!(layer.winograd.is_some());
+        prop_assert!(layer.set_winograd(true));
         layer.weight.value.data_mut().copy_from_slice(&random(k * c * 9, &mut rng));
         layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
         let mut y = vec![f32::NAN; n * k * g.out_h * g.out_w];
@@ -182,7 +181,7 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     let run = |threads: usize| -> Vec<u32> {
         on_threads(threads, || {
             let mut layer = Conv2D::new(g);
-            layer.winograd = cnn::kernels::winograd::Plan::new(&g);
+            assert!(layer.set_winograd(true));
             layer.weight.value.data_mut().copy_from_slice(&w);
             let mut y = vec![0.0; dy.len()];
             layer.forward_act(&x, &mut y, n, Activation::Relu);

@@ -398,8 +398,9 @@ pub struct Conv2D {
     partial: Vec<f32>,
     /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]): chosen by
     /// [`winograd::Plan::new`] for 3x3 convolutions with stride 1 and enough input
-    /// channels, unless the environment sets `CNN_NO_WINOGRAD`.
-    pub winograd: Option<Plan>,
+    /// channels, unless the environment sets `CNN_NO_WINOGRAD` ([`Conv2D::set_winograd`]
+    /// changes it).
+    winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
 }
@@ -443,6 +444,21 @@ impl Conv2D {
             winograd: Plan::new(&geom).filter(|_| winograd_wanted()),
             wino_u: Vec::new(),
         }
+    }
+
+    /// Whether the layer runs as Winograd F(2x2, 3x3) rather than im2col or the direct
+    /// kernel.
+    pub fn uses_winograd(&self) -> bool {
+        self.winograd.is_some()
+    }
+
+    /// Turns Winograd on, where the layer's shape allows it (3x3, stride 1, enough input
+    /// channels) whatever `CNN_NO_WINOGRAD` says, or off; returns whether it is on. For
+    /// tests and measurements of one path against the other. A model decides its fused
+    /// steps from its layers when it is built, so change a layer's path before that.
+    pub fn set_winograd(&mut self, on: bool) -> bool {
+        self.winograd = Plan::new(&self.geom).filter(|_| on);
+        self.uses_winograd()
     }
 
     /// y = act(conv(x) + b) for a batch of `n` samples, with `act` in place of the
