@@ -23,8 +23,8 @@ use crate::tensor::Tensor;
 /// A sequential network with its buffers.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub spec: NetworkSpec,
-    pub layers: Vec<Layer>,
+    spec: NetworkSpec,
+    layers: Vec<Layer>,
     /// `acts[i]`: output of layer i for the last batch.
     acts: Vec<Tensor>,
     /// `grads[i]`: dL/d(output of layer i).
@@ -102,6 +102,28 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// The network this model was built from.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
+    /// The layers, one per layer line of the spec, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Layer `i`, if there is one.
+    pub fn layer(&self, i: usize) -> Option<&Layer> {
+        self.layers.get(i)
+    }
+
+    /// The layers, to change their parameters and buffers (loading weights, timing layers
+    /// one by one). The model runs some layers together by their kinds and shapes: change
+    /// what they hold, never what they are.
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
     }
 
     /// Number of classes: the length of the network's output.

@@ -66,7 +66,7 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
 
     // The first layer's filters that has them: one tile per filter, RGB when it reads 3
     // channels.
-    if let Some(f) = model.layers.iter().find_map(|l| l.op.filters()) {
+    if let Some(f) = model.layers().iter().find_map(|l| l.op.filters()) {
         let show_c = if f.channels == 3 { 3 } else { 1 };
         let (kh, kw) = (f.height, f.width);
         let per_filter = f.channels * kh * kw;
@@ -91,8 +91,8 @@ pub fn run(args: VisualizeArgs) -> CmdResult {
         || args.image.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let last = model.layers.len().saturating_sub(1);
-    for (i, layer) in model.layers.iter().enumerate() {
+    let last = model.layers().len().saturating_sub(1);
+    for (i, layer) in model.layers().iter().enumerate() {
         let Some(act) = model.activation(i) else {
             continue;
         };

@@ -171,7 +171,7 @@ async fn model(State(state): Shared) -> ApiResult<ModelInfo> {
 fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
     let layers = loaded
         .model
-        .layers
+        .layers()
         .iter()
         .enumerate()
         .map(|(index, layer)| {
@@ -232,7 +232,7 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
             }
         })
         .collect();
-    let summary = crate::summary::render(&loaded.model.spec, false)
+    let summary = crate::summary::render(loaded.model.spec(), false)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(ModelInfo {
         file: loaded.stamp.path.display().to_string(),
@@ -273,13 +273,13 @@ struct Weights {
 
 async fn weights(State(state): Shared, Query(q): Query<LayerQuery>) -> ApiResult<Weights> {
     with_model(&state, move |_, loaded| {
-        let layer = loaded.model.layers.get(q.layer).ok_or_else(|| {
+        let layer = loaded.model.layer(q.layer).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no layer {} (the model has {} layers, numbered from 0)",
                     q.layer,
-                    loaded.model.layers.len()
+                    loaded.model.layers().len()
                 ),
             )
         })?;
@@ -430,11 +430,11 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         .predict_proba(&x)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .into_vec();
-    let layers = (0..loaded.model.layers.len())
+    let layers = (0..loaded.model.layers().len())
         .filter_map(|i| {
             let act = loaded.model.activation(i)?;
             Some(Values {
-                shape: loaded.model.layers[i].output.clone(),
+                shape: loaded.model.layers()[i].output.clone(),
                 values: act.data().to_vec(),
             })
         })
