@@ -37,14 +37,14 @@ fn conv(c: &mut Criterion) {
     let dy = random(y.len(), 3);
     let mut dx = vec![0.0; x.len()];
     c.bench_function("conv 1x28x28->16 3x3 forward b32", |b| {
-        b.iter(|| layer.forward(&x, &mut y, N, Activation::None))
+        b.iter(|| layer.forward_act(&x, &mut y, N, Activation::None))
     });
-    layer.forward(&x, &mut y, N, Activation::None);
+    layer.forward_act(&x, &mut y, N, Activation::None);
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db) b32", |b| {
-        b.iter(|| layer.backward(&x, &y, &mut dy.clone(), None, N, Activation::None))
+        b.iter(|| layer.backward_act(&x, &y, &mut dy.clone(), None, N, Activation::None))
     });
     c.bench_function("conv 1x28x28->16 3x3 backward (dW, db, dx) b32", |b| {
-        b.iter(|| layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), N, Activation::None))
+        b.iter(|| layer.backward_act(&x, &y, &mut dy.clone(), Some(&mut dx), N, Activation::None))
     });
 }
 
@@ -63,7 +63,7 @@ fn pool(c: &mut Criterion) {
         b.iter(|| layer.forward(&x, &mut y, N))
     });
     c.bench_function("maxpool 16x28x28 2x2/2 backward b32", |b| {
-        b.iter(|| layer.backward(&dy, &mut dx, N))
+        b.iter(|| layer.backward_input(&dy, &mut dx, N))
     });
     // Inference: the winners' indices are not recorded.
     LayerOp::prepare(

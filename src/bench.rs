@@ -223,9 +223,12 @@ impl Profiler {
     pub fn step(&mut self, model: &mut Model, x: &Tensor, labels: &[usize]) -> Vec<LayerTiming> {
         let n = x.batch();
         assert_eq!(labels.len(), n, "profile step: one label per sample");
-        let count = model.layers.len();
+        let count = model.layers().len();
         let last = count - 1;
-        let shapes = model.spec.shapes().expect("a built model has valid shapes");
+        let shapes = model
+            .spec()
+            .shapes()
+            .expect("a built model has valid shapes");
         self.acts.resize(count, Tensor::default());
         self.grads.resize(count, Tensor::default());
         let (acts, grads) = (&mut self.acts, &mut self.grads);
@@ -241,8 +244,8 @@ impl Profiler {
                 training: true,
                 stream: i as u64,
             };
-            model.layers[i].op.prepare(pass);
-            model.layers[i].forward(input, &mut rest[0]);
+            model.layers_mut()[i].op.prepare(pass);
+            model.layers_mut()[i].forward(input, &mut rest[0]);
             fwd[i] = t.elapsed().as_secs_f64();
         }
 
@@ -261,7 +264,7 @@ impl Profiler {
             };
             let input = if i == 0 { x } else { &acts[i - 1] };
             let t = Instant::now();
-            model.layers[i].backward(input, &acts[i], &mut g_rest[0], dx);
+            model.layers_mut()[i].backward(input, &acts[i], &mut g_rest[0], dx);
             bwd[i] = t.elapsed().as_secs_f64();
         }
 
@@ -273,7 +276,7 @@ impl Profiler {
         let update_s = t.elapsed().as_secs_f64();
 
         let mut rows = Vec::with_capacity(count + 2);
-        for (i, (spec, s)) in model.spec.layers.iter().zip(&shapes).enumerate() {
+        for (i, (spec, s)) in model.spec().layers.iter().zip(&shapes).enumerate() {
             let f = spec.forward_flops(&s.input).unwrap_or(0) * n as u64;
             let bf = if i == 0 { f } else { 2 * f };
             rows.push(LayerTiming::new(

@@ -15,7 +15,7 @@
 //!   proof that backprop is right;
 //! - [`data`]: IDX files, image folders, the built-in demo set;
 //! - [`metrics`], [`plot`]: confusion matrix and per-class scores, charts with an embedded
-//!   font;
+//!   font; [`visualize`]: a network's filters and what each layer sees of one image;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes;
 //! - [`onnx`]: a model file as an ONNX graph and back (`cnn export`, `cnn import`);
 //! - [`run`]: a training run with its run folder (data, checkpoints, metrics, plots,
@@ -53,6 +53,7 @@ pub mod summary;
 pub mod tensor;
 pub mod text;
 pub mod train;
+pub mod visualize;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

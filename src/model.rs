@@ -7,24 +7,30 @@
 //! A softmax at the end of the network is not applied in training: [`Model::forward`]
 //! returns the logits z and the loss fuses softmax with cross-entropy
 //! ([`crate::loss::softmax_cross_entropy`]). [`Model::predict_proba`] applies it.
+//!
+//! The passes run a plan of steps made once by [`Model::new`] (`plan.rs`): each step runs
+//! one layer, or a few layers together for speed (`fused/`), and names the value it reads.
 
-pub mod batch_one;
+mod fused;
+mod plan;
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{
-    activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Op, Param, Pass,
-};
+use crate::layers::{activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Param, Pass};
 use crate::loss::softmax_cross_entropy_smoothed;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use fused::{batch_one, conv_pool};
+use plan::{Plan, Step, Value};
 
 /// A sequential network with its buffers.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub spec: NetworkSpec,
-    pub layers: Vec<Layer>,
+    spec: NetworkSpec,
+    layers: Vec<Layer>,
+    /// The steps of each kind of pass, made from `layers` by [`Model::new`].
+    plan: Plan,
     /// `acts[i]`: output of layer i for the last batch.
     acts: Vec<Tensor>,
     /// `grads[i]`: dL/d(output of layer i).
@@ -74,6 +80,7 @@ impl Model {
         }
         let mut model = Model {
             spec: spec.clone(),
+            plan: Plan::new(&layers),
             layers,
             acts: vec![Tensor::default(); n],
             grads: vec![Tensor::default(); n],
@@ -102,6 +109,34 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// The network this model was built from.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
+    /// The layers, one per layer line of the spec, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Layer `i`, if there is one.
+    pub fn layer(&self, i: usize) -> Option<&Layer> {
+        self.layers.get(i)
+    }
+
+    /// The layers, to change their parameters and buffers (loading weights, timing layers
+    /// one by one). The plan of steps was made for these layers' kinds and shapes: change
+    /// what they hold, never what they are.
+    pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
+    }
+
+    /// The steps of each kind of pass.
+    #[cfg(test)]
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Number of classes: the length of the network's output.
@@ -168,38 +203,38 @@ impl Model {
         Ok(())
     }
 
-    /// Every layer's forward pass on a checked input, for training or not. Inference on one
-    /// image runs a convolution, its pooling and the Dense layer after them as one chain
-    /// where they allow it ([`batch_one`]). In training a convolution and the max pooling
-    /// after it run together
-    /// ([`Conv2D::forward_then_pool`](crate::layers::Conv2D::forward_then_pool)); inference
-    /// runs them one after the other, which measured faster there (report 1's network at
-    /// batch 1000, whose chunks stay in cache anyway: 7.0 against 7.2 us per image).
+    /// Every layer's forward pass on a checked input, for training or not: the steps of
+    /// the plan for that pass, in order. Inference on one image runs a convolution, its
+    /// pooling and the Dense layer after them as one chain where they allow it
+    /// (`fused::batch_one`); training runs a convolution and the max pooling after it
+    /// together (`fused::conv_pool`).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
-        let mut i = 0;
-        while i < self.layers.len() {
-            let chain = !training && x.batch() == 1 && batch_one::starts_at(&self.layers, i);
-            let count = if chain {
-                batch_one::LEN
-            } else if training && self.conv_then_pool(i) {
-                2
-            } else {
-                1
-            };
-            for j in i..i + count {
-                let stream = Rng::new(self.step_stream ^ (j as u64 + 1)).next_u64();
-                self.layers[j].op.prepare(Pass { training, stream });
+        let Model {
+            layers,
+            acts,
+            plan,
+            step_stream,
+            ..
+        } = self;
+        for step in plan.steps(training, x.batch()) {
+            let out = step.layers();
+            for j in out.clone() {
+                let stream = Rng::new(*step_stream ^ (j as u64 + 1)).next_u64();
+                layers[j].op.prepare(Pass { training, stream });
             }
-            let (before, rest) = self.acts.split_at_mut(i);
-            let input = if i == 0 { x } else { &before[i - 1] };
-            if chain {
-                batch_one::forward(&mut self.layers[i..i + count], input, &mut rest[..count]);
-            } else if count == 2 {
-                conv_then_pool_forward(&mut self.layers[i..i + 2], input, &mut rest[..2]);
-            } else {
-                self.layers[i].forward(input, &mut rest[0]);
+            let (before, rest) = acts.split_at_mut(out.start);
+            let input = value(x, before, step.input());
+            let (layers, ys) = (&mut layers[out.clone()], &mut rest[..out.len()]);
+            match step {
+                Step::Layer { .. } => layers[0].forward(input, &mut ys[0]),
+                Step::ConvThenPool { .. } => {
+                    let ([conv, pool], [y, pooled]) = (layers, ys) else {
+                        unreachable!("two layers")
+                    };
+                    conv_pool::forward(conv, pool, input, y, pooled)
+                }
+                Step::BatchOneChain { .. } => batch_one::forward(layers, input, ys),
             }
-            i += count;
         }
     }
 
@@ -244,55 +279,35 @@ impl Model {
     }
 
     /// Backpropagates dL/dlogits (already in the last gradient buffer) through every layer,
-    /// setting every parameter's gradient. `x` is the batch of the last forward pass.
+    /// setting every parameter's gradient: the steps of the training plan in reverse, each
+    /// from the gradient of its last layer's output to that of the value it read. `x` is
+    /// the batch of the last forward pass.
     ///
     /// A convolution followed by max pooling runs its backward pass together with the
-    /// pooling's
-    /// ([`Conv2D::backward_through_pool`](crate::layers::Conv2D::backward_through_pool)):
-    /// the same gradients, without the convolution's dL/dy going through memory. Its
-    /// gradient buffer is then left as it was.
+    /// pooling's (`fused::conv_pool`): the same gradients, without the convolution's dL/dy
+    /// going through memory. Its gradient buffer is then left as it was.
     fn backward(&mut self, x: &Tensor) {
-        let mut i = self.layers.len();
-        while i > 0 {
-            i -= 1;
-            if i >= 1 && self.conv_then_pool(i - 1) {
-                // Layers i - 1 (the convolution) and i (the pooling), with the
-                // convolution's dx (if it is not the first layer) in grads[i - 2].
-                let (before, rest) = self.layers.split_at_mut(i);
-                if let (Op::Conv2D(conv), Op::MaxPool2D(pool)) =
-                    (&mut before[i - 1].op, &rest[0].op)
-                {
-                    let (g_before, g_rest) = self.grads.split_at_mut(i - 1);
-                    let input = if i == 1 { x } else { &self.acts[i - 2] };
-                    let dx = g_before.last_mut().map(|t| {
-                        t.resize(input.shape());
-                        t.data_mut()
-                    });
-                    let y = self.acts[i - 1].data();
-                    let pool_dy = g_rest[1].data();
-                    conv.backward_through_pool(input.data(), y, pool, pool_dy, dx, x.batch());
-                    i -= 1;
-                    continue;
+        let Model {
+            layers,
+            acts,
+            grads,
+            plan,
+            ..
+        } = self;
+        for step in plan.training.iter().rev() {
+            let out = step.layers();
+            let (dx, dy) = gradients(grads, step.input(), out.end - 1);
+            let input = value(x, acts, step.input());
+            match *step {
+                Step::Layer { layer, .. } => layers[layer].backward(input, &acts[layer], dy, dx),
+                Step::ConvThenPool { conv, .. } => {
+                    let [conv_l, pool_l] = &mut layers[out] else {
+                        unreachable!("two layers")
+                    };
+                    conv_pool::backward(conv_l, pool_l, input, &acts[conv], dy, dx)
                 }
+                Step::BatchOneChain { .. } => unreachable!("an inference step in training"),
             }
-            let (g_before, g_rest) = self.grads.split_at_mut(i);
-            let dy = &mut g_rest[0];
-            let dx = if i == 0 {
-                None
-            } else {
-                Some(&mut g_before[i - 1])
-            };
-            let input = if i == 0 { x } else { &self.acts[i - 1] };
-            self.layers[i].backward(input, &self.acts[i], dy, dx);
-        }
-    }
-
-    /// Whether layers `i` and `i + 1` are a convolution and a max pooling, which run
-    /// together in training (see [`Model::run_layers`] and [`Model::backward`]).
-    fn conv_then_pool(&self, i: usize) -> bool {
-        match self.layers.get(i..i + 2) {
-            Some([a, b]) => matches!((&a.op, &b.op), (Op::Conv2D(_), Op::MaxPool2D(_))),
-            _ => false,
         }
     }
 
@@ -413,20 +428,24 @@ impl Model {
     }
 }
 
-/// A convolution (`layers[0]`) and the max pooling after it (`layers[1]`) forward on `x`,
-/// writing `ys[0]` and `ys[1]` (resized): see `Conv2D::forward_then_pool`.
-fn conv_then_pool_forward(layers: &mut [Layer], x: &Tensor, ys: &mut [Tensor]) {
-    let n = x.batch();
-    let (conv_l, pool_l) = layers.split_at_mut(1);
-    let (y, pooled) = ys.split_at_mut(1);
-    conv_l[0].resize_output(n, &mut y[0]);
-    pool_l[0].resize_output(n, &mut pooled[0]);
-    match (&mut conv_l[0].op, &mut pool_l[0].op) {
-        (Op::Conv2D(conv), Op::MaxPool2D(pool)) => {
-            conv.forward_then_pool(x.data(), y[0].data_mut(), pool, pooled[0].data_mut(), n)
-        }
-        _ => unreachable!("conv_then_pool_forward: not a Conv2D and a MaxPool2D"),
+/// The value `v` of a pass on the input `x`, whose layers before it wrote `outputs`.
+fn value<'a>(x: &'a Tensor, outputs: &'a [Tensor], v: Value) -> &'a Tensor {
+    match v {
+        Value::Input => x,
+        Value::Output(i) => &outputs[i],
     }
+}
+
+/// For a backward step from layer `out`'s output gradient to that of the value `input` it
+/// read: `(dL/d input, dL/d output of out)`, the first `None` for the network's input
+/// (which needs no gradient).
+fn gradients(grads: &mut [Tensor], input: Value, out: usize) -> (Option<&mut Tensor>, &mut Tensor) {
+    let (before, rest) = grads.split_at_mut(out);
+    let dx = match input {
+        Value::Input => None,
+        Value::Output(i) => Some(&mut before[i]),
+    };
+    (dx, &mut rest[0])
 }
 
 /// Predictions equal to labels, taking the arg-max of each row (first on ties).
@@ -453,6 +472,7 @@ pub fn argmax(row: &[f32]) -> usize {
 mod tests {
     use super::*;
     use crate::bench::synthetic_batch;
+    use crate::layers::Op;
 
     /// Dropout drops in a training pass only, with masks fixed by (seed, epoch, step).
     #[test]
@@ -587,13 +607,19 @@ mod tests {
             let spec = crate::config::parse(&text, "t").unwrap().spec;
             let mut fused = Model::new(&spec, Init::He, 4).unwrap();
             let mut apart = fused.clone();
-            assert!(fused.conv_then_pool(0));
+            let fused_at = |m: &Model, conv: usize| {
+                let input = plan::reads(conv);
+                m.plan
+                    .training
+                    .contains(&Step::ConvThenPool { conv, input })
+            };
+            assert!(fused_at(&fused, 0));
             if !second.is_empty() {
-                assert!(fused.conv_then_pool(2));
+                assert!(fused_at(&fused, 2));
                 let Op::Conv2D(conv) = &fused.layers[2].op else {
                     panic!("layer 2 is the second convolution")
                 };
-                assert_eq!(conv.winograd.is_some(), winograd, "{second}");
+                assert_eq!(conv.uses_winograd(), winograd, "{second}");
             }
             let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
             fused.compute_gradients(&x, &labels).unwrap();

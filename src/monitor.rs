@@ -52,7 +52,7 @@ pub fn dead_share(output: &Tensor) -> Option<f64> {
 pub fn layer_health(model: &Model) -> Vec<LayerHealth> {
     let named = model.named_params();
     model
-        .layers
+        .layers()
         .iter()
         .enumerate()
         .map(|(i, layer)| {

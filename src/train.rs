@@ -309,7 +309,7 @@ pub fn divergence(model: &Model, loss: f32) -> Option<String> {
     let place = || match model.first_non_finite() {
         Some((i, what)) => format!(
             "; the first bad values are in the {what} of layer {i} ({})",
-            model.layers[i].spec.name()
+            model.layers()[i].spec.name()
         ),
         None => String::new(),
     };

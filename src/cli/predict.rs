@@ -53,18 +53,7 @@ struct Prediction<'a> {
 /// Probabilities of one image given as CHW bytes.
 fn probabilities(model: &mut Model, norm: &Normalization, bytes: &[u8]) -> Result<Vec<f32>, Error> {
     let [c, h, w] = model.input_shape();
-    let plane = h * w;
-    let mut x = Tensor::zeros(&[1, c, h, w]);
-    for (ch, (dst, src)) in x
-        .data_mut()
-        .chunks_mut(plane)
-        .zip(bytes.chunks(plane))
-        .enumerate()
-    {
-        for (d, &b) in dst.iter_mut().zip(src) {
-            *d = (f32::from(b) / 255.0 - norm.mean[ch]) / norm.std[ch];
-        }
-    }
+    let x = Tensor::from_vec(&[1, c, h, w], norm.image(bytes))?;
     Ok(model.predict_proba(&x)?.into_vec())
 }
 

@@ -99,7 +99,7 @@ pub struct Dataset {
 }
 
 /// Per-channel normalisation: a pixel byte `b` of channel `c` becomes
-/// `(b / 255 - mean[c]) / std[c]`.
+/// `(b / 255 - mean[c]) / std[c]` ([`Normalization::apply`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalization {
     pub mean: Vec<f32>,
@@ -290,8 +290,8 @@ impl Dataset {
         counts
     }
 
-    /// Writes the images `indices` into `x`, resized to `[n, C, H, W]`, each byte `b` of
-    /// channel `c` becoming `(b / 255 - mean[c]) / std[c]`, and their labels into `labels`.
+    /// Writes the images `indices` into `x`, resized to `[n, C, H, W]`, each normalised by
+    /// `norm` ([`Normalization::apply`]), and their labels into `labels`.
     /// Allocates nothing when `x` and `labels` are already large enough.
     ///
     /// Panics if an index is out of range or `norm` does not have `C` channels (both are
@@ -321,17 +321,7 @@ impl Dataset {
             crate::kernels::prefetch(self.image(i));
         }
         for (k, &i) in indices.iter().enumerate() {
-            let img = self.image(i);
-            for ch in 0..c {
-                // (b/255 - m)/s = b * (1/(255 s)) - m/s
-                let scale = 1.0 / (255.0 * norm.std[ch]);
-                let shift = norm.mean[ch] / norm.std[ch];
-                let src = &img[ch * plane..(ch + 1) * plane];
-                let dst = &mut out[(k * c + ch) * plane..(k * c + ch + 1) * plane];
-                for (d, &b) in dst.iter_mut().zip(src) {
-                    *d = f32::from(b) * scale - shift;
-                }
-            }
+            norm.apply(self.image(i), &mut out[k * c * plane..(k + 1) * c * plane]);
             labels.push(self.labels[i] as usize);
         }
     }
@@ -401,6 +391,53 @@ impl Normalization {
             mean: vec![0.0; channels],
             std: vec![1.0; channels],
         }
+    }
+
+    /// One image's CHW bytes as the network reads them, into `out` (one value per byte):
+    /// each byte `b` of channel `c` becomes `(b / 255 - mean[c]) / std[c]`. Training,
+    /// evaluation, `cnn predict`, `cnn visualize` and the page of `cnn serve` all call this,
+    /// so a model sees the same input values, bit for bit, wherever an image comes from.
+    ///
+    /// It is computed as `b * (1 / (255 std[c])) - mean[c] / std[c]`, a multiply and a
+    /// subtract per pixel, with the two constants computed once per channel: training's
+    /// arithmetic, which the bytes of every trained model depend on. It can differ from
+    /// the quotient form in the last bit of a value.
+    ///
+    /// # Panics
+    /// If `bytes` and `out` differ in length, or do not split into one equal plane per
+    /// channel (programming errors, not bad data).
+    pub fn apply(&self, bytes: &[u8], out: &mut [f32]) {
+        let c = self.mean.len();
+        assert!(
+            self.std.len() == c
+                && bytes.len() == out.len()
+                && (c > 0 && bytes.len().is_multiple_of(c)),
+            "normalisation of {} channels ({} stds) on {} bytes into {} values",
+            c,
+            self.std.len(),
+            bytes.len(),
+            out.len()
+        );
+        let plane = bytes.len() / c;
+        if plane == 0 {
+            return;
+        }
+        for (ch, (dst, src)) in out.chunks_mut(plane).zip(bytes.chunks(plane)).enumerate() {
+            // (b/255 - m)/s = b * (1/(255 s)) - m/s
+            let scale = 1.0 / (255.0 * self.std[ch]);
+            let shift = self.mean[ch] / self.std[ch];
+            for (d, &b) in dst.iter_mut().zip(src) {
+                *d = f32::from(b) * scale - shift;
+            }
+        }
+    }
+
+    /// [`Normalization::apply`] into a new vector: one image's CHW bytes as the network
+    /// reads them.
+    pub fn image(&self, bytes: &[u8]) -> Vec<f32> {
+        let mut out = vec![0.0; bytes.len()];
+        self.apply(bytes, &mut out);
+        out
     }
 
     /// The per-channel mean and (population) standard deviation of `ds`'s pixels scaled to

@@ -882,3 +882,37 @@ fn image_files_under_a_folder_are_found_recursively_and_sorted() {
         "{e}"
     );
 }
+
+/// One image normalised on its own (prediction, visualize, the page) gets the bits a
+/// training batch gives it, and stays within a few ulps of `(b / 255 - mean) / std`, for
+/// every byte value, with Fashion-MNIST-like and RGB (ImageNet) statistics.
+#[test]
+fn one_image_is_normalised_as_in_a_training_batch() {
+    let images: Vec<u8> = (0..=255).chain((0..=255).rev()).chain(0..=255).collect();
+    let ds = Dataset {
+        images: images.clone(),
+        labels: vec![0],
+        shape: [3, 16, 16],
+        classes: vec!["a".into()],
+        source: "bytes".into(),
+    };
+    let norm = Normalization {
+        mean: vec![0.2860, 0.456, 0.406],
+        std: vec![0.3530, 0.224, 0.225],
+    };
+    let (mut x, mut labels) = (Tensor::default(), Vec::new());
+    ds.batch(&[0], &norm, &mut x, &mut labels);
+    let one = norm.image(&images);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one), bits(x.data()));
+    for (i, (&b, &v)) in images.iter().zip(&one).enumerate() {
+        let c = i / 256;
+        let quotient = (f32::from(b) / 255.0 - norm.mean[c]) / norm.std[c];
+        assert!(
+            (v - quotient).abs() <= 4.0 * f32::EPSILON * quotient.abs().max(1.0),
+            "byte {b} of channel {c}: {v} against {quotient}"
+        );
+    }
+    // An image with no pixels is no error.
+    assert!(norm.image(&[]).is_empty());
+}

@@ -102,10 +102,10 @@ impl FrozenNet {
     pub fn new(model: &mut Model, x: &Tensor, labels: &[usize]) -> Result<FrozenNet> {
         model.forward(x)?;
         let n = x.batch();
-        let last = model.layers.len() - 1;
-        let mut layers = Vec::with_capacity(model.layers.len());
+        let last = model.layers().len() - 1;
+        let mut layers = Vec::with_capacity(model.layers().len());
         let mut tensors = Vec::new();
-        for (i, layer) in model.layers.iter().enumerate() {
+        for (i, layer) in model.layers().iter().enumerate() {
             let act = if i == last && layer.activation() == Activation::Softmax {
                 Activation::None
             } else {

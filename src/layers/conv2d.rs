@@ -39,7 +39,6 @@ use rayon::prelude::*;
 use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
-use super::pool::{MaxPool2D, PoolBlock};
 use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
 use crate::error::Result;
 use crate::kernels::direct;
@@ -398,8 +397,9 @@ pub struct Conv2D {
     partial: Vec<f32>,
     /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]): chosen by
     /// [`winograd::Plan::new`] for 3x3 convolutions with stride 1 and enough input
-    /// channels, unless the environment sets `CNN_NO_WINOGRAD`.
-    pub winograd: Option<Plan>,
+    /// channels, unless the environment sets `CNN_NO_WINOGRAD` ([`Conv2D::set_winograd`]
+    /// changes it).
+    winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
 }
@@ -445,66 +445,69 @@ impl Conv2D {
         }
     }
 
-    /// y = act(conv(x) + b) for a batch of `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
-        self.forward_blocks(x, y, n, act, None);
+    /// Whether the layer runs as Winograd F(2x2, 3x3) rather than im2col or the direct
+    /// kernel.
+    pub fn uses_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
-    /// [`Conv2D::forward`] and the max pooling after it (`pool`, writing its output
-    /// `pooled`) together: each block of [`GRAD_BLOCK`] samples is pooled by the thread that
-    /// computed it, right after, while the block's output is in that thread's cache. Run one
-    /// after the other, the pooling read the whole batch's output back from memory (12.8 MB
-    /// for LeNet's first layer at batch 128). `y` is still written whole, as backward reads
-    /// it. The arithmetic is the two layers', so the outputs are the same bits.
+    /// Turns Winograd on, where the layer's shape allows it (3x3, stride 1, enough input
+    /// channels) whatever `CNN_NO_WINOGRAD` says, or off; returns whether it is on. For
+    /// tests and measurements of one path against the other. A model decides its fused
+    /// steps from its layers when it is built, so change a layer's path before that.
+    pub fn set_winograd(&mut self, on: bool) -> bool {
+        self.winograd = Plan::new(&self.geom).filter(|_| on);
+        self.uses_winograd()
+    }
+
+    /// y = act(conv(x) + b) for a batch of `n` samples, with `act` in place of the
+    /// layer's own activation (what [`LayerOp::forward`] applies).
+    pub fn forward_act(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
+        let mut nothing: Vec<Nothing> = (0..n.div_ceil(GRAD_BLOCK)).map(|_| Nothing).collect();
+        self.forward_blocks(x, y, n, act, &mut nothing);
+    }
+
+    /// [`LayerOp::forward`], with `after[b].run` called on the output of each block `b` of
+    /// [`GRAD_BLOCK`] samples right after it is computed, by the thread that computed it,
+    /// while it is in that thread's cache (`crate::model::fused` pools it there).
     ///
     /// # Panics
-    /// If the pooling's input is not this layer's output.
-    pub fn forward_then_pool(
+    /// If `after` does not hold one entry per block, `n.div_ceil(GRAD_BLOCK)`.
+    pub(crate) fn forward_blocks_then(
         &mut self,
         x: &[f32],
         y: &mut [f32],
-        pool: &mut MaxPool2D,
-        pooled: &mut [f32],
         n: usize,
+        after: &mut [impl AfterBlock],
     ) {
-        let (g, p) = (self.geom, pool.geom);
-        assert_eq!(
-            (p.c, p.h, p.w),
-            (g.k, g.out_h, g.out_w),
-            "Conv2D::forward_then_pool: the pooling's input is not this layer's output"
-        );
+        assert_eq!(after.len(), n.div_ceil(GRAD_BLOCK), "one entry per block");
         let act = self.act;
-        let blocks = pool.blocks(pooled, n, GRAD_BLOCK);
-        self.forward_blocks(x, y, n, act, Some(blocks));
+        self.forward_blocks(x, y, n, act, after);
     }
 
-    /// [`Conv2D::forward`], each block of [`GRAD_BLOCK`] samples then pooled by
-    /// `pool[block]` if given.
-    fn forward_blocks(
+    /// [`Conv2D::forward_act`], each block of [`GRAD_BLOCK`] samples then given to
+    /// `after[block]`.
+    fn forward_blocks<A: AfterBlock>(
         &mut self,
         x: &[f32],
         y: &mut [f32],
         n: usize,
         act: Activation,
-        pool: Option<Vec<PoolBlock>>,
+        after: &mut [A],
     ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
-        let mut pool: Vec<Option<PoolBlock>> = match pool {
-            Some(blocks) => blocks.into_iter().map(Some).collect(),
-            None => (0..n.div_ceil(GRAD_BLOCK)).map(|_| None).collect(),
-        };
         if let Some(plan) = self.winograd {
-            return self.forward_winograd(&plan, x, y, n, act, &mut pool);
+            return self.forward_winograd(&plan, x, y, n, act, after);
         }
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
         if n == 1 && self.one_image_split_for(act).is_some() {
             self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
-            if let Some(Some(block)) = pool.first_mut() {
-                block.run(&y[..out_len]);
+            if let Some(a) = after.first_mut() {
+                a.run(&y[..out_len]);
             }
             return;
         }
@@ -513,8 +516,8 @@ impl Conv2D {
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(pool.par_iter_mut())
-            .for_each(|((y_b, x_b), pool_b)| {
+            .zip(after.par_iter_mut())
+            .for_each(|((y_b, x_b), after_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
                     if !direct {
                         sc.cols.resize(rows * ohw, 0.0);
@@ -536,9 +539,7 @@ impl Conv2D {
                         }
                     }
                 });
-                if let Some(block) = pool_b {
-                    block.run(y_b);
-                }
+                after_b.run(y_b);
             });
     }
 
@@ -562,7 +563,7 @@ impl Conv2D {
     /// Where the one-image path splits the filters between two threads (the first half
     /// is `0..k/2`), if this layer takes it: a one-channel 3x3 convolution
     /// ([`direct::applies`]) whose activation acts element by element.
-    pub fn one_image_split(&self) -> Option<usize> {
+    pub(crate) fn one_image_split(&self) -> Option<usize> {
         self.one_image_split_for(self.act)
     }
 
@@ -574,7 +575,7 @@ impl Conv2D {
     /// Filters `ks` of one image `x` through the direct kernel, with `act`: `y` holds
     /// their output planes, `[ks.len(), H', W']`. The layer must take the one-image path
     /// ([`Conv2D::one_image_split`]).
-    pub fn forward_one_filters(
+    pub(crate) fn forward_one_filters(
         &self,
         x: &[f32],
         ks: std::ops::Range<usize>,
@@ -597,8 +598,8 @@ impl Conv2D {
     /// Sets the weight and bias gradients from `dy` and, if `dx` is given, writes dL/dx.
     /// `dy` is dL/d(activation output) on entry and is turned into dL/d(conv output) in
     /// place, using the input `x` and output `y` of the last forward pass, with the same
-    /// `act`.
-    pub fn backward(
+    /// `act` as that pass ([`Conv2D::forward_act`]).
+    pub fn backward_act(
         &mut self,
         x: &[f32],
         y: &[f32],
@@ -607,49 +608,38 @@ impl Conv2D {
         n: usize,
         act: Activation,
     ) {
-        self.backward_dy(x, y, DyIn::Batch(dy), dx, n, act);
+        let out_len = self.geom.k * self.geom.out_h * self.geom.out_w;
+        let dy: Vec<&mut [f32]> = dy[..n * out_len].chunks_mut(GRAD_BLOCK * out_len).collect();
+        self.backward_dy(x, y, dy, dx, n, act);
     }
 
-    /// This layer's backward pass (with its own activation) and that of the max pooling
-    /// after it together: each block of samples first gets its dL/dy from the pooling's
-    /// backward ([`MaxPool2D::backward_samples`], from the pooling's output gradient
-    /// `pool_dy`), into a buffer of the thread's, and then goes through this layer's
-    /// backward (the one-pass weight-gradient kernel for a one-channel 3x3 convolution on
-    /// AVX-512, Winograd where it applies, else im2col) while that buffer is in cache. Run
-    /// one after the other, the pooling wrote the whole batch's dL/dy to memory (12.8 MB for
-    /// LeNet's first layer at batch 128, 6.4 MB for its second) and this layer read it back.
-    /// The arithmetic is the two layers', in their order, so the gradients are the same
-    /// bits.
+    /// [`LayerOp::backward`] with dL/dy given block by block: `dy[b]` makes the dL/dy of
+    /// block `b` of [`GRAD_BLOCK`] samples when the thread that computes the block asks for
+    /// it, so that it is in that thread's cache (`crate::model::fused` makes it there from
+    /// the max pooling's gradient).
     ///
     /// # Panics
-    /// If the pooling's input is not this layer's output.
-    pub fn backward_through_pool(
+    /// If `dy` does not hold one entry per block, `n.div_ceil(GRAD_BLOCK)`.
+    pub(crate) fn backward_blocks_from(
         &mut self,
         x: &[f32],
         y: &[f32],
-        pool: &MaxPool2D,
-        pool_dy: &[f32],
+        dy: Vec<impl DyBlock>,
         dx: Option<&mut [f32]>,
         n: usize,
     ) {
-        let g = self.geom;
-        let p = pool.geom;
-        assert_eq!(
-            (p.c, p.h, p.w),
-            (g.k, g.out_h, g.out_w),
-            "Conv2D::backward_through_pool: the pooling's input is not this layer's output"
-        );
+        assert_eq!(dy.len(), n.div_ceil(GRAD_BLOCK), "one entry per block");
         let act = self.act;
-        self.backward_dy(x, y, DyIn::Unpooled(pool, pool_dy), dx, n, act);
+        self.backward_dy(x, y, dy, dx, n, act);
     }
 
-    /// [`Conv2D::backward`] with dL/dy from `dy`: by Winograd where the layer uses it, else
-    /// here (the direct one-pass kernel or im2col).
-    fn backward_dy(
+    /// [`Conv2D::backward_act`] with dL/dy block by block from `dy`: by Winograd where the
+    /// layer uses it, else here (the direct one-pass kernel or im2col).
+    fn backward_dy<D: DyBlock>(
         &mut self,
         x: &[f32],
         y: &[f32],
-        dy: DyIn,
+        dy: Vec<D>,
         dx: Option<&mut [f32]>,
         n: usize,
         act: Activation,
@@ -726,15 +716,15 @@ impl Conv2D {
         winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
     }
 
-    /// [`Conv2D::forward`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
-    fn forward_winograd(
+    /// [`Conv2D::forward_act`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
+    fn forward_winograd<A: AfterBlock>(
         &mut self,
         plan: &Plan,
         x: &[f32],
         y: &mut [f32],
         n: usize,
         act: Activation,
-        pool: &mut [Option<PoolBlock>],
+        after: &mut [A],
     ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
@@ -744,8 +734,8 @@ impl Conv2D {
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(pool.par_iter_mut())
-            .for_each(|((y_b, x_b), pool_b)| {
+            .zip(after.par_iter_mut())
+            .for_each(|((y_b, x_b), after_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
                     winograd::forward(plan, u, b, relu, x_b, &mut sc.wino, y_b)
                 });
@@ -754,22 +744,20 @@ impl Conv2D {
                         activation::forward(act, y_n, out_len);
                     }
                 }
-                if let Some(block) = pool_b {
-                    block.run(y_b);
-                }
+                after_b.run(y_b);
             });
     }
 
-    /// [`Conv2D::backward`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
+    /// [`Conv2D::backward_act`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
     /// the activation undone, the bias gradient, the block's dU and dx; then the blocks'
     /// dU and bias gradients summed in order and dW = G^T dU G.
     #[allow(clippy::too_many_arguments)]
-    fn backward_winograd(
+    fn backward_winograd<D: DyBlock>(
         &mut self,
         plan: &Plan,
         x: &[f32],
         y: &[f32],
-        dy: DyIn,
+        dy: Vec<D>,
         dx: Option<&mut [f32]>,
         n: usize,
         act: Activation,
@@ -825,44 +813,48 @@ struct GradBlock<'a> {
     db: &'a mut [f32],
 }
 
-/// The input, output, dL/d(output) and dL/dx (if asked for) of a backward pass.
-type GradIo<'a> = (&'a [f32], &'a [f32], DyIn<'a>, Option<&'a mut [f32]>);
+/// The input, output, dL/d(output) by block and dL/dx (if asked for) of a backward pass.
+type GradIo<'a, D> = (&'a [f32], &'a [f32], Vec<D>, Option<&'a mut [f32]>);
 
-/// Where a backward pass's dL/d(output) comes from.
-enum DyIn<'a> {
-    /// The whole batch's, in memory.
-    Batch(&'a mut [f32]),
-    /// Made block by block by the max pooling after the layer, from its output gradient
-    /// (see [`Conv2D::backward_through_pool`]).
-    Unpooled(&'a MaxPool2D, &'a [f32]),
+/// Work on the output of one block of [`GRAD_BLOCK`] samples, run by
+/// [`Conv2D::forward_blocks_then`] right after it computed the block, on the same thread.
+pub(crate) trait AfterBlock: Send {
+    /// `y`: the block's output, `[m, K, H', W']` for its m samples.
+    fn run(&mut self, y: &[f32]);
 }
 
-/// One block's dL/d(output), as [`grad_blocks`] hands the blocks out.
-enum DyBlock<'a> {
-    Slice(&'a mut [f32]),
-    /// The pooling's output gradient of the block's samples, from sample `first`.
-    Unpooled {
-        pool: &'a MaxPool2D,
-        pool_dy: &'a [f32],
-        first: usize,
-    },
+/// No work after a block: the layer's own forward pass.
+struct Nothing;
+
+impl AfterBlock for Nothing {
+    #[inline]
+    fn run(&mut self, _y: &[f32]) {}
 }
 
-thread_local! {
-    /// Each thread's buffer for a block's dL/d(output) made by [`DyIn::Unpooled`], reused
-    /// from block to block so that it stays in the thread's cache.
-    static DY_BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Where the dL/d(output) of one block of [`GRAD_BLOCK`] samples comes from in a backward
+/// pass ([`Conv2D::backward_blocks_from`]).
+pub(crate) trait DyBlock: Send {
+    /// Calls `f` with the block's dL/d(output), `len` values, which `f` may overwrite.
+    fn with(&mut self, len: usize, f: impl FnOnce(&mut [f32]));
+}
+
+/// The block's part of the batch's dL/d(output), in memory: the layer's own backward pass.
+impl DyBlock for &mut [f32] {
+    #[inline]
+    fn with(&mut self, _len: usize, f: impl FnOnce(&mut [f32])) {
+        f(self)
+    }
 }
 
 /// Runs `block` on each block of [`GRAD_BLOCK`] of the `n` samples, in parallel, with the
 /// thread's scratch buffers; each block's partial gradients (`wlen` weight values and K
 /// bias values) live in `partial`. Returns their sum over the blocks, in block order, so
 /// the result does not depend on the number of threads: the weight part, then the bias.
-fn grad_blocks<'p>(
+fn grad_blocks<'p, D: DyBlock>(
     partial: &'p mut Vec<f32>,
     g: &ConvGeom,
     wlen: usize,
-    (x, y, dy, dx): GradIo,
+    (x, y, mut dy_blocks, dx): GradIo<D>,
     n: usize,
     block: impl Fn(&mut BlockScratch, GradBlock) + Sync + Send,
 ) -> &'p [f32] {
@@ -876,25 +868,6 @@ fn grad_blocks<'p>(
             .map(Some)
             .collect(),
         None => (0..blocks).map(|_| None).collect(),
-    };
-    let mut dy_blocks: Vec<DyBlock> = match dy {
-        DyIn::Batch(dy) => dy[..n * out_len]
-            .chunks_mut(GRAD_BLOCK * out_len)
-            .map(DyBlock::Slice)
-            .collect(),
-        DyIn::Unpooled(pool, pool_dy) => {
-            let p = pool.geom;
-            let pooled = p.c * p.out_h * p.out_w;
-            pool_dy[..n * pooled]
-                .chunks(GRAD_BLOCK * pooled)
-                .enumerate()
-                .map(|(b, pool_dy)| DyBlock::Unpooled {
-                    pool,
-                    pool_dy,
-                    first: b * GRAD_BLOCK,
-                })
-                .collect()
-        }
     };
     partial[..blocks * part_len]
         .par_chunks_mut(part_len)
@@ -921,18 +894,7 @@ fn grad_blocks<'p>(
                     )
                 })
             };
-            match dy {
-                DyBlock::Slice(dy) => run(dy),
-                DyBlock::Unpooled {
-                    pool,
-                    pool_dy,
-                    first,
-                } => DY_BLOCK.with_borrow_mut(|buf| {
-                    buf.resize(y.len(), 0.0);
-                    pool.backward_samples(pool_dy, *first, buf);
-                    run(buf)
-                }),
-            }
+            dy.with(y.len(), run);
         });
     sum_blocks(&mut partial[..blocks * part_len], part_len)
 }
@@ -971,12 +933,12 @@ impl LayerOp for Conv2D {
     /// y = act(conv(x) + b), the activation fused per sample.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let act = self.act;
-        Conv2D::forward(self, x, y, n, act);
+        self.forward_act(x, y, n, act);
     }
 
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
         let act = self.act;
-        Conv2D::backward(self, x, y, dy, dx, n, act);
+        self.backward_act(x, y, dy, dx, n, act);
     }
 
     fn params(&self) -> Vec<(&'static str, &Param)> {

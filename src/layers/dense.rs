@@ -280,8 +280,9 @@ impl Dense {
         }
     }
 
-    /// Y = X W^T + b for `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+    /// Y = X W^T + b for `n` samples, without the activation (which
+    /// [`LayerOp::forward`] applies after it).
+    pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         if n == 1 {
             return self.forward_one(x, y);
         }
@@ -334,7 +335,7 @@ impl Dense {
 
     /// Where the one-sample path splits the inputs (`h`, a multiple of 16), or `None` if
     /// the layer is too small to split.
-    pub fn one_split(&self) -> Option<usize> {
+    pub(crate) fn one_split(&self) -> Option<usize> {
         let (i, o) = (self.inputs, self.units);
         let h = (i / 2) / 16 * 16;
         (o * i >= ONE_SPLIT_MIN && h > 0).then_some(h)
@@ -343,7 +344,7 @@ impl Dense {
     /// The buffer for the two halves' partial sums, `2 O` values, taken out of the layer so
     /// that the halves can run while the layer is borrowed; [`Dense::finish_one`] puts it
     /// back.
-    pub fn take_parts(&mut self) -> Vec<f32> {
+    pub(crate) fn take_parts(&mut self) -> Vec<f32> {
         let mut parts = std::mem::take(&mut self.yt);
         parts.resize(2 * self.units, 0.0);
         parts
@@ -351,7 +352,7 @@ impl Dense {
 
     /// `p = W[:, c0..c0 + len] x_part` for one sample, where `x_part` is the inputs
     /// `c0..c0 + len` (`p` holds O values).
-    pub fn forward_one_part(&self, x_part: &[f32], c0: usize, p: &mut [f32]) {
+    pub(crate) fn forward_one_part(&self, x_part: &[f32], c0: usize, p: &mut [f32]) {
         let (i, o) = (self.inputs, self.units);
         let w = MatRef::new(self.weight.value.data(), o, i);
         let cols = x_part.len();
@@ -366,7 +367,7 @@ impl Dense {
 
     /// `y = (b + p0) + p1` from the two halves' partial sums in `parts` (`p0` then `p1`),
     /// which go back into the layer as its buffer. The activation is not applied.
-    pub fn finish_one(&mut self, parts: Vec<f32>, y: &mut [f32]) {
+    pub(crate) fn finish_one(&mut self, parts: Vec<f32>, y: &mut [f32]) {
         let o = self.units;
         let (p0, p1) = parts.split_at(o);
         let b = self.bias.value.data();
@@ -376,8 +377,9 @@ impl Dense {
         self.yt = parts;
     }
 
-    /// Sets dW and db from `dy`; writes dX if asked.
-    pub fn backward(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
+    /// Sets dW and db from `dy`, the gradient before the activation (which
+    /// [`LayerOp::backward`] undoes first); writes dX if asked.
+    pub fn backward_linear(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
         let (i, o) = (self.inputs, self.units);
         let db = self.bias.grad.data_mut();
         db.fill(0.0);
@@ -398,7 +400,7 @@ impl Dense {
 impl LayerOp for Dense {
     /// y = act(W x + b).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        Dense::forward(self, x, y, n);
+        self.forward_linear(x, y, n);
         activation::forward(self.act, &mut y[..n * self.units], self.units);
     }
 
@@ -406,7 +408,7 @@ impl LayerOp for Dense {
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
         let len = n * self.units;
         activation::backward(self.act, &y[..len], &mut dy[..len], self.units);
-        Dense::backward(self, x, dy, dx, n);
+        self.backward_linear(x, dy, dx, n);
     }
 
     fn params(&self) -> Vec<(&'static str, &Param)> {

@@ -44,7 +44,7 @@ pub use dropout::{Dropout, DropoutSpec};
 pub use flatten::Flatten;
 pub use global_pool::{GlobalAvgPool2D, GlobalPoolSpec};
 pub use param::{Buffer, BufferMut, Param};
-pub use pool::{AvgPool2D, MaxPool2D, PoolBlock, PoolSpec};
+pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
 pub use spec::*;
 
 use crate::error::Result;

@@ -313,8 +313,26 @@ impl LayerOp for MaxPool2D {
         Some(self.geom.out_h * self.geom.out_w)
     }
 
+    /// y = max over each window, for `n` samples.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        MaxPool2D::forward(self, x, y, n);
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let planes = n * g.c;
+        let (y, x) = (&mut y[..planes * ohw], &x[..planes * hw]);
+        let min = min_planes(g.c, n);
+        match self.record(planes * ohw) {
+            None => y
+                .par_chunks_mut(ohw)
+                .with_min_len(min)
+                .zip(x.par_chunks(hw))
+                .for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None)),
+            Some(arg) => y
+                .par_chunks_mut(ohw)
+                .with_min_len(min)
+                .zip(arg.par_chunks_mut(ohw))
+                .zip(x.par_chunks(hw))
+                .for_each(|((y_p, arg_p), x_p)| max_pool(&g, x_p, y_p, Some(arg_p))),
+        }
     }
 
     fn backward(
@@ -326,7 +344,7 @@ impl LayerOp for MaxPool2D {
         n: usize,
     ) {
         if let Some(dx) = dx {
-            MaxPool2D::backward(self, dy, dx, n);
+            self.backward_input(dy, dx, n);
         }
     }
 }
@@ -357,8 +375,15 @@ impl LayerOp for AvgPool2D {
         Some(self.geom.out_h * self.geom.out_w)
     }
 
+    /// y = mean over each window, for `n` samples.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        AvgPool2D::forward(self, x, y, n);
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        y[..n * g.c * ohw]
+            .par_chunks_mut(ohw)
+            .with_min_len(min_planes(g.c, n))
+            .zip(x[..n * g.c * hw].par_chunks(hw))
+            .for_each(|(y_p, x_p)| avg_pool(&g, x_p, y_p));
     }
 
     fn backward(
@@ -370,7 +395,7 @@ impl LayerOp for AvgPool2D {
         n: usize,
     ) {
         if let Some(dx) = dx {
-            AvgPool2D::backward(self, dy, dx, n);
+            self.backward_input(dy, dx, n);
         }
     }
 }
@@ -434,32 +459,11 @@ impl MaxPool2D {
         }
     }
 
-    /// y = max over each window, for `n` samples.
-    pub fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        let g = self.geom;
-        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
-        let planes = n * g.c;
-        let (y, x) = (&mut y[..planes * ohw], &x[..planes * hw]);
-        let min = min_planes(g.c, n);
-        match self.record(planes * ohw) {
-            None => y
-                .par_chunks_mut(ohw)
-                .with_min_len(min)
-                .zip(x.par_chunks(hw))
-                .for_each(|(y_p, x_p)| max_pool(&g, x_p, y_p, None)),
-            Some(arg) => y
-                .par_chunks_mut(ohw)
-                .with_min_len(min)
-                .zip(arg.par_chunks_mut(ohw))
-                .zip(x.par_chunks(hw))
-                .for_each(|((y_p, arg_p), x_p)| max_pool(&g, x_p, y_p, Some(arg_p))),
-        }
-    }
-
     /// The record of winners for a forward pass with `len` outputs: sized, in a training
     /// pass; in an inference pass none, and the old one emptied, as no backward pass will
-    /// follow (an empty record makes one fail loudly).
-    fn record(&mut self, len: usize) -> Option<&mut [u32]> {
+    /// follow (an empty record makes one fail loudly). A convolution's forward pass with
+    /// this pooling (`crate::model::fused`) fills it block by block.
+    pub(crate) fn record(&mut self, len: usize) -> Option<&mut [u32]> {
         if !self.training {
             self.argmax.clear();
             return None;
@@ -470,36 +474,8 @@ impl MaxPool2D {
 
     /// The maxima of whole planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the calling
     /// thread, recording no winners: part of an inference pass.
-    pub fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
+    pub(crate) fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
         max_pool_planes(&self.geom, x, y, None);
-    }
-
-    /// This layer's output `y` for a forward pass of `n` samples (and, in a training pass,
-    /// its record of winners), split into blocks of `per` samples, for the convolution
-    /// before it to pool each block as soon as it has computed it (see
-    /// [`crate::layers::Conv2D::forward_then_pool`]). Blocks 0, 1, ... hold samples `0..per`,
-    /// `per..2 per`, ...
-    pub fn blocks<'a>(&'a mut self, y: &'a mut [f32], n: usize, per: usize) -> Vec<PoolBlock<'a>> {
-        let geom = self.geom;
-        let len = geom.c * geom.out_h * geom.out_w;
-        let y = y[..n * len].chunks_mut(per * len);
-        match self.record(n * len) {
-            None => y
-                .map(|y| PoolBlock {
-                    geom,
-                    y,
-                    argmax: None,
-                })
-                .collect(),
-            Some(arg) => y
-                .zip(arg.chunks_mut(per * len))
-                .map(|(y, a)| PoolBlock {
-                    geom,
-                    y,
-                    argmax: Some(a),
-                })
-                .collect(),
-        }
     }
 
     /// For each output of the last training forward pass, the index within its (n, c) plane
@@ -508,11 +484,12 @@ impl MaxPool2D {
         &self.argmax
     }
 
-    /// dL/dx: each dy goes to the input position that won its window.
+    /// dL/dx: each dy goes to the input position that won its window ([`LayerOp::backward`]
+    /// without the arguments it does not need).
     ///
     /// # Panics
     /// If the last forward pass was not a training pass of `n` samples.
-    pub fn backward(&self, dy: &[f32], dx: &mut [f32], n: usize) {
+    pub fn backward_input(&self, dy: &[f32], dx: &mut [f32], n: usize) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = n * g.c;
@@ -528,15 +505,15 @@ impl MaxPool2D {
             .for_each(|((dx_p, arg_p), dy_p)| unpool(arg_p, dy_p, dx_p));
     }
 
-    /// [`MaxPool2D::backward`] for some samples of the last training pass, on the calling
-    /// thread: `dy` holds the output gradients of samples `first..first + m`, and `dx` gets
-    /// their input gradients. A convolution before this layer calls it block by block in
-    /// its own backward pass, so that the gradient it reads is in cache (see
-    /// [`crate::layers::Conv2D::backward_through_pool`]).
+    /// [`MaxPool2D::backward_input`] for some samples of the last training pass, on the
+    /// calling thread: `dy` holds the output gradients of samples `first..first + m`, and
+    /// `dx` gets their input gradients. A convolution before this layer calls it block by
+    /// block in its own backward pass, so that the gradient it reads is in cache
+    /// (`crate::model::fused`).
     ///
     /// # Panics
     /// If the samples were not in the last training forward pass.
-    pub fn backward_samples(&self, dy: &[f32], first: usize, dx: &mut [f32]) {
+    pub(crate) fn backward_samples(&self, dy: &[f32], first: usize, dx: &mut [f32]) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = dy.len() / ohw;
@@ -555,27 +532,9 @@ impl MaxPool2D {
     }
 }
 
-/// One block of samples of a max pooling's forward pass (see [`MaxPool2D::blocks`]): its
-/// part of the output and of the record of winners.
-#[derive(Debug)]
-pub struct PoolBlock<'a> {
-    geom: PoolGeom,
-    y: &'a mut [f32],
-    argmax: Option<&'a mut [u32]>,
-}
-
-impl PoolBlock<'_> {
-    /// Pools the block's input `x` (its samples' `[C, H, W]` planes) into its output, on the
-    /// calling thread, recording the winners in a training pass: the same as
-    /// [`MaxPool2D::forward`] on those samples.
-    pub fn run(&mut self, x: &[f32]) {
-        max_pool_planes(&self.geom, x, self.y, self.argmax.as_deref_mut());
-    }
-}
-
 /// Max pooling of consecutive planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the
-/// calling thread, the winners into `arg` if given.
-fn max_pool_planes(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
+/// calling thread, the winners into `arg` if given: [`LayerOp::forward`] for some samples.
+pub(crate) fn max_pool_planes(g: &PoolGeom, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
     let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
     let planes = y.chunks_mut(ohw).zip(x.chunks(hw));
     match arg {
@@ -634,20 +593,9 @@ impl AvgPool2D {
         AvgPool2D { geom }
     }
 
-    /// y = mean over each window, for `n` samples.
-    pub fn forward(&self, x: &[f32], y: &mut [f32], n: usize) {
-        let g = self.geom;
-        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
-        y[..n * g.c * ohw]
-            .par_chunks_mut(ohw)
-            .with_min_len(min_planes(g.c, n))
-            .zip(x[..n * g.c * hw].par_chunks(hw))
-            .for_each(|(y_p, x_p)| avg_pool(&g, x_p, y_p));
-    }
-
     /// The means of whole planes `x` (`[P, H, W]`) into `y` (`[P, H', W']`) on the calling
     /// thread.
-    pub fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
+    pub(crate) fn forward_planes(&self, x: &[f32], y: &mut [f32]) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         for (y_p, x_p) in y.chunks_mut(ohw).zip(x.chunks(hw)) {
@@ -655,8 +603,9 @@ impl AvgPool2D {
         }
     }
 
-    /// dL/dx: each dy spread evenly over its window.
-    pub fn backward(&self, dy: &[f32], dx: &mut [f32], n: usize) {
+    /// dL/dx: each dy spread evenly over its window ([`LayerOp::backward`] without the
+    /// arguments it does not need).
+    pub fn backward_input(&self, dy: &[f32], dx: &mut [f32], n: usize) {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let scale = 1.0 / (g.ph * g.pw) as f32;
@@ -734,6 +683,6 @@ mod tests {
         LayerOp::prepare(&mut layer, pass(false));
         LayerOp::forward(&mut layer, &x, &mut y, 1);
         let mut dx = vec![0.0; x.len()];
-        layer.backward(&y, &mut dx, 1);
+        layer.backward_input(&y, &mut dx, 1);
     }
 }

@@ -37,7 +37,7 @@ pub fn export_file(model_path: &Path, out: &Path) -> Result<()> {
 
 /// The ONNX model of `model` with `meta`.
 pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
-    let spec = &model.spec;
+    let spec = model.spec();
     let shapes = spec.shapes().map_err(|(_, e)| e)?;
     let implied = implied_flattens(&spec.layers);
     let last = spec.layers.len().saturating_sub(1);
@@ -61,10 +61,10 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
             input: &s.input,
             output: &s.output,
         };
-        for (pname, param) in model.layers[i].params() {
+        for (pname, param) in model.layers()[i].params() {
             g.init_f32(&at.tensor(pname), param.value.shape(), param.value.data());
         }
-        for (bname, buffer) in model.layers[i].buffers() {
+        for (bname, buffer) in model.layers()[i].buffers() {
             match buffer {
                 Buffer::F32(t) => g.init_f32(&at.tensor(bname), t.shape(), t.data()),
                 // Not an input of any node: kept in the metadata, so that the file
@@ -172,7 +172,7 @@ impl Graph {
     }
 
     fn finish(self, model: &Model, meta: &ModelMeta, classes: usize) -> ModelProto {
-        let [c, h, w] = model.spec.input;
+        let [c, h, w] = model.spec().input;
         let input_dims = [Dim::Param("N"), Dim::Value(c), Dim::Value(h), Dim::Value(w)];
         let output_dims = [Dim::Param("N"), Dim::Value(classes)];
         let mut nodes = self.nodes;

@@ -192,7 +192,7 @@ impl Chain {
 
     /// Copies every step's tensors into the layer of the same index.
     fn copy_into(&self, model: &mut Model) -> std::result::Result<(), String> {
-        for (i, (step, layer)) in self.lines().zip(&mut model.layers).enumerate() {
+        for (i, (step, layer)) in self.lines().zip(model.layers_mut()).enumerate() {
             for (name, shape, values) in &step.tensors {
                 let target = layer
                     .params_mut()

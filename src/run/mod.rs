@@ -33,21 +33,21 @@
 //! nothing: progress goes to the observer, whose [`Control::Stop`] is also how a caller stops
 //! the run (Ctrl-C): the checkpoint is written and [`Outcome::stopped`] says where.
 
-mod config;
 mod folder;
 pub mod options;
 mod plots;
 mod report;
+mod run_config;
 pub mod settings;
 pub mod table;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Change, OptimizerChoice, ScheduleChoice, Wording};
 pub use folder::{check_out_dir, is_run_folder, metrics_csv, EVAL_DIR, RUN_FILES, RUN_OUTPUTS};
 pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
+pub use run_config::{Change, OptimizerChoice, ScheduleChoice, Wording};
 
 use crate::checkpoint;
 use crate::config::{self as net_config, ParsedConfig};

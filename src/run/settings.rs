@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::layers::keys::{Arg, LineKeys};
 use crate::text::did_you_mean;
 
-use super::config::{Misfit, Wording};
+use super::run_config::{Misfit, Wording};
 use super::table::{Kind, Line, Spec};
 use super::{OptimizerChoice, RunConfig, RunOptions, OPTIONS};
 

@@ -171,7 +171,7 @@ async fn model(State(state): Shared) -> ApiResult<ModelInfo> {
 fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
     let layers = loaded
         .model
-        .layers
+        .layers()
         .iter()
         .enumerate()
         .map(|(index, layer)| {
@@ -232,7 +232,7 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
             }
         })
         .collect();
-    let summary = crate::summary::render(&loaded.model.spec, false)
+    let summary = crate::summary::render(loaded.model.spec(), false)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(ModelInfo {
         file: loaded.stamp.path.display().to_string(),
@@ -273,13 +273,13 @@ struct Weights {
 
 async fn weights(State(state): Shared, Query(q): Query<LayerQuery>) -> ApiResult<Weights> {
     with_model(&state, move |_, loaded| {
-        let layer = loaded.model.layers.get(q.layer).ok_or_else(|| {
+        let layer = loaded.model.layer(q.layer).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no layer {} (the model has {} layers, numbered from 0)",
                     q.layer,
-                    loaded.model.layers.len()
+                    loaded.model.layers().len()
                 ),
             )
         })?;
@@ -488,7 +488,7 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
     }
     let pixels = crate::data::image_from_bytes(Path::new("the upload"), bytes, [c, h, w], resize)
         .map_err(|e| unprocessable(e.to_string()))?;
-    let input = normalize(&pixels, &loaded.meta.normalization, [c, h, w]);
+    let input = loaded.meta.normalization.image(&pixels);
     let x = Tensor::from_vec(&[1, c, h, w], input.clone())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let probs = loaded
@@ -496,11 +496,11 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         .predict_proba(&x)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .into_vec();
-    let layers = (0..loaded.model.layers.len())
+    let layers = (0..loaded.model.layers().len())
         .filter_map(|i| {
             let act = loaded.model.activation(i)?;
             Some(Values {
-                shape: loaded.model.layers[i].output.clone(),
+                shape: loaded.model.layers()[i].output.clone(),
                 values: act.data().to_vec(),
             })
         })
@@ -522,21 +522,6 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
         layers,
         version: loaded.version,
     })
-}
-
-/// `(x / 255 - mean[c]) / std[c]` for CHW bytes: the model's input, as `cnn predict` and
-/// `cnn visualize` make it.
-pub(crate) fn normalize(
-    bytes: &[u8],
-    norm: &crate::data::Normalization,
-    [_, h, w]: [usize; 3],
-) -> Vec<f32> {
-    let plane = h * w;
-    bytes
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (f32::from(b) / 255.0 - norm.mean[i / plane]) / norm.std[i / plane])
-        .collect()
 }
 
 // ---------------------------------------------------------------- metrics and events

@@ -202,7 +202,7 @@ fn evaluation_mode_scores_each_image_alone() {
         .defaults(&DEFAULTS)
         .ok();
     let (mut model, _) = cnn::model_file::load(&tmp.path().join("run/model.safetensors")).unwrap();
-    let spec = model.spec.clone();
+    let spec = model.spec().clone();
     let (batch, _) = cnn::bench::synthetic_batch(&spec, 6, 3).unwrap();
     let all = model.predict_proba(&batch).unwrap();
     let per = 28 * 28;
@@ -266,7 +266,7 @@ fn a_model_file_loads_with_or_without_num_batches_tracked_and_refuses_bad_statis
     let model = tmp.path().join("run/model.safetensors");
     let probs = |path: &Path| {
         let (mut m, _) = cnn::model_file::load(path).unwrap();
-        let (x, _) = cnn::bench::synthetic_batch(&m.spec.clone(), 3, 1).unwrap();
+        let (x, _) = cnn::bench::synthetic_batch(&m.spec().clone(), 3, 1).unwrap();
         m.predict_proba(&x).unwrap()
     };
     let want = probs(&model);

@@ -92,12 +92,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn export_then_import_gives_back_the_same_tensors_bit_for_bit() {
     for (n, text) in CONFIGS.iter().enumerate() {
         let m = model(text, n as u64 + 1);
-        let meta = meta(text, m.classes(), m.spec.input[0]);
+        let meta = meta(text, m.classes(), m.spec().input[0]);
         let bytes = export::to_proto(&m, &meta).unwrap().encode_to_vec();
         let (back, back_meta) = import::from_bytes(Path::new("x.onnx"), &bytes, None).unwrap();
 
         assert_eq!(
-            back.spec, m.spec,
+            back.spec(),
+            m.spec(),
             "config {n}: the same layers\n{}",
             back_meta.config
         );
@@ -174,7 +175,7 @@ fn an_exported_graph_has_the_shape_the_issue_asks_for() {
 fn global_average_pooling_exports_as_global_average_pool_and_predicts_the_same_back() {
     for i in [4, 5] {
         let m = model(CONFIGS[i], 7);
-        let meta = meta(CONFIGS[i], m.classes(), m.spec.input[0]);
+        let meta = meta(CONFIGS[i], m.classes(), m.spec().input[0]);
         let p = export::to_proto(&m, &meta).unwrap();
         let ops: Vec<_> = p
             .graph
@@ -200,7 +201,7 @@ fn global_average_pooling_exports_as_global_average_pool_and_predicts_the_same_b
         let bytes = p.encode_to_vec();
         let (mut back, _) = import::from_bytes(Path::new("x.onnx"), &bytes, None).unwrap();
         let mut m = m;
-        let [c, h, w] = m.spec.input;
+        let [c, h, w] = m.spec().input;
         let x: Vec<f32> = (0..3 * c * h * w).map(|v| (v % 17) as f32 / 17.0).collect();
         let x = cnn::tensor::Tensor::from_vec(&[3, c, h, w], x).unwrap();
         let want = m.predict_proba(&x).unwrap();
@@ -213,7 +214,7 @@ fn global_average_pooling_exports_as_global_average_pool_and_predicts_the_same_b
 fn model_file(dir: &Path, i: usize) -> std::path::PathBuf {
     let m = model(CONFIGS[i], 3);
     let path = dir.join(format!("model{i}.safetensors"));
-    model_file::save(&path, &m, &meta(CONFIGS[i], m.classes(), m.spec.input[0])).unwrap();
+    model_file::save(&path, &m, &meta(CONFIGS[i], m.classes(), m.spec().input[0])).unwrap();
     path
 }
 
@@ -262,7 +263,7 @@ fn import_refuses(dir: &Path, name: &str, bytes: &[u8]) -> (i32, String) {
 
 fn exported(i: usize) -> ModelProto {
     let m = model(CONFIGS[i], 3);
-    export::to_proto(&m, &meta(CONFIGS[i], m.classes(), m.spec.input[0])).unwrap()
+    export::to_proto(&m, &meta(CONFIGS[i], m.classes(), m.spec().input[0])).unwrap()
 }
 
 fn node_mut<'a>(p: &'a mut ModelProto, op: &str) -> &'a mut NodeProto {

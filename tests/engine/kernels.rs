@@ -50,12 +50,12 @@ proptest! {
         layer.weight.value.data_mut().copy_from_slice(&random(k * c * kh * kw, &mut rng));
         layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
         let mut y = vec![0.0; n * k * g.out_h * g.out_w];
-        layer.forward(&x, &mut y, n, Activation::None);
+        layer.forward_act(&x, &mut y, n, Activation::None);
         let want = conv2d_forward_naive(&g, &x, layer.weight.value.data(), layer.bias.value.data(), n);
         close("y", &y, &want)?;
         let dy = random(y.len(), &mut rng);
         let mut dx = vec![0.0; x.len()];
-        layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
+        layer.backward_act(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
         let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
         close("dx", &dx, &wdx)?;
         close("dw", layer.weight.grad.data(), &wdw)?;
@@ -78,17 +78,16 @@ proptest! {
         let mut rng = Rng::new(seed);
         let x = random(n * c * h * w, &mut rng);
         let mut layer = Conv2D::new(g);
-        layer.winograd = cnn::kernels::winograd::Plan::new(&g);
-        prop_assert!(layer.winograd.is_some());
+        prop_assert!(layer.set_winograd(true));
         layer.weight.value.data_mut().copy_from_slice(&random(k * c * 9, &mut rng));
         layer.bias.value.data_mut().copy_from_slice(&random(k, &mut rng));
         let mut y = vec![f32::NAN; n * k * g.out_h * g.out_w];
-        layer.forward(&x, &mut y, n, Activation::None);
+        layer.forward_act(&x, &mut y, n, Activation::None);
         let want = conv2d_forward_naive(&g, &x, layer.weight.value.data(), layer.bias.value.data(), n);
         close("y", &y, &want)?;
         let dy = random(y.len(), &mut rng);
         let mut dx = vec![f32::NAN; x.len()];
-        layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
+        layer.backward_act(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::None);
         let (wdx, wdw, wdb) = conv2d_backward_naive(&g, &x, layer.weight.value.data(), &dy, n);
         close("dx", &dx, &wdx)?;
         close("dw", layer.weight.grad.data(), &wdw)?;
@@ -182,12 +181,12 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     let run = |threads: usize| -> Vec<u32> {
         on_threads(threads, || {
             let mut layer = Conv2D::new(g);
-            layer.winograd = cnn::kernels::winograd::Plan::new(&g);
+            assert!(layer.set_winograd(true));
             layer.weight.value.data_mut().copy_from_slice(&w);
             let mut y = vec![0.0; dy.len()];
-            layer.forward(&x, &mut y, n, Activation::Relu);
+            layer.forward_act(&x, &mut y, n, Activation::Relu);
             let mut dx = vec![0.0; x.len()];
-            layer.backward(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::Relu);
+            layer.backward_act(&x, &y, &mut dy.clone(), Some(&mut dx), n, Activation::Relu);
             [
                 &y[..],
                 &dx,
@@ -274,11 +273,11 @@ fn a_one_image_convolution_split_over_two_threads_gives_the_bits_of_the_batch_pa
             layer.weight.value.data_mut().copy_from_slice(&w);
             layer.bias.value.data_mut().copy_from_slice(&b);
             let mut batch = vec![f32::NAN; 3 * out_len];
-            layer.forward(&x, &mut batch, 3, act);
+            layer.forward_act(&x, &mut batch, 3, act);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for s in 0..3 {
                 let mut one = vec![f32::NAN; out_len];
-                layer.forward(&x[s * in_len..(s + 1) * in_len], &mut one, 1, act);
+                layer.forward_act(&x[s * in_len..(s + 1) * in_len], &mut one, 1, act);
                 let want = &batch[s * out_len..(s + 1) * out_len];
                 assert_eq!(bits(&one), bits(want), "{k} filters, {act:?}, image {s}");
             }

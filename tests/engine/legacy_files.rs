@@ -62,7 +62,7 @@ fn a_model_file_written_before_the_layer_refactor_summarises_as_its_config() {
     let parsed = cnn::config::load(&Path::new(DIR).join("tiny.cfg")).expect("the config parses");
     let (model, meta) =
         cnn::model_file::load(&Path::new(DIR).join("model.safetensors")).expect("it loads");
-    assert_eq!(model.spec, parsed.spec);
+    assert_eq!(model.spec(), &parsed.spec);
     assert_eq!(meta.classes.len(), 10);
     assert_eq!(parsed.spec.param_count().expect("shapes work"), 204);
 }
