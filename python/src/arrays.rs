@@ -173,8 +173,8 @@ impl<'py> Images<'py> {
     }
 
     /// The network's input for images `start..end`: each pixel `p` of channel `c` as
-    /// `(p / 255 - mean[c]) / std[c]` for bytes (the arithmetic of `cnn predict`), `(p -
-    /// mean[c]) / std[c]` for floats.
+    /// `(p / 255 - mean[c]) / std[c]` for bytes ([`Normalization::apply`], the arithmetic of
+    /// training and `cnn predict`), `(p - mean[c]) / std[c]` for floats.
     pub fn tensor(&self, norm: &Normalization, start: usize, end: usize) -> PyResult<Tensor> {
         let [c, h, w] = self.shape;
         let plane = h * w;
@@ -184,11 +184,8 @@ impl<'py> Images<'py> {
         match &self.pixels {
             Pixels::U8(a) => {
                 let src = &a.as_slice()?[start * per..end * per];
-                for (k, (d, s)) in out.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
-                    let (m, sd) = (norm.mean[k % c], norm.std[k % c]);
-                    for (d, &b) in d.iter_mut().zip(s) {
-                        *d = (f32::from(b) / 255.0 - m) / sd;
-                    }
+                for (d, s) in out.chunks_mut(per).zip(src.chunks(per)) {
+                    norm.apply(s, d);
                 }
             }
             Pixels::F32(a) => {
