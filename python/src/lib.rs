@@ -1,4 +1,4 @@
-//! `import cnn`: the library from Python and NumPy (issue 31). The extension module
+//! `import cnn`: the library from Python and NumPy. The extension module
 //! `cnn._cnn`, which `python/cnn/__init__.py` re-exports: `cnn.Model` ([`model`]),
 //! `Model.fit` ([`fit`]), `cnn.datasets.load` ([`datasets`]).
 //!
