@@ -109,6 +109,8 @@ fn conv2d_gradients_match_finite_differences() {
             stride: s,
             padding: p,
             activation: Activation::None,
+            groups: 1,
+            bias: true,
         });
         let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
         with_random_params(&mut layer, &mut rng);
@@ -253,6 +255,8 @@ fn whole_network_gradients_match_finite_differences() {
                 stride: 2,
                 padding: Padding::Same,
                 activation: Activation::Tanh,
+                groups: 1,
+                bias: true,
             }),
             LayerSpec::AvgPool2D(PoolSpec {
                 pool: (2, 2),

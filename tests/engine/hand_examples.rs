@@ -21,6 +21,8 @@ fn conv(filters: usize, k: usize, stride: usize, padding: Padding) -> LayerSpec 
         stride,
         padding,
         activation: Activation::None,
+        groups: 1,
+        bias: true,
     })
 }
 

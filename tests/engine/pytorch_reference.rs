@@ -21,6 +21,8 @@ fn conv_case(file: &str, stride: usize, padding: Padding) {
         stride,
         padding,
         activation: Activation::None,
+        groups: 1,
+        bias: true,
     });
     let mut layer = Layer::new(&spec, &x.shape()[1..]).unwrap();
     let Op::Conv2D(conv) = &mut layer.op else {
