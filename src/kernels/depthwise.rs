@@ -40,6 +40,12 @@ pub fn applies(g: &ConvGeom, groups: usize) -> bool {
     groups == g.c && g.c > 0 && g.k % g.c == 0
 }
 
+/// Floats of [`Scratch`] that [`backward`] on `samples` samples of `g` uses (more than
+/// [`forward`]): a padded plane for each sample's input and one for dx.
+pub fn scratch_len(g: &ConvGeom, samples: usize) -> usize {
+    (samples + 1) * Layout::new(g).plane()
+}
+
 /// The kernels' buffers, kept by the caller from call to call.
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {

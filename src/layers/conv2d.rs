@@ -1,21 +1,29 @@
 //! Conv2D: a 2-D convolution over a batch, forward and backward.
 //!
 //! Legend: N batch, C input channels, H, W input size, K filters, kh, kw kernel,
-//! S stride, P padding, H', W' output size (see [`ConvGeom`]).
+//! S stride, P padding, H', W' output size (see [`ConvGeom`]); G groups (`groups=`,
+//! default 1), which divide C and K.
 //!
-//! Forward (report 1, eq. 1, with stride and padding):
+//! Forward (report 1, eq. 1, with stride, padding and groups): filter k reads the C/G
+//! input channels of its group, `c0(k) = (k / (K/G)) (C/G)` onwards, and its weight is
+//! `w[k][c][i][j]` for c < C/G (the weight is `[K, C/G, kh, kw]`, PyTorch's layout):
 //!
 //! ```text
-//! y[n][k][oy][ox] = b[k] + sum_{c, i, j} w[k][c][i][j] * x[n][c][oy*S + i - P][ox*S + j - P]
+//! y[n][k][oy][ox] = b[k] + sum_{c < C/G, i, j} w[k][c][i][j] * x[n][c0(k) + c][oy*S + i - P][ox*S + j - P]
 //! ```
+//!
+//! With G = 1 every filter reads every channel (c0 = 0); with G = C (and K = m C) the
+//! convolution is depthwise: filter k reads channel k / m alone. Without a bias
+//! (`bias=false`) b is 0 and not a parameter.
 //!
 //! Backward, given dy = dL/dy:
 //!
 //! ```text
 //! dL/db[k]          = sum_{n, oy, ox} dy[n][k][oy][ox]
-//! dL/dw[k][c][i][j] = sum_{n, oy, ox} dy[n][k][oy][ox] * x[n][c][oy*S + i - P][ox*S + j - P]
-//! dL/dx[n][c][y][x] = sum of dy[n][k][oy][ox] * w[k][c][i][j] over every (k, oy, ox, i, j)
-//!                     with oy*S + i - P = y and ox*S + j - P = x
+//! dL/dw[k][c][i][j] = sum_{n, oy, ox} dy[n][k][oy][ox] * x[n][c0(k) + c][oy*S + i - P][ox*S + j - P]
+//! dL/dx[n][c0(k) + c][y][x] = sum of dy[n][k][oy][ox] * w[k][c][i][j] over every (k, oy, ox, i, j)
+//!                     with oy*S + i - P = y and ox*S + j - P = x (k over the filters of
+//!                     the channel's group)
 //! ```
 //!
 //! The fast path lowers each sample with im2col to a matrix multiply
@@ -33,6 +41,15 @@
 //! (`forward_one_direct`). With nine weights per filter (one input channel, 3x3) and no
 //! dx to compute, the activation's backward, the bias gradient and the weight gradient
 //! are one pass over dy and y ([`direct::weight_grad9`]) instead of three.
+//!
+//! Groups: each group is an ordinary convolution on contiguous slices (its C/G channels of
+//! x and dx, its K/G filters of W, y and dy), so the im2col path runs group by group with
+//! the group's geometry ([`Conv2D::group_geom`]); with one group that is the whole layer,
+//! the same calls as without groups. Winograd is for one group only. A depthwise
+//! convolution (G = C > 1) does kh kw multiply-adds per output instead of C kh kw, so it is
+//! bound by memory, not arithmetic: it runs on kernels of its own ([`depthwise`]) that read
+//! each plane once, in the same blocks of [`GRAD_BLOCK`] samples with the same ordered sum
+//! of the blocks' gradients.
 
 use rayon::prelude::*;
 
@@ -92,18 +109,15 @@ impl Conv2dSpec {
         if g == 0 {
             return Err(Error::Invalid("Conv2D: groups must be at least 1".into()));
         }
-        let fails: Vec<String> = [("the input's channels", "C", c), ("the filters", "K", k)]
-            .iter()
-            .filter(|(_, _, n)| n % g != 0)
-            .map(|(what, letter, n)| format!("{what} ({letter} = {n})"))
-            .collect();
-        if fails.is_empty() {
-            return Ok(());
-        }
+        let which = match (c % g == 0, k % g == 0) {
+            (true, true) => return Ok(()),
+            (false, true) => format!("{c} is not a multiple of {g}"),
+            (true, false) => format!("{k} is not a multiple of {g}"),
+            (false, false) => format!("neither {c} nor {k} is a multiple of {g}"),
+        };
         Err(Error::Invalid(format!(
             "Conv2D: groups={g} must divide both the input channels (C = {c}) and the filters \
-             (K = {k}); it does not divide {}",
-            fails.join(" or ")
+             (K = {k}); {which}"
         )))
     }
 }
@@ -247,11 +261,12 @@ impl LayerKind for Kind {
         let (gs, cg, kg) = (s.groups, g.c / s.groups, g.k / s.groups);
         let params = g.kh * g.kw * cg * g.k + if s.bias { g.k } else { 0 };
         let flops = 2 * (g.k * g.out_h * g.out_w * cg * g.kh * g.kw) as u128;
-        let grouping = if gs == g.c {
+        let grouping = if gs == g.c && kg == 1 {
+            format!("groups = C = {gs}: depthwise, filter k reads input channel k alone")
+        } else if gs == g.c {
             format!(
                 "groups = C = {gs}: depthwise, filter k reads input channel k/{kg} alone \
-                 ({kg} filter{} per channel)",
-                if kg == 1 { "" } else { "s" }
+                 ({kg} filters per channel)"
             )
         } else {
             format!(

@@ -271,3 +271,75 @@ fn a_layer_without_bias_has_only_a_weight_and_adds_nothing() {
     b.forward(&x, &mut yb);
     assert_eq!(bits(ya.data()), bits(yb.data()), "a zero bias and none agree");
 }
+
+/// The error of parsing `text` as `net.cfg`.
+fn parse_error(text: &str) -> String {
+    cnn::config::parse(text, "net.cfg").unwrap_err().to_string()
+}
+
+#[test]
+fn groups_that_do_not_divide_c_or_k_are_an_error_at_their_value_naming_both() {
+    let line = "Conv2D filters=12 kernel=3x3 padding=same groups=3";
+    let col = line.find("groups=").unwrap() + 1 + "groups=".len();
+    let text = format!("3\nInput shape=8x14x14\n{line}\nGlobalAvgPool2D\nDense units=10\n");
+    let e = parse_error(&text);
+    assert!(e.starts_with(&format!("net.cfg:3:{col}: ")), "{e}");
+    assert!(
+        e.contains("groups=3 must divide both the input channels (C = 8) and the filters (K = 12)")
+            && e.contains("8 is not a multiple of 3"),
+        "{e}"
+    );
+    let e = parse_error(&text.replace("filters=12", "filters=10").replace("groups=3", "groups=4"));
+    assert!(e.contains(":3:") && e.contains("10 is not a multiple of 4"), "{e}");
+    let e = parse_error(&text.replace("groups=3", "groups=5"));
+    assert!(e.contains("neither 8 nor 12 is a multiple of 5"), "{e}");
+    let e = parse_error(&text.replace("groups=3", "groups=0"));
+    assert!(e.contains("`groups` must be a whole number from 1"), "{e}");
+    let e = parse_error(&text.replace("groups=3", "groups=4 bias=maybe"));
+    assert!(e.contains("`bias` must be `true` or `false`, found `maybe`"), "{e}");
+    // A wrong kernel still points at the kernel.
+    let e = parse_error(&text.replace("groups=3", "groups=4").replace("3x3", "15x3").replace("padding=same", ""));
+    assert!(e.starts_with("net.cfg:3:26: "), "{e}");
+}
+
+#[test]
+fn groups_and_bias_show_in_the_summary_and_its_arithmetic() {
+    let parsed = cnn::config::parse(
+        "4\nInput shape=8x14x14\n\
+         Conv2D filters=16 kernel=3x3 stride=2 padding=1 groups=8 bias=false\n\
+         Conv2D filters=8 kernel=1x1 groups=2 activation=relu\n\
+         GlobalAvgPool2D\nDense units=10\n",
+        "net.cfg",
+    )
+    .unwrap();
+    let (dw, pw) = (&parsed.spec.layers[0], &parsed.spec.layers[1]);
+    assert_eq!(dw.describe(), "Conv2D 16 3x3 stride 2 pad 1 groups 8 no bias");
+    assert_eq!(pw.describe(), "Conv2D 8 1x1 valid groups 2 relu");
+    // 16 filters of 1 channel x 3x3, no bias; 8 filters of 8 channels x 1x1 + 8 biases.
+    let c = dw.counts(&[8, 14, 14], &[16, 7, 7]);
+    assert_eq!((c.params, c.flops), (144, 2 * 16 * 49 * 9));
+    let c = pw.counts(&[16, 7, 7], &[8, 7, 7]);
+    assert_eq!((c.params, c.flops), (72, 2 * 8 * 49 * 8));
+    let lines = dw.explain(&[8, 14, 14], &[16, 7, 7]).unwrap();
+    assert_eq!(
+        lines[1..],
+        [
+            "groups = C = 8: depthwise, filter k reads input channel k/2 alone (2 filters per \
+             channel)",
+            "params = 3*3*1*16 + 0 = 144  (kh*kw*(C/G)*K weights, no bias)",
+            "FLOPs = 2*16*7*7*1*3*3 = 14,112  (2*K*H'*W'*(C/G)*kh*kw)",
+        ]
+    );
+    let lines = pw.explain(&[16, 7, 7], &[8, 7, 7]).unwrap();
+    assert_eq!(
+        lines[1],
+        "groups = 2: filter k reads the C/G = 8 input channels (k/4)*8 .. +8 of its group \
+         (4 filters per group)"
+    );
+    // PyTorch's fans: fan_in = C/G kh kw, fan_out = K kh kw.
+    let layer = Layer::new(dw, &[8, 14, 14]).unwrap();
+    assert_eq!(layer.op.fans(), Some((9, 144)));
+    let Op::Conv2D(conv) = &layer.op else { panic!() };
+    assert_eq!(conv.weight.value.shape(), &[16, 1, 3, 3]);
+    assert!(conv.uses_depthwise() && !conv.uses_winograd());
+}
