@@ -761,7 +761,9 @@ impl Parser<'_> {
                 ));
             }
             let out = layer.output_shape(&shape).map_err(|e| {
-                let pos = layer.shape_error_key(&shape).and_then(|key| loc.value_pos(key));
+                let pos = layer
+                    .shape_error_key(&shape)
+                    .and_then(|key| loc.value_pos(key));
                 let msg = match e {
                     Error::Invalid(m) => m,
                     e => e.to_string(),

@@ -151,7 +151,12 @@ pub fn forward_on(
     sc: &mut Scratch,
     y: &mut [f32],
 ) {
-    assert!(applies(g, g.c), "depthwise: K = {} is not a multiple of C = {}", g.k, g.c);
+    assert!(
+        applies(g, g.c),
+        "depthwise: K = {} is not a multiple of C = {}",
+        g.k,
+        g.c
+    );
     let (taps, ohw) = (g.kh * g.kw, g.out_h * g.out_w);
     assert!(
         x.len() >= g.c * g.h * g.w
@@ -225,7 +230,12 @@ pub fn backward_on(
     db: &mut [f32],
     dx: Option<&mut [f32]>,
 ) {
-    assert!(applies(g, g.c), "depthwise: K = {} is not a multiple of C = {}", g.k, g.c);
+    assert!(
+        applies(g, g.c),
+        "depthwise: K = {} is not a multiple of C = {}",
+        g.k,
+        g.c
+    );
     let (taps, ohw, in_len) = (g.kh * g.kw, g.out_h * g.out_w, g.c * g.h * g.w);
     assert!(
         x.len() >= n * in_len
@@ -911,7 +921,11 @@ fn input_at(
     i: usize,
     j: usize,
 ) -> Option<f32> {
-    let iy = (oy * g.stride + i).checked_sub(g.pad_top).filter(|&v| v < g.h)?;
-    let ix = (ox * g.stride + j).checked_sub(g.pad_left).filter(|&v| v < g.w)?;
+    let iy = (oy * g.stride + i)
+        .checked_sub(g.pad_top)
+        .filter(|&v| v < g.h)?;
+    let ix = (ox * g.stride + j)
+        .checked_sub(g.pad_left)
+        .filter(|&v| v < g.w)?;
     Some(x[((s * g.c + c) * g.h + iy) * g.w + ix])
 }

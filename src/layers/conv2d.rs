@@ -58,11 +58,11 @@ use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
 use crate::error::{Error, Result};
-use crate::kernels::{depthwise, direct};
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
+use crate::kernels::{depthwise, direct};
 use crate::onnx::export::{int, ints, Graph, LayerAt};
 use crate::onnx::import::{equal_strides, short, Attrs, Importer, Step, StepKind};
 use crate::onnx::proto::NodeProto;
@@ -239,9 +239,16 @@ impl LayerKind for Kind {
             let params = g.kh * g.kw * g.c * g.k + if s.bias { g.k } else { 0 };
             let flops = 2 * (g.k * g.out_h * g.out_w * g.c * g.kh * g.kw) as u128;
             let biases = if s.bias {
-                format!("{} = {}  (kh*kw*C*K weights + K biases)", g.k, thousands(params as u128))
+                format!(
+                    "{} = {}  (kh*kw*C*K weights + K biases)",
+                    g.k,
+                    thousands(params as u128)
+                )
             } else {
-                format!("0 = {}  (kh*kw*C*K weights, no bias)", thousands(params as u128))
+                format!(
+                    "0 = {}  (kh*kw*C*K weights, no bias)",
+                    thousands(params as u128)
+                )
             };
             return Ok(vec![
                 hw,
@@ -275,9 +282,16 @@ impl LayerKind for Kind {
             )
         };
         let biases = if s.bias {
-            format!("{} = {}  (kh*kw*(C/G)*K weights + K biases)", g.k, thousands(params as u128))
+            format!(
+                "{} = {}  (kh*kw*(C/G)*K weights + K biases)",
+                g.k,
+                thousands(params as u128)
+            )
         } else {
-            format!("0 = {}  (kh*kw*(C/G)*K weights, no bias)", thousands(params as u128))
+            format!(
+                "0 = {}  (kh*kw*(C/G)*K weights, no bias)",
+                thousands(params as u128)
+            )
         };
         Ok(vec![
             hw,
@@ -366,7 +380,9 @@ impl LayerKind for Kind {
         let wname = node.input.get(1).ok_or("has no weight input")?;
         let (wshape, weight) = cx.floats(wname)?;
         let &[k, wc, kh, kw] = wshape.as_slice() else {
-            return Err(format!("weight shape {wshape:?}, expected [K, C/G, kh, kw]"));
+            return Err(format!(
+                "weight shape {wshape:?}, expected [K, C/G, kh, kw]"
+            ));
         };
         let groups = attrs.int("group", 1);
         let groups = match usize::try_from(groups) {
@@ -919,8 +935,10 @@ impl Conv2D {
                         gemm(dy_m, cols_t, beta, MatMut::new(dw_g, sub.k, rows));
                         if let Some(dx_s) = dx_s.as_deref_mut() {
                             // cols is free again: it holds dcols = W^T dy_g.
-                            let (w_t, dy_m) =
-                                (MatRef::new(w_g, sub.k, rows).t(), MatRef::new(dy_g, sub.k, ohw));
+                            let (w_t, dy_m) = (
+                                MatRef::new(w_g, sub.k, rows).t(),
+                                MatRef::new(dy_g, sub.k, ohw),
+                            );
                             gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
                             col2im(cols, &sub, &mut dx_s[gi * sub_in..][..sub_in]);
                         }
@@ -982,16 +1000,23 @@ impl Conv2D {
         let out_len = g.k * g.out_h * g.out_w;
         let wlen = g.k * g.kh * g.kw;
         let w = self.weight.value.data();
-        let total = grad_blocks(&mut self.partial, &g, wlen, (x, y, dy, dx), n, |sc, mut b| {
-            if act != Activation::None {
-                for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
-                    activation::backward(act, y_s, dy_s, dy_s.len());
+        let total = grad_blocks(
+            &mut self.partial,
+            &g,
+            wlen,
+            (x, y, dy, dx),
+            n,
+            |sc, mut b| {
+                if act != Activation::None {
+                    for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
+                        activation::backward(act, y_s, dy_s, dy_s.len());
+                    }
                 }
-            }
-            let m = b.y.len() / out_len;
-            let dx = b.dx.as_deref_mut();
-            depthwise::backward(&g, b.x, b.dy, w, m, &mut sc.depthwise, b.dw, b.db, dx);
-        });
+                let m = b.y.len() / out_len;
+                let dx = b.dx.as_deref_mut();
+                depthwise::backward(&g, b.x, b.dy, w, m, &mut sc.depthwise, b.dw, b.db, dx);
+            },
+        );
         self.weight.grad.data_mut().copy_from_slice(&total[..wlen]);
         self.bias.grad.data_mut().copy_from_slice(&total[wlen..]);
     }
@@ -1440,7 +1465,8 @@ pub fn grouped_conv2d_forward_naive(
                                     continue;
                                 }
                                 let xc = (k / kg) * cg + c;
-                                let xv = x[((s * g.c + xc) * g.h + iy as usize) * g.w + ix as usize];
+                                let xv =
+                                    x[((s * g.c + xc) * g.h + iy as usize) * g.w + ix as usize];
                                 let wv = w[((k * cg + c) * g.kh + i) * g.kw + j];
                                 acc += f64::from(xv) * f64::from(wv);
                             }

@@ -190,16 +190,28 @@ fn grouped_convolutions_export_their_group_and_a_missing_bias_as_no_third_input(
         .filter(|n| n.op_type.as_deref() == Some("Conv"))
         .collect();
     let group = |n: &NodeProto| {
-        let a = n.attribute.iter().find(|a| a.name.as_deref() == Some("group"));
+        let a = n
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some("group"));
         a.and_then(|a| a.i).unwrap()
     };
     let shape = |name: &str| -> Vec<i64> {
         let g = p.graph.as_ref().unwrap();
-        let t = g.initializer.iter().find(|t| t.name.as_deref() == Some(name));
+        let t = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name));
         t.unwrap().dims.clone()
     };
-    assert_eq!(convs.iter().map(|n| group(n)).collect::<Vec<_>>(), [4, 2, 6]);
-    assert_eq!(convs.iter().map(|n| n.input.len()).collect::<Vec<_>>(), [2, 2, 3]);
+    assert_eq!(
+        convs.iter().map(|n| group(n)).collect::<Vec<_>>(),
+        [4, 2, 6]
+    );
+    assert_eq!(
+        convs.iter().map(|n| n.input.len()).collect::<Vec<_>>(),
+        [2, 2, 3]
+    );
     assert_eq!(shape("layers.0.weight"), [4, 1, 3, 3]);
     assert_eq!(shape("layers.2.weight"), [6, 2, 1, 1]);
     assert_eq!(shape("layers.4.weight"), [12, 1, 3, 3]);

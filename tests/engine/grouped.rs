@@ -269,7 +269,11 @@ fn a_layer_without_bias_has_only_a_weight_and_adds_nothing() {
     let (mut ya, mut yb) = (Default::default(), Default::default());
     a.forward(&x, &mut ya);
     b.forward(&x, &mut yb);
-    assert_eq!(bits(ya.data()), bits(yb.data()), "a zero bias and none agree");
+    assert_eq!(
+        bits(ya.data()),
+        bits(yb.data()),
+        "a zero bias and none agree"
+    );
 }
 
 /// The error of parsing `text` as `net.cfg`.
@@ -289,16 +293,31 @@ fn groups_that_do_not_divide_c_or_k_are_an_error_at_their_value_naming_both() {
             && e.contains("8 is not a multiple of 3"),
         "{e}"
     );
-    let e = parse_error(&text.replace("filters=12", "filters=10").replace("groups=3", "groups=4"));
-    assert!(e.contains(":3:") && e.contains("10 is not a multiple of 4"), "{e}");
+    let e = parse_error(
+        &text
+            .replace("filters=12", "filters=10")
+            .replace("groups=3", "groups=4"),
+    );
+    assert!(
+        e.contains(":3:") && e.contains("10 is not a multiple of 4"),
+        "{e}"
+    );
     let e = parse_error(&text.replace("groups=3", "groups=5"));
     assert!(e.contains("neither 8 nor 12 is a multiple of 5"), "{e}");
     let e = parse_error(&text.replace("groups=3", "groups=0"));
     assert!(e.contains("`groups` must be a whole number from 1"), "{e}");
     let e = parse_error(&text.replace("groups=3", "groups=4 bias=maybe"));
-    assert!(e.contains("`bias` must be `true` or `false`, found `maybe`"), "{e}");
+    assert!(
+        e.contains("`bias` must be `true` or `false`, found `maybe`"),
+        "{e}"
+    );
     // A wrong kernel still points at the kernel.
-    let e = parse_error(&text.replace("groups=3", "groups=4").replace("3x3", "15x3").replace("padding=same", ""));
+    let e = parse_error(
+        &text
+            .replace("groups=3", "groups=4")
+            .replace("3x3", "15x3")
+            .replace("padding=same", ""),
+    );
     assert!(e.starts_with("net.cfg:3:26: "), "{e}");
 }
 
@@ -313,7 +332,10 @@ fn groups_and_bias_show_in_the_summary_and_its_arithmetic() {
     )
     .unwrap();
     let (dw, pw) = (&parsed.spec.layers[0], &parsed.spec.layers[1]);
-    assert_eq!(dw.describe(), "Conv2D 16 3x3 stride 2 pad 1 groups 8 no bias");
+    assert_eq!(
+        dw.describe(),
+        "Conv2D 16 3x3 stride 2 pad 1 groups 8 no bias"
+    );
     assert_eq!(pw.describe(), "Conv2D 8 1x1 valid groups 2 relu");
     // 16 filters of 1 channel x 3x3, no bias; 8 filters of 8 channels x 1x1 + 8 biases.
     let c = dw.counts(&[8, 14, 14], &[16, 7, 7]);
@@ -339,7 +361,9 @@ fn groups_and_bias_show_in_the_summary_and_its_arithmetic() {
     // PyTorch's fans: fan_in = C/G kh kw, fan_out = K kh kw.
     let layer = Layer::new(dw, &[8, 14, 14]).unwrap();
     assert_eq!(layer.op.fans(), Some((9, 144)));
-    let Op::Conv2D(conv) = &layer.op else { panic!() };
+    let Op::Conv2D(conv) = &layer.op else {
+        panic!()
+    };
     assert_eq!(conv.weight.value.shape(), &[16, 1, 3, 3]);
     assert!(conv.uses_depthwise() && !conv.uses_winograd());
 }

@@ -62,7 +62,14 @@ fn conv_sums_over_input_channels_and_strides() {
 }
 
 /// A 1x1 or 3x3 convolution of `filters` in `groups` groups, with or without a bias.
-fn grouped(filters: usize, k: usize, stride: usize, padding: Padding, groups: usize, bias: bool) -> LayerSpec {
+fn grouped(
+    filters: usize,
+    k: usize,
+    stride: usize,
+    padding: Padding,
+    groups: usize,
+    bias: bool,
+) -> LayerSpec {
     LayerSpec::Conv2D(Conv2dSpec {
         filters,
         kernel: (k, k),
@@ -87,7 +94,10 @@ fn a_grouped_conv_reads_only_its_group_s_channels() {
         &[vec![1.0, 10.0, 100.0, 1000.0], vec![1.0, 2.0]],
     );
     assert_eq!(y.shape(), &[1, 2, 2, 2]);
-    assert_eq!(y.data(), &[22.0, 22.0, 22.0, 22.0, 4302.0, 4302.0, 4302.0, 4302.0]);
+    assert_eq!(
+        y.data(),
+        &[22.0, 22.0, 22.0, 22.0, 4302.0, 4302.0, 4302.0, 4302.0]
+    );
 }
 
 #[test]
@@ -117,7 +127,10 @@ fn a_depthwise_conv_with_stride_2_and_padding_1_by_hand() {
     layer.backward(&x, &y, &mut dy, Some(&mut dx));
     let dw = layer.params()[0].1.grad.data().to_vec();
     assert_eq!(dw[..9], [5.0, 10.0, 5.0, 10.0, 20.0, 10.0, 5.0, 10.0, 5.0]);
-    assert_eq!(dx.data()[9..], [5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 5.0, 0.0, 5.0]);
+    assert_eq!(
+        dx.data()[9..],
+        [5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 5.0, 0.0, 5.0]
+    );
 }
 
 #[test]
