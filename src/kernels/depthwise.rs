@@ -37,7 +37,7 @@ use super::Simd;
 /// Whether these kernels compute a convolution of geometry `g` in `groups` groups: G = C
 /// (each filter reads one channel) and K a multiple of C.
 pub fn applies(g: &ConvGeom, groups: usize) -> bool {
-    groups == g.c && g.c > 0 && g.k % g.c == 0
+    groups == g.c && g.c > 0 && g.k.is_multiple_of(g.c)
 }
 
 /// Floats of [`Scratch`] that [`backward`] on `samples` samples of `g` uses (more than

@@ -109,7 +109,7 @@ impl Conv2dSpec {
         if g == 0 {
             return Err(Error::Invalid("Conv2D: groups must be at least 1".into()));
         }
-        let which = match (c % g == 0, k % g == 0) {
+        let which = match (c.is_multiple_of(g), k.is_multiple_of(g)) {
             (true, true) => return Ok(()),
             (false, true) => format!("{c} is not a multiple of {g}"),
             (true, false) => format!("{k} is not a multiple of {g}"),
@@ -598,7 +598,7 @@ impl Conv2D {
     /// If `groups` does not divide the geometry's C and K (the spec checks it first).
     pub fn grouped(geom: ConvGeom, groups: usize, bias: bool) -> Conv2D {
         assert!(
-            groups >= 1 && geom.c % groups == 0 && geom.k % groups == 0,
+            groups >= 1 && geom.c.is_multiple_of(groups) && geom.k.is_multiple_of(groups),
             "Conv2D: groups {groups} must divide C = {} and K = {}",
             geom.c,
             geom.k

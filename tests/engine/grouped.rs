@@ -62,18 +62,17 @@ fn spec(k: usize, kernel: (usize, usize), stride: usize, pad: usize, groups: usi
     }
 }
 
-/// The layer's forward and backward on `n` samples, with `depthwise` its kernels on or off:
-/// (y, dx, dw, db).
+/// The layer's forward and backward on `n` samples of input `x`, with weight `w`, bias `b`
+/// and upstream gradient `dy` (in that order in `data`), and `depthwise` its kernels on or
+/// off: (y, dx, dw, db).
 fn run_layer(
     g: ConvGeom,
     groups: usize,
     depthwise: bool,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    dy: &[f32],
+    data: [&[f32]; 4],
     n: usize,
 ) -> [Vec<f32>; 4] {
+    let [x, w, b, dy] = data;
     let mut layer = Conv2D::grouped(g, groups, true);
     layer.set_depthwise(depthwise);
     layer.weight.value.data_mut().copy_from_slice(w);
@@ -107,7 +106,7 @@ proptest! {
         let wt = random(k * cg * kh * kw, &mut rng);
         let b = random(k, &mut rng);
         let dy = random(n * k * g.out_h * g.out_w, &mut rng);
-        let [y, dx, dw, db] = run_layer(g, groups, false, &x, &wt, &b, &dy, n);
+        let [y, dx, dw, db] = run_layer(g, groups, false, [&x, &wt, &b, &dy], n);
         close("y", &y, &grouped_conv2d_forward_naive(&g, groups, &x, &wt, &b, n))?;
         let (wdx, wdw, wdb) = grouped_conv2d_backward_naive(&g, groups, &x, &wt, &dy, n);
         close("dx", &dx, &wdx)?;
@@ -195,8 +194,8 @@ proptest! {
         let wt = random(k * 9, &mut rng);
         let b = random(k, &mut rng);
         let dy = random(n * k * g.out_h * g.out_w, &mut rng);
-        let fast = run_layer(g, c, true, &x, &wt, &b, &dy, n);
-        let im2col = run_layer(g, c, false, &x, &wt, &b, &dy, n);
+        let fast = run_layer(g, c, true, [&x, &wt, &b, &dy], n);
+        let im2col = run_layer(g, c, false, [&x, &wt, &b, &dy], n);
         close("y", &fast[0], &grouped_conv2d_forward_naive(&g, c, &x, &wt, &b, n))?;
         let (wdx, wdw, wdb) = grouped_conv2d_backward_naive(&g, c, &x, &wt, &dy, n);
         close("dx", &fast[1], &wdx)?;
