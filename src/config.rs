@@ -761,7 +761,9 @@ impl Parser<'_> {
                 ));
             }
             let out = layer.output_shape(&shape).map_err(|e| {
-                let pos = layer.shape_key().and_then(|key| loc.value_pos(key));
+                let pos = layer
+                    .shape_error_key(&shape)
+                    .and_then(|key| loc.value_pos(key));
                 let msg = match e {
                     Error::Invalid(m) => m,
                     e => e.to_string(),
@@ -884,6 +886,8 @@ Dense units=2 activation=softmax
                     stride: 1,
                     padding: Padding::Same,
                     activation: Activation::Relu,
+                    groups: 1,
+                    bias: true,
                 }),
                 LayerSpec::MaxPool2D(PoolSpec {
                     pool: (2, 2),
@@ -998,6 +1002,8 @@ Dense units=2 activation=linear
                     stride: 1,
                     padding: Padding::Valid,
                     activation: Activation::None,
+                    groups: 1,
+                    bias: true,
                 }),
                 LayerSpec::AvgPool2D(PoolSpec {
                     pool: (3, 3),
@@ -1032,6 +1038,8 @@ Dense units=2 activation=linear
                 stride: 1,
                 padding: Padding::Explicit(2),
                 activation: Activation::None,
+                groups: 1,
+                bias: true,
             })
         );
     }
