@@ -291,9 +291,9 @@ fn check_size(path: &Path, len: u64) -> Result<()> {
             ),
         ));
     }
-    if len % record != 0 {
+    if !len.is_multiple_of(record) {
         let whole = len / record;
-        let cifar100 = if len % (record + 1) == 0 {
+        let cifar100 = if len.is_multiple_of(record + 1) {
             "; its size fits CIFAR-100's records of 3,074 bytes (two label bytes), which are \
              not read"
         } else {
