@@ -553,6 +553,7 @@ impl Run {
             augment: crate::augment::Augment {
                 shift: self.config.shift,
                 flip: self.config.flip,
+                erase: self.config.erase,
             },
             early_stop: self.config.early_stop_rule(),
         };

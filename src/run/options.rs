@@ -243,6 +243,19 @@ run_options! {
                for digits).",
         key: augment("flip"),
     },
+    /// Erase a rectangle of each training image with this probability p, after the shift and
+    /// the flip: torchvision's `RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3),
+    /// value=0)` after `Normalize`, so the rectangle's pixels become 0 of the normalised image
+    /// ([`crate::augment`]). Default 0 (off).
+    erase: f32 = 0.0 => {
+        flag: "erase",
+        help: "Erase a random rectangle (2% to 33% of the image, height / width 0.3 to 3.3) of \
+               each training image with this probability, as torchvision's RandomErasing after \
+               Normalize: its pixels become 0 after normalisation.",
+        key: augment("erase"),
+        range: Range::Probability,
+        example: "0.5",
+    },
     /// Stop when this figure of the validation split (`val_split`, required) has not
     /// improved for `patience` epochs ([`crate::early_stop`]). Default off.
     early_stop: Option<Monitor> = None => {
