@@ -12,7 +12,7 @@
 #   SECONDS_PER_RUN   length of each wrk run (default 10)
 #   CONNECTIONS       connection counts (default "1 4 16 64")
 #   NETWORKS          built-in examples (default "report1-10 fashion-93")
-#   VARIANTS          "default" (cnn serve as it is), "nobatch" (--batch-wait-ms 0),
+#   VARIANTS          "default" (cnn serve as it is), "nobatch" (--max-batch 1),
 #                     "layers" (POST /api/predict?layers=1: every layer's output, as the
 #                     page asks), "inspect" (predictions while 4 more connections ask for
 #                     every layer's output); default "default"
@@ -50,7 +50,7 @@ for cnn in "$@"; do
       flags=${SERVE_FLAGS:-}
       path=/api/predict
       case $variant in
-        nobatch) flags="$flags --batch-wait-ms 0" ;;
+        nobatch) flags="$flags --max-batch 1" ;;
         layers) path="/api/predict?layers=1" ;;
       esac
       # shellcheck disable=SC2086 # flags are words

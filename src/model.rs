@@ -579,7 +579,11 @@ mod tests {
                      Conv2D filters=8 kernel=3x3 stride=2 padding=valid activation=tanh\n\
                      Dense units=40 activation=relu\nDropout rate=0.5\n\
                      Dense units=7 activation=softmax\n";
-        for text in [crate::examples::REPORT1_10, crate::examples::FASHION_93, other] {
+        for text in [
+            crate::examples::REPORT1_10,
+            crate::examples::FASHION_93,
+            other,
+        ] {
             let spec = crate::config::parse(text, "t").unwrap().spec;
             let mut model = Model::new(&spec, Init::He, 11).unwrap();
             let total = INFER_CHUNK + 1;

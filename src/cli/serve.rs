@@ -45,6 +45,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = Batching::DEFAULT_MAX_BATCH,
           allow_negative_numbers = true, value_parser = max_batch)]
     max_batch: usize,
+    /// How many forward passes may run at once, each on a copy of the model of its own
+    /// (1 to 64): one worker gathers the next batch while another computes.
+    #[arg(long, value_name = "N", default_value_t = Batching::DEFAULT_WORKERS,
+          allow_negative_numbers = true, value_parser = workers)]
+    workers: usize,
 }
 
 /// `--batch-wait-ms`: a number of milliseconds from 0 to [`Batching::MAX_WAIT_MS`].
@@ -71,6 +76,15 @@ fn max_batch(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `--workers`: a count from 1 to [`Batching::MAX_WORKERS`].
+fn workers(s: &str) -> Result<usize, String> {
+    let n = super::arg_values::at_least_one(s)?;
+    if n > Batching::MAX_WORKERS {
+        return Err(format!("at most {}", Batching::MAX_WORKERS));
+    }
+    Ok(n)
+}
+
 pub fn run(args: ServeArgs) -> CmdResult {
     let server = Server::bind(&Options {
         path: args.path.clone(),
@@ -79,7 +93,7 @@ pub fn run(args: ServeArgs) -> CmdResult {
         host: args.host,
         port: args.port,
         allow_hosts: args.allow_host,
-        batching: Batching::new(args.batch_wait_ms, args.max_batch)?,
+        batching: Batching::new(args.batch_wait_ms, args.max_batch, args.workers)?,
     })?;
     // Tests and scripts read the URL from this line.
     println!("serving {} at {}", args.path.display(), server.url()?);

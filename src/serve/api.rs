@@ -139,6 +139,8 @@ struct BatchingInfo {
     wait_ms: f64,
     /// `--max-batch`.
     max_batch: usize,
+    /// `--workers`.
+    workers: usize,
     /// Forward passes run for `POST /api/predict` (without `layers`) so far.
     passes: u64,
     /// Images in them.
@@ -194,7 +196,11 @@ async fn model(State(state): Shared) -> ApiResult<ModelInfo> {
         let (snapshot, file, reload_error) = {
             let loaded = state.models.look();
             let file = loaded.stamp.path.display().to_string();
-            (Arc::clone(&loaded.current), file, loaded.reload_error.clone())
+            (
+                Arc::clone(&loaded.current),
+                file,
+                loaded.reload_error.clone(),
+            )
         };
         describe(&state, &snapshot, file, reload_error)
     })
@@ -296,6 +302,7 @@ fn describe(
         batching: BatchingInfo {
             wait_ms: b.batching.wait.as_secs_f64() * 1000.0,
             max_batch: b.batching.max_batch,
+            workers: b.batching.workers,
             passes,
             images,
             largest,
@@ -608,7 +615,8 @@ fn decode(model: &Snapshot, bytes: &[u8], resize: bool) -> Result<Image, ApiErro
 fn inspect(model: &Snapshot, copy: &mut Model, image: Image) -> Result<Prediction, ApiError> {
     let input = input_for(model, image.input, &image.pixels, image.version)?;
     let [c, h, w] = copy.input_shape();
-    let internal = |e: crate::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let internal =
+        |e: crate::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let x = Tensor::from_vec(&[1, c, h, w], input.clone()).map_err(internal)?;
     let probs = copy.predict_proba(&x).map_err(internal)?.into_vec();
     let layers = (0..copy.layers().len())

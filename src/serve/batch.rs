@@ -2,8 +2,9 @@
 //!
 //! A request handler reads and decodes its image and normalises it (on a blocking thread
 //! of its own, in parallel with the others), then hands the input to the batcher as a
-//! [`Job`] with a one-shot channel for its answer, and waits. A worker thread takes the
-//! oldest job waiting and gathers more: those already queued, then those that arrive until
+//! [`Job`] with a one-shot channel for its answer, and waits. A worker thread (one of
+//! [`Batching::workers`], `--workers`, which take turns at the queue) takes the oldest job
+//! waiting and gathers more: those already queued, then those that arrive until
 //! the oldest has waited [`Batching::wait`] (`--batch-wait-ms`), at most
 //! [`Batching::max_batch`] (`--max-batch`) in all, as Triton's dynamic batcher does with its
 //! queue delay, with one difference: it waits only while another prediction is on its way
@@ -11,8 +12,8 @@
 //! it, goes at once instead of waiting for company that cannot come (at one connection,
 //! waiting 2 ms made every answer 2 ms later). The batch is one call of
 //! [`Model::predict_proba`], whose layers spread it over the cores, and each job gets its
-//! row back. Under load the queue fills while a pass runs, so the next batch is ready
-//! without waiting. A wait of zero turns batching off: each request is a pass of its own.
+//! row back. Under load the queue fills while a pass runs, and the next worker gathers it
+//! meanwhile, so the next batch is ready without waiting. A wait of zero turns batching off: each request is a pass of its own.
 //!
 //! A pass needs `&mut Model` (the layers keep their buffers), so each worker runs a copy of
 //! its own of the served model ([`Snapshot`]), taken again when the model file changes;
@@ -46,6 +47,10 @@ pub struct Batching {
     pub wait: Duration,
     /// The most requests in one pass.
     pub max_batch: usize,
+    /// How many passes may run at once, each by a worker with a copy of the model of its
+    /// own (Triton's instance count): while one worker runs a pass, the next gathers the
+    /// requests that arrive meanwhile and starts as soon as it has them.
+    pub workers: usize,
 }
 
 impl Batching {
@@ -58,13 +63,18 @@ impl Batching {
     pub const MAX_WAIT_MS: f64 = 1000.0;
     /// The largest batch accepted.
     pub const MAX_MAX_BATCH: usize = 1024;
+    /// `--workers`' default (measured: see docs/PERFORMANCE.md).
+    pub const DEFAULT_WORKERS: usize = 2;
+    /// The most workers accepted.
+    pub const MAX_WORKERS: usize = 64;
 
-    /// A wait of `wait_ms` milliseconds (0 to [`Batching::MAX_WAIT_MS`], fractions allowed)
-    /// and batches of at most `max_batch` (1 to [`Batching::MAX_MAX_BATCH`]).
+    /// A wait of `wait_ms` milliseconds (0 to [`Batching::MAX_WAIT_MS`], fractions allowed),
+    /// batches of at most `max_batch` (1 to [`Batching::MAX_MAX_BATCH`]), `workers` passes
+    /// at once (1 to [`Batching::MAX_WORKERS`]).
     ///
     /// # Errors
     /// [`Error::Usage`] naming the flag, for a value out of range.
-    pub fn new(wait_ms: f64, max_batch: usize) -> Result<Batching> {
+    pub fn new(wait_ms: f64, max_batch: usize, workers: usize) -> Result<Batching> {
         if !(0.0..=Self::MAX_WAIT_MS).contains(&wait_ms) {
             return Err(Error::Usage(format!(
                 "--batch-wait-ms must be from 0 (no batching) to {} milliseconds, not {wait_ms}",
@@ -77,9 +87,16 @@ impl Batching {
                 Self::MAX_MAX_BATCH
             )));
         }
+        if !(1..=Self::MAX_WORKERS).contains(&workers) {
+            return Err(Error::Usage(format!(
+                "--workers must be from 1 to {}, not {workers}",
+                Self::MAX_WORKERS
+            )));
+        }
         Ok(Batching {
             wait: Duration::from_secs_f64(wait_ms / 1000.0),
             max_batch,
+            workers,
         })
     }
 
@@ -95,7 +112,12 @@ impl Batching {
 
 impl Default for Batching {
     fn default() -> Batching {
-        Batching::new(Self::DEFAULT_WAIT_MS, Self::DEFAULT_MAX_BATCH).expect("in range")
+        Batching::new(
+            Self::DEFAULT_WAIT_MS,
+            Self::DEFAULT_MAX_BATCH,
+            Self::DEFAULT_WORKERS,
+        )
+        .expect("in range")
     }
 }
 
@@ -145,12 +167,12 @@ impl Counts {
     }
 }
 
-/// The queue of jobs and the worker that runs them.
+/// The queue of jobs and the workers that run them.
 pub(super) struct Batcher {
     queue: Sender<Job>,
     pub batching: Batching,
     pub counts: Arc<Counts>,
-    /// Predictions being decoded, which the worker may wait for.
+    /// Predictions being decoded, which a worker may wait for.
     coming: Arc<AtomicUsize>,
 }
 
@@ -165,20 +187,25 @@ impl Drop for Coming {
 }
 
 impl Batcher {
-    /// Starts the worker, which serves `models`' current model.
+    /// Starts the workers, which serve `models`' current model.
     ///
     /// # Errors
-    /// When the thread cannot be started.
+    /// When a thread cannot be started.
     pub fn start(models: Arc<Models>, batching: Batching) -> Result<Batcher> {
         let (queue, jobs) = mpsc::channel();
         let counts = Arc::new(Counts::default());
         let coming = Arc::new(AtomicUsize::new(0));
-        let (worker_counts, worker_coming) = (Arc::clone(&counts), Arc::clone(&coming));
-        let jobs = Mutex::new(jobs);
-        std::thread::Builder::new()
-            .name("cnn-batcher".into())
-            .spawn(move || work(&jobs, &models, batching, &worker_counts, &worker_coming))
-            .map_err(|e| Error::Invalid(format!("cannot start the batcher's thread: {e}")))?;
+        // The workers take turns at the queue: one gathers a batch while the others run
+        // theirs.
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..batching.workers {
+            let (jobs, models) = (Arc::clone(&jobs), Arc::clone(&models));
+            let (counts, coming) = (Arc::clone(&counts), Arc::clone(&coming));
+            std::thread::Builder::new()
+                .name(format!("cnn-batcher-{i}"))
+                .spawn(move || work(&jobs, &models, batching, &counts, &coming))
+                .map_err(|e| Error::Invalid(format!("cannot start a batcher's thread: {e}")))?;
+        }
         Ok(Batcher {
             queue,
             batching,
@@ -223,7 +250,7 @@ impl Batcher {
     }
 }
 
-/// The worker: gathers a batch, runs it on its copy of the current model, answers; until
+/// A worker: gathers a batch, runs it on its copy of the current model, answers; until
 /// the queue closes.
 fn work(
     jobs: &Mutex<Receiver<Job>>,
@@ -245,9 +272,7 @@ fn work(
                 &mut copy.insert((Arc::clone(&snapshot), model)).1
             }
         };
-        if let Some(n) = run(batch, &snapshot, model) {
-            counts.add(n);
-        }
+        run(batch, &snapshot, model, counts);
     }
 }
 
@@ -280,10 +305,10 @@ fn gather(jobs: &Receiver<Job>, batching: Batching, coming: &AtomicUsize) -> Opt
     Some(batch)
 }
 
-/// Runs `batch` on `model` (a copy of `snapshot`'s) as one pass and answers each job;
-/// returns the number of images in the pass (`None` when there was none: every client had
-/// gone).
-fn run(batch: Vec<Job>, snapshot: &Arc<Snapshot>, model: &mut Model) -> Option<usize> {
+/// Runs `batch` on `model` (a copy of `snapshot`'s) as one pass, counts it in `counts`
+/// (before answering, so that a client that got its answer sees the pass counted), and
+/// answers each job; a batch whose clients have all gone is not run.
+fn run(batch: Vec<Job>, snapshot: &Arc<Snapshot>, model: &mut Model, counts: &Counts) {
     let [c, h, w] = model.input_shape();
     let mut x = Vec::with_capacity(batch.len() * c * h * w);
     let mut waiting = Vec::with_capacity(batch.len());
@@ -304,15 +329,20 @@ fn run(batch: Vec<Job>, snapshot: &Arc<Snapshot>, model: &mut Model) -> Option<u
     }
     let n = waiting.len();
     if n == 0 {
-        return None;
+        return;
     }
     let k = model.classes();
     let probabilities = Tensor::from_vec(&[n, c, h, w], x).and_then(|x| {
         // A panic in a layer would be a bug; it fails this batch, not the worker.
         std::panic::catch_unwind(AssertUnwindSafe(|| model.predict_proba(&x))).unwrap_or_else(
-            |_| Err(Error::Invalid("the forward pass failed (a bug: please report it)".into())),
+            |_| {
+                Err(Error::Invalid(
+                    "the forward pass failed (a bug: please report it)".into(),
+                ))
+            },
         )
     });
+    counts.add(n);
     match probabilities {
         Ok(p) => {
             for (job, row) in waiting.into_iter().zip(p.data().chunks(k)) {
@@ -330,7 +360,6 @@ fn run(batch: Vec<Job>, snapshot: &Arc<Snapshot>, model: &mut Model) -> Option<u
             }
         }
     }
-    Some(n)
 }
 
 /// The input of an image for `snapshot`'s model: `input` when it was normalised for that
@@ -362,7 +391,12 @@ pub(super) fn input_for(
 mod tests {
     use super::*;
 
-    fn job(arrived: Instant) -> (Job, oneshot::Receiver<std::result::Result<Answer, ApiError>>) {
+    fn job(
+        arrived: Instant,
+    ) -> (
+        Job,
+        oneshot::Receiver<std::result::Result<Answer, ApiError>>,
+    ) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             input: Vec::new(),
@@ -385,7 +419,7 @@ mod tests {
             tx.send(j).unwrap();
             answers.push(a);
         }
-        let batching = Batching::new(1000.0, 3).unwrap();
+        let batching = Batching::new(1000.0, 3, 1).unwrap();
         let none = AtomicUsize::new(0);
         assert_eq!(gather(&rx, batching, &none).unwrap().len(), 3);
         // Two left, and nothing on its way: they go at once.
@@ -417,28 +451,34 @@ mod tests {
         for _ in 0..2 {
             tx.send(job(Instant::now()).0).unwrap();
         }
-        let off = Batching::new(0.0, 64).unwrap();
+        let off = Batching::new(0.0, 64, 1).unwrap();
         assert_eq!(gather(&rx, off, &one).unwrap().len(), 1);
         assert_eq!(gather(&rx, off, &one).unwrap().len(), 1);
         drop(tx);
-        assert!(gather(&rx, off, &one).is_none(), "a closed queue ends the worker");
+        assert!(
+            gather(&rx, off, &one).is_none(),
+            "a closed queue ends the worker"
+        );
     }
 
     #[test]
     fn waits_and_batch_sizes_out_of_range_are_usage_errors_naming_the_flag() {
-        for (wait, max, flag) in [
-            (-1.0, 32, "--batch-wait-ms"),
-            (f64::NAN, 32, "--batch-wait-ms"),
-            (1000.5, 32, "--batch-wait-ms"),
-            (2.0, 0, "--max-batch"),
-            (2.0, 1025, "--max-batch"),
+        for (wait, max, workers, flag) in [
+            (-1.0, 32, 2, "--batch-wait-ms"),
+            (f64::NAN, 32, 2, "--batch-wait-ms"),
+            (1000.5, 32, 2, "--batch-wait-ms"),
+            (2.0, 0, 2, "--max-batch"),
+            (2.0, 1025, 2, "--max-batch"),
+            (2.0, 32, 0, "--workers"),
+            (2.0, 32, 65, "--workers"),
         ] {
-            match Batching::new(wait, max) {
+            match Batching::new(wait, max, workers) {
                 Err(Error::Usage(msg)) => assert!(msg.starts_with(flag), "{msg}"),
                 other => panic!("{wait} {max}: {other:?}"),
             }
         }
-        let b = Batching::new(0.5, 1).unwrap();
+        let b = Batching::new(0.5, 1, 3).unwrap();
+        assert_eq!(b.workers, 3);
         assert_eq!(b.wait, Duration::from_micros(500));
         assert_eq!(Batching::default().max_batch, Batching::DEFAULT_MAX_BATCH);
     }

@@ -27,7 +27,8 @@
 //! Predictions are batched (`batch.rs`): a handler decodes and normalises its image on a
 //! blocking thread, in parallel with the others, and hands it to a worker that gathers the
 //! requests arriving together (for at most `--batch-wait-ms`, up to `--max-batch`) into one
-//! forward pass on a copy of the model of its own, whose layers use every core. A pass
+//! forward pass on a copy of the model of its own, whose layers use every core; `--workers`
+//! such workers take turns at the queue, so one gathers while another computes. A pass
 //! needs `&mut Model` (its layers keep their buffers), so no model is shared across a
 //! pass: the requests for every layer's output (`?layers=1`, the page) and the `--data`
 //! evaluation run on another copy, one at a time, and do not hold up the predictions.
@@ -123,6 +124,7 @@ impl Server {
         let batching = Batching::new(
             opts.batching.wait.as_secs_f64() * 1000.0,
             opts.batching.max_batch,
+            opts.batching.workers,
         )?;
         let data = match &opts.data {
             Some(path) => Some(load_data(path, &loaded, opts.resize)?),

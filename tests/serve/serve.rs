@@ -421,10 +421,17 @@ fn two_thousand_predictions_over_16_connections_succeed_batched_as_alone() {
         start.elapsed()
     );
     assert!((2..=16).contains(&largest), "batches of up to {largest}");
-    let m = json(&a.get(&s.at("api/model")).call().unwrap().into_string().unwrap());
+    let m = json(
+        &a.get(&s.at("api/model"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    );
     let b = &m["batching"];
     assert_eq!(b["wait_ms"], 2.0);
     assert_eq!(b["max_batch"], 32);
+    assert_eq!(b["workers"], 2);
     assert_eq!(b["images"], 2010);
     assert_eq!(b["largest"].as_u64(), Some(largest as u64));
     assert!(b["passes"].as_u64().unwrap() < 2010, "{b}");
@@ -462,7 +469,14 @@ fn no_wait_means_no_batching_and_max_batch_caps_a_batch() {
         assert!(answers.iter().all(|(p, _)| *p == answers[0].0), "{flags:?}");
         let largest = answers.iter().map(|a| a.1).max().unwrap();
         assert!(largest <= most, "{flags:?}: a batch of {largest}");
-        let m = json(&agent().get(&s.at("api/model")).call().unwrap().into_string().unwrap());
+        let m = json(
+            &agent()
+                .get(&s.at("api/model"))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap(),
+        );
         assert_eq!(m["batching"]["images"], 240, "{flags:?}");
         assert!(m["batching"]["largest"].as_u64().unwrap() <= most as u64);
     }
@@ -478,10 +492,28 @@ fn batching_flags_out_of_range_are_usage_errors() {
         ("--max-batch", "-3", "must be positive"),
         ("--max-batch", "1025", "at most 1024"),
         ("--max-batch", "many", "expected a whole number"),
-        ("--batch-wait-ms", "-1", "from 0 (no batching) to 1000 milliseconds"),
-        ("--batch-wait-ms", "1000.5", "from 0 (no batching) to 1000 milliseconds"),
-        ("--batch-wait-ms", "NaN", "from 0 (no batching) to 1000 milliseconds"),
-        ("--batch-wait-ms", "2ms", "expected a number of milliseconds"),
+        (
+            "--batch-wait-ms",
+            "-1",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "1000.5",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "NaN",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "2ms",
+            "expected a number of milliseconds",
+        ),
+        ("--workers", "0", "at least 1"),
+        ("--workers", "65", "at most 64"),
     ] {
         let out = Command::new(BIN)
             .arg("serve")
@@ -491,7 +523,10 @@ fn batching_flags_out_of_range_are_usage_errors() {
             .unwrap();
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
-        assert!(err.contains(flag) && err.contains(says), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
     }
 }
 
