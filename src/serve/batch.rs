@@ -177,7 +177,8 @@ pub(super) struct Batcher {
 }
 
 /// A prediction on its way to the batcher, counted from when its image has been read until
-/// it is queued (or fails): while there is one, a batch may wait for it.
+/// just before it is queued (or until it fails): while there is one, a batch may wait for
+/// it.
 pub(super) struct Coming(Arc<AtomicUsize>);
 
 impl Drop for Coming {
@@ -222,7 +223,7 @@ impl Batcher {
     }
 
     /// Queues `input` (normalised for model version `version`, from `pixels`) and waits for
-    /// its answer; `coming` stops counting once the job is queued.
+    /// its answer; `coming` stops counting as the job is queued.
     pub async fn predict(
         &self,
         input: Vec<f32>,
@@ -244,8 +245,10 @@ impl Batcher {
                 "the prediction worker stopped; restart cnn serve",
             )
         };
-        self.queue.send(job).map_err(|_| gone())?;
+        // Not counted once it can be in the queue: a worker that took it from there would
+        // otherwise wait for itself, for the whole wait, with nothing else coming.
         drop(coming);
+        self.queue.send(job).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
