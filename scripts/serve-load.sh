@@ -56,7 +56,7 @@ for cnn in "$@"; do
       # shellcheck disable=SC2086 # flags are words
       "$cnn" serve "$work/$net" --port 0 $flags > "$work/serve.out" 2>&1 &
       server=$!
-      while ! grep -q http "$work/serve.out"; do
+      while ! grep -q http "$work/serve.out" 2>/dev/null; do
         kill -0 "$server" 2>/dev/null || { cat "$work/serve.out"; exit 1; }
         sleep 0.1
       done
