@@ -532,8 +532,9 @@ mod tests {
     }
 
     /// A batch of two chunks and 22 more runs in three passes; every logit must match the
-    /// one-pass forward (the per-sample arithmetic is the same; the Dense product may group
-    /// its sums differently for a smaller batch, hence the tolerance).
+    /// one-pass training forward (the convolutions' arithmetic is the same; the Dense
+    /// layers' inference sums each sample in the one-sample order, which training's
+    /// product does not, hence the tolerance).
     #[test]
     fn infer_in_chunks_gives_the_logits_of_one_forward_pass() {
         let spec = crate::config::parse(
@@ -559,6 +560,60 @@ mod tests {
         }
         // And the chunked logits are not all the same value: the comparison means something.
         assert!(chunked.data().iter().any(|&v| v != chunked.data()[0]));
+    }
+
+    /// Inference gives each image the bits it gets alone, whatever the batch: a batch of
+    /// one takes the one-image paths (the chain of `fused::batch_one`, the Dense layers'
+    /// dot products in two halves), a larger batch the batched ones (a convolution per
+    /// sample or per block of samples, the Dense layers' products for every sample at
+    /// once in the same order), and `cnn serve` batches requests relying on this. Batch
+    /// sizes around [`INFER_CHUNK`] check the chunks too (65: a last chunk of one). The
+    /// networks take every inference path: the direct one-channel convolution and the
+    /// one-image chain (report 1), Winograd and BatchNorm (fashion-93), im2col (a 5x5
+    /// kernel, a stride of 2), average pooling, a Dense layer too small to split.
+    #[test]
+    fn inference_gives_each_image_the_bits_it_gets_alone_whatever_the_batch() {
+        let other = "6\nInput shape=3x12x12\n\
+                     Conv2D filters=5 kernel=5x5 padding=same activation=leaky_relu\n\
+                     AvgPool2D pool=2x2\n\
+                     Conv2D filters=8 kernel=3x3 stride=2 padding=valid activation=tanh\n\
+                     Dense units=40 activation=relu\nDropout rate=0.5\n\
+                     Dense units=7 activation=softmax\n";
+        for text in [
+            crate::examples::REPORT1_10,
+            crate::examples::FASHION_93,
+            other,
+        ] {
+            let spec = crate::config::parse(text, "t").unwrap().spec;
+            let mut model = Model::new(&spec, Init::He, 11).unwrap();
+            let total = INFER_CHUNK + 1;
+            let (x, _) = synthetic_batch(&spec, total, 12).unwrap();
+            let per = x.len() / total;
+            let k = model.classes();
+            let alone: Vec<u32> = (0..total)
+                .flat_map(|i| {
+                    let mut shape = x.shape().to_vec();
+                    shape[0] = 1;
+                    let xi = Tensor::from_vec(&shape, x.data()[i * per..(i + 1) * per].to_vec());
+                    let y = model.infer(&xi.unwrap()).unwrap();
+                    y.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                })
+                .collect();
+            for n in [2, 3, 7, INFER_CHUNK, INFER_CHUNK + 1] {
+                let mut got = Vec::with_capacity(total * k);
+                for start in (0..total).step_by(n) {
+                    let rows = n.min(total - start);
+                    let mut shape = x.shape().to_vec();
+                    shape[0] = rows;
+                    let part = x.data()[start * per..(start + rows) * per].to_vec();
+                    let xb = Tensor::from_vec(&shape, part).unwrap();
+                    got.extend(model.infer(&xb).unwrap().data().iter().map(|v| v.to_bits()));
+                }
+                assert!(got == alone, "{}: a batch of {n}", spec.layers.len());
+            }
+            // The logits are not all one value: the comparison means something.
+            assert!(alone.iter().any(|&v| v != alone[0]));
+        }
     }
 
     /// Every layer's own training forward pass on `x`, one after the other, into `m.acts`.

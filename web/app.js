@@ -188,7 +188,7 @@ async function send(blob, resize) {
   state.busy = true;
   const err = $('predict-error');
   try {
-    const p = await getJSON('/api/predict' + (resize ? '?resize=1' : ''), { method: 'POST', body: blob });
+    const p = await getJSON('/api/predict?layers=1' + (resize ? '&resize=1' : ''), { method: 'POST', body: blob });
     state.lastBlob = blob;
     err.hidden = true;
     if (p.version !== state.model.version) await loadModel();

@@ -9,6 +9,12 @@
 //!           rows of X^T whole, and W, the big operand, is read in place.
 //!           One sample (N = 1): dot products over W's rows, the inputs in two halves on
 //!           two threads, y = (b + W[:, ..h] x[..h]) + W[:, h..] x[h..].
+//!           Inference on N > 1 samples: those dot products for every sample at once,
+//!           P0[N, O] = X[:, ..h] * W[:, ..h]^T and P1 likewise, Y = (b + P0) + P1: each
+//!           sample gets the bits it gets alone (the product's kernel sums an element over
+//!           k in an order that depends only on K), so a prediction does not depend on the
+//!           batch it ran in (`cnn serve` batches requests), and at small N this is also
+//!           faster than the training product, whose vectors run along N.
 //! backward: dW[O, I] = dY^T[O, N] * X[N, I]           (sum over the batch)
 //!           db[O]    = sum_n dY[n, :]
 //!           dX[N, I] = dY[N, O] * W[O, I]
@@ -19,7 +25,7 @@ use rayon::prelude::*;
 use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_UNITS};
 use super::param::Param;
-use super::{Counts, InputForm, LayerKind, LayerOp, SampleShape};
+use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
 use crate::kernels::transpose::par_transpose;
@@ -264,6 +270,9 @@ pub struct Dense {
     /// X^T `[I, N]` and Y^T `[O, N]` of the last forward pass (buffers reused).
     xt: Vec<f32>,
     yt: Vec<f32>,
+    /// Whether the next forward pass is inference ([`LayerOp::prepare`]): then each
+    /// sample is computed as if it were alone ([`Dense::forward_each_alone`]).
+    inference: bool,
 }
 
 impl Dense {
@@ -277,6 +286,7 @@ impl Dense {
             act: Activation::None,
             xt: Vec::new(),
             yt: Vec::new(),
+            inference: false,
         }
     }
 
@@ -285,6 +295,9 @@ impl Dense {
     pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         if n == 1 {
             return self.forward_one(x, y);
+        }
+        if self.inference {
+            return self.forward_each_alone(x, y, n);
         }
         let (i, o) = (self.inputs, self.units);
         let b = self.bias.value.data();
@@ -297,6 +310,40 @@ impl Dense {
         for (s, row) in y[..n * o].chunks_mut(o).enumerate() {
             for (u, v) in row.iter_mut().enumerate() {
                 *v = self.yt[u * n + s] + b[u];
+            }
+        }
+    }
+
+    /// Y = X W^T + b for `n` samples, each sample's outputs summed in the order of
+    /// [`Dense::forward_one`], so that each gets the bits it gets alone: the same dot
+    /// products (the products' kernel sums each element of Y over k in an order that
+    /// depends only on K), in the same halves.
+    fn forward_each_alone(&mut self, x: &[f32], y: &mut [f32], n: usize) {
+        let (i, o) = (self.inputs, self.units);
+        let w = MatRef::new(self.weight.value.data(), o, i);
+        let xm = MatRef::new(&x[..n * i], n, i);
+        let Some(h) = self.one_split() else {
+            for row in y[..n * o].chunks_mut(o) {
+                row.copy_from_slice(self.bias.value.data());
+            }
+            return par_gemm(xm, w.t(), 1.0, MatMut::new(&mut y[..n * o], n, o));
+        };
+        self.yt.resize(2 * n * o, 0.0);
+        let (p0, p1) = self.yt.split_at_mut(n * o);
+        rayon::join(
+            || {
+                let (x0, w0) = (xm.block(0, 0, n, h), w.block(0, 0, o, h).t());
+                par_gemm(x0, w0, 0.0, MatMut::new(p0, n, o))
+            },
+            || {
+                let (x1, w1) = (xm.block(0, h, n, i - h), w.block(0, h, o, i - h).t());
+                par_gemm(x1, w1, 0.0, MatMut::new(p1, n, o))
+            },
+        );
+        let b = self.bias.value.data();
+        for ((row, r0), r1) in y[..n * o].chunks_mut(o).zip(p0.chunks(o)).zip(p1.chunks(o)) {
+            for (((v, &bu), &a), &c) in row.iter_mut().zip(b).zip(r0).zip(r1) {
+                *v = (bu + a) + c;
             }
         }
     }
@@ -398,6 +445,10 @@ impl Dense {
 }
 
 impl LayerOp for Dense {
+    fn prepare(&mut self, pass: Pass) {
+        self.inference = !pass.training;
+    }
+
     /// y = act(W x + b).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         self.forward_linear(x, y, n);

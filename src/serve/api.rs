@@ -3,12 +3,12 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,8 +16,11 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::{assets, AppState, Loaded, MAX_UPLOAD};
+use super::batch::input_for;
+use super::source::lock;
+use super::{assets, AppState, Snapshot, MAX_UPLOAD};
 use crate::layers::Window;
+use crate::model::Model;
 use crate::tensor::Tensor;
 
 type Shared = State<Arc<AppState>>;
@@ -47,7 +50,7 @@ pub(super) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -72,19 +75,11 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page or endpoint")
 }
 
-/// Runs `f` on a blocking thread with the model, reloaded first if its file changed.
-async fn with_model<T: Send + 'static>(
-    state: &Arc<AppState>,
-    f: impl FnOnce(&AppState, &mut Loaded) -> Result<T, ApiError> + Send + 'static,
+/// Runs `f` on a blocking thread (file reads, model loads, passes).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || {
-        let mut loaded = lock(&state.loaded);
-        loaded.refresh(&state.source);
-        f(&state, &mut loaded)
-    })
-    .await
-    .map_err(|e| {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the request failed: {e}"),
@@ -92,10 +87,25 @@ async fn with_model<T: Send + 'static>(
     })?
 }
 
-/// A poisoned lock still holds a usable value here: every holder leaves the model whole
-/// (a panic inside a layer would be a bug, and the next pass overwrites the buffers).
-fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Runs `f` on a blocking thread with the current model (reloaded first if its file
+/// changed) and the inspection copy of it, which runs one request at a time: every layer's
+/// output of one image, the `--data` evaluation. Predictions run elsewhere (`batch.rs`) and
+/// never wait for it.
+async fn with_inspect<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState, &Arc<Snapshot>, &mut Model) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = Arc::clone(state);
+    blocking(move || {
+        let mut inspect = lock(&state.inspect);
+        let snapshot = state.models.current();
+        let model = match &mut *inspect {
+            Some((version, model)) if *version == snapshot.version => model,
+            copy => &mut copy.insert((snapshot.version, snapshot.model.clone())).1,
+        };
+        f(&state, &snapshot, model)
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- GET /api/model
@@ -119,6 +129,24 @@ struct ModelInfo {
     summary: String,
     /// Whether `--data` was given (the confusion matrix endpoints answer).
     has_data: bool,
+    /// How predictions are batched, and the batches so far.
+    batching: BatchingInfo,
+}
+
+#[derive(Serialize)]
+struct BatchingInfo {
+    /// `--batch-wait-ms`.
+    wait_ms: f64,
+    /// `--max-batch`.
+    max_batch: usize,
+    /// `--workers`.
+    workers: usize,
+    /// Forward passes run for `POST /api/predict` (without `layers`) so far.
+    passes: u64,
+    /// Images in them.
+    images: u64,
+    /// The largest batch so far.
+    largest: u64,
 }
 
 #[derive(Serialize)]
@@ -163,12 +191,29 @@ struct PoolInfo {
 }
 
 async fn model(State(state): Shared) -> ApiResult<ModelInfo> {
-    with_model(&state, |state, loaded| describe(state, loaded))
-        .await
-        .map(Json)
+    let state = Arc::clone(&state);
+    blocking(move || {
+        let (snapshot, file, reload_error) = {
+            let loaded = state.models.look();
+            let file = loaded.stamp.path.display().to_string();
+            (
+                Arc::clone(&loaded.current),
+                file,
+                loaded.reload_error.clone(),
+            )
+        };
+        describe(&state, &snapshot, file, reload_error)
+    })
+    .await
+    .map(Json)
 }
 
-fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
+fn describe(
+    state: &AppState,
+    loaded: &Snapshot,
+    file: String,
+    reload_error: Option<String>,
+) -> Result<ModelInfo, ApiError> {
     let layers = loaded
         .model
         .layers()
@@ -234,15 +279,18 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
         .collect();
     let summary = crate::summary::render(loaded.model.spec(), false)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let b = &state.batcher;
+    let (passes, images, largest) = b.counts.get();
     Ok(ModelInfo {
-        file: loaded.stamp.path.display().to_string(),
+        file,
         run: state
+            .models
             .source
             .run_dir
             .as_ref()
             .map(|d| d.display().to_string()),
         version: loaded.version,
-        reload_error: loaded.reload_error.clone(),
+        reload_error,
         config: loaded.meta.config.clone(),
         classes: loaded.meta.classes.clone(),
         input: loaded.model.input_shape(),
@@ -251,6 +299,14 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
         layers,
         summary,
         has_data: state.data.is_some(),
+        batching: BatchingInfo {
+            wait_ms: b.batching.wait.as_secs_f64() * 1000.0,
+            max_batch: b.batching.max_batch,
+            workers: b.batching.workers,
+            passes,
+            images,
+            largest,
+        },
     })
 }
 
@@ -272,7 +328,9 @@ struct Weights {
 }
 
 async fn weights(State(state): Shared, Query(q): Query<LayerQuery>) -> ApiResult<Weights> {
-    with_model(&state, move |_, loaded| {
+    let state = Arc::clone(&state);
+    blocking(move || {
+        let loaded = state.models.current();
         let layer = loaded.model.layer(q.layer).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -310,9 +368,13 @@ struct PredictQuery {
     /// Scale an image of another size to the model's input (as `cnn predict --resize`).
     #[serde(default, deserialize_with = "flag")]
     resize: bool,
+    /// Answer the input and every layer's output too (the page): one image at a time, on
+    /// the inspection copy of the model, not batched.
+    #[serde(default, deserialize_with = "flag")]
+    layers: bool,
 }
 
-/// `resize`, `resize=1`, `resize=true` are on; `resize=0`, `resize=false` off.
+/// `resize`, `resize=1`, `resize=true` are on (`layers` likewise); `resize=0`, `resize=false` off.
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let s = String::deserialize(d)?;
     Ok(!matches!(s.as_str(), "0" | "false" | "no" | "off"))
@@ -323,12 +385,15 @@ struct Prediction {
     class: String,
     index: usize,
     classes: Vec<String>,
-    /// Softmax of the logits, in class order (as `cnn predict`).
+    /// Softmax of the logits, in class order (as `cnn predict`, bit for bit).
     probabilities: Vec<f32>,
-    /// The normalised input, `(x / 255 - mean) / std`, as the first layer reads it.
-    input: Values,
-    /// Every layer's output for this image (the last one: the logits).
-    layers: Vec<Values>,
+    /// With `layers=1`: the normalised input, `(x / 255 - mean) / std`, as the first layer
+    /// reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<Values>,
+    /// With `layers=1`: every layer's output for this image (the last one: the logits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers: Option<Vec<Values>>,
     /// The model version that answered (see `/api/model`).
     version: u64,
 }
@@ -340,12 +405,39 @@ struct Values {
     values: Vec<f32>,
 }
 
+impl Prediction {
+    /// The answer of `model` for one image.
+    fn new(model: &Snapshot, probabilities: Vec<f32>) -> Prediction {
+        let index = crate::model::argmax(&probabilities);
+        let classes = model.meta.classes.clone();
+        Prediction {
+            class: classes
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| index.to_string()),
+            index,
+            classes,
+            probabilities,
+            input: None,
+            layers: None,
+            version: model.version,
+        }
+    }
+
+    /// The JSON answer, with the header `x-cnn-batch: n`: the images in the pass that
+    /// computed it.
+    fn answer(self, n: usize) -> Response {
+        let batch = (HeaderName::from_static("x-cnn-batch"), HeaderValue::from(n));
+        ([batch], Json(self)).into_response()
+    }
+}
+
 async fn predict(
     State(state): Shared,
     Query(q): Query<PredictQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Prediction> {
+) -> Result<Response, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -387,11 +479,22 @@ async fn predict(
             }
         },
     };
-    with_model(&state, move |_, loaded| {
-        run_prediction(loaded, &bytes, q.resize)
-    })
-    .await
-    .map(Json)
+    // Decoded on a blocking thread, in parallel with the others, for the model as last
+    // looked at (the batcher normalises the pixels again if it has changed since).
+    let model = state.models.latest();
+    let coming = (!q.layers).then(|| state.batcher.coming());
+    let image = blocking(move || decode(&model, &bytes, q.resize)).await?;
+    // The upload's bytes are gone: the next one may be read.
+    drop(_permit);
+    let Some(coming) = coming else {
+        let p = with_inspect(&state, move |_, model, copy| inspect(model, copy, image)).await?;
+        return Ok(p.answer(1));
+    };
+    let answer = state
+        .batcher
+        .predict(image.input, image.pixels, image.version, coming)
+        .await?;
+    Ok(Prediction::new(&answer.model, answer.probabilities).answer(answer.batch))
 }
 
 /// The boundary of a `multipart/form-data; boundary=...` content type.
@@ -455,7 +558,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Prediction, ApiError> {
+/// An uploaded image, decoded.
+struct Image {
+    /// (C, H, W) bytes, in the model's channels and size.
+    pixels: Vec<u8>,
+    /// The pixels normalised for the model version `version`, as its first layer reads them.
+    input: Vec<f32>,
+    version: u64,
+}
+
+/// Decodes an upload (PNG, JPEG or BMP) for `model`: 400 for anything else, 422 for an
+/// image that cannot be read or, unless `resize`, is not the model's size.
+fn decode(model: &Snapshot, bytes: &[u8], resize: bool) -> Result<Image, ApiError> {
     let unprocessable = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg);
     match image::guess_format(bytes) {
         Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Bmp) => {}
@@ -468,7 +582,7 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
             ))
         }
     }
-    let [c, h, w] = loaded.model.input_shape();
+    let [c, h, w] = model.model.input_shape();
     if !resize {
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
@@ -488,40 +602,39 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
     }
     let pixels = crate::data::image_from_bytes(Path::new("the upload"), bytes, [c, h, w], resize)
         .map_err(|e| unprocessable(e.to_string()))?;
-    let input = loaded.meta.normalization.image(&pixels);
-    let x = Tensor::from_vec(&[1, c, h, w], input.clone())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let probs = loaded
-        .model
-        .predict_proba(&x)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .into_vec();
-    let layers = (0..loaded.model.layers().len())
+    let input = model.meta.normalization.image(&pixels);
+    Ok(Image {
+        pixels,
+        input,
+        version: model.version,
+    })
+}
+
+/// One image through `copy` (a copy of `model`'s model) alone: its probabilities, its
+/// input and every layer's output.
+fn inspect(model: &Snapshot, copy: &mut Model, image: Image) -> Result<Prediction, ApiError> {
+    let input = input_for(model, image.input, &image.pixels, image.version)?;
+    let [c, h, w] = copy.input_shape();
+    let internal =
+        |e: crate::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let x = Tensor::from_vec(&[1, c, h, w], input.clone()).map_err(internal)?;
+    let probs = copy.predict_proba(&x).map_err(internal)?.into_vec();
+    let layers = (0..copy.layers().len())
         .filter_map(|i| {
-            let act = loaded.model.activation(i)?;
+            let act = copy.activation(i)?;
             Some(Values {
-                shape: loaded.model.layers()[i].output.clone(),
+                shape: copy.layers()[i].output.clone(),
                 values: act.data().to_vec(),
             })
         })
         .collect();
-    let index = crate::model::argmax(&probs);
-    let classes = loaded.meta.classes.clone();
-    Ok(Prediction {
-        class: classes
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| index.to_string()),
-        index,
-        classes,
-        probabilities: probs,
-        input: Values {
-            shape: vec![c, h, w],
-            values: input,
-        },
-        layers,
-        version: loaded.version,
-    })
+    let mut p = Prediction::new(model, probs);
+    p.input = Some(Values {
+        shape: vec![c, h, w],
+        values: input,
+    });
+    p.layers = Some(layers);
+    Ok(p)
 }
 
 // ---------------------------------------------------------------- metrics and events
@@ -529,7 +642,7 @@ fn run_prediction(loaded: &mut Loaded, bytes: &[u8], resize: bool) -> Result<Pre
 /// The epochs of the run so far, one JSON object per line of `metrics.jsonl`; none for a
 /// model file, or before the first epoch ends.
 fn read_epochs(state: &AppState) -> Result<Vec<serde_json::Value>, ApiError> {
-    let Some(path) = state.source.metrics_file() else {
+    let Some(path) = state.models.source.metrics_file() else {
         return Ok(Vec::new());
     };
     let text = match std::fs::read_to_string(&path) {
@@ -637,7 +750,8 @@ struct Confusion {
 /// The evaluation of the current model on `--data`, made once per model version.
 fn evaluation(
     state: &AppState,
-    loaded: &mut Loaded,
+    loaded: &Snapshot,
+    model: &mut Model,
 ) -> Result<Arc<crate::train::Evaluation>, ApiError> {
     let Some(ds) = &state.data else {
         return Err(ApiError::new(
@@ -651,7 +765,7 @@ fn evaluation(
             return Ok(Arc::clone(e));
         }
     }
-    let e = crate::train::evaluate(&mut loaded.model, ds, &loaded.meta.normalization, 256)
+    let e = crate::train::evaluate(model, ds, &loaded.meta.normalization, 256)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let e = Arc::new(e);
     *cached = Some((loaded.version, Arc::clone(&e)));
@@ -659,8 +773,8 @@ fn evaluation(
 }
 
 async fn confusion(State(state): Shared) -> ApiResult<Confusion> {
-    with_model(&state, |state, loaded| {
-        let e = evaluation(state, loaded)?;
+    with_inspect(&state, |state, loaded, model| {
+        let e = evaluation(state, loaded, model)?;
         let k = loaded.meta.classes.len();
         let mut counts = vec![vec![0u64; k]; k];
         for (&t, &p) in e.labels.iter().zip(&e.predictions) {
@@ -714,7 +828,7 @@ struct CellImage {
 }
 
 async fn misclassified(State(state): Shared, Query(q): Query<CellQuery>) -> ApiResult<Cell> {
-    with_model(&state, move |state, loaded| {
+    with_inspect(&state, move |state, loaded, model| {
         let Some(ds) = &state.data else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "no --data was given"));
         };
@@ -730,7 +844,7 @@ async fn misclassified(State(state): Shared, Query(q): Query<CellQuery>) -> ApiR
                 ));
             }
         }
-        let e = evaluation(state, loaded)?;
+        let e = evaluation(state, loaded, model)?;
         let limit = q.limit.unwrap_or(48).min(500);
         let hits: Vec<usize> = e
             .labels

@@ -7,7 +7,7 @@
 //! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary (`src/serve/assets.rs`) |
 //! | `GET /api/model` | config, classes, normalisation, layers (shapes, geometry), summary |
 //! | `GET /api/weights?layer=I` | layer I's weight and bias |
-//! | `POST /api/predict[?resize=1]` | an image in (the body's bytes, or a form's file part), probabilities and every layer's output out |
+//! | `POST /api/predict[?resize=1][&layers=1]` | an image in (the body's bytes, or a form's file part), the class and probabilities out (header `x-cnn-batch`: the images of the pass it ran in); with `layers=1`, also the input and every layer's output |
 //! | `GET /api/metrics` | the run's `metrics.jsonl`, as an array |
 //! | `GET /api/events[?after=N]` | server-sent events: one `epoch` message per new epoch |
 //! | `GET /api/confusion` | with `--data`: the confusion matrix of the served model |
@@ -24,14 +24,21 @@
 //! only files read are the model file, the run folder's `metrics.jsonl` and the `--data`
 //! set, all named on the command line.
 //!
-//! Inference needs `&mut Model` (its layers keep their buffers), so one model sits behind
-//! a mutex and requests take turns on a blocking thread; each pass is short (a 28x28 image
-//! through a small network is well under a millisecond), and the layers' own loops use
-//! every core. Before each use, the model file is checked (modification time and length)
-//! and loaded again if `cnn train` replaced it (`src/serve/source.rs`).
+//! Predictions are batched (`batch.rs`): a handler decodes and normalises its image on a
+//! blocking thread, in parallel with the others, and hands it to a worker that gathers the
+//! requests arriving together (for at most `--batch-wait-ms`, up to `--max-batch`) into one
+//! forward pass on a copy of the model of its own, whose layers use every core; `--workers`
+//! such workers take turns at the queue, so one gathers while another computes. A pass
+//! needs `&mut Model` (its layers keep their buffers), so no model is shared across a
+//! pass: the requests for every layer's output (`?layers=1`, the page) and the `--data`
+//! evaluation run on another copy, one at a time, and do not hold up the predictions.
+//! The model as loaded is kept apart and never run (`source.rs`); every copy is taken
+//! again when it changes. Before each batch and each other request, the model file is
+//! checked (modification time and length) and loaded again if `cnn train` replaced it.
 
 mod api;
 mod assets;
+mod batch;
 mod hosts;
 mod source;
 
@@ -43,10 +50,12 @@ use tokio::sync::watch;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::model::Model;
 use crate::train::Evaluation;
 
+pub use batch::Batching;
 pub use hosts::AllowedHosts;
-pub use source::{Loaded, Source};
+pub use source::{Loaded, Models, Snapshot, Source};
 
 /// The largest upload `POST /api/predict` reads (10 MB); a larger body gets 413 before the
 /// rest of it is read.
@@ -68,12 +77,18 @@ pub struct Options {
     /// Host names to answer besides `localhost`, IP addresses and `host` (see
     /// [`AllowedHosts`]).
     pub allow_hosts: Vec<String>,
+    /// How predictions are batched.
+    pub batching: Batching,
 }
 
 /// The state every request shares.
 pub(crate) struct AppState {
-    source: Source,
-    loaded: Mutex<Loaded>,
+    models: Arc<Models>,
+    /// The predictions' queue and worker.
+    batcher: batch::Batcher,
+    /// The copy of the model that answers `?layers=1` and evaluates `--data`, one request
+    /// at a time, with the version it was copied from.
+    inspect: Mutex<Option<(u64, Model)>>,
     /// The `--data` set, its labels matched to the model's classes.
     data: Option<Dataset>,
     /// The evaluation on `data` of one model version, made when first asked for.
@@ -106,6 +121,11 @@ impl Server {
     pub fn bind(opts: &Options) -> Result<Server> {
         let source = Source::new(&opts.path)?;
         let loaded = Loaded::first(&source)?;
+        let batching = Batching::new(
+            opts.batching.wait.as_secs_f64() * 1000.0,
+            opts.batching.max_batch,
+            opts.batching.workers,
+        )?;
         let data = match &opts.data {
             Some(path) => Some(load_data(path, &loaded, opts.resize)?),
             None => None,
@@ -126,9 +146,12 @@ impl Server {
                 ))
             })?;
         let (stop_tx, stopping) = watch::channel(false);
+        let models = Arc::new(Models::new(source, loaded));
+        let batcher = batch::Batcher::start(Arc::clone(&models), batching)?;
         let state = Arc::new(AppState {
-            source,
-            loaded: Mutex::new(loaded),
+            models,
+            batcher,
+            inspect: Mutex::new(None),
             data,
             evaluation: Mutex::new(None),
             stopping,
@@ -198,7 +221,7 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// The `--data` set for the model: its test split, in the model's channels and size, its
 /// labels matched to the model's classes by name (as `cnn evaluate` does).
 fn load_data(path: &std::path::Path, loaded: &Loaded, resize: bool) -> Result<Dataset> {
-    let [c, h, w] = loaded.model.input_shape();
+    let [c, h, w] = loaded.current.model.input_shape();
     let ds = crate::data::load(
         path,
         &crate::data::LoadOptions {
@@ -208,5 +231,5 @@ fn load_data(path: &std::path::Path, loaded: &Loaded, resize: bool) -> Result<Da
             resize,
         },
     )?;
-    ds.map_to_classes(&loaded.meta.classes)
+    ds.map_to_classes(&loaded.current.meta.classes)
 }

@@ -7,6 +7,7 @@
 //! directly is watched the same way. The folder is only read.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
@@ -98,14 +99,22 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// The model being served, its metadata, and which file version it came from.
-pub struct Loaded {
+/// One version of the served model, as loaded: shared, and never run itself (a pass needs
+/// `&mut Model` for its buffers), so each user of it runs a copy of its own: the batcher's
+/// workers (`super::batch`), and the one model of the requests that read every layer's
+/// output or evaluate `--data` (`super::api`).
+pub struct Snapshot {
     pub model: Model,
     pub meta: ModelMeta,
-    pub stamp: Stamp,
     /// Counts loads: 1 for the first, one more for each reload (the page refetches the
     /// model's description and weights when it changes).
     pub version: u64,
+}
+
+/// The model being served and which file version it came from.
+pub struct Loaded {
+    pub current: Arc<Snapshot>,
+    pub stamp: Stamp,
     /// The last failed reload, kept for `/api/model`; the previous model stays served.
     pub reload_error: Option<String>,
     /// The stamp of the last load attempted, so that a broken file is not read again on
@@ -121,11 +130,13 @@ impl Loaded {
         })?;
         let (model, meta) = model_file::load(&stamp.path)?;
         Ok(Loaded {
-            model,
-            meta,
+            current: Arc::new(Snapshot {
+                model,
+                meta,
+                version: 1,
+            }),
             tried: stamp.clone(),
             stamp,
-            version: 1,
             reload_error: None,
         })
     }
@@ -142,13 +153,56 @@ impl Loaded {
         self.tried = now.clone();
         match model_file::load(&now.path) {
             Ok((model, meta)) => {
-                self.model = model;
-                self.meta = meta;
+                self.current = Arc::new(Snapshot {
+                    model,
+                    meta,
+                    version: self.current.version + 1,
+                });
                 self.stamp = now;
-                self.version += 1;
                 self.reload_error = None;
             }
             Err(e) => self.reload_error = Some(e.to_string()),
         }
     }
+}
+
+/// The served model and where it comes from: what the requests and the batcher's workers
+/// share. The lock is held only to look at the file (and load it when it changed), never
+/// during a pass.
+pub struct Models {
+    pub source: Source,
+    loaded: Mutex<Loaded>,
+}
+
+impl Models {
+    pub fn new(source: Source, loaded: Loaded) -> Models {
+        Models {
+            source,
+            loaded: Mutex::new(loaded),
+        }
+    }
+
+    /// The model now: loaded again first if `cnn train` replaced its file (a `stat` or two
+    /// of the file, a load when it changed).
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.look().current)
+    }
+
+    /// The model as last looked at, without looking at the file again.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        Arc::clone(&lock(&self.loaded).current)
+    }
+
+    /// The loaded state, after looking at the file (and loading it when it changed).
+    pub fn look(&self) -> MutexGuard<'_, Loaded> {
+        let mut loaded = lock(&self.loaded);
+        loaded.refresh(&self.source);
+        loaded
+    }
+}
+
+/// A poisoned lock still holds a usable value here: every holder leaves its value whole (a
+/// panic inside a layer would be a bug, and the next pass overwrites the buffers).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -89,28 +89,38 @@ fn serve_refuses_a_post_from_a_foreign_origin_and_answers_its_own() {
     let s = crate::server::Served::start(&model, &[]);
     let port = s.port;
     let png = std::fs::read(&crate::server::demo_pngs(tmp.path())[0]).unwrap();
-    let post = |origin: &str| {
+    // Both forms of a prediction: batched, and with every layer's output (the page's).
+    let post = |target: &str, origin: &str| {
         raw_request(
             port,
             &format!(
-                "POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                "POST {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
                  Content-Type: image/png\r\nOrigin: {origin}"
             ),
             &png,
         )
     };
-    for origin in ["http://evil.example", "http://evil.example:8080", "null"] {
-        let (status, body) = post(origin);
-        assert_eq!(status, 403, "{origin}: {body}");
-        assert!(refusal(&body).contains(origin), "{body}");
-    }
-    for origin in [
-        format!("http://127.0.0.1:{port}"),
-        format!("http://localhost:{port}"),
-    ] {
-        let (status, body) = post(&origin);
-        assert_eq!(status, 200, "{origin}: {body}");
-        assert!(body.contains("probabilities"), "{body}");
+    for target in ["/api/predict", "/api/predict?layers=1"] {
+        for origin in ["http://evil.example", "http://evil.example:8080", "null"] {
+            let (status, body) = post(target, origin);
+            assert_eq!(status, 403, "{target} {origin}: {body}");
+            assert!(refusal(&body).contains(origin), "{body}");
+        }
+        for origin in [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ] {
+            let (status, body) = post(target, &origin);
+            assert_eq!(status, 200, "{target} {origin}: {body}");
+            assert!(body.contains("probabilities"), "{body}");
+        }
+        // A foreign Host is refused before the image is looked at.
+        let (status, body) = raw_request(
+            port,
+            &format!("POST {target} HTTP/1.1\r\nHost: evil.example:{port}"),
+            &png,
+        );
+        assert_eq!(status, 421, "{target}: {body}");
     }
     // No Origin (curl, scripts): answered.
     let (status, body) = raw_request(

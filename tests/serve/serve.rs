@@ -81,8 +81,11 @@ fn the_page_its_assets_and_the_model_description_are_served() {
     assert_eq!(w["bias"].as_array().unwrap().len(), 4);
 }
 
+/// A prediction equals `cnn predict`'s for the same image bit for bit: the server batches
+/// requests, and inference gives each image the bits it gets alone whatever the batch. With
+/// `layers=1` (the page) the same probabilities come with every layer's output.
 #[test]
-fn predictions_equal_cnn_predicts_within_1e_5() {
+fn predictions_equal_cnn_predicts_bit_for_bit_with_or_without_every_layer() {
     let dir = tempfile::tempdir().unwrap();
     let run = train_small(dir.path(), 1);
     let model = run.join("model.safetensors");
@@ -107,7 +110,14 @@ fn predictions_equal_cnn_predicts_within_1e_5() {
         let bytes = std::fs::read(png).unwrap();
         let (status, body) = answer(a.post(&s.at("api/predict")).send_bytes(&bytes));
         assert_eq!(status, 200, "{body}");
+        let batched = json(&body);
+        assert!(batched.get("layers").is_none() && batched.get("input").is_none());
+        let (status, body) = answer(a.post(&s.at("api/predict?layers=1")).send_bytes(&bytes));
+        assert_eq!(status, 200, "{body}");
         let got = json(&body);
+        for key in ["class", "index", "classes", "probabilities", "version"] {
+            assert_eq!(got[key], batched[key], "{key}");
+        }
         assert_eq!(got["class"], want["class"], "{}", png.display());
         assert_eq!(got["index"], want["index"]);
         let classes = got["classes"].as_array().unwrap();
@@ -119,10 +129,8 @@ fn predictions_equal_cnn_predicts_within_1e_5() {
             let p_cli = pair[1].as_f64().unwrap();
             let i = classes.iter().position(|c| c == name).unwrap();
             let p_api = probs[i].as_f64().unwrap();
-            assert!(
-                (p_cli - p_api).abs() <= 1e-5,
-                "{name}: cnn predict {p_cli}, /api/predict {p_api}"
-            );
+            // Both print the same f32: the same shortest decimal, the same f64 read back.
+            assert_eq!(p_cli, p_api, "{name}: cnn predict, /api/predict");
         }
         // Every layer's output comes back, with its shape.
         let layers = got["layers"].as_array().unwrap();
@@ -336,26 +344,68 @@ fn path_escapes_are_refused_even_encoded() {
     assert_eq!(status, 404);
 }
 
+/// A prediction: (status, the probabilities' JSON text or the error, `x-cnn-batch`).
+fn predict_batched(a: &ureq::Agent, url: &str, png: &[u8]) -> (u16, String, usize) {
+    match a.post(url).send_bytes(png) {
+        Ok(r) => {
+            let batch = r
+                .header("x-cnn-batch")
+                .and_then(|v| v.parse().ok())
+                .expect("an x-cnn-batch header");
+            let p = json(&r.into_string().unwrap());
+            (200, p["probabilities"].to_string(), batch)
+        }
+        Err(e) => {
+            let (status, body) = answer(Err(e));
+            (status, body, 0)
+        }
+    }
+}
+
+/// 16 clients send 125 predictions each at once: every one succeeds, the server gathers
+/// requests that arrive together into one forward pass (the batch sizes of `x-cnn-batch` and
+/// `/api/model`), and a batched answer equals, bit for bit, the answer for the same image
+/// sent alone.
 #[test]
-fn two_thousand_predictions_over_16_connections_succeed() {
+fn two_thousand_predictions_over_16_connections_succeed_batched_as_alone() {
     let dir = tempfile::tempdir().unwrap();
     let run = train_small(dir.path(), 1);
     let s = Served::start(&run, &[]);
-    let png = Arc::new(common_png(28, 28));
-    let ok = Arc::new(AtomicUsize::new(0));
+    let pngs: Vec<Vec<u8>> = demo_pngs(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     let url = s.at("api/predict");
+    // One at a time first: each alone in its pass.
+    let a = agent();
+    let alone: Vec<String> = pngs
+        .iter()
+        .map(|png| {
+            let (status, probs, batch) = predict_batched(&a, &url, png);
+            assert_eq!((status, batch), (200, 1), "{probs}");
+            probs
+        })
+        .collect();
+    let (pngs, alone) = (Arc::new(pngs), Arc::new(alone));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let largest = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let threads: Vec<_> = (0..16)
         .map(|t| {
-            let (png, ok, url) = (Arc::clone(&png), Arc::clone(&ok), url.clone());
+            let (pngs, alone, url) = (Arc::clone(&pngs), Arc::clone(&alone), url.clone());
+            let (ok, largest) = (Arc::clone(&ok), Arc::clone(&largest));
             std::thread::spawn(move || {
                 // One agent per thread: its own keep-alive connection.
                 let a = agent();
                 for i in 0..125 {
-                    let (status, body) = answer(a.post(&url).send_bytes(&png));
-                    assert_eq!(status, 200, "thread {t}, request {i}: {body}");
-                    let p: Value = serde_json::from_str(&body).unwrap();
-                    assert_eq!(p["probabilities"].as_array().unwrap().len(), 10);
+                    let image = (t + i) % pngs.len();
+                    let (status, probs, batch) = predict_batched(&a, &url, &pngs[image]);
+                    assert_eq!(status, 200, "thread {t}, request {i}: {probs}");
+                    assert_eq!(
+                        probs, alone[image],
+                        "image {image} in a batch of {batch} and alone"
+                    );
+                    largest.fetch_max(batch, Ordering::Relaxed);
                     ok.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -365,10 +415,119 @@ fn two_thousand_predictions_over_16_connections_succeed() {
         t.join().expect("a client thread failed");
     }
     assert_eq!(ok.load(Ordering::Relaxed), 2000);
+    let largest = largest.load(Ordering::Relaxed);
     eprintln!(
-        "2000 predictions over 16 connections in {:?}",
+        "2000 predictions over 16 connections in {:?}, batches of up to {largest}",
         start.elapsed()
     );
+    assert!((2..=16).contains(&largest), "batches of up to {largest}");
+    let m = json(
+        &a.get(&s.at("api/model"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    );
+    let b = &m["batching"];
+    assert_eq!(b["wait_ms"], 2.0);
+    assert_eq!(b["max_batch"], 32);
+    assert_eq!(b["workers"], 2);
+    assert_eq!(b["images"], 2010);
+    assert_eq!(b["largest"].as_u64(), Some(largest as u64));
+    assert!(b["passes"].as_u64().unwrap() < 2010, "{b}");
+}
+
+/// `--batch-wait-ms 0` turns batching off: each prediction is a pass of its own, however
+/// many arrive together; `--max-batch` caps a batch.
+#[test]
+fn no_wait_means_no_batching_and_max_batch_caps_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_small(dir.path(), 1);
+    let png = Arc::new(common_png(28, 28));
+    for (flags, most) in [(["--batch-wait-ms", "0"], 1), (["--max-batch", "3"], 3)] {
+        let s = Served::start(&run, &flags);
+        let url = s.at("api/predict");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (png, url) = (Arc::clone(&png), url.clone());
+                std::thread::spawn(move || {
+                    let a = agent();
+                    (0..30)
+                        .map(|_| {
+                            let (status, probs, batch) = predict_batched(&a, &url, &png);
+                            assert_eq!(status, 200, "{probs}");
+                            (probs, batch)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let answers: Vec<(String, usize)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(answers.iter().all(|(p, _)| *p == answers[0].0), "{flags:?}");
+        let largest = answers.iter().map(|a| a.1).max().unwrap();
+        assert!(largest <= most, "{flags:?}: a batch of {largest}");
+        let m = json(
+            &agent()
+                .get(&s.at("api/model"))
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap(),
+        );
+        assert_eq!(m["batching"]["images"], 240, "{flags:?}");
+        assert!(m["batching"]["largest"].as_u64().unwrap() <= most as u64);
+    }
+}
+
+/// The batcher's flags take numbers in range only: anything else is a usage error (exit 2)
+/// naming the flag, before the model is read.
+#[test]
+fn batching_flags_out_of_range_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, says) in [
+        ("--max-batch", "0", "at least 1"),
+        ("--max-batch", "-3", "must be positive"),
+        ("--max-batch", "1025", "at most 1024"),
+        ("--max-batch", "many", "expected a whole number"),
+        (
+            "--batch-wait-ms",
+            "-1",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "1000.5",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "NaN",
+            "from 0 (no batching) to 1000 milliseconds",
+        ),
+        (
+            "--batch-wait-ms",
+            "2ms",
+            "expected a number of milliseconds",
+        ),
+        ("--workers", "0", "at least 1"),
+        ("--workers", "65", "at most 64"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .arg(dir.path())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
 }
 
 /// Reads server-sent events from `url` in a thread; each `event: epoch` message's data is

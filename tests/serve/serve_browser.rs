@@ -144,7 +144,7 @@ fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_a
     assert_eq!(report["layers"], 4);
     // The image the page sent, asked again: same class, and the layer values the page used.
     let png = base64(report["sent_png"].as_str().unwrap());
-    let (status, body) = answer(agent().post(&s.at("api/predict")).send_bytes(&png));
+    let (status, body) = answer(agent().post(&s.at("api/predict?layers=1")).send_bytes(&png));
     assert_eq!(status, 200, "{body}");
     let api: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["class"], api["class"]);
