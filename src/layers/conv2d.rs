@@ -40,6 +40,7 @@ use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
+use crate::distributed::Shard;
 use crate::error::Result;
 use crate::kernels::direct;
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
@@ -402,6 +403,9 @@ pub struct Conv2D {
     winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
+    /// This process's part of the batch ([`super::Pass::shard`]): with a batch split over
+    /// processes, the blocks' partial gradients are gathered from all before they are added.
+    shard: Shard,
 }
 
 /// The buffers a thread works in while it computes one block of samples.
@@ -440,6 +444,7 @@ impl Conv2D {
             bias: Param::zeros(&[geom.k]),
             act: Activation::None,
             partial: Vec::new(),
+            shard: Shard::default(),
             winograd: Plan::new(&geom).filter(|_| winograd_wanted()),
             wino_u: Vec::new(),
         }
@@ -504,7 +509,8 @@ impl Conv2D {
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
-        if n == 1 && self.one_image_split_for(act).is_some() {
+        // (One sample of a larger batch split over processes takes the batch's path.)
+        if n == 1 && self.shard.total(n) == 1 && self.one_image_split_for(act).is_some() {
             self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
             if let Some(a) = after.first_mut() {
                 a.run(&y[..out_len]);
@@ -658,6 +664,7 @@ impl Conv2D {
         // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the thread's cols buffer.
         let total = grad_blocks(
             &mut self.partial,
+            self.shard,
             &g,
             wlen,
             (x, y, dy, dx),
@@ -768,7 +775,7 @@ impl Conv2D {
         self.winograd_ready(plan);
         let u = &self.wino_u;
         let io = (x, y, dy, dx);
-        let total = grad_blocks(&mut self.partial, &g, ulen, io, n, |sc, b| {
+        let total = grad_blocks(&mut self.partial, self.shard, &g, ulen, io, n, |sc, b| {
             for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
                 undo_activation(act, y_s, dy_s, ohw, b.db);
             }
@@ -850,8 +857,12 @@ impl DyBlock for &mut [f32] {
 /// thread's scratch buffers; each block's partial gradients (`wlen` weight values and K
 /// bias values) live in `partial`. Returns their sum over the blocks, in block order, so
 /// the result does not depend on the number of threads: the weight part, then the bias.
+/// With the batch split over processes (`shard`, [`crate::distributed`]), the sum is over
+/// every process's blocks, gathered in order: the same bytes as one process's.
+#[allow(clippy::too_many_arguments)]
 fn grad_blocks<'p, D: DyBlock>(
     partial: &'p mut Vec<f32>,
+    shard: Shard,
     g: &ConvGeom,
     wlen: usize,
     (x, y, mut dy_blocks, dx): GradIo<D>,
@@ -896,7 +907,15 @@ fn grad_blocks<'p, D: DyBlock>(
             };
             dy.with(y.len(), run);
         });
-    sum_blocks(&mut partial[..blocks * part_len], part_len)
+    partial.truncate(blocks * part_len);
+    if shard.exact() {
+        *partial = shard.gather_blocks(partial, part_len);
+    }
+    if partial.is_empty() {
+        // A process with no samples of this batch, adding nothing (Reduce::Sum).
+        partial.resize(part_len, 0.0);
+    }
+    sum_blocks(partial, part_len)
 }
 
 /// Undoes the activation in one sample's `dy` (dL/d(output) becomes dL/d(conv output),
@@ -930,6 +949,10 @@ fn sum_blocks(partial: &mut [f32], part_len: usize) -> &[f32] {
 }
 
 impl LayerOp for Conv2D {
+    fn prepare(&mut self, pass: super::Pass) {
+        self.shard = pass.shard;
+    }
+
     /// y = act(conv(x) + b), the activation fused per sample.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let act = self.act;

@@ -264,6 +264,8 @@ pub struct Dense {
     /// X^T `[I, N]` and Y^T `[O, N]` of the last forward pass (buffers reused).
     xt: Vec<f32>,
     yt: Vec<f32>,
+    /// This process's part of the batch ([`super::Pass::shard`]).
+    shard: crate::distributed::Shard,
 }
 
 impl Dense {
@@ -277,13 +279,16 @@ impl Dense {
             act: Activation::None,
             xt: Vec::new(),
             yt: Vec::new(),
+            shard: crate::distributed::Shard::default(),
         }
     }
 
     /// Y = X W^T + b for `n` samples, without the activation (which
     /// [`LayerOp::forward`] applies after it).
     pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        if n == 1 {
+        // One sample of a larger batch split over processes takes the batch's path, whose
+        // sums are grouped otherwise: the bits of one process's pass.
+        if n == 1 && self.shard.total(n) == 1 {
             return self.forward_one(x, y);
         }
         let (i, o) = (self.inputs, self.units);
@@ -379,15 +384,27 @@ impl Dense {
 
     /// Sets dW and db from `dy`, the gradient before the activation (which
     /// [`LayerOp::backward`] undoes first); writes dX if asked.
+    ///
+    /// With the batch split over processes ([`crate::distributed`], exact mode), dW's product
+    /// sums over the whole batch (its K is N), so every process gathers X and dY of every
+    /// sample and runs the product one process runs: the same bytes. dX stays per sample.
     pub fn backward_linear(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
         let (i, o) = (self.inputs, self.units);
+        let gathered;
+        let (xs, dys, rows) = if self.shard.exact() {
+            let all_x = self.shard.gather_samples(&x[..n * i], i);
+            gathered = (all_x, self.shard.gather_samples(&dy[..n * o], o));
+            (&gathered.0[..], &gathered.1[..], self.shard.total(n))
+        } else {
+            (&x[..n * i], &dy[..n * o], n)
+        };
         let db = self.bias.grad.data_mut();
         db.fill(0.0);
-        for row in dy[..n * o].chunks(o) {
+        for row in dys.chunks(o) {
             db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         let dw = self.weight.grad.data_mut();
-        let (dy_t, xm) = (MatRef::new(dy, n, o).t(), MatRef::new(x, n, i));
+        let (dy_t, xm) = (MatRef::new(dys, rows, o).t(), MatRef::new(xs, rows, i));
         par_gemm(dy_t, xm, 0.0, MatMut::new(dw, o, i));
         if let Some(dx) = dx {
             let w = self.weight.value.data();
@@ -398,6 +415,10 @@ impl Dense {
 }
 
 impl LayerOp for Dense {
+    fn prepare(&mut self, pass: super::Pass) {
+        self.shard = pass.shard;
+    }
+
     /// y = act(W x + b).
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         self.forward_linear(x, y, n);

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use super::table::{augment, run_options, train, Applies, Kind, Range, Resume, Spec};
-use super::{OptimizerChoice, ScheduleChoice};
+use super::{OptimizerChoice, ReduceChoice, ScheduleChoice};
 use crate::early_stop::Monitor;
 use crate::init::Init;
 
@@ -289,6 +289,21 @@ run_options! {
         range: Range::Positive,
         example: "1.0",
         unset: "off",
+    },
+    /// How the processes of a run started by `mpirun` combine their gradients
+    /// ([`crate::distributed`]): `exact` gives the model of one process, byte for byte;
+    /// `allreduce` sums them with one MPI all-reduce (PyTorch DDP's way), equal to one
+    /// process's up to rounding. One process ignores it.
+    reduce: ReduceChoice = ReduceChoice::Exact => {
+        flag: "reduce",
+        help: "Under mpirun: how the processes combine gradients. exact: the model of one \
+               process, byte for byte; allreduce: one MPI all-reduce, equal up to rounding.",
+    },
+    /// The processes the run trains on (`mpirun -np P`; 1 without it), set by `cnn train`
+    /// and recorded in `run.json`. A resumed run may use another number: the bytes are the
+    /// same.
+    processes: usize = 1 => {
+        resume: Resume::MayChange,
     },
 }
 
