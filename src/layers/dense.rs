@@ -286,10 +286,19 @@ impl Dense {
     /// Y = X W^T + b for `n` samples, without the activation (which
     /// [`LayerOp::forward`] applies after it).
     pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        // One sample of a larger batch split over processes takes the batch's path, whose
-        // sums are grouped otherwise: the bits of one process's pass.
         if n == 1 && self.shard.total(n) == 1 {
             return self.forward_one(x, y);
+        }
+        if n == 1 {
+            // One sample of a larger batch split over processes: the batch's product, whose
+            // kernel (X^T's rows are not contiguous for N > 1) groups the sums otherwise than
+            // a one-column product's, run on the sample twice; the bits of one process.
+            let mut twice = x[..self.inputs].to_vec();
+            twice.extend_from_slice(&x[..self.inputs]);
+            let mut y2 = vec![0.0; 2 * self.units];
+            self.forward_linear(&twice, &mut y2, 2);
+            y[..self.units].copy_from_slice(&y2[..self.units]);
+            return;
         }
         let (i, o) = (self.inputs, self.units);
         let b = self.bias.value.data();
