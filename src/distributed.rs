@@ -438,7 +438,12 @@ pub mod local {
             self.hub.barrier.wait();
             self.hub.slots.lock().unwrap_or_else(|e| e.into_inner())[self.rank] = mine.to_vec();
             self.hub.barrier.wait();
-            let all = self.hub.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let all = self
+                .hub
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             self.hub.barrier.wait();
             all
         }
@@ -525,7 +530,7 @@ mod tests {
                 for r in 0..ranks {
                     let s = share(total, ranks, r);
                     assert_eq!(s.start, next, "{total} {ranks} {r}");
-                    assert!(s.start % GRAD_BLOCK == 0 || s.is_empty());
+                    assert!(s.start.is_multiple_of(GRAD_BLOCK) || s.is_empty());
                     next = s.end.max(next);
                 }
                 assert_eq!(next, total);

@@ -272,8 +272,7 @@ pub fn train(
                 steps,
                 loss,
             };
-            if agreed(opts, on_event(&event, state, model)) == Control::Stop && state.step < steps
-            {
+            if agreed(opts, on_event(&event, state, model)) == Control::Stop && state.step < steps {
                 return Ok(false);
             }
         }

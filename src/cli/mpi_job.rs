@@ -82,7 +82,11 @@ pub fn agree(job: &Job, built: Result<Run, Failure>) -> Result<Run, Failure> {
     let mine = match &built {
         Ok(run) => {
             let mut lines = vec![format!("binary {}", binary_identity())];
-            lines.extend(run.identity().into_iter().map(|(what, sha)| format!("{what} {sha}")));
+            lines.extend(
+                run.identity()
+                    .into_iter()
+                    .map(|(what, sha)| format!("{what} {sha}")),
+            );
             format!("ok\n{}", lines.join("\n"))
         }
         Err(f) => {
@@ -96,7 +100,11 @@ pub fn agree(job: &Job, built: Result<Run, Failure>) -> Result<Run, Failure> {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .collect();
     let rank0 = job.rank() == 0;
-    if let Some((r, text)) = all.iter().enumerate().find(|(_, t)| t.starts_with("failed\n")) {
+    if let Some((r, text)) = all
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.starts_with("failed\n"))
+    {
         let mut parts = text.splitn(3, '\n').skip(1);
         let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
         let line = parts.next().unwrap_or("");

@@ -49,10 +49,10 @@
 use rayon::prelude::*;
 
 use super::activation::{self, Activation};
+use super::conv2d::GRAD_BLOCK;
 use super::keys::LineKeys;
 use super::param::{Buffer, BufferMut, Param};
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
-use super::conv2d::GRAD_BLOCK;
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::kernels::on_best_simd;
@@ -406,7 +406,8 @@ impl BatchNorm {
                 }
             },
         );
-        self.merge_blocks(&partials).0
+        self.merge_blocks(&partials)
+            .0
             .into_iter()
             .map(|(sum, sum_sq)| {
                 let mean = sum / m;
@@ -478,7 +479,7 @@ impl BatchNorm {
     /// [`BatchNorm::per_channel`]: every process's blocks gathered ([`crate::distributed`];
     /// one process has them all) and added in block order. Also the sums of this process's
     /// own blocks alone, the parameter gradients of [`crate::distributed::Reduce::Sum`].
-    fn merge_blocks(&self, partials: &[f64]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    fn merge_blocks(&self, partials: &[f64]) -> (ChannelSums, ChannelSums) {
         let c = self.channels;
         let all = self.shard.gather_blocks(partials, 2 * c);
         let add = |blocks: &[f64]| -> Vec<(f64, f64)> {
@@ -492,7 +493,7 @@ impl BatchNorm {
             sums
         };
         let own = if self.shard.is_split() && !self.shard.exact() {
-            add(&partials[..])
+            add(partials)
         } else {
             Vec::new()
         };
@@ -521,6 +522,9 @@ impl BatchNorm {
         }
     }
 }
+
+/// Two sums per channel: (sum x, sum x^2), or (sum g, sum g xhat) in backward.
+type ChannelSums = Vec<(f64, f64)>;
 
 /// Independent f64 accumulators of a channel's sums: element i of every run of 8 values
 /// goes to lane i (a run's remainder to the first lanes), and the lanes are added at the

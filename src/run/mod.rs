@@ -498,7 +498,10 @@ impl Run {
         let mut weights: Vec<u8> = Vec::new();
         for (name, p) in self.model.named_params() {
             weights.extend_from_slice(name.as_bytes());
-            p.value.data().iter().for_each(|v| weights.extend(v.to_le_bytes()));
+            p.value
+                .data()
+                .iter()
+                .for_each(|v| weights.extend(v.to_le_bytes()));
         }
         let state = format!(
             "{} {} {} {:?}",
@@ -506,7 +509,10 @@ impl Run {
         );
         vec![
             ("options", checkpoint::fingerprint(&[json.as_bytes()])),
-            ("network config and training data", self.data.fingerprint.clone()),
+            (
+                "network config and training data",
+                self.data.fingerprint.clone(),
+            ),
             (
                 "held-out data",
                 held_out(&self.data.held_out) + &held_out(&self.data.final_test),

@@ -46,7 +46,11 @@ fn mpirun() -> Option<Command> {
 /// `mpirun -np P cnn train ARGS` (exit code, stdout, stderr).
 fn train_on(np: usize, args: &[&str]) -> Option<(i32, String, String)> {
     let mut cmd = mpirun()?;
-    cmd.arg("-np").arg(np.to_string()).arg(BIN).arg("train").args(args);
+    cmd.arg("-np")
+        .arg(np.to_string())
+        .arg(BIN)
+        .arg("train")
+        .args(args);
     Some(run_command(&mut cmd))
 }
 
@@ -89,8 +93,11 @@ fn same_bytes_as_one_process(cfg: &str, args: &[&str]) {
         );
         assert_eq!(run_json(&out)["processes"], np, "run.json records P");
         // Rank 0 alone prints: one line per epoch, not P.
-        let epochs = stdout.lines().filter(|l| l.starts_with("epoch ")).count();
-        assert_eq!(epochs, 1, "{stdout}");
+        let firsts = stdout
+            .lines()
+            .filter(|l| l.starts_with("epoch   1/"))
+            .count();
+        assert_eq!(firsts, 1, "{stdout}");
     }
 }
 
@@ -106,7 +113,16 @@ fn report1_on_two_and_three_processes_is_one_process_byte_for_byte() {
 fn lenet_on_two_and_three_processes_is_one_process_byte_for_byte() {
     same_bytes_as_one_process(
         "lenet",
-        &["--epochs", "1", "--batch-size", "22", "--optimizer", "adam", "--lr", "0.001"],
+        &[
+            "--epochs",
+            "1",
+            "--batch-size",
+            "22",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.001",
+        ],
     );
 }
 
@@ -123,9 +139,25 @@ fn batchnorm_dropout_and_augmentation_on_processes_are_one_process_byte_for_byte
     same_bytes_as_one_process(
         p(&cfg),
         &[
-            "--epochs", "2", "--batch-size", "13", "--shift", "2", "--flip",
-            "--label-smoothing", "0.1", "--optimizer", "nesterov", "--weight-decay", "5e-4",
-            "--schedule", "cosine", "--warmup", "1", "--lr", "0.05",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "13",
+            "--shift",
+            "2",
+            "--flip",
+            "--label-smoothing",
+            "0.1",
+            "--optimizer",
+            "nesterov",
+            "--weight-decay",
+            "5e-4",
+            "--schedule",
+            "cosine",
+            "--warmup",
+            "1",
+            "--lr",
+            "0.05",
         ],
     );
 }
@@ -151,8 +183,18 @@ fn a_run_stopped_on_two_processes_resumes_on_three_with_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_text(tmp.path(), "bn.cfg", BN_NET);
     let (one, run) = (tmp.path().join("one"), tmp.path().join("run"));
-    let common = ["--epochs", "2", "--batch-size", "10", "--shift", "1", "--optimizer", "adam",
-        "--lr", "0.002"];
+    let common = [
+        "--epochs",
+        "2",
+        "--batch-size",
+        "10",
+        "--shift",
+        "1",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.002",
+    ];
     let mut a = vec![p(&cfg), "--out", p(&one)];
     a.extend(common);
     train_alone(&a);
@@ -160,10 +202,16 @@ fn a_run_stopped_on_two_processes_resumes_on_three_with_the_same_bytes() {
     a.extend(common);
     let (code, _, err) = train_on(2, &a).expect("mpirun");
     assert_eq!(code, 0, "{err}");
-    assert!(!run.join("model.safetensors").exists(), "stopped mid-epoch 1");
+    assert!(
+        !run.join("model.safetensors").exists(),
+        "stopped mid-epoch 1"
+    );
     let (code, out, err) = train_on(3, &["--resume", p(&run)]).expect("mpirun");
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(model_bytes(&run) == model_bytes(&one), "resumed on 3: another model");
+    assert!(
+        model_bytes(&run) == model_bytes(&one),
+        "resumed on 3: another model"
+    );
     assert_eq!(run_json(&run)["processes"], 3);
 }
 
@@ -174,16 +222,28 @@ fn a_process_with_other_options_is_refused_before_training() {
     let Some(mut cmd) = mpirun() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let base = [BIN, "train", "report1-10", "--epochs", "1", "--out", p(&out)];
-    cmd.args(["-np", "1"]).args(base).args(["--lr", "0.01", ":", "-np", "1"]);
+    let base = [
+        BIN,
+        "train",
+        "report1-10",
+        "--epochs",
+        "1",
+        "--out",
+        p(&out),
+    ];
+    cmd.args(["-np", "1"])
+        .args(base)
+        .args(["--lr", "0.01", ":", "-np", "1"]);
     cmd.args(base).args(["--lr", "0.02"]);
     let (code, stdout, stderr) = run_command(&mut cmd);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(
         lines,
-        ["error: rank 1 of 2 differs from rank 0 in its options: every process must run \
-          the same cnn with the same options, config and data (a path every node reads)"],
+        [
+            "error: rank 1 of 2 differs from rank 0 in its options: every process must run \
+          the same cnn with the same options, config and data (a path every node reads)"
+        ],
         "{stderr}"
     );
     assert!(!out.exists(), "nothing written");
@@ -199,7 +259,11 @@ fn ranks_of(mpirun: u32) -> Vec<(u32, usize)> {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid ...
         let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-        let ppid: u32 = after.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let ppid: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if ppid != mpirun {
             continue;
         }
@@ -228,8 +292,13 @@ fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
     let mut a = vec!["report1-10", "--out", p(&one)];
     a.extend(common);
     train_alone(&a);
-    cmd.args(["-np", "2", BIN, "train", "report1-10", "--out", p(&run)]).args(common);
-    let mut job = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    cmd.args(["-np", "2", BIN, "train", "report1-10", "--out", p(&run)])
+        .args(common);
+    let mut job = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let checkpoint = run.join("checkpoint.safetensors");
     let start = Instant::now();
     while !checkpoint.exists() {
@@ -245,7 +314,10 @@ fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
         if let Some(s) = job.try_wait().unwrap() {
             break s;
         }
-        assert!(killed.elapsed() < Duration::from_secs(30), "the job did not end");
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the job did not end"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
@@ -254,7 +326,10 @@ fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
     assert!(stderr.contains("rank 1"), "names the lost rank: {stderr}");
     let (code, _, err) = run_command(Command::new(BIN).args(["train", "--resume", p(&run)]));
     assert_eq!(code, 0, "{err}");
-    assert!(model_bytes(&run) == model_bytes(&one), "resumed: another model");
+    assert!(
+        model_bytes(&run) == model_bytes(&one),
+        "resumed: another model"
+    );
 }
 
 /// A binary built without the `mpi` feature, started as one of several MPI processes,
@@ -266,12 +341,20 @@ fn without_the_feature_a_process_of_an_mpi_job_refuses_in_one_line() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(["train", "report1-10", "--out"]).arg(tmp.path().join("r"));
-    let (code, out, err) = run_command(cmd.env("OMPI_COMM_WORLD_SIZE", "2").env("OMPI_COMM_WORLD_RANK", "0"));
+    cmd.args(["train", "report1-10", "--out"])
+        .arg(tmp.path().join("r"));
+    let (code, out, err) = run_command(
+        cmd.env("OMPI_COMM_WORLD_SIZE", "2")
+            .env("OMPI_COMM_WORLD_RANK", "0"),
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("built without MPI"), "{err}");
     let (code, _, err) = run_command(cmd.env("OMPI_COMM_WORLD_RANK", "1"));
-    assert_eq!((code, err.as_str()), (2, ""), "the other ranks exit silently");
+    assert_eq!(
+        (code, err.as_str()),
+        (2, ""),
+        "the other ranks exit silently"
+    );
     assert!(!tmp.path().join("r").exists());
 }

@@ -117,6 +117,7 @@ class Model:
         min_delta: float = 0.0,
         restore_best: bool = False,
         clip_grad_norm: Optional[float] = None,
+        reduce: Literal['exact', 'allreduce'] = 'exact',
         # END OPTIONS
     ) -> dict[str, list[float]]:
         # BEGIN OPTIONS DOC
@@ -197,6 +198,9 @@ class Model:
                 epoch's, as Keras's restore_best_weights. Off by default, as in Keras.
             clip_grad_norm (default None): Clip the global gradient L2 norm to this before each
                 optimiser step, as PyTorch's clip_grad_norm_. Default: off.
+            reduce (default 'exact'): Under mpirun: how the processes combine gradients. exact:
+                the model of one process, byte for byte; allreduce: one MPI all-reduce, equal up
+                to rounding.
 
         Returns:
             The history, as Keras's ``History.history``: ``loss``, ``accuracy``, ``val_loss`` and
