@@ -276,20 +276,6 @@ run_options! {
         key: train("restore_best"),
         applies: Applies::EarlyStop,
     },
-    /// Clip the global gradient norm to this before each optimiser step:
-    /// g <- g min(1, clip / (||g|| + 1e-6)) over every parameter's gradient, before weight
-    /// decay, as PyTorch's `clip_grad_norm_(params, max_norm=clip)` ([`crate::optim`]).
-    /// Default off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    clip_grad_norm: Option<f32> = None => {
-        flag: "clip-grad-norm",
-        help: "Clip the global gradient L2 norm to this before each optimiser step, as \
-               PyTorch's clip_grad_norm_. Default: off.",
-        key: train("clip_grad_norm"),
-        range: Range::Positive,
-        example: "1.0",
-        unset: "off",
-    },
     /// How the processes of a run started by `mpirun` combine their gradients
     /// ([`crate::distributed`]): `exact` gives the model of one process, byte for byte;
     /// `allreduce` sums them with one MPI all-reduce (PyTorch DDP's way), equal to one
@@ -304,6 +290,20 @@ run_options! {
     /// same.
     processes: usize = 1 => {
         resume: Resume::MayChange,
+    },
+    /// Clip the global gradient norm to this before each optimiser step:
+    /// g <- g min(1, clip / (||g|| + 1e-6)) over every parameter's gradient, before weight
+    /// decay, as PyTorch's `clip_grad_norm_(params, max_norm=clip)` ([`crate::optim`]).
+    /// Default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_grad_norm: Option<f32> = None => {
+        flag: "clip-grad-norm",
+        help: "Clip the global gradient L2 norm to this before each optimiser step, as \
+               PyTorch's clip_grad_norm_. Default: off.",
+        key: train("clip_grad_norm"),
+        range: Range::Positive,
+        example: "1.0",
+        unset: "off",
     },
 }
 

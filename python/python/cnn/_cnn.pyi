@@ -116,8 +116,8 @@ class Model:
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = False,
-        clip_grad_norm: Optional[float] = None,
         reduce: Literal['exact', 'allreduce'] = 'exact',
+        clip_grad_norm: Optional[float] = None,
         # END OPTIONS
     ) -> dict[str, list[float]]:
         # BEGIN OPTIONS DOC
@@ -196,11 +196,11 @@ class Model:
             restore_best (default False): When early_stop stops the run, end it with the best
                 epoch's weights (kept in the run folder's best.safetensors) instead of the last
                 epoch's, as Keras's restore_best_weights. Off by default, as in Keras.
-            clip_grad_norm (default None): Clip the global gradient L2 norm to this before each
-                optimiser step, as PyTorch's clip_grad_norm_. Default: off.
             reduce (default 'exact'): Under mpirun: how the processes combine gradients. exact:
                 the model of one process, byte for byte; allreduce: one MPI all-reduce, equal up
                 to rounding.
+            clip_grad_norm (default None): Clip the global gradient L2 norm to this before each
+                optimiser step, as PyTorch's clip_grad_norm_. Default: off.
 
         Returns:
             The history, as Keras's ``History.history``: ``loss``, ``accuracy``, ``val_loss`` and
