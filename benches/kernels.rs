@@ -73,6 +73,7 @@ fn pool(c: &mut Criterion) {
         Pass {
             training: false,
             stream: 0,
+            ..Default::default()
         },
     );
     c.bench_function("maxpool 16x28x28 2x2/2 forward b32, inference", |b| {

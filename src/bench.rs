@@ -243,6 +243,7 @@ impl Profiler {
             let pass = crate::layers::Pass {
                 training: true,
                 stream: i as u64,
+                ..Default::default()
             };
             model.layers_mut()[i].op.prepare(pass);
             model.layers_mut()[i].forward(input, &mut rest[0]);

@@ -18,6 +18,7 @@
 //!   font; [`visualize`]: a network's filters and what each layer sees of one image;
 //! - [`model_file`], [`checkpoint`], [`io`]: safetensors files, resumable runs, atomic writes;
 //! - [`onnx`]: a model file as an ONNX graph and back (`cnn export`, `cnn import`);
+//! - [`distributed`]: data-parallel training over MPI processes, the same bytes as one;
 //! - [`run`]: a training run with its run folder (data, checkpoints, metrics, plots,
 //!   report), what `cnn train` and `cnn sweep` drive.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -27,6 +28,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod early_stop;
 pub mod error;
 pub mod examples;

@@ -23,20 +23,62 @@
 /// check labels against the class count).
 pub fn softmax_cross_entropy(logits: &[f32], labels: &[usize], k: usize, grad: &mut [f32]) -> f32 {
     let n = labels.len();
+    let mut terms = Vec::with_capacity(n);
+    softmax_cross_entropy_terms(logits, labels, k, 0.0, n, grad, &mut terms);
+    mean_of_terms(&terms, n)
+}
+
+/// The mean loss from the samples' terms: their sum in sample order, in f64, over `n`.
+pub fn mean_of_terms(terms: &[f64], n: usize) -> f32 {
+    let total = terms.iter().fold(0.0f64, |s, t| s + t);
+    (total / n as f64) as f32
+}
+
+/// [`softmax_cross_entropy_smoothed`] for the `labels.len()` samples of a batch of
+/// `batch` (more when the batch is split over processes: [`crate::distributed`]), without
+/// the mean: writes dL/dlogits divided by `batch`, and pushes each sample's loss onto
+/// `terms`, whose sum over the batch in sample order, over `batch`, is the mean loss
+/// ([`mean_of_terms`]).
+///
+/// # Panics
+/// As [`softmax_cross_entropy_smoothed`].
+pub fn softmax_cross_entropy_terms(
+    logits: &[f32],
+    labels: &[usize],
+    k: usize,
+    eps: f32,
+    batch: usize,
+    grad: &mut [f32],
+    terms: &mut Vec<f64>,
+) {
+    assert!(
+        (0.0..1.0).contains(&eps),
+        "label smoothing {eps} outside [0, 1)"
+    );
+    let n = labels.len();
     assert_eq!(logits.len(), n * k, "logits for {n} samples of {k} classes");
     assert_eq!(grad.len(), n * k);
-    let mut total = 0.0f64;
-    let inv_n = 1.0 / n as f32;
+    let inv_n = 1.0 / batch as f32;
+    let uniform = eps / k as f32;
     for ((z, g), &y) in logits.chunks(k).zip(grad.chunks_mut(k)).zip(labels) {
         assert!(y < k, "label {y} out of range for {k} classes");
         let (m, sum) = shifted_exps(z, g);
-        total += f64::from(m + sum.ln() - z[y]);
-        for gi in g.iter_mut() {
-            *gi = *gi / sum * inv_n;
+        if eps == 0.0 {
+            terms.push(f64::from(m + sum.ln() - z[y]));
+            for gi in g.iter_mut() {
+                *gi = *gi / sum * inv_n;
+            }
+            g[y] -= inv_n;
+            continue;
         }
-        g[y] -= inv_n;
+        let lse = f64::from(m) + f64::from(sum.ln());
+        let z_sum: f64 = z.iter().map(|&v| f64::from(v)).sum();
+        terms.push(lse - f64::from(1.0 - eps) * f64::from(z[y]) - f64::from(uniform) * z_sum);
+        for gi in g.iter_mut() {
+            *gi = (*gi / sum - uniform) * inv_n;
+        }
+        g[y] -= (1.0 - eps) * inv_n;
     }
-    (total / n as f64) as f32
 }
 
 /// Mean softmax cross-entropy against targets smoothed by `eps` (PyTorch's
@@ -67,27 +109,10 @@ pub fn softmax_cross_entropy_smoothed(
         (0.0..1.0).contains(&eps),
         "label smoothing {eps} outside [0, 1)"
     );
-    if eps == 0.0 {
-        return softmax_cross_entropy(logits, labels, k, grad);
-    }
     let n = labels.len();
-    assert_eq!(logits.len(), n * k, "logits for {n} samples of {k} classes");
-    assert_eq!(grad.len(), n * k);
-    let mut total = 0.0f64;
-    let inv_n = 1.0 / n as f32;
-    let uniform = eps / k as f32;
-    for ((z, g), &y) in logits.chunks(k).zip(grad.chunks_mut(k)).zip(labels) {
-        assert!(y < k, "label {y} out of range for {k} classes");
-        let (m, sum) = shifted_exps(z, g);
-        let lse = f64::from(m) + f64::from(sum.ln());
-        let z_sum: f64 = z.iter().map(|&v| f64::from(v)).sum();
-        total += lse - f64::from(1.0 - eps) * f64::from(z[y]) - f64::from(uniform) * z_sum;
-        for gi in g.iter_mut() {
-            *gi = (*gi / sum - uniform) * inv_n;
-        }
-        g[y] -= (1.0 - eps) * inv_n;
-    }
-    (total / n as f64) as f32
+    let mut terms = Vec::with_capacity(n);
+    softmax_cross_entropy_terms(logits, labels, k, eps, n, grad, &mut terms);
+    mean_of_terms(&terms, n)
 }
 
 /// Writes `e^{z_i - m}` into `g` for one row of logits, with m = max_i z_i, and returns

@@ -14,10 +14,11 @@
 mod fused;
 mod plan;
 
+use crate::distributed::{Reduce, Shard};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::layers::{activation, Activation, Buffer, BufferMut, Layer, NetworkSpec, Param, Pass};
-use crate::loss::softmax_cross_entropy_smoothed;
+use crate::loss::{mean_of_terms, softmax_cross_entropy_smoothed, softmax_cross_entropy_terms};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -41,6 +42,9 @@ pub struct Model {
     step_stream: u64,
     /// Label smoothing of the training loss ([`Model::set_label_smoothing`]).
     label_smoothing: f32,
+    /// Which samples of the global batch the next training step computes
+    /// ([`Model::set_shard`]).
+    shard: Shard,
     /// [`Model::infer`]'s buffers: one chunk of the input, and the logits of the batch.
     chunk_x: Tensor,
     logits: Tensor,
@@ -87,6 +91,7 @@ impl Model {
             grad_norm: 0.0,
             step_stream: 0,
             label_smoothing: 0.0,
+            shard: Shard::default(),
             chunk_x: Tensor::default(),
             logits: Tensor::default(),
         };
@@ -149,9 +154,12 @@ impl Model {
         self.spec.input
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<()> {
+    /// `x` is `[N, C, H, W]` of the network's input; N = 0 only for a training step of a
+    /// process that has none of a split batch's samples (it still takes part in the sums).
+    fn check_input(&self, x: &Tensor, training: bool) -> Result<()> {
         let s = x.shape();
-        if s.len() != 4 || s[1..] != self.spec.input || s[0] == 0 {
+        let empty_ok = training && self.shard.is_split();
+        if s.len() != 4 || s[1..] != self.spec.input || (s[0] == 0 && !empty_ok) {
             let mut want = vec![x.batch().max(1)];
             want.extend_from_slice(&self.spec.input);
             return Err(Error::shape("Model::forward", &want, s));
@@ -172,6 +180,14 @@ impl Model {
             Rng::new(base ^ (step as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25)).next_u64();
     }
 
+    /// Names the samples of the next training steps' global batch that this process computes
+    /// ([`crate::distributed`]): every layer then forms its batch sums over the global batch,
+    /// with the other processes. The default, [`Shard::default`], is the whole batch here.
+    /// Inference ignores it.
+    pub fn set_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+    }
+
     /// Sets the label smoothing eps in [0, 1) of the training loss (0, plain cross-entropy,
     /// by default; see [`crate::loss::softmax_cross_entropy_smoothed`]).
     pub fn set_label_smoothing(&mut self, eps: f32) {
@@ -182,8 +198,8 @@ impl Model {
     /// see [`Model::set_step`]) and returns the logits `[N, classes]` (a final softmax is left
     /// to the loss). Inference and evaluation use [`Model::infer`].
     pub fn forward(&mut self, x: &Tensor) -> Result<&Tensor> {
-        self.check_input(x)?;
-        self.check_training_batch(x.batch())?;
+        self.check_input(x, true)?;
+        self.check_training_batch(self.shard.total(x.batch()))?;
         self.run_layers(x, true);
         Ok(&self.acts[self.layers.len() - 1])
     }
@@ -193,6 +209,7 @@ impl Model {
         let pass = Pass {
             training: true,
             stream: 0,
+            ..Default::default()
         };
         for (i, layer) in self.layers.iter().enumerate() {
             layer
@@ -214,13 +231,19 @@ impl Model {
             acts,
             plan,
             step_stream,
+            shard,
             ..
         } = self;
+        let shard = if training { *shard } else { Shard::default() };
         for step in plan.steps(training, x.batch()) {
             let out = step.layers();
             for j in out.clone() {
                 let stream = Rng::new(*step_stream ^ (j as u64 + 1)).next_u64();
-                layers[j].op.prepare(Pass { training, stream });
+                layers[j].op.prepare(Pass {
+                    training,
+                    stream,
+                    shard,
+                });
             }
             let (before, rest) = acts.split_at_mut(out.start);
             let input = value(x, before, step.input());
@@ -245,7 +268,7 @@ impl Model {
     /// report 1's network: 21.5 -> 13 us per image when it was added). Leaves no activations
     /// for backward.
     pub fn infer(&mut self, x: &Tensor) -> Result<&Tensor> {
-        self.check_input(x)?;
+        self.check_input(x, false)?;
         let n = x.batch();
         if n <= INFER_CHUNK {
             self.run_layers(x, false);
@@ -330,18 +353,57 @@ impl Model {
         self.forward(x)?;
         let last = self.layers.len() - 1;
         let logits = &self.acts[last];
-        let correct = count_correct(logits.data(), labels, k);
         let grad = &mut self.grads[last];
         grad.resize(logits.shape());
-        let loss = softmax_cross_entropy_smoothed(
-            logits.data(),
-            labels,
-            k,
-            self.label_smoothing,
-            grad.data_mut(),
-        );
+        let (loss, correct) = if self.shard.is_split() {
+            // Each sample's loss term and whether it was right, from every process, added
+            // in sample order: one process's sum.
+            let batch = self.shard.total(labels.len());
+            let mut terms = Vec::with_capacity(labels.len());
+            let (eps, z) = (self.label_smoothing, logits.data());
+            softmax_cross_entropy_terms(z, labels, k, eps, batch, grad.data_mut(), &mut terms);
+            let mine: Vec<f64> = terms
+                .iter()
+                .zip(z.chunks(k).zip(labels))
+                .flat_map(|(&t, (row, &y))| [t, f64::from(u8::from(argmax(row) == y))])
+                .collect();
+            let all = self.shard.gather_samples(&mine, 2);
+            let terms: Vec<f64> = all.iter().step_by(2).copied().collect();
+            let correct = all.iter().skip(1).step_by(2).filter(|&&c| c > 0.0).count();
+            (mean_of_terms(&terms, batch), correct)
+        } else {
+            let correct = count_correct(logits.data(), labels, k);
+            let loss = softmax_cross_entropy_smoothed(
+                logits.data(),
+                labels,
+                k,
+                self.label_smoothing,
+                grad.data_mut(),
+            );
+            (loss, correct)
+        };
         self.backward(x);
+        if self.shard.is_split() && self.shard.reduce == Reduce::Sum {
+            self.sum_gradients_over_processes();
+        }
         Ok((loss, correct))
+    }
+
+    /// [`Reduce::Sum`]: every parameter's gradient becomes the sum of every process's, in one
+    /// all-reduce of all of them together.
+    fn sum_gradients_over_processes(&mut self) {
+        let shard = self.shard;
+        let mut flat: Vec<f32> = Vec::new();
+        for p in self.params_mut() {
+            flat.extend_from_slice(p.grad.data());
+        }
+        shard.sum_over_ranks(&mut flat);
+        let mut at = 0;
+        for p in self.params_mut() {
+            let g = p.grad.data_mut();
+            g.copy_from_slice(&flat[at..at + g.len()]);
+            at += g.len();
+        }
     }
 
     /// One training step: gradients on the batch, then the optimiser's update.
@@ -622,6 +684,7 @@ mod tests {
             m.layers[i].op.prepare(Pass {
                 training: true,
                 stream: 0,
+                ..Default::default()
             });
             let (before, rest) = m.acts.split_at_mut(i);
             let input = if i == 0 { x } else { &before[i - 1] };

@@ -45,6 +45,9 @@ pub struct TrainOptions {
     pub augment: crate::augment::Augment,
     /// Stop when the held-out figure stops improving ([`crate::early_stop`]); default never.
     pub early_stop: Option<crate::early_stop::EarlyStop>,
+    /// The processes that train together, each step's batch split between them
+    /// ([`crate::distributed`]); default none: this process computes every batch whole.
+    pub processes: Option<crate::distributed::Processes>,
 }
 
 impl Default for TrainOptions {
@@ -60,6 +63,7 @@ impl Default for TrainOptions {
             base_lr: None,
             augment: crate::augment::Augment::default(),
             early_stop: None,
+            processes: None,
         }
     }
 }
@@ -233,9 +237,18 @@ pub fn train(
             let start = Instant::now();
             let lo = state.step * opts.batch_size;
             let idx = &order[lo..(lo + opts.batch_size).min(n)];
-            train.batch(idx, norm, &mut x, &mut labels);
+            // With several processes, this one's share of the batch (whole blocks of it).
+            let mine = match &opts.processes {
+                Some(p) => {
+                    let shard = p.shard(idx.len());
+                    model.set_shard(shard);
+                    &idx[shard.samples(idx.len())]
+                }
+                None => idx,
+            };
+            train.batch(mine, norm, &mut x, &mut labels);
             if !opts.augment.is_identity() {
-                augment_batch(&mut x, idx, &fill, opts, state.epoch, &mut scratch);
+                augment_batch(&mut x, mine, &fill, opts, state.epoch, &mut scratch);
             }
             model.set_step(opts.seed, state.epoch, state.step);
             let (loss, correct) = model.train_step(&x, &labels, &mut state.optimizer)?;
@@ -259,7 +272,7 @@ pub fn train(
                 steps,
                 loss,
             };
-            if on_event(&event, state, model) == Control::Stop && state.step < steps {
+            if agreed(opts, on_event(&event, state, model)) == Control::Stop && state.step < steps {
                 return Ok(false);
             }
         }
@@ -291,11 +304,22 @@ pub fn train(
             (Some(rule), Some(m)) => state.early_stop.update(rule, &m.clone()),
             _ => false,
         };
-        if on_event(&Event::Epoch, state, model) == Control::Stop || stop_early {
+        if agreed(opts, on_event(&Event::Epoch, state, model)) == Control::Stop || stop_early {
             return Ok(state.epoch >= opts.epochs || stop_early);
         }
     }
     Ok(true)
+}
+
+/// The callback's answer, the same on every process training together: stop when any
+/// process says stop (Ctrl-C reaches them at different steps; a full disk only the one that
+/// writes), so that all stop after the same step.
+fn agreed(opts: &TrainOptions, control: Control) -> Control {
+    match &opts.processes {
+        Some(p) if p.any(control == Control::Stop) => Control::Stop,
+        Some(_) => Control::Continue,
+        None => control,
+    }
 }
 
 /// Multiple of ln(classes) (the loss of a uniform guess) above which a batch's loss counts

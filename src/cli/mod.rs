@@ -16,6 +16,7 @@ mod export;
 mod gallery;
 mod gradcheck;
 mod import;
+mod mpi_job;
 mod predict;
 mod progress;
 mod serve;
@@ -113,6 +114,9 @@ pub enum Failure {
     /// Errors the command printed already, each on its own line, while it went on with the
     /// rest (`cnn predict` with an unreadable image among others): exit code 1.
     Reported,
+    /// Exit with this code; what happened was said already (by rank 0 of an MPI job, or by
+    /// this process).
+    Silent(i32),
 }
 
 impl From<cnn::Error> for Failure {
@@ -188,6 +192,7 @@ pub fn main() -> i32 {
             EXIT_TERMINATED
         }
         Err(Failure::Reported) => 1,
+        Err(Failure::Silent(code)) => code,
     }
 }
 

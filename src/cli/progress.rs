@@ -171,6 +171,29 @@ pub fn drive(
     Ok(outcome)
 }
 
+/// [`drive`] for a process of an MPI job other than rank 0 (`cli::mpi`): the same run,
+/// silent. A stop or a divergence, which rank 0 reports, is its exit code alone
+/// ([`Failure::Silent`]).
+pub fn drive_quietly(run: &mut Run, stop_after_steps: Option<u64>) -> Result<Outcome, Failure> {
+    catch_stop_signals();
+    let should_stop =
+        |total: u64| stop_after_steps.is_some_and(|s| total >= s) || stop_signal() != 0;
+    let mut total = 0;
+    let outcome = run.train(&mut |event| {
+        if let RunEvent::Step { total: t, .. } = event {
+            total = t;
+        }
+        stop_or_continue(should_stop(total))
+    })?;
+    if outcome.stopped.is_some() && stop_signal() != 0 {
+        return Err(Failure::Silent(128 + stop_signal()));
+    }
+    if outcome.diverged.is_some() {
+        return Err(Failure::Silent(super::EXIT_DIVERGED));
+    }
+    Ok(outcome)
+}
+
 /// Columns the progress bar's line stays within.
 const BAR_LINE: usize = 80;
 

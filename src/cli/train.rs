@@ -63,8 +63,33 @@ impl TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> CmdResult {
+    // Under mpirun, every process first joins the job (and checks its run against rank 0's
+    // below); each reads the data itself.
+    let job = super::mpi_job::join()?;
+    let built = build(&args);
+    let mut run = match &job {
+        None => built?,
+        Some(job) => {
+            let mut run = super::mpi_job::agree(job, built)?;
+            run.set_processes(job.group);
+            if job.rank() != 0 {
+                progress::drive_quietly(&mut run, args.stop_after_steps)?;
+                return Ok(());
+            }
+            run
+        }
+    };
+    let outcome = progress::drive(&mut run, args.options.monitor, args.stop_after_steps)?;
+    match outcome.diverged {
+        Some(msg) => Err(Failure::Diverged(msg)),
+        None => Ok(()),
+    }
+}
+
+/// The run the arguments describe, checked: a new one, or the resume of a run folder.
+fn build(args: &TrainArgs) -> Result<Run, Failure> {
     let given = args.run_options();
-    let mut run = match &args.resume {
+    let run = match &args.resume {
         Some(dir) => {
             // Every number first, before any file is read or written. Whether early stopping
             // has its validation split is the stored run's to say (`Run::resume` checks).
@@ -83,9 +108,5 @@ pub fn run(args: TrainArgs) -> CmdResult {
             args.force,
         )?,
     };
-    let outcome = progress::drive(&mut run, args.options.monitor, args.stop_after_steps)?;
-    match outcome.diverged {
-        Some(msg) => Err(Failure::Diverged(msg)),
-        None => Ok(()),
-    }
+    Ok(run)
 }

@@ -41,14 +41,19 @@
 //! The forward pass keeps mu and 1/sqrt(var + eps) per channel (2 C floats) and backward
 //! recomputes xhat from x: nothing of size N C S is cached. Each channel's sums run in one
 //! fixed order in f64, whatever the thread count, so results are the same bytes for any
-//! number of threads.
+//! number of threads: one sum per block of 4 samples (Conv2D's gradient blocks), the blocks
+//! added in order. Processes that split a batch ([`crate::distributed`]) each sum their own
+//! blocks and exchange them mid-pass, so the statistics are the global batch's
+//! (PyTorch's `SyncBatchNorm`), the same bytes as one process.
 
 use rayon::prelude::*;
 
 use super::activation::{self, Activation};
+use super::conv2d::GRAD_BLOCK;
 use super::keys::LineKeys;
 use super::param::{Buffer, BufferMut, Param};
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
+use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::kernels::on_best_simd;
 use crate::onnx::export::{float, Graph, LayerAt};
@@ -309,6 +314,7 @@ impl LayerKind for Kind {
             training: false,
             mean: vec![0.0; c],
             inv_std: vec![0.0; c],
+            shard: Shard::default(),
         })
     }
 }
@@ -371,6 +377,8 @@ pub struct BatchNorm {
     /// Per channel, of the last forward pass: the mean used and 1/sqrt(var + eps).
     mean: Vec<f32>,
     inv_std: Vec<f32>,
+    /// This process's part of the batch ([`Pass::shard`]).
+    shard: Shard,
 }
 
 impl BatchNorm {
@@ -383,59 +391,113 @@ impl BatchNorm {
     /// The batch's (mean, biased variance) of every channel, in one pass over x: the sums of
     /// x and x^2 in f64, var = E[x^2] - mean^2 (f64's 53 bits leave the cancellation far
     /// below f32 rounding for any data whose mean is not 10^4 standard deviations from 0).
-    /// Each channel is summed in one fixed order, whatever the thread count.
+    /// Each channel is summed in one fixed order, whatever the thread count and the number of
+    /// processes: by blocks of samples ([`BatchNorm::per_channel`]), over the global batch.
     fn batch_stats(&self, x: &[f32], n: usize) -> Vec<(f64, f64)> {
-        let m = (n * self.spatial) as f64;
-        self.per_channel(
+        let m = (self.shard.total(n) * self.spatial) as f64;
+        let partials = self.per_channel(
+            n,
             #[inline(always)]
-            |chs, acc| {
-                for sample in 0..n {
+            |chs, samples, acc| {
+                for sample in samples {
                     for (ch, (sum, sum_sq)) in chs.clone().zip(acc.iter_mut()) {
                         add_sums(&x[self.block(sample, ch)], sum, sum_sq);
                     }
                 }
             },
-        )
-        .into_iter()
-        .map(|(sum, sum_sq)| {
-            let mean = sum / m;
-            (mean, (sum_sq / m - mean * mean).max(0.0))
-        })
-        .collect()
+        );
+        self.merge_blocks(&partials)
+            .0
+            .into_iter()
+            .map(|(sum, sum_sq)| {
+                let mean = sum / m;
+                (mean, (sum_sq / m - mean * mean).max(0.0))
+            })
+            .collect()
     }
 
-    /// Two sums per channel, in f64: `add(channels, accumulators)` adds every value of a
-    /// group of consecutive channels to their accumulators (one pair of [`LANES`] lanes per
-    /// channel), and each pair's lanes are totalled at the end. The groups run in parallel.
-    /// `add` should be `#[inline(always)]`, so that it is compiled for the vector
-    /// instructions [`on_best_simd`] picks.
+    /// Two sums per channel and block of [`GRAD_BLOCK`] samples, in f64, block-major (C
+    /// pairs a block): `add(channels, samples, accumulators)` adds every value of a group of
+    /// consecutive channels in the given samples to their accumulators (one pair of
+    /// [`LANES`] lanes per channel), and each pair's lanes are totalled at the end of each
+    /// block. The groups run in parallel. `add` should be `#[inline(always)]`, so that it is
+    /// compiled for the vector instructions [`on_best_simd`] picks.
     ///
-    /// `add` goes through the batch sample by sample and, within a sample, channel by
+    /// `add` goes through a block sample by sample and, within a sample, channel by
     /// channel, so it reads a group's planes where they lie side by side in memory rather
     /// than one plane of every sample in turn (which made every 3 KB plane a new stream for
     /// the prefetcher). Each channel still sees its values in the same order, so the sums
-    /// are the same bits whatever the group size and thread count.
+    /// are the same bits whatever the group size and thread count. The blocks are those over
+    /// which Conv2D sums its gradients, so that processes splitting a batch
+    /// ([`crate::distributed`]) each own whole blocks; [`BatchNorm::merge_blocks`] adds them.
     fn per_channel(
         &self,
-        add: impl Fn(std::ops::Range<usize>, &mut [([f64; LANES], [f64; LANES])]) + Sync,
-    ) -> Vec<(f64, f64)> {
+        n: usize,
+        add: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>, &mut [([f64; LANES], [f64; LANES])])
+            + Sync,
+    ) -> Vec<f64> {
         let c = self.channels;
+        let blocks = n.div_ceil(GRAD_BLOCK);
         let group = c.div_ceil(2 * rayon::current_num_threads()).max(1);
         let groups: Vec<Vec<(f64, f64)>> = (0..c.div_ceil(group))
             .into_par_iter()
             .map(|g| {
                 let chs = g * group..((g + 1) * group).min(c);
+                let mut out = Vec::with_capacity(blocks * chs.len());
                 let mut acc = vec![([0.0f64; LANES], [0.0f64; LANES]); chs.len()];
-                on_best_simd(
-                    #[inline(always)]
-                    || add(chs, &mut acc),
-                );
-                acc.iter()
-                    .map(|(a, b)| (lanes_total(a), lanes_total(b)))
-                    .collect()
+                for b in 0..blocks {
+                    acc.iter_mut()
+                        .for_each(|a| *a = ([0.0; LANES], [0.0; LANES]));
+                    let samples = b * GRAD_BLOCK..((b + 1) * GRAD_BLOCK).min(n);
+                    on_best_simd(
+                        #[inline(always)]
+                        || add(chs.clone(), samples, &mut acc),
+                    );
+                    out.extend(acc.iter().map(|(a, b)| (lanes_total(a), lanes_total(b))));
+                }
+                out
             })
             .collect();
-        groups.concat()
+        let mut partials = vec![0.0f64; 2 * blocks * c];
+        let mut ch0 = 0;
+        for g in &groups {
+            let width = g.len() / blocks.max(1);
+            for b in 0..blocks {
+                for j in 0..width {
+                    let (s, q) = g[b * width + j];
+                    let at = 2 * (b * c + ch0 + j);
+                    partials[at] = s;
+                    partials[at + 1] = q;
+                }
+            }
+            ch0 += width;
+        }
+        partials
+    }
+
+    /// The per-channel sums of the global batch from this process's block partials of
+    /// [`BatchNorm::per_channel`]: every process's blocks gathered ([`crate::distributed`];
+    /// one process has them all) and added in block order. Also the sums of this process's
+    /// own blocks alone, the parameter gradients of [`crate::distributed::Reduce::Sum`].
+    fn merge_blocks(&self, partials: &[f64]) -> (ChannelSums, ChannelSums) {
+        let c = self.channels;
+        let all = self.shard.gather_blocks(partials, 2 * c);
+        let add = |blocks: &[f64]| -> Vec<(f64, f64)> {
+            let mut sums = vec![(0.0f64, 0.0f64); c];
+            for block in blocks.chunks(2 * c) {
+                for (s, pair) in sums.iter_mut().zip(block.chunks(2)) {
+                    s.0 += pair[0];
+                    s.1 += pair[1];
+                }
+            }
+            sums
+        };
+        let own = if self.shard.is_split() && !self.shard.exact() {
+            add(partials)
+        } else {
+            Vec::new()
+        };
+        (add(&all), own)
     }
 
     /// Channel `ch`'s map before the activation with the statistics of the last forward
@@ -460,6 +522,9 @@ impl BatchNorm {
         }
     }
 }
+
+/// Two sums per channel: (sum x, sum x^2), or (sum g, sum g xhat) in backward.
+type ChannelSums = Vec<(f64, f64)>;
 
 /// Independent f64 accumulators of a channel's sums: element i of every run of 8 values
 /// goes to lane i (a run's remainder to the first lanes), and the lanes are added at the
@@ -561,6 +626,7 @@ fn add_grad_sums<const RELU: bool>(
 impl LayerOp for BatchNorm {
     fn prepare(&mut self, pass: Pass) {
         self.training = pass.training;
+        self.shard = pass.shard;
     }
 
     /// The training form by its definition, in f64: y = gamma (x - mu) / sqrt(var + eps) +
@@ -613,7 +679,7 @@ impl LayerOp for BatchNorm {
         let c = self.channels;
         if self.training {
             let stats = self.batch_stats(x, n);
-            let m = (n * self.spatial) as f64;
+            let m = (self.shard.total(n) * self.spatial) as f64;
             let keep = 1.0 - f64::from(self.momentum);
             let moved = f64::from(self.momentum);
             let rm = self.running_mean.data_mut();
@@ -683,10 +749,11 @@ impl LayerOp for BatchNorm {
         // through, reading x, which the sums need anyway, instead of also reading y.
         // dbeta_c = sum g, dgamma_c = sum g xhat, per channel in f64 (in 8 lanes, added at
         // the end in a fixed order).
-        let sums = self.per_channel(
+        let partials = self.per_channel(
+            n,
             #[inline(always)]
-            |chs, acc| {
-                for sample in 0..n {
+            |chs, samples, acc| {
+                for sample in samples {
                     for (ch, (db, dg)) in chs.clone().zip(acc.iter_mut()) {
                         let (f, k) = (self.affine(ch), f64::from(inv_std[ch]));
                         let r = self.block(sample, ch);
@@ -700,12 +767,16 @@ impl LayerOp for BatchNorm {
                 }
             },
         );
-        for (ch, &(db, dg)) in sums.iter().enumerate() {
+        // The global batch's sums (the same as one process's); with Reduce::Sum, the
+        // parameters take this process's own, which the all-reduce adds up.
+        let (sums, own) = self.merge_blocks(&partials);
+        let param_sums = if own.is_empty() { &sums } else { &own };
+        for (ch, &(db, dg)) in param_sums.iter().enumerate() {
             self.bias.grad.data_mut()[ch] = db as f32;
             self.weight.grad.data_mut()[ch] = dg as f32;
         }
         let Some(dx) = dx else { return };
-        let m = (n * s) as f64;
+        let m = (self.shard.total(n) * s) as f64;
         // Per channel: dx = k (g - a - xhat b), with k = gamma inv_std, a = dbeta / M and
         // b = dgamma / M in training; a = b = 0 after an evaluation pass.
         let coef: Vec<(f32, f32, f32)> = sums
@@ -789,6 +860,7 @@ mod tests {
         Pass {
             training: true,
             stream: 0,
+            ..Default::default()
         }
     }
 

@@ -57,6 +57,7 @@ use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
+use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
@@ -555,6 +556,9 @@ pub struct Conv2D {
     winograd: Option<Plan>,
     /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
     wino_u: Vec<f32>,
+    /// This process's part of the batch ([`super::Pass::shard`]): with a batch split over
+    /// processes, the blocks' partial gradients are gathered from all before they are added.
+    shard: Shard,
 }
 
 /// The buffers a thread works in while it computes one block of samples.
@@ -612,6 +616,7 @@ impl Conv2D {
             has_bias: bias,
             depthwise: true,
             partial: Vec::new(),
+            shard: Shard::default(),
             winograd: Plan::new(&geom)
                 .filter(|_| groups == 1)
                 .filter(|_| winograd_wanted()),
@@ -718,7 +723,8 @@ impl Conv2D {
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
-        if n == 1 && self.one_image_split_for(act).is_some() {
+        // (One sample of a larger batch split over processes takes the batch's path.)
+        if n == 1 && self.shard.total(n) == 1 && self.one_image_split_for(act).is_some() {
             self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
             if let Some(a) = after.first_mut() {
                 a.run(&y[..out_len]);
@@ -889,6 +895,7 @@ impl Conv2D {
         // in the thread's cols buffer.
         let total = grad_blocks(
             &mut self.partial,
+            self.shard,
             &g,
             wlen,
             (x, y, dy, dx),
@@ -1002,6 +1009,7 @@ impl Conv2D {
         let w = self.weight.value.data();
         let total = grad_blocks(
             &mut self.partial,
+            self.shard,
             &g,
             wlen,
             (x, y, dy, dx),
@@ -1079,7 +1087,7 @@ impl Conv2D {
         self.winograd_ready(plan);
         let u = &self.wino_u;
         let io = (x, y, dy, dx);
-        let total = grad_blocks(&mut self.partial, &g, ulen, io, n, |sc, b| {
+        let total = grad_blocks(&mut self.partial, self.shard, &g, ulen, io, n, |sc, b| {
             for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
                 undo_activation(act, y_s, dy_s, ohw, b.db);
             }
@@ -1161,8 +1169,12 @@ impl DyBlock for &mut [f32] {
 /// thread's scratch buffers; each block's partial gradients (`wlen` weight values and K
 /// bias values) live in `partial`. Returns their sum over the blocks, in block order, so
 /// the result does not depend on the number of threads: the weight part, then the bias.
+/// With the batch split over processes (`shard`, [`crate::distributed`]), the sum is over
+/// every process's blocks, gathered in order: the same bytes as one process's.
+#[allow(clippy::too_many_arguments)]
 fn grad_blocks<'p, D: DyBlock>(
     partial: &'p mut Vec<f32>,
+    shard: Shard,
     g: &ConvGeom,
     wlen: usize,
     (x, y, mut dy_blocks, dx): GradIo<D>,
@@ -1207,7 +1219,15 @@ fn grad_blocks<'p, D: DyBlock>(
             };
             dy.with(y.len(), run);
         });
-    sum_blocks(&mut partial[..blocks * part_len], part_len)
+    partial.truncate(blocks * part_len);
+    if shard.exact() {
+        *partial = shard.gather_blocks(partial, part_len);
+    }
+    if partial.is_empty() {
+        // A process with no samples of this batch, adding nothing (Reduce::Sum).
+        partial.resize(part_len, 0.0);
+    }
+    sum_blocks(partial, part_len)
 }
 
 /// Undoes the activation in one sample's `dy` (dL/d(output) becomes dL/d(conv output),
@@ -1241,6 +1261,10 @@ fn sum_blocks(partial: &mut [f32], part_len: usize) -> &[f32] {
 }
 
 impl LayerOp for Conv2D {
+    fn prepare(&mut self, pass: super::Pass) {
+        self.shard = pass.shard;
+    }
+
     /// y = act(conv(x) + b), the activation fused per sample.
     fn forward(&mut self, x: &[f32], y: &mut [f32], n: usize) {
         let act = self.act;

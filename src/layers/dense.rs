@@ -273,6 +273,8 @@ pub struct Dense {
     /// Whether the next forward pass is inference ([`LayerOp::prepare`]): then each
     /// sample is computed as if it were alone ([`Dense::forward_each_alone`]).
     inference: bool,
+    /// This process's part of the batch ([`super::Pass::shard`]).
+    shard: crate::distributed::Shard,
 }
 
 impl Dense {
@@ -287,17 +289,29 @@ impl Dense {
             xt: Vec::new(),
             yt: Vec::new(),
             inference: false,
+            shard: crate::distributed::Shard::default(),
         }
     }
 
     /// Y = X W^T + b for `n` samples, without the activation (which
     /// [`LayerOp::forward`] applies after it).
     pub fn forward_linear(&mut self, x: &[f32], y: &mut [f32], n: usize) {
-        if n == 1 {
+        if n == 1 && self.shard.total(n) == 1 {
             return self.forward_one(x, y);
         }
         if self.inference {
             return self.forward_each_alone(x, y, n);
+        }
+        if n == 1 {
+            // One sample of a larger batch split over processes: the batch's product, whose
+            // kernel (X^T's rows are not contiguous for N > 1) groups the sums otherwise than
+            // a one-column product's, run on the sample twice; the bits of one process.
+            let mut twice = x[..self.inputs].to_vec();
+            twice.extend_from_slice(&x[..self.inputs]);
+            let mut y2 = vec![0.0; 2 * self.units];
+            self.forward_linear(&twice, &mut y2, 2);
+            y[..self.units].copy_from_slice(&y2[..self.units]);
+            return;
         }
         let (i, o) = (self.inputs, self.units);
         let b = self.bias.value.data();
@@ -426,15 +440,27 @@ impl Dense {
 
     /// Sets dW and db from `dy`, the gradient before the activation (which
     /// [`LayerOp::backward`] undoes first); writes dX if asked.
+    ///
+    /// With the batch split over processes ([`crate::distributed`], exact mode), dW's product
+    /// sums over the whole batch (its K is N), so every process gathers X and dY of every
+    /// sample and runs the product one process runs: the same bytes. dX stays per sample.
     pub fn backward_linear(&mut self, x: &[f32], dy: &[f32], dx: Option<&mut [f32]>, n: usize) {
         let (i, o) = (self.inputs, self.units);
+        let gathered;
+        let (xs, dys, rows) = if self.shard.exact() {
+            let all_x = self.shard.gather_samples(&x[..n * i], i);
+            gathered = (all_x, self.shard.gather_samples(&dy[..n * o], o));
+            (&gathered.0[..], &gathered.1[..], self.shard.total(n))
+        } else {
+            (&x[..n * i], &dy[..n * o], n)
+        };
         let db = self.bias.grad.data_mut();
         db.fill(0.0);
-        for row in dy[..n * o].chunks(o) {
+        for row in dys.chunks(o) {
             db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
         }
         let dw = self.weight.grad.data_mut();
-        let (dy_t, xm) = (MatRef::new(dy, n, o).t(), MatRef::new(x, n, i));
+        let (dy_t, xm) = (MatRef::new(dys, rows, o).t(), MatRef::new(xs, rows, i));
         par_gemm(dy_t, xm, 0.0, MatMut::new(dw, o, i));
         if let Some(dx) = dx {
             let w = self.weight.value.data();
@@ -447,6 +473,7 @@ impl Dense {
 impl LayerOp for Dense {
     fn prepare(&mut self, pass: Pass) {
         self.inference = !pass.training;
+        self.shard = pass.shard;
     }
 
     /// y = act(W x + b).

@@ -194,7 +194,9 @@ impl LayerOp for Dropout {
             return;
         }
         let (rate, keep) = (f64::from(self.rate), 1.0 / (1.0 - self.rate));
-        let stream = self.pass.stream;
+        // The sample's index in the step's global batch: the same masks on any number of
+        // processes (crate::distributed).
+        let (stream, first) = (self.pass.stream, self.pass.shard.first);
         self.scale.resize(total, 0.0);
         self.scale
             .par_chunks_mut(self.len)
@@ -202,7 +204,7 @@ impl LayerOp for Dropout {
             .zip(x[..total].par_chunks(self.len))
             .enumerate()
             .for_each(|(s, ((scale, y), x))| {
-                let mut rng = sample_stream(stream, s);
+                let mut rng = sample_stream(stream, first + s);
                 for ((f, y), &x) in scale.iter_mut().zip(y).zip(x) {
                     *f = if rng.uniform() < rate { 0.0 } else { keep };
                     *y = x * *f;
@@ -242,6 +244,7 @@ mod tests {
         Pass {
             training: true,
             stream,
+            ..Default::default()
         }
     }
 

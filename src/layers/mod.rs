@@ -87,6 +87,10 @@ pub struct Pass {
     /// step and the layer's index ([`crate::model::Model::set_step`]), so that random choices
     /// depend neither on the thread count nor on where a run was stopped and resumed.
     pub stream: u64,
+    /// Which samples of the step's global batch this process computes, and the processes it
+    /// merges its sums with ([`crate::distributed`]); the default, the whole batch here, for
+    /// every pass of one process and every inference pass.
+    pub shard: crate::distributed::Shard,
 }
 
 /// What a layer reads of its input shape.

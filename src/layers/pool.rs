@@ -646,6 +646,7 @@ mod tests {
         Pass {
             training,
             stream: 0,
+            ..Default::default()
         }
     }
 

@@ -47,7 +47,7 @@ pub use folder::{check_out_dir, is_run_folder, metrics_csv, EVAL_DIR, RUN_FILES,
 pub use options::{RunConfig, RunOptions, OPTIONS};
 pub use plots::{write_training_plots, HeldOut};
 pub use report::metrics_table;
-pub use run_config::{Change, OptimizerChoice, ScheduleChoice, Wording};
+pub use run_config::{Change, OptimizerChoice, ReduceChoice, ScheduleChoice, Wording};
 
 use crate::checkpoint;
 use crate::config::{self as net_config, ParsedConfig};
@@ -237,6 +237,9 @@ pub struct Run {
     notes: Vec<String>,
     /// A new run with `--force` over an old one: clear the old run's files before writing.
     replaces: bool,
+    /// The processes training this run together ([`Run::set_processes`]); `None`: this one
+    /// alone.
+    processes: Option<crate::distributed::Processes>,
 }
 
 impl Run {
@@ -348,6 +351,7 @@ impl Run {
             changes: Vec::new(),
             notes: Vec::new(),
             replaces: false,
+            processes: None,
         })
     }
 
@@ -457,7 +461,73 @@ impl Run {
             changes,
             notes,
             replaces: false,
+            processes: None,
         })
+    }
+
+    /// Trains this run on the processes of `group` (`mpirun -np P`, [`crate::distributed`]),
+    /// each step's batch split between them as `--reduce` says; `run.json` records P. Only
+    /// rank 0 writes the run folder; the others train the same model and write nothing.
+    /// Every process must have made the same run: [`Run::identity`] says what must agree.
+    pub fn set_processes(&mut self, group: crate::distributed::Group) {
+        self.config.processes = group.size();
+        let reduce = match self.config.reduce {
+            ReduceChoice::Exact => crate::distributed::Reduce::Exact,
+            ReduceChoice::Sum => crate::distributed::Reduce::Sum,
+        };
+        self.processes = Some(crate::distributed::Processes { group, reduce });
+    }
+
+    /// What must be the same in every process that trains this run together, as (what,
+    /// SHA-256) pairs: the options (`run.json` but the process count), the network config
+    /// and training data (the checkpoint's fingerprint), the held-out data, and the weights
+    /// and training state it starts from.
+    pub fn identity(&self) -> Vec<(&'static str, String)> {
+        let options = RunConfig {
+            processes: 0,
+            ..self.config.clone()
+        };
+        let json = serde_json::to_string(&options).unwrap_or_default();
+        let held_out = |ds: &Option<Dataset>| match ds {
+            Some(ds) => {
+                let labels: Vec<u8> = ds.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+                checkpoint::fingerprint(&[&ds.images, &labels])
+            }
+            None => String::new(),
+        };
+        let mut weights: Vec<u8> = Vec::new();
+        for (name, p) in self.model.named_params() {
+            weights.extend_from_slice(name.as_bytes());
+            p.value
+                .data()
+                .iter()
+                .for_each(|v| weights.extend(v.to_le_bytes()));
+        }
+        let state = format!(
+            "{} {} {} {:?}",
+            self.state.epoch, self.state.step, self.state.seen, self.state.optimizer
+        );
+        vec![
+            ("options", checkpoint::fingerprint(&[json.as_bytes()])),
+            (
+                "network config and training data",
+                self.data.fingerprint.clone(),
+            ),
+            (
+                "held-out data",
+                held_out(&self.data.held_out) + &held_out(&self.data.final_test),
+            ),
+            (
+                "starting weights and state",
+                checkpoint::fingerprint(&[&weights, state.as_bytes()]),
+            ),
+        ]
+    }
+
+    /// Whether this process writes the run folder: it has one, and is rank 0 of the
+    /// processes training it (or trains it alone).
+    fn writes(&self) -> bool {
+        self.folder && self.processes.is_none_or(|p| p.group.rank() == 0)
     }
 
     /// The run's options, as `run.json` will store them.
@@ -525,7 +595,7 @@ impl Run {
     /// A file that cannot be written, named; a diverged run is an [`Outcome`], not an error.
     pub fn train(&mut self, observer: &mut dyn FnMut(RunEvent) -> Control) -> Result<Outcome> {
         let dir = self.dir.clone();
-        let in_folder = self.folder;
+        let in_folder = self.writes();
         if in_folder {
             crate::io::create_dir(&dir)?;
             // Everything is checked (Run::new): only now is the old run's place cleared.
@@ -556,6 +626,7 @@ impl Run {
                 erase: self.config.erase,
             },
             early_stop: self.config.early_stop_rule(),
+            processes: self.processes,
         };
         let meta = self.meta();
         let steps = self.steps_per_epoch() as u64;
@@ -730,7 +801,7 @@ impl Run {
         let best_epoch = es.best_epoch;
         if rule.restore_best {
             match best_in_memory {
-                Some(best) if !self.folder => self.model = best,
+                Some(best) if !self.writes() => self.model = best,
                 _ => model_file::load_weights(&self.best_path(), &mut self.model)?,
             }
         }

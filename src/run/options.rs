@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use super::table::{augment, run_options, train, Applies, Kind, Range, Resume, Spec};
-use super::{OptimizerChoice, ScheduleChoice};
+use super::{OptimizerChoice, ReduceChoice, ScheduleChoice};
 use crate::early_stop::Monitor;
 use crate::init::Init;
 
@@ -291,6 +291,21 @@ run_options! {
                restore_best_weights. Off by default, as in Keras.",
         key: train("restore_best"),
         applies: Applies::EarlyStop,
+    },
+    /// How the processes of a run started by `mpirun` combine their gradients
+    /// ([`crate::distributed`]): `exact` gives the model of one process, byte for byte;
+    /// `allreduce` sums them with one MPI all-reduce (PyTorch DDP's way), equal to one
+    /// process's up to rounding. One process ignores it.
+    reduce: ReduceChoice = ReduceChoice::Exact => {
+        flag: "reduce",
+        help: "Under mpirun: how the processes combine gradients. exact: the model of one \
+               process, byte for byte; allreduce: one MPI all-reduce, equal up to rounding.",
+    },
+    /// The processes the run trains on (`mpirun -np P`; 1 without it), set by `cnn train`
+    /// and recorded in `run.json`. A resumed run may use another number: the bytes are the
+    /// same.
+    processes: usize = 1 => {
+        resume: Resume::MayChange,
     },
     /// Clip the global gradient norm to this before each optimiser step:
     /// g <- g min(1, clip / (||g|| + 1e-6)) over every parameter's gradient, before weight

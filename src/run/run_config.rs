@@ -46,6 +46,20 @@ named_enum! {
 }
 
 named_enum! {
+    /// How processes that train one run together (`mpirun`, [`crate::distributed`]) combine
+    /// their gradients.
+    pub enum ReduceChoice {
+        /// Gather every block's partial sums and add them in one process's order: the same
+        /// model, byte for byte, as one process.
+        Exact = "exact",
+        /// Sum the processes' gradients with one MPI all-reduce, as PyTorch's DDP and
+        /// Horovod: one process's model up to rounding.
+        Sum = "allreduce",
+    }
+    default Exact
+}
+
+named_enum! {
     /// Which optimiser a run uses ([`crate::optim`]). Run folders written before `cnn::run`
     /// say `Sgd`, `Momentum`, ...
     pub enum OptimizerChoice {

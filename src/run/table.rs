@@ -14,7 +14,7 @@ use crate::early_stop::Monitor;
 use crate::init::Init;
 use crate::text::{did_you_mean, thousands};
 
-use super::{OptimizerChoice, RunConfig, RunOptions, ScheduleChoice};
+use super::{OptimizerChoice, ReduceChoice, RunConfig, RunOptions, ScheduleChoice};
 
 /// One run option: what its entry in [`super::options`] says, and (filled in by the macro)
 /// its name, doc comment, kind of value and the way to its fields.
@@ -424,7 +424,7 @@ macro_rules! choice_values {
     )*};
 }
 
-choice_values!(OptimizerChoice, ScheduleChoice, Init, Monitor);
+choice_values!(OptimizerChoice, ScheduleChoice, ReduceChoice, Init, Monitor);
 
 /// Makes, from the list of [`super::options`], the run's option types and their table:
 ///

@@ -40,6 +40,7 @@ fn pytorch_case(file: &str, dims: Dims) {
     layer.op.prepare(Pass {
         training: true,
         stream: 0,
+        ..Default::default()
     });
     let mut y = Tensor::default();
     layer.forward(&x, &mut y);

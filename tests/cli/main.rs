@@ -41,6 +41,7 @@ mod label_smoothing;
 mod malformed;
 mod model_files;
 mod monitor;
+mod mpi;
 mod new_user;
 mod onnx;
 mod pictures;

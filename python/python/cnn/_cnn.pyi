@@ -117,6 +117,7 @@ class Model:
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = False,
+        reduce: Literal['exact', 'allreduce'] = 'exact',
         clip_grad_norm: Optional[float] = None,
         # END OPTIONS
     ) -> dict[str, list[float]]:
@@ -201,6 +202,9 @@ class Model:
             restore_best (default False): When early_stop stops the run, end it with the best
                 epoch's weights (kept in the run folder's best.safetensors) instead of the last
                 epoch's, as Keras's restore_best_weights. Off by default, as in Keras.
+            reduce (default 'exact'): Under mpirun: how the processes combine gradients. exact:
+                the model of one process, byte for byte; allreduce: one MPI all-reduce, equal up
+                to rounding.
             clip_grad_norm (default None): Clip the global gradient L2 norm to this before each
                 optimiser step, as PyTorch's clip_grad_norm_. Default: off.
 

@@ -142,6 +142,7 @@ mod tests {
             layer.op.prepare(Pass {
                 training: false,
                 stream: 0,
+                ..Default::default()
             });
             let mut y = Tensor::default();
             layer.forward(outs.last().unwrap_or(x), &mut y);
