@@ -126,6 +126,16 @@ fn lenet_on_two_and_three_processes_is_one_process_byte_for_byte() {
     );
 }
 
+/// Depthwise and pointwise convolutions without biases (the depthwise kernels' own block
+/// sums), BatchNorm and global average pooling: the separable example, with erasing.
+#[test]
+fn a_depthwise_separable_network_on_processes_is_one_process_byte_for_byte() {
+    same_bytes_as_one_process(
+        "separable",
+        &["--epochs", "1", "--batch-size", "10", "--erase", "0.5"],
+    );
+}
+
 /// Batch statistics over the global batch (BatchNorm2D and BatchNorm1D), dropout masks and
 /// augmentation draws that do not depend on the process, label smoothing, Nesterov and
 /// weight decay, a warm-up and a cosine schedule.
