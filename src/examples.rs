@@ -18,6 +18,8 @@ pub const LENET: &str = include_str!("../examples/lenet.cfg");
 pub const REPORT1_BN: &str = include_str!("../examples/report1-bn.cfg");
 /// `examples/fashion-93.cfg`: the Fashion-MNIST recipe, with its `Train` and `Augment` lines.
 pub const FASHION_93: &str = include_str!("../examples/fashion-93.cfg");
+/// `examples/resnet-small.cfg`: a small residual network (Shortcut and Route lines).
+pub const RESNET_SMALL: &str = include_str!("../examples/resnet-small.cfg");
 
 /// One built-in example: its name (the file name without `.cfg`), what it is, its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,12 @@ pub const EXAMPLES: &[Example] = &[
         description: "a whole Fashion-MNIST recipe (93.5%+): BatchNorm, dropout, and Train \
                       and Augment lines",
         text: FASHION_93,
+    },
+    Example {
+        name: "resnet-small",
+        description: "a small residual network: three BasicBlocks with identity and \
+                      projection shortcuts (Shortcut and Route lines), global average pooling",
+        text: RESNET_SMALL,
     },
 ];
 

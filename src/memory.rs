@@ -9,8 +9,8 @@
 //! | weights | every parameter (and BatchNorm's running statistics) |
 //! | gradients | one per parameter |
 //! | optimiser state | none for SGD, one per parameter for momentum and Nesterov, two for Adam and AdamW |
-//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers); the batch's input |
-//! | activation gradients | one buffer per layer output, except a convolution's whose max pooling runs backward with it |
+//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers), except a one-layer Route's (it is the output it names); the batch's input |
+//! | activation gradients | one buffer per layer output, except a convolution's whose max pooling runs backward with it; one more for the largest output read by several layers (a second reader's share, before it is added) |
 //! | layer buffers | a convolution's partial weight gradients, ceil(batch / 4) x (its weights) (Winograd: 16 K C + K per block, and its weights in the Winograd domain); Dense's X^T and Y^T; max pooling's record of winners (4 bytes an output); Dropout's mask |
 //! | scratch | per worker thread: im2col's columns (C kh kw x H' W'), Winograd's transforms, a block's output gradient behind a max pooling |
 //! | evaluation | a batch of 256 images as floats, one chunk of 64, the logits |
@@ -150,13 +150,36 @@ pub fn estimate(
     // grown to the largest layer's.
     let (mut cols, mut wino, mut dy_block) = (0u64, [0u64; 4], 0u64);
     e.activations = f * batch * input;
+    // Who reads each layer's output: a value read by several layers needs a buffer for the
+    // contribution of each reader after the first, before it is added (one per position in
+    // a reader's list of values, grown to the largest).
+    let mut readers = vec![0usize; spec.layers.len()];
+    for s in &shapes {
+        for v in &s.reads {
+            if let crate::layers::Value::Output(j) = v {
+                readers[*j] += 1;
+            }
+        }
+    }
+    let mut second_reader = 0u64;
+    let last = spec.layers.len().saturating_sub(1);
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
         let out: u64 = s.output.iter().product::<usize>() as u64;
         let inp: u64 = s.input.iter().product::<usize>() as u64;
-        let p = layer.param_count(&s.input) as u64;
+        let p = layer.counts(&s.input, &s.output).params as u64;
         params += p;
+        // A one-layer Route is the value it names: no buffer of its own.
+        let passes_on = matches!(layer, LayerSpec::Route(r) if r.layers.len() == 1) && i != last;
+        if passes_on {
+            continue;
+        }
+        if readers[i] > 1 {
+            second_reader = second_reader.max(out);
+        }
         e.activations += f * rows * out;
-        let pooled_next = matches!(spec.layers.get(i + 1), Some(LayerSpec::MaxPool2D(_)));
+        let pooled_next = matches!(spec.layers.get(i + 1), Some(LayerSpec::MaxPool2D(_)))
+            && readers[i] == 1
+            && shapes[i + 1].reads == [crate::layers::Value::Output(i)];
         let conv_then_pool = matches!(layer, LayerSpec::Conv2D(_)) && pooled_next;
         if !conv_then_pool {
             e.activation_gradients += f * batch * out;
@@ -209,6 +232,7 @@ pub fn estimate(
     e.gradients = f * params;
     e.optimizer = f * state;
     e.scratch = f * threads * (cols + wino.iter().sum::<u64>() + dy_block);
+    e.activation_gradients += f * batch * second_reader;
     let classes = shapes
         .last()
         .map_or(0, |s| s.output.iter().product::<usize>()) as u64;

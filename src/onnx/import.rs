@@ -440,6 +440,20 @@ impl Importer<'_> {
         }
         let first = node.input.first().map(String::as_str).unwrap_or("");
         let second = node.input.get(1).map(String::as_str);
+        // Two computed values joined: what `cnn export` writes for a Shortcut or a Route.
+        let computed = node
+            .input
+            .iter()
+            .filter(|v| !v.is_empty() && self.constants.get(v).is_none())
+            .count();
+        if matches!(op, "Add" | "Sum" | "Concat") && computed > 1 {
+            return Err(format!(
+                "{op} of {computed} computed values (a residual shortcut or a concatenation): \
+                 `cnn import` reads sequential networks only for now; such a network's \
+                 config (`Shortcut from=...`, `Route layers=...`) trains and runs, but its ONNX \
+                 form is not imported yet"
+            ));
+        }
         if first != self.current
             && !(COMMUTATIVE.contains(&op) && second == Some(self.current.as_str()))
         {

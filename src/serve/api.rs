@@ -225,10 +225,7 @@ fn describe(state: &AppState, loaded: &Loaded) -> Result<ModelInfo, ApiError> {
                 },
                 conv,
                 pool,
-                explain: layer
-                    .spec
-                    .explain(&layer.input, &layer.output)
-                    .unwrap_or_default(),
+                explain: layer.explain().unwrap_or_default(),
             }
         })
         .collect();

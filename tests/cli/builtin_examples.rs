@@ -130,7 +130,7 @@ fn a_file_of_an_example_s_name_wins_and_a_mistyped_name_lists_the_examples() {
     assert_eq!(
         stderr,
         "error: lenet5: no such file, nor a built-in example (report1, report1-10, report1-bn, \
-         lenet, fashion-93; `cnn examples` lists them)\n"
+         lenet, fashion-93, resnet-small; `cnn examples` lists them)\n"
     );
 }
 
@@ -145,6 +145,7 @@ fn cnn_examples_lists_prints_and_writes_them_refusing_to_overwrite_without_force
         "report1-bn ",
         "lenet ",
         "fashion-93 ",
+        "resnet-small ",
     ] {
         let line = stdout
             .lines()
@@ -158,14 +159,21 @@ fn cnn_examples_lists_prints_and_writes_them_refusing_to_overwrite_without_force
 
     let (code, stdout, stderr) = cnn_in(dir.path(), &["examples", "--out", "nets"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("wrote 5 examples to nets: "), "{stdout}");
-    for name in ["report1", "report1-10", "report1-bn", "lenet", "fashion-93"] {
+    assert!(stdout.starts_with("wrote 6 examples to nets: "), "{stdout}");
+    for name in [
+        "report1",
+        "report1-10",
+        "report1-bn",
+        "lenet",
+        "fashion-93",
+        "resnet-small",
+    ] {
         let written = std::fs::read_to_string(dir.path().join(format!("nets/{name}.cfg")));
         assert_eq!(written.unwrap(), example_file(name), "{name}");
     }
     assert_eq!(
         std::fs::read_dir(dir.path().join("nets")).unwrap().count(),
-        5
+        6
     );
     // Edited, then written again: refused, the edit kept; replaced with --force.
     let edited = dir.path().join("nets/lenet.cfg");
