@@ -39,7 +39,9 @@
 //! layer by layer.
 //!
 //! No parameters and no FLOPs. PyTorch: `torch.cat([x_1, ..., x_k], dim=1)`; ONNX: `Concat`
-//! (axis 1); a one-layer Route writes no node. `cnn import` does not read a `Concat` yet.
+//! (axis 1); a one-layer Route writes no node. `cnn import` reads a `Concat` along channels
+//! back as a Route of the layers that wrote its inputs, and a node that reads an earlier
+//! value than the one before it as a one-layer Route to that value, then the node.
 
 use rayon::prelude::*;
 
@@ -47,6 +49,8 @@ use super::keys::LineKeys;
 use super::{InputForm, InputShape, LayerKind, LayerOp, SampleShape, Value};
 use crate::error::{Error, Result};
 use crate::onnx::export::{int, Graph, LayerAt};
+use crate::onnx::import::{dims_text, Attrs, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::fmt_shape;
 
 /// A Route config line: `Route layers=-1,-4`.
@@ -219,6 +223,48 @@ impl LayerKind for Kind {
             [one] => one.to_string(),
             _ => g.node("Concat", at.name, inputs, vec![int("axis", 1)]),
         })
+    }
+
+    const ONNX_OPS: &'static [&'static str] = &["Concat"];
+
+    /// `Concat` along channels (axis 1, or the same axis counted from the end) of values
+    /// that earlier lines output: `Route layers=...` naming them.
+    fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+        let inputs = cx.computed_inputs(node);
+        if inputs.len() != node.input.len() {
+            return Err("concatenates a constant; only computed values are read".into());
+        }
+        let mut steps = Vec::with_capacity(inputs.len());
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(inputs.len());
+        for v in &inputs {
+            let (step, shape) = cx.written_by(v)?;
+            steps.push(step);
+            shapes.push(shape);
+        }
+        let rank = shapes[0].len() as i64 + 1;
+        let axis = Attrs::of(node).int("axis", 1);
+        if axis != 1 && axis != 1 - rank {
+            return Err(format!(
+                "axis {axis}: only a concatenation along channels (axis 1) is supported"
+            ));
+        }
+        let mut out = shapes[0].clone();
+        for s in &shapes[1..] {
+            if s.len() != out.len() || s[1..] != out[1..] {
+                return Err(format!(
+                    "concatenates [N, {}] and [N, {}]: along channels the other dimensions \
+                     must be equal",
+                    dims_text(&shapes[0]),
+                    dims_text(s)
+                ));
+            }
+            out[0] += s[0];
+        }
+        let mut step = Step::new("Route".into(), StepKind::Other, vec![]);
+        step.refs = Some(("layers", steps));
+        cx.push(step);
+        cx.shape = out;
+        Ok(())
     }
 }
 

@@ -35,7 +35,8 @@
 //! depend on the thread count; additions are not counted as FLOPs.
 //!
 //! PyTorch: `a + b` then the activation (`torch.relu(a + b)`); ONNX: `Add`, then the
-//! activation's node. `cnn import` does not read a residual `Add` yet.
+//! activation's node. `cnn import` reads an `Add` of two computed values of one shape back
+//! as a Shortcut ([`onnx_import_add`]), with the activation after it as its own.
 
 use rayon::prelude::*;
 
@@ -44,6 +45,8 @@ use super::keys::LineKeys;
 use super::{InputForm, InputShape, LayerKind, LayerOp, SampleShape};
 use crate::error::{Error, Result};
 use crate::onnx::export::{Graph, LayerAt};
+use crate::onnx::import::{dims_text, Importer, Step, StepKind};
+use crate::onnx::proto::NodeProto;
 use crate::text::fmt_shape;
 
 /// Samples per task in the element-wise passes: enough values per task that rayon's
@@ -187,6 +190,45 @@ impl LayerKind for Kind {
     ) -> Result<String> {
         Ok(g.node("Add", at.name, inputs, vec![]))
     }
+}
+
+/// `Add` of two computed values of one shape (a residual connection), for `cnn import`:
+/// `Shortcut from=...` adding the one that is not the config's last output to it. When
+/// neither is (the importer reads nodes in the file's order), a one-layer Route to the
+/// first makes it the last output. An `Add` of a constant is Dense's bias
+/// ([`super::dense`]).
+pub fn onnx_import_add(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
+    let [a, b] = cx.computed_inputs(node)[..] else {
+        return Err("adds more than two values".into());
+    };
+    let (step_a, shape_a) = cx.written_by(a)?;
+    let (step_b, shape_b) = cx.written_by(b)?;
+    if shape_a != shape_b {
+        return Err(format!(
+            "adds [N, {}] and [N, {}]; a Shortcut adds values of one shape",
+            dims_text(&shape_a),
+            dims_text(&shape_b)
+        ));
+    }
+    let from = if cx.value() == a {
+        step_b
+    } else if cx.value() == b {
+        step_a
+    } else {
+        cx.branch_to(a)?;
+        step_b
+    };
+    let mut step = Step::new(
+        "Shortcut".into(),
+        StepKind::Fusable {
+            fused: false,
+            flat_input: false,
+        },
+        vec![],
+    );
+    step.refs = Some(("from", vec![from]));
+    cx.push(step);
+    Ok(())
 }
 
 /// A Shortcut at run time: the values per sample and the activation.
