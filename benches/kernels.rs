@@ -24,6 +24,8 @@ fn conv(c: &mut Criterion) {
         stride: 1,
         padding: Padding::Same,
         activation: Activation::Relu,
+        groups: 1,
+        bias: true,
     };
     let g = spec.geom([1, 28, 28]).unwrap();
     let mut layer = Conv2D::new(g);

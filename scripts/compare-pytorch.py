@@ -15,6 +15,9 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
   recipe-epoch    the same with the network of examples/fashion-93.cfg (BatchNorm, Dropout) at
                   batch 128; its Train and Augment lines are left out, so both tools run the
                   same plain loop (augmentation and the optimiser's extras are not timed)
+  separable-epoch the same with examples/separable.cfg (MobileNet-style: depthwise 3x3 and
+                  pointwise 1x1 convolutions, BatchNorm, global average pooling) at batch 128,
+                  where the depthwise convolutions run on kernels of their own
   infer-1         inference of one image (probabilities), per image: `cnn bench`'s median;
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
@@ -68,6 +71,7 @@ AIMS = {
     "report1-epoch": 4.0,
     "lenet-epoch": 2.0,
     "recipe-epoch": 2.0,
+    "separable-epoch": 2.0,
     "infer-1": 6.0,
     "infer-1000": 10.0,
 }
@@ -75,6 +79,7 @@ LABELS = {
     "report1-epoch": "report 1's network, Fashion-MNIST epoch, batch 32 (s)",
     "lenet-epoch": "LeNet-style, Fashion-MNIST epoch, batch 128 (s)",
     "recipe-epoch": "fashion-93's network, Fashion-MNIST epoch, batch 128 (s)",
+    "separable-epoch": "separable (depthwise) network, Fashion-MNIST epoch, batch 128 (s)",
     "infer-1": "report 1's network, inference, batch 1 (us/image)",
     "infer-1000": "report 1's network, inference, batch 1000 (us/image)",
 }
@@ -118,6 +123,19 @@ def recipe_net():
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2, 2),
         nn.Flatten(), nn.Linear(3136, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
         nn.Linear(256, 10))
+
+
+def separable_net():
+    """examples/separable.cfg's layers."""
+    def bn_relu(c):
+        return [nn.BatchNorm2d(c), nn.ReLU()]
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), *bn_relu(32),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), *bn_relu(32),
+        nn.Conv2d(32, 64, 1, bias=False), *bn_relu(64), nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), *bn_relu(64),
+        nn.Conv2d(64, 128, 1, bias=False), *bn_relu(128), nn.MaxPool2d(2, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
 def layers_only(cfg, out):
@@ -305,10 +323,11 @@ def selftest():
     assert failed == 0, f"{failed} doctest(s) failed"
     rows = list(LABELS)
     cnn_t = {"report1-epoch": [1.50, 1.40, 2.40], "lenet-epoch": [8.5, 8.6, 8.4],
-             "recipe-epoch": [12.0, 11.5, 12.5], "infer-1": [16e-6, 15e-6, 19e-6],
+             "recipe-epoch": [12.0, 11.5, 12.5], "separable-epoch": [9.0, 8.8, 9.9], "infer-1": [16e-6, 15e-6, 19e-6],
              "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6]}
     torch_t = {"report1-epoch": [6.4, 5.9, 9.7], "lenet-epoch": [18.9, 17.3, 22.2],
-               "recipe-epoch": [26.4, 25.4, 28.9], "infer-1": [125e-6, 100e-6, 145e-6],
+               "recipe-epoch": [26.4, 25.4, 28.9], "separable-epoch": [30.1, 29.0, 33.3],
+               "infer-1": [125e-6, 100e-6, 145e-6],
                "infer-1000": [84e-6, 82e-6, 99e-6]}
     facts = {"date": "2000-01-02", "cpu": "Test CPU", "cores": 2, "kernels": "AVX-512",
              "threads": 2, "runs": 3, "peaks": [150.0, 180.4], "torch": "0.0 (made up)",
@@ -322,7 +341,7 @@ def selftest():
     assert len(lines) == 4 + len(rows)
     assert lines[4] == ("| report 1's network, Fashion-MNIST epoch, batch 32 (s) | 6.40 [5.90-9.70] "
                         "| 1.50 [1.40-2.40] | 4.3x | 4x |"), lines[4]
-    assert lines[7] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
+    assert lines[8] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
                         "| 16.0 [15.0-19.0] | 7.8x | 6x |"), lines[7]
     assert "peak" not in markdown(rows, cnn_t, torch_t, dict(facts, peaks=[None])).splitlines()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -390,6 +409,9 @@ def main():
             elif r == "recipe-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, recipe_cfg, args.data, 128, args.threads, seed))
                 torch_t[r].append(torch_epoch(recipe_net, x, y, 128, seed))
+            elif r == "separable-epoch":
+                cnn_t[r].append(cnn_epoch(args.cnn, ROOT / "examples/separable.cfg", args.data, 128, args.threads, seed))
+                torch_t[r].append(torch_epoch(separable_net, x, y, 128, seed))
         if "infer-1" in rows or "infer-1000" in rows:
             one, thousand, peak = cnn_bench(args.cnn, args.threads, 30)
             peaks.append(peak)

@@ -100,28 +100,115 @@ def header(description, call):
 
 
 def layer_case(inputs, description, call, module, x_shape, y_from, has_params):
-    """Forward x through `module`, backpropagate a random dy, and record every gradient."""
+    """Forward x through `module`, backpropagate a random dy, and record every gradient.
+    A convolution without a bias (`bias=False`) records no `bias` and no `dbias`; a grouped
+    one records its `groups`."""
     x = inputs.tensor("x", x_shape, -1.0, 1.0).requires_grad_(True)
+    has_bias = has_params and module.bias is not None
     if has_params:
         with torch.no_grad():
             module.weight.copy_(inputs.tensor("weight", module.weight.shape, -1.0, 1.0))
-            module.bias.copy_(inputs.tensor("bias", module.bias.shape, -1.0, 1.0))
+            if has_bias:
+                module.bias.copy_(inputs.tensor("bias", module.bias.shape, -1.0, 1.0))
     y = module(x)
     dy = inputs.tensor("dy", y.shape, -1.0, 1.0)
     y.backward(dy)
     out = header(description, call)
+    if getattr(module, "groups", 1) != 1:
+        out["groups"] = module.groups
     out.update({"x": to_json(x), "y": to_json(y), "dy": to_json(dy), "dx": to_json(x.grad)})
     if has_params:
-        out.update(
-            {
-                "weight": to_json(module.weight),
-                "bias": to_json(module.bias),
-                "dweight": to_json(module.weight.grad),
-                "dbias": to_json(module.bias.grad),
-            }
-        )
+        out.update({"weight": to_json(module.weight), "dweight": to_json(module.weight.grad)})
+    if has_bias:
+        out.update({"bias": to_json(module.bias), "dbias": to_json(module.bias.grad)})
     if y_from is not None:
         y_from(x, y)
+    return out
+
+
+# A depthwise-separable block as our config writes it (BatchNorm and ReLU as layers of their
+# own), and the same chain in PyTorch: our layer index -> the nn.Sequential index.
+SEPARABLE_CONFIG = (
+    "6\n"
+    "Input shape=4x7x6\n"
+    "Conv2D filters=4 kernel=3x3 stride=1 padding=1 groups=4 bias=false\n"
+    "BatchNorm2D\n"
+    "ReLU\n"
+    "Conv2D filters=6 kernel=1x1 bias=false\n"
+    "BatchNorm2D\n"
+    "ReLU\n"
+)
+SEPARABLE_NAMES = {"layers.0": "0", "layers.1": "1", "layers.3": "3", "layers.4": "4"}
+
+
+def separable_block(inputs):
+    """One training-mode forward and backward pass through depthwise 3x3 + BatchNorm + ReLU
+    + pointwise 1x1 + BatchNorm + ReLU, from a random dy: the output, dx, every parameter's
+    gradient and the running statistics after the step, named as our model files name
+    them."""
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+    )
+    net.train()
+    shapes = []
+    for ours, theirs in SEPARABLE_NAMES.items():
+        for p, t in net.state_dict().items():
+            if p.startswith(theirs + ".") and t.dtype.is_floating_point:
+                shapes.append((f"{ours}.{p.split('.', 1)[1]}", tuple(t.shape)))
+    def draw(name, shape):
+        if inputs.existing is not None:
+            return from_json(inputs.existing["initial"][name])
+        low, high = (0.5, 1.5) if name.endswith("running_var") else (-1.0, 1.0)
+        return inputs.tensor(None, shape, low, high)
+
+    params = {name: draw(name, shape) for name, shape in shapes}
+    with torch.no_grad():
+        state = net.state_dict()
+        for ours, theirs in SEPARABLE_NAMES.items():
+            for name, value in params.items():
+                if name.startswith(ours + "."):
+                    state[f"{theirs}.{name.split('.', 2)[2]}"].copy_(value)
+    x = inputs.tensor("x", (3, 4, 7, 6), -1.0, 1.0).requires_grad_(True)
+    y = net(x)
+    dy = inputs.tensor("dy", y.shape, -1.0, 1.0)
+    y.backward(dy)
+    grads, after = {}, {}
+    named = dict(net.named_parameters())
+    state = net.state_dict()
+    for ours, theirs in SEPARABLE_NAMES.items():
+        for name in params:
+            if not name.startswith(ours + "."):
+                continue
+            key = f"{theirs}.{name.split('.', 2)[2]}"
+            if key in named:
+                grads[name] = to_json(named[key].grad)
+            else:
+                after[name] = to_json(state[key])
+    out = header(
+        "a depthwise-separable block in training mode: depthwise 3x3 (groups = C = 4, "
+        "padding 1, no bias), BatchNorm2d, ReLU, pointwise 1x1 (4 -> 6, no bias), "
+        "BatchNorm2d, ReLU; one forward and backward pass of a batch of 3 from a random dy",
+        "torch.nn.Sequential(Conv2d(4, 4, 3, padding=1, groups=4, bias=False), BatchNorm2d(4), "
+        "ReLU(), Conv2d(4, 6, 1, bias=False), BatchNorm2d(6), ReLU())",
+    )
+    out.update(
+        {
+            "config": SEPARABLE_CONFIG,
+            "initial": {k: to_json(v) for k, v in params.items()},
+            "x": to_json(x),
+            "y": to_json(y),
+            "dy": to_json(dy),
+            "dx": to_json(x.grad),
+            "grads": grads,
+            "buffers_after": after,
+        }
+    )
     return out
 
 
@@ -523,6 +610,46 @@ def cases():
             True,
         ),
         (
+            "conv2d_groups2",
+            "Conv2D in 2 groups, 4 input channels, 6 filters (each reads 2 channels), 3x3 "
+            "kernel, stride 1, padding 1, input 5x6, batch 2",
+            "torch.nn.Conv2d(4, 6, 3, padding=1, groups=2)",
+            lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2),
+            (2, 4, 5, 6),
+            None,
+            True,
+        ),
+        (
+            "conv2d_depthwise_s1",
+            "depthwise Conv2D (groups = C = 3, one filter per channel), 3x3 kernel, stride 1, "
+            "padding 1, input 7x6, batch 2",
+            "torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)",
+            lambda: nn.Conv2d(3, 3, 3, padding=1, groups=3),
+            (2, 3, 7, 6),
+            None,
+            True,
+        ),
+        (
+            "conv2d_depthwise_s2",
+            "depthwise Conv2D (groups = C = 4, two filters per channel), 3x3 kernel, stride 2, "
+            "padding 1, odd input 7x9, batch 3",
+            "torch.nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4)",
+            lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4),
+            (3, 4, 7, 9),
+            None,
+            True,
+        ),
+        (
+            "conv2d_nobias",
+            "Conv2D without a bias, 3 input channels, 4 filters, 3x3 kernel, stride 1, "
+            "padding 1, input 5x5, batch 2",
+            "torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)",
+            lambda: nn.Conv2d(3, 4, 3, padding=1, bias=False),
+            (2, 3, 5, 5),
+            None,
+            True,
+        ),
+        (
             "dense_7_to_4",
             "Dense 7 -> 4 (weight [4, 7]), batch 3",
             "torch.nn.Linear(7, 4)",
@@ -593,6 +720,7 @@ def cases():
         yield name, name, lambda inp, d=description, c=call, m=make, s=x_shape: (
             batchnorm_case(inp, d, c, m(), s)
         )
+    yield "separable_block", "separable_block", separable_block
     yield "softmax_cross_entropy", "softmax_cross_entropy", softmax_cross_entropy
     yield (
         "softmax_cross_entropy_smoothed",

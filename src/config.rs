@@ -808,7 +808,7 @@ impl Parser<'_> {
                 .map(|(&value, shape)| crate::layers::InputShape { value, shape })
                 .collect();
             let out = layer.output_shape_of(&shapes).map_err(|e| {
-                let key = layer.refs_key().or(layer.shape_key());
+                let key = layer.refs_key().or(layer.shape_error_key(&shape));
                 let pos = key.and_then(|key| loc.value_pos(key));
                 let msg = match e {
                     Error::Invalid(m) => m,
@@ -970,6 +970,8 @@ Dense units=2 activation=softmax
                     stride: 1,
                     padding: Padding::Same,
                     activation: Activation::Relu,
+                    groups: 1,
+                    bias: true,
                 }),
                 LayerSpec::MaxPool2D(PoolSpec {
                     pool: (2, 2),
@@ -1084,6 +1086,8 @@ Dense units=2 activation=linear
                     stride: 1,
                     padding: Padding::Valid,
                     activation: Activation::None,
+                    groups: 1,
+                    bias: true,
                 }),
                 LayerSpec::AvgPool2D(PoolSpec {
                     pool: (3, 3),
@@ -1118,6 +1122,8 @@ Dense units=2 activation=linear
                 stride: 1,
                 padding: Padding::Explicit(2),
                 activation: Activation::None,
+                groups: 1,
+                bias: true,
             })
         );
     }

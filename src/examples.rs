@@ -18,6 +18,8 @@ pub const LENET: &str = include_str!("../examples/lenet.cfg");
 pub const REPORT1_BN: &str = include_str!("../examples/report1-bn.cfg");
 /// `examples/fashion-93.cfg`: the Fashion-MNIST recipe, with its `Train` and `Augment` lines.
 pub const FASHION_93: &str = include_str!("../examples/fashion-93.cfg");
+/// `examples/separable.cfg`: a MobileNet-style network of depthwise-separable convolutions.
+pub const SEPARABLE: &str = include_str!("../examples/separable.cfg");
 /// `examples/resnet-small.cfg`: a small residual network (Shortcut and Route lines).
 pub const RESNET_SMALL: &str = include_str!("../examples/resnet-small.cfg");
 
@@ -71,6 +73,12 @@ pub const EXAMPLES: &[Example] = &[
         description: "a whole Fashion-MNIST recipe (93.5%+): BatchNorm, dropout, and Train \
                       and Augment lines",
         text: FASHION_93,
+    },
+    Example {
+        name: "separable",
+        description: "a MobileNet-style network: depthwise 3x3 and pointwise 1x1 \
+                      convolutions with BatchNorm, global average pooling",
+        text: SEPARABLE,
     },
     Example {
         name: "resnet-small",

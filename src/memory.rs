@@ -190,7 +190,8 @@ pub fn estimate(
                 let g = c.geom([ch, h, w])?;
                 let (k, ch) = (g.k as u64, g.c as u64);
                 let ohw = (g.out_h * g.out_w) as u64;
-                match Plan::new(&g).filter(|_| winograd_on) {
+                let depthwise = c.groups > 1 && crate::kernels::depthwise::applies(&g, c.groups);
+                match Plan::new(&g).filter(|_| winograd_on && c.groups == 1) {
                     Some(plan) => {
                         let u = plan.u_len() as u64;
                         let slots = plan.slots() as u64;
@@ -207,7 +208,13 @@ pub fn estimate(
                     }
                     None => {
                         e.layer_buffers += f * blocks * p;
-                        cols = cols.max(g.patch_len() as u64 * ohw);
+                        // One group's columns; the depthwise kernels' padded planes instead.
+                        let len = if depthwise {
+                            crate::kernels::depthwise::scratch_len(&g, GRAD_BLOCK)
+                        } else {
+                            g.patch_len() / c.groups
+                        } as u64;
+                        cols = cols.max(if depthwise { len } else { len * ohw });
                     }
                 }
                 if conv_then_pool {

@@ -41,7 +41,7 @@ pub struct TrainOptions {
     pub warmup: usize,
     /// The base rate the schedule starts from; `None`: the optimiser's rate is left alone.
     pub base_lr: Option<f32>,
-    /// Random shifts and flips of the training images; default none.
+    /// Random shifts, flips and erasing of the training images; default none.
     pub augment: crate::augment::Augment,
     /// Stop when the held-out figure stops improving ([`crate::early_stop`]); default never.
     pub early_stop: Option<crate::early_stop::EarlyStop>,

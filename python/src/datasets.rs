@@ -22,7 +22,7 @@ fn arrays<'py>(py: Python<'py>, ds: Dataset) -> PyResult<Bound<'py, PyTuple>> {
 
 /// The training and test sets at `path` (or the built-in demo set for `"demo"`):
 /// `((x_train, y_train), (x_test, y_test), classes)`; the test pair is `(None, None)` for a
-/// dataset without a test split (only IDX folders and the demo set have one).
+/// dataset without a test split (only IDX and CIFAR-10 folders and the demo set have one).
 #[pyfunction]
 #[pyo3(signature = (path, channels=None, size=None, resize=false))]
 pub fn load_dataset<'py>(
@@ -41,7 +41,7 @@ pub fn load_dataset<'py>(
     let (train, test) = py
         .detach(|| -> cnn::Result<(Dataset, Option<Dataset>)> {
             let train = data::load(&path, &opts(Split::Train))?;
-            let test = if data::has_idx_test_split(&path) {
+            let test = if data::has_test_split(&path) {
                 Some(data::load(&path, &opts(Split::Test))?.map_to_classes(&train.classes)?)
             } else {
                 None

@@ -17,7 +17,8 @@ pub enum DataCommand {
         cnn data info demo\n  \
         cnn data info ../shared/data/mnist")]
     Info {
-        /// IDX folder or file, labels.txt folder, class folders, or `demo` (the built-in set).
+        /// IDX folder or file, CIFAR-10 folder or .bin file, labels.txt folder, class
+        /// folders, or `demo` (the built-in set).
         data: PathBuf,
     },
     /// Write images as PNG files with a labels.txt (report 1's layout).
@@ -27,7 +28,8 @@ pub enum DataCommand {
         The folder must be empty (or not exist): old and new files would mix. --force replaces a \
         previous export's PNGs and labels.txt.")]
     Export {
-        /// IDX folder or file, labels.txt folder, class folders, or `demo` (the built-in set).
+        /// IDX folder or file, CIFAR-10 folder or .bin file, labels.txt folder, class
+        /// folders, or `demo` (the built-in set).
         data: PathBuf,
         /// The folder to write.
         #[arg(long)]
@@ -44,7 +46,8 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0, allow_negative_numbers = true,
               value_parser = super::arg_values::whole_number)]
         offset: usize,
-        /// For IDX folders and `demo`: which files, train-* or t10k-* (`test`).
+        /// For IDX and CIFAR-10 folders and `demo`: which files, train-* or t10k-* (`test`);
+        /// data_batch_*.bin or test_batch.bin.
         #[arg(long, default_value = "train", value_parser = ["train", "test", "t10k"])]
         split: String,
         /// Export into a folder that holds a previous export: its PNGs and labels.txt are

@@ -1,4 +1,4 @@
-//! `cnn download mnist|fashion-mnist [--dir DIR]`.
+//! `cnn download mnist|fashion-mnist|cifar10 [--dir DIR]`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +11,10 @@ use super::CmdResult;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cnn download fashion-mnist\n  \
-    cnn download mnist --dir ~/datasets/mnist")]
+    cnn download mnist --dir ~/datasets/mnist\n  \
+    cnn download cifar10   (the binary version, 170 MB, unpacked into data/cifar10)")]
 pub struct DownloadArgs {
-    /// The dataset: mnist or fashion-mnist.
+    /// The dataset: mnist, fashion-mnist or cifar10.
     pub dataset: String,
     /// The folder to put the files in [default: data/<dataset>].
     #[arg(long)]
@@ -23,7 +24,7 @@ pub struct DownloadArgs {
 pub fn run(args: DownloadArgs) -> CmdResult {
     let known = Known::parse(&args.dataset).ok_or_else(|| {
         cnn::Error::Invalid(format!(
-            "unknown dataset \"{}\": expected mnist or fashion-mnist",
+            "unknown dataset \"{}\": expected mnist, fashion-mnist or cifar10",
             args.dataset.escape_debug()
         ))
     })?;
@@ -41,7 +42,10 @@ pub fn run(args: DownloadArgs) -> CmdResult {
         .progress_chars("=> "),
     );
     let outcome = download::download(&plan, &dir, &mut |event| match event {
-        Event::Skipped { name } => eprintln!("{name}: already there, checked"),
+        Event::Skipped { name } if plan.files.iter().any(|f| f.name == name) => {
+            eprintln!("{name}: already there, checked")
+        }
+        Event::Skipped { name } => eprintln!("{name}: already there, unpacked before"),
         Event::Copying { name, from, size } => {
             eprintln!("{name}: copying from {}", from.display());
             start(&bar, name, size);
@@ -57,11 +61,43 @@ pub fn run(args: DownloadArgs) -> CmdResult {
             eprintln!("{name}: fetching {url}");
             start(&bar, name, size);
         }
+        Event::Unpacking { name, from, size } => {
+            bar.finish_and_clear();
+            eprintln!("{name}: unpacking from {}", from.display());
+            start(&bar, name, size);
+        }
         Event::Progress { bytes } => bar.set_position(bytes),
         Event::Done { .. } => bar.finish_and_clear(),
     })?;
     bar.finish_and_clear();
 
+    if let Some(u) = &plan.unpack {
+        let how = if outcome.unpacked.is_empty() {
+            "already there, unpacked before".to_string()
+        } else {
+            let got = if outcome.fetched.is_empty() {
+                "found in place"
+            } else {
+                "fetched"
+            };
+            format!(
+                "{} {got}, checked against its SHA-256, unpacked and removed",
+                u.archive
+            )
+        };
+        println!(
+            "{} files of {} in {} ({how})",
+            u.members.len(),
+            known.name(),
+            dir.display()
+        );
+        println!("look at them with: cnn data info {}", dir.display());
+        println!(
+            "train a network with `Input shape=3x32x32` on them with: cnn train NET.cfg --data {}",
+            dir.display()
+        );
+        return Ok(());
+    }
     let mut how = Vec::new();
     for (n, what) in [
         (outcome.fetched.len(), "fetched"),

@@ -23,8 +23,9 @@ use super::CmdResult;
 pub struct EvaluateArgs {
     /// A model file written by `cnn train` (a checkpoint works too).
     model: PathBuf,
-    /// The data: IDX folder (its t10k-* files) or file, labels.txt folder, class folders, or
-    /// `demo`. Default: the built-in demo set's test images (for 1x28x28 Fashion-MNIST models).
+    /// The data: IDX folder (its t10k-* files) or file, CIFAR-10 folder (its test_batch.bin)
+    /// or .bin file, labels.txt folder, class folders, or `demo`. Default: the built-in demo
+    /// set's test images (for 1x28x28 Fashion-MNIST models).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Print everything as one JSON object instead.

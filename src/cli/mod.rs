@@ -83,7 +83,7 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Time training steps and inference on synthetic data (images/s, GFLOP/s, share of peak).
     Bench(bench::BenchArgs),
-    /// Fetch MNIST or Fashion-MNIST (checked by SHA-256) into data/<name> or --dir.
+    /// Fetch MNIST, Fashion-MNIST or CIFAR-10 (checked by SHA-256) into data/<name> or --dir.
     Download(download::DownloadArgs),
     /// Write a model file as ONNX (opset 13): class probabilities of [N, C, H, W] pixels.
     Export(export::ExportArgs),

@@ -22,8 +22,9 @@ use super::{CmdResult, Failure};
 pub struct PredictArgs {
     /// A model file written by `cnn train` (a checkpoint works too).
     model: PathBuf,
-    /// Image files (PNG, JPEG, BMP), IDX image files (every image in them), or folders (every
-    /// image file in them and their sub-folders, sorted by path).
+    /// Image files (PNG, JPEG, BMP), IDX image files and CIFAR-10 batch files (.bin; every
+    /// image in them), or folders (every image file in them and their sub-folders, sorted by
+    /// path).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// How many classes to show per input (at least 1).
@@ -115,8 +116,17 @@ pub fn run(args: PredictArgs) -> CmdResult {
             }
             continue;
         }
-        match data::is_idx_file(path) {
-            Ok(true) => match idx_images(path, shape) {
+        let many = match data::is_idx_file(path) {
+            Ok(true) => Some(data::load_idx_images as Loader),
+            Ok(false) if data::is_cifar_file(path) => Some(data::load_cifar_images as Loader),
+            Ok(false) => None,
+            Err(e) => {
+                report(e);
+                continue;
+            }
+        };
+        match many {
+            Some(load) => match images_of(path, load, shape) {
                 Ok(images) => {
                     for (i, img) in images.chunks(shape.iter().product()).enumerate() {
                         predict(&format!("{}#{i}", path.display()), img)?;
@@ -124,11 +134,10 @@ pub fn run(args: PredictArgs) -> CmdResult {
                 }
                 Err(e) => report(e),
             },
-            Ok(false) => match data::load_image(path, shape, args.resize) {
+            None => match data::load_image(path, shape, args.resize) {
                 Ok(img) => predict(&path.display().to_string(), &img)?,
                 Err(e) => report(e),
             },
-            Err(e) => report(e),
         }
     }
     if unreadable > 0 {
@@ -137,9 +146,13 @@ pub fn run(args: PredictArgs) -> CmdResult {
     Ok(())
 }
 
-/// The images of the IDX file `path`, checked to be of the model's `shape`.
-fn idx_images(path: &Path, shape: [usize; 3]) -> Result<Vec<u8>, Error> {
-    let (images, found) = data::load_idx_images(path)?;
+/// Reads the images of a file holding many (IDX, CIFAR-10) and their shape.
+type Loader = fn(&Path) -> cnn::Result<(Vec<u8>, [usize; 3])>;
+
+/// The images of the IDX or CIFAR-10 file `path`, read by `load`, checked to be of the
+/// model's `shape`.
+fn images_of(path: &Path, load: Loader, shape: [usize; 3]) -> Result<Vec<u8>, Error> {
+    let (images, found) = load(path)?;
     if found != shape {
         return Err(Error::Data {
             file: path.to_path_buf(),

@@ -547,7 +547,8 @@ pub(crate) fn load_class_folders(root: &Path, opts: &LoadOptions) -> Result<Data
         return Err(data_err(
             root,
             "no dataset found: expected a labels.txt file, IDX files \
-             (train-images-idx3-ubyte[.gz], ...) or one sub-folder of images per class",
+             (train-images-idx3-ubyte[.gz], ...), CIFAR-10 batch files (data_batch_1.bin, \
+             ..., test_batch.bin) or one sub-folder of images per class",
         ));
     }
     if cf.classes.len() > usize::from(u16::MAX) {

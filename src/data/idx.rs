@@ -50,9 +50,8 @@ fn find(dir: &Path, prefix: &str, kind: &str, n: u8) -> Option<PathBuf> {
 }
 
 /// True when `dir` is an IDX folder holding a test split (`t10k-images-idx3-ubyte`, with or
-/// without `.gz`): the one format whose folder carries its own test set. The built-in demo
-/// set (`demo`) has one too.
-pub fn has_idx_test_split(dir: &Path) -> bool {
+/// without `.gz`), or the built-in demo set (`demo`); see [`super::has_test_split`].
+pub(crate) fn has_idx_test_split(dir: &Path) -> bool {
     super::is_demo(dir) || (dir.is_dir() && find(dir, "t10k", "images", 3).is_some())
 }
 

@@ -6,7 +6,7 @@ use super::folder::{
     LABELS_TXT,
 };
 use super::idx::{has_idx_files, is_images_name, load_dir, load_single};
-use super::{data_err, Dataset, Split};
+use super::{cifar, data_err, Dataset, Split};
 use crate::error::{Error, Result};
 use image::DynamicImage;
 use rayon::prelude::*;
@@ -46,7 +46,7 @@ pub struct SetReport {
 pub struct DataReport {
     /// The path inspected.
     pub source: String,
-    /// `"IDX"`, `"labels.txt"` or `"folder per class"`.
+    /// `"IDX"`, `"CIFAR-10"`, `"labels.txt"` or `"folder per class"`.
     pub format: String,
     pub classes: Vec<String>,
     pub sets: Vec<SetReport>,
@@ -142,7 +142,7 @@ pub fn inspect(path: &Path) -> Result<DataReport> {
             .into_iter()
             .map(|(n, s)| (n, super::demo(s)))
             .collect();
-        let mut report = inspect_idx(path, parts);
+        let mut report = inspect_idx(path, parts, "IDX");
         report.source = "demo (the built-in Fashion-MNIST subset)".into();
         return Ok(report);
     }
@@ -153,12 +153,13 @@ pub fn inspect(path: &Path) -> Result<DataReport> {
             return inspect_labels_txt(path.parent().unwrap_or(Path::new(".")));
         }
         if is_images_name(name) {
-            return Ok(inspect_idx(path, vec![("all", load_single(path))]));
+            return Ok(inspect_idx(path, vec![("all", load_single(path))], "IDX"));
         }
-        return Err(data_err(
-            path,
-            "not a dataset: expected a folder, a labels.txt file or an IDX images file",
-        ));
+        if cifar::is_batch_name(name) {
+            let all = vec![("all", cifar::load_single(path))];
+            return Ok(inspect_idx(path, all, "CIFAR-10"));
+        }
+        return Err(data_err(path, super::NOT_A_DATASET));
     }
     if path.join(LABELS_TXT).is_file() {
         inspect_labels_txt(path)
@@ -167,24 +168,35 @@ pub fn inspect(path: &Path) -> Result<DataReport> {
             .into_iter()
             .map(|(n, s)| (n, load_dir(path, s)))
             .collect();
-        Ok(inspect_idx(path, parts))
+        Ok(inspect_idx(path, parts, "IDX"))
+    } else if cifar::batches_dir(path).is_some() {
+        let parts = [("train", Split::Train), ("test", Split::Test)]
+            .into_iter()
+            .map(|(n, s)| (n, cifar::load_dir(path, s)))
+            .collect();
+        Ok(inspect_idx(path, parts, "CIFAR-10"))
     } else {
         inspect_class_folders(path)
     }
 }
 
-fn inspect_idx(path: &Path, parts: Vec<(&str, Result<Dataset>)>) -> DataReport {
+/// The report on a dataset of files of images and labels (IDX, CIFAR-10), one part a split,
+/// read as `parts` (`"train"` and `"test"`, or `"all"` for a single file).
+fn inspect_idx(path: &Path, parts: Vec<(&str, Result<Dataset>)>, format: &str) -> DataReport {
     let mut report = DataReport {
         source: path.display().to_string(),
-        format: "IDX".into(),
+        format: format.into(),
         classes: Vec::new(),
         sets: Vec::new(),
         problems: Vec::new(),
     };
-    // "no train-images-idx3-ubyte..." / "no t10k-images-idx3-ubyte...": a split is absent.
+    // "no train-images-idx3-ubyte..." / "no t10k-images-idx3-ubyte...", or CIFAR-10's "no
+    // data_batch_1.bin ..." / "no test_batch.bin...": a split is absent.
     let absent = |r: &Result<Dataset>| {
         matches!(r, Err(Error::Data { msg, .. })
-            if msg.starts_with("no train-images") || msg.starts_with("no t10k-images"))
+            if ["no train-images", "no t10k-images", "no data_batch", "no test_batch"]
+                .iter()
+                .any(|p| msg.starts_with(p)))
     };
     let all_absent = parts.iter().all(|(_, r)| absent(r));
     let mut loaded: Vec<(&str, Dataset)> = Vec::new();
@@ -412,8 +424,8 @@ fn listed_key(rel: &Path) -> PathBuf {
 /// A one-line note on the images of the dataset at `path` that no label reaches, which
 /// [`super::load`] skips: those under a labels.txt folder that its labels.txt does not list,
 /// and those lying beside the class folders of a folder per class. `None` when there is none
-/// (and for IDX data and `demo`, where every image has its label), or when the folder cannot
-/// be read (loading says why).
+/// (and for IDX and CIFAR-10 data and `demo`, where every image has its label), or when the
+/// folder cannot be read (loading says why).
 pub fn skipped_images(path: &Path) -> Option<String> {
     if super::is_demo(path) {
         return None;
@@ -440,7 +452,10 @@ pub fn skipped_images(path: &Path) -> Option<String> {
             .count();
         let labels = dir.join(LABELS_TXT);
         (n, format!("not listed in {}", labels.display()))
-    } else if path.is_dir() && !has_idx_files(path).unwrap_or(true) {
+    } else if path.is_dir()
+        && !has_idx_files(path).unwrap_or(true)
+        && cifar::batches_dir(path).is_none()
+    {
         let n = scan_class_folders(path).ok()?.loose.len();
         (n, "outside the class folders (in no class)".to_string())
     } else {
@@ -526,8 +541,8 @@ fn inspect_class_folders(root: &Path) -> Result<DataReport> {
     if cf.classes.is_empty() {
         return Err(data_err(
             root,
-            "no dataset found: expected a labels.txt file, IDX files or one sub-folder of \
-             images per class",
+            "no dataset found: expected a labels.txt file, IDX files, CIFAR-10 batch files \
+             or one sub-folder of images per class",
         ));
     }
     let mut report = DataReport {

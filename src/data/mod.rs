@@ -1,7 +1,7 @@
 //! Datasets: loading images and labels, batching, splitting, inspecting and exporting.
 //!
 //! A [`Dataset`] holds every image as bytes (0..=255) in **NCHW** order, one label per image
-//! and the class names. [`load`] reads three on-disk formats, chosen by looking at the path:
+//! and the class names. [`load`] reads four on-disk formats, chosen by looking at the path:
 //!
 //! 1. **IDX** (MNIST, Fashion-MNIST). A folder holding `train-images-idx3-ubyte`,
 //!    `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (each may
@@ -40,7 +40,17 @@
 //! 3. **A folder per class**: `root/<class>/*.png|jpg|jpeg|bmp`. The classes are the
 //!    sub-folder names sorted by their bytes; the images of a class are sorted by file name.
 //!
-//! 4. **`demo`**: the path `demo`, exactly as written, is the built-in demo set ([`demo`]), a
+//! 4. **CIFAR-10's binary format**: files of records, each a label byte then 3,072 bytes
+//!    of an image's R, G and B planes (32x32 each, row-major), so shape `(3, 32, 32)`, no
+//!    header. A folder holding `data_batch_1.bin` ... `data_batch_5.bin` (the training set,
+//!    [`Split::Train`]: those of them that are there) and `test_batch.bin` (the test set,
+//!    [`Split::Test`]), or holding them in `cifar-10-batches-bin/` (the official tarball's
+//!    layout). A single batch file (any name ending in `.bin`) may be given instead (the split
+//!    is then ignored). The classes are the lines of `batches.meta.txt` beside the files, or
+//!    [`CIFAR10_CLASSES`] without one. A file whose size is not a whole number of 3,073-byte
+//!    records, or a label byte naming no class, is an error naming the file and the record.
+//!
+//! 5. **`demo`**: the path `demo`, exactly as written, is the built-in demo set ([`demo`]), a
 //!    Fashion-MNIST subset with both splits, like an IDX folder. A folder called `demo` is
 //!    reached as `./demo`.
 //!
@@ -54,12 +64,13 @@
 //! image is grayscale, else 3). An image whose size differs from the wanted size (or from the
 //! first image's) is an error naming it, unless [`LoadOptions::resize`] is set, in which case
 //! it is resized with a triangle (bilinear) filter. The same channel and size options apply to
-//! IDX data.
+//! IDX and CIFAR-10 data.
 //!
 //! Malformed data is reported as [`Error::Data`] naming the file and, where it helps, the line
 //! (`labels.txt:3: ...`) or the byte offset. Nothing is allocated from a size read in a header
 //! before that size has been checked against the file's length or a cap.
 
+mod cifar;
 mod demo;
 pub mod download;
 mod export;
@@ -69,14 +80,16 @@ mod inspect;
 mod relabel;
 mod single;
 
+pub use cifar::{load_cifar_images, CIFAR10_CLASSES};
 pub use demo::{demo, FASHION_MNIST_CLASSES};
 pub use download::download;
 pub use export::{export, prepare_export_folder, Exported};
 pub(crate) use folder::unreadable as unreadable_image;
-pub use idx::has_idx_test_split;
 pub use inspect::{inspect, skipped_images, DataReport, Problem, SetReport};
 pub use relabel::has_index_names;
-pub use single::{image_files_under, image_from_bytes, is_idx_file, load_idx_images, load_image};
+pub use single::{
+    image_files_under, image_from_bytes, is_cifar_file, is_idx_file, load_idx_images, load_image,
+};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -172,6 +185,17 @@ pub fn is_demo(path: &Path) -> bool {
     path.as_os_str() == DEMO_NAME
 }
 
+/// Why a file given as a dataset is none.
+pub(crate) const NOT_A_DATASET: &str = "not a dataset: expected a folder, a labels.txt file, an \
+     IDX images file named like train-images-idx3-ubyte[.gz] or a CIFAR-10 batch file (.bin)";
+
+/// True when the dataset at `path` carries its own test set: an IDX folder with
+/// `t10k-images-idx3-ubyte[.gz]`, a CIFAR-10 folder with `test_batch.bin`, or the built-in
+/// demo set (`demo`). [`load`] reads it with [`Split::Test`].
+pub fn has_test_split(path: &Path) -> bool {
+    idx::has_idx_test_split(path) || (path.is_dir() && cifar::has_test_file(path))
+}
+
 /// Loads the dataset at `path` (see the [module documentation](self) for the formats). The
 /// path `demo` is the built-in demo set ([`demo`], the asked split).
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
@@ -199,17 +223,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
             folder::load_labels_txt(dir, opts)?
         } else if idx::is_images_name(name) {
             idx::load_single(path)?
+        } else if cifar::is_batch_name(name) {
+            cifar::load_single(path)?
         } else {
-            return Err(data_err(
-                path,
-                "not a dataset: expected a folder, a labels.txt file or an IDX images file \
-                 named like train-images-idx3-ubyte[.gz]",
-            ));
+            return Err(data_err(path, NOT_A_DATASET));
         }
     } else if path.join(folder::LABELS_TXT).is_file() {
         folder::load_labels_txt(path, opts)?
     } else if idx::has_idx_files(path)? {
         idx::load_dir(path, opts.split)?
+    } else if cifar::batches_dir(path).is_some() {
+        cifar::load_dir(path, opts.split)?
     } else {
         folder::load_class_folders(path, opts)?
     };

@@ -1,5 +1,5 @@
-//! Single inputs for prediction: one image file, or the images of one IDX file (no labels
-//! needed).
+//! Single inputs for prediction: one image file, or the images of one IDX file or CIFAR-10
+//! batch file (no labels needed).
 
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -28,6 +28,14 @@ pub fn is_idx_file(path: &Path) -> Result<bool> {
         return Ok(got == 4 && inner == [0, 0, 8, 3]);
     }
     Ok(n == 4 && head == [0, 0, 8, 3])
+}
+
+/// True when `path` names a CIFAR-10 batch file: a name ending in `.bin`, the format having
+/// no magic number to tell it by ([`super::load_cifar_images`] checks its size).
+pub fn is_cifar_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(super::cifar::is_batch_name)
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

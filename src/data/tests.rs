@@ -833,7 +833,7 @@ fn the_name_demo_is_the_built_in_set_wherever_a_path_goes() {
             demo(split).unwrap()
         );
     }
-    assert!(has_idx_test_split(demo_path));
+    assert!(has_test_split(demo_path));
     // Asked for another size, it is converted like IDX data (or refused without resizing).
     let opts = LoadOptions {
         size: Some((14, 14)),
@@ -915,4 +915,187 @@ fn one_image_is_normalised_as_in_a_training_batch() {
     }
     // An image with no pixels is no error.
     assert!(norm.image(&[]).is_empty());
+}
+
+/// CIFAR-10 records: for each label, the label byte then 3,072 image bytes, byte k of image
+/// i being `f(i, k)`.
+fn cifar_records(labels: &[u8], f: impl Fn(usize, usize) -> u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (i, &l) in labels.iter().enumerate() {
+        v.push(l);
+        v.extend((0..3072).map(|k| f(i, k)));
+    }
+    v
+}
+
+/// A CIFAR-10 folder: `data_batch_1.bin` and `data_batch_2.bin` of 3 and 2 images, and
+/// `test_batch.bin` of 2; plane c of image i of file f (the test file: 3) is
+/// `50 f + 10 i + c` everywhere.
+fn cifar_dir(root: &Path) {
+    let pixel = |file: usize| move |i: usize, k: usize| (50 * file + 10 * i + k / 1024) as u8;
+    write(
+        root,
+        "data_batch_1.bin",
+        &cifar_records(&[0, 9, 3], pixel(1)),
+    );
+    write(root, "data_batch_2.bin", &cifar_records(&[5, 5], pixel(2)));
+    write(root, "test_batch.bin", &cifar_records(&[1, 2], pixel(3)));
+}
+
+#[test]
+fn cifar_folders_read_their_batches_in_order_with_the_classes_of_batches_meta_txt() {
+    let dir = tempfile::tempdir().unwrap();
+    cifar_dir(dir.path());
+    // Without batches.meta.txt: CIFAR-10's names.
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.shape, [3, 32, 32]);
+    assert_eq!(ds.labels, [0, 9, 3, 5, 5]);
+    assert_eq!(ds.classes, CIFAR10_CLASSES);
+    // Record 1 of data_batch_1.bin: planes R, G, B of 60, 61, 62, the CHW order unchanged.
+    let img = ds.image(1);
+    assert!(img[..1024].iter().all(|&b| b == 60) && img[2048..].iter().all(|&b| b == 62));
+    assert_eq!(
+        ds.image(3)[0],
+        100,
+        "data_batch_2.bin follows data_batch_1.bin"
+    );
+    assert!(
+        ds.source.contains("data_batch_1.bin to data_batch_2.bin"),
+        "{}",
+        ds.source
+    );
+    let test = load(dir.path(), &LoadOptions::split(Split::Test)).unwrap();
+    assert_eq!(test.labels, [1, 2]);
+    assert!(has_test_split(dir.path()));
+
+    // The names of batches.meta.txt (with the blank line the official file ends with).
+    let names = "plane\ncar\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n";
+    write(dir.path(), "batches.meta.txt", names.as_bytes());
+    let ds = load(dir.path(), &train()).unwrap();
+    assert_eq!(ds.classes[..2], ["plane", "car"]);
+    assert_eq!(ds.classes.len(), 10);
+
+    // The tarball's layout: the files in cifar-10-batches-bin/ of the folder given.
+    let outer = tempfile::tempdir().unwrap();
+    cifar_dir(&outer.path().join("cifar-10-batches-bin"));
+    let ds = load(outer.path(), &train()).unwrap();
+    assert_eq!(ds.len(), 5);
+    assert!(has_test_split(outer.path()));
+
+    // One batch file: its records, whatever the split.
+    let one = dir.path().join("test_batch.bin");
+    let ds = load(&one, &train()).unwrap();
+    assert_eq!(
+        (ds.labels.clone(), ds.classes[0].as_str()),
+        (vec![1, 2], "plane")
+    );
+    let (images, shape) = load_cifar_images(&one).unwrap();
+    assert_eq!((images.len(), shape), (2 * 3072, [3, 32, 32]));
+    assert!(is_cifar_file(&one) && !is_cifar_file(Path::new("a.png")));
+
+    // Converted to the config's channels and size as IDX data is.
+    let gray = LoadOptions {
+        channels: Some(1),
+        size: Some((16, 16)),
+        resize: true,
+        ..train()
+    };
+    assert_eq!(load(dir.path(), &gray).unwrap().shape, [1, 16, 16]);
+}
+
+#[test]
+fn cifar_errors_name_the_file_and_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = cifar_records(&[1, 2, 3], |_, _| 7);
+    bytes.truncate(2 * 3073 + 100);
+    let path = write(dir.path(), "data_batch_1.bin", &bytes);
+    assert_err(
+        load(dir.path(), &train()),
+        &[
+            &path.display().to_string(),
+            "6,246 bytes is not a whole number of 3,073-byte records",
+            "record 2 (byte offset 6,146) is cut short after 100 bytes",
+        ],
+    );
+    write(
+        dir.path(),
+        "data_batch_1.bin",
+        &cifar_records(&[1, 12, 3], |_, _| 7),
+    );
+    assert_err(
+        load(dir.path(), &train()),
+        &[
+            "data_batch_1.bin: record 1 (byte offset 3,073): label 12 is above 9",
+            "CIFAR-10 has 10 classes",
+        ],
+    );
+    // Fewer classes named: the bound is theirs.
+    write(dir.path(), "batches.meta.txt", b"a\nb\n");
+    assert_err(
+        load(dir.path(), &train()),
+        &["label 12 is above 1 (batches.meta.txt names 2 classes"],
+    );
+    write(dir.path(), "batches.meta.txt", b"a\n\nb\n");
+    assert_err(
+        load(dir.path(), &train()),
+        &["batches.meta.txt:2: blank line"],
+    );
+    std::fs::remove_file(dir.path().join("batches.meta.txt")).unwrap();
+    // CIFAR-100's records (two label bytes) are told apart.
+    write(dir.path(), "data_batch_1.bin", &vec![0; 3074 * 3]);
+    assert_err(
+        load(dir.path(), &train()),
+        &["CIFAR-100's records of 3,074 bytes"],
+    );
+    write(dir.path(), "data_batch_1.bin", b"");
+    assert_err(load(dir.path(), &train()), &["data_batch_1.bin: empty"]);
+    // A folder with only the training set has no test split, and says so when asked.
+    write(
+        dir.path(),
+        "data_batch_1.bin",
+        &cifar_records(&[1], |_, _| 7),
+    );
+    assert!(!has_test_split(dir.path()));
+    assert_err(
+        load(dir.path(), &LoadOptions::split(Split::Test)),
+        &["no test_batch.bin: this folder only holds the training set"],
+    );
+}
+
+#[test]
+fn inspect_reports_a_cifar_folder_split_by_split() {
+    let dir = tempfile::tempdir().unwrap();
+    cifar_dir(dir.path());
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(r.format, "CIFAR-10");
+    assert_eq!(r.classes.len(), 10);
+    let sets: Vec<(&str, usize)> = r.sets.iter().map(|s| (s.name.as_str(), s.images)).collect();
+    assert_eq!(sets, [("train", 5), ("test", 2)]);
+    assert_eq!(r.sets[0].shape, Some([3, 32, 32]));
+    assert_eq!(r.sets[0].counts[5], 2);
+    assert!(r.problems.is_empty(), "{r}");
+    assert_eq!(skipped_images(dir.path()), None);
+    // A bad label is a problem of the report, naming the record.
+    write(
+        dir.path(),
+        "test_batch.bin",
+        &cifar_records(&[1, 10], |i, _| i as u8 + 100),
+    );
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{r}");
+    assert!(
+        r.to_string()
+            .contains("record 1 (byte offset 3,073): label 10"),
+        "{r}"
+    );
+    // Only a test set: the absent training set is no problem.
+    let only_test = tempfile::tempdir().unwrap();
+    write(
+        only_test.path(),
+        "test_batch.bin",
+        &cifar_records(&[4], |_, _| 1),
+    );
+    let r = inspect(only_test.path()).unwrap();
+    assert!(r.problems.is_empty(), "{r}");
+    assert_eq!(r.sets.len(), 1);
 }

@@ -1,21 +1,29 @@
 //! Conv2D: a 2-D convolution over a batch, forward and backward.
 //!
 //! Legend: N batch, C input channels, H, W input size, K filters, kh, kw kernel,
-//! S stride, P padding, H', W' output size (see [`ConvGeom`]).
+//! S stride, P padding, H', W' output size (see [`ConvGeom`]); G groups (`groups=`,
+//! default 1), which divide C and K.
 //!
-//! Forward (report 1, eq. 1, with stride and padding):
+//! Forward (report 1, eq. 1, with stride, padding and groups): filter k reads the C/G
+//! input channels of its group, `c0(k) = (k / (K/G)) (C/G)` onwards, and its weight is
+//! `w[k][c][i][j]` for c < C/G (the weight is `[K, C/G, kh, kw]`, PyTorch's layout):
 //!
 //! ```text
-//! y[n][k][oy][ox] = b[k] + sum_{c, i, j} w[k][c][i][j] * x[n][c][oy*S + i - P][ox*S + j - P]
+//! y[n][k][oy][ox] = b[k] + sum_{c < C/G, i, j} w[k][c][i][j] * x[n][c0(k) + c][oy*S + i - P][ox*S + j - P]
 //! ```
+//!
+//! With G = 1 every filter reads every channel (c0 = 0); with G = C (and K = m C) the
+//! convolution is depthwise: filter k reads channel k / m alone. Without a bias
+//! (`bias=false`) b is 0 and not a parameter.
 //!
 //! Backward, given dy = dL/dy:
 //!
 //! ```text
 //! dL/db[k]          = sum_{n, oy, ox} dy[n][k][oy][ox]
-//! dL/dw[k][c][i][j] = sum_{n, oy, ox} dy[n][k][oy][ox] * x[n][c][oy*S + i - P][ox*S + j - P]
-//! dL/dx[n][c][y][x] = sum of dy[n][k][oy][ox] * w[k][c][i][j] over every (k, oy, ox, i, j)
-//!                     with oy*S + i - P = y and ox*S + j - P = x
+//! dL/dw[k][c][i][j] = sum_{n, oy, ox} dy[n][k][oy][ox] * x[n][c0(k) + c][oy*S + i - P][ox*S + j - P]
+//! dL/dx[n][c0(k) + c][y][x] = sum of dy[n][k][oy][ox] * w[k][c][i][j] over every (k, oy, ox, i, j)
+//!                     with oy*S + i - P = y and ox*S + j - P = x (k over the filters of
+//!                     the channel's group)
 //! ```
 //!
 //! The fast path lowers each sample with im2col to a matrix multiply
@@ -33,6 +41,15 @@
 //! (`forward_one_direct`). With nine weights per filter (one input channel, 3x3) and no
 //! dx to compute, the activation's backward, the bias gradient and the weight gradient
 //! are one pass over dy and y ([`direct::weight_grad9`]) instead of three.
+//!
+//! Groups: each group is an ordinary convolution on contiguous slices (its C/G channels of
+//! x and dx, its K/G filters of W, y and dy), so the im2col path runs group by group with
+//! the group's geometry ([`Conv2D::group_geom`]); with one group that is the whole layer,
+//! the same calls as without groups. Winograd is for one group only. A depthwise
+//! convolution (G = C > 1) does kh kw multiply-adds per output instead of C kh kw, so it is
+//! bound by memory, not arithmetic: it runs on kernels of its own ([`depthwise`]) that read
+//! each plane once, in the same blocks of [`GRAD_BLOCK`] samples with the same ordered sum
+//! of the blocks' gradients.
 
 use rayon::prelude::*;
 
@@ -40,12 +57,12 @@ use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM, MAX_UNITS};
 use super::param::Param;
 use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Window};
-use crate::error::Result;
-use crate::kernels::direct;
+use crate::error::{Error, Result};
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
 use crate::kernels::geom::{ConvGeom, Padding};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
+use crate::kernels::{depthwise, direct};
 use crate::onnx::export::{int, ints, Graph, LayerAt};
 use crate::onnx::import::{equal_strides, short, Attrs, Importer, Step, StepKind};
 use crate::onnx::proto::NodeProto;
@@ -68,12 +85,40 @@ pub struct Conv2dSpec {
     pub padding: Padding,
     /// Fused into the layer. Default [`Activation::None`].
     pub activation: Activation,
+    /// G, the groups the input channels and the filters are split into: filter k reads
+    /// only the C/G channels of its group, `(k / (K/G)) (C/G) .. + C/G`. Must divide C and
+    /// K. Default 1 (every filter reads every channel); `groups=C` is a depthwise
+    /// convolution.
+    pub groups: usize,
+    /// Whether the layer has a bias `[K]`. Default true; `bias=false` drops it (a
+    /// convolution followed by BatchNorm needs none: the mean removes it).
+    pub bias: bool,
 }
 
 impl Conv2dSpec {
-    /// The convolution's geometry on an input of shape (C, H, W).
+    /// The convolution's geometry on an input of shape (C, H, W), once its groups are
+    /// checked against C and K ([`Conv2dSpec::check_groups`]).
     pub fn geom(&self, input: [usize; 3]) -> Result<ConvGeom> {
+        self.check_groups(input[0])?;
         ConvGeom::new(input, self.filters, self.kernel, self.stride, self.padding)
+    }
+
+    /// That G divides both the `c` input channels and the K filters.
+    pub fn check_groups(&self, c: usize) -> Result<()> {
+        let (g, k) = (self.groups, self.filters);
+        if g == 0 {
+            return Err(Error::Invalid("Conv2D: groups must be at least 1".into()));
+        }
+        let which = match (c.is_multiple_of(g), k.is_multiple_of(g)) {
+            (true, true) => return Ok(()),
+            (false, true) => format!("{c} is not a multiple of {g}"),
+            (true, false) => format!("{k} is not a multiple of {g}"),
+            (false, false) => format!("neither {c} nor {k} is a multiple of {g}"),
+        };
+        Err(Error::Invalid(format!(
+            "Conv2D: groups={g} must divide both the input channels (C = {c}) and the filters \
+             (K = {k}); {which}"
+        )))
     }
 }
 
@@ -92,6 +137,8 @@ impl LayerKind for Kind {
             "padding",
             "activation",
             "alpha",
+            "groups",
+            "bias",
         ],
     )];
     const INPUT: InputForm = InputForm::Spatial;
@@ -125,7 +172,18 @@ impl LayerKind for Kind {
             stride: keys.whole_or("stride", 1, MAX_DIM, 1)?,
             padding,
             activation: keys.activation()?,
+            groups: keys.whole_or("groups", 1, MAX_UNITS, 1)?,
+            bias: keys.bool_or("bias", true)?,
         })
+    }
+
+    /// `groups` when it does not divide the input's channels or the filters, else `kernel`.
+    fn shape_error_key(spec: &Conv2dSpec, input: &[usize]) -> Option<&'static str> {
+        let c = input.first().copied().unwrap_or(1);
+        match spec.check_groups(c) {
+            Err(_) => Some("groups"),
+            Ok(()) => Self::SHAPE_KEY,
+        }
     }
 
     fn name(_spec: &Conv2dSpec) -> &'static str {
@@ -137,14 +195,14 @@ impl LayerKind for Kind {
         Ok(vec![g.k, g.out_h, g.out_w])
     }
 
-    /// params = K C kh kw + K; FLOPs = 2 K H' W' C kh kw.
+    /// params = K (C/G) kh kw + K (no K without a bias); FLOPs = 2 K H' W' (C/G) kh kw.
     fn counts(spec: &Conv2dSpec, input: &[usize], output: &[usize]) -> Counts {
-        let c = input.first().copied().unwrap_or(0) as u128;
+        let c = input.first().copied().unwrap_or(0) as u128 / spec.groups.max(1) as u128;
         let patch = c * spec.kernel.0 as u128 * spec.kernel.1 as u128;
         let k = spec.filters as u128;
         let out: u128 = output.iter().map(|&d| d as u128).product();
         Counts {
-            params: k * patch + k,
+            params: k * patch + if spec.bias { k } else { 0 },
             flops: 2 * out * patch,
         }
     }
@@ -159,6 +217,12 @@ impl LayerKind for Kind {
             Padding::Valid => " valid".to_string(),
             Padding::Explicit(p) => format!(" pad {p}"),
         };
+        if s.groups != 1 {
+            d += &format!(" groups {}", s.groups);
+        }
+        if !s.bias {
+            d += " no bias";
+        }
         d + &s.activation.suffix()
     }
 
@@ -171,25 +235,74 @@ impl LayerKind for Kind {
         } else {
             format!("H' = {h}; W' = {wv}")
         };
-        let params = g.kh * g.kw * g.c * g.k + g.k;
-        let flops = 2 * (g.k * g.out_h * g.out_w * g.c * g.kh * g.kw) as u128;
-        Ok(vec![
-            hw,
+        if s.groups == 1 {
+            let params = g.kh * g.kw * g.c * g.k + if s.bias { g.k } else { 0 };
+            let flops = 2 * (g.k * g.out_h * g.out_w * g.c * g.kh * g.kw) as u128;
+            let biases = if s.bias {
+                format!(
+                    "{} = {}  (kh*kw*C*K weights + K biases)",
+                    g.k,
+                    thousands(params as u128)
+                )
+            } else {
+                format!(
+                    "0 = {}  (kh*kw*C*K weights, no bias)",
+                    thousands(params as u128)
+                )
+            };
+            return Ok(vec![
+                hw,
+                format!("params = {}*{}*{}*{} + {biases}", g.kh, g.kw, g.c, g.k),
+                format!(
+                    "FLOPs = 2*{}*{}*{}*{}*{}*{} = {}  (2*K*H'*W'*C*kh*kw)",
+                    g.k,
+                    g.out_h,
+                    g.out_w,
+                    g.c,
+                    g.kh,
+                    g.kw,
+                    thousands(flops)
+                ),
+            ]);
+        }
+        let (gs, cg, kg) = (s.groups, g.c / s.groups, g.k / s.groups);
+        let params = g.kh * g.kw * cg * g.k + if s.bias { g.k } else { 0 };
+        let flops = 2 * (g.k * g.out_h * g.out_w * cg * g.kh * g.kw) as u128;
+        let grouping = if gs == g.c && kg == 1 {
+            format!("groups = C = {gs}: depthwise, filter k reads input channel k alone")
+        } else if gs == g.c {
             format!(
-                "params = {}*{}*{}*{} + {} = {}  (kh*kw*C*K weights + K biases)",
-                g.kh,
-                g.kw,
-                g.c,
-                g.k,
+                "groups = C = {gs}: depthwise, filter k reads input channel k/{kg} alone \
+                 ({kg} filters per channel)"
+            )
+        } else {
+            format!(
+                "groups = {gs}: filter k reads the C/G = {cg} input channels \
+                 (k/{kg})*{cg} .. +{cg} of its group ({kg} filters per group)"
+            )
+        };
+        let biases = if s.bias {
+            format!(
+                "{} = {}  (kh*kw*(C/G)*K weights + K biases)",
                 g.k,
                 thousands(params as u128)
-            ),
+            )
+        } else {
             format!(
-                "FLOPs = 2*{}*{}*{}*{}*{}*{} = {}  (2*K*H'*W'*C*kh*kw)",
+                "0 = {}  (kh*kw*(C/G)*K weights, no bias)",
+                thousands(params as u128)
+            )
+        };
+        Ok(vec![
+            hw,
+            grouping,
+            format!("params = {}*{}*{}*{} + {biases}", g.kh, g.kw, cg, g.k),
+            format!(
+                "FLOPs = 2*{}*{}*{}*{}*{}*{} = {}  (2*K*H'*W'*(C/G)*kh*kw)",
                 g.k,
                 g.out_h,
                 g.out_w,
-                g.c,
+                cg,
                 g.kh,
                 g.kw,
                 thousands(flops)
@@ -208,9 +321,10 @@ impl LayerKind for Kind {
         }
     }
 
-    /// `Conv` with the weight `[K, C, kh, kw]` and the bias `[K]`, its pads (top, left,
-    /// bottom, right) those the output size implies: report 1's P on both sides when
-    /// explicit, the larger half of `same`'s total after.
+    /// `Conv` with the weight `[K, C/G, kh, kw]`, the bias `[K]` (no third input without
+    /// one) and `group` G, its pads (top, left, bottom, right) those the output size
+    /// implies: report 1's P on both sides when explicit, the larger half of `same`'s total
+    /// after.
     fn onnx(s: &Conv2dSpec, g: &mut Graph, input: &str, at: &LayerAt) -> Result<String> {
         let geom = s.geom(chw("Conv2D", at.input)?)?;
         let after = |size: usize, k: usize, out: usize, before: usize| match s.padding {
@@ -224,24 +338,31 @@ impl LayerKind for Kind {
             after(geom.h, geom.kh, geom.out_h, geom.pad_top),
             after(geom.w, geom.kw, geom.out_w, geom.pad_left),
         ];
+        let (weight, bias) = (at.tensor("weight"), at.tensor("bias"));
+        let inputs: &[&str] = if s.bias {
+            &[input, &weight, &bias]
+        } else {
+            &[input, &weight]
+        };
         Ok(g.node(
             "Conv",
             at.name,
-            &[input, &at.tensor("weight"), &at.tensor("bias")],
+            inputs,
             vec![
                 ints("kernel_shape", &[geom.kh, geom.kw]),
                 ints("strides", &[s.stride, s.stride]),
                 ints("pads", &pads),
                 ints("dilations", &[1, 1]),
-                int("group", 1),
+                int("group", s.groups as i64),
             ],
         ))
     }
 
     const ONNX_OPS: &'static [&'static str] = &["Conv"];
 
-    /// `Conv` with a constant weight `[K, C, kh, kw]` (and bias), ungrouped and undilated,
-    /// equal strides, and pads equal on every side or those of `same` padding.
+    /// `Conv` with a constant weight `[K, C/G, kh, kw]` and `group` G (1 by default), a
+    /// bias or none (then `bias=false`), undilated, equal strides, and pads equal on every
+    /// side or those of `same` padding.
     fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
         let [c, h, w] = cx.spatial("Conv")?;
         let attrs = Attrs::of(node);
@@ -259,16 +380,26 @@ impl LayerKind for Kind {
         let wname = node.input.get(1).ok_or("has no weight input")?;
         let (wshape, weight) = cx.floats(wname)?;
         let &[k, wc, kh, kw] = wshape.as_slice() else {
-            return Err(format!("weight shape {wshape:?}, expected [K, C, kh, kw]"));
-        };
-        if wc != c {
             return Err(format!(
-                "its weight {wshape:?} takes {wc} channels, the value it reads has {c} (shapes \
-                 do not chain)"
+                "weight shape {wshape:?}, expected [K, C/G, kh, kw]"
+            ));
+        };
+        let groups = attrs.int("group", 1);
+        let groups = match usize::try_from(groups) {
+            Ok(g) if (1..=MAX_UNITS).contains(&g) => g,
+            _ => return Err(format!("group {groups} is not from 1 to {MAX_UNITS}")),
+        };
+        if wc * groups != c {
+            return Err(format!(
+                "its weight {wshape:?} with group {groups} takes {} channels, the value it reads \
+                 has {c} (shapes do not chain)",
+                wc * groups
             ));
         }
-        if attrs.int("group", 1) != 1 {
-            return Err("grouped convolutions are not supported".into());
+        if k % groups != 0 {
+            return Err(format!(
+                "group {groups} does not divide its {k} filters (weight {wshape:?})"
+            ));
         }
         if attrs
             .ints("dilations")
@@ -285,8 +416,8 @@ impl LayerKind for Kind {
         }
         let stride = equal_strides(&attrs)?;
         let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-            Some(b) => cx.vector(b, k)?,
-            None => vec![0.0; k],
+            Some(b) => Some(cx.vector(b, k)?),
+            None => None,
         };
         let pads: Vec<i64> = attrs
             .ints("pads")
@@ -325,22 +456,35 @@ impl LayerKind for Kind {
             stride,
             padding,
             activation: Activation::None,
+            groups,
+            bias: bias.is_some(),
         };
         let g = spec.geom([c, h, w]).map_err(|e| e.to_string())?;
         cx.shape = vec![k, g.out_h, g.out_w];
+        let mut line =
+            format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}");
+        if groups != 1 {
+            line += &format!(" groups={groups}");
+        }
+        let mut tensors = vec![("weight", wshape, weight)];
+        match bias {
+            Some(b) => tensors.push(("bias", vec![k], b)),
+            None => line += " bias=false",
+        }
         cx.push(Step::new(
-            format!("Conv2D filters={k} kernel={kh}x{kw} stride={stride} padding={padding_text}"),
+            line,
             StepKind::Fusable {
                 fused: false,
                 flat_input: false,
             },
-            vec![("weight", wshape, weight), ("bias", vec![k], bias)],
+            tensors,
         ));
         Ok(())
     }
 
     fn build(spec: &Conv2dSpec, input: &[usize]) -> Result<Conv2D> {
-        let mut layer = Conv2D::new(spec.geom(chw("Conv2D", input)?)?);
+        let geom = spec.geom(chw("Conv2D", input)?)?;
+        let mut layer = Conv2D::grouped(geom, spec.groups, spec.bias);
         layer.act = spec.activation;
         Ok(layer)
     }
@@ -381,7 +525,7 @@ fn axis_expr(size: usize, k: usize, s: usize, padding: Padding, out: usize) -> S
     }
 }
 
-/// A convolution layer with weight `[K, C, kh, kw]` and bias `[K]` (PyTorch's layout).
+/// A convolution layer with weight `[K, C/G, kh, kw]` and bias `[K]` (PyTorch's layout).
 ///
 /// # Shapes
 /// input `[N, C, H, W]`, output `[N, K, H', W']`.
@@ -389,10 +533,19 @@ fn axis_expr(size: usize, k: usize, s: usize, padding: Padding, out: usize) -> S
 pub struct Conv2D {
     pub geom: ConvGeom,
     pub weight: Param,
+    /// The bias `[K]`; without one (`bias=false`) it stays zero and is no parameter: not
+    /// in [`LayerOp::params`], so not in model files, not trained.
     pub bias: Param,
     /// The activation fused into the layer (applied by [`LayerOp::forward`]).
     pub act: Activation,
-    /// Partial weight and bias gradients, `K C kh kw + K` per block of samples (with
+    /// G: filter k reads input channels `(k / (K/G)) (C/G) .. + C/G` (see the module doc).
+    groups: usize,
+    /// Whether [`Conv2D::bias`] is a parameter.
+    has_bias: bool,
+    /// Whether a depthwise convolution (G = C > 1) runs on [`depthwise`]'s kernels
+    /// rather than G im2col products of one channel each ([`Conv2D::set_depthwise`]).
+    depthwise: bool,
+    /// Partial weight and bias gradients, `K (C/G) kh kw + K` per block of samples (with
     /// Winograd, `16 K C + K`: the weights' gradient in the Winograd domain).
     partial: Vec<f32>,
     /// Winograd F(2x2, 3x3) instead of im2col (see [`winograd`]): chosen by
@@ -413,6 +566,8 @@ struct BlockScratch {
     wino: winograd::Scratch,
     /// The direct kernels' input plane and masks.
     direct: direct::Scratch,
+    /// The depthwise kernels' padded planes.
+    depthwise: depthwise::Scratch,
 }
 
 thread_local! {
@@ -432,17 +587,70 @@ fn winograd_wanted() -> bool {
 }
 
 impl Conv2D {
-    /// A layer with zero weights (the model initialises them).
+    /// A layer with zero weights (the model initialises them), one group and a bias.
     pub fn new(geom: ConvGeom) -> Conv2D {
+        Conv2D::grouped(geom, 1, true)
+    }
+
+    /// A layer of `groups` groups, with a bias or none, and zero weights.
+    ///
+    /// # Panics
+    /// If `groups` does not divide the geometry's C and K (the spec checks it first).
+    pub fn grouped(geom: ConvGeom, groups: usize, bias: bool) -> Conv2D {
+        assert!(
+            groups >= 1 && geom.c.is_multiple_of(groups) && geom.k.is_multiple_of(groups),
+            "Conv2D: groups {groups} must divide C = {} and K = {}",
+            geom.c,
+            geom.k
+        );
         Conv2D {
             geom,
-            weight: Param::zeros(&[geom.k, geom.c, geom.kh, geom.kw]),
+            weight: Param::zeros(&[geom.k, geom.c / groups, geom.kh, geom.kw]),
             bias: Param::zeros(&[geom.k]),
             act: Activation::None,
+            groups,
+            has_bias: bias,
+            depthwise: true,
             partial: Vec::new(),
-            winograd: Plan::new(&geom).filter(|_| winograd_wanted()),
+            winograd: Plan::new(&geom)
+                .filter(|_| groups == 1)
+                .filter(|_| winograd_wanted()),
             wino_u: Vec::new(),
         }
+    }
+
+    /// G, the number of groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Whether the layer has a bias parameter.
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
+
+    /// The geometry of one group: C/G input channels and K/G filters (the whole layer's
+    /// with one group).
+    pub fn group_geom(&self) -> ConvGeom {
+        ConvGeom {
+            c: self.geom.c / self.groups,
+            k: self.geom.k / self.groups,
+            ..self.geom
+        }
+    }
+
+    /// Whether the layer runs on the depthwise kernels ([`depthwise`]): G = C > 1 (each
+    /// filter reads one channel), unless [`Conv2D::set_depthwise`] turned them off.
+    pub fn uses_depthwise(&self) -> bool {
+        self.depthwise && self.groups == self.geom.c && self.groups > 1
+    }
+
+    /// Turns the depthwise kernels on (where G = C > 1) or off (the G one-channel im2col
+    /// products instead); returns whether they run. For tests and measurements of one
+    /// path against the other.
+    pub fn set_depthwise(&mut self, on: bool) -> bool {
+        self.depthwise = on;
+        self.uses_depthwise()
     }
 
     /// Whether the layer runs as Winograd F(2x2, 3x3) rather than im2col or the direct
@@ -452,11 +660,11 @@ impl Conv2D {
     }
 
     /// Turns Winograd on, where the layer's shape allows it (3x3, stride 1, enough input
-    /// channels) whatever `CNN_NO_WINOGRAD` says, or off; returns whether it is on. For
-    /// tests and measurements of one path against the other. A model decides its fused
-    /// steps from its layers when it is built, so change a layer's path before that.
+    /// channels, one group) whatever `CNN_NO_WINOGRAD` says, or off; returns whether it is
+    /// on. For tests and measurements of one path against the other. A model decides its
+    /// fused steps from its layers when it is built, so change a layer's path before that.
     pub fn set_winograd(&mut self, on: bool) -> bool {
-        self.winograd = Plan::new(&self.geom).filter(|_| on);
+        self.winograd = Plan::new(&self.geom).filter(|_| on && self.groups == 1);
         self.uses_winograd()
     }
 
@@ -497,9 +705,15 @@ impl Conv2D {
     ) {
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
-        let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
+        // One group's geometry, input and output lengths per sample, and weights.
+        let sub = self.group_geom();
+        let (rows, ohw) = (sub.patch_len(), g.out_h * g.out_w);
+        let (sub_in, sub_out) = (sub.c * g.h * g.w, sub.k * ohw);
         if let Some(plan) = self.winograd {
             return self.forward_winograd(&plan, x, y, n, act, after);
+        }
+        if self.uses_depthwise() {
+            return self.forward_depthwise(x, y, n, act, after);
         }
         // One-channel 3x3 convolutions (every example's first layer) skip im2col: the
         // direct kernel gives the same bits (see `kernels::direct`).
@@ -529,11 +743,20 @@ impl Conv2D {
                             continue;
                         }
                         let relu = act == Activation::Relu;
-                        im2col(x_n, &g, cols);
-                        // y_n = act(W cols + b): bias and ReLU fused into the product's stores;
-                        // any other activation is a pass of its own.
-                        let (w, cols) = (MatRef::new(w, g.k, rows), MatRef::new(cols, rows, ohw));
-                        gemm_bias_relu(w, cols, b, relu, MatMut::new(y_n, g.k, ohw));
+                        // Group by group (one group: the whole sample), y_n = act(W cols + b):
+                        // bias and ReLU fused into the product's stores; any other activation
+                        // is a pass of its own.
+                        for (((x_g, y_g), w_g), b_g) in x_n
+                            .chunks(sub_in)
+                            .zip(y_n.chunks_mut(sub_out))
+                            .zip(w.chunks(sub.k * rows))
+                            .zip(b.chunks(sub.k))
+                        {
+                            im2col(x_g, &sub, cols);
+                            let (w_g, cols) =
+                                (MatRef::new(w_g, sub.k, rows), MatRef::new(cols, rows, ohw));
+                            gemm_bias_relu(w_g, cols, b_g, relu, MatMut::new(y_g, sub.k, ohw));
+                        }
                         if !relu {
                             activation::forward(act, y_n, out_len);
                         }
@@ -647,15 +870,23 @@ impl Conv2D {
         if let Some(plan) = self.winograd {
             return self.backward_winograd(&plan, x, y, dy, dx, n, act);
         }
+        if self.uses_depthwise() {
+            return self.backward_depthwise(x, y, dy, dx, n, act);
+        }
         let g = self.geom;
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
-        let (rows, ohw) = (g.patch_len(), g.out_h * g.out_w);
+        let sub = self.group_geom();
+        let (rows, ohw) = (sub.patch_len(), g.out_h * g.out_w);
+        let (sub_in, sub_out) = (sub.c * g.h * g.w, sub.k * ohw);
         let wlen = g.k * rows;
         let w = self.weight.value.data();
+        let grouped = self.groups > 1;
 
-        // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then
-        // dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and dL/db_blk[k] = sum_n sum_pixels dy_n[k],
-        // and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n), in the thread's cols buffer.
+        // Per block of GRAD_BLOCK samples, in parallel: undo the activation, then for each
+        // group (one group: the whole sample), with W, dy, cols and dx its own rows and
+        // channels, dL/dW_blk = sum_n dy_n[K, H'W'] * cols_n^T and
+        // dL/db_blk[k] = sum_n sum_pixels dy_n[k], and dL/dx_n = col2im(W^T[C kh kw, K] * dy_n),
+        // in the thread's cols buffer.
         let total = grad_blocks(
             &mut self.partial,
             &g,
@@ -665,7 +896,7 @@ impl Conv2D {
             |sc, mut b| {
                 // Nine weights per filter (a one-channel 3x3 convolution) and no dx to
                 // compute from the undone dy: one pass over dy and y gives all three.
-                let one_pass = b.dx.is_none() && direct::weight_grad9_applies(&g);
+                let one_pass = !grouped && b.dx.is_none() && direct::weight_grad9_applies(&g);
                 if !one_pass {
                     sc.cols.resize(rows * ohw, 0.0);
                 }
@@ -687,20 +918,32 @@ impl Conv2D {
                         continue;
                     }
                     undo_activation(act, y_s, dy_s, ohw, b.db);
-                    im2col(&b.x[s * in_len..(s + 1) * in_len], &g, cols);
-                    let (dy_m, cols_t) = (
-                        MatRef::new(dy_s, g.k, ohw),
-                        MatRef::new(cols, rows, ohw).t(),
-                    );
-                    gemm(dy_m, cols_t, beta, MatMut::new(b.dw, g.k, rows));
-                    beta = 1.0;
-                    if let Some(dx_b) = b.dx.as_deref_mut() {
-                        // cols is free again: it holds dcols = W^T dy_s.
-                        let (w_t, dy_m) =
-                            (MatRef::new(w, g.k, rows).t(), MatRef::new(dy_s, g.k, ohw));
-                        gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
-                        col2im(cols, &g, &mut dx_b[s * in_len..(s + 1) * in_len]);
+                    let x_s = &b.x[s * in_len..(s + 1) * in_len];
+                    let mut dx_s = b.dx.as_deref_mut().map(|d| &mut d[s * in_len..][..in_len]);
+                    for (gi, ((x_g, dy_g), w_g)) in x_s
+                        .chunks(sub_in)
+                        .zip(dy_s.chunks(sub_out))
+                        .zip(w.chunks(sub.k * rows))
+                        .enumerate()
+                    {
+                        im2col(x_g, &sub, cols);
+                        let (dy_m, cols_t) = (
+                            MatRef::new(dy_g, sub.k, ohw),
+                            MatRef::new(cols, rows, ohw).t(),
+                        );
+                        let dw_g = &mut b.dw[gi * sub.k * rows..][..sub.k * rows];
+                        gemm(dy_m, cols_t, beta, MatMut::new(dw_g, sub.k, rows));
+                        if let Some(dx_s) = dx_s.as_deref_mut() {
+                            // cols is free again: it holds dcols = W^T dy_g.
+                            let (w_t, dy_m) = (
+                                MatRef::new(w_g, sub.k, rows).t(),
+                                MatRef::new(dy_g, sub.k, ohw),
+                            );
+                            gemm(w_t, dy_m, 0.0, MatMut::new(cols, rows, ohw));
+                            col2im(cols, &sub, &mut dx_s[gi * sub_in..][..sub_in]);
+                        }
                     }
+                    beta = 1.0;
                 }
             },
         );
@@ -710,6 +953,74 @@ impl Conv2D {
 }
 
 impl Conv2D {
+    /// [`Conv2D::forward_act`] on the depthwise kernels (G = C): in parallel over blocks of
+    /// [`GRAD_BLOCK`] samples, each block then handed to `after`.
+    fn forward_depthwise<A: AfterBlock>(
+        &mut self,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        act: Activation,
+        after: &mut [A],
+    ) {
+        let g = self.geom;
+        let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
+        let (w, b) = (self.weight.value.data(), self.bias.value.data());
+        let relu = act == Activation::Relu;
+        y[..n * out_len]
+            .par_chunks_mut(GRAD_BLOCK * out_len)
+            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
+            .zip(after.par_iter_mut())
+            .for_each(|((y_b, x_b), after_b)| {
+                SCRATCH.with_borrow_mut(|sc| {
+                    for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                        depthwise::forward(&g, x_n, w, b, relu, &mut sc.depthwise, y_n);
+                        if !relu {
+                            activation::forward(act, y_n, out_len);
+                        }
+                    }
+                });
+                after_b.run(y_b);
+            });
+    }
+
+    /// [`Conv2D::backward_act`] on the depthwise kernels (G = C): per block of
+    /// [`GRAD_BLOCK`] samples, in parallel, the activation undone, then the block's weight
+    /// and bias gradients and dx; the blocks' gradients summed in order.
+    fn backward_depthwise<D: DyBlock>(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: Vec<D>,
+        dx: Option<&mut [f32]>,
+        n: usize,
+        act: Activation,
+    ) {
+        let g = self.geom;
+        let out_len = g.k * g.out_h * g.out_w;
+        let wlen = g.k * g.kh * g.kw;
+        let w = self.weight.value.data();
+        let total = grad_blocks(
+            &mut self.partial,
+            &g,
+            wlen,
+            (x, y, dy, dx),
+            n,
+            |sc, mut b| {
+                if act != Activation::None {
+                    for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
+                        activation::backward(act, y_s, dy_s, dy_s.len());
+                    }
+                }
+                let m = b.y.len() / out_len;
+                let dx = b.dx.as_deref_mut();
+                depthwise::backward(&g, b.x, b.dy, w, m, &mut sc.depthwise, b.dw, b.db, dx);
+            },
+        );
+        self.weight.grad.data_mut().copy_from_slice(&total[..wlen]);
+        self.bias.grad.data_mut().copy_from_slice(&total[wlen..]);
+    }
+
     /// The weights in the Winograd domain for this pass.
     fn winograd_ready(&mut self, plan: &Plan) {
         self.wino_u.resize(plan.u_len(), 0.0);
@@ -941,22 +1252,36 @@ impl LayerOp for Conv2D {
         self.backward_act(x, y, dy, dx, n, act);
     }
 
+    /// The weight and, if the layer has one, the bias.
     fn params(&self) -> Vec<(&'static str, &Param)> {
-        vec![("weight", &self.weight), ("bias", &self.bias)]
+        let mut p = vec![("weight", &self.weight)];
+        if self.has_bias {
+            p.push(("bias", &self.bias));
+        }
+        p
     }
 
     fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
-        vec![("weight", &mut self.weight), ("bias", &mut self.bias)]
+        let mut p = vec![("weight", &mut self.weight)];
+        if self.has_bias {
+            p.push(("bias", &mut self.bias));
+        }
+        p
     }
 
-    /// (C kh kw, K kh kw).
+    /// ((C/G) kh kw, K kh kw), as PyTorch counts them for a grouped convolution.
     fn fans(&self) -> Option<(usize, usize)> {
         let g = self.geom;
-        Some((g.patch_len(), g.k * g.kh * g.kw))
+        Some((self.group_geom().patch_len(), g.k * g.kh * g.kw))
     }
 
+    /// The page of `cnn serve` recomputes a cell over every input channel, plus a bias:
+    /// none for a grouped convolution or one without a bias.
     fn window(&self) -> Option<Window> {
         let g = self.geom;
+        if self.groups != 1 || !self.has_bias {
+            return None;
+        }
         Some(Window::Weighted {
             kh: g.kh,
             kw: g.kw,
@@ -968,13 +1293,18 @@ impl LayerOp for Conv2D {
 
     /// The definition (the module doc's forward), in f64, one output plane per task.
     fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
-        Some(conv_f64(&self.geom, x, &params[0], &params[1], n))
+        let b = self.bias_f64(params);
+        Some(conv_f64(&self.geom, self.groups, x, &params[0], &b, n))
     }
 
     /// Weight `[k][c][i][j]` and bias `[k]` feed filter k's plane alone.
     fn reference_channel(&self, slot: usize, e: usize) -> Option<(usize, usize)> {
         let g = self.geom;
-        let k = if slot == 0 { e / g.patch_len() } else { e };
+        let k = if slot == 0 {
+            e / self.group_geom().patch_len()
+        } else {
+            e
+        };
         Some((k, g.out_h * g.out_w))
     }
 
@@ -986,15 +1316,19 @@ impl LayerOp for Conv2D {
         c: usize,
         n: usize,
     ) -> Option<Vec<f64>> {
-        let (g, w, b) = (self.geom, &params[0], &params[1]);
-        let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+        let (g, w, b) = (self.geom, &params[0], self.bias_f64(params));
+        let (ohw, hw) = (g.out_h * g.out_w, g.h * g.w);
+        let sub = self.group_geom();
+        let len = sub.patch_len();
+        let first = (c / sub.k) * sub.c;
         let mut z = base_z.to_vec();
         for s in 0..n {
             let out = &mut z[(s * g.k + c) * ohw..(s * g.k + c + 1) * ohw];
             out.fill(b[c]);
-            for ch in 0..g.c {
+            for cl in 0..sub.c {
+                let ch = first + cl;
                 let xc = &x[(s * g.c + ch) * hw..(s * g.c + ch + 1) * hw];
-                let kernel = &w[c * len + ch * g.kh * g.kw..][..g.kh * g.kw];
+                let kernel = &w[c * len + cl * g.kh * g.kw..][..g.kh * g.kw];
                 conv_channel_f64(&g, xc, kernel, out);
             }
         }
@@ -1002,7 +1336,7 @@ impl LayerOp for Conv2D {
     }
 
     /// Linear in x: `z = base_z + conv(x - base_x)` without the bias, over the changed
-    /// input channels only.
+    /// input channels only (each feeding the filters of its group).
     fn reference_changed_inputs(
         &self,
         x: &[f64],
@@ -1014,41 +1348,58 @@ impl LayerOp for Conv2D {
         n: usize,
     ) -> Option<Vec<f64>> {
         let (g, w) = (self.geom, &params[0]);
+        let sub = self.group_geom();
         let delta = super::changed_inputs(x, base_x, channels, block, n);
-        let (ohw, len) = (g.out_h * g.out_w, g.patch_len());
+        let (ohw, len) = (g.out_h * g.out_w, sub.patch_len());
         let mut z = base_z.to_vec();
         z.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
             let (s, k) = (plane / g.k, plane % g.k);
             for (j, &c) in channels.iter().enumerate() {
-                let kernel = &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw];
+                if c / sub.c != k / sub.k {
+                    continue;
+                }
+                let kernel = &w[k * len + (c % sub.c) * g.kh * g.kw..][..g.kh * g.kw];
                 conv_channel_f64(&g, &delta[s * channels.len() + j], kernel, out);
             }
         });
         Some(z)
     }
 
-    /// K filters of C planes of kh x kw: the weight `[K, C, kh, kw]` as it is stored.
+    /// K filters of C/G planes of kh x kw: the weight `[K, C/G, kh, kw]` as it is stored.
     fn filters(&self) -> Option<Filters<'_>> {
         let g = self.geom;
         Some(Filters {
             values: self.weight.value.data(),
-            channels: g.c,
+            channels: g.c / self.groups,
             height: g.kh,
             width: g.kw,
         })
     }
 }
 
-/// y[n][k][oy][ox] = b[k] + sum_{c,i,j} w[k][c][i][j] x[n][c][oy S + i - P][ox S + j - P],
-/// in f64, one output plane per task.
-fn conv_f64(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
-    let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, g.patch_len());
+impl Conv2D {
+    /// The bias of the f64 reference: the parameter's copy, or zeros without one.
+    fn bias_f64(&self, params: &[Vec<f64>]) -> Vec<f64> {
+        match params.get(1) {
+            Some(b) if self.has_bias => b.clone(),
+            _ => vec![0.0; self.geom.k],
+        }
+    }
+}
+
+/// y[n][k][oy][ox] = b[k] + sum_{c,i,j} w[k][c][i][j] x[n][g0 + c][oy S + i - P][ox S + j - P]
+/// with g0 = (k / (K/G)) (C/G) and c over the C/G channels of the group, in f64, one
+/// output plane per task.
+fn conv_f64(g: &ConvGeom, groups: usize, x: &[f64], w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let (cg, kg) = (g.c / groups, g.k / groups);
+    let (ohw, hw, len) = (g.out_h * g.out_w, g.h * g.w, cg * g.kh * g.kw);
     let mut y = vec![0.0; n * g.k * ohw];
     y.par_chunks_mut(ohw).enumerate().for_each(|(plane, out)| {
         let (s, k) = (plane / g.k, plane % g.k);
         out.fill(b[k]);
-        for c in 0..g.c {
-            let xc = &x[(s * g.c + c) * hw..(s * g.c + c + 1) * hw];
+        let first = (k / kg) * cg;
+        for c in 0..cg {
+            let xc = &x[(s * g.c + first + c) * hw..][..hw];
             conv_channel_f64(g, xc, &w[k * len + c * g.kh * g.kw..][..g.kh * g.kw], out);
         }
     });
@@ -1085,13 +1436,27 @@ fn conv_channel_f64(g: &ConvGeom, xc: &[f64], kernel: &[f64], out: &mut [f64]) {
 
 /// Reference forward by the definition (six nested loops), for tests.
 pub fn conv2d_forward_naive(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+    grouped_conv2d_forward_naive(g, 1, x, w, b, n)
+}
+
+/// [`conv2d_forward_naive`] with `groups` groups: filter k reads the C/G input channels
+/// `(k / (K/G)) (C/G) ..`, the weight is `[K, C/G, kh, kw]`.
+pub fn grouped_conv2d_forward_naive(
+    g: &ConvGeom,
+    groups: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let (cg, kg) = (g.c / groups, g.k / groups);
     let mut y = vec![0.0; n * g.k * g.out_h * g.out_w];
     for s in 0..n {
         for k in 0..g.k {
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
                     let mut acc = f64::from(b[k]);
-                    for c in 0..g.c {
+                    for c in 0..cg {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
                                 let iy = (oy * g.stride + i) as isize - g.pad_top as isize;
@@ -1099,8 +1464,10 @@ pub fn conv2d_forward_naive(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], n: us
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }
-                                let xv = x[((s * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
-                                let wv = w[((k * g.c + c) * g.kh + i) * g.kw + j];
+                                let xc = (k / kg) * cg + c;
+                                let xv =
+                                    x[((s * g.c + xc) * g.h + iy as usize) * g.w + ix as usize];
+                                let wv = w[((k * cg + c) * g.kh + i) * g.kw + j];
                                 acc += f64::from(xv) * f64::from(wv);
                             }
                         }
@@ -1121,8 +1488,21 @@ pub fn conv2d_backward_naive(
     dy: &[f32],
     n: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    grouped_conv2d_backward_naive(g, 1, x, w, dy, n)
+}
+
+/// [`conv2d_backward_naive`] with `groups` groups (see [`grouped_conv2d_forward_naive`]).
+pub fn grouped_conv2d_backward_naive(
+    g: &ConvGeom,
+    groups: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    n: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (cg, kg) = (g.c / groups, g.k / groups);
     let mut dx = vec![0.0f64; n * g.c * g.h * g.w];
-    let mut dw = vec![0.0f64; g.k * g.patch_len()];
+    let mut dw = vec![0.0f64; g.k * cg * g.kh * g.kw];
     let mut db = vec![0.0f64; g.k];
     for s in 0..n {
         for k in 0..g.k {
@@ -1130,7 +1510,7 @@ pub fn conv2d_backward_naive(
                 for ox in 0..g.out_w {
                     let d = f64::from(dy[((s * g.k + k) * g.out_h + oy) * g.out_w + ox]);
                     db[k] += d;
-                    for c in 0..g.c {
+                    for c in 0..cg {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
                                 let iy = (oy * g.stride + i) as isize - g.pad_top as isize;
@@ -1138,8 +1518,9 @@ pub fn conv2d_backward_naive(
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }
-                                let xi = ((s * g.c + c) * g.h + iy as usize) * g.w + ix as usize;
-                                let wi = ((k * g.c + c) * g.kh + i) * g.kw + j;
+                                let xc = (k / kg) * cg + c;
+                                let xi = ((s * g.c + xc) * g.h + iy as usize) * g.w + ix as usize;
+                                let wi = ((k * cg + c) * g.kh + i) * g.kw + j;
                                 dw[wi] += d * f64::from(x[xi]);
                                 dx[xi] += d * f64::from(w[wi]);
                             }

@@ -71,6 +71,12 @@ macro_rules! layer_kinds {
                 match self { $(LayerSpec::$variant(_) => <$kind as LayerKind>::SHAPE_KEY,)* }
             }
 
+            /// The key whose value a shape error on an input of shape `input` points at
+            /// (`kernel`; Conv2D's `groups` when they do not divide the input's channels).
+            pub fn shape_error_key(&self, input: &[usize]) -> Option<&'static str> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::shape_error_key(s, input),)* }
+            }
+
             /// The per-sample output shape for a per-sample input shape.
             pub fn output_shape(&self, input: &[usize]) -> Result<SampleShape> {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_shape(s, input),)* }

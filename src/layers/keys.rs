@@ -93,6 +93,21 @@ impl<'a> LineKeys<'a> {
         }
     }
 
+    /// `key=true` or `key=false` (any case), `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        let Some(a) = self.get(key) else {
+            return Ok(default);
+        };
+        match a.value.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.err(
+                a.value_pos,
+                format!("`{key}` must be `true` or `false`, found `{}`", a.value),
+            )),
+        }
+    }
+
     /// A whole number in `min..=max`.
     pub fn whole(&self, arg: &Arg, min: usize, max: usize) -> Result<usize> {
         match parse_whole(arg.value) {
@@ -209,6 +224,8 @@ pub fn example(key: &str) -> &'static str {
         "alpha" => "`alpha=0.01`",
         "pool" => "`pool=2x2`",
         "units" => "`units=128`",
+        "groups" => "`groups=2`",
+        "bias" => "`bias=false`",
         "from" => "`from=-3`",
         "layers" => "`layers=-1,-4`",
         _ => "`key=value`",

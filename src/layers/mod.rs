@@ -159,6 +159,12 @@ pub trait LayerKind {
     /// The key whose value a shape error points at (`kernel`, `pool`).
     const SHAPE_KEY: Option<&'static str> = None;
 
+    /// The key a shape error on an input of shape `input` points at:
+    /// [`LayerKind::SHAPE_KEY`] by default (Conv2D: `groups` when they do not divide the
+    /// input's channels).
+    fn shape_error_key(_spec: &Self::Spec, _input: &[usize]) -> Option<&'static str> {
+        Self::SHAPE_KEY
+    }
     /// Reads a config line whose layer name is `name` (one of [`LayerKind::LINES`]).
     fn parse(name: &str, keys: &LineKeys) -> Result<Self::Spec>;
     /// The name as written in configs.

@@ -328,6 +328,8 @@ mod tests {
             stride: 2,
             padding: Padding::Same,
             activation: Activation::None,
+            groups: 1,
+            bias: true,
         };
         // H = 7: H' = ceil(7/2) = 4, total pad = 3*2 + 3 - 7 = 2, top = 1.
         let g = spec.geom([1, 7, 6]).unwrap();
@@ -342,6 +344,8 @@ mod tests {
             stride: 2,
             padding: Padding::Explicit(1),
             activation: Activation::None,
+            groups: 1,
+            bias: true,
         };
         // floor((7 - 3 + 2)/2) + 1 = 4, floor((6 - 3 + 2)/2) + 1 = 3 (PyTorch fixture shape).
         let g = spec.geom([3, 7, 6]).unwrap();
@@ -356,6 +360,8 @@ mod tests {
             stride: 1,
             padding: Padding::Valid,
             activation: Activation::None,
+            groups: 1,
+            bias: true,
         };
         assert!(spec.geom([1, 4, 4]).is_err());
     }

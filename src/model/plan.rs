@@ -326,6 +326,8 @@ mod tests {
             stride: 1,
             padding: crate::kernels::geom::Padding::Same,
             activation: crate::layers::Activation::Relu,
+            groups: 1,
+            bias: true,
         }
         .geom([1, 28, 28])
         .unwrap();

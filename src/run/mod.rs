@@ -92,8 +92,8 @@ pub struct TestResult {
 pub struct Outcome {
     /// Every epoch's metrics, those before a resume too.
     pub history: Vec<EpochMetrics>,
-    /// The final figures on the test set (`--test-data`, or the t10k split of an IDX folder or
-    /// of the demo set), when there is one and the run finished. With a validation split too,
+    /// The final figures on the test set (`--test-data`, or the test split of an IDX or
+    /// CIFAR-10 folder or of the demo set), when there is one and the run finished. With a validation split too,
     /// the test set is evaluated only then, once, after training.
     pub test: Option<TestResult>,
     /// The final figures on the validation split (`--val-split`), when there is one and the
@@ -553,6 +553,7 @@ impl Run {
             augment: crate::augment::Augment {
                 shift: self.config.shift,
                 flip: self.config.flip,
+                erase: self.config.erase,
             },
             early_stop: self.config.early_stop_rule(),
         };
@@ -851,8 +852,9 @@ fn load_data(config: &RunConfig, parsed: &ParsedConfig) -> Result<Data> {
         ),
         Some(path) => {
             let train = data::load(path, &opts(Split::Train))?;
-            // An IDX folder carries its own test split (t10k-*); other formats do not.
-            let test = if data::has_idx_test_split(path)
+            // An IDX folder carries its own test split (t10k-*), a CIFAR-10 folder its
+            // test_batch.bin; other formats do not.
+            let test = if data::has_test_split(path)
                 && config.test_data.is_none()
                 && config.val_split.is_none()
             {

@@ -44,25 +44,28 @@ run_options! {
     config: PathBuf = PathBuf::new() => {
         resume: Resume::Checkpoint,
     },
-    /// Training data: an IDX folder or file, a folder with labels.txt, or a folder per class.
-    /// `None`: the built-in Fashion-MNIST demo set.
+    /// Training data: an IDX folder or file, a CIFAR-10 folder or batch file, a folder with
+    /// labels.txt, or a folder per class. `None`: the built-in Fashion-MNIST demo set.
     data: Option<PathBuf> = None => {
         flag: "data",
-        help: "Training data: an IDX folder or file, a folder with labels.txt, or a folder per \
-               class. Default: the built-in Fashion-MNIST demo set.",
+        help: "Training data: an IDX folder or file, a CIFAR-10 folder or .bin file, a folder \
+               with labels.txt, or a folder per class. Default: the built-in Fashion-MNIST demo \
+               set.",
         resume: Resume::MayChange,
         unset: "the built-in demo set",
     },
     /// Test data, evaluated after each epoch; with `val_split`, once, after training (the
     /// validation split is then evaluated after each epoch). Its classes are matched to the
     /// training data's by name, as `cnn evaluate` does, before training. `None`: the t10k
-    /// split of an IDX folder (or of the demo set) when there is one and no `val_split`.
+    /// split of an IDX folder, the test_batch.bin of a CIFAR-10 folder (or the demo set's
+    /// test split) when there is one and no `val_split`.
     test_data: Option<PathBuf> = None => {
         flag: "test-data",
         help: "Test data, evaluated after each epoch (with --val-split: once, after training). \
-               Default: the t10k split of an IDX folder (or of the demo set), if there is one.",
+               Default: the test split of the training data (an IDX folder's t10k files, a \
+               CIFAR-10 folder's test_batch.bin, the demo set's), if it has one.",
         resume: Resume::MayChange,
-        unset: "the t10k split, if any",
+        unset: "the data's test split, if any",
     },
     /// Hold out this share (strictly between 0 and 1) of the training data, stratified, as
     /// the set evaluated after each epoch (and watched by early stopping), instead of the
@@ -239,6 +242,19 @@ run_options! {
         help: "Flip half the training images left to right, at random (right for clothes, wrong \
                for digits).",
         key: augment("flip"),
+    },
+    /// Erase a rectangle of each training image with this probability p, after the shift and
+    /// the flip: torchvision's `RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3),
+    /// value=0)` after `Normalize`, so the rectangle's pixels become 0 of the normalised image
+    /// ([`crate::augment`]). Default 0 (off).
+    erase: f32 = 0.0 => {
+        flag: "erase",
+        help: "Erase a random rectangle (2% to 33% of the image, height / width 0.3 to 3.3) of \
+               each training image with this probability, as torchvision's RandomErasing after \
+               Normalize: its pixels become 0 after normalisation.",
+        key: augment("erase"),
+        range: Range::Probability,
+        example: "0.5",
     },
     /// Stop when this figure of the validation split (`val_split`, required) has not
     /// improved for `patience` epochs ([`crate::early_stop`]). Default off.

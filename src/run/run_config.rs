@@ -758,7 +758,7 @@ mod tests {
             text,
             [
                 "data the built-in demo set -> elsewhere",
-                "test_data the t10k split, if any -> t"
+                "test_data the data's test split, if any -> t"
             ]
         );
     }

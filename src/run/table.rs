@@ -106,6 +106,8 @@ pub enum Range {
     UpToOne,
     /// 0 < x < 1.
     Fraction,
+    /// 0 <= x <= 1: a probability.
+    Probability,
     /// A whole number from `min` to `max`.
     Whole { min: usize, max: usize },
 }
@@ -121,6 +123,7 @@ impl Range {
                 Range::BelowOne => (0.0..1.0).contains(&x),
                 Range::UpToOne => x > 0.0 && x <= 1.0,
                 Range::Fraction => x > 0.0 && x < 1.0,
+                Range::Probability => (0.0..=1.0).contains(&x),
                 Range::Whole { min, max } => x >= min as f64 && x <= max as f64,
             }
     }
@@ -146,6 +149,7 @@ impl Range {
             Range::BelowOne => "at least 0 and below 1",
             Range::UpToOne => "above 0 and at most 1",
             Range::Fraction => "strictly between 0 and 1",
+            Range::Probability => "at least 0 and at most 1",
             // Below the least whole number allowed is 0 (the least is 0 or 1): no "got".
             Range::Whole { min, .. } if x < min as f64 => {
                 return format!("{flag} must be at least {min}")
@@ -171,6 +175,7 @@ impl Range {
             Range::BelowOne => "a number from 0 to below 1".into(),
             Range::UpToOne => "a number above 0 and at most 1".into(),
             Range::Fraction => "a number strictly between 0 and 1".into(),
+            Range::Probability => "a number from 0 to 1".into(),
             Range::Whole { min, max } => {
                 format!("a whole number from {min} to {}", thousands(max as u128))
             }

@@ -1,5 +1,5 @@
-//! `--shift` and `--flip` through the command line: they change training, never the test
-//! set, and give the same bytes for any thread count and across resume.
+//! `--shift`, `--flip` and `--erase` through the command line: they change training, never
+//! the test set, and give the same bytes for any thread count and across resume.
 
 use crate::bars::{bars_setup, bars_train};
 use crate::command::Train;
@@ -19,6 +19,10 @@ fn augmentation_changes_training_and_gives_the_same_bytes_on_1_and_2_threads() {
             .defaults(&DEFAULTS)
             .args(&["--shift", "1", "--flip", "--threads", threads])
             .ok();
+        bars_train(d, &format!("erased-{name}"))
+            .defaults(&DEFAULTS)
+            .args(&["--erase", "0.5", "--threads", threads])
+            .ok();
     }
     assert_ne!(
         model_bytes(&d.join("plain")),
@@ -26,13 +30,46 @@ fn augmentation_changes_training_and_gives_the_same_bytes_on_1_and_2_threads() {
         "augmentation must change training"
     );
     assert_eq!(model_bytes(&d.join("one")), model_bytes(&d.join("two")));
+    assert_ne!(
+        model_bytes(&d.join("plain")),
+        model_bytes(&d.join("erased-one")),
+        "erasing must change training"
+    );
+    assert_eq!(
+        model_bytes(&d.join("erased-one")),
+        model_bytes(&d.join("erased-two"))
+    );
+}
+
+#[test]
+fn erase_is_a_probability_on_the_command_line_and_on_the_augment_line() {
+    let (dir, _) = bars_setup();
+    let d = dir.path();
+    let (code, _, stderr) = bars_train(d, "run").args(&["--erase", "1.5"]).run();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--erase must be at least 0 and at most 1, got 1.5"),
+        "{stderr}"
+    );
+    let text = crate::bars::BARS_CONFIG.replacen("4\n", "4\nAugment erase=2\n", 1);
+    let (code, _, stderr) = bars_train(d, "run").config(&text).run();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("net.cfg:2:"), "{stderr}");
+    assert!(stderr.contains("a number from 0 to 1"), "{stderr}");
+    // The line's value is the run's.
+    let text = crate::bars::BARS_CONFIG.replacen("4\n", "4\nAugment erase=0.25\n", 1);
+    bars_train(d, "lined")
+        .config(&text)
+        .defaults(&DEFAULTS)
+        .ok();
+    assert_eq!(crate::runs::run_json(&d.join("lined"))["erase"], 0.25);
 }
 
 #[test]
 fn an_augmented_run_stopped_mid_epoch_and_resumed_equals_the_straight_run() {
     let (dir, _) = bars_setup();
     let d = dir.path();
-    let augmented = ["--shift", "2", "--flip"];
+    let augmented = ["--shift", "2", "--flip", "--erase", "0.5"];
     bars_train(d, "straight")
         .defaults(&DEFAULTS)
         .args(&augmented)

@@ -19,6 +19,26 @@ fn example_file(name: &str) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// The built-in examples' names in the order `cnn examples` lists them, after checking that
+/// they are exactly the `.cfg` files of the repository's `examples/`.
+fn example_names() -> Vec<&'static str> {
+    let names: Vec<&str> = cnn::examples::EXAMPLES.iter().map(|e| e.name).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".cfg").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, files,
+        "every file of examples/ is built in, and only those"
+    );
+    names
+}
+
 #[test]
 fn train_takes_an_example_by_name_outside_the_repository_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,8 +149,11 @@ fn a_file_of_an_example_s_name_wins_and_a_mistyped_name_lists_the_examples() {
     assert_eq!(code, 1);
     assert_eq!(
         stderr,
-        "error: lenet5: no such file, nor a built-in example (report1, report1-10, report1-bn, \
-         lenet, fashion-93, resnet-small; `cnn examples` lists them)\n"
+        format!(
+            "error: lenet5: no such file, nor a built-in example ({}; `cnn examples` lists \
+             them)\n",
+            example_names().join(", ")
+        )
     );
 }
 
@@ -139,17 +162,11 @@ fn cnn_examples_lists_prints_and_writes_them_refusing_to_overwrite_without_force
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = cnn_in(dir.path(), &["examples"]);
     assert_eq!(code, 0, "{stderr}");
-    for name in [
-        "report1 ",
-        "report1-10 ",
-        "report1-bn ",
-        "lenet ",
-        "fashion-93 ",
-        "resnet-small ",
-    ] {
+    for name in example_names() {
+        let name = format!("{name} ");
         let line = stdout
             .lines()
-            .find(|l| l.starts_with(name))
+            .find(|l| l.starts_with(&name))
             .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"));
         assert!(line.len() > name.len() + 20, "a description: {line}");
     }
@@ -159,21 +176,18 @@ fn cnn_examples_lists_prints_and_writes_them_refusing_to_overwrite_without_force
 
     let (code, stdout, stderr) = cnn_in(dir.path(), &["examples", "--out", "nets"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("wrote 6 examples to nets: "), "{stdout}");
-    for name in [
-        "report1",
-        "report1-10",
-        "report1-bn",
-        "lenet",
-        "fashion-93",
-        "resnet-small",
-    ] {
+    let count = example_names().len();
+    assert!(
+        stdout.starts_with(&format!("wrote {count} examples to nets: ")),
+        "{stdout}"
+    );
+    for name in example_names() {
         let written = std::fs::read_to_string(dir.path().join(format!("nets/{name}.cfg")));
         assert_eq!(written.unwrap(), example_file(name), "{name}");
     }
     assert_eq!(
         std::fs::read_dir(dir.path().join("nets")).unwrap().count(),
-        6
+        count
     );
     // Edited, then written again: refused, the edit kept; replaced with --force.
     let edited = dir.path().join("nets/lenet.cfg");

@@ -769,9 +769,41 @@ fn idx_file_with_a_wrong_magic_number_is_an_error_naming_the_file() {
 
 #[test]
 fn download_of_an_unknown_dataset_is_an_error() {
-    let (code, _, err) = run(&[&"download", &"cifar10"]);
+    let (code, _, err) = run(&[&"download", &"cifar100"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("expected mnist or fashion-mnist"), "{err}");
+    assert!(
+        err.contains("expected mnist, fashion-mnist or cifar10"),
+        "{err}"
+    );
+}
+
+/// Offline: with CIFAR-10's files unpacked in the folder before (each of its size: sparse
+/// files here), the command fetches nothing and says how to look at them.
+#[test]
+fn download_of_cifar10_already_unpacked_fetches_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("cifar10");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 1..=6 {
+        let name = match i {
+            6 => "test_batch.bin".to_string(),
+            i => format!("data_batch_{i}.bin"),
+        };
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        f.set_len(30_730_000).unwrap();
+    }
+    write(&dir, "batches.meta.txt", "airplane\n");
+    let (code, out, err) = run(&[&"download", &"cifar10", &"--dir", &dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("7 files of cifar10 in") && out.contains("already there, unpacked before"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("cnn data info {}", dir.display())),
+        "{out}"
+    );
+    assert!(!err.contains("fetching"), "{err}");
 }
 
 /// Offline: with Fashion-MNIST already in the folder (Debian's copy in shared/data), the

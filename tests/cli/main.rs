@@ -6,6 +6,8 @@
 mod bars;
 #[path = "../common/bytes.rs"]
 mod bytes;
+#[path = "../common/cifar.rs"]
+mod cifar;
 #[path = "../common/command.rs"]
 mod command;
 #[path = "../common/mod.rs"]
@@ -28,6 +30,7 @@ mod stripes;
 mod augment;
 mod batchnorm;
 mod builtin_examples;
+mod cifar_data;
 mod cli;
 mod dropout;
 mod early_stopping;

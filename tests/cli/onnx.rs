@@ -43,6 +43,12 @@ const CONFIGS: &[&str] = &[
     "4\nInput shape=2x9x9\nConv2D filters=4 kernel=3x3 padding=same activation=relu\nGlobalAvgPool2D\n\
      BatchNorm1D activation=tanh\nDense units=3 activation=softmax\n",
     "3\nInput shape=3x8x8\nConv2D filters=5 kernel=3x3 stride=2\nGlobalAvgPool2D\nSoftmax\n",
+    // Depthwise-separable blocks: convolutions in groups (depthwise, with one and two
+    // filters per channel, at stride 1 and 2) and without a bias before BatchNorm.
+    "7\nInput shape=4x10x10\nConv2D filters=4 kernel=3x3 stride=1 padding=same groups=4 bias=false\n\
+     BatchNorm2D activation=relu\nConv2D filters=6 kernel=1x1 stride=1 padding=valid groups=2 bias=false\n\
+     BatchNorm2D activation=relu\nConv2D filters=12 kernel=3x3 stride=2 padding=1 groups=6 activation=relu\n\
+     GlobalAvgPool2D\nDense units=3 activation=softmax\n",
     // A graph: an identity shortcut, a projection shortcut whose skip path reads the block's
     // input through a one-layer Route (exported as no node: the Conv reads that value), and
     // a concatenation of two branches (Add and Concat nodes, read back as Shortcut and Route).
@@ -177,6 +183,62 @@ fn an_exported_graph_has_the_shape_the_issue_asks_for() {
     };
     let g = export::to_proto(&m, &plain).unwrap().graph.unwrap();
     assert_eq!(g.node[0].op_type.as_deref(), Some("Conv"));
+}
+
+#[test]
+fn grouped_convolutions_export_their_group_and_a_missing_bias_as_no_third_input() {
+    let i = CONFIGS.len() - 1;
+    let p = exported(i);
+    let convs: Vec<&NodeProto> = p
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Conv"))
+        .collect();
+    let group = |n: &NodeProto| {
+        let a = n
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some("group"));
+        a.and_then(|a| a.i).unwrap()
+    };
+    let shape = |name: &str| -> Vec<i64> {
+        let g = p.graph.as_ref().unwrap();
+        let t = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name));
+        t.unwrap().dims.clone()
+    };
+    assert_eq!(
+        convs.iter().map(|n| group(n)).collect::<Vec<_>>(),
+        [4, 2, 6]
+    );
+    assert_eq!(
+        convs.iter().map(|n| n.input.len()).collect::<Vec<_>>(),
+        [2, 2, 3]
+    );
+    assert_eq!(shape("layers.0.weight"), [4, 1, 3, 3]);
+    assert_eq!(shape("layers.2.weight"), [6, 2, 1, 1]);
+    assert_eq!(shape("layers.4.weight"), [12, 1, 3, 3]);
+
+    // A group that does not fit the weight and the value it reads is refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = exported(i);
+    let conv = node_mut(&mut bad, "Conv");
+    let a = conv
+        .attribute
+        .iter_mut()
+        .find(|a| a.name.as_deref() == Some("group"))
+        .unwrap();
+    a.i = Some(2);
+    let (_, e) = import_refuses(tmp.path(), "group.onnx", &bad.encode_to_vec());
+    assert!(
+        e.contains("with group 2 takes 2 channels, the value it reads has 4"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -109,6 +109,8 @@ fn conv2d_gradients_match_finite_differences() {
             stride: s,
             padding: p,
             activation: Activation::None,
+            groups: 1,
+            bias: true,
         });
         let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
         with_random_params(&mut layer, &mut rng);
@@ -119,6 +121,77 @@ fn conv2d_gradients_match_finite_differences() {
             &x,
             &mut rng,
         );
+    }
+}
+
+#[test]
+fn grouped_and_depthwise_conv_gradients_match_finite_differences() {
+    let mut rng = Rng::new(13);
+    // (N, C, H, W, K, kh, kw, stride, padding, G, bias): two groups, depthwise at stride
+    // 1 and 2 with one and two filters per channel, convolutions without a bias.
+    let cases = [
+        (2, 4, 6, 7, 6, 3, 3, 1, Padding::Same, 2, true),
+        (2, 3, 7, 6, 3, 3, 3, 1, Padding::Explicit(1), 3, true),
+        (3, 3, 7, 8, 6, 3, 3, 2, Padding::Explicit(1), 3, true),
+        (2, 4, 5, 5, 4, 3, 3, 1, Padding::Same, 1, false),
+        (2, 4, 9, 7, 4, 3, 3, 2, Padding::Same, 4, false),
+        (1, 6, 5, 6, 6, 2, 3, 1, Padding::Valid, 3, true),
+    ];
+    for (n, c, h, w, k, kh, kw, s, p, groups, bias) in cases {
+        let spec = LayerSpec::Conv2D(Conv2dSpec {
+            filters: k,
+            kernel: (kh, kw),
+            stride: s,
+            padding: p,
+            activation: Activation::None,
+            groups,
+            bias,
+        });
+        let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
+        assert_eq!(layer.params().len(), if bias { 2 } else { 1 });
+        with_random_params(&mut layer, &mut rng);
+        let x = random_tensor(&[n, c, h, w], &mut rng);
+        check_layer(
+            &format!("Conv2D {spec:?} on {:?}", x.shape()),
+            &mut layer,
+            &x,
+            &mut rng,
+        );
+    }
+}
+
+#[test]
+fn a_depthwise_separable_network_passes_the_frozen_gradient_check() {
+    // Depthwise 3x3 (stride 1, then 2) + BatchNorm + ReLU + pointwise 1x1 in two groups +
+    // BatchNorm + ReLU, convolutions without a bias: the f32 forward pass agrees with the
+    // f64 definition and every gradient with the frozen network's finite differences.
+    use cnn::init::Init;
+    use cnn::model::Model;
+    let spec = cnn::config::parse(
+        "10\nInput shape=4x8x7\n\
+         Conv2D filters=8 kernel=3x3 padding=1 groups=4 bias=false\n\
+         BatchNorm2D\nReLU\n\
+         Conv2D filters=8 kernel=1x1 groups=2 bias=false\n\
+         BatchNorm2D\nReLU\n\
+         Conv2D filters=8 kernel=3x3 stride=2 padding=1 groups=8 activation=tanh\n\
+         Conv2D filters=6 kernel=1x1\n\
+         GlobalAvgPool2D\n\
+         Dense units=3\n",
+        "separable",
+    )
+    .unwrap()
+    .spec;
+    let mut model = Model::new(&spec, Init::He, 3).unwrap();
+    let mut rng = Rng::new(8);
+    let x = random_tensor(&[8, 4, 8, 7], &mut rng);
+    let labels: Vec<usize> = (0..8).map(|i| i % 3).collect();
+    let report = cnn::gradcheck::check_network(&mut model, &x, &labels, 200, 1e-3, 5).unwrap();
+    assert!(report.forward.max_rel_error < 1e-5, "{:?}", report.forward);
+    assert_eq!(report.forward.wrong_choices, 0, "{:?}", report.forward);
+    let names: Vec<&str> = report.tensors.iter().map(|c| c.name.as_str()).collect();
+    assert!(names.contains(&"layers.0.weight") && !names.contains(&"layers.0.bias"));
+    for c in &report.tensors {
+        assert!(c.checked > 0 && c.max_rel_error < 1e-4, "{c:?}");
     }
 }
 
@@ -253,6 +326,8 @@ fn whole_network_gradients_match_finite_differences() {
                 stride: 2,
                 padding: Padding::Same,
                 activation: Activation::Tanh,
+                groups: 1,
+                bias: true,
             }),
             LayerSpec::AvgPool2D(PoolSpec {
                 pool: (2, 2),

@@ -21,6 +21,8 @@ fn conv(filters: usize, k: usize, stride: usize, padding: Padding) -> LayerSpec 
         stride,
         padding,
         activation: Activation::None,
+        groups: 1,
+        bias: true,
     })
 }
 
@@ -57,6 +59,78 @@ fn conv_sums_over_input_channels_and_strides() {
     );
     assert_eq!(y.shape(), &[1, 1, 2, 2]);
     assert_eq!(y.data(), &[21.0; 4]);
+}
+
+/// A 1x1 or 3x3 convolution of `filters` in `groups` groups, with or without a bias.
+fn grouped(
+    filters: usize,
+    k: usize,
+    stride: usize,
+    padding: Padding,
+    groups: usize,
+    bias: bool,
+) -> LayerSpec {
+    LayerSpec::Conv2D(Conv2dSpec {
+        filters,
+        kernel: (k, k),
+        stride,
+        padding,
+        activation: Activation::None,
+        groups,
+        bias,
+    })
+}
+
+#[test]
+fn a_grouped_conv_reads_only_its_group_s_channels() {
+    // Four channels of 2x2 holding 1, 2, 3, 4; two groups, one 1x1 filter each: filter 0
+    // reads channels 0 and 1 (weights 1, 10), filter 1 channels 2 and 3 (weights 100,
+    // 1000). Filter 0: 1 + 1*1 + 10*2 = 22; filter 1: 2 + 100*3 + 1000*4 = 4302.
+    let data: Vec<f32> = (1..=4).flat_map(|c| [c as f32; 4]).collect();
+    let x = Tensor::from_vec(&[1, 4, 2, 2], data).unwrap();
+    let y = run(
+        grouped(2, 1, 1, Padding::Valid, 2, true),
+        x,
+        &[vec![1.0, 10.0, 100.0, 1000.0], vec![1.0, 2.0]],
+    );
+    assert_eq!(y.shape(), &[1, 2, 2, 2]);
+    assert_eq!(
+        y.data(),
+        &[22.0, 22.0, 22.0, 22.0, 4302.0, 4302.0, 4302.0, 4302.0]
+    );
+}
+
+#[test]
+fn a_depthwise_conv_with_stride_2_and_padding_1_by_hand() {
+    // Channel 0 = [[1 2 3] [4 5 6] [7 8 9]] under a 3x3 of ones, channel 1 = ones under a
+    // 3x3 with 5 in the middle; no bias; stride 2, padding 1: a 2x2 output whose windows
+    // are centred on the corners. Channel 0: 1+2+4+5 = 12, 2+3+5+6 = 16, 4+5+7+8 = 24,
+    // 5+6+8+9 = 28; channel 1: 5 at every corner.
+    let mut data: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    data.extend([1.0; 9]);
+    let x = Tensor::from_vec(&[1, 2, 3, 3], data).unwrap();
+    let spec = grouped(2, 3, 2, Padding::Explicit(1), 2, false);
+    let mut layer = Layer::new(&spec, &[2, 3, 3]).unwrap();
+    let mut middle = vec![0.0; 9];
+    middle[4] = 5.0;
+    let w = [vec![1.0; 9], middle].concat();
+    layer.params_mut()[0].1.value.data_mut().copy_from_slice(&w);
+    let mut y = Tensor::default();
+    layer.forward(&x, &mut y);
+    assert_eq!(y.data(), &[12.0, 16.0, 24.0, 28.0, 5.0, 5.0, 5.0, 5.0]);
+    // Backward with dy = 1 everywhere: dw[0][i][j] sums the inputs window position (i, j)
+    // meets over the four outputs: rows 1 (i = 0, 2) or 0 and 2 (i = 1), columns likewise,
+    // so the corners 5, the edges 4+6 = 2+8 = 10, the middle 1+3+7+9 = 20. dx[1] is 5 at
+    // the corners (the only inputs under the middle weight), 0 elsewhere.
+    let mut dy = Tensor::from_vec(&[1, 2, 2, 2], vec![1.0; 8]).unwrap();
+    let mut dx = Tensor::default();
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
+    let dw = layer.params()[0].1.grad.data().to_vec();
+    assert_eq!(dw[..9], [5.0, 10.0, 5.0, 10.0, 20.0, 10.0, 5.0, 10.0, 5.0]);
+    assert_eq!(
+        dx.data()[9..],
+        [5.0, 0.0, 5.0, 0.0, 0.0, 0.0, 5.0, 0.0, 5.0]
+    );
 }
 
 #[test]

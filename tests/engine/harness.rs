@@ -31,14 +31,8 @@ fn a_present_shared_dataset_is_its_path() {
     assert!(path.is_dir());
 }
 
-/// Fixtures whose values are not PyTorch's: PyTorch could not be installed where they were
-/// written, so numpy computed them in float64 by the same formula, as each one's `source`
-/// says. `scripts/make-pytorch-fixtures.py --inputs-from tests/fixtures` rewrites them with
-/// PyTorch (and its `torch_version`), from the same inputs.
-const WITHOUT_TORCH: &[&str] = &["global_avgpool_2x3x4x5.json"];
-
-/// Every fixture was written by scripts/make-pytorch-fixtures.py, which records
-/// `torch.__version__` (but those of [`WITHOUT_TORCH`], until they are written again).
+/// Every fixture was written by scripts/make-pytorch-fixtures.py (the random-erasing one by
+/// scripts/make-erasing-fixture.py), which record `torch.__version__`.
 #[test]
 fn every_pytorch_fixture_records_the_torch_version() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -50,19 +44,11 @@ fn every_pytorch_fixture_records_the_torch_version() {
         }
         let f = crate::fixtures::fixture(&name);
         seen += 1;
-        if WITHOUT_TORCH.contains(&name.as_str()) && f["torch_version"].is_null() {
-            let source = f["source"].as_str().unwrap_or("");
-            assert!(
-                source.contains("not computed by PyTorch"),
-                "{name}: {source:?}"
-            );
-            continue;
-        }
         let version = f["torch_version"].as_str().unwrap_or("");
         assert!(
             version.chars().next().is_some_and(|c| c.is_ascii_digit()),
             "{name}: torch_version {version:?}"
         );
     }
-    assert_eq!(seen, 21, "the fixtures listed in tests/fixtures/README.md");
+    assert_eq!(seen, 27, "the fixtures listed in tests/fixtures/README.md");
 }

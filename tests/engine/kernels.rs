@@ -42,7 +42,7 @@ proptest! {
         kh in 1usize..5, kw in 1usize..5, stride in 1usize..4, pad in 0usize..4, seed in any::<u64>(),
     ) {
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
-        let spec = Conv2dSpec { filters: k, kernel: (kh, kw), stride, padding, activation: Activation::None };
+        let spec = Conv2dSpec { filters: k, kernel: (kh, kw), stride, padding, activation: Activation::None, groups: 1, bias: true };
         let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
         let mut rng = Rng::new(seed);
         let x = random(n * c * h * w, &mut rng);
@@ -73,7 +73,7 @@ proptest! {
         pad in 0usize..5, seed in any::<u64>(),
     ) {
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 2) };
-        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None, groups: 1, bias: true };
         let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
         let mut rng = Rng::new(seed);
         let x = random(n * c * h * w, &mut rng);
@@ -106,7 +106,7 @@ proptest! {
     ) {
         use cnn::kernels::im2col::{im2col, im2col_on, im2col_portable};
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
-        let spec = Conv2dSpec { filters: 1, kernel: (kh, kw), stride, padding, activation: Activation::None };
+        let spec = Conv2dSpec { filters: 1, kernel: (kh, kw), stride, padding, activation: Activation::None, groups: 1, bias: true };
         let Ok(g) = spec.geom([c, h, w]) else { return Ok(()) };
         let x = random(c * h * w, &mut Rng::new(seed));
         let len = g.patch_len() * g.out_h * g.out_w;
@@ -171,6 +171,8 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
         stride: 1,
         padding: Padding::Same,
         activation: Activation::Relu,
+        groups: 1,
+        bias: true,
     };
     let g = spec.geom([10, 9, 7]).unwrap();
     let n = 9;
@@ -261,6 +263,8 @@ fn a_one_image_convolution_split_over_two_threads_gives_the_bits_of_the_batch_pa
             stride: 1,
             padding: Padding::Same,
             activation: act,
+            groups: 1,
+            bias: true,
         };
         let g = spec.geom([1, 11, 13]).unwrap();
         let (in_len, out_len) = (11 * 13, k * g.out_h * g.out_w);
@@ -300,7 +304,7 @@ proptest! {
     ) {
         use cnn::kernels::{direct, gemm, im2col::im2col, Simd};
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
-        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride: 1, padding, activation: Activation::None, groups: 1, bias: true };
         let Ok(g) = spec.geom([1, h, w]) else { return Ok(()) };
         let mut rng = Rng::new(seed);
         let (x, wt, b) = (random(h * w, &mut rng), random(k * 9, &mut rng), random(k, &mut rng));
@@ -353,7 +357,7 @@ proptest! {
     ) {
         use cnn::kernels::{direct, gemm, im2col::im2col, Simd};
         let padding = match pad { 0 => Padding::Valid, 1 => Padding::Same, p => Padding::Explicit(p - 1) };
-        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride, padding, activation: Activation::None };
+        let spec = Conv2dSpec { filters: k, kernel: (3, 3), stride, padding, activation: Activation::None, groups: 1, bias: true };
         let Ok(g) = spec.geom([1, h, w]) else { return Ok(()) };
         if !direct::weight_grad9_applies(&g) {
             // Only where the kernels in use are not AVX-512's (this CPU's or the

@@ -14,6 +14,7 @@ mod shared;
 
 mod fuzz_props;
 mod gradcheck;
+mod grouped;
 mod hand_examples;
 mod harness;
 mod kernels;

@@ -11,9 +11,12 @@ use cnn::model::Model;
 use cnn::optim::{Optimizer, OptimizerKind};
 use cnn::tensor::Tensor;
 
+/// A convolution from a fixture: its groups (1 unless the file says) and whether it has a
+/// bias (a file without `bias` is a `bias=False` convolution) come from the file.
 fn conv_case(file: &str, stride: usize, padding: Padding) {
     let f = fixture(file);
-    let (x, w, b) = (tensor(&f["x"]), tensor(&f["weight"]), tensor(&f["bias"]));
+    let (x, w) = (tensor(&f["x"]), tensor(&f["weight"]));
+    let has_bias = !f["bias"].is_null();
     let ws = w.shape().to_vec();
     let spec = LayerSpec::Conv2D(Conv2dSpec {
         filters: ws[0],
@@ -21,13 +24,17 @@ fn conv_case(file: &str, stride: usize, padding: Padding) {
         stride,
         padding,
         activation: Activation::None,
+        groups: f["groups"].as_u64().unwrap_or(1) as usize,
+        bias: has_bias,
     });
     let mut layer = Layer::new(&spec, &x.shape()[1..]).unwrap();
     let Op::Conv2D(conv) = &mut layer.op else {
         panic!("conv layer")
     };
     conv.weight.value = w;
-    conv.bias.value = b;
+    if has_bias {
+        conv.bias.value = tensor(&f["bias"]);
+    }
     let mut y = Tensor::default();
     layer.forward(&x, &mut y);
     assert_eq!(y.shape(), tensor(&f["y"]).shape());
@@ -37,18 +44,21 @@ fn conv_case(file: &str, stride: usize, padding: Padding) {
     layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_close("dx", dx.data(), tensor(&f["dx"]).data(), 1e-5);
     let params = layer.params();
+    assert_eq!(params.len(), if has_bias { 2 } else { 1 }, "{file}");
     assert_close(
         "dw",
         params[0].1.grad.data(),
         tensor(&f["dweight"]).data(),
         1e-5,
     );
-    assert_close(
-        "db",
-        params[1].1.grad.data(),
-        tensor(&f["dbias"]).data(),
-        1e-5,
-    );
+    if has_bias {
+        assert_close(
+            "db",
+            params[1].1.grad.data(),
+            tensor(&f["dbias"]).data(),
+            1e-5,
+        );
+    }
 }
 
 #[test]
@@ -64,6 +74,101 @@ fn conv2d_stride2_pad1_matches_pytorch() {
 #[test]
 fn conv2d_valid_2x3_matches_pytorch() {
     conv_case("conv2d_valid_2x3.json", 1, Padding::Valid);
+}
+
+#[test]
+fn conv2d_in_two_groups_matches_pytorch() {
+    conv_case("conv2d_groups2.json", 1, Padding::Explicit(1));
+}
+
+#[test]
+fn depthwise_conv2d_matches_pytorch() {
+    conv_case("conv2d_depthwise_s1.json", 1, Padding::Explicit(1));
+}
+
+#[test]
+fn depthwise_conv2d_with_two_filters_per_channel_and_stride_2_matches_pytorch() {
+    conv_case("conv2d_depthwise_s2.json", 2, Padding::Explicit(1));
+}
+
+#[test]
+fn conv2d_without_a_bias_matches_pytorch() {
+    conv_case("conv2d_nobias.json", 1, Padding::Explicit(1));
+}
+
+/// The depthwise-separable block of `separable_block.json` (depthwise 3x3, BatchNorm, ReLU,
+/// pointwise 1x1, BatchNorm, ReLU, no biases), parsed from the config text in the file and run
+/// layer by layer in training mode: the output, dx, every gradient and the running statistics
+/// after the step equal PyTorch's.
+#[test]
+fn a_depthwise_separable_block_matches_pytorch_in_training() {
+    let f = fixture("separable_block.json");
+    let spec = cnn::config::parse(f["config"].as_str().unwrap(), "separable_block.json")
+        .unwrap()
+        .spec;
+    let x = tensor(&f["x"]);
+    let mut layers = Vec::new();
+    let mut shape = x.shape()[1..].to_vec();
+    let mut inputs = vec![x.clone()];
+    for (i, s) in spec.layers.iter().enumerate() {
+        let mut layer = Layer::new(s, &shape).unwrap();
+        layer.op.prepare(Pass {
+            training: true,
+            stream: 0,
+        });
+        let prefix = format!("layers.{i}.");
+        for (name, p) in layer.params_mut() {
+            p.value = tensor(&f["initial"][format!("{prefix}{name}")]);
+        }
+        if let Op::BatchNorm(bn) = &mut layer.op {
+            bn.running_mean = tensor(&f["initial"][format!("{prefix}running_mean")]);
+            bn.running_var = tensor(&f["initial"][format!("{prefix}running_var")]);
+        }
+        let mut y = Tensor::default();
+        layer.forward(inputs.last().unwrap(), &mut y);
+        shape = y.shape()[1..].to_vec();
+        inputs.push(y);
+        layers.push(layer);
+    }
+    assert_close(
+        "y",
+        inputs.last().unwrap().data(),
+        tensor(&f["y"]).data(),
+        1e-5,
+    );
+    let mut dy = tensor(&f["dy"]);
+    for (i, layer) in layers.iter_mut().enumerate().rev() {
+        let mut dx = Tensor::default();
+        layer.backward(&inputs[i], &inputs[i + 1], &mut dy, Some(&mut dx));
+        dy = dx;
+    }
+    assert_close("dx", dy.data(), tensor(&f["dx"]).data(), 1e-5);
+    let grads = f["grads"].as_object().unwrap();
+    let mut checked = 0;
+    for (i, layer) in layers.iter().enumerate() {
+        for (name, p) in layer.params() {
+            let key = format!("layers.{i}.{name}");
+            assert_close(&key, p.grad.data(), tensor(&grads[&key]).data(), 1e-5);
+            checked += 1;
+        }
+        if let Op::BatchNorm(bn) = &layer.op {
+            for (what, got) in [
+                ("running_mean", &bn.running_mean),
+                ("running_var", &bn.running_var),
+            ] {
+                let key = format!("layers.{i}.{what}");
+                assert_close(
+                    &key,
+                    got.data(),
+                    tensor(&f["buffers_after"][&key]).data(),
+                    1e-6,
+                );
+            }
+        }
+    }
+    // Two convolution weights, two BatchNorms' weight and bias: no bias on either convolution.
+    assert_eq!(checked, grads.len());
+    assert_eq!(checked, 6);
 }
 
 fn pool_case(file: &str, spec: LayerSpec) {

@@ -112,6 +112,7 @@ class Model:
         resize: bool = False,
         shift: int = 0,
         flip: bool = False,
+        erase: float = 0.0,
         early_stop: Optional[Literal['val_loss', 'val_accuracy']] = None,
         patience: int = 5,
         min_delta: float = 0.0,
@@ -144,11 +145,13 @@ class Model:
 
         Run options (``cnn train``'s flags, ``--batch-size`` as ``batch_size``; each
         over the config's ``Train`` and ``Augment`` lines, over the default):
-            data (default None): Training data: an IDX folder or file, a folder with labels.txt,
-                or a folder per class. Default: the built-in Fashion-MNIST demo set.
+            data (default None): Training data: an IDX folder or file, a CIFAR-10 folder or .bin
+                file, a folder with labels.txt, or a folder per class. Default: the built-in
+                Fashion-MNIST demo set.
             test_data (default None): Test data, evaluated after each epoch (with val_split:
-                once, after training). Default: the t10k split of an IDX folder (or of the demo
-                set), if there is one.
+                once, after training). Default: the test split of the training data (an IDX
+                folder's t10k files, a CIFAR-10 folder's test_batch.bin, the demo set's), if it
+                has one.
             val_split (default None): Hold out this share of the training data (stratified),
                 evaluated after each epoch instead of the test set (a test_data is then
                 evaluated once, at the end).
@@ -186,6 +189,9 @@ class Model:
                 axis, at random, with zero fill.
             flip (default False): Flip half the training images left to right, at random (right
                 for clothes, wrong for digits).
+            erase (default 0.0): Erase a random rectangle (2% to 33% of the image, height /
+                width 0.3 to 3.3) of each training image with this probability, as torchvision's
+                RandomErasing after Normalize: its pixels become 0 after normalisation.
             early_stop (default None): Stop when this figure of the validation split (val_split;
                 never the test set) has not improved for patience epochs, as Keras's
                 EarlyStopping.

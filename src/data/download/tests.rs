@@ -123,6 +123,7 @@ fn plan(server: &Server, files: Vec<RemoteFile>) -> Plan {
         base_url: server.base.clone(),
         files,
         local: None,
+        unpack: None,
     }
 }
 
@@ -317,6 +318,7 @@ fn file_specs_that_could_escape_the_folder_or_are_huge_are_refused() {
             base_url: "http://127.0.0.1:9/".into(),
             files: vec![f.clone()],
             local: None,
+            unpack: None,
         };
         let e = download(&p, dir.path(), &mut quiet()).unwrap_err();
         assert!(matches!(e, Error::Invalid(_)), "{f:?}: {e}");
@@ -324,15 +326,242 @@ fn file_specs_that_could_escape_the_folder_or_are_huge_are_refused() {
 }
 
 #[test]
-fn known_datasets_list_four_idx_files_with_valid_hashes() {
-    for k in [Known::Mnist, Known::FashionMnist] {
+fn known_datasets_list_their_files_with_valid_hashes() {
+    for k in Known::ALL {
         assert_eq!(Known::parse(k.name()), Some(k));
         let p = k.plan(Some(Path::new(DEBIAN_FASHION_MNIST_DIR)));
-        assert_eq!(p.files.len(), 4);
+        assert_eq!(p.files.len(), if k == Known::Cifar10 { 1 } else { 4 });
         assert!(p.base_url.ends_with('/'));
         for f in p.files.iter().chain(p.local.iter().flat_map(|l| &l.files)) {
             check_spec(f).unwrap();
         }
         assert_eq!(p.local.is_some(), k == Known::FashionMnist);
+        assert_eq!(p.unpack.is_some(), k == Known::Cifar10);
+        if let Some(u) = &p.unpack {
+            check_unpack(u, &p.files).unwrap();
+        }
+    }
+    // CIFAR-10: the binary tarball of the authors' page, its six batches of 10,000 records
+    // and the class names.
+    let p = Known::Cifar10.plan(None);
+    assert_eq!(
+        join_url(&p.base_url, &p.files[0].name),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    );
+    let u = p.unpack.unwrap();
+    let names: Vec<&str> = u.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin",
+            "batches.meta.txt"
+        ]
+    );
+    assert_eq!(u.members[0].size, Some(30_730_000));
+    assert_eq!(u.folder, "cifar-10-batches-bin");
+    assert_eq!(Known::parse("CIFAR-10"), Some(Known::Cifar10));
+}
+
+/// A member of a tarball made by the tests: a file with these bytes, or a symbolic link.
+enum TarEntry<'a> {
+    File(&'a str, &'a [u8]),
+    Link(&'a str),
+}
+
+/// A gzip-compressed tar file of `entries`.
+fn tar_gz(entries: &[TarEntry]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        match *e {
+            TarEntry::File(path, bytes) => {
+                h.set_size(bytes.len() as u64);
+                b.append_data(&mut h, path, bytes).unwrap();
+            }
+            TarEntry::Link(path) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, "/etc/passwd").unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A plan fetching `archive` (named `set.tar.gz`) from `server` and unpacking `a.bin` (of
+/// `a_size` bytes, when given) and `names.txt` out of its folder `batches/`.
+fn unpack_plan(server: &Server, archive: &[u8], a_size: Option<u64>) -> Plan {
+    Plan {
+        unpack: Some(Unpack {
+            archive: "set.tar.gz".into(),
+            folder: "batches".into(),
+            members: vec![
+                Member {
+                    name: "a.bin".into(),
+                    size: a_size,
+                },
+                Member {
+                    name: "names.txt".into(),
+                    size: None,
+                },
+            ],
+        }),
+        ..plan(server, vec![spec("set.tar.gz", archive)])
+    }
+}
+
+#[test]
+fn an_archive_is_checked_then_unpacked_member_by_member_then_removed() {
+    let a = big();
+    let archive = tar_gz(&[
+        TarEntry::File("batches/readme.html", b"<p>not named: skipped</p>"),
+        TarEntry::File("./batches/a.bin", &a),
+        TarEntry::File("other/names.txt", b"not in the folder: skipped"),
+        TarEntry::File("batches/names.txt", b"cat\ndog\n"),
+    ]);
+    let server = Server::start(&[("set.tar.gz", Reply::Ok(archive.clone()))], 5);
+    let dir = tempfile::tempdir().unwrap();
+    let p = unpack_plan(&server, &archive, Some(a.len() as u64));
+    let mut events = Vec::new();
+    let out = download(&p, dir.path(), &mut |e| {
+        if !matches!(e, Event::Progress { .. }) {
+            events.push(format!("{e:?}"));
+        }
+    })
+    .unwrap();
+    assert_eq!(out.fetched, ["set.tar.gz"]);
+    assert_eq!(out.unpacked, ["a.bin", "names.txt"]);
+    assert_eq!(
+        names(dir.path()),
+        ["a.bin", "names.txt"],
+        "the archive is removed"
+    );
+    assert_eq!(fs::read(dir.path().join("a.bin")).unwrap(), a);
+    assert_eq!(
+        fs::read(dir.path().join("names.txt")).unwrap(),
+        b"cat\ndog\n"
+    );
+    assert!(
+        events[2].starts_with("Unpacking { name: \"a.bin\""),
+        "{events:?}"
+    );
+
+    // Unpacked before: nothing is fetched again.
+    let out = download(&p, dir.path(), &mut quiet()).unwrap();
+    assert_eq!(out.skipped, ["a.bin", "names.txt"]);
+    assert_eq!(server.requests().len(), 1);
+    // A member of another size than the plan's is unpacked again, from a new archive.
+    fs::write(dir.path().join("a.bin"), b"short").unwrap();
+    let out = download(&p, dir.path(), &mut quiet()).unwrap();
+    assert_eq!(out.unpacked, ["a.bin", "names.txt"]);
+    assert_eq!(fs::read(dir.path().join("a.bin")).unwrap(), a);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn an_archive_with_a_wrong_hash_is_not_unpacked() {
+    let archive = tar_gz(&[
+        TarEntry::File("batches/a.bin", b"abc"),
+        TarEntry::File("batches/names.txt", b"x"),
+    ]);
+    let mut expected = archive.clone();
+    expected[20] ^= 1;
+    let server = Server::start(&[("set.tar.gz", Reply::Ok(archive.clone()))], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let e = download(
+        &unpack_plan(&server, &expected, None),
+        dir.path(),
+        &mut quiet(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("set.tar.gz: SHA-256 is"), "{e}");
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+}
+
+#[test]
+fn a_member_that_is_missing_of_the_wrong_size_or_no_file_fails_and_is_not_put_in_place() {
+    // The error, and what the folder holds after it.
+    let fails = |entries: &[TarEntry], a_size: Option<u64>| -> (String, Vec<String>) {
+        let archive = tar_gz(entries);
+        let server = Server::start(&[("set.tar.gz", Reply::Ok(archive.clone()))], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let p = unpack_plan(&server, &archive, a_size);
+        let e = download(&p, dir.path(), &mut quiet()).unwrap_err();
+        assert!(matches!(e, Error::Download { .. }), "{e}");
+        (e.to_string(), names(dir.path()))
+    };
+    let names_txt = TarEntry::File("batches/names.txt", b"x");
+    // The plan's size differs from the header's.
+    let (e, left) = fails(
+        &[TarEntry::File("batches/a.bin", b"abc"), names_txt],
+        Some(4),
+    );
+    assert!(
+        e.contains("set.tar.gz: batches/a.bin is 3 bytes, expected 4"),
+        "{e}"
+    );
+    assert_eq!(left, ["set.tar.gz"], "no a.bin, no temporary file");
+    // A member missing.
+    let names_txt = TarEntry::File("batches/names.txt", b"x");
+    let (e, left) = fails(&[names_txt], None);
+    assert!(e.contains("the archive holds no batches/a.bin"), "{e}");
+    assert_eq!(left, ["names.txt", "set.tar.gz"]);
+    // A link where a member should be.
+    let names_txt = TarEntry::File("batches/names.txt", b"x");
+    let (e, left) = fails(&[TarEntry::Link("batches/a.bin"), names_txt], None);
+    assert!(e.contains("batches/a.bin is not a regular file"), "{e}");
+    assert_eq!(left, ["set.tar.gz"]);
+}
+
+#[test]
+fn an_archive_cut_short_leaves_no_partial_member() {
+    let a = big();
+    let whole = tar_gz(&[
+        TarEntry::File("batches/names.txt", b"x"),
+        TarEntry::File("batches/a.bin", &a),
+    ]);
+    // Checked against its own hash, so that only the unpacking finds it cut.
+    let cut = whole[..whole.len() / 2].to_vec();
+    let server = Server::start(&[("set.tar.gz", Reply::Ok(cut.clone()))], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let e = download(&unpack_plan(&server, &cut, None), dir.path(), &mut quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("set.tar.gz"), "{e}");
+    assert_eq!(names(dir.path()), ["names.txt", "set.tar.gz"], "{e}");
+}
+
+#[test]
+fn an_unpack_plan_must_name_one_of_its_files_and_plain_member_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = |name: &str| Member {
+        name: name.into(),
+        size: None,
+    };
+    for (archive, m) in [
+        ("other.tar.gz", "a"),
+        ("a.tar.gz", "../a"),
+        ("a.tar.gz", ".a"),
+    ] {
+        let p = Plan {
+            base_url: "http://127.0.0.1:9/".into(),
+            files: vec![spec("a.tar.gz", b"x")],
+            local: None,
+            unpack: Some(Unpack {
+                archive: archive.into(),
+                folder: "f".into(),
+                members: vec![member(m)],
+            }),
+        };
+        let e = download(&p, dir.path(), &mut quiet()).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{archive} {m}: {e}");
     }
 }
