@@ -9,7 +9,7 @@
 //! | weights | every parameter (and BatchNorm's running statistics) |
 //! | gradients | one per parameter |
 //! | optimiser state | none for SGD, one per parameter for momentum and Nesterov, two for Adam and AdamW |
-//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers), except a one-layer Route's (it is the output it names); the batch's input |
+//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers, keeping an output only until its last reader has run, so it never needs more), except a one-layer Route's (it is the output it names); the batch's input |
 //! | activation gradients | one buffer per layer output, except a convolution's whose max pooling runs backward with it; one more for the largest output read by several layers (a second reader's share, before it is added) |
 //! | layer buffers | a convolution's partial weight gradients, ceil(batch / 4) x (its weights) (Winograd: 16 K C + K per block, and its weights in the Winograd domain); Dense's X^T and Y^T; max pooling's record of winners (4 bytes an output); Dropout's mask |
 //! | scratch | per worker thread: im2col's columns (C kh kw x H' W'), Winograd's transforms, a block's output gradient behind a max pooling |
@@ -453,6 +453,36 @@ mod tests {
         assert_eq!(
             e.layer_buffers,
             4 * 32 * conv + 4 * 128 * outs[1] + 4 * dense
+        );
+    }
+
+    /// A one-layer Route is the output it names: no buffer of its own. An output read by
+    /// two layers needs one more gradient buffer, for the second reader's share; a
+    /// convolution whose output a Route reads too does not run fused with its pooling.
+    #[test]
+    fn a_graph_counts_what_its_plan_keeps() {
+        let net = |middle: &str| {
+            spec(&format!(
+                "5\nInput shape=1x8x8\nConv2D filters=2 kernel=3x3 padding=same\n\
+                 MaxPool2D pool=2\n{middle}\nConv2D filters=2 kernel=1x1\nDense units=3\n"
+            ))
+        };
+        let e = |s: &NetworkSpec| estimate(s, 100, OptimizerKind::Sgd, 1, 0).unwrap();
+        let chain = e(&spec(
+            "4\nInput shape=1x8x8\nConv2D filters=2 kernel=3x3 padding=same\n\
+             MaxPool2D pool=2\nConv2D filters=2 kernel=1x1\nDense units=3\n",
+        ));
+        let routed = e(&net("Route layers=-1"));
+        assert_eq!(routed.activations, chain.activations);
+        assert_eq!(routed.activation_gradients, chain.activation_gradients);
+        // Conv 2x8x8 -> pool 2x4x4 -> Shortcut of the pooling with itself: the pooling's
+        // output has two readers (the Shortcut twice), the convolution still one.
+        let shortcut = e(&net("Shortcut from=-1"));
+        let pooled = 4 * 100 * 2 * 4 * 4;
+        assert_eq!(shortcut.activations, chain.activations + pooled);
+        assert_eq!(
+            shortcut.activation_gradients,
+            chain.activation_gradients + 2 * pooled
         );
     }
 

@@ -2,9 +2,9 @@
 //! or a Route, the earlier layers its line names (a directed acyclic graph).
 //!
 //! The model keeps every layer's output of the last training pass (what backward needs) and
-//! one gradient buffer per layer, all reused from batch to batch: a training step of a
-//! chain allocates nothing once the buffers have grown to the batch size (a layer that
-//! reads several values allocates the list of them).
+//! one gradient buffer per layer, all reused from batch to batch: a training step allocates
+//! no tensor once the buffers have grown to the batch size (only each step's short list of
+//! the values it reads).
 //!
 //! A softmax at the end of the network is not applied in training: [`Model::forward`]
 //! returns the logits z and the loss fuses softmax with cross-entropy
