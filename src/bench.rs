@@ -235,7 +235,7 @@ impl Profiler {
         let mut fwd = vec![0.0; count];
         let mut bwd = vec![0.0; count];
 
-        for i in 0..count {
+        for (i, fwd) in fwd.iter_mut().enumerate() {
             let reads = model.layers()[i].reads.clone();
             let (before, rest) = acts.split_at_mut(i);
             let xs: Vec<&Tensor> = reads
@@ -253,7 +253,7 @@ impl Profiler {
             };
             model.layers_mut()[i].op.prepare(pass);
             model.layers_mut()[i].forward_many(&xs, &mut rest[0]);
-            fwd[i] = t.elapsed().as_secs_f64();
+            *fwd = t.elapsed().as_secs_f64();
         }
 
         let k = model.classes();

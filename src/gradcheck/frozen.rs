@@ -333,9 +333,9 @@ impl FrozenNet {
     /// With `changed = Some((c, block))`, a parameter of layer `start` feeding only its
     /// output channel (or unit) c, of `block` values per sample, was changed, and every
     /// layer computes only what can differ from the unperturbed pass: the perturbed layer
-    /// its channel c, and a later layer linear in its input (Conv2D, Dense) `z_base + W (x
-    /// - x_base)` over the input channels that changed (exact by linearity, up to f64
-    /// rounding).
+    /// its channel c, and a later layer linear in its input (Conv2D, Dense)
+    /// `z_base + W (x - x_base)` over the input channels that changed (exact by linearity,
+    /// up to f64 rounding).
     fn run(
         &self,
         start: usize,
