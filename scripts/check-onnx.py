@@ -3,12 +3,14 @@
 
 1. For every layer kind the config format has (report 1's network, LeNet-style, report 1's
    with BatchNorm, strided valid convolutions, average pooling, BatchNorm2D and BatchNorm1D,
-   every activation, global average pooling, a stored normalisation), a model is trained for one epoch on the
+   every activation, global average pooling, a stored normalisation, a residual network with
+   identity and projection shortcuts and a concatenation of branches), a model is trained for one epoch on the
    built-in demo set, exported with `cnn export`, checked by
    `onnx.checker.check_model(full_check=True)`, and run by onnxruntime on 64 demo test
    images: its probabilities must equal `cnn predict`'s within 1e-5. The export is imported
    back and must predict the same.
-2. Sequential PyTorch CNNs (random weights, random BatchNorm statistics, eval mode) are
+2. PyTorch CNNs, sequential and residual (a torchvision-style BasicBlock with a projection
+   shortcut), (random weights, random BatchNorm statistics, eval mode) are
    exported by both of PyTorch's exporters, the TorchScript one (`dynamo=False`, opset 13)
    and torch.export (the default: opset 18 or later, 20 with torch 2.15, and the weights in
    an external `.onnx.data` file), read by `cnn import`, and `cnn predict`'s probabilities must equal PyTorch's within 1e-5.
@@ -111,6 +113,28 @@ Conv2D filters=6 kernel=5x5 stride=2 activation=relu
 Conv2D filters=10 kernel=3x3
 GlobalAvgPool2D
 """,
+    # Shortcut lines (ONNX Add) with identity and projection skip paths.
+    # (Without its Train line, whose warm-up needs more than the one epoch run here.)
+    "resnet-small": "".join(
+        line
+        for line in open(os.path.join(ROOT, "examples", "resnet-small.cfg"))
+        if not line.startswith("Train")
+    ),
+    # Two branches concatenated along channels (Concat), one reading the stem again through a
+    # one-layer Route, and a flat Shortcut.
+    "concat": """10
+Input shape=1x28x28
+Conv2D filters=6 kernel=3x3 stride=2 padding=same activation=relu
+Conv2D filters=4 kernel=1x1 activation=tanh
+Route layers=-2
+Conv2D filters=5 kernel=3x3 padding=same activation=relu
+Route layers=-3,-1
+MaxPool2D pool=2x2
+GlobalAvgPool2D
+Dense units=10 activation=relu
+Dense units=10
+Shortcut from=-2 activation=sigmoid
+""",
 }
 
 
@@ -184,6 +208,27 @@ def check_exports(cnn, work, images, idx):
     return ok
 
 
+class BasicBlock(nn.Module):
+    """torchvision.models.resnet.BasicBlock: conv-bn-relu-conv-bn, plus the input (through a
+    1x1 strided conv and bn when the shape changes), then relu."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + identity)
+
+
 def pytorch_models():
     torch.manual_seed(0)
     models = {
@@ -204,6 +249,11 @@ def pytorch_models():
         "global-avgpool": nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 10, 3, stride=2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ),
+        "resnet-basic-blocks": nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            BasicBlock(8, 8, 1), BasicBlock(8, 16, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(16, 10),
         ),
     }
     for m in models.values():

@@ -444,6 +444,136 @@ def lr_schedules(_inputs):
     return out
 
 
+# Networks that are graphs (Shortcut and Route lines), as our configs write them, and the same
+# networks in PyTorch as a module whose `layers` is a ModuleList indexed like our layer lines
+# (an nn.Identity where a line has no parameters), so that its state dict has our model
+# files' names: `layers.{i}.weight`, `layers.{i}.running_mean`, ...
+RESIDUAL_CONFIG = (
+    "11\n"
+    "Input shape=2x8x8\n"
+    "Conv2D filters=3 kernel=3x3 padding=1 activation=relu\n"  # 0 the stem: the block's input
+    "Conv2D filters=4 kernel=3x3 stride=2 padding=1\n"  # 1
+    "BatchNorm2D activation=relu\n"  # 2
+    "Conv2D filters=4 kernel=3x3 padding=1\n"  # 3
+    "BatchNorm2D\n"  # 4 the main path
+    "Route layers=-5\n"  # 5 the block's input again
+    "Conv2D filters=4 kernel=1x1 stride=2\n"  # 6
+    "BatchNorm2D\n"  # 7 the projection
+    "Shortcut from=-4 activation=relu\n"  # 8 relu(7 + 4)
+    "GlobalAvgPool2D\n"  # 9
+    "Dense units=3\n"  # 10
+)
+CONCAT_CONFIG = (
+    "7\n"
+    "Input shape=2x6x6\n"
+    "Conv2D filters=3 kernel=3x3 padding=1 activation=relu\n"  # 0 the stem
+    "Conv2D filters=2 kernel=1x1 activation=tanh\n"  # 1 branch A
+    "Route layers=-2\n"  # 2 the stem again
+    "Conv2D filters=4 kernel=3x3 padding=1 activation=relu\n"  # 3 branch B
+    "Route layers=-3,-1\n"  # 4 [A, B]: 6 channels
+    "AvgPool2D pool=2x2\n"  # 5
+    "Dense units=3\n"  # 6 (Flatten implied)
+)
+
+
+class Graph(torch.nn.Module):
+    def __init__(self, layers, forward):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+        self.run = forward
+
+    def forward(self, x):
+        return self.run(self.layers, x)
+
+
+def residual_net():
+    nn = torch.nn
+
+    def forward(l, x):
+        stem = torch.relu(l[0](x))
+        main = l[4](l[3](torch.relu(l[2](l[1](stem)))))
+        skip = l[7](l[6](stem))
+        y = torch.relu(skip + main)
+        return l[10](y.mean(dim=(2, 3)))
+
+    layers = [
+        nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Identity(),
+        nn.Conv2d(3, 4, 1, stride=2), nn.BatchNorm2d(4), nn.Identity(), nn.Identity(),
+        nn.Linear(4, 3),
+    ]
+    return Graph(layers, forward)
+
+
+def concat_net():
+    nn = torch.nn
+
+    def forward(l, x):
+        stem = torch.relu(l[0](x))
+        a = torch.tanh(l[1](stem))
+        b = torch.relu(l[3](stem))
+        y = F.avg_pool2d(torch.cat([a, b], dim=1), 2)
+        return l[6](y.flatten(1))
+
+    layers = [
+        nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 1), nn.Identity(),
+        nn.Conv2d(3, 4, 3, padding=1), nn.Identity(), nn.Identity(), nn.Linear(6 * 3 * 3, 3),
+    ]
+    return Graph(layers, forward)
+
+
+def graph_case(inputs, description, call, config, net, x_shape):
+    """One training step's forward and backward pass through a network that is a graph: the
+    logits of a batch, the mean cross-entropy loss of its labels, dL/dx, every parameter's
+    gradient and BatchNorm's running statistics after the pass (training mode: batch
+    statistics), named as our model files name them."""
+    net.train()
+    state = net.state_dict()
+
+    def draw(name, shape):
+        if inputs.existing is not None:
+            return from_json(inputs.existing["initial"][name])
+        low, high = {"running_var": (0.5, 1.5), "weight": (-0.6, 0.6)}.get(
+            name.rsplit(".", 1)[1], (-0.3, 0.3)
+        )
+        return inputs.tensor(None, shape, low, high)
+
+    initial = {
+        name: draw(name, tuple(t.shape))
+        for name, t in state.items()
+        if t.dtype.is_floating_point
+    }
+    with torch.no_grad():
+        for name, value in initial.items():
+            state[name].copy_(value)
+    x = inputs.tensor("x", x_shape, 0.0, 1.0).requires_grad_(True)
+    labels = inputs.labels("labels", x_shape[0], 3)
+    logits = net(x)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    grads = {name: to_json(p.grad) for name, p in net.named_parameters()}
+    after = {
+        name: to_json(t)
+        for name, t in net.state_dict().items()
+        if name.endswith(("running_mean", "running_var"))
+    }
+    out = header(description, call)
+    out.update(
+        {
+            "config": config,
+            "initial": {k: to_json(v) for k, v in initial.items()},
+            "x": to_json(x),
+            "labels": labels.tolist(),
+            "logits": to_json(logits),
+            "loss": float(loss),
+            "dx": to_json(x.grad),
+            "grads": grads,
+            "buffers_after": after,
+        }
+    )
+    return out
+
+
 def cases():
     """Each fixture: its file name, the name that seeds its drawn inputs, and the function
     that computes it from its inputs."""
@@ -629,6 +759,31 @@ def cases():
         # One seed for every optimiser: the same network, weights and batch for each.
         yield f"train_steps_{name}", "train_steps", lambda inp, c=call, m=make: train_steps(inp, c, m)
     yield "lr_schedules", "lr_schedules", lr_schedules
+    yield "residual_block_projection", "residual_block_projection", lambda inp: graph_case(
+        inp,
+        "a residual block with a projection shortcut in training mode, after a stem (Conv2d "
+        "3x3 + ReLU, the block's input): conv 3x3 stride 2, BatchNorm2d, ReLU, conv 3x3, "
+        "BatchNorm2d on the main path; conv 1x1 stride 2, BatchNorm2d on the skip path "
+        "(reading the stem again); their sum, ReLU; global average pooling and a Linear layer; "
+        "the mean cross-entropy of a batch of 4, one forward and backward pass",
+        "relu(bn(conv(relu(bn(conv(s))))) + bn(conv1x1(s))), s = relu(conv(x)); "
+        "torch.nn.functional.cross_entropy(linear(mean over H, W), y)",
+        RESIDUAL_CONFIG,
+        residual_net(),
+        (4, 2, 8, 8),
+    )
+    yield "concat_branches", "concat_branches", lambda inp: graph_case(
+        inp,
+        "two branches on one stem concatenated along channels: stem conv 3x3 + ReLU; branch A "
+        "conv 1x1 + tanh, branch B conv 3x3 + ReLU, both reading the stem; torch.cat([A, B], "
+        "dim=1), average pooling 2x2, a Linear layer; the mean cross-entropy of a batch of 3, "
+        "one forward and backward pass",
+        "torch.cat([tanh(conv1x1(s)), relu(conv3x3(s))], dim=1), s = relu(conv(x)); "
+        "torch.nn.functional.cross_entropy(linear(flatten(avg_pool2d(., 2))), y)",
+        CONCAT_CONFIG,
+        concat_net(),
+        (3, 2, 6, 6),
+    )
 
 
 def main():

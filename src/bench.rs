@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::kernels::gemm::{par_gemm, MatMut, MatRef};
-use crate::layers::NetworkSpec;
+use crate::layers::{NetworkSpec, Value};
 use crate::loss::softmax_cross_entropy;
 use crate::model::Model;
 use crate::optim::{Optimizer, OptimizerKind};
@@ -235,9 +235,16 @@ impl Profiler {
         let mut fwd = vec![0.0; count];
         let mut bwd = vec![0.0; count];
 
-        for i in 0..count {
+        for (i, fwd) in fwd.iter_mut().enumerate() {
+            let reads = model.layers()[i].reads.clone();
             let (before, rest) = acts.split_at_mut(i);
-            let input = if i == 0 { x } else { &before[i - 1] };
+            let xs: Vec<&Tensor> = reads
+                .iter()
+                .map(|&v| match v {
+                    Value::Input => x,
+                    Value::Output(j) => &before[j],
+                })
+                .collect();
             let t = Instant::now();
             // A training pass: Dropout drops, as in Model::train_step.
             let pass = crate::layers::Pass {
@@ -246,8 +253,8 @@ impl Profiler {
                 ..Default::default()
             };
             model.layers_mut()[i].op.prepare(pass);
-            model.layers_mut()[i].forward(input, &mut rest[0]);
-            fwd[i] = t.elapsed().as_secs_f64();
+            model.layers_mut()[i].forward_many(&xs, &mut rest[0]);
+            *fwd = t.elapsed().as_secs_f64();
         }
 
         let k = model.classes();
@@ -256,17 +263,47 @@ impl Profiler {
         softmax_cross_entropy(acts[last].data(), labels, k, grads[last].data_mut());
         let loss_s = t.elapsed().as_secs_f64();
 
+        // Every layer here runs its own copy, a one-layer Route too; a value read by several
+        // layers gets their gradients summed as in `Model` (the highest layer's first).
+        let mut written = vec![false; count];
         for i in (0..count).rev() {
-            let (g_before, g_rest) = grads.split_at_mut(i);
-            let dx = if i == 0 {
-                None
-            } else {
-                Some(&mut g_before[i - 1])
-            };
-            let input = if i == 0 { x } else { &acts[i - 1] };
+            let reads = model.layers()[i].reads.clone();
+            let mut dy = std::mem::take(&mut grads[i]);
+            let mut dxs: Vec<Option<Tensor>> = reads
+                .iter()
+                .map(|v| match v {
+                    Value::Input => None,
+                    Value::Output(j) if !written[*j] => Some(std::mem::take(&mut grads[*j])),
+                    Value::Output(_) => Some(Tensor::default()),
+                })
+                .collect();
+            let xs: Vec<&Tensor> = reads
+                .iter()
+                .map(|&v| match v {
+                    Value::Input => x,
+                    Value::Output(j) => &acts[j],
+                })
+                .collect();
             let t = Instant::now();
-            model.layers_mut()[i].backward(input, &acts[i], &mut g_rest[0], dx);
+            let mut targets: Vec<Option<&mut Tensor>> =
+                dxs.iter_mut().map(Option::as_mut).collect();
+            model.layers_mut()[i].backward_many(&xs, &acts[i], &mut dy, &mut targets);
             bwd[i] = t.elapsed().as_secs_f64();
+            grads[i] = dy;
+            for (v, dx) in reads.iter().zip(dxs) {
+                if let (Value::Output(j), Some(dx)) = (*v, dx) {
+                    if written[j] {
+                        grads[j]
+                            .data_mut()
+                            .iter_mut()
+                            .zip(dx.data())
+                            .for_each(|(g, d)| *g += d);
+                    } else {
+                        grads[j] = dx;
+                        written[j] = true;
+                    }
+                }
+            }
         }
 
         let opt = self

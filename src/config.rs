@@ -453,6 +453,7 @@ impl Parser<'_> {
             locs.push(loc);
         }
 
+        self.check_reads(text, &layers, &locs)?;
         self.check_count(count, count_pos, &layers, &locs)?;
         let spec = NetworkSpec { input, layers };
         self.check_shapes(&spec, &locs)?;
@@ -700,6 +701,34 @@ impl Parser<'_> {
         Ok((spec, loc_of(&l.name, &args)))
     }
 
+    /// Checks that every layer a line names (`Shortcut from=`, `Route layers=`) is an
+    /// earlier one, the error at the reference's own column, and that every layer's output
+    /// but the last is read by a later layer, the error at the unread layer's name.
+    fn check_reads(&self, text: &str, layers: &[LayerSpec], locs: &[LayerLoc]) -> Result<()> {
+        for (i, (layer, loc)) in layers.iter().zip(locs).enumerate() {
+            if let Err((k, why)) = layer.reads(i) {
+                let pos = layer
+                    .refs_key()
+                    .and_then(|key| loc.value_pos(key))
+                    .map_or(loc.name, |pos| list_item_pos(text, pos, k));
+                return Err(self.err(pos, why));
+            }
+        }
+        let mut read = vec![false; layers.len()];
+        for (i, layer) in layers.iter().enumerate() {
+            for v in layer.reads(i).expect("checked above") {
+                if let crate::layers::Value::Output(j) = v {
+                    read[j] = true;
+                }
+            }
+        }
+        let last = layers.len().saturating_sub(1);
+        match (0..last).find(|&j| !read[j]) {
+            Some(j) => Err(self.err(locs[j].name, crate::layers::spec::unread(j, layers))),
+            None => Ok(()),
+        }
+    }
+
     /// Accepts the count of layer lines, or that count plus the implied Flattens.
     fn check_count(
         &self,
@@ -742,36 +771,56 @@ impl Parser<'_> {
         Err(self.err(count_pos, msg))
     }
 
-    /// Walks the shapes layer by layer, checking the size caps before the next layer's
-    /// arithmetic can overflow.
+    /// Walks the shapes layer by layer, each from the shapes of the values it reads,
+    /// checking the size caps before the next layer's arithmetic can overflow.
     fn check_shapes(&self, spec: &NetworkSpec, locs: &[LayerLoc]) -> Result<()> {
-        let mut shape: Vec<usize> = spec.input.to_vec();
+        let mut outs: Vec<Vec<usize>> = Vec::with_capacity(spec.layers.len());
         let mut params: u128 = 0;
         let mut train_flops: u128 = 0;
         for (i, (layer, loc)) in spec.layers.iter().zip(locs).enumerate() {
             let name = layer.name();
+            let reads = layer.reads(i).expect("checked by check_reads");
+            let inputs: Vec<Vec<usize>> = reads
+                .iter()
+                .map(|v| match *v {
+                    crate::layers::Value::Input => spec.input.to_vec(),
+                    crate::layers::Value::Output(j) => outs[j].clone(),
+                })
+                .collect();
+            let shape = inputs[0].clone();
             if layer.input_form().needs_spatial() && shape.len() != 3 {
                 return Err(self.err(
                     loc.name,
                     format!(
-                        "{name} needs a (C, H, W) input, but the layer before it outputs a flat \
+                        "{name} needs a (C, H, W) input, but {} outputs a flat \
                          vector {}; Conv2D and pooling layers must come before Flatten and Dense",
+                        match reads[0] {
+                            crate::layers::Value::Output(j) if j + 1 != i => format!("layer {j}"),
+                            _ => "the layer before it".to_string(),
+                        },
                         fmt_shape(&shape)
                     ),
                 ));
             }
-            let out = layer.output_shape(&shape).map_err(|e| {
-                let pos = layer
-                    .shape_error_key(&shape)
-                    .and_then(|key| loc.value_pos(key));
+            let shapes: Vec<crate::layers::InputShape> = reads
+                .iter()
+                .zip(&inputs)
+                .map(|(&value, shape)| crate::layers::InputShape { value, shape })
+                .collect();
+            let out = layer.output_shape_of(&shapes).map_err(|e| {
+                let key = layer.refs_key().or(layer.shape_error_key(&shape));
+                let pos = key.and_then(|key| loc.value_pos(key));
                 let msg = match e {
                     Error::Invalid(m) => m,
                     e => e.to_string(),
                 };
-                self.err(
-                    pos.unwrap_or(loc.name),
-                    format!("{msg}: this layer's input is {}", fmt_shape(&shape)),
-                )
+                // A layer that reads several values names them and their shapes itself.
+                let msg = if inputs.len() == 1 {
+                    format!("{msg}: this layer's input is {}", fmt_shape(&shape))
+                } else {
+                    msg
+                };
+                self.err(pos.unwrap_or(loc.name), msg)
             })?;
             if out.contains(&0) {
                 return Err(self.err(
@@ -822,9 +871,36 @@ impl Parser<'_> {
                     ),
                 ));
             }
-            shape = out;
+            outs.push(out);
         }
         Ok(())
+    }
+}
+
+/// The position of item `k` of the comma-separated list whose first character is at `pos`
+/// in `text` (`layers=-1,-4`: item 1 is `-4`); `pos` itself when the list is shorter.
+fn list_item_pos(text: &str, pos: Pos, k: usize) -> Pos {
+    let Some(line) = text.split('\n').nth(pos.line - 1) else {
+        return pos;
+    };
+    let mut col = pos.col;
+    let mut item = 0;
+    for ch in line.chars().skip(pos.col - 1) {
+        if item == k || ch.is_whitespace() {
+            break;
+        }
+        col += 1;
+        if ch == ',' {
+            item += 1;
+        }
+    }
+    if item == k {
+        Pos {
+            line: pos.line,
+            col,
+        }
+    } else {
+        pos
     }
 }
 
@@ -843,16 +919,24 @@ fn loc_of(name: &Token, args: &[Arg]) -> LayerLoc {
 }
 
 /// Indices of the Dense layers whose input is spatial (C, H, W): a Flatten is implied
-/// before each. Decided from the layer kinds alone, so it works before shapes are checked.
+/// before each. Decided from the layer kinds alone, so it works before shapes are checked:
+/// a layer's input is spatial if the (first) value it reads is (a reference that names no
+/// earlier layer counts as the line above).
 pub fn implied_flattens(layers: &[LayerSpec]) -> Vec<usize> {
-    let mut spatial = true;
+    let mut spatial: Vec<bool> = Vec::with_capacity(layers.len());
     let mut out = Vec::new();
     for (i, l) in layers.iter().enumerate() {
+        let first = l.reads(i).ok().and_then(|r| r.first().copied());
+        let input_spatial = match first {
+            Some(crate::layers::Value::Output(j)) => spatial[j],
+            Some(crate::layers::Value::Input) => true,
+            None => i == 0 || spatial[i - 1],
+        };
         let form = l.input_form();
-        if spatial && form.implies_flatten() {
+        if input_spatial && form.implies_flatten() {
             out.push(i);
         }
-        spatial = form.output_spatial(spatial);
+        spatial.push(form.output_spatial(input_spatial));
     }
     out
 }

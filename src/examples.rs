@@ -20,6 +20,8 @@ pub const REPORT1_BN: &str = include_str!("../examples/report1-bn.cfg");
 pub const FASHION_93: &str = include_str!("../examples/fashion-93.cfg");
 /// `examples/separable.cfg`: a MobileNet-style network of depthwise-separable convolutions.
 pub const SEPARABLE: &str = include_str!("../examples/separable.cfg");
+/// `examples/resnet-small.cfg`: a small residual network (Shortcut and Route lines).
+pub const RESNET_SMALL: &str = include_str!("../examples/resnet-small.cfg");
 
 /// One built-in example: its name (the file name without `.cfg`), what it is, its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,12 @@ pub const EXAMPLES: &[Example] = &[
         description: "a MobileNet-style network: depthwise 3x3 and pointwise 1x1 \
                       convolutions with BatchNorm, global average pooling",
         text: SEPARABLE,
+    },
+    Example {
+        name: "resnet-small",
+        description: "a small residual network: three BasicBlocks with identity and \
+                      projection shortcuts (Shortcut and Route lines), global average pooling",
+        text: RESNET_SMALL,
     },
 ];
 

@@ -9,8 +9,8 @@
 //! | weights | every parameter (and BatchNorm's running statistics) |
 //! | gradients | one per parameter |
 //! | optimiser state | none for SGD, one per parameter for momentum and Nesterov, two for Adam and AdamW |
-//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers); the batch's input |
-//! | activation gradients | one buffer per layer output, except a convolution's whose max pooling runs backward with it |
+//! | activations | every layer's output, kept for backward, at max(batch, [`INFER_CHUNK`]) samples (evaluation runs chunks of 64 through the same buffers, keeping an output only until its last reader has run, so it never needs more), except a one-layer Route's (it is the output it names); the batch's input |
+//! | activation gradients | one buffer per layer output, except a convolution's whose max pooling runs backward with it; one more for the largest output read by several layers (a second reader's share, before it is added) |
 //! | layer buffers | a convolution's partial weight gradients, ceil(batch / 4) x (its weights) (Winograd: 16 K C + K per block, and its weights in the Winograd domain); Dense's X^T and Y^T; max pooling's record of winners (4 bytes an output); Dropout's mask |
 //! | scratch | per worker thread: im2col's columns (C kh kw x H' W'), Winograd's transforms, a block's output gradient behind a max pooling |
 //! | evaluation | a batch of 256 images as floats, one chunk of 64, the logits |
@@ -150,13 +150,36 @@ pub fn estimate(
     // grown to the largest layer's.
     let (mut cols, mut wino, mut dy_block) = (0u64, [0u64; 4], 0u64);
     e.activations = f * batch * input;
+    // Who reads each layer's output: a value read by several layers needs a buffer for the
+    // contribution of each reader after the first, before it is added (one per position in
+    // a reader's list of values, grown to the largest).
+    let mut readers = vec![0usize; spec.layers.len()];
+    for s in &shapes {
+        for v in &s.reads {
+            if let crate::layers::Value::Output(j) = v {
+                readers[*j] += 1;
+            }
+        }
+    }
+    let mut second_reader = 0u64;
+    let last = spec.layers.len().saturating_sub(1);
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
         let out: u64 = s.output.iter().product::<usize>() as u64;
         let inp: u64 = s.input.iter().product::<usize>() as u64;
-        let p = layer.param_count(&s.input) as u64;
+        let p = layer.counts(&s.input, &s.output).params as u64;
         params += p;
+        // A one-layer Route is the value it names: no buffer of its own.
+        let passes_on = matches!(layer, LayerSpec::Route(r) if r.layers.len() == 1) && i != last;
+        if passes_on {
+            continue;
+        }
+        if readers[i] > 1 {
+            second_reader = second_reader.max(out);
+        }
         e.activations += f * rows * out;
-        let pooled_next = matches!(spec.layers.get(i + 1), Some(LayerSpec::MaxPool2D(_)));
+        let pooled_next = matches!(spec.layers.get(i + 1), Some(LayerSpec::MaxPool2D(_)))
+            && readers[i] == 1
+            && shapes[i + 1].reads == [crate::layers::Value::Output(i)];
         let conv_then_pool = matches!(layer, LayerSpec::Conv2D(_)) && pooled_next;
         if !conv_then_pool {
             e.activation_gradients += f * batch * out;
@@ -216,6 +239,7 @@ pub fn estimate(
     e.gradients = f * params;
     e.optimizer = f * state;
     e.scratch = f * threads * (cols + wino.iter().sum::<u64>() + dy_block);
+    e.activation_gradients += f * batch * second_reader;
     let classes = shapes
         .last()
         .map_or(0, |s| s.output.iter().product::<usize>()) as u64;
@@ -429,6 +453,36 @@ mod tests {
         assert_eq!(
             e.layer_buffers,
             4 * 32 * conv + 4 * 128 * outs[1] + 4 * dense
+        );
+    }
+
+    /// A one-layer Route is the output it names: no buffer of its own. An output read by
+    /// two layers needs one more gradient buffer, for the second reader's share; a
+    /// convolution whose output a Route reads too does not run fused with its pooling.
+    #[test]
+    fn a_graph_counts_what_its_plan_keeps() {
+        let net = |middle: &str| {
+            spec(&format!(
+                "5\nInput shape=1x8x8\nConv2D filters=2 kernel=3x3 padding=same\n\
+                 MaxPool2D pool=2\n{middle}\nConv2D filters=2 kernel=1x1\nDense units=3\n"
+            ))
+        };
+        let e = |s: &NetworkSpec| estimate(s, 100, OptimizerKind::Sgd, 1, 0).unwrap();
+        let chain = e(&spec(
+            "4\nInput shape=1x8x8\nConv2D filters=2 kernel=3x3 padding=same\n\
+             MaxPool2D pool=2\nConv2D filters=2 kernel=1x1\nDense units=3\n",
+        ));
+        let routed = e(&net("Route layers=-1"));
+        assert_eq!(routed.activations, chain.activations);
+        assert_eq!(routed.activation_gradients, chain.activation_gradients);
+        // Conv 2x8x8 -> pool 2x4x4 -> Shortcut of the pooling with itself: the pooling's
+        // output has two readers (the Shortcut twice), the convolution still one.
+        let shortcut = e(&net("Shortcut from=-1"));
+        let pooled = 4 * 100 * 2 * 4 * 4;
+        assert_eq!(shortcut.activations, chain.activations + pooled);
+        assert_eq!(
+            shortcut.activation_gradients,
+            chain.activation_gradients + 2 * pooled
         );
     }
 

@@ -1,15 +1,19 @@
-//! A sequential model: layers chained in order, each one's output the next one's input.
+//! A model: its layers in config order, each reading the line above it or, for a Shortcut
+//! or a Route, the earlier layers its line names (a directed acyclic graph).
 //!
-//! The model keeps every layer's output of the last forward pass (what backward needs) and
+//! The model keeps every layer's output of the last training pass (what backward needs) and
 //! one gradient buffer per layer, all reused from batch to batch: a training step allocates
-//! nothing once the buffers have grown to the batch size.
+//! no tensor once the buffers have grown to the batch size (only each step's short list of
+//! the values it reads).
 //!
 //! A softmax at the end of the network is not applied in training: [`Model::forward`]
 //! returns the logits z and the loss fuses softmax with cross-entropy
 //! ([`crate::loss::softmax_cross_entropy`]). [`Model::predict_proba`] applies it.
 //!
 //! The passes run a plan of steps made once by [`Model::new`] (`plan.rs`): each step runs
-//! one layer, or a few layers together for speed (`fused/`), and names the value it reads.
+//! one layer, or a few layers together for speed (`fused/`), and names the values it reads.
+//! A value read by several layers gets the sum of their gradients, in the fixed order
+//! `plan.rs` describes.
 
 mod fused;
 mod plan;
@@ -24,18 +28,33 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use fused::{batch_one, conv_pool};
 use plan::{Plan, Step, Value};
+use rayon::prelude::*;
 
-/// A sequential network with its buffers.
+/// A network with its buffers.
 #[derive(Debug, Clone)]
 pub struct Model {
     spec: NetworkSpec,
     layers: Vec<Layer>,
     /// The steps of each kind of pass, made from `layers` by [`Model::new`].
     plan: Plan,
-    /// `acts[i]`: output of layer i for the last batch.
+    /// `acts[i]`: output of layer i for the last batch (in a pass that shares buffers, of
+    /// the layers whose outputs [`Plan::shared`] puts there).
     acts: Vec<Tensor>,
     /// `grads[i]`: dL/d(output of layer i).
     grads: Vec<Tensor>,
+    /// In a backward pass: whether `grads[i]` has been written yet (the first reader of a
+    /// value writes its gradient, the others add to it).
+    written: Vec<bool>,
+    /// A reader's contribution to the gradient of a value that another reader wrote
+    /// already, before it is added; one per position in a step's list of values.
+    scratch: Vec<Tensor>,
+    /// Whether the last forward pass shared buffers ([`Plan::shared`]).
+    shared_pass: bool,
+    /// Whether inference keeps every layer's output ([`Model::set_keep_outputs`]).
+    keep_outputs: bool,
+    /// dL/dx of the network's input in the last backward pass, when asked for
+    /// ([`Model::set_input_gradient`]).
+    input_grad: Option<Tensor>,
     /// The global gradient norm of the last training step.
     grad_norm: f64,
     /// The random stream of the next training step ([`Model::set_step`]).
@@ -74,11 +93,12 @@ impl Model {
         let n = spec.layers.len();
         let mut layers = Vec::with_capacity(n);
         for (i, (l, s)) in spec.layers.iter().zip(&shapes).enumerate() {
-            let mut layer = Layer::new(l, &s.input)?;
+            let inputs = s.input_shapes();
+            let mut layer = Layer::reading(l, &inputs)?;
             if i == n - 1 && l.activation() == Activation::Softmax {
                 // The loss fuses softmax with cross-entropy, so the last layer outputs the
                 // logits z; predict_proba applies the softmax.
-                layer.op = l.with_activation(Activation::None).build(&s.input)?;
+                layer.op = l.with_activation(Activation::None).build_of(&inputs)?;
             }
             layers.push(layer);
         }
@@ -88,6 +108,11 @@ impl Model {
             layers,
             acts: vec![Tensor::default(); n],
             grads: vec![Tensor::default(); n],
+            written: vec![false; n],
+            scratch: Vec::new(),
+            shared_pass: false,
+            keep_outputs: false,
+            input_grad: None,
             grad_norm: 0.0,
             step_stream: 0,
             label_smoothing: 0.0,
@@ -194,6 +219,26 @@ impl Model {
         self.label_smoothing = eps;
     }
 
+    /// Whether the backward pass also computes dL/dx of the network's input batch (off by
+    /// default: the first layer then skips that product). See [`Model::input_gradient`].
+    pub fn set_input_gradient(&mut self, on: bool) {
+        self.input_grad = on.then(Tensor::default);
+    }
+
+    /// dL/dx of the input batch of the last [`Model::compute_gradients`], `[N, C, H, W]`,
+    /// if [`Model::set_input_gradient`] asked for it.
+    pub fn input_gradient(&self) -> Option<&Tensor> {
+        self.input_grad.as_ref()
+    }
+
+    /// Whether inference on several images keeps every layer's output for
+    /// [`Model::activation`] (off by default: it keeps an output only while a later layer
+    /// still reads it, and lends its buffer to the next output of the same size). A
+    /// training pass and inference on one image always keep every output.
+    pub fn set_keep_outputs(&mut self, keep: bool) {
+        self.keep_outputs = keep;
+    }
+
     /// Runs the network on `x` (`[N, C, H, W]`) as in a training step (Dropout drops values;
     /// see [`Model::set_step`]) and returns the logits `[N, classes]` (a final softmax is left
     /// to the loss). Inference and evaluation use [`Model::infer`].
@@ -201,7 +246,13 @@ impl Model {
         self.check_input(x, true)?;
         self.check_training_batch(self.shard.total(x.batch()))?;
         self.run_layers(x, true);
-        Ok(&self.acts[self.layers.len() - 1])
+        Ok(self.output())
+    }
+
+    /// The last layer's output of the last forward pass.
+    fn output(&self) -> &Tensor {
+        self.activation(self.layers.len() - 1)
+            .expect("the last layer's output is always kept")
     }
 
     /// Whether every layer can run a training batch of `n` samples (BatchNorm1D needs two).
@@ -226,6 +277,9 @@ impl Model {
     /// (`fused::batch_one`); training runs a convolution and the max pooling after it
     /// together (`fused::conv_pool`).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
+        let n = x.batch();
+        let shared = !training && n > 1 && !self.keep_outputs;
+        self.shared_pass = shared;
         let Model {
             layers,
             acts,
@@ -235,7 +289,13 @@ impl Model {
             ..
         } = self;
         let shard = if training { *shard } else { Shard::default() };
-        for step in plan.steps(training, x.batch()) {
+        // Where each layer's output goes in this pass.
+        let at = if shared {
+            &plan.shared
+        } else {
+            &plan.output_of
+        };
+        for step in plan.steps(training, n) {
             let out = step.layers();
             for j in out.clone() {
                 let stream = Rng::new(*step_stream ^ (j as u64 + 1)).next_u64();
@@ -245,18 +305,31 @@ impl Model {
                     shard,
                 });
             }
-            let (before, rest) = acts.split_at_mut(out.start);
-            let input = value(x, before, step.input());
-            let (layers, ys) = (&mut layers[out.clone()], &mut rest[..out.len()]);
+            // The step's outputs, taken out of `acts` while it reads the values it reads.
+            let mut ys: Vec<Tensor> = out
+                .clone()
+                .map(|j| std::mem::take(&mut acts[at[j]]))
+                .collect();
+            let input = |v: Value| value(x, acts, at, v);
             match step {
-                Step::Layer { .. } => layers[0].forward(input, &mut ys[0]),
-                Step::ConvThenPool { .. } => {
-                    let ([conv, pool], [y, pooled]) = (layers, ys) else {
+                Step::Layer { layer, input: v } => layers[*layer].forward(input(*v), &mut ys[0]),
+                Step::Join { layer, inputs } => {
+                    let xs: Vec<&Tensor> = inputs.iter().map(|&v| input(v)).collect();
+                    layers[*layer].forward_many(&xs, &mut ys[0])
+                }
+                Step::ConvThenPool { input: v, .. } => {
+                    let ([conv, pool], [y, pooled]) = (&mut layers[out.clone()], &mut ys[..])
+                    else {
                         unreachable!("two layers")
                     };
-                    conv_pool::forward(conv, pool, input, y, pooled)
+                    conv_pool::forward(conv, pool, input(*v), y, pooled)
                 }
-                Step::BatchOneChain { .. } => batch_one::forward(layers, input, ys),
+                Step::BatchOneChain { input: v, .. } => {
+                    batch_one::forward(&mut layers[out.clone()], input(*v), &mut ys)
+                }
+            }
+            for (j, y) in out.zip(ys) {
+                acts[at[j]] = y;
             }
         }
     }
@@ -272,7 +345,7 @@ impl Model {
         let n = x.batch();
         if n <= INFER_CHUNK {
             self.run_layers(x, false);
-            return Ok(&self.acts[self.layers.len() - 1]);
+            return Ok(self.output());
         }
         let per_sample = x.len() / n;
         let k = self.classes();
@@ -287,7 +360,13 @@ impl Model {
             let chunk_x = std::mem::take(&mut self.chunk_x);
             self.run_layers(&chunk_x, false);
             self.chunk_x = chunk_x;
-            let out = self.acts[self.layers.len() - 1].data();
+            let last = self.plan.output_of[self.layers.len() - 1];
+            let buffer = if self.shared_pass {
+                self.plan.shared[last]
+            } else {
+                last
+            };
+            let out = self.acts[buffer].data();
             self.logits.data_mut()[start * k..(start + rows) * k].copy_from_slice(out);
         }
         Ok(&self.logits)
@@ -303,8 +382,12 @@ impl Model {
 
     /// Backpropagates dL/dlogits (already in the last gradient buffer) through every layer,
     /// setting every parameter's gradient: the steps of the training plan in reverse, each
-    /// from the gradient of its last layer's output to that of the value it read. `x` is
+    /// from the gradient of its last layer's output to those of the values it read. `x` is
     /// the batch of the last forward pass.
+    ///
+    /// The first reader of a value to run here (the one of the highest layer index) writes
+    /// its gradient; each next one writes its contribution into a scratch buffer, which is
+    /// then added, in this fixed order (see `plan.rs`).
     ///
     /// A convolution followed by max pooling runs its backward pass together with the
     /// pooling's (`fused::conv_pool`): the same gradients, without the convolution's dL/dy
@@ -314,22 +397,73 @@ impl Model {
             layers,
             acts,
             grads,
+            written,
+            scratch,
             plan,
+            input_grad,
             ..
         } = self;
+        written.fill(false);
+        let at = &plan.output_of;
         for step in plan.training.iter().rev() {
             let out = step.layers();
-            let (dx, dy) = gradients(grads, step.input(), out.end - 1);
-            let input = value(x, acts, step.input());
-            match *step {
-                Step::Layer { layer, .. } => layers[layer].backward(input, &acts[layer], dy, dx),
+            let last = out.end - 1;
+            let mut dy = std::mem::take(&mut grads[last]);
+            let inputs = step.inputs();
+            if scratch.len() < inputs.len() {
+                scratch.resize(inputs.len(), Tensor::default());
+            }
+            // Where each value's gradient goes: its own buffer if this is its first reader,
+            // else the scratch buffer of its position; None for the network's input.
+            let mut dxs: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
+            let mut direct = vec![false; inputs.len()];
+            for (k, v) in inputs.iter().enumerate() {
+                dxs.push(match *v {
+                    // The input is read by layer 0 alone.
+                    Value::Input => input_grad.as_mut().map(std::mem::take),
+                    Value::Output(j) if !written[j] && !inputs[..k].contains(v) => {
+                        direct[k] = true;
+                        Some(std::mem::take(&mut grads[j]))
+                    }
+                    Value::Output(_) => Some(std::mem::take(&mut scratch[k])),
+                });
+            }
+            let xs: Vec<&Tensor> = inputs.iter().map(|&v| value(x, acts, at, v)).collect();
+            match step {
+                Step::Layer { layer, .. } => {
+                    layers[*layer].backward(xs[0], &acts[*layer], &mut dy, dxs[0].as_mut())
+                }
+                Step::Join { layer, .. } => {
+                    let mut targets: Vec<Option<&mut Tensor>> =
+                        dxs.iter_mut().map(Option::as_mut).collect();
+                    layers[*layer].backward_many(&xs, &acts[*layer], &mut dy, &mut targets)
+                }
                 Step::ConvThenPool { conv, .. } => {
                     let [conv_l, pool_l] = &mut layers[out] else {
                         unreachable!("two layers")
                     };
-                    conv_pool::backward(conv_l, pool_l, input, &acts[conv], dy, dx)
+                    conv_pool::backward(conv_l, pool_l, xs[0], &acts[*conv], &dy, dxs[0].as_mut())
                 }
                 Step::BatchOneChain { .. } => unreachable!("an inference step in training"),
+            }
+            grads[last] = dy;
+            // Give the buffers back, adding the contributions of readers that came second,
+            // in the order of the step's values.
+            for (k, (v, dx)) in inputs.iter().zip(dxs).enumerate() {
+                let (j, Some(dx)) = (*v, dx) else {
+                    continue;
+                };
+                let Value::Output(j) = j else {
+                    *input_grad = Some(dx);
+                    continue;
+                };
+                if direct[k] {
+                    grads[j] = dx;
+                    written[j] = true;
+                } else {
+                    add_into(&mut grads[j], &dx);
+                    scratch[k] = dx;
+                }
             }
         }
     }
@@ -352,7 +486,7 @@ impl Model {
         }
         self.forward(x)?;
         let last = self.layers.len() - 1;
-        let logits = &self.acts[last];
+        let logits = &self.acts[self.plan.output_of[last]];
         let grad = &mut self.grads[last];
         grad.resize(logits.shape());
         let (loss, correct) = if self.shard.is_split() {
@@ -474,7 +608,7 @@ impl Model {
             if layer.params().iter().any(|(_, p)| bad(&p.value)) {
                 return Some((i, "weights"));
             }
-            if self.acts.get(i).is_some_and(bad) {
+            if self.activation(i).is_some_and(bad) {
                 return Some((i, "output"));
             }
             if layer.params().iter().any(|(_, p)| bad(&p.grad)) {
@@ -484,30 +618,40 @@ impl Model {
         None
     }
 
-    /// The output of layer `i` for the last forward pass (for visualisation).
+    /// The output of layer `i` for the last forward pass (for visualisation), if the pass
+    /// kept it: a training pass and inference on one image keep every output; inference on
+    /// more images only those no later output took the buffer of, unless
+    /// [`Model::set_keep_outputs`] says to keep them all. The last layer's is always kept.
     pub fn activation(&self, i: usize) -> Option<&Tensor> {
-        self.acts.get(i)
+        let j = *self.plan.output_of.get(i)?;
+        if self.shared_pass {
+            return self
+                .plan
+                .kept
+                .get(j)
+                .filter(|&&kept| kept)
+                .and_then(|_| self.acts.get(self.plan.shared[j]));
+        }
+        self.acts.get(j)
     }
 }
 
-/// The value `v` of a pass on the input `x`, whose layers before it wrote `outputs`.
-fn value<'a>(x: &'a Tensor, outputs: &'a [Tensor], v: Value) -> &'a Tensor {
+/// The value `v` of a pass on the input `x`, whose layers' outputs are in `outputs` at the
+/// places `at` gives.
+fn value<'a>(x: &'a Tensor, outputs: &'a [Tensor], at: &[usize], v: Value) -> &'a Tensor {
     match v {
         Value::Input => x,
-        Value::Output(i) => &outputs[i],
+        Value::Output(i) => &outputs[at[i]],
     }
 }
 
-/// For a backward step from layer `out`'s output gradient to that of the value `input` it
-/// read: `(dL/d input, dL/d output of out)`, the first `None` for the network's input
-/// (which needs no gradient).
-fn gradients(grads: &mut [Tensor], input: Value, out: usize) -> (Option<&mut Tensor>, &mut Tensor) {
-    let (before, rest) = grads.split_at_mut(out);
-    let dx = match input {
-        Value::Input => None,
-        Value::Output(i) => Some(&mut before[i]),
-    };
-    (dx, &mut rest[0])
+/// `sum += part`, element by element (the order of a value's readers is the caller's).
+fn add_into(sum: &mut Tensor, part: &Tensor) {
+    debug_assert_eq!(sum.shape(), part.shape());
+    sum.data_mut()
+        .par_chunks_mut(1 << 14)
+        .zip(part.data().par_chunks(1 << 14))
+        .for_each(|(s, p)| s.iter_mut().zip(p).for_each(|(s, p)| *s += p));
 }
 
 /// Predictions equal to labels, taking the arg-max of each row (first on ties).
@@ -834,5 +978,41 @@ mod tests {
         assert!(why.starts_with("the gradient norm is NaN"), "{why}");
         // The update has spread the NaN to the weights it touched, which are named first.
         assert!(why.contains("weights of layer 1 (Dense"), "{why}");
+    }
+
+    /// Inference on several images that shares buffers gives the bits of a pass that keeps
+    /// every output, forgets the outputs whose buffers went to later ones, and a one-layer
+    /// Route's output is the output it names.
+    #[test]
+    fn a_graphs_inference_shares_buffers_and_keeps_its_logits() {
+        let spec = crate::config::parse(crate::examples::RESNET_SMALL, "t")
+            .unwrap()
+            .spec;
+        let mut model = Model::new(&spec, Init::He, 2).unwrap();
+        let (x, _) = synthetic_batch(&spec, 5, 1).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> { t.data().iter().map(|v| v.to_bits()).collect() };
+        let shared = bits(model.infer(&x).unwrap());
+        let forgotten = (0..model.layers.len())
+            .filter(|&i| model.activation(i).is_none())
+            .count();
+        assert!(forgotten > 0);
+        model.set_keep_outputs(true);
+        assert_eq!(bits(model.infer(&x).unwrap()), shared);
+        assert!((0..model.layers.len()).all(|i| model.activation(i).is_some()));
+        assert_eq!(model.activation(12), model.activation(7));
+        assert_eq!(model.activation(12).unwrap().shape(), [5, 16, 14, 14]);
+        // One image at a time: every output kept, the same logits.
+        model.set_keep_outputs(false);
+        let k = model.classes();
+        for s in 0..5 {
+            let one = Tensor::from_vec(&[1, 1, 28, 28], x.data()[s * 784..(s + 1) * 784].to_vec())
+                .unwrap();
+            let logits = bits(model.infer(&one).unwrap());
+            assert!((0..model.layers.len()).all(|i| model.activation(i).is_some()));
+            for (a, b) in logits.iter().zip(&shared[s * k..(s + 1) * k]) {
+                let (a, b) = (f32::from_bits(*a), f32::from_bits(*b));
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+            }
+        }
     }
 }

@@ -12,6 +12,10 @@
 //!     params = 3*3*1*16 + 16 = 160
 //!     FLOPs = 2*16*28*28*1*3*3 = 225,792
 //! ```
+//!
+//! A network that is a graph (a Shortcut or a Route in it) gets a column `Reads` after the
+//! layer's label: `-` for a layer that reads the line above alone, else the indices of the
+//! layers it reads (`5,2`). A chain's table has no such column, as before.
 
 use crate::error::Result;
 use crate::layers::NetworkSpec;
@@ -19,6 +23,7 @@ use crate::text::{fmt_shape, product_expr, thousands};
 
 struct Row {
     label: String,
+    reads: String,
     shape: String,
     params: String,
     flops: String,
@@ -29,11 +34,13 @@ struct Row {
 /// Fails if the network's shapes do not work out.
 pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
     let shapes = spec.shapes().map_err(|(_, e)| e)?;
+    let graph = !spec.is_chain();
     let mut rows = vec![Row {
         label: format!(
             "   Input {}x{}x{}",
             spec.input[0], spec.input[1], spec.input[2]
         ),
+        reads: String::new(),
         shape: fmt_shape(&spec.input),
         params: String::new(),
         flops: String::new(),
@@ -45,6 +52,7 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
             let n: usize = s.input.iter().product();
             rows.push(Row {
                 label: "   Flatten (implicit)".into(),
+                reads: "-".into(),
                 shape: fmt_shape(&[n]),
                 params: "0".into(),
                 flops: "0".into(),
@@ -55,26 +63,29 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
                 )],
             });
         }
-        let params = layer.param_count(&s.input);
-        let flops = layer.forward_flops(&s.input)?;
+        let counts = layer.counts(&s.input, &s.output);
+        let (params, flops) = (counts.params as u64, counts.flops as u64);
         flops_terms.push((i, flops));
         rows.push(Row {
             label: format!("{i:>2} {}", layer.describe()),
+            reads: reads_text(i, &s.reads),
             shape: fmt_shape(&s.output),
             params: thousands(params as u128),
             flops: thousands(flops as u128),
-            explain: layer.explain(&s.input, &s.output)?,
+            explain: layer.explain_of(&s.input_shapes(), &s.output)?,
         });
     }
 
     let header = Row {
         label: "Layer".into(),
+        reads: "Reads".into(),
         shape: "Output shape".into(),
         params: "Params".into(),
         flops: "FLOPs/sample".into(),
         explain: Vec::new(),
     };
     let w0 = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(5);
+    let wr = rows.iter().map(|r| r.reads.len()).max().unwrap_or(0).max(5);
     let w1 = rows
         .iter()
         .map(|r| r.shape.len())
@@ -93,11 +104,17 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
         .max()
         .unwrap_or(0)
         .max(12);
-    let width = w0 + w1 + w2 + w3 + 6;
+    let width = w0 + w1 + w2 + w3 + 6 + if graph { wr + 2 } else { 0 };
     let line = |r: &Row| {
+        let label = if graph {
+            format!("{:<w0$}  {:<wr$}", r.label, r.reads)
+        } else {
+            r.label.clone()
+        };
+        let w0 = if graph { w0 + 2 + wr } else { w0 };
         format!(
             "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}\n",
-            r.label, r.shape, r.params, r.flops
+            label, r.shape, r.params, r.flops
         )
     };
 
@@ -149,6 +166,27 @@ pub fn render(spec: &NetworkSpec, explain: bool) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The `Reads` cell of layer `i`: `-` when it reads the line above alone (the input for
+/// layer 0), else the layers it reads, `5,2` (`input` for the network's input).
+fn reads_text(i: usize, reads: &[crate::layers::Value]) -> String {
+    use crate::layers::Value;
+    let above = match i {
+        0 => Value::Input,
+        _ => Value::Output(i - 1),
+    };
+    if reads == [above] {
+        return "-".into();
+    }
+    let items: Vec<String> = reads
+        .iter()
+        .map(|v| match v {
+            Value::Input => "input".to_string(),
+            Value::Output(j) => j.to_string(),
+        })
+        .collect();
+    items.join(",")
 }
 
 /// `1.53 MiB`.

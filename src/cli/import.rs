@@ -1,4 +1,4 @@
-//! `cnn import IN.onnx OUT.safetensors`: a sequential CNN in ONNX as a model file with a
+//! `cnn import IN.onnx OUT.safetensors`: a CNN in ONNX as a model file with a
 //! generated config (see [`cnn::onnx`]).
 
 use std::path::PathBuf;
@@ -9,10 +9,11 @@ use super::CmdResult;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Reads sequential CNNs as `cnn export` and PyTorch's exporters (TorchScript, \
+    after_help = "Reads CNNs as `cnn export` and PyTorch's exporters (TorchScript, \
     opset 13, and torch.export) write them: Conv, MaxPool, AveragePool, BatchNormalization, \
     Relu, LeakyRelu, Sigmoid, Tanh, Flatten/Reshape, Gemm or MatMul + Add, Softmax or \
-    LogSoftmax at the end, Identity, Dropout.\n\n\
+    LogSoftmax at the end, Identity, Dropout; residual connections (Add of two computed \
+    values: a Shortcut line) and concatenations along channels (Concat: a Route line).\n\n\
     Examples:\n  \
     cnn import model.onnx model.safetensors --classes zero,one\n  \
     cnn evaluate model.safetensors --data ../shared/data/mnist"

@@ -88,7 +88,7 @@ pub enum Command {
     Download(download::DownloadArgs),
     /// Write a model file as ONNX (opset 13): class probabilities of [N, C, H, W] pixels.
     Export(export::ExportArgs),
-    /// Read a sequential CNN from ONNX (cnn export, PyTorch) into a model file.
+    /// Read a CNN from ONNX (cnn export, PyTorch) into a model file.
     Import(import::ImportArgs),
     /// A live web page for a model or run folder: draw, see every layer, watch training.
     Serve(serve::ServeArgs),

@@ -23,13 +23,18 @@
 //! [`crate::layers::activation::reference`]. This module is the driver: it runs them, compares
 //! them with the f32 pass, and re-runs only what a changed parameter can change.
 //!
+//! The network is walked as the model walks it: each layer reads the values its line names
+//! ([`crate::layers::Layer::reads`]; a Shortcut two, a Route those it lists), and after a
+//! parameter changes only the layers that read something that changed are evaluated again;
+//! the others keep the unperturbed pass's outputs.
+//!
 //! The same evaluation at the unperturbed point checks the network's forward pass: every
 //! layer's f32 output must agree with the f64 definition to rounding, and every choice the
 //! forward pass made must be right (a mask that says z > 0 where z < 0, or a winner that is
 //! not its window's maximum, by more than rounding, is a wrong forward pass).
 
 use crate::error::{Error, Result};
-use crate::layers::{activation, Activation, Op};
+use crate::layers::{activation, Activation, Op, Value};
 use crate::model::Model;
 use crate::tensor::Tensor;
 
@@ -41,6 +46,8 @@ struct RefLayer {
     op: Op,
     /// The layer's name, for the message when it has no reference.
     name: &'static str,
+    /// The values it reads, in order.
+    reads: Vec<Value>,
     /// The activation as the model applies it in training (a final softmax is left to the
     /// loss, so it is `None` there).
     act: Activation,
@@ -122,6 +129,7 @@ impl FrozenNet {
             layers.push(RefLayer {
                 op: layer.op.clone(),
                 name: layer.spec.name(),
+                reads: layer.reads.clone(),
                 act,
                 params,
                 mask,
@@ -145,13 +153,21 @@ impl FrozenNet {
                 near_kinks: 0,
             },
         };
-        let (out, pre) = net.run(0, &net.x, None).map_err(|name| {
+        let run = net.run(0, None).map_err(|name| {
             Error::Invalid(format!(
                 "{name}: the gradient check has no f64 definition of this layer"
             ))
         })?;
-        net.base_out = out;
-        net.base_pre = pre;
+        net.base_out = run
+            .outs
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        net.base_pre = run
+            .pres
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
         net.compare_with(model);
         Ok(net)
     }
@@ -211,16 +227,13 @@ impl FrozenNet {
             }
             let choices = layer.op.reference_choices(self.n);
             if !choices.is_empty() {
-                let input = if i == 0 {
-                    &self.x
-                } else {
-                    &self.base_out[i - 1]
+                // The layer that made the value it chose among, if not the input.
+                let from = match layer.reads[0] {
+                    Value::Input => None,
+                    Value::Output(j) => Some(j),
                 };
-                let tol = if i == 0 {
-                    0.0
-                } else {
-                    KINK_MARGIN * errors[i - 1]
-                };
+                let input = from.map_or(&self.x, |j| &self.base_out[j]);
+                let tol = from.map_or(0.0, |j| KINK_MARGIN * errors[j]);
                 for (win, window) in choices {
                     let winner = input[win];
                     let best = window.iter().map(|&at| input[at]).fold(winner, f64::max);
@@ -235,9 +248,10 @@ impl FrozenNet {
                     // Outputs of ReLUs that are off are 0 whatever the parameters: a tie
                     // among them alone is no kink.
                     let constant = |at: &usize| {
-                        i > 0
-                            && self.layers[i - 1].act == Activation::Relu
-                            && self.layers[i - 1].mask.as_ref().is_some_and(|m| !m[*at])
+                        from.is_some_and(|j| {
+                            self.layers[j].act == Activation::Relu
+                                && self.layers[j].mask.as_ref().is_some_and(|m| !m[*at])
+                        })
                     };
                     if close.len() > 1 && !close.iter().all(constant) {
                         self.ambiguous.push(Ambiguous::Window {
@@ -259,27 +273,28 @@ impl FrozenNet {
         let (li, slot) = self.tensors[t];
         let original = self.layers[li].params[slot][e];
         self.layers[li].params[slot][e] = value;
-        let input = if li == 0 {
-            &self.x
-        } else {
-            &self.base_out[li - 1]
-        };
         let changed = self.layers[li].op.reference_channel(slot, e);
-        let (out, pre) = self
-            .run(li, input, changed)
+        let run = self
+            .run(li, changed)
             .expect("every layer has a reference: FrozenNet::new ran them all");
         self.layers[li].params[slot][e] = original;
-        let loss = self.loss(out.last().map_or(&[][..], |v| v));
+        let last = self.layers.len() - 1;
+        let loss = self.loss(run.out(self, last));
         let at_kink = self.ambiguous.iter().any(|a| match a {
             Ambiguous::Unit { layer, at } => {
-                *layer >= li && pre[layer - li][*at] != self.base_pre[*layer][*at]
+                *layer >= li && run.pre(self, *layer)[*at] != self.base_pre[*layer][*at]
             }
             Ambiguous::Window { layer, inputs } => {
+                // The layer whose output the pooling chose among.
+                let Value::Output(from) = self.layers[*layer].reads[0] else {
+                    return false;
+                };
                 // Moved apart (not all by the same amount): the winner could change.
                 *layer > li && {
+                    let now = run.out(self, from);
                     let moved: Vec<f64> = inputs
                         .iter()
-                        .map(|&at| out[layer - 1 - li][at] - self.base_out[layer - 1][at])
+                        .map(|&at| now[at] - self.base_out[from][at])
                         .collect();
                     let hi = moved.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     let lo = moved.iter().copied().fold(f64::INFINITY, f64::min);
@@ -311,59 +326,165 @@ impl FrozenNet {
         total / self.labels.len().max(1) as f64
     }
 
-    /// Layers `start..` on `input` (the output of layer `start - 1`): every output and
-    /// pre-activation, indexed from `start`; or the name of a layer without a reference.
+    /// Layers `start..` with every layer before `start` as in the unperturbed pass (on the
+    /// first run, with none yet, every layer is evaluated): every output and
+    /// pre-activation that may differ from the unperturbed pass, or the name of a layer
+    /// without a reference. A layer none of whose values changed is not evaluated again.
     /// With `changed = Some((c, block))`, a parameter of layer `start` feeding only its
-    /// output channel (or unit) c, of `block` values per sample, was changed, and every layer
-    /// computes only what can differ from the unperturbed pass: the perturbed layer its
-    /// channel c, and a later layer linear in its input (Conv2D, Dense) `z_base + W (x -
-    /// x_base)` over the input channels that changed (exact by linearity, up to f64
-    /// rounding).
-    #[allow(clippy::type_complexity)]
+    /// output channel (or unit) c, of `block` values per sample, was changed, and every
+    /// layer computes only what can differ from the unperturbed pass: the perturbed layer
+    /// its channel c, and a later layer linear in its input (Conv2D, Dense)
+    /// `z_base + W (x - x_base)` over the input channels that changed (exact by linearity,
+    /// up to f64 rounding).
     fn run(
         &self,
         start: usize,
-        input: &[f64],
         changed: Option<(usize, usize)>,
-    ) -> std::result::Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), &'static str> {
-        let mut outs: Vec<Vec<f64>> = Vec::with_capacity(self.layers.len() - start);
-        let mut pres = Vec::with_capacity(self.layers.len() - start);
-        // The channels of the last output that differ from the unperturbed pass, and the
-        // values per channel and sample; None: any may differ.
-        let mut dirty: Option<(Vec<usize>, usize)> = None;
+    ) -> std::result::Result<Run, &'static str> {
+        let first = self.base_out.is_empty();
+        let mut run = Run {
+            start,
+            outs: Vec::with_capacity(self.layers.len() - start),
+            pres: Vec::with_capacity(self.layers.len() - start),
+            changes: Vec::with_capacity(self.layers.len() - start),
+        };
         for (i, layer) in self.layers.iter().enumerate().skip(start) {
-            let x = outs.last().map_or(input, |v| v);
             let (op, params, n) = (&layer.op, &layer.params, self.n);
-            let z = match (changed, dirty.take()) {
-                (Some((c, block)), _) if i == start => {
-                    dirty = Some((vec![c], block));
-                    op.reference_one_channel(x, &self.base_pre[i], params, c, n)
-                }
-                (_, Some((channels, block))) => {
-                    let base_x = &self.base_out[i - 1];
+            // How each value the layer reads differs from the unperturbed pass.
+            let ins: Vec<Change> = layer
+                .reads
+                .iter()
+                .map(|v| match *v {
+                    Value::Output(j) if j >= start => run.changes[j - start].clone(),
+                    _ => Change::Same,
+                })
+                .collect();
+            if !first && i > start && ins.iter().all(|c| *c == Change::Same) {
+                run.outs.push(None);
+                run.pres.push(None);
+                run.changes.push(Change::Same);
+                continue;
+            }
+            let xs: Vec<&[f64]> = layer.reads.iter().map(|&v| run.value(self, v)).collect();
+            let (z, mut change) = match (changed, &ins[..]) {
+                (Some((c, block)), _) if i == start => (
+                    op.reference_one_channel(xs[0], &self.base_pre[i], params, c, n),
+                    Change::Channels(vec![c], block),
+                ),
+                (_, [Change::Channels(channels, block)]) if !first => {
+                    let base_x = self.base_value(layer.reads[0]);
                     let base_z = &self.base_pre[i];
-                    match op
-                        .reference_changed_inputs(x, base_x, base_z, params, &channels, block, n)
-                    {
+                    match op.reference_changed_inputs(
+                        xs[0], base_x, base_z, params, channels, *block, n,
+                    ) {
                         // Linear: everything after may differ.
-                        Some(z) => Some(z),
-                        None => {
-                            dirty = op.reference_channel_block(block).map(|b| (channels, b));
-                            op.reference(x, params, n)
-                        }
+                        Some(z) => (Some(z), Change::All),
+                        None => (
+                            op.reference(xs[0], params, n),
+                            op.reference_channel_block(*block)
+                                .map_or(Change::All, |b| Change::Channels(channels.clone(), b)),
+                        ),
                     }
                 }
-                _ => op.reference(x, params, n),
+                _ if first => (op.reference_many(&xs, params, n), Change::All),
+                _ => (op.reference_many(&xs, params, n), joined(op, &ins)),
             };
             let z = z.ok_or(layer.name)?;
             if layer.act == Activation::Softmax {
-                dirty = None;
+                change = Change::All;
             }
             let mask = layer.mask.as_deref().unwrap_or(&[]);
             let y = activation::reference(layer.act, &z, mask, layer.out_len);
-            pres.push(z);
-            outs.push(y);
+            run.pres.push(Some(z));
+            run.outs.push(Some(y));
+            run.changes.push(change);
         }
-        Ok((outs, pres))
+        Ok(run)
+    }
+
+    /// The value `v` of the unperturbed pass.
+    fn base_value(&self, v: Value) -> &[f64] {
+        match v {
+            Value::Input => &self.x,
+            Value::Output(j) => &self.base_out[j],
+        }
+    }
+}
+
+/// How a layer's output differs from the unperturbed pass's.
+#[derive(Debug, Clone, PartialEq)]
+enum Change {
+    /// Not at all: the layer was not evaluated again.
+    Same,
+    /// Only in these channels, of this many values per sample each.
+    Channels(Vec<usize>, usize),
+    /// Anywhere.
+    All,
+}
+
+/// The change of the output of `op`, a layer reading several values that changed as `ins`:
+/// for a layer that keeps each value in place (a Shortcut's sum), the union of the changed
+/// channels when every changed value changed only in some channels of one size; else any.
+fn joined(op: &Op, ins: &[Change]) -> Change {
+    let mut channels: Vec<usize> = Vec::new();
+    let mut size = None;
+    for c in ins {
+        match c {
+            Change::Same => {}
+            Change::Channels(ch, block) if size.is_none_or(|b| b == *block) => {
+                size = Some(*block);
+                channels.extend(ch);
+            }
+            _ => return Change::All,
+        }
+    }
+    match size.and_then(|b| op.reference_channel_block(b).filter(|&o| o == b)) {
+        Some(b) => {
+            channels.sort_unstable();
+            channels.dedup();
+            Change::Channels(channels, b)
+        }
+        None => Change::All,
+    }
+}
+
+/// The outputs of an evaluation from layer `start` on that may differ from the
+/// unperturbed pass (`None`: the unperturbed one).
+struct Run {
+    start: usize,
+    outs: Vec<Option<Vec<f64>>>,
+    pres: Vec<Option<Vec<f64>>>,
+    changes: Vec<Change>,
+}
+
+impl Run {
+    /// Layer `j`'s output in this evaluation.
+    fn out<'a>(&'a self, net: &'a FrozenNet, j: usize) -> &'a [f64] {
+        match j
+            .checked_sub(self.start)
+            .and_then(|k| self.outs[k].as_ref())
+        {
+            Some(v) => v,
+            None => &net.base_out[j],
+        }
+    }
+
+    /// Layer `j`'s pre-activation in this evaluation.
+    fn pre<'a>(&'a self, net: &'a FrozenNet, j: usize) -> &'a [f64] {
+        match j
+            .checked_sub(self.start)
+            .and_then(|k| self.pres[k].as_ref())
+        {
+            Some(v) => v,
+            None => &net.base_pre[j],
+        }
+    }
+
+    /// The value `v` in this evaluation.
+    fn value<'a>(&'a self, net: &'a FrozenNet, v: Value) -> &'a [f64] {
+        match v {
+            Value::Input => &net.x,
+            Value::Output(j) => self.out(net, j),
+        }
     }
 }

@@ -137,6 +137,42 @@ macro_rules! layer_kinds {
             pub fn build(&self, input: &[usize]) -> Result<Op> {
                 match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build(s, input).map(Op::$variant),)* }
             }
+
+            /// See [`LayerKind::READS_ABOVE`].
+            pub fn reads_above(&self) -> bool {
+                match self { $(LayerSpec::$variant(_) => <$kind as LayerKind>::READS_ABOVE,)* }
+            }
+
+            /// See [`LayerKind::REFS_KEY`].
+            pub fn refs_key(&self) -> Option<&'static str> {
+                match self { $(LayerSpec::$variant(_) => <$kind as LayerKind>::REFS_KEY,)* }
+            }
+
+            /// See [`LayerKind::refs`].
+            pub fn refs(&self) -> Vec<i64> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::refs(s),)* }
+            }
+
+            /// The per-sample output shape for the values the layer reads, with their
+            /// shapes ([`LayerKind::output_shape_of`]).
+            pub fn output_shape_of(&self, inputs: &[InputShape]) -> Result<SampleShape> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::output_shape_of(s, inputs),)* }
+            }
+
+            /// See [`LayerKind::explain_of`].
+            pub fn explain_of(&self, inputs: &[InputShape], output: &[usize]) -> Result<Vec<String>> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::explain_of(s, inputs, output),)* }
+            }
+
+            /// The runtime operation for the values it reads ([`LayerKind::build_of`]).
+            pub fn build_of(&self, inputs: &[InputShape]) -> Result<Op> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::build_of(s, inputs).map(Op::$variant),)* }
+            }
+
+            /// See [`LayerKind::onnx_many`].
+            pub fn onnx_many(&self, g: &mut Graph, inputs: &[&str], at: &LayerAt) -> Result<String> {
+                match self { $(LayerSpec::$variant(s) => <$kind as LayerKind>::onnx_many(s, g, inputs, at),)* }
+            }
         }
 
         impl Op {
@@ -153,6 +189,28 @@ macro_rules! layer_kinds {
             /// See [`LayerOp::backward`].
             pub fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize) {
                 match self { $(Op::$variant(l) => LayerOp::backward(l, x, y, dy, dx, n),)* }
+            }
+
+            /// See [`LayerOp::forward_many`].
+            pub fn forward_many(&mut self, xs: &[&[f32]], y: &mut [f32], n: usize) {
+                match self { $(Op::$variant(l) => LayerOp::forward_many(l, xs, y, n),)* }
+            }
+
+            /// See [`LayerOp::backward_many`].
+            pub fn backward_many(
+                &mut self,
+                xs: &[&[f32]],
+                y: &[f32],
+                dy: &mut [f32],
+                dxs: &mut [Option<&mut [f32]>],
+                n: usize,
+            ) {
+                match self { $(Op::$variant(l) => LayerOp::backward_many(l, xs, y, dy, dxs, n),)* }
+            }
+
+            /// See [`LayerOp::passes_input_on`].
+            pub fn passes_input_on(&self) -> bool {
+                match self { $(Op::$variant(l) => LayerOp::passes_input_on(l),)* }
             }
 
             /// See [`LayerOp::params`].
@@ -198,6 +256,11 @@ macro_rules! layer_kinds {
             /// See [`LayerOp::reference`].
             pub fn reference(&self, x: &[f64], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
                 match self { $(Op::$variant(l) => LayerOp::reference(l, x, params, n),)* }
+            }
+
+            /// See [`LayerOp::reference_many`].
+            pub fn reference_many(&self, xs: &[&[f64]], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+                match self { $(Op::$variant(l) => LayerOp::reference_many(l, xs, params, n),)* }
             }
 
             /// See [`LayerOp::reference_choices`].

@@ -84,16 +84,38 @@ impl LayerKind for AvgKind {
         ))
     }
 
-    const ONNX_OPS: &'static [&'static str] = &["GlobalAveragePool"];
+    const ONNX_OPS: &'static [&'static str] = &["GlobalAveragePool", "ReduceMean"];
 
-    /// `GlobalAveragePool` of a (C, H, W) value. ONNX's result is `[N, C, 1, 1]`, ours
-    /// `[N, C]`: the value is flat from here on, so the `Flatten` (or `Reshape` to `[N, C]`)
-    /// that follows it in a classifier adds no line.
+    /// `GlobalAveragePool` of a (C, H, W) value, or the `ReduceMean` over axes 2 and 3 that
+    /// torch.export writes for `AdaptiveAvgPool2d(1)` (the axes an attribute before opset
+    /// 18, an input from it on). ONNX's result is `[N, C, 1, 1]` (or `[N, C]` without
+    /// `keepdims`), ours `[N, C]`: the value is flat from here on, so the `Flatten` (or
+    /// `Reshape` to `[N, C]`) that follows it in a classifier adds no line.
     fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
-        let [c, _, _] = cx.spatial("GlobalAveragePool")?;
-        let unknown = Attrs::of(node).unknown(&[]);
+        let op = node.op_type.as_deref().unwrap_or("");
+        let [c, _, _] = cx.spatial(op)?;
+        let attrs = Attrs::of(node);
+        let known: &[&str] = match op {
+            "ReduceMean" => &["axes", "keepdims", "noop_with_empty_axes"],
+            _ => &[],
+        };
+        let unknown = attrs.unknown(known);
         if !unknown.is_empty() {
             return Err(format!("unsupported attributes {unknown:?}"));
+        }
+        if op == "ReduceMean" {
+            let mut axes = match node.input.get(1).filter(|s| !s.is_empty()) {
+                Some(name) => cx.ints(name)?,
+                None => attrs.ints("axes").unwrap_or(&[]).to_vec(),
+            };
+            axes.iter_mut().for_each(|a| *a = a.rem_euclid(4));
+            axes.sort_unstable();
+            if axes != [2, 3] {
+                return Err(format!(
+                    "a mean over axes {axes:?}; only the mean over height and width (axes 2 \
+                     and 3), global average pooling, is supported"
+                ));
+            }
         }
         cx.shape = vec![c];
         cx.push(Step::new("GlobalAvgPool2D".into(), StepKind::Other, vec![]));

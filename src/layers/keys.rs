@@ -14,6 +14,9 @@ use super::activation::Activation;
 pub const MAX_UNITS: usize = 1_000_000;
 /// Largest input dimension, kernel, pool, stride or padding accepted.
 pub const MAX_DIM: usize = 100_000;
+/// Largest number in a reference to a layer (`from=`, `layers=`): far more layers than
+/// any network has, small enough that no arithmetic on it overflows.
+pub const MAX_LAYERS: usize = 1_000_000;
 
 /// A 1-based position in a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +177,26 @@ impl<'a> LineKeys<'a> {
         }
     }
 
+    /// A reference to an earlier layer in the value of `key`, `text` written at `pos`: a
+    /// whole number, negative to count back from the line (-1 is the line above), else a
+    /// layer index from 0. Which layers exist is checked later, with the whole network
+    /// ([`super::LayerSpec::reads`]).
+    pub fn layer_ref(&self, key: &str, text: &str, pos: Pos) -> Result<i64> {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        match parse_whole(digits).filter(|&n| n <= MAX_LAYERS) {
+            Some(n) if text.starts_with('-') && n > 0 => Ok(-(n as i64)),
+            Some(n) if !text.starts_with('-') => Ok(n as i64),
+            _ => Err(self.err(
+                pos,
+                format!(
+                    "`{key}` must be a whole number naming an earlier layer: negative to count \
+                     back from this line (-1 is the line above, -3 three lines above), or a \
+                     layer index counted from 0; found `{text}`"
+                ),
+            )),
+        }
+    }
+
     /// A leaky ReLU's negative slope, from 0 to 1.
     pub fn alpha(&self, a: &Arg) -> Result<f32> {
         match a.value.parse::<f32>() {
@@ -203,6 +226,8 @@ pub fn example(key: &str) -> &'static str {
         "units" => "`units=128`",
         "groups" => "`groups=2`",
         "bias" => "`bias=false`",
+        "from" => "`from=-3`",
+        "layers" => "`layers=-1,-4`",
         _ => "`key=value`",
     }
 }

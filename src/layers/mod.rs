@@ -32,6 +32,8 @@ pub mod global_pool;
 pub mod keys;
 pub mod param;
 pub mod pool;
+pub mod route;
+pub mod shortcut;
 pub mod spec;
 #[cfg(test)]
 mod walkthrough;
@@ -45,6 +47,8 @@ pub use flatten::Flatten;
 pub use global_pool::{GlobalAvgPool2D, GlobalPoolSpec};
 pub use param::{Buffer, BufferMut, Param};
 pub use pool::{AvgPool2D, MaxPool2D, PoolSpec};
+pub use route::{Route, RouteSpec};
+pub use shortcut::{Shortcut, ShortcutSpec};
 pub use spec::*;
 
 use crate::error::Result;
@@ -75,6 +79,10 @@ layer_kinds! {
     BatchNorm => batchnorm::Kind,
     /// The mean of each channel, (C, H, W) -> (C) ([`global_pool`]).
     GlobalAvgPool2D => global_pool::AvgKind,
+    /// The line above plus an earlier layer, then an activation ([`shortcut`]).
+    Shortcut => shortcut::Kind,
+    /// Earlier layers concatenated along channels; one layer: a branch point ([`route`]).
+    Route => route::Kind,
 }
 
 /// What a forward pass is for, given to every layer before it runs ([`LayerOp::prepare`]).
@@ -222,6 +230,52 @@ pub trait LayerKind {
     fn gradcheck_batch(_spec: &Self::Spec) -> usize {
         2
     }
+
+    // Kinds that read other values than the line above, or several (Shortcut, Route). Each
+    // method has a default that makes a one-input kind, so other kinds write none of them.
+
+    /// Whether the line reads the output of the line above (the network's input for the
+    /// first line) as its first input, before the layers of [`LayerKind::refs`]. True by
+    /// default; Route reads only the layers it lists.
+    const READS_ABOVE: bool = true;
+    /// The key that names the earlier layers the line reads (`from`, `layers`): an error in
+    /// a reference points at its value.
+    const REFS_KEY: Option<&'static str> = None;
+    /// The earlier layers the line reads besides the line above, as written: a negative
+    /// number counts back from this line (-1 is the line above), any other is a layer index
+    /// counted from 0. None by default. The config walk checks that each names an earlier
+    /// layer ([`LayerSpec::reads`]).
+    fn refs(_spec: &Self::Spec) -> Vec<i64> {
+        Vec::new()
+    }
+    /// The per-sample output shape for the values the layer reads, in the order of
+    /// [`LayerSpec::reads`]; by default [`LayerKind::output_shape`] of the one value. An
+    /// error should name the values (`layer 3`) and their shapes.
+    fn output_shape_of(spec: &Self::Spec, inputs: &[InputShape]) -> Result<SampleShape> {
+        Self::output_shape(spec, inputs[0].shape)
+    }
+    /// [`LayerKind::explain`] given every value read; by default that of the one value.
+    fn explain_of(
+        spec: &Self::Spec,
+        inputs: &[InputShape],
+        output: &[usize],
+    ) -> Result<Vec<String>> {
+        Self::explain(spec, inputs[0].shape, output)
+    }
+    /// [`LayerKind::build`] given every value read; by default that of the one value.
+    fn build_of(spec: &Self::Spec, inputs: &[InputShape]) -> Result<Self::Op> {
+        Self::build(spec, inputs[0].shape)
+    }
+    /// [`LayerKind::onnx`] reading the ONNX values `inputs`, one per value the layer reads;
+    /// by default that of the one value.
+    fn onnx_many(
+        spec: &Self::Spec,
+        g: &mut Graph,
+        inputs: &[&str],
+        at: &LayerAt,
+    ) -> Result<String> {
+        Self::onnx(spec, g, inputs[0], at)
+    }
 }
 
 /// A layer's forward and backward pass over a mini-batch of `n` samples stored flat
@@ -236,6 +290,32 @@ pub trait LayerOp {
     /// and, when `dx` is given, writes dL/dx. `dy` may be overwritten (a fused activation
     /// turns it into the gradient before the activation in place).
     fn backward(&mut self, x: &[f32], y: &[f32], dy: &mut [f32], dx: Option<&mut [f32]>, n: usize);
+    /// y = f(x_0, x_1, ...) for a layer that reads several values (`xs`, in the order of
+    /// [`LayerSpec::reads`]); by default [`LayerOp::forward`] of the one value.
+    fn forward_many(&mut self, xs: &[&[f32]], y: &mut [f32], n: usize) {
+        self.forward(xs[0], y, n)
+    }
+    /// [`LayerOp::backward`] of a layer that reads several values: writes dL/dx_k into each
+    /// `dxs[k]` given (each is written whole, never added to: the model adds the
+    /// contributions of a value's several readers); by default [`LayerOp::backward`] of the
+    /// one value.
+    fn backward_many(
+        &mut self,
+        xs: &[&[f32]],
+        y: &[f32],
+        dy: &mut [f32],
+        dxs: &mut [Option<&mut [f32]>],
+        n: usize,
+    ) {
+        let dx = dxs[0].as_deref_mut();
+        self.backward(xs[0], y, dy, dx, n)
+    }
+    /// Whether the output is always the one value the layer reads, unchanged, in every
+    /// pass (a one-layer Route): the model then runs no step for it and lets its readers
+    /// read that value, with no copy. False by default.
+    fn passes_input_on(&self) -> bool {
+        false
+    }
     /// The parameters as `(name, param)`; a model file names them `layers.{i}.{name}`.
     fn params(&self) -> Vec<(&'static str, &Param)> {
         Vec::new()
@@ -287,6 +367,11 @@ pub trait LayerOp {
     /// refuses the network, naming the layer.
     fn reference(&self, _x: &[f64], _params: &[Vec<f64>], _n: usize) -> Option<Vec<f64>> {
         None
+    }
+    /// [`LayerOp::reference`] of a layer that reads several values `xs`; by default that of
+    /// the one value.
+    fn reference_many(&self, xs: &[&[f64]], params: &[Vec<f64>], n: usize) -> Option<Vec<f64>> {
+        self.reference(xs[0], params, n)
     }
     /// The choices of the last forward pass that [`LayerOp::reference`] freezes, for the
     /// checker to confirm against the f64 values: per output, the input it took and the
@@ -378,8 +463,13 @@ pub struct Filters<'a> {
 pub struct Layer {
     pub spec: LayerSpec,
     pub op: Op,
-    /// Per-sample input shape.
+    /// Per-sample shape of the (first) value it reads.
     pub input: SampleShape,
+    /// The values it reads, in order ([`LayerSpec::reads`]), and their per-sample shapes:
+    /// one but for Shortcut and Route. A layer built by [`Layer::new`] reads one value,
+    /// marked the input.
+    pub reads: Vec<Value>,
+    pub inputs: Vec<SampleShape>,
     /// Per-sample output shape.
     pub output: SampleShape,
 }
@@ -387,13 +477,41 @@ pub struct Layer {
 impl Layer {
     /// Builds the layer for a per-sample `input` shape, with zero parameters.
     pub fn new(spec: &LayerSpec, input: &[usize]) -> Result<Layer> {
-        let output = spec.output_shape(input)?;
+        Layer::reading(
+            spec,
+            &[InputShape {
+                value: Value::Input,
+                shape: input,
+            }],
+        )
+    }
+
+    /// Builds the layer for the values it reads with their per-sample shapes, with zero
+    /// parameters.
+    pub fn reading(spec: &LayerSpec, inputs: &[InputShape]) -> Result<Layer> {
+        let output = spec.output_shape_of(inputs)?;
         Ok(Layer {
             spec: spec.clone(),
-            op: spec.build(input)?,
-            input: input.to_vec(),
+            op: spec.build_of(inputs)?,
+            input: inputs[0].shape.to_vec(),
+            reads: inputs.iter().map(|i| i.value).collect(),
+            inputs: inputs.iter().map(|i| i.shape.to_vec()).collect(),
             output,
         })
+    }
+
+    /// The values read with their shapes.
+    pub fn input_shapes(&self) -> Vec<InputShape<'_>> {
+        self.reads
+            .iter()
+            .zip(&self.inputs)
+            .map(|(&value, shape)| InputShape { value, shape })
+            .collect()
+    }
+
+    /// The summary's arithmetic for this layer ([`LayerSpec::explain_of`]).
+    pub fn explain(&self) -> Result<Vec<String>> {
+        self.spec.explain_of(&self.input_shapes(), &self.output)
     }
 
     /// Elements per sample of the output.
@@ -431,6 +549,40 @@ impl Layer {
             t.data_mut()
         });
         self.op.backward(x.data(), y.data(), dy.data_mut(), dx, n);
+    }
+
+    /// Runs the layer on the values it reads, `xs` (batches of the same size), writing `y`
+    /// (resized to `[N, ..output]`).
+    pub fn forward_many(&mut self, xs: &[&Tensor], y: &mut Tensor) {
+        let n = xs[0].batch();
+        self.resize_output(n, y);
+        let xs: Vec<&[f32]> = xs.iter().map(|x| x.data()).collect();
+        self.op.forward_many(&xs, y.data_mut(), n);
+    }
+
+    /// [`Layer::backward`] of a layer that reads several values `xs`: writes dL/dx_k into
+    /// each `dxs[k]` given (resized to `xs[k]`'s shape).
+    pub fn backward_many(
+        &mut self,
+        xs: &[&Tensor],
+        y: &Tensor,
+        dy: &mut Tensor,
+        dxs: &mut [Option<&mut Tensor>],
+    ) {
+        let n = xs[0].batch();
+        let mut dx_data: Vec<Option<&mut [f32]>> = dxs
+            .iter_mut()
+            .zip(xs)
+            .map(|(d, x)| {
+                d.as_deref_mut().map(|t| {
+                    t.resize(x.shape());
+                    t.data_mut()
+                })
+            })
+            .collect();
+        let xs: Vec<&[f32]> = xs.iter().map(|x| x.data()).collect();
+        self.op
+            .backward_many(&xs, y.data(), dy.data_mut(), &mut dx_data, n);
     }
 
     /// The layer's parameters as `(name, param)`: `weight` then `bias`, or none.

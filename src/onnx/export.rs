@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::io::write_atomic;
 use crate::layers::activation;
 use crate::layers::param::Buffer;
-use crate::layers::Activation;
+use crate::layers::{Activation, Value};
 use crate::model::Model;
 use crate::model_file::{self, ModelMeta};
 
@@ -54,8 +54,20 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
         value = g.node("Div", "normalize.div", &[&value, "norm_std"], vec![]);
     }
 
+    // The ONNX value of each layer's output, for the layers that read it.
+    let mut outputs: Vec<String> = Vec::with_capacity(spec.layers.len());
+    let input_value = value;
     for (i, (layer, s)) in spec.layers.iter().zip(&shapes).enumerate() {
         let name = format!("layers.{i}");
+        let reads: Vec<String> = s
+            .reads
+            .iter()
+            .map(|v| match v {
+                Value::Input => input_value.clone(),
+                Value::Output(j) => outputs[*j].clone(),
+            })
+            .collect();
+        let mut value = reads[0].clone();
         let at = LayerAt {
             name: &name,
             input: &s.input,
@@ -80,13 +92,20 @@ pub fn to_proto(model: &Model, meta: &ModelMeta) -> Result<ModelProto> {
                 vec![int("axis", 1)],
             );
         }
-        value = layer.onnx(&mut g, &value, &at)?;
+        value = if reads.len() == 1 {
+            layer.onnx(&mut g, &value, &at)?
+        } else {
+            let inputs: Vec<&str> = reads.iter().map(String::as_str).collect();
+            layer.onnx_many(&mut g, &inputs, &at)?
+        };
         // The last layer's softmax is left to the final Softmax, as in `Model::new`.
         let act = layer.activation();
         if !(i == last && act == Activation::Softmax) {
             value = activation::onnx(act, &mut g, &value, &at.tensor("activation"), &s.output);
         }
+        outputs.push(value);
     }
+    let mut value = outputs.pop().unwrap_or(input_value);
 
     let out_shape = spec.output_shape()?;
     if out_shape.len() > 1 {

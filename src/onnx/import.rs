@@ -1,8 +1,13 @@
-//! `cnn import`: a sequential CNN in ONNX (from `cnn export`, or from PyTorch's TorchScript
-//! and torch.export exporters) as an ordinary model file with a generated config.
+//! `cnn import`: a CNN in ONNX (from `cnn export`, or from PyTorch's TorchScript and
+//! torch.export exporters) as an ordinary model file with a generated config.
 //!
-//! The graph is read as one chain: starting at the input, each node must read the value the
-//! node before it wrote, and the last one must write the graph's output. The importer reads
+//! The graph is read node by node in the file's order (ONNX requires an order in which every
+//! value is written before it is read), each node becoming config lines after those of the
+//! nodes before it; the last node must write the graph's output. The config's last line
+//! always outputs the value the last node wrote. A node that reads an earlier value instead
+//! (the skip path of a residual block) is given a one-layer `Route` to it first; an `Add` of
+//! two computed values becomes a `Shortcut` and a `Concat` a `Route` of the layers that
+//! wrote them ([`crate::layers::shortcut`], [`crate::layers::route`]). The importer reads
 //! an `Identity` and the `Sub` and `Div` of a normalisation at the input itself; every other
 //! node is read by the layer kind that declares its op ([`crate::layers::LayerKind::ONNX_OPS`]
 //! and [`crate::layers::LayerKind::onnx_import`]), through an [`Importer`]: the kind checks
@@ -110,7 +115,7 @@ fn stored_classes(proto: &ModelProto) -> Option<Vec<String>> {
 /// One config line and its tensors, as a layer's reader makes it from a node.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// The config line.
+    /// The config line (for a line that names earlier layers, without them: see `refs`).
     pub line: String,
     /// What the canonical config may do with it.
     pub kind: StepKind,
@@ -118,6 +123,11 @@ pub struct Step {
     pub tensors: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
     /// The I64 buffer `num_batches_tracked`, for a layer that has one (BatchNorm).
     pub batches: i64,
+    /// For a line that names earlier layers: the key (`from`, `layers`) and the steps it
+    /// names, as indices into the steps. The config writes them after the line's first
+    /// word, counted back from the line (`Shortcut from=-3`), as lines are numbered only
+    /// once the implied Flattens are left out.
+    pub refs: Option<(&'static str, Vec<usize>)>,
 }
 
 impl Step {
@@ -132,6 +142,7 @@ impl Step {
             kind,
             tensors,
             batches: 0,
+            refs: None,
         }
     }
 }
@@ -163,11 +174,35 @@ impl Chain {
     /// The config text: the layer count, the `Input` line, one line per step, with a Flatten
     /// right before a Dense left implied.
     fn config_text(&self) -> String {
-        let lines: Vec<&str> = self.lines().map(|s| s.line.as_str()).collect::<Vec<_>>();
+        // The line of each step that has one.
+        let mut line_of = vec![0usize; self.steps.len()];
+        for (line, i) in self.line_steps().enumerate() {
+            line_of[i] = line;
+        }
+        let lines: Vec<String> = self
+            .line_steps()
+            .map(|i| {
+                let s = &self.steps[i];
+                let Some((key, refs)) = &s.refs else {
+                    return s.line.clone();
+                };
+                let list: Vec<String> = refs
+                    .iter()
+                    .map(|&j| (line_of[j] as i64 - line_of[i] as i64).to_string())
+                    .collect();
+                let (head, rest) = s.line.split_once(' ').unwrap_or((&s.line, ""));
+                let refs = format!("{head} {key}={}", list.join(","));
+                if rest.is_empty() {
+                    refs
+                } else {
+                    format!("{refs} {rest}")
+                }
+            })
+            .collect();
         let [c, h, w] = self.input;
         let mut text = format!("{}\nInput shape={c}x{h}x{w}\n", lines.len());
         for l in lines {
-            text += l;
+            text += &l;
             text.push('\n');
         }
         text
@@ -175,8 +210,21 @@ impl Chain {
 
     /// The steps that become config lines.
     fn lines(&self) -> impl Iterator<Item = &Step> {
-        self.steps.iter().enumerate().filter_map(|(i, s)| {
-            let implied = matches!(s.kind, StepKind::Flatten(_))
+        self.line_steps().map(|i| &self.steps[i])
+    }
+
+    /// The indices of the steps that become config lines: all but a Flatten right before a
+    /// layer that reads its input flattened, unless another line names it.
+    fn line_steps(&self) -> impl Iterator<Item = usize> + '_ {
+        let named = |i: usize| {
+            self.steps
+                .iter()
+                .any(|s| s.refs.as_ref().is_some_and(|(_, r)| r.contains(&i)))
+        };
+        (0..self.steps.len()).filter(move |&i| {
+            let s = &self.steps[i];
+            let implied = !named(i)
+                && matches!(s.kind, StepKind::Flatten(_))
                 && self.steps.get(i + 1).is_some_and(|n| {
                     matches!(
                         n.kind,
@@ -186,7 +234,7 @@ impl Chain {
                         }
                     )
                 });
-            (!implied).then_some(s)
+            !implied
         })
     }
 
@@ -311,7 +359,7 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
         .collect();
     let [input] = inputs.as_slice() else {
         return Err(format!(
-            "the graph has {} inputs besides its initialisers; a sequential CNN has one",
+            "the graph has {} inputs besides its initialisers; a CNN has one",
             inputs.len()
         ));
     };
@@ -319,8 +367,18 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
     let (batch, chw) =
         input_shape(input).map_err(|e| format!("input `{}`: {e}", short(&input_name)))?;
 
+    // How many nodes (and graph outputs) read each value.
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for v in graph.node.iter().flat_map(|n| &n.input) {
+        *uses.entry(v.clone()).or_default() += 1;
+    }
+    for o in graph.output.iter().filter_map(|o| o.name.as_deref()) {
+        *uses.entry(o.to_string()).or_default() += 1;
+    }
     let mut r = Importer {
         constants,
+        values: HashMap::from([(input_name.clone(), (None, chw.to_vec()))]),
+        uses,
         current: input_name,
         shape: chw.to_vec(),
         batch,
@@ -356,7 +414,7 @@ fn read_chain(proto: &ModelProto) -> std::result::Result<Chain, String> {
         .collect();
     if outputs != [r.current.as_str()] {
         return Err(format!(
-            "the graph's outputs are {outputs:?}; the chain of nodes ends at `{}`",
+            "the graph's outputs are {outputs:?}; the last node writes `{}`",
             short(&r.current)
         ));
     }
@@ -412,7 +470,13 @@ fn input_shape(
 /// reads, the graph's constants, and the config lines read so far.
 pub struct Importer<'a> {
     pub(crate) constants: Constants<'a>,
-    /// The value the next node must read.
+    /// Each value written so far: the step whose config line outputs it (`None`: the
+    /// network's input, before the first line), and its per-sample shape.
+    values: HashMap<String, (Option<usize>, Vec<usize>)>,
+    /// How many nodes (and graph outputs) read each value.
+    uses: HashMap<String, usize>,
+    /// The value the config's last line outputs, which the next node reads unless it names
+    /// another.
     current: String,
     /// The per-sample shape of that value: (C, H, W) or (F). A reader sets it to the shape
     /// of the value its node writes.
@@ -440,24 +504,29 @@ impl Importer<'_> {
         }
         let first = node.input.first().map(String::as_str).unwrap_or("");
         let second = node.input.get(1).map(String::as_str);
-        if first != self.current
-            && !(COMMUTATIVE.contains(&op) && second == Some(self.current.as_str()))
-        {
-            return Err(format!(
-                "reads `{}`, not `{}`, the output of the node before it (only sequential \
-                 networks are imported)",
-                short(first),
-                short(&self.current)
-            ));
-        }
         if let Some(end) = &self.ended {
             return Err(format!(
                 "follows the final {end}; nothing may come after it"
             ));
         }
+        // Two computed values added or concatenated: a Shortcut or a Route, which name the
+        // layers they read themselves.
+        let join = matches!(op, "Add" | "Concat") && self.computed_inputs(node).len() > 1;
+        if !join
+            && first != self.current
+            && !(COMMUTATIVE.contains(&op) && second == Some(self.current.as_str()))
+        {
+            // An earlier value: the config reads it again through a one-layer Route.
+            let read = match second {
+                Some(v) if COMMUTATIVE.contains(&op) && self.constants.get(first).is_some() => v,
+                _ => first,
+            };
+            self.branch_to(read)?;
+        }
         match op {
             "Identity" => {}
             "Sub" | "Div" => self.normalize(op, node)?,
+            "Add" if join => crate::layers::shortcut::onnx_import_add(node, self)?,
             _ => match LayerSpec::onnx_reader(op) {
                 Some(read) => read(node, self)?,
                 None => return Err(unsupported()),
@@ -467,7 +536,51 @@ impl Importer<'_> {
             return Err("has no output".into());
         }
         self.current = node.output[0].clone();
+        let step = self.steps.len().checked_sub(1);
+        self.values
+            .insert(self.current.clone(), (step, self.shape.clone()));
         self.previous = Some(op.to_string());
+        Ok(())
+    }
+
+    /// The inputs of `node` that are computed (not constants), in order.
+    pub fn computed_inputs<'n>(&self, node: &'n NodeProto) -> Vec<&'n str> {
+        node.input
+            .iter()
+            .filter(|v| !v.is_empty() && self.constants.get(v).is_none())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The step whose config line outputs the value `name`, and the value's per-sample
+    /// shape; an error for a value not written yet, or for the network's input, which no
+    /// config line can name again (a Shortcut or a Route names layers).
+    pub fn written_by(&self, name: &str) -> std::result::Result<(usize, Vec<usize>), String> {
+        match self.values.get(name) {
+            Some((Some(step), shape)) => Ok((*step, shape.clone())),
+            Some((None, _)) => Err(format!(
+                "reads the network's input `{}` again; a config reads it in its first layer \
+                 only (a Shortcut or a Route names layers)",
+                short(name)
+            )),
+            None => Err(format!(
+                "reads `{}`, which no node before it writes",
+                short(name)
+            )),
+        }
+    }
+
+    /// Makes the config's last line output the earlier value `name`: a one-layer `Route` to
+    /// the line that outputs it (a branch point, as a projection shortcut's skip path reads
+    /// the block's input).
+    pub fn branch_to(&mut self, name: &str) -> std::result::Result<(), String> {
+        let (step, shape) = self.written_by(name)?;
+        let mut route = Step::new("Route".into(), StepKind::Other, vec![]);
+        route.refs = Some(("layers", vec![step]));
+        self.push(route);
+        self.current = name.to_string();
+        self.shape = shape;
+        self.previous = None;
         Ok(())
     }
 
@@ -493,6 +606,20 @@ impl Importer<'_> {
 
     /// Takes config line `i` out again (a Reshape that undoes a Flatten).
     pub fn remove_step(&mut self, i: usize) -> Step {
+        // The steps after it move up one.
+        let moved = |j: &mut usize| {
+            if *j > i {
+                *j -= 1;
+            }
+        };
+        for (step, _) in self.values.values_mut() {
+            step.as_mut().map(moved);
+        }
+        for s in &mut self.steps {
+            if let Some((_, refs)) = &mut s.refs {
+                refs.iter_mut().for_each(moved);
+            }
+        }
         self.steps.remove(i)
     }
 
@@ -552,13 +679,15 @@ impl Importer<'_> {
 
     /// An activation: fused as `activation=key` into the layer right before it if that
     /// can take one and has none, else a line of its own (`line`).
+    /// Not fused when another node reads the value before the activation too.
     pub fn activation(&mut self, key: &str, line: &str) -> std::result::Result<(), String> {
+        let read_once = self.uses.get(&self.current).copied().unwrap_or(0) <= 1;
         match self.steps.last_mut() {
             Some(Step {
                 line: last,
                 kind: StepKind::Fusable { fused, .. },
                 ..
-            }) if !*fused => {
+            }) if !*fused && read_once => {
                 *last += &format!(" activation={key}");
                 *fused = true;
             }

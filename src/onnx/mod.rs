@@ -3,7 +3,7 @@
 //!
 //! Only the file format is ONNX's; the arithmetic stays ours. [`export`] writes a model
 //! file as an ONNX graph (opset 13, IR version 7) that computes what `cnn predict` does;
-//! [`import`] reads a sequential CNN back, as `cnn export` or PyTorch's two exporters write
+//! [`import`] reads a CNN back, as `cnn export` or PyTorch's two exporters write
 //! it, and turns it into an ordinary model file with a generated config.
 //!
 //! # The graph `cnn export` writes
@@ -20,7 +20,10 @@
 //!   layer's own nodes as its kind writes them ([`crate::layers::LayerKind::onnx`]: Conv2D a
 //!   `Conv`, Dense a `Gemm` (transB = 1), pooling `MaxPool` or `AveragePool`, BatchNorm a
 //!   `BatchNormalization` in its inference form, Dropout nothing; each kind's doc says), and
-//!   its activation ([`crate::layers::activation::onnx`]);
+//!   its activation ([`crate::layers::activation::onnx`]); a layer reads the ONNX value of
+//!   each layer it reads, so a Shortcut is an `Add` of two of them and a Route of several
+//!   layers a `Concat` (axis 1), and a one-layer Route writes no node (its readers read the
+//!   value it names);
 //! - the end: a `Flatten` if the last output is not flat, and `Softmax` (axis 1), as
 //!   `cnn predict` applies it to the logits (a last layer's own softmax is left to it).
 //!
@@ -30,7 +33,10 @@
 //!
 //! # What `cnn import` reads
 //!
-//! One chain of nodes from one float input `[N, C, H, W]` to one output: `Identity`, the
+//! The nodes in the file's order from one float input `[N, C, H, W]` to one output, each
+//! reading the value the node before it wrote or, through a one-layer `Route`, an earlier
+//! one; an `Add` of two computed values (a `Shortcut`) and a `Concat` along channels (a
+//! `Route`) read the layers they name (see [`import`]): `Identity`, the
 //! `Sub` and `Div` of a per-channel normalisation at the input, and the ops the layer kinds
 //! read ([`crate::layers::LayerKind::ONNX_OPS`]; the error about an op it does not read lists
 //! them all), each as its kind's doc says: for example `Conv`, `MaxPool`, `Gemm` or `MatMul`

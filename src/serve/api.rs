@@ -156,6 +156,9 @@ struct LayerInfo {
     kind: &'static str,
     /// The summary's label, e.g. `Conv2D 16 3x3 s1 same relu`.
     label: String,
+    /// The layers whose outputs it reads, in order (`null`: the network's input): the one
+    /// above it, or for a Shortcut or a Route the layers its line names.
+    reads: Vec<Option<usize>>,
     input: Vec<usize>,
     output: Vec<usize>,
     params: u128,
@@ -259,6 +262,14 @@ fn describe(
                 index,
                 kind: layer.spec.name(),
                 label: layer.spec.describe(),
+                reads: layer
+                    .reads
+                    .iter()
+                    .map(|v| match v {
+                        crate::layers::Value::Input => None,
+                        crate::layers::Value::Output(j) => Some(*j),
+                    })
+                    .collect(),
                 input: layer.input.clone(),
                 output: layer.output.clone(),
                 params: counts.params,
@@ -270,10 +281,7 @@ fn describe(
                 },
                 conv,
                 pool,
-                explain: layer
-                    .spec
-                    .explain(&layer.input, &layer.output)
-                    .unwrap_or_default(),
+                explain: layer.explain().unwrap_or_default(),
             }
         })
         .collect();

@@ -136,6 +136,13 @@ fn a_depthwise_separable_network_on_processes_is_one_process_byte_for_byte() {
     );
 }
 
+/// A residual network (Shortcut and Route lines: outputs read by two layers, their
+/// gradients summed) with BatchNorm and global average pooling.
+#[test]
+fn a_residual_network_on_processes_is_one_process_byte_for_byte() {
+    same_bytes_as_one_process("resnet-small", &["--epochs", "1", "--batch-size", "13"]);
+}
+
 /// Batch statistics over the global batch (BatchNorm2D and BatchNorm1D), dropout masks and
 /// augmentation draws that do not depend on the process, label smoothing, Nesterov and
 /// weight decay, a warm-up and a cosine schedule.

@@ -49,6 +49,14 @@ const CONFIGS: &[&str] = &[
      BatchNorm2D activation=relu\nConv2D filters=6 kernel=1x1 stride=1 padding=valid groups=2 bias=false\n\
      BatchNorm2D activation=relu\nConv2D filters=12 kernel=3x3 stride=2 padding=1 groups=6 activation=relu\n\
      GlobalAvgPool2D\nDense units=3 activation=softmax\n",
+    // A graph: an identity shortcut, a projection shortcut whose skip path reads the block's
+    // input through a one-layer Route (exported as no node: the Conv reads that value), and
+    // a concatenation of two branches (Add and Concat nodes, read back as Shortcut and Route).
+    "13\nInput shape=2x8x8\nConv2D filters=4 kernel=3x3 padding=same\nBatchNorm2D activation=relu\n\
+     Conv2D filters=4 kernel=3x3 padding=same\nBatchNorm2D\nShortcut from=-3 activation=relu\n\
+     Conv2D filters=6 kernel=3x3 stride=2 padding=same activation=relu\nRoute layers=-2\n\
+     Conv2D filters=6 kernel=1x1 stride=2\nShortcut from=-3\nConv2D filters=3 kernel=1x1 activation=tanh\n\
+     Route layers=-2,-1\nGlobalAvgPool2D\nDense units=3 activation=softmax\n",
 ];
 
 /// A model of `config` with seeded weights, and BatchNorm statistics that are not the
@@ -179,7 +187,7 @@ fn an_exported_graph_has_the_shape_the_issue_asks_for() {
 
 #[test]
 fn grouped_convolutions_export_their_group_and_a_missing_bias_as_no_third_input() {
-    let i = CONFIGS.len() - 1;
+    let i = CONFIGS.iter().position(|c| c.contains("groups=")).unwrap();
     let p = exported(i);
     let convs: Vec<&NodeProto> = p
         .graph
@@ -309,6 +317,46 @@ fn cnn_predict_gives_the_same_output_for_a_model_and_its_export_imported_back() 
     assert!(out.contains("class \"1\" é"), "{out}");
 }
 
+/// A graph's export has an `Add` per Shortcut and a `Concat` per Route of several layers,
+/// nothing for a one-layer Route; imported back, it gives the same logits bit for bit.
+#[test]
+fn a_graph_exports_as_add_and_concat_and_imports_back_to_the_same_outputs() {
+    let text = CONFIGS.iter().find(|c| c.contains("Shortcut")).unwrap();
+    let mut m = model(text, 5);
+    let p = export::to_proto(&m, &meta(text, 3, 2)).unwrap();
+    let ops: Vec<&str> = p
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.as_deref())
+        .collect();
+    assert_eq!(ops.iter().filter(|&&o| o == "Add").count(), 2, "{ops:?}");
+    assert_eq!(ops.iter().filter(|&&o| o == "Concat").count(), 1, "{ops:?}");
+    let (mut back, back_meta) =
+        import::from_bytes(Path::new("g.onnx"), &p.encode_to_vec(), None).unwrap();
+    assert!(
+        back_meta
+            .config
+            .contains("Shortcut from=-3 activation=relu\n"),
+        "{}",
+        back_meta.config
+    );
+    assert!(
+        back_meta.config.contains("Route layers=-2,-1\n"),
+        "{}",
+        back_meta.config
+    );
+    let x = cnn::tensor::Tensor::from_vec(
+        &[3, 2, 8, 8],
+        (0..384).map(|i| ((i * 37) % 101) as f32 / 101.0).collect(),
+    )
+    .unwrap();
+    let want = bits(m.infer(&x).unwrap().data());
+    assert_eq!(bits(back.infer(&x).unwrap().data()), want);
+}
+
 /// Writes `proto` to `dir/name` and runs `cnn import` on it, returning (exit code, stderr)
 /// after checking that stderr is one line naming the file.
 fn import_refuses(dir: &Path, name: &str, bytes: &[u8]) -> (i32, String) {
@@ -432,7 +480,10 @@ fn malformed_and_foreign_graphs_are_refused_with_one_line_naming_node_and_op() {
         .unwrap();
     relu.input[0] = "input".into();
     let (_, e) = import_refuses(dir, "branch.onnx", &p.encode_to_vec());
-    assert!(e.contains("only sequential networks are imported"), "{e}");
+    assert!(
+        e.contains("node `layers.2.activation` (Relu): reads the network's input `input` again"),
+        "{e}"
+    );
 
     // Many empty nodes: refused before decoding would allocate a struct for each.
     let mut p = exported(0);

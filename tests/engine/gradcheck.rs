@@ -352,3 +352,229 @@ fn whole_network_gradients_match_finite_differences() {
         assert!(c.max_rel_error < TOL, "{c:?}");
     }
 }
+
+/// L = sum r * layer(xs) in f64 for a layer that reads several values.
+fn loss_many(layer: &mut Layer, xs: &[Tensor], r: &[f32]) -> f64 {
+    let mut y = Tensor::default();
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    layer.forward_many(&refs, &mut y);
+    y.data()
+        .iter()
+        .zip(r)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum()
+}
+
+/// Checks dL/dx_k for every value a layer that reads several values reads.
+fn check_layer_many(what: &str, layer: &mut Layer, xs: &[Tensor], rng: &mut Rng) {
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    let mut y = Tensor::default();
+    layer.forward_many(&refs, &mut y);
+    let r: Vec<f32> = (0..y.len()).map(|_| rng.normal() as f32).collect();
+    let mut dy = Tensor::from_vec(y.shape(), r.clone()).unwrap();
+    let mut dxs: Vec<Tensor> = vec![Tensor::default(); xs.len()];
+    let mut targets: Vec<Option<&mut Tensor>> = dxs.iter_mut().map(Some).collect();
+    layer.backward_many(&refs, &y, &mut dy, &mut targets);
+    let mut xp = xs.to_vec();
+    for (k, dx) in dxs.iter().enumerate() {
+        assert_eq!(dx.shape(), xs[k].shape(), "{what}: dx{k}");
+        for i in 0..xs[k].len() {
+            let v = xs[k].data()[i];
+            xp[k].data_mut()[i] = v + H;
+            let plus = loss_many(layer, &xp, &r);
+            xp[k].data_mut()[i] = v - H;
+            let minus = loss_many(layer, &xp, &r);
+            xp[k].data_mut()[i] = v;
+            let numeric = (plus - minus) / (2.0 * f64::from(H));
+            let e = rel_error(numeric, f64::from(dx.data()[i]), 1e-2);
+            assert!(
+                e < TOL,
+                "{what}: dx{k}[{i}] backprop {} vs numeric {numeric}",
+                dx.data()[i]
+            );
+        }
+    }
+}
+
+/// A layer of `text`'s network (`index`), built for the values it reads there.
+fn graph_layer(text: &str, index: usize) -> Layer {
+    let spec = cnn::config::parse(text, "t").unwrap().spec;
+    let shapes = spec.shapes().unwrap();
+    Layer::reading(&spec.layers[index], &shapes[index].input_shapes()).unwrap()
+}
+
+#[test]
+fn shortcut_and_route_gradients_match_finite_differences() {
+    let mut rng = Rng::new(18);
+    let net = "5\nInput shape=2x3x4\nConv2D filters=3 kernel=1\nConv2D filters=3 kernel=1\n\
+               Shortcut from=-2 activation=tanh\nRoute layers=0,2,1\nDense units=2\n";
+    // Shortcut: tanh(a + b), both (3, 3, 4), batch 2.
+    let mut shortcut = graph_layer(net, 2);
+    let xs = [
+        random_tensor(&[2, 3, 3, 4], &mut rng),
+        random_tensor(&[2, 3, 3, 4], &mut rng),
+    ];
+    check_layer_many("Shortcut tanh", &mut shortcut, &xs, &mut rng);
+    // With ReLU: away from the kink, a + b at least 0.1 from 0.
+    let relu = net.replace("activation=tanh", "activation=relu");
+    let mut shortcut = graph_layer(&relu, 2);
+    let mut xs = xs.clone();
+    let b: Vec<f32> = xs[0]
+        .data()
+        .iter()
+        .zip(xs[1].data())
+        .map(|(a, b)| {
+            let s = a + b;
+            b + s.signum() * 0.1
+        })
+        .collect();
+    xs[1] = Tensor::from_vec(xs[1].shape(), b).unwrap();
+    check_layer_many("Shortcut relu", &mut shortcut, &xs, &mut rng);
+    // Route of three values, batch 3.
+    let mut route = graph_layer(net, 3);
+    let xs: Vec<Tensor> = (0..3)
+        .map(|_| random_tensor(&[3, 3, 3, 4], &mut rng))
+        .collect();
+    check_layer_many("Route 0,2,1", &mut route, &xs, &mut rng);
+}
+
+/// `text`'s network (He weights from `seed`, biases of 0.1 N(0, 1) so that a forward pass
+/// that ignored one could not agree by accident), a batch of `n` random images in [0, 1)
+/// and labels.
+fn graph_setup(text: &str, n: usize, seed: u64) -> (cnn::model::Model, Tensor, Vec<usize>) {
+    let spec = cnn::config::parse(text, "t").unwrap().spec;
+    let mut model = cnn::model::Model::new(&spec, cnn::init::Init::He, seed).unwrap();
+    let mut rng = Rng::new(seed);
+    for p in model.params_mut() {
+        if p.value.shape().len() == 1 {
+            p.value
+                .data_mut()
+                .iter_mut()
+                .for_each(|v| *v += 0.1 * rng.normal() as f32);
+        }
+    }
+    let [c, h, w] = spec.input;
+    let data = (0..n * c * h * w).map(|_| rng.uniform() as f32).collect();
+    let x = Tensor::from_vec(&[n, c, h, w], data).unwrap();
+    let labels = (0..n).map(|_| rng.below(model.classes())).collect();
+    (model, x, labels)
+}
+
+/// `cnn gradcheck`'s check of a graph network (the frozen f64 network walks the graph as
+/// the model does) at several seeds: every parameter tensor of every layer agrees.
+fn graph_passes(what: &str, text: &str, n: usize) {
+    for seed in 1..=4 {
+        let (mut model, x, labels) = graph_setup(text, n, seed);
+        let report =
+            cnn::gradcheck::check_network(&mut model, &x, &labels, 40, cnn::gradcheck::STEP, seed)
+                .unwrap();
+        assert_eq!(report.failure(), None, "{what}, seed {seed}: {report:?}");
+        assert!(
+            report.tensors.iter().all(|t| t.checked > 0),
+            "{what}: {report:?}"
+        );
+    }
+}
+
+#[test]
+fn a_residual_block_with_an_identity_shortcut_passes_the_gradient_check() {
+    graph_passes(
+        "identity block",
+        "5\nInput shape=2x6x6\n\
+         Conv2D filters=4 kernel=3x3 padding=same activation=relu\n\
+         Conv2D filters=4 kernel=3x3 padding=same activation=relu\n\
+         Conv2D filters=4 kernel=3x3 padding=same\n\
+         Shortcut from=-3 activation=relu\n\
+         Dense units=3\n",
+        2,
+    );
+}
+
+#[test]
+fn a_residual_block_with_a_projection_shortcut_through_a_route_passes_the_gradient_check() {
+    graph_passes(
+        "projection block",
+        "12\nInput shape=2x6x6\n\
+         Conv2D filters=3 kernel=3x3 padding=same\n\
+         BatchNorm2D activation=relu\n\
+         Conv2D filters=5 kernel=3x3 stride=2 padding=same\n\
+         BatchNorm2D activation=relu\n\
+         Conv2D filters=5 kernel=3x3 padding=same\n\
+         BatchNorm2D\n\
+         Route layers=-5\n\
+         Conv2D filters=5 kernel=1x1 stride=2\n\
+         BatchNorm2D\n\
+         Shortcut from=-4 activation=relu\n\
+         GlobalAvgPool2D\n\
+         Dense units=3\n",
+        8,
+    );
+}
+
+#[test]
+fn a_concatenation_of_two_branches_passes_the_gradient_check() {
+    graph_passes(
+        "concatenation",
+        "7\nInput shape=2x6x6\n\
+         Conv2D filters=3 kernel=3x3 padding=same activation=relu\n\
+         Conv2D filters=2 kernel=1x1 activation=tanh\n\
+         Route layers=0\n\
+         Conv2D filters=4 kernel=3x3 padding=same activation=leaky_relu\n\
+         Route layers=1,3\n\
+         MaxPool2D pool=2\n\
+         Dense units=3\n",
+        2,
+    );
+}
+
+#[test]
+fn a_value_read_by_three_layers_and_twice_by_one_passes_the_gradient_check() {
+    // Layer 0 is read by the convolution after it, by the Shortcut and twice by the Route:
+    // its gradient is the sum of four contributions.
+    graph_passes(
+        "three readers",
+        "6\nInput shape=1x5x5\n\
+         Conv2D filters=3 kernel=3x3 padding=same activation=relu\n\
+         Conv2D filters=3 kernel=3x3 padding=same\n\
+         Shortcut from=-2 activation=tanh\n\
+         Route layers=0,2,0\n\
+         Conv2D filters=2 kernel=1x1\n\
+         Dense units=3\n",
+        2,
+    );
+    // The same with flat values: Dense layers, a flat Shortcut and a flat Route.
+    graph_passes(
+        "three readers, flat",
+        "6\nInput shape=1x3x3\n\
+         Dense units=5 activation=relu\n\
+         Dense units=5 activation=sigmoid\n\
+         Shortcut from=0 activation=leaky_relu\n\
+         Route layers=-3,-1,0\n\
+         Dense units=4 activation=tanh\n\
+         Dense units=3\n",
+        3,
+    );
+}
+
+/// A value's gradient is the sum of its readers' contributions in a fixed order, so one
+/// training step gives the same bits on one thread and on two.
+#[test]
+fn a_graph_networks_gradients_have_the_same_bits_on_one_and_two_threads() {
+    let text = include_str!("../../examples/resnet-small.cfg");
+    let (model, x, labels) = graph_setup(text, 9, 3);
+    let grads = |threads: usize| -> Vec<Vec<u32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut m = model.clone();
+        pool.install(|| m.compute_gradients(&x, &labels).unwrap());
+        m.named_params()
+            .iter()
+            .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    let one = grads(1);
+    assert_eq!(one, grads(2));
+    assert!(one[0].iter().any(|&b| f32::from_bits(b) != 0.0));
+}

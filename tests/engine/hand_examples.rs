@@ -212,3 +212,82 @@ fn relu_zeroes_negatives_and_softmax_of_equal_values_is_uniform() {
     let y = run(LayerSpec::Activation(Activation::Softmax), x, &[]);
     assert_eq!(y.data(), &[0.25; 8]);
 }
+
+#[test]
+fn shortcut_adds_then_applies_its_activation_and_route_concatenates_by_hand() {
+    // a = [[1 -2] [3 -4]], b = [[-2 1] [1 1]]: relu(a + b) = [[0 0] [4 0]].
+    let net = "4\nInput shape=1x2x2\nConv2D filters=1 kernel=1\nConv2D filters=1 kernel=1\n\
+               Shortcut from=-2 activation=relu\nRoute layers=-1,0\n";
+    let spec = cnn::config::parse(net, "t").unwrap().spec;
+    let shapes = spec.shapes().unwrap();
+    let layer = |i: usize| Layer::reading(&spec.layers[i], &shapes[i].input_shapes()).unwrap();
+    let a = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, -2.0, 3.0, -4.0]).unwrap();
+    let b = Tensor::from_vec(&[1, 1, 2, 2], vec![-2.0, 1.0, 1.0, 1.0]).unwrap();
+    let mut shortcut = layer(2);
+    let mut y = Tensor::default();
+    shortcut.forward_many(&[&b, &a], &mut y);
+    assert_eq!(y.data(), &[0.0, 0.0, 4.0, 0.0]);
+    // Backward: dL/dz = dy where y > 0, copied to both values.
+    let mut dy = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    let (mut db, mut da) = (Tensor::default(), Tensor::default());
+    shortcut.backward_many(&[&b, &a], &y, &mut dy, &mut [Some(&mut db), Some(&mut da)]);
+    assert_eq!(da.data(), &[0.0, 0.0, 3.0, 0.0]);
+    assert_eq!(db.data(), da.data());
+    // Route: the Shortcut's channel, then layer 0's: (2, 2, 2).
+    let mut route = layer(3);
+    assert_eq!(route.output, [2, 2, 2]);
+    let mut cat = Tensor::default();
+    route.forward_many(&[&y, &a], &mut cat);
+    assert_eq!(cat.data(), &[0.0, 0.0, 4.0, 0.0, 1.0, -2.0, 3.0, -4.0]);
+}
+
+/// A whole network whose first layer's output is read by three layers, by hand: the
+/// gradient that reaches it is the sum of the three paths.
+#[test]
+fn the_gradient_of_a_value_read_by_three_layers_is_the_sum_of_the_paths_by_hand() {
+    // a = W0 x + b0          (layer 0; W0 = I, b0 = 0: a = x)
+    // c = W1 a               (layer 1; W1 = diag(2, 3))
+    // s = c + a              (layer 2, Shortcut from=-2)
+    // r = [a, s]             (layer 3, Route layers=0,2)
+    // z = W4 r + b4          (layer 4)
+    let text = "5\nInput shape=1x1x2\nDense units=2\nDense units=2\nShortcut from=-2\n\
+                Route layers=0,2\nDense units=2\n";
+    let spec = cnn::config::parse(text, "t").unwrap().spec;
+    let mut model = cnn::model::Model::new(&spec, cnn::init::Init::He, 1).unwrap();
+    let values: [&[f32]; 6] = [
+        &[1.0, 0.0, 0.0, 1.0],
+        &[0.0, 0.0],
+        &[2.0, 0.0, 0.0, 3.0],
+        &[0.0, 0.0],
+        &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+        &[-1.0, -5.0],
+    ];
+    for (p, v) in model.params_mut().into_iter().zip(values) {
+        p.value.data_mut().copy_from_slice(v);
+    }
+    // x = (1, 2): a = (1, 2), c = (2, 6), s = (3, 8), r = (1, 2, 3, 8),
+    // z = (1 - 1, 2 + 3 - 5) = (0, 0): softmax (1/2, 1/2), loss ln 2.
+    let x = Tensor::from_vec(&[1, 1, 1, 2], vec![1.0, 2.0]).unwrap();
+    model.set_input_gradient(true);
+    let (loss, _) = model.compute_gradients(&x, &[0]).unwrap();
+    assert!((loss - std::f32::consts::LN_2).abs() < 1e-7, "{loss}");
+    // dL/dz = (1/2 - 1, 1/2); dL/dr = W4^T dL/dz = (-1/2, 1/2, 1/2, 0);
+    // dL/ds = (1/2, 0), dL/dc = (1/2, 0);
+    // dL/da = (-1/2, 1/2) [Route] + (1/2, 0) [Shortcut] + W1^T (1/2, 0) = (1, 0) [Dense]
+    //       = (1, 1/2).
+    let grads: Vec<Vec<f32>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.grad.data().to_vec())
+        .collect();
+    assert_eq!(grads[0], [1.0, 2.0, 0.5, 1.0], "dL/dW0 = dL/da x^T");
+    assert_eq!(grads[1], [1.0, 0.5], "dL/db0 = dL/da");
+    assert_eq!(grads[2], [0.5, 1.0, 0.0, 0.0], "dL/dW1 = dL/dc a^T");
+    assert_eq!(
+        grads[4],
+        [-0.5, -1.0, -1.5, -4.0, 0.5, 1.0, 1.5, 4.0],
+        "dL/dW4 = dL/dz r^T"
+    );
+    // dL/dx = W0^T dL/da.
+    assert_eq!(model.input_gradient().unwrap().data(), &[1.0, 0.5]);
+}

@@ -445,3 +445,84 @@ fn warm_up_per_step_then_the_schedule_per_epoch_matches_pytorchs_schedulers() {
         assert_close(&format!("{}", run["pytorch"]), &got, &want, 1e-6);
     }
 }
+
+/// A network that is a graph (`residual_block_projection.json`, `concat_branches.json`),
+/// parsed from the config text in the file, with the file's weights and running statistics,
+/// through one training pass of the model itself (forward in config order, backward with a
+/// value's gradients summed over its readers): the logits, the loss, dL/dx, every
+/// parameter's gradient and the running statistics after the pass equal PyTorch's.
+fn graph_case(file: &str) {
+    let f = fixture(file);
+    let spec = cnn::config::parse(f["config"].as_str().unwrap(), file)
+        .unwrap()
+        .spec;
+    let mut model = Model::new(&spec, Init::He, 1).unwrap();
+    let initial = &f["initial"];
+    let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    for (name, p) in names.iter().zip(model.params_mut()) {
+        p.value = tensor(&initial[name]);
+    }
+    let names: Vec<String> = model.named_buffers().into_iter().map(|(n, _)| n).collect();
+    for (name, b) in names.iter().zip(model.buffers_mut()) {
+        if let BufferMut::F32(t) = b {
+            *t = tensor(&initial[name]);
+        }
+    }
+    let floats = model
+        .named_buffers()
+        .into_iter()
+        .filter(|(_, b)| matches!(b, Buffer::F32(_)))
+        .count();
+    assert_eq!(
+        initial.as_object().unwrap().len(),
+        model.named_params().len() + floats,
+        "{file}: every tensor of the file is set"
+    );
+    let x = tensor(&f["x"]);
+    let labels: Vec<usize> = f["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    model.set_input_gradient(true);
+    let (loss, _) = model.compute_gradients(&x, &labels).unwrap();
+    let last = model.layers().len() - 1;
+    assert_close(
+        "logits",
+        model.activation(last).unwrap().data(),
+        tensor(&f["logits"]).data(),
+        1e-5,
+    );
+    let want = f["loss"].as_f64().unwrap() as f32;
+    assert!(
+        (loss - want).abs() <= 1e-5 * want.abs(),
+        "loss {loss} vs {want}"
+    );
+    assert_close(
+        "dx",
+        model.input_gradient().unwrap().data(),
+        tensor(&f["dx"]).data(),
+        1e-4,
+    );
+    let grads = f["grads"].as_object().unwrap();
+    assert_eq!(grads.len(), model.named_params().len(), "{file}");
+    for (name, p) in model.named_params() {
+        assert_close(&name, p.grad.data(), tensor(&grads[&name]).data(), 1e-4);
+    }
+    for (name, b) in model.named_buffers() {
+        if let (Buffer::F32(t), Some(want)) = (b, f["buffers_after"].get(&name)) {
+            assert_close(&name, t.data(), tensor(want).data(), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn a_residual_block_with_a_projection_shortcut_matches_pytorch_in_training() {
+    graph_case("residual_block_projection.json");
+}
+
+#[test]
+fn a_concatenation_of_two_branches_matches_pytorch() {
+    graph_case("concat_branches.json");
+}
