@@ -408,7 +408,10 @@ mod tests {
         if chained {
             assert_eq!(one[0].name, "0-2 Conv2D+MaxPool2D+Dense");
         }
-        assert_eq!(profile_inference(&spec, 2, 0, 1).unwrap()[0].name, "0 Conv2D");
+        assert_eq!(
+            profile_inference(&spec, 2, 0, 1).unwrap()[0].name,
+            "0 Conv2D"
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ pub fn run(args: BenchArgs) -> CmdResult {
                 } else {
                     String::new()
                 };
-                println!("{:<36} {:>10.4} {:>12.1} {share:>8}", r.name, r.ms, r.gflops);
+                println!(
+                    "{:<36} {:>10.4} {:>12.1} {share:>8}",
+                    r.name, r.ms, r.gflops
+                );
             }
         }
         let mut model = Model::new(spec, Init::He, 1)?;
