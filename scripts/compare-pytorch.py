@@ -21,6 +21,15 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
   infer-1         inference of one image (probabilities), per image: `cnn bench`'s median;
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
+  lenet-infer-1000 the same with LeNet-style
+
+Beside each ratio, cnn's share of its measured peak: the FLOPs of the work (`cnn summary`'s
+count: forward FLOPs per image for inference, training FLOPs per image times 60,000 for an
+epoch) over cnn's time, against the peak `cnn bench` measures (a 1024^3 product on the same
+threads). For inference rows it is `cnn bench`'s own figure, each run against the peak it
+measured; for epochs, against the median peak of the session's `cnn bench` runs (none
+without an inference row). It says how far cnn is from the machine's limit, which a ratio
+to PyTorch does not.
 
 The table is markdown, headed by the date and the machine: the CPU model (/proc/cpuinfo),
 the core count, the kernels cnn ran (AVX-512, AVX2+FMA or portable: what the CPU's flags and
@@ -74,6 +83,7 @@ AIMS = {
     "separable-epoch": 2.0,
     "infer-1": 6.0,
     "infer-1000": 10.0,
+    "lenet-infer-1000": 2.0,
 }
 LABELS = {
     "report1-epoch": "report 1's network, Fashion-MNIST epoch, batch 32 (s)",
@@ -82,7 +92,19 @@ LABELS = {
     "separable-epoch": "separable (depthwise) network, Fashion-MNIST epoch, batch 128 (s)",
     "infer-1": "report 1's network, inference, batch 1 (us/image)",
     "infer-1000": "report 1's network, inference, batch 1000 (us/image)",
+    "lenet-infer-1000": "LeNet-style, inference, batch 1000 (us/image)",
 }
+# The config each row runs, for its FLOP count.
+CONFIGS = {
+    "report1-epoch": "examples/report1-10.cfg",
+    "lenet-epoch": "examples/lenet.cfg",
+    "recipe-epoch": "examples/fashion-93.cfg",
+    "separable-epoch": "examples/separable.cfg",
+    "infer-1": "examples/report1-10.cfg",
+    "infer-1000": "examples/report1-10.cfg",
+    "lenet-infer-1000": "examples/lenet.cfg",
+}
+EPOCH_IMAGES = 60_000
 
 
 def read_idx(path):
@@ -164,9 +186,10 @@ def torch_epoch(make_net, x, y, batch, seed):
     return time.perf_counter() - start
 
 
-def torch_infer(x, batch, calls):
-    """Median seconds per image of softmax(net(x)) on batches of `batch` images."""
-    net = report1_net().eval()
+def torch_infer(x, batch, calls, make_net=None):
+    """Median seconds per image of softmax(make_net()(x)) on batches of `batch` images
+    (report 1's network by default)."""
+    net = (make_net or report1_net)().eval()
     xb = x[:batch].contiguous()
     with torch.inference_mode():
         for _ in range(20):
@@ -201,19 +224,41 @@ def cnn_epoch(cnn, cfg, data, batch, threads, seed):
         return json.loads(line)["seconds"]
 
 
-def cnn_bench(cnn, threads, runs):
-    """(per-image seconds at batch 1, at batch 1000, measured peak GFLOP/s) from `cnn bench`."""
+def parse_bench(text):
+    """`cnn bench`'s output as ({batch: (seconds per image, share of peak)}, peak GFLOP/s).
+
+    >>> parse_bench("x: 2 threads; machine peak 180.5 GFLOP/s (median)\\n"
+    ...             "inference,  batch    1:  0.013 ms median (min 0.012, max 0.02) 76923 img/s "
+    ...             "79.3 GFLOP/s (44% of peak)  = 13.0 us per image")
+    ({1: (1.3e-05, 0.44)}, 180.5)
+    """
+    per = {int(b): (float(us) * 1e-6, int(pct) / 100) for b, pct, us in re.findall(
+        r"inference,\s+batch\s+(\d+):.*?\((\d+)% of peak\)\s+=\s*([\d.]+) us per image", text)}
+    peak = re.search(r"machine peak ([\d.]+) GFLOP/s", text)
+    return per, float(peak.group(1)) if peak else None
+
+
+def cnn_bench(cnn, cfg, batches, threads, runs):
+    """({batch: (per-image seconds, share of peak)}, measured peak GFLOP/s) from `cnn bench`."""
     settle()
-    cmd = [cnn, "bench", str(ROOT / "examples/report1-10.cfg"), "--threads", str(threads),
-           "--runs", str(runs), "--inference-batch", "1,1000"]
+    cmd = [cnn, "bench", str(ROOT / cfg), "--threads", str(threads), "--runs", str(runs),
+           "--inference-batch", ",".join(map(str, batches))]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed: {res.stderr.strip()}")
-    text = res.stdout + res.stderr
-    per = {int(b): float(us) * 1e-6 for b, us in
-           re.findall(r"inference,\s+batch\s+(\d+):.*?=\s*([\d.]+) us per image", text)}
-    peak = re.search(r"machine peak ([\d.]+) GFLOP/s", text)
-    return per.get(1), per.get(1000), float(peak.group(1)) if peak else None
+    return parse_bench(res.stdout + res.stderr)
+
+
+def cnn_flops(cnn, cfg):
+    """(forward, training) FLOPs per image of `cfg`, from `cnn summary`."""
+    res = subprocess.run([cnn, "summary", str(cfg)], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"error: cnn summary {cfg} failed: {res.stderr.strip()}")
+
+    def count(what):
+        m = re.search(what + r" FLOPs per sample: ([\d,]+)", res.stdout)
+        return int(m.group(1).replace(",", ""))
+    return count("Forward"), count("Training")
 
 
 def fmt(values, scale, digits):
@@ -266,12 +311,14 @@ def machine_facts():
     return model, cores, kernels_for(flags)
 
 
-def markdown(rows, cnn_t, torch_t, facts):
+def markdown(rows, cnn_t, torch_t, facts, shares=None):
     """The comparison as markdown: a line on the date and the machine, then one table row per
     row name in `rows`. `cnn_t` and `torch_t` map a row name to its timings in seconds (per
-    epoch, or per image for inference); `facts` holds date, cpu, cores, kernels, threads,
-    runs, peaks (cnn's measured GFLOP/s, possibly empty), torch (PyTorch's version) and
-    command (how the script was run)."""
+    epoch, or per image for inference); `shares` a row name to cnn's shares of its measured
+    peak, one per run (a row without them shows a dash); `facts` holds date, cpu, cores,
+    kernels, threads, runs, peaks (cnn's measured GFLOP/s, possibly empty), torch (PyTorch's
+    version) and command (how the script was run)."""
+    shares = shares or {}
     peaks = [p for p in facts["peaks"] if p is not None]
     peak = f"; cnn's measured peak {min(peaks):.0f}-{max(peaks):.0f} GFLOP/s" if peaks else ""
     lines = [
@@ -280,15 +327,29 @@ def markdown(rows, cnn_t, torch_t, facts):
         f"threads each, PyTorch {facts['torch']} on the CPU. Median of {facts['runs']} "
         "alternating runs per tool, lowest and highest in brackets.",
         "",
-        "| work | PyTorch | cnn | cnn is faster by | we aim for |",
-        "| --- | --- | --- | ---: | ---: |",
+        "| work | PyTorch | cnn | cnn is faster by | cnn's share of its peak | we aim for |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
     ]
     for r in rows:
         scale, digits = (1.0, 2) if r.endswith("epoch") else (1e6, 1)
         t_text, t_med = fmt(torch_t[r], scale, digits)
         c_text, c_med = fmt(cnn_t[r], scale, digits)
-        lines.append(f"| {LABELS[r]} | {t_text} | {c_text} | {t_med / c_med:.1f}x | {AIMS[r]:.0f}x |")
+        share = f"{statistics.median(shares[r]):.0%}" if shares.get(r) else "-"
+        lines.append(f"| {LABELS[r]} | {t_text} | {c_text} | {t_med / c_med:.1f}x | {share} "
+                     f"| {AIMS[r]:.0f}x |")
     return "\n".join(lines)
+
+
+def epoch_shares(cnn_t, train_flops, peaks):
+    """cnn's share of its peak for each epoch row with a FLOP count in `train_flops`
+    (training FLOPs per image): an epoch's FLOPs over each run's seconds, against the median
+    of `peaks` (none without peaks)."""
+    peaks = [p for p in peaks if p is not None]
+    if not peaks:
+        return {}
+    peak = statistics.median(peaks) * 1e9
+    return {r: [train_flops[r] * EPOCH_IMAGES / t / peak for t in cnn_t[r]]
+            for r in cnn_t if r.endswith("epoch") and r in train_flops}
 
 
 def with_block(text, table):
@@ -324,25 +385,34 @@ def selftest():
     rows = list(LABELS)
     cnn_t = {"report1-epoch": [1.50, 1.40, 2.40], "lenet-epoch": [8.5, 8.6, 8.4],
              "recipe-epoch": [12.0, 11.5, 12.5], "separable-epoch": [9.0, 8.8, 9.9], "infer-1": [16e-6, 15e-6, 19e-6],
-             "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6]}
+             "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6], "lenet-infer-1000": [44e-6, 43e-6, 50e-6]}
     torch_t = {"report1-epoch": [6.4, 5.9, 9.7], "lenet-epoch": [18.9, 17.3, 22.2],
                "recipe-epoch": [26.4, 25.4, 28.9], "separable-epoch": [30.1, 29.0, 33.3],
                "infer-1": [125e-6, 100e-6, 145e-6],
-               "infer-1000": [84e-6, 82e-6, 99e-6]}
+               "infer-1000": [84e-6, 82e-6, 99e-6], "lenet-infer-1000": [300e-6, 290e-6, 310e-6]}
     facts = {"date": "2000-01-02", "cpu": "Test CPU", "cores": 2, "kernels": "AVX-512",
              "threads": 2, "runs": 3, "peaks": [150.0, 180.4], "torch": "0.0 (made up)",
              "command": "python3 scripts/compare-pytorch.py --runs 3"}
-    table = markdown(rows, cnn_t, torch_t, facts)
+    shares = {"infer-1": [0.44, 0.41, 0.38], "infer-1000": [0.8, 0.85, 0.4]}
+    shares.update(epoch_shares(cnn_t, {"report1-epoch": 2_867_712}, [150.0, 180.4, None]))
+    want = [2_867_712 * 60_000 / t / 165.2e9 for t in [1.5, 1.4, 2.4]]
+    assert shares["report1-epoch"] == want, shares["report1-epoch"]
+    assert epoch_shares(cnn_t, {"report1-epoch": 1}, [None]) == {}
+    table = markdown(rows, cnn_t, torch_t, facts, shares)
     print(table)
     lines = table.splitlines()
     assert lines[0].startswith("Measured 2000-01-02 on Test CPU (2 cores, cnn on its AVX-512 "
                                "kernels; cnn's measured peak 150-180 GFLOP/s)"), lines[0]
-    assert lines[2] == "| work | PyTorch | cnn | cnn is faster by | we aim for |"
+    assert lines[2] == ("| work | PyTorch | cnn | cnn is faster by | cnn's share of its peak "
+                        "| we aim for |")
     assert len(lines) == 4 + len(rows)
     assert lines[4] == ("| report 1's network, Fashion-MNIST epoch, batch 32 (s) | 6.40 [5.90-9.70] "
-                        "| 1.50 [1.40-2.40] | 4.3x | 4x |"), lines[4]
+                        "| 1.50 [1.40-2.40] | 4.3x | 69% | 4x |"), lines[4]
     assert lines[8] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
-                        "| 16.0 [15.0-19.0] | 7.8x | 6x |"), lines[7]
+                        "| 16.0 [15.0-19.0] | 7.8x | 41% | 6x |"), lines[8]
+    assert lines[9].endswith("| 10.4x | 80% | 10x |"), lines[9]
+    assert lines[5].endswith("| 2.2x | - | 2x |"), lines[5]
+    assert lines[10].endswith("| 6.8x | - | 2x |"), lines[10]
     assert "peak" not in markdown(rows, cnn_t, torch_t, dict(facts, peaks=[None])).splitlines()[0]
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "PERFORMANCE.md"
@@ -397,6 +467,7 @@ def main():
     cnn_t = {r: [] for r in rows}
     torch_t = {r: [] for r in rows}
     peaks = []
+    shares = {r: [] for r in rows}
     for run in range(args.runs):
         seed = run + 1
         for r in rows:
@@ -413,14 +484,19 @@ def main():
                 cnn_t[r].append(cnn_epoch(args.cnn, ROOT / "examples/separable.cfg", args.data, 128, args.threads, seed))
                 torch_t[r].append(torch_epoch(separable_net, x, y, 128, seed))
         if "infer-1" in rows or "infer-1000" in rows:
-            one, thousand, peak = cnn_bench(args.cnn, args.threads, 30)
+            per, peak = cnn_bench(args.cnn, "examples/report1-10.cfg", [1, 1000], args.threads, 30)
             peaks.append(peak)
-            if "infer-1" in rows:
-                cnn_t["infer-1"].append(one)
-                torch_t["infer-1"].append(torch_infer(x, 1, 30))
-            if "infer-1000" in rows:
-                cnn_t["infer-1000"].append(thousand)
-                torch_t["infer-1000"].append(torch_infer(x, 1000, 7))
+            for r, b, calls in [("infer-1", 1, 30), ("infer-1000", 1000, 7)]:
+                if r in rows:
+                    cnn_t[r].append(per[b][0])
+                    shares[r].append(per[b][1])
+                    torch_t[r].append(torch_infer(x, b, calls))
+        if "lenet-infer-1000" in rows:
+            per, peak = cnn_bench(args.cnn, "examples/lenet.cfg", [1000], args.threads, 7)
+            peaks.append(peak)
+            cnn_t["lenet-infer-1000"].append(per[1000][0])
+            shares["lenet-infer-1000"].append(per[1000][1])
+            torch_t["lenet-infer-1000"].append(torch_infer(x, 1000, 7, lenet_net))
         print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
 
     cpu, cores, kernels = machine_facts()
@@ -434,7 +510,9 @@ def main():
     facts = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": cores,
              "kernels": kernels, "threads": args.threads, "runs": args.runs, "peaks": peaks,
              "torch": torch.__version__, "command": command}
-    table = markdown(rows, cnn_t, torch_t, facts)
+    train_flops = {r: cnn_flops(args.cnn, ROOT / CONFIGS[r])[1] for r in rows if r.endswith("epoch")}
+    shares.update(epoch_shares(cnn_t, train_flops, peaks))
+    table = markdown(rows, cnn_t, torch_t, facts, shares)
     print(table)
     if args.write:
         write_table(args.write, table)

@@ -165,6 +165,84 @@ pub fn peak_gflops() -> f64 {
     median(rates)
 }
 
+/// Time spent in one step of an inference pass ([`profile_inference`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTiming {
+    /// `"{index} {LayerName}"` for a layer run alone, `"{first}-{last} {Name}+{Name}..."`
+    /// for layers run together, `"rest"` for what the pass spends outside its steps
+    /// (copying chunks in and logits out).
+    pub name: String,
+    /// Median milliseconds per pass.
+    pub ms: f64,
+    /// FLOPs of the step for the whole batch.
+    pub flops: u64,
+    /// `flops` / median time, in 10^9 per second.
+    pub gflops: f64,
+}
+
+/// Times each step of [`Model::infer`] on one synthetic batch of `batch` images (the steps
+/// of the plan for that batch: a layer, or layers run together), `warmup` untimed passes
+/// then `runs` timed ones; the median of each step, then a `"rest"` row, the median of
+/// each pass's time outside its steps.
+pub fn profile_inference(
+    spec: &NetworkSpec,
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<StepTiming>> {
+    check_args(batch, runs)?;
+    let mut model = Model::new(spec, Init::He, 1)?;
+    let (x, _) = synthetic_batch(spec, batch, 1)?;
+    let steps = model.inference_steps(batch);
+    let mut times = vec![0.0; steps.len()];
+    for _ in 0..warmup {
+        model.infer_timed(&x, Some(&mut times))?;
+    }
+    let mut per_step = vec![Vec::with_capacity(runs); steps.len()];
+    let mut rest = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times.fill(0.0);
+        let t = Instant::now();
+        model.infer_timed(&x, Some(&mut times))?;
+        let total = t.elapsed().as_secs_f64();
+        rest.push(total - times.iter().sum::<f64>());
+        for (v, &s) in per_step.iter_mut().zip(&times) {
+            v.push(s);
+        }
+    }
+    let shapes = spec.shapes().map_err(|(_, e)| e)?;
+    let mut rows = Vec::with_capacity(steps.len() + 1);
+    for (range, secs) in steps.iter().zip(per_step) {
+        let names: Vec<&str> = range.clone().map(|i| spec.layers[i].name()).collect();
+        let name = if range.len() == 1 {
+            format!("{} {}", range.start, names[0])
+        } else {
+            format!("{}-{} {}", range.start, range.end - 1, names.join("+"))
+        };
+        let flops: u64 = range
+            .clone()
+            .map(|i| spec.layers[i].forward_flops(&shapes[i].input).unwrap_or(0))
+            .sum::<u64>()
+            * batch as u64;
+        rows.push(step_row(name, median(secs), flops));
+    }
+    rows.push(step_row("rest".into(), median(rest).max(0.0), 0));
+    Ok(rows)
+}
+
+fn step_row(name: String, secs: f64, flops: u64) -> StepTiming {
+    StepTiming {
+        name,
+        ms: secs * 1e3,
+        flops,
+        gflops: if secs > 0.0 {
+            flops as f64 / secs / 1e9
+        } else {
+            0.0
+        },
+    }
+}
+
 /// Time spent in one part of a training step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerTiming {
@@ -334,6 +412,7 @@ impl Profiler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::INFER_CHUNK;
 
     #[test]
     fn timings_are_consistent() {
@@ -345,6 +424,32 @@ mod tests {
         let i = time_inference(&spec, 2, 0, 1).unwrap();
         assert!(i.gflops > 0.0);
         assert!(time_training_steps(&spec, 0, 0, 1).is_err());
+    }
+
+    /// One row per step of the plan for the batch, then the rest; the FLOPs add up to the
+    /// network's. Batch 1 runs report 1's one-image chain as one step.
+    #[test]
+    fn the_inference_profile_has_a_row_per_step() {
+        let spec = crate::examples::report1(10);
+        let per_sample = spec.forward_flops_per_sample().unwrap();
+        for batch in [1, 3, INFER_CHUNK + 2] {
+            let rows = profile_inference(&spec, batch, 1, 3).unwrap();
+            let model = Model::new(&spec, Init::He, 1).unwrap();
+            assert_eq!(rows.len(), model.inference_steps(batch).len() + 1);
+            assert_eq!(rows.last().unwrap().name, "rest");
+            let flops: u64 = rows.iter().map(|r| r.flops).sum();
+            assert_eq!(flops, per_sample * batch as u64, "batch {batch}");
+            assert!(rows.iter().all(|r| r.ms >= 0.0));
+        }
+        let one = profile_inference(&spec, 1, 0, 1).unwrap();
+        let chained = Model::new(&spec, Init::He, 1).unwrap().inference_steps(1)[0].len() == 3;
+        if chained {
+            assert_eq!(one[0].name, "0-2 Conv2D+MaxPool2D+Dense");
+        }
+        assert_eq!(
+            profile_inference(&spec, 2, 0, 1).unwrap()[0].name,
+            "0 Conv2D"
+        );
     }
 
     #[test]

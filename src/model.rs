@@ -277,6 +277,12 @@ impl Model {
     /// (`fused::batch_one`); training runs a convolution and the max pooling after it
     /// together (`fused::conv_pool`).
     fn run_layers(&mut self, x: &Tensor, training: bool) {
+        self.run_steps(x, training, None);
+    }
+
+    /// [`Model::run_layers`], adding each step's seconds to `times[step]` when given (one
+    /// entry per step of the pass's plan).
+    fn run_steps(&mut self, x: &Tensor, training: bool, mut times: Option<&mut [f64]>) {
         let n = x.batch();
         let shared = !training && n > 1 && !self.keep_outputs;
         self.shared_pass = shared;
@@ -295,7 +301,8 @@ impl Model {
         } else {
             &plan.output_of
         };
-        for step in plan.steps(training, n) {
+        for (s, step) in plan.steps(training, n).iter().enumerate() {
+            let start = times.is_some().then(std::time::Instant::now);
             let out = step.layers();
             for j in out.clone() {
                 let stream = Rng::new(*step_stream ^ (j as u64 + 1)).next_u64();
@@ -331,6 +338,9 @@ impl Model {
             for (j, y) in out.zip(ys) {
                 acts[at[j]] = y;
             }
+            if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
+                t[s] += start.elapsed().as_secs_f64();
+            }
         }
     }
 
@@ -341,10 +351,34 @@ impl Model {
     /// report 1's network: 21.5 -> 13 us per image when it was added). Leaves no activations
     /// for backward.
     pub fn infer(&mut self, x: &Tensor) -> Result<&Tensor> {
+        self.infer_timed(x, None)
+    }
+
+    /// The steps of [`Model::infer`] on a batch of `n` images, each as the layers it runs
+    /// (indices into [`Model::layers`]): one layer, or a few run together.
+    pub fn inference_steps(&self, n: usize) -> Vec<std::ops::Range<usize>> {
+        self.plan
+            .steps(false, n.min(INFER_CHUNK))
+            .iter()
+            .map(|s| s.layers())
+            .collect()
+    }
+
+    /// [`Model::infer`], adding each step's seconds (summed over the chunks of a large
+    /// batch) to `times[step]` when given, one entry per step of
+    /// [`Model::inference_steps`]; what is left of the pass's time is copying chunks in and
+    /// logits out, and a last chunk of one image (which takes the one-image plan).
+    ///
+    /// # Panics
+    /// If `times` does not hold one entry per step.
+    pub fn infer_timed(&mut self, x: &Tensor, mut times: Option<&mut [f64]>) -> Result<&Tensor> {
         self.check_input(x, false)?;
         let n = x.batch();
+        if let Some(t) = &times {
+            assert_eq!(t.len(), self.inference_steps(n).len(), "one time per step");
+        }
         if n <= INFER_CHUNK {
-            self.run_layers(x, false);
+            self.run_steps(x, false, times);
             return Ok(self.output());
         }
         let per_sample = x.len() / n;
@@ -358,7 +392,10 @@ impl Model {
             let src = &x.data()[start * per_sample..(start + rows) * per_sample];
             self.chunk_x.data_mut().copy_from_slice(src);
             let chunk_x = std::mem::take(&mut self.chunk_x);
-            self.run_layers(&chunk_x, false);
+            // A last chunk of one image takes the one-image plan: its time is not a step's.
+            let same_plan = self.plan.steps(false, rows) == self.plan.steps(false, INFER_CHUNK);
+            let t = times.as_deref_mut().filter(|_| same_plan);
+            self.run_steps(&chunk_x, false, t);
             self.chunk_x = chunk_x;
             let last = self.plan.output_of[self.layers.len() - 1];
             let buffer = if self.shared_pass {

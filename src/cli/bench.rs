@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cnn::bench::{peak_gflops, synthetic_batch, time_inference, time_training_steps, Profiler};
+use cnn::bench::{
+    peak_gflops, profile_inference, synthetic_batch, time_inference, time_training_steps, Profiler,
+};
 use cnn::init::Init;
 use cnn::model::Model;
 
@@ -32,7 +34,8 @@ pub struct BenchArgs {
     /// Worker threads [default: all cores; at most 4 per core].
     #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub(super) threads: Option<usize>,
-    /// Also print each layer's forward and backward time.
+    /// Also print the time of each step of the inference passes and each layer's forward
+    /// and backward time in a training step.
     #[arg(long)]
     profile: bool,
     /// Epoch size used to turn a step time into seconds per epoch.
@@ -68,17 +71,36 @@ pub fn run(args: BenchArgs) -> CmdResult {
     for &b in &args.inference_batch {
         let t = time_inference(spec, b, 3, runs)?;
         println!(
-            "inference,  batch {:>4}: {:>9.3} ms median (min {:.3}, max {:.3}) {:>10.0} img/s {:>7.1} GFLOP/s  = {:.1} us per image",
+            "inference,  batch {:>4}: {:>9.3} ms median (min {:.3}, max {:.3}) {:>10.0} img/s {:>7.1} GFLOP/s ({:.0}% of peak)  = {:.1} us per image",
             t.batch,
             t.median_s * 1e3,
             t.min_s * 1e3,
             t.max_s * 1e3,
             t.images_per_s,
             t.gflops,
+            100.0 * t.gflops / peak.max(1e-9),
             t.median_s * 1e6 / t.batch as f64
         );
     }
     if args.profile {
+        for &b in &args.inference_batch {
+            let rows = profile_inference(spec, b, 3, runs)?;
+            println!(
+                "\ninference by step, batch {b} (median of {runs} passes):\n{:<36} {:>10} {:>12} {:>8}",
+                "step", "ms", "GFLOP/s", "of peak"
+            );
+            for r in rows {
+                let share = if r.flops > 0 {
+                    format!("{:.0}%", 100.0 * r.gflops / peak.max(1e-9))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<36} {:>10.4} {:>12.1} {share:>8}",
+                    r.name, r.ms, r.gflops
+                );
+            }
+        }
         let mut model = Model::new(spec, Init::He, 1)?;
         let (x, labels) = synthetic_batch(spec, args.batch_size, 1)?;
         // Warm up the buffers, then keep the median of several profiles per layer.
@@ -89,7 +111,7 @@ pub fn run(args: BenchArgs) -> CmdResult {
         }
         rows.drain(..2);
         println!(
-            "\nper layer, batch {} (median of {} steps):",
+            "\ntraining by layer, batch {} (median of {} steps):",
             args.batch_size,
             rows.len()
         );

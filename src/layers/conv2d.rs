@@ -554,11 +554,14 @@ pub struct Conv2D {
     /// channels, unless the environment sets `CNN_NO_WINOGRAD` ([`Conv2D::set_winograd`]
     /// changes it).
     winograd: Option<Plan>,
-    /// The weights in the Winograd domain, `U[16][K][C]`, made at each pass.
+    /// The weights in the Winograd domain, `U[16][K][C]`, made from the weights in
+    /// `wino_from`, and made again by a pass that finds the weights changed.
     wino_u: Vec<f32>,
     /// This process's part of the batch ([`super::Pass::shard`]): with a batch split over
     /// processes, the blocks' partial gradients are gathered from all before they are added.
     shard: Shard,
+    /// The weights `wino_u` was made from (empty before the first pass).
+    wino_from: Vec<f32>,
 }
 
 /// The buffers a thread works in while it computes one block of samples.
@@ -621,6 +624,7 @@ impl Conv2D {
                 .filter(|_| groups == 1)
                 .filter(|_| winograd_wanted()),
             wino_u: Vec::new(),
+            wino_from: Vec::new(),
         }
     }
 
@@ -1029,10 +1033,22 @@ impl Conv2D {
         self.bias.grad.data_mut().copy_from_slice(&total[wlen..]);
     }
 
-    /// The weights in the Winograd domain for this pass.
+    /// The weights in the Winograd domain for this pass: those of the last pass if the
+    /// weights are the same bits, else transformed again. Inference calls the layer again
+    /// and again with the same weights, and the transform, one scattered store per value,
+    /// took about half of LeNet's second convolution at batch 1. The weights are compared,
+    /// not tracked, since they are a public field anyone may write; a training step
+    /// changes them, so its forward pass transforms them and its backward pass reuses
+    /// that. Either way U holds the transform of the current weights, the same bits.
     fn winograd_ready(&mut self, plan: &Plan) {
+        let w = self.weight.value.data();
+        if self.wino_u.len() == plan.u_len() && same_bits(&self.wino_from, w) {
+            return;
+        }
         self.wino_u.resize(plan.u_len(), 0.0);
-        winograd::transform_weights(plan, self.weight.value.data(), &mut self.wino_u);
+        winograd::transform_weights(plan, w, &mut self.wino_u);
+        self.wino_from.clear();
+        self.wino_from.extend_from_slice(w);
     }
 
     /// [`Conv2D::forward_act`] by Winograd: in parallel over blocks of [`GRAD_BLOCK`] samples.
@@ -1096,6 +1112,17 @@ impl Conv2D {
         winograd::weight_grad(plan, &total[..ulen], self.weight.grad.data_mut());
         self.bias.grad.data_mut().copy_from_slice(&total[ulen..]);
     }
+}
+
+/// Whether `a` and `b` hold the same bits (a NaN equals the same NaN, 0 differs from -0).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.chunks(64).zip(b.chunks(64)).all(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .fold(0, |d, (p, q)| d | (p.to_bits() ^ q.to_bits()))
+                == 0
+        })
 }
 
 /// `y = act(conv(x) + b)` for one sample (or some of its filters, `g.k` of them) by the

@@ -204,6 +204,54 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
     assert_eq!(run(1), run(3));
 }
 
+/// A Winograd layer keeps its transformed weights from pass to pass while the weights stay
+/// the same, and transforms them again when they change, however they are written (here
+/// through the public field, between two passes): each pass gives the bits of a new layer
+/// built with that pass's weights.
+#[test]
+fn winograd_transforms_the_weights_again_when_they_change() {
+    let spec = Conv2dSpec {
+        filters: 6,
+        kernel: (3, 3),
+        stride: 1,
+        padding: Padding::Same,
+        activation: Activation::Relu,
+        groups: 1,
+        bias: true,
+    };
+    let g = spec.geom([9, 8, 8]).unwrap();
+    let mut rng = Rng::new(21);
+    let x = random(2 * 9 * 64, &mut rng);
+    let weights = [random(6 * 9 * 9, &mut rng), random(6 * 9 * 9, &mut rng)];
+    let pass = |layer: &mut Conv2D| -> Vec<u32> {
+        let mut y = vec![0.0; 2 * 6 * 64];
+        layer.forward_act(&x, &mut y, 2, Activation::Relu);
+        y.iter().map(|v| v.to_bits()).collect()
+    };
+    let fresh = |w: &[f32]| {
+        let mut layer = Conv2D::new(g);
+        assert!(layer.set_winograd(true));
+        layer.weight.value.data_mut().copy_from_slice(w);
+        pass(&mut layer)
+    };
+    let mut kept = Conv2D::new(g);
+    assert!(kept.set_winograd(true));
+    for w in [&weights[0], &weights[0], &weights[1], &weights[0]] {
+        kept.weight.value.data_mut().copy_from_slice(w);
+        assert_eq!(pass(&mut kept), fresh(w));
+    }
+    // One weight changed in its last bit is a change too.
+    let mut w = weights[0].clone();
+    w[100] = f32::from_bits(w[100].to_bits() ^ 1);
+    kept.weight.value.data_mut().copy_from_slice(&w);
+    assert_eq!(pass(&mut kept), fresh(&w));
+    assert_ne!(
+        fresh(&w),
+        fresh(&weights[0]),
+        "the changed weight shows in the output"
+    );
+}
+
 #[test]
 fn a_one_sample_dense_pass_equals_the_definition_and_its_bits_ignore_the_thread_count() {
     // Dense at batch 1 sums the two halves of the inputs on two threads when the layer is
