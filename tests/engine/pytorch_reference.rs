@@ -115,6 +115,7 @@ fn a_depthwise_separable_block_matches_pytorch_in_training() {
         layer.op.prepare(Pass {
             training: true,
             stream: 0,
+            ..Default::default()
         });
         let prefix = format!("layers.{i}.");
         for (name, p) in layer.params_mut() {
