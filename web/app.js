@@ -938,9 +938,10 @@ async function selftest() {
 
 async function start() {
   clearPad();
-  // The arcs beside the layers follow the layers' places, which move when the page reflows.
-  let reflow = 0;
-  window.addEventListener('resize', () => { clearTimeout(reflow); reflow = setTimeout(drawGraph, 100); });
+  // The arcs beside the layers follow the layers' places, which move when the page reflows
+  // (a narrower window wraps the maps onto more rows): redrawn before the next paint. Their
+  // own drawing leaves the column's size as it is, so this does not repeat.
+  new ResizeObserver(() => drawGraph()).observe($('layers'));
   try {
     await loadModel();
   } catch (e) {
