@@ -12,16 +12,20 @@
 //!   near-square grid of grey levels.
 //!
 //! Each tile is stretched from its minimum (black) to its maximum (white), and its caption
-//! gives them.
+//! gives them. A spatial layer's picture is titled with its index and label, and, when the
+//! network is a graph, with the layers it reads wherever that is not just the line above: a
+//! Shortcut's two, a Route's list (a one-layer Route's picture is that earlier output
+//! again), so that the pictures of a residual block can be read side by side.
 
 use std::path::{Path, PathBuf};
 
 use crate::data::Normalization;
 use crate::error::Result;
-use crate::layers::{Filters, Layer};
+use crate::layers::{Filters, Layer, Value};
 use crate::model::Model;
 use crate::plot::{
-    image_grid, image_grid_on_scale, probability_bars, range_caption, value_bars, GridImage,
+    image_grid, image_grid_on_scale, probability_bars, range_caption, titled_image_grid,
+    value_bars, GridImage,
 };
 use crate::tensor::Tensor;
 
@@ -151,6 +155,11 @@ fn draw_layer(
     let name = layer.spec.name();
     match (layer.output.as_slice(), output) {
         (&[ch, oh, ow], _) => {
+            let title = format!(
+                "Layer {i}: {}{} -> ({ch}, {oh}, {ow}), for {image_name}",
+                layer.spec.describe(),
+                reads_note(i, layer)
+            );
             let tiles: Vec<GridImage> = act
                 .chunks(oh * ow)
                 .take(ch)
@@ -163,7 +172,7 @@ fn draw_layer(
                     caption: Some(format!("channel {k}\n{}", range_caption(m))),
                 })
                 .collect();
-            image_grid(path, &tiles, 8, scale_for(oh.max(ow)))
+            titled_image_grid(path, Some(&title), &tiles, 8, scale_for(oh.max(ow)))
         }
         (_, Some((classes, probs))) => {
             let title = format!("Layer {i} ({name}, output): class probabilities for {image_name}");
@@ -181,6 +190,24 @@ fn draw_layer(
             let scale = scale_for(tile.height.max(tile.width)).max(2);
             image_grid(path, &[tile], 1, scale)
         }
+    }
+}
+
+/// `, of layers 6 and 2` when layer `i` reads anything but the line above (the first line:
+/// the input), else nothing.
+fn reads_note(i: usize, layer: &Layer) -> String {
+    let above = match i {
+        0 => Value::Input,
+        _ => Value::Output(i - 1),
+    };
+    if layer.reads == [above] {
+        return String::new();
+    }
+    let names: Vec<String> = layer.reads.iter().map(Value::to_string).collect();
+    match names.as_slice() {
+        [one] => format!(", of {one}"),
+        [rest @ .., last] => format!(", of {} and {last}", rest.join(", ")),
+        [] => String::new(),
     }
 }
 
@@ -251,5 +278,34 @@ mod tests {
         // The grid of 2,000 values: 45 a row, 45 rows, the 25 spare cells at the minimum.
         let grid = grey_grid(&vec![1.0; 2000]);
         assert_eq!((grid.width, grid.height, grid.pixels.len()), (45, 45, 2025));
+    }
+
+    /// A graph: the Shortcut's picture is drawn, and titled with the two layers it adds; a
+    /// layer that reads the line above gets no such note.
+    #[test]
+    fn titles_a_shortcut_with_the_layers_it_reads() {
+        let spec = crate::config::parse(
+            "4\nInput shape=1x6x6\nConv2D filters=2 kernel=3x3 padding=same\n\
+             Conv2D filters=2 kernel=3x3 padding=same\nShortcut from=-2 activation=relu\n\
+             Dense units=3 activation=softmax\n",
+            "visualize test",
+        )
+        .unwrap()
+        .spec;
+        let mut model = Model::new(&spec, Init::He, 2).unwrap();
+        let notes: Vec<String> = model
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| reads_note(i, l))
+            .collect();
+        assert_eq!(notes, ["", "", ", of layer 1 and layer 0", ""]);
+        let dir = tempfile::tempdir().unwrap();
+        let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let bytes: Vec<u8> = (0..36).map(|i| (i * 7) as u8).collect();
+        let norm = Normalization::identity(1);
+        let pictures = draw(&mut model, &classes, &norm, &bytes, "x.png", dir.path()).unwrap();
+        assert!(dir.path().join("layer2-shortcut.png").is_file());
+        assert_eq!(pictures.written.len(), 6);
     }
 }

@@ -270,10 +270,15 @@ function buildLayers() {
   const box = $('layers');
   box.replaceChildren();
   const m = state.model;
+  const edges = graphEdges(m);
   m.layers.forEach((l, i) => {
     const last = i === m.layers.length - 1;
     const title = `Layer ${i}: ${l.label} → ${l.output.join('×')}` + (last ? ' (logits, one per class)' : '');
-    const div = el('div', { class: 'layer', id: `layer-${i}` }, el('h3', { text: title }));
+    const h3 = el('h3', { text: title });
+    // Where the layer's output goes besides the line below: the arcs at the side, in words.
+    const later = edges.filter((e) => e.arc && e.from === i).map((e) => e.to);
+    if (later.length) h3.append(el('span', { class: 'also-read', text: ` — also read by layer ${later.join(', ')}` }));
+    const div = el('div', { class: 'layer', id: `layer-${i}` }, h3);
     // The layer's own account of its shape and arithmetic (`cnn summary --explain`).
     if (l.explain && l.explain.length) div.append(el('p', { class: 'muted layer-explain', text: l.explain.join('\n') }));
     if (l.output.length === 3) {
@@ -300,6 +305,120 @@ function buildLayers() {
     }
     box.append(div);
   });
+  const graph = edges.some((e) => e.arc);
+  box.classList.toggle('graph', graph);
+  $('graph-legend').hidden = !graph;
+  state.edges = edges;
+  drawGraph();
+}
+
+// ------------------------------------------------------------------ the graph beside the layers
+
+// Every value each layer reads: { from (a layer, or -1 for the network's input), to, kind,
+// arc }. kind says what the reader does with it: `add` (Shortcut), `concat` (a Route of
+// several layers), `branch` (a Route of one: it reads an earlier layer again) or `chain`
+// (any other layer, which reads the line above). An edge from the line above runs along the
+// column; any other is an arc.
+function graphEdges(m) {
+  const edges = [];
+  m.layers.forEach((l, i) => {
+    const kind = l.kind === 'Shortcut' ? 'add' : l.kind === 'Route' ? (l.reads.length > 1 ? 'concat' : 'branch') : 'chain';
+    for (const j of l.reads) {
+      const from = j === null ? -1 : j;
+      edges.push({ from, to: i, kind, arc: from !== i - 1 });
+    }
+  });
+  return edges;
+}
+
+const EDGE_COLORS = { add: '#2f855a', concat: '#2b6cb0', branch: '#805ad5', chain: '#718096' };
+const EDGE_WORDS = { add: 'added to the line above by', concat: 'concatenated along channels by', branch: 'read again by' };
+const LANE = 14;      // pixels between two arcs side by side
+const SPINE_PAD = 14; // from the column's line to the layers' text
+
+// Draws the edges in a gutter left of the layers: a line down the column from each layer to
+// the next one that reads it, and an arc for each value read from further up, on a lane of
+// its own wherever arcs overlap, with an arrow into its reader. A chain draws nothing, so
+// that its page stays as it was.
+function drawGraph() {
+  const box = $('layers');
+  box.querySelector('svg.graph-edges')?.remove();
+  const edges = state.edges || [];
+  if (!box.classList.contains('graph')) { box.style.paddingLeft = ''; return; }
+  // Lanes: shorter arcs nearer the column; two arcs that overlap or touch get two lanes.
+  const arcs = edges.filter((e) => e.arc).sort((a, b) => (a.to - a.from) - (b.to - b.from) || a.from - b.from);
+  const lanes = [];
+  for (const a of arcs) {
+    let lane = 0;
+    while (lanes[lane]?.some((b) => a.from <= b.to && b.from <= a.to)) lane++;
+    (lanes[lane] ??= []).push(a);
+    a.lane = lane;
+  }
+  const gutter = SPINE_PAD + 8 + lanes.length * LANE;
+  box.style.paddingLeft = `${gutter}px`;
+  const spine = gutter - SPINE_PAD;
+  const top = box.getBoundingClientRect().top;
+  const y = (i) => {
+    if (i < 0) return 4;
+    const h = $(`layer-${i}`)?.querySelector('h3');
+    if (!h) return 0;
+    const r = h.getBoundingClientRect();
+    return r.top - top + Math.min(r.height, 22) / 2;
+  };
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('class', 'graph-edges');
+  svg.setAttribute('width', String(gutter));
+  svg.setAttribute('height', String(box.scrollHeight));
+  svg.setAttribute('aria-hidden', 'true');
+  const node = (tag, attrs, title) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (title) { const t = document.createElementNS(NS, 'title'); t.textContent = title; e.append(t); }
+    svg.append(e);
+    return e;
+  };
+  const defs = document.createElementNS(NS, 'defs');
+  for (const [kind, color] of Object.entries(EDGE_COLORS)) {
+    const mk = document.createElementNS(NS, 'marker');
+    for (const [k, v] of Object.entries({ id: `arrow-${kind}`, viewBox: '0 0 8 8', refX: 7, refY: 4, markerWidth: 7, markerHeight: 7, orient: 'auto' })) mk.setAttribute(k, String(v));
+    const tip = document.createElementNS(NS, 'path');
+    tip.setAttribute('d', 'M0,0 L8,4 L0,8 z');
+    tip.setAttribute('fill', color);
+    mk.append(tip);
+    defs.append(mk);
+  }
+  svg.append(defs);
+  const name = (i) => (i < 0 ? 'the input' : `layer ${i}`);
+  for (const e of edges) {
+    const attrs = { class: `edge ${e.kind}${e.arc ? ' arc' : ''}`, 'data-from': e.from, 'data-to': e.to, 'data-kind': e.kind, fill: 'none', stroke: EDGE_COLORS[e.arc ? e.kind : 'chain'], 'stroke-width': e.arc ? 2 : 1.5 };
+    const y0 = y(e.from), y1 = y(e.to);
+    if (!e.arc) {
+      node('path', { ...attrs, d: `M${spine},${y0} V${y1}` }, `${name(e.to)} reads ${name(e.from)}`);
+      continue;
+    }
+    const x = spine - (e.lane + 1) * LANE;
+    const r = Math.min(8, LANE - 2, (y1 - y0) / 2);
+    node('path', {
+      ...attrs,
+      d: `M${spine},${y0} H${x + r} Q${x},${y0} ${x},${y0 + r} V${y1 - r} Q${x},${y1} ${x + r},${y1} H${spine - 9}`,
+      'marker-end': `url(#arrow-${e.kind})`,
+    }, `${name(e.from)}'s output, ${EDGE_WORDS[e.kind]} ${name(e.to)}`);
+  }
+  // A dot per layer on the column; a Shortcut's is a +, a concatenating Route's a ‖.
+  state.model.layers.forEach((l, i) => {
+    const kind = edges.find((e) => e.to === i)?.kind;
+    const cy = y(i);
+    if (kind === 'add' || kind === 'concat') {
+      node('circle', { cx: spine, cy, r: 7, fill: '#fff', stroke: EDGE_COLORS[kind], 'stroke-width': 2, class: `join ${kind}` },
+        kind === 'add' ? `layer ${i} adds its inputs` : `layer ${i} concatenates its inputs`);
+      const t = node('text', { x: spine, y: cy + 4, 'text-anchor': 'middle', 'font-size': 12, 'font-weight': 700, fill: EDGE_COLORS[kind] });
+      t.textContent = kind === 'add' ? '+' : '‖';
+    } else {
+      node('circle', { cx: spine, cy, r: 3, fill: EDGE_COLORS[kind === 'branch' ? 'branch' : 'chain'] });
+    }
+  });
+  box.prepend(svg);
 }
 
 function onMapKey(e, layer, k, H, W) {
@@ -354,6 +473,7 @@ function showLayers(p) {
       }
     }
   });
+  drawGraph(); // the layers' heights may have changed
 }
 
 // Where each value's bar lies, in percent of the track: a zero line at `zero`, positive
@@ -397,10 +517,20 @@ const activations = {
   tanh: (z) => Math.tanh(z),
 };
 
-// The layer's input for the last prediction: the normalised image or the previous output.
-function layerInput(i) {
-  return i === 0 ? state.last.input.values : state.last.layers[i - 1].values;
+// A value of the last prediction: the normalised image (null) or layer j's output.
+function valuesOf(j) {
+  return j === null ? state.last.input.values : state.last.layers[j].values;
 }
+
+// The layer's input for the last prediction: the first (for most layers the only) value it
+// reads, the line above's output or, after the first line, the normalised image.
+function layerInput(i) {
+  return valuesOf(state.model.layers[i].reads[0]);
+}
+
+// The (C, H, W) of a value: the network's input (null) or layer j's output.
+const shapeOf = (j) => (j === null ? state.model.input : state.model.layers[j].output);
+const valueName = (j) => (j === null ? 'the input' : `layer ${j}`);
 
 // The page's own computation of one cell, from the weights and the layer's input:
 // { value, parts } where parts describe the arithmetic for display.
@@ -445,7 +575,29 @@ async function computeCell(s) {
     const value = max ? window[win] : window.reduce((p, v) => p + v, 0) / window.length;
     return { kind: max ? 'max' : 'avg', window, win, value, kh: ph, kw: pw };
   }
-  if (activations[l.activation] && l.kind !== 'Dense') {
+  if (l.kind === 'Shortcut') {
+    // y = act(a + b): the same cell of both values, added in float32 as the layer does.
+    const at = (s.k * OH + s.y) * OW + s.x;
+    const terms = l.reads.map((j) => ({ layer: j, value: valuesOf(j)[at] }));
+    const z = terms.reduce((sum, t) => Math.fround(sum + t.value), 0);
+    const f = activations[l.activation] || ((v) => NaN);
+    return { kind: 'add', terms, z, value: f(z, l.alpha ?? 0) };
+  }
+  if (l.kind === 'Route') {
+    // The values' channels one after another: find the one channel k falls in.
+    let k = s.k;
+    for (const [n, j] of l.reads.entries()) {
+      const [Cj, Hj, Wj] = shapeOf(j);
+      if (k < Cj) {
+        return { kind: 'route', layer: j, nth: n, channel: k, value: valuesOf(j)[(k * Hj + s.y) * Wj + s.x] };
+      }
+      k -= Cj;
+    }
+    return { kind: 'none', value: NaN };
+  }
+  // A layer without parameters that only applies its activation (ReLU, Dropout at inference,
+  // ...); BatchNorm and the others with parameters have no explanation here.
+  if (activations[l.activation] && l.kind !== 'Dense' && !l.params) {
     const v = at(s.k, s.y, s.x);
     return { kind: 'act', input: v, value: activations[l.activation](v, l.alpha ?? 0) };
   }
@@ -505,6 +657,21 @@ async function explain(s) {
     box.append(el('div', { class: 'sum', text: cell.kind === 'max'
       ? `max of the window = ${fmt(cell.value, 6)} (row ${Math.floor(cell.win / cell.kw)}, column ${cell.win % cell.kw} of the window)`
       : `mean of the ${cell.window.length} values = ${fmt(cell.value, 6)}` }));
+  } else if (cell.kind === 'add') {
+    // a is the line above, b the layer `from` names (the arc on the left).
+    const act = l.activation === 'leaky_relu' ? `leaky_relu(α=${l.alpha})` : l.activation;
+    const names = ['a', 'b', 'c', 'd'];
+    const lines = cell.terms.map((t, n) => `${names[n] ?? `x${n}`} = ${valueName(t.layer)}${n === 0 ? ' (the line above)' : ' (the arc on the left)'}, channel ${s.k}, row ${s.y}, column ${s.x}: ${fmt(t.value, 6)}`);
+    const sum = cell.terms.map((_, n) => names[n] ?? `x${n}`).join(' + ');
+    const applied = l.activation === 'none' ? `no activation: ${fmt(cell.value, 6)}` : `${act}(${fmt(cell.z, 6)}) = ${fmt(cell.value, 6)}`;
+    box.append(el('div', { class: 'sum', text: `${lines.join('\n')}\n${sum} = ${cell.terms.map((t) => fmt(t.value, 6)).join(' + ')} = ${fmt(cell.z, 6)}\n${applied}` }));
+  } else if (cell.kind === 'route') {
+    const [Cj] = shapeOf(cell.layer);
+    const many = l.reads.length > 1;
+    const first = l.reads.slice(0, cell.nth).reduce((sum, j) => sum + shapeOf(j)[0], 0);
+    box.append(el('div', { class: 'sum', text: many
+      ? `channels ${first}–${first + Cj - 1} of this Route are ${valueName(cell.layer)}'s ${Cj} (input ${cell.nth + 1} of ${l.reads.length}, concatenated in order):\nchannel ${s.k} here is channel ${cell.channel} of ${valueName(cell.layer)}, row ${s.y}, column ${s.x}: ${fmt(cell.value, 6)}`
+      : `this Route passes ${valueName(cell.layer)}'s output on as it is (a branch point: the next line reads it):\nchannel ${cell.channel} of ${valueName(cell.layer)}, row ${s.y}, column ${s.x}: ${fmt(cell.value, 6)}` }));
   } else if (cell.kind === 'act') {
     box.append(el('div', { class: 'sum', text: `${l.activation}(${fmt(cell.input, 6)}) = ${fmt(cell.value, 6)}` }));
   } else {
@@ -521,10 +688,18 @@ async function explain(s) {
 
 // The input pixels that can reach the selected cell: each conv or pool layer below it widens
 // the window (y0 → y0·S − P, y1 → y1·S − P + k − 1), clipped to the input.
+// In a graph each value a layer reads gets the window; a value read along several paths (a
+// Shortcut's two) gets the box around all of theirs. Layers read only earlier layers, so one
+// walk down the indices reaches every path.
 function receptiveField(s) {
   if (!s || !state.model.layers[s.layer] || state.model.layers[s.layer].output.length !== 3) return null;
-  let y0 = s.y, y1 = s.y, x0 = s.x, x1 = s.x;
+  const join = (a, b) => (a ? { y0: Math.min(a.y0, b.y0), y1: Math.max(a.y1, b.y1), x0: Math.min(a.x0, b.x0), x1: Math.max(a.x1, b.x1) } : b);
+  const boxes = new Map([[s.layer, { y0: s.y, y1: s.y, x0: s.x, x1: s.x }]]);
+  let input = null;
   for (let i = s.layer; i >= 0; i--) {
+    const box = boxes.get(i);
+    if (!box) continue;
+    let { y0, y1, x0, x1 } = box;
     const l = state.model.layers[i];
     if (l.conv) {
       const { kh, kw, stride, pad_top: pt, pad_left: pl } = l.conv;
@@ -534,9 +709,14 @@ function receptiveField(s) {
       const { ph, pw, stride } = l.pool;
       y0 *= stride; y1 = y1 * stride + ph - 1; x0 *= stride; x1 = x1 * stride + pw - 1;
     }
+    for (const j of l.reads) {
+      if (j === null) input = join(input, { y0, y1, x0, x1 });
+      else boxes.set(j, join(boxes.get(j), { y0, y1, x0, x1 }));
+    }
   }
+  if (!input) return null;
   const [, H, W] = state.model.input;
-  return { y0: Math.max(0, y0), y1: Math.min(H - 1, y1), x0: Math.max(0, x0), x1: Math.min(W - 1, x1) };
+  return { y0: Math.max(0, input.y0), y1: Math.min(H - 1, input.y1), x0: Math.max(0, input.x0), x1: Math.min(W - 1, input.x1) };
 }
 
 function drawReceptiveField() {
@@ -722,6 +902,20 @@ async function selftest() {
       const r = await explain(s);
       report.explained.push({ ...s, page: r.page, api: r.api });
     }
+    // A graph: the edges drawn beside the layers, and a cell of the first Shortcut and of the
+    // first Route explained.
+    report.edges = [...document.querySelectorAll('#layers svg.graph-edges path.edge')].map((p) => ({
+      from: Number(p.dataset.from), to: Number(p.dataset.to), kind: p.dataset.kind, arc: p.classList.contains('arc'),
+    }));
+    report.joins = [];
+    for (const kind of ['Shortcut', 'Route']) {
+      const l = state.model.layers.find((l) => l.kind === kind && l.output.length === 3);
+      if (!l) continue;
+      const s = pick(l);
+      await select(s);
+      const r = await explain(s);
+      report.joins.push({ ...s, kind, page: r.page, api: r.api, text: $('explain').textContent });
+    }
     // End on the first convolution's cell: its arithmetic is the one worth looking at.
     if (report.explained.length) await select(report.explained[0]);
     // The output layer's bars as drawn: each value's bar against the zero line.
@@ -744,6 +938,10 @@ async function selftest() {
 
 async function start() {
   clearPad();
+  // The arcs beside the layers follow the layers' places, which move when the page reflows
+  // (a narrower window wraps the maps onto more rows): redrawn before the next paint. Their
+  // own drawing leaves the column's size as it is, so this does not repeat.
+  new ResizeObserver(() => drawGraph()).observe($('layers'));
   try {
     await loadModel();
   } catch (e) {

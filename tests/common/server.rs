@@ -32,6 +32,27 @@ pub fn train_small(dir: &Path, epochs: usize) -> PathBuf {
     out
 }
 
+/// Trains the built-in `resnet-small` (a graph: three Shortcuts and a one-layer Route) for
+/// one epoch on the demo set (with no warm-up, which its config asks for and needs a second
+/// epoch) into `dir/resnet` and returns the run folder.
+pub fn train_resnet(dir: &Path) -> PathBuf {
+    let out = dir.join("resnet");
+    let (code, _, stderr) = run(&[
+        &"train",
+        &"resnet-small",
+        &"--data",
+        &"demo",
+        &"--epochs",
+        &"1",
+        &"--warmup",
+        &"0",
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code, 0, "cnn train resnet-small failed: {stderr}");
+    out
+}
+
 /// `cnn serve` running as a child process; killed when dropped.
 pub struct Served {
     pub child: Child,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::BIN;
-use crate::server::{agent, answer, demo_pngs, raw_get, raw_post_zeros, train_small, Served};
+use crate::server::{
+    agent, answer, demo_pngs, raw_get, raw_post_zeros, train_resnet, train_small, Served,
+};
 use serde_json::Value;
 
 fn json(body: &str) -> Value {
@@ -776,4 +778,62 @@ fn a_port_in_use_is_a_usage_error_naming_it() {
         err.contains(&format!("cannot listen on 127.0.0.1:{}", s.port)),
         "{err}"
     );
+}
+
+/// A graph network: `/api/model` says which layers each layer reads (a Shortcut the line
+/// above and its `from`, a Route the layers it names), and `?layers=1` gives what the page
+/// explains a cell from: a Shortcut's output is act(a + b) of the two outputs it reads, a
+/// one-layer Route's output is the layer it names, value for value.
+#[test]
+fn a_graph_networks_layers_say_what_they_read_and_a_shortcut_adds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_resnet(dir.path());
+    let s = Served::start(&run, &[]);
+    let a = agent();
+    let m = json(
+        &a.get(&s.at("api/model"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    );
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 23);
+    let reads = |i: usize| -> Vec<Value> { layers[i]["reads"].as_array().unwrap().clone() };
+    assert_eq!(reads(0), [Value::Null], "the first layer reads the input");
+    assert_eq!(reads(3), [2]);
+    for (i, expected) in [(7, vec![6, 2]), (15, vec![14, 11]), (20, vec![19, 15])] {
+        assert_eq!(layers[i]["kind"], "Shortcut");
+        assert_eq!(layers[i]["activation"], "relu");
+        assert_eq!(reads(i), expected, "layer {i}");
+    }
+    assert_eq!(layers[12]["kind"], "Route");
+    assert_eq!(reads(12), [7]);
+    assert_eq!(reads(13), [12], "the projection reads the Route");
+
+    let png = std::fs::read(&demo_pngs(dir.path())[0]).unwrap();
+    let (status, body) = answer(a.post(&s.at("api/predict?layers=1")).send_bytes(&png));
+    assert_eq!(status, 200, "{body}");
+    let p = json(&body);
+    let values = |i: usize| -> Vec<f32> {
+        p["layers"][i]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    for (i, [x, y]) in [(7, [6, 2]), (15, [14, 11]), (20, [19, 15])] {
+        let (out, a, b) = (values(i), values(x), values(y));
+        assert_eq!(out.len(), a.len());
+        assert!(out.iter().any(|&v| v > 0.0) && out.iter().all(|&v| v >= 0.0));
+        for (j, ((o, a), b)) in out.iter().zip(&a).zip(&b).enumerate() {
+            let z = (a + b).max(0.0);
+            assert!(
+                (o - z).abs() <= 1e-6 * z.abs().max(1.0),
+                "layer {i}[{j}]: {o} is not relu({a} + {b})"
+            );
+        }
+    }
+    assert_eq!(values(12), values(7), "the Route passes layer 7 on");
 }

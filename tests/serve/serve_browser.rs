@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::server::{agent, answer, train_small, Served};
+use crate::server::{agent, answer, train_resnet, train_small, Served};
 use serde_json::Value;
 
 /// The browser's path, from `PATH`.
@@ -106,26 +106,14 @@ fn unescape_html(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-#[test]
-fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_apis() {
-    let Some(browser) = chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "chromium is not installed: the browser test cannot run (.ci/run installs \
-                 Debian's chromium package; under CI this is a failure, not a skip)"
-            );
-        }
-        eprintln!("NOTICE: chromium not found on PATH; the headless-browser test of cnn serve is skipped (apt-get install chromium to run it)");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let run = train_small(dir.path(), 2);
-    let s = Served::start(&run, &[]);
+/// Loads `url` (the page with `?selftest`) in headless Chromium and returns the report the
+/// page's self-test wrote.
+fn selftest_report(browser: &Path, profile: &Path, url: &str) -> Value {
     let dom = run_chromium(
-        &browser,
-        &dir.path().join("profile"),
+        browser,
+        profile,
         &["--dump-dom"],
-        &s.at("?selftest"),
+        url,
         Duration::from_secs(120),
     );
     let start = dom
@@ -139,6 +127,36 @@ fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_a
     );
     let report: Value = serde_json::from_str(&unescape_html(text)).unwrap();
     assert_eq!(report["ok"], true, "the page's self-test failed: {report}");
+    report
+}
+
+/// The browser, or `None` (with a notice) where there is none and this is not CI.
+fn browser_or_skip() -> Option<PathBuf> {
+    let browser = chromium();
+    if browser.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "chromium is not installed: the browser test cannot run (.ci/run installs \
+                 Debian's chromium package; under CI this is a failure, not a skip)"
+            );
+        }
+        eprintln!("NOTICE: chromium not found on PATH; the headless-browser test of cnn serve is skipped (apt-get install chromium to run it)");
+    }
+    browser
+}
+
+#[test]
+fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_apis() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_small(dir.path(), 2);
+    let s = Served::start(&run, &[]);
+    let report = selftest_report(&browser, &dir.path().join("profile"), &s.at("?selftest"));
+    // A chain: no graph beside the layers, the page as it always was.
+    assert_eq!(report["edges"], serde_json::json!([]), "{report}");
+    assert_eq!(report["joins"], serde_json::json!([]), "{report}");
     // Every feature map of the three spatial layers has its grid: 4 + 4 + 6 channels.
     assert_eq!(report["grids"], 14, "{report}");
     assert_eq!(report["layers"], 4);
@@ -259,4 +277,72 @@ fn the_page_draws_predicts_shows_the_layers_and_explains_a_number_equal_to_the_a
         let img = image::open(&shot).unwrap();
         assert_eq!((img.width(), img.height()), (w, h));
     }
+}
+
+/// A graph network's page: the edges beside the layers are those `/api/model`'s `reads`
+/// give (an arc for each value read from further up than the line above, with what the
+/// reader does with it), and a Shortcut cell and a Route cell are explained with the
+/// server's own value.
+#[test]
+fn the_page_draws_a_residual_networks_graph_and_explains_a_shortcut_and_a_route_cell() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_resnet(dir.path());
+    let s = Served::start(&run, &[]);
+    let report = selftest_report(&browser, &dir.path().join("profile"), &s.at("?selftest"));
+    let edges = report["edges"].as_array().unwrap();
+    let arcs: Vec<(i64, i64, &str)> = edges
+        .iter()
+        .filter(|e| e["arc"] == true)
+        .map(|e| {
+            (
+                e["from"].as_i64().unwrap(),
+                e["to"].as_i64().unwrap(),
+                e["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        arcs,
+        [
+            (2, 7, "add"),
+            (7, 12, "branch"),
+            (11, 15, "add"),
+            (15, 20, "add")
+        ],
+        "{report}"
+    );
+    // Every layer reads something: 23 layers, 3 Shortcuts with two values each.
+    assert_eq!(edges.len(), 26, "{report}");
+    let along = |from: i64, to: i64| {
+        edges
+            .iter()
+            .any(|e| e["from"] == from && e["to"] == to && e["arc"] == false)
+    };
+    assert!(along(6, 7) && along(12, 13) && along(-1, 0), "{report}");
+    assert!(
+        !along(11, 12),
+        "the Route does not read the line above: {report}"
+    );
+
+    let joins = report["joins"].as_array().unwrap();
+    assert_eq!(joins.len(), 2, "{report}");
+    for j in joins {
+        let (page, api) = (j["page"].as_f64().unwrap(), j["api"].as_f64().unwrap());
+        assert!(
+            (page - api).abs() <= 1e-6 * api.abs().max(1.0),
+            "{j}: the page computed {page}, the layer gave {api}"
+        );
+        assert!(api > 0.0, "{j}");
+    }
+    let shortcut = joins[0]["text"].as_str().unwrap();
+    assert_eq!(joins[0]["layer"], 7);
+    for part in ["a = layer 6", "b = layer 2", "a + b = ", "relu(", "✓ equal"] {
+        assert!(shortcut.contains(part), "{part:?} in {shortcut}");
+    }
+    let route = joins[1]["text"].as_str().unwrap();
+    assert_eq!(joins[1]["layer"], 12);
+    assert!(route.contains("of layer 7"), "{route}");
 }
