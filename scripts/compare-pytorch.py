@@ -18,6 +18,9 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
   separable-epoch the same with examples/separable.cfg (MobileNet-style: depthwise 3x3 and
                   pointwise 1x1 convolutions, BatchNorm, global average pooling) at batch 128,
                   where the depthwise convolutions run on kernels of their own
+  resnet-epoch    the same with examples/resnet-small.cfg (three residual blocks, one with a
+                  projection shortcut, BatchNorm, global average pooling) at batch 128, its
+                  Train line left out
   infer-1         inference of one image (probabilities), per image: `cnn bench`'s median;
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
@@ -81,6 +84,7 @@ AIMS = {
     "lenet-epoch": 2.0,
     "recipe-epoch": 2.0,
     "separable-epoch": 2.0,
+    "resnet-epoch": 2.0,
     "infer-1": 6.0,
     "infer-1000": 10.0,
     "lenet-infer-1000": 2.0,
@@ -90,6 +94,7 @@ LABELS = {
     "lenet-epoch": "LeNet-style, Fashion-MNIST epoch, batch 128 (s)",
     "recipe-epoch": "fashion-93's network, Fashion-MNIST epoch, batch 128 (s)",
     "separable-epoch": "separable (depthwise) network, Fashion-MNIST epoch, batch 128 (s)",
+    "resnet-epoch": "resnet-small (residual) network, Fashion-MNIST epoch, batch 128 (s)",
     "infer-1": "report 1's network, inference, batch 1 (us/image)",
     "infer-1000": "report 1's network, inference, batch 1000 (us/image)",
     "lenet-infer-1000": "LeNet-style, inference, batch 1000 (us/image)",
@@ -100,6 +105,7 @@ CONFIGS = {
     "lenet-epoch": "examples/lenet.cfg",
     "recipe-epoch": "examples/fashion-93.cfg",
     "separable-epoch": "examples/separable.cfg",
+    "resnet-epoch": "examples/resnet-small.cfg",
     "infer-1": "examples/report1-10.cfg",
     "infer-1000": "examples/report1-10.cfg",
     "lenet-infer-1000": "examples/lenet.cfg",
@@ -158,6 +164,30 @@ def separable_net():
         nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), *bn_relu(64),
         nn.Conv2d(64, 128, 1, bias=False), *bn_relu(128), nn.MaxPool2d(2, 2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+
+
+class BasicBlock(nn.Module if nn else object):
+    """Two 3x3 convolutions with BatchNorm, the block's input (or its 1x1 stride-2
+    projection) added, then ReLU: resnet-small's Shortcut blocks."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout))
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.main(x) + self.skip(x))
+
+
+def resnet_net():
+    """examples/resnet-small.cfg's layers."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, 2),
+        BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 32, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
 
 def layers_only(cfg, out):
@@ -384,11 +414,12 @@ def selftest():
     assert failed == 0, f"{failed} doctest(s) failed"
     rows = list(LABELS)
     cnn_t = {"report1-epoch": [1.50, 1.40, 2.40], "lenet-epoch": [8.5, 8.6, 8.4],
-             "recipe-epoch": [12.0, 11.5, 12.5], "separable-epoch": [9.0, 8.8, 9.9], "infer-1": [16e-6, 15e-6, 19e-6],
+             "recipe-epoch": [12.0, 11.5, 12.5], "separable-epoch": [9.0, 8.8, 9.9],
+             "resnet-epoch": [10.0, 9.5, 11.0], "infer-1": [16e-6, 15e-6, 19e-6],
              "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6], "lenet-infer-1000": [44e-6, 43e-6, 50e-6]}
     torch_t = {"report1-epoch": [6.4, 5.9, 9.7], "lenet-epoch": [18.9, 17.3, 22.2],
                "recipe-epoch": [26.4, 25.4, 28.9], "separable-epoch": [30.1, 29.0, 33.3],
-               "infer-1": [125e-6, 100e-6, 145e-6],
+               "resnet-epoch": [25.0, 24.0, 27.0], "infer-1": [125e-6, 100e-6, 145e-6],
                "infer-1000": [84e-6, 82e-6, 99e-6], "lenet-infer-1000": [300e-6, 290e-6, 310e-6]}
     facts = {"date": "2000-01-02", "cpu": "Test CPU", "cores": 2, "kernels": "AVX-512",
              "threads": 2, "runs": 3, "peaks": [150.0, 180.4], "torch": "0.0 (made up)",
@@ -408,11 +439,11 @@ def selftest():
     assert len(lines) == 4 + len(rows)
     assert lines[4] == ("| report 1's network, Fashion-MNIST epoch, batch 32 (s) | 6.40 [5.90-9.70] "
                         "| 1.50 [1.40-2.40] | 4.3x | 69% | 4x |"), lines[4]
-    assert lines[8] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
-                        "| 16.0 [15.0-19.0] | 7.8x | 41% | 6x |"), lines[8]
-    assert lines[9].endswith("| 10.4x | 80% | 10x |"), lines[9]
+    assert lines[9] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
+                        "| 16.0 [15.0-19.0] | 7.8x | 41% | 6x |"), lines[9]
+    assert lines[10].endswith("| 10.4x | 80% | 10x |"), lines[10]
     assert lines[5].endswith("| 2.2x | - | 2x |"), lines[5]
-    assert lines[10].endswith("| 6.8x | - | 2x |"), lines[10]
+    assert lines[11].endswith("| 6.8x | - | 2x |"), lines[11]
     assert "peak" not in markdown(rows, cnn_t, torch_t, dict(facts, peaks=[None])).splitlines()[0]
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "PERFORMANCE.md"
@@ -464,6 +495,7 @@ def main():
 
     recipe_dir = tempfile.TemporaryDirectory()
     recipe_cfg = layers_only(ROOT / "examples/fashion-93.cfg", Path(recipe_dir.name) / "fashion-93-layers.cfg")
+    resnet_cfg = layers_only(ROOT / "examples/resnet-small.cfg", Path(recipe_dir.name) / "resnet-small-layers.cfg")
     cnn_t = {r: [] for r in rows}
     torch_t = {r: [] for r in rows}
     peaks = []
@@ -483,6 +515,9 @@ def main():
             elif r == "separable-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, ROOT / "examples/separable.cfg", args.data, 128, args.threads, seed))
                 torch_t[r].append(torch_epoch(separable_net, x, y, 128, seed))
+            elif r == "resnet-epoch":
+                cnn_t[r].append(cnn_epoch(args.cnn, resnet_cfg, args.data, 128, args.threads, seed))
+                torch_t[r].append(torch_epoch(resnet_net, x, y, 128, seed))
         if "infer-1" in rows or "infer-1000" in rows:
             per, peak = cnn_bench(args.cnn, "examples/report1-10.cfg", [1, 1000], args.threads, 30)
             peaks.append(peak)
