@@ -175,10 +175,8 @@ impl LayerKind for Kind {
             "Clip" => {
                 let (min, max) = clip_bounds(node, &attrs, cx)?;
                 match (min, max) {
-                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => {
-                        cx.activation("relu6", "ReLU6")
-                    }
-                    (Some(lo), None) if lo == 0.0 => cx.activation("relu", "ReLU"),
+                    (Some(0.0), Some(6.0)) => cx.activation("relu6", "ReLU6"),
+                    (Some(0.0), None) => cx.activation("relu", "ReLU"),
                     _ => Err(format!(
                         "a Clip from {} to {}; only from 0 to 6 (ReLU6) or from 0 up (ReLU)",
                         min.map_or("-inf".into(), |v| v.to_string()),
@@ -402,7 +400,7 @@ pub fn forward(act: Activation, y: &mut [f32], features: usize) {
     match act {
         Activation::None => {}
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.max(0.0).min(6.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         Activation::LeakyRelu(a) => y
             .iter_mut()
             .for_each(|v| *v = if *v <= 0.0 { *v * a } else { *v }),
