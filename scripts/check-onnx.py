@@ -4,16 +4,21 @@
 1. For every layer kind the config format has (report 1's network, LeNet-style, report 1's
    with BatchNorm, strided valid convolutions, average pooling, BatchNorm2D and BatchNorm1D,
    every activation, global average pooling, a stored normalisation, a residual network with
-   identity and projection shortcuts and a concatenation of branches), a model is trained for one epoch on the
+   identity and projection shortcuts, a MobileNetV2-style inverted residual block with ReLU6
+   and a concatenation of branches), a model is trained for one epoch on the
    built-in demo set, exported with `cnn export`, checked by
    `onnx.checker.check_model(full_check=True)`, and run by onnxruntime on 64 demo test
    images: its probabilities must equal `cnn predict`'s within 1e-5. The export is imported
    back and must predict the same.
 2. PyTorch CNNs, sequential and residual (a torchvision-style BasicBlock with a projection
-   shortcut), (random weights, random BatchNorm statistics, eval mode) are
+   shortcut; MobileNetV2-style inverted residual blocks, one with stride 2 and one with its
+   residual add, with ReLU6 and depthwise convolutions), (random weights, random BatchNorm
+   statistics, eval mode) are
    exported by both of PyTorch's exporters, the TorchScript one (`dynamo=False`, opset 13)
    and torch.export (the default: opset 18 or later, 20 with torch 2.15, and the weights in
    an external `.onnx.data` file), read by `cnn import`, and `cnn predict`'s probabilities must equal PyTorch's within 1e-5.
+   The imported model is exported again with `cnn export`, checked, and onnxruntime's
+   probabilities must equal PyTorch's within 1e-5.
 
 Every comparison prints one line with its largest absolute difference; the exit code is 1 if
 any fails.
@@ -112,6 +117,22 @@ Input shape=1x28x28
 Conv2D filters=6 kernel=5x5 stride=2 activation=relu
 Conv2D filters=10 kernel=3x3
 GlobalAvgPool2D
+""",
+    # ReLU6 (ONNX Clip from 0 to 6), fused and on a line of its own, in an inverted residual
+    # block: expand, depthwise, project without an activation, and the residual Shortcut.
+    "relu6-inverted-residual": """11
+Input shape=1x28x28
+Conv2D filters=8 kernel=3x3 stride=2 padding=1 bias=false
+BatchNorm2D
+ReLU6
+Conv2D filters=24 kernel=1x1 bias=false
+BatchNorm2D activation=relu6
+Conv2D filters=24 kernel=3x3 padding=1 groups=24 bias=false
+BatchNorm2D activation=relu6
+Conv2D filters=8 kernel=1x1 bias=false
+BatchNorm2D
+Shortcut from=-7
+Dense units=10 activation=relu6
 """,
     # Shortcut lines (ONNX Add) with identity and projection skip paths.
     # (Without its Train line, whose warm-up needs more than the one epoch run here.)
@@ -229,6 +250,45 @@ class BasicBlock(nn.Module):
         return torch.relu(out + identity)
 
 
+class InvertedResidual(nn.Module):
+    """torchvision.models.mobilenetv2.InvertedResidual: 1x1 expand conv, BN, ReLU6; 3x3
+    depthwise conv (groups = channels), BN, ReLU6; 1x1 project conv, BN (no activation);
+    plus the input when the stride is 1 and the channels are equal. Convolutions without a
+    bias, as torchvision writes them before a BatchNorm."""
+
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2Small(nn.Module):
+    """A stem (conv 3x3, BN, ReLU6), an inverted residual block with stride 2 (no residual)
+    and one with stride 1 (with it), the mean over H and W (as torchvision's MobileNetV2:
+    adaptive_avg_pool2d then flatten) and a Linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+            InvertedResidual(8, 12, 2, 4), InvertedResidual(12, 12, 1, 4),
+        )
+        self.classifier = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
 def pytorch_models():
     torch.manual_seed(0)
     models = {
@@ -255,6 +315,7 @@ def pytorch_models():
             BasicBlock(8, 8, 1), BasicBlock(8, 16, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(16, 10),
         ),
+        "mobilenet-v2-inverted-residual": MobileNetV2Small(),
     }
     for m in models.values():
         for mod in m.modules():
@@ -264,6 +325,11 @@ def pytorch_models():
                 mod.weight.data.uniform_(0.5, 1.5)
                 mod.bias.data.uniform_(-0.2, 0.2)
         m.eval()
+    # Larger BatchNorm scales, so that ReLU6 clips at 6 as well as at 0 (from 2% to 25% of
+    # each ReLU6's inputs pass 6 on the demo images).
+    for mod in models["mobilenet-v2-inverted-residual"].modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.weight.data.mul_(5.0)
     return models
 
 
@@ -293,6 +359,13 @@ def check_imports(cnn, work, images, idx):
             run([cnn, "import", path, back])
             got = cnn_probabilities(cnn, back, idx, [str(i) for i in range(10)])
             ok &= report(f"PyTorch {name} via {exporter} (opset {opset}) -> cnn import -> cnn predict vs PyTorch", np.abs(got - want).max())
+            # And out again: `cnn export` of the imported model, checked and run by onnxruntime.
+            again = back.replace(".safetensors", "-exported.onnx")
+            run([cnn, "export", back, again])
+            onnx.checker.check_model(onnx.load(again), full_check=True)
+            session = ort.InferenceSession(again, providers=["CPUExecutionProvider"])
+            got = session.run(None, {"input": x.numpy()})[0]
+            ok &= report(f"PyTorch {name} via {exporter} -> cnn import -> cnn export -> onnxruntime vs PyTorch", np.abs(got - want).max())
     return ok
 
 

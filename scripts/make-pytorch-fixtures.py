@@ -474,6 +474,22 @@ CONCAT_CONFIG = (
     "AvgPool2D pool=2x2\n"  # 5
     "Dense units=3\n"  # 6 (Flatten implied)
 )
+# A MobileNetV2 inverted residual block (stride 1, equal channels: with its residual add)
+# after a stem: expand 1x1, depthwise 3x3, project 1x1, ReLU6 after all but the projection.
+INVERTED_RESIDUAL_CONFIG = (
+    "10\n"
+    "Input shape=2x8x8\n"
+    "Conv2D filters=4 kernel=3x3 padding=1 activation=relu6\n"  # 0 the stem: the block's input
+    "Conv2D filters=8 kernel=1x1 bias=false\n"  # 1 expand
+    "BatchNorm2D activation=relu6\n"  # 2
+    "Conv2D filters=8 kernel=3x3 padding=1 groups=8 bias=false\n"  # 3 depthwise
+    "BatchNorm2D activation=relu6\n"  # 4
+    "Conv2D filters=4 kernel=1x1 bias=false\n"  # 5 project
+    "BatchNorm2D\n"  # 6 no activation
+    "Shortcut from=-7\n"  # 7 the stem + 6
+    "GlobalAvgPool2D\n"  # 8
+    "Dense units=3\n"  # 9
+)
 
 
 class Graph(torch.nn.Module):
@@ -522,7 +538,41 @@ def concat_net():
     return Graph(layers, forward)
 
 
-def graph_case(inputs, description, call, config, net, x_shape):
+def inverted_residual_net():
+    nn = torch.nn
+    relu6 = F.relu6
+
+    def forward(l, x):
+        stem = relu6(l[0](x))
+        h = relu6(l[2](l[1](stem)))
+        h = relu6(l[4](l[3](h)))
+        h = l[6](l[5](h))
+        return l[9]((stem + h).mean(dim=(2, 3)))
+
+    layers = [
+        nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8),
+        nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4), nn.Identity(), nn.Identity(),
+        nn.Linear(4, 3),
+    ]
+    return Graph(layers, forward)
+
+
+def relu6_case(inputs):
+    """ReLU6 forward and backward on inputs spread over both kinks (0 and 6), none within
+    0.01 of one (the derivative there is one-sided)."""
+    x = inputs.tensor("x", (2, 3, 4, 5), -4.0, 10.0)
+    assert ((x.abs() > 0.01) & ((x - 6).abs() > 0.01)).all(), "x on a kink: draw again"
+    x.requires_grad_(True)
+    y = torch.nn.ReLU6()(x)
+    dy = inputs.tensor("dy", y.shape, -1.0, 1.0)
+    y.backward(dy)
+    out = header("ReLU6 on 2x3x4x5, inputs from -4 to 10: y = min(max(x, 0), 6)", "torch.nn.ReLU6()")
+    out.update({"x": to_json(x), "y": to_json(y), "dy": to_json(dy), "dx": to_json(x.grad)})
+    return out
+
+
+def graph_case(inputs, description, call, config, net, x_shape, x_range=(0.0, 1.0)):
     """One training step's forward and backward pass through a network that is a graph: the
     logits of a batch, the mean cross-entropy loss of its labels, dL/dx, every parameter's
     gradient and BatchNorm's running statistics after the pass (training mode: batch
@@ -546,7 +596,7 @@ def graph_case(inputs, description, call, config, net, x_shape):
     with torch.no_grad():
         for name, value in initial.items():
             state[name].copy_(value)
-    x = inputs.tensor("x", x_shape, 0.0, 1.0).requires_grad_(True)
+    x = inputs.tensor("x", x_shape, *x_range).requires_grad_(True)
     labels = inputs.labels("labels", x_shape[0], 3)
     logits = net(x)
     loss = F.cross_entropy(logits, labels)
@@ -721,6 +771,7 @@ def cases():
             batchnorm_case(inp, d, c, m(), s)
         )
     yield "separable_block", "separable_block", separable_block
+    yield "relu6", "relu6", relu6_case
     yield "softmax_cross_entropy", "softmax_cross_entropy", softmax_cross_entropy
     yield (
         "softmax_cross_entropy_smoothed",
@@ -783,6 +834,22 @@ def cases():
         CONCAT_CONFIG,
         concat_net(),
         (3, 2, 6, 6),
+    )
+    yield "inverted_residual_block", "inverted_residual_block", lambda inp: graph_case(
+        inp,
+        "a MobileNetV2 inverted residual block (stride 1, 4 channels in and out: with its "
+        "residual add) in training mode, after a stem (Conv2d 3x3 + ReLU6, the block's input): "
+        "expand conv 1x1 (4 -> 8, no bias), BatchNorm2d, ReLU6; depthwise conv 3x3 (groups 8, "
+        "no bias), BatchNorm2d, ReLU6; project conv 1x1 (8 -> 4, no bias), BatchNorm2d; plus "
+        "the stem; global average pooling and a Linear layer; inputs from 0 to 4 so that the "
+        "stem's ReLU6 is capped at 6 in places; the mean cross-entropy of a batch of 4, one "
+        "forward and backward pass",
+        "s + bn(pw(relu6(bn(dw(relu6(bn(expand(s)))))))), s = relu6(conv(x)); "
+        "torch.nn.functional.cross_entropy(linear(mean over H, W), y)",
+        INVERTED_RESIDUAL_CONFIG,
+        inverted_residual_net(),
+        (4, 2, 8, 8),
+        (0.0, 4.0),
     )
 
 

@@ -1129,6 +1129,25 @@ Dense units=2 activation=linear
     }
 
     #[test]
+    fn relu6_parses_as_a_key_and_as_a_line() {
+        let p = parse(
+            "3\nInput shape=1x4x4\nConv2D filters=2 kernel=3 activation=ReLU6\nReLU6\n\
+             Dense units=2\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(p.spec.layers[0].activation(), Activation::Relu6);
+        assert_eq!(p.spec.layers[1], LayerSpec::Activation(Activation::Relu6));
+        let e = parse(
+            "2\nInput shape=1x4x4\nConv2D filters=2 kernel=3 activation=relu7\nDense units=2\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relu6"), "{e}");
+    }
+
+    #[test]
     fn missing_count_and_input() {
         assert_error("", 1, 1, "missing layer count");
         assert_error("# only a comment\n\n", 1, 1, "missing layer count");

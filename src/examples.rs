@@ -22,6 +22,9 @@ pub const FASHION_93: &str = include_str!("../examples/fashion-93.cfg");
 pub const SEPARABLE: &str = include_str!("../examples/separable.cfg");
 /// `examples/resnet-small.cfg`: a small residual network (Shortcut and Route lines).
 pub const RESNET_SMALL: &str = include_str!("../examples/resnet-small.cfg");
+/// `examples/cifar-resnet.cfg`: a small residual network for CIFAR-10, with its `Train` and
+/// `Augment` lines.
+pub const CIFAR_RESNET: &str = include_str!("../examples/cifar-resnet.cfg");
 
 /// One built-in example: its name (the file name without `.cfg`), what it is, its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,12 @@ pub const EXAMPLES: &[Example] = &[
         description: "a small residual network: three BasicBlocks with identity and \
                       projection shortcuts (Shortcut and Route lines), global average pooling",
         text: RESNET_SMALL,
+    },
+    Example {
+        name: "cifar-resnet",
+        description: "a small residual network for CIFAR-10 (3x32x32): three BasicBlocks, \
+                      projection shortcuts, Train and Augment lines (accuracy not measured)",
+        text: CIFAR_RESNET,
     },
 ];
 

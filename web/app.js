@@ -512,6 +512,7 @@ async function select(s) {
 const activations = {
   none: (z) => z,
   relu: (z) => Math.max(0, z),
+  relu6: (z) => Math.min(Math.max(0, z), 6),
   leaky_relu: (z, a) => (z > 0 ? z : a * z),
   sigmoid: (z) => 1 / (1 + Math.exp(-z)),
   tanh: (z) => Math.tanh(z),

@@ -11,7 +11,7 @@ use super::CmdResult;
 #[command(
     after_help = "Reads CNNs as `cnn export` and PyTorch's exporters (TorchScript, \
     opset 13, and torch.export) write them: Conv, MaxPool, AveragePool, BatchNormalization, \
-    Relu, LeakyRelu, Sigmoid, Tanh, Flatten/Reshape, Gemm or MatMul + Add, Softmax or \
+    Relu, Clip from 0 to 6 (ReLU6), LeakyRelu, Sigmoid, Tanh, Flatten/Reshape, Gemm or MatMul + Add, Softmax or \
     LogSoftmax at the end, Identity, Dropout; residual connections (Add of two computed \
     values: a Shortcut line) and concatenations along channels (Concat: a Route line).\n\n\
     Examples:\n  \

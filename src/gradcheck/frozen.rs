@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! ReLU       y = z if the forward pass had y > 0, else 0          (mask frozen)
+//! ReLU6      y = z if the forward pass had 0 < y < 6, else 0 or 6 (the side it was on)
 //! LeakyReLU  y = z if the forward pass had y > 0, else a z
 //! MaxPool    y = x[the forward pass's winner of the window]       (winner frozen)
 //! ```
@@ -53,7 +54,8 @@ struct RefLayer {
     act: Activation,
     /// The parameters, as f64 copies of the model's values, in [`Op::params`]' order.
     params: Vec<Vec<f64>>,
-    /// For ReLU / LeakyReLU: the forward pass's piece for every output, `true` = z > 0.
+    /// For ReLU / ReLU6 / LeakyReLU: the forward pass's piece for every output, `true` = the
+    /// linear piece through 0 ([`activation::frozen_mask`]).
     mask: Option<Vec<bool>>,
     /// Output values per sample.
     out_len: usize,
@@ -217,10 +219,11 @@ impl FrozenNet {
         for (i, layer) in self.layers.iter().enumerate() {
             if let (Some(mask), Some(pre)) = (&layer.mask, self.base_pre.get(i)) {
                 let tol = KINK_MARGIN * errors[i];
-                for (at, (&positive, &z)) in mask.iter().zip(pre).enumerate() {
-                    if z.abs() <= tol {
+                for (at, (&on, &z)) in mask.iter().zip(pre).enumerate() {
+                    let (piece, distance) = activation::piece_of(layer.act, z);
+                    if distance <= tol {
                         self.ambiguous.push(Ambiguous::Unit { layer: i, at });
-                    } else if positive != (z > 0.0) {
+                    } else if on != piece {
                         check.wrong_choices += 1;
                     }
                 }
@@ -245,11 +248,12 @@ impl FrozenNet {
                         .into_iter()
                         .filter(|&at| input[at] + tol >= winner)
                         .collect();
-                    // Outputs of ReLUs that are off are 0 whatever the parameters: a tie
+                    // Outputs of ReLUs that are off are 0 (ReLU6: 0 or 6) whatever the
+                    // parameters: a tie
                     // among them alone is no kink.
                     let constant = |at: &usize| {
                         from.is_some_and(|j| {
-                            self.layers[j].act == Activation::Relu
+                            matches!(self.layers[j].act, Activation::Relu | Activation::Relu6)
                                 && self.layers[j].mask.as_ref().is_some_and(|m| !m[*at])
                         })
                     };

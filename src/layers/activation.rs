@@ -1,4 +1,4 @@
-//! Activations: the layers `ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh` and `Softmax`, and the
+//! Activations: the layers `ReLU`, `ReLU6`, `LeakyReLU`, `Sigmoid`, `Tanh` and `Softmax`, and the
 //! in-place passes that Conv2D and Dense also use for a fused `activation=` key.
 //!
 //! Every derivative here is written in terms of the activation's *output* y, so the input
@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! ReLU       y = max(0, x)          dx = dy * [y > 0]            (report 1, eq. 5)
+//! ReLU6      y = min(max(0, x), 6)  dx = dy * [0 < y < 6]        (MobileNetV2's activation)
 //! LeakyReLU  y = x or a x           dx = dy * (1 if y > 0 else a)   (a > 0 keeps the sign)
 //! Sigmoid    y = 1 / (1 + e^-x)     dx = dy * y (1 - y)
 //! Tanh       y = tanh x             dx = dy * (1 - y^2)
@@ -27,6 +28,8 @@ pub enum Activation {
     None,
     /// f(x) = max(0, x); f'(x) = 1 if x > 0 else 0 (report 1, eq. 4-5).
     Relu,
+    /// f(x) = min(max(0, x), 6); f'(x) = 1 if 0 < x < 6 else 0 (MobileNets).
+    Relu6,
     /// f(x) = x if x > 0 else alpha * x.
     LeakyRelu(f32),
     /// f(x) = 1 / (1 + e^-x); f'(x) = f(x) (1 - f(x)).
@@ -43,6 +46,7 @@ impl Activation {
         match self {
             Activation::None => "none",
             Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
             Activation::LeakyRelu(_) => "leaky_relu",
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
@@ -55,6 +59,7 @@ impl Activation {
         match self {
             Activation::None => "Linear",
             Activation::Relu => "ReLU",
+            Activation::Relu6 => "ReLU6",
             Activation::LeakyRelu(_) => "LeakyReLU",
             Activation::Sigmoid => "Sigmoid",
             Activation::Tanh => "Tanh",
@@ -81,6 +86,7 @@ impl LayerKind for Kind {
     type Op = ActivationLayer;
     const LINES: &'static [(&'static str, &'static [&'static str])] = &[
         ("ReLU", &[]),
+        ("ReLU6", &[]),
         ("Sigmoid", &[]),
         ("Tanh", &[]),
         ("Softmax", &[]),
@@ -91,6 +97,7 @@ impl LayerKind for Kind {
     fn parse(name: &str, keys: &LineKeys) -> Result<Activation> {
         Ok(match name {
             "ReLU" => Activation::Relu,
+            "ReLU6" => Activation::Relu6,
             "Sigmoid" => Activation::Sigmoid,
             "Tanh" => Activation::Tanh,
             "Softmax" => Activation::Softmax,
@@ -146,6 +153,7 @@ impl LayerKind for Kind {
 
     const ONNX_OPS: &'static [&'static str] = &[
         "Relu",
+        "Clip",
         "LeakyRelu",
         "Sigmoid",
         "Tanh",
@@ -154,7 +162,9 @@ impl LayerKind for Kind {
     ];
 
     /// An activation node: fused as `activation=` into the layer before it when that can
-    /// take one ([`Importer::activation`]), else a line of its own. A softmax must be over
+    /// take one ([`Importer::activation`]), else a line of its own. A `Clip` is a ReLU6
+    /// (min 0, max 6) or a ReLU (min 0, no max); its bounds are inputs from opset 11 on,
+    /// attributes before. A softmax must be over
     /// the features of a flat value; a `LogSoftmax` (as a softmax: `cnn predict` gives
     /// probabilities) must end the network.
     fn onnx_import(node: &NodeProto, cx: &mut Importer<'_>) -> std::result::Result<(), String> {
@@ -162,6 +172,18 @@ impl LayerKind for Kind {
         let op = node.op_type.as_deref().unwrap_or("");
         match op {
             "Relu" => cx.activation("relu", "ReLU"),
+            "Clip" => {
+                let (min, max) = clip_bounds(node, &attrs, cx)?;
+                match (min, max) {
+                    (Some(0.0), Some(6.0)) => cx.activation("relu6", "ReLU6"),
+                    (Some(0.0), None) => cx.activation("relu", "ReLU"),
+                    _ => Err(format!(
+                        "a Clip from {} to {}; only from 0 to 6 (ReLU6) or from 0 up (ReLU)",
+                        min.map_or("-inf".into(), |v| v.to_string()),
+                        max.map_or("inf".into(), |v| v.to_string())
+                    )),
+                }
+            }
             "LeakyRelu" => {
                 let a = attrs.float("alpha", 0.01);
                 if !(0.0..=1.0).contains(&a) {
@@ -197,6 +219,25 @@ impl LayerKind for Kind {
             features: input.iter().product(),
         })
     }
+}
+
+/// A `Clip`'s lower and upper bounds (`None`: unbounded on that side): its second and third
+/// inputs when present (opset 11 on; an empty name leaves the bound out), else its `min` and
+/// `max` attributes (opset 6). The largest float as a bound counts as none.
+fn clip_bounds(
+    node: &NodeProto,
+    attrs: &Attrs,
+    cx: &Importer<'_>,
+) -> std::result::Result<(Option<f32>, Option<f32>), String> {
+    let bound = |at: usize, attr: &str| -> std::result::Result<Option<f32>, String> {
+        let v = match node.input.get(at).map(String::as_str) {
+            Some("") => None,
+            Some(name) => Some(cx.scalar(name)?),
+            None => attrs.find(attr).map(|_| attrs.float(attr, 0.0)),
+        };
+        Ok(v.filter(|v| v.abs() < f32::MAX))
+    };
+    Ok((bound(1, "min")?, bound(2, "max")?))
 }
 
 /// A stand-alone activation layer: y = f(x), element-wise (softmax: per sample).
@@ -246,12 +287,25 @@ impl LayerOp for ActivationLayer {
 /// The piece of ReLU and LeakyReLU that the forward pass chose for each output `y` (`true`:
 /// z > 0), which the gradient check freezes; `None` for the smooth activations.
 pub fn frozen_mask(act: Activation, y: &[f32]) -> Option<Vec<bool>> {
-    matches!(act, Activation::Relu | Activation::LeakyRelu(_))
-        .then(|| y.iter().map(|&v| v > 0.0).collect())
+    match act {
+        Activation::Relu | Activation::LeakyRelu(_) => Some(y.iter().map(|&v| v > 0.0).collect()),
+        Activation::Relu6 => Some(y.iter().map(|&v| v > 0.0 && v < 6.0).collect()),
+        _ => None,
+    }
+}
+
+/// Whether the pre-activation value `z` lies on the piece that [`frozen_mask`] marks `true`
+/// (ReLU6: 0 < z < 6; ReLU, LeakyReLU: z > 0), and how far it is from the nearest kink.
+pub fn piece_of(act: Activation, z: f64) -> (bool, f64) {
+    match act {
+        Activation::Relu6 => (z > 0.0 && z < 6.0, z.abs().min((z - 6.0).abs())),
+        _ => (z > 0.0, z.abs()),
+    }
 }
 
 /// `act` applied to `z` in f64 by its definition for the gradient check, with ReLU and
-/// LeakyReLU on the pieces `mask` froze ([`frozen_mask`]); softmax over each sample's
+/// LeakyReLU on the pieces `mask` froze ([`frozen_mask`]; a ReLU6 that is off is 0 below
+/// its middle, 3, and 6 above); softmax over each sample's
 /// `features` values.
 pub fn reference(act: Activation, z: &[f64], mask: &[bool], features: usize) -> Vec<f64> {
     match act {
@@ -260,6 +314,15 @@ pub fn reference(act: Activation, z: &[f64], mask: &[bool], features: usize) -> 
             .iter()
             .zip(mask)
             .map(|(&v, &on)| if on { v } else { 0.0 })
+            .collect(),
+        Activation::Relu6 => z
+            .iter()
+            .zip(mask)
+            .map(|(&v, &on)| match (on, v < 3.0) {
+                (true, _) => v,
+                (false, true) => 0.0,
+                (false, false) => 6.0,
+            })
             .collect(),
         Activation::LeakyRelu(a) => z
             .iter()
@@ -289,12 +352,19 @@ pub fn reference(act: Activation, z: &[f64], mask: &[bool], features: usize) -> 
 /// | activation | ONNX |
 /// | --- | --- |
 /// | `relu`, `leaky_relu`, `sigmoid`, `tanh` | `Relu`, `LeakyRelu` (alpha), `Sigmoid`, `Tanh` |
+/// | `relu6` | `Clip` with the scalar initialisers `{name}.min` = 0 and `{name}.max` = 6 (inputs since opset 11) |
 /// | `softmax` of a flat value | `Softmax` (axis 1) |
 /// | `softmax` of a (C, H, W) value | `Flatten`, `Softmax`, and a `Reshape` back (ours is over a sample's C H W values, ONNX's over one axis) |
 pub fn onnx(act: Activation, g: &mut Graph, input: &str, name: &str, shape: &[usize]) -> String {
     match act {
         Activation::None => input.to_string(),
         Activation::Relu => g.node("Relu", name, &[input], vec![]),
+        Activation::Relu6 => {
+            let (min, max) = (format!("{name}.min"), format!("{name}.max"));
+            g.init_f32(&min, &[], &[0.0]);
+            g.init_f32(&max, &[], &[6.0]);
+            g.node("Clip", name, &[input, &min, &max], vec![])
+        }
         Activation::LeakyRelu(a) => g.node("LeakyRelu", name, &[input], vec![float("alpha", a)]),
         Activation::Sigmoid => g.node("Sigmoid", name, &[input], vec![]),
         Activation::Tanh => g.node("Tanh", name, &[input], vec![]),
@@ -330,6 +400,7 @@ pub fn forward(act: Activation, y: &mut [f32], features: usize) {
     match act {
         Activation::None => {}
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         Activation::LeakyRelu(a) => y
             .iter_mut()
             .for_each(|v| *v = if *v <= 0.0 { *v * a } else { *v }),
@@ -350,6 +421,10 @@ pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], features: usize) {
             .iter_mut()
             .zip(y)
             .for_each(|(d, &v)| *d = if v <= 0.0 { 0.0 } else { *d }),
+        Activation::Relu6 => dy
+            .iter_mut()
+            .zip(y)
+            .for_each(|(d, &v)| *d = if v <= 0.0 || v >= 6.0 { 0.0 } else { *d }),
         Activation::LeakyRelu(a) => dy
             .iter_mut()
             .zip(y)

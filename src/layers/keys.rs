@@ -47,6 +47,7 @@ pub struct LineKeys<'a> {
 /// The names `activation=` accepts.
 pub const ACTIVATIONS: &[&str] = &[
     "relu",
+    "relu6",
     "leaky_relu",
     "sigmoid",
     "tanh",
@@ -149,6 +150,7 @@ impl<'a> LineKeys<'a> {
             None => Activation::None,
             Some(a) => match a.value.to_ascii_lowercase().as_str() {
                 "relu" => Activation::Relu,
+                "relu6" => Activation::Relu6,
                 "leaky_relu" => Activation::LeakyRelu(0.01),
                 "sigmoid" => Activation::Sigmoid,
                 "tanh" => Activation::Tanh,

@@ -112,6 +112,60 @@ fn a_plain_cnn_for_3x32x32_summarises_trains_an_epoch_evaluates_and_predicts_on_
     );
 }
 
+/// The built-in `cifar-resnet` example: its summary, and one epoch with its own `Train` and
+/// `Augment` lines (the epoch count and the warm-up given on the command line) on a small
+/// CIFAR-format set. (Its gradient check is `cnn gradcheck` on every shipped example, in
+/// tests/cli/gradcheck_examples.rs.)
+#[test]
+fn the_cifar_resnet_example_summarises_and_trains_an_epoch_with_its_settings_on_cifar_data() {
+    let (code, stdout, stderr) = run(&[&"summary", &"cifar-resnet"]);
+    assert_eq!(code, 0, "{stderr}");
+    for want in [
+        "   Input 3x32x32",
+        " 6 Shortcut from -5 relu                 5,1    (16, 32, 32)",
+        "11 Route -5                              6      (16, 32, 32)",
+        "12 Conv2D 32 1x1 stride 2 valid no bias  -      (32, 16, 16)",
+        "14 Shortcut from -4 relu                 13,10  (32, 16, 16)",
+        "22 Shortcut from -4 relu                 21,18  (64, 8, 8)",
+        "23 GlobalAvgPool2D                       -      (64)",
+        "24 Dense 10 softmax                      -      (10)",
+        "Total params: 78,042",
+        "Augment shift=4 flip=horizontal erase=0.5",
+    ] {
+        assert!(stdout.contains(want), "{want:?} in\n{stdout}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_cifar(&tmp.path().join("cifar10"), 48, 20);
+    let out = tmp.path().join("run");
+    let stdout = Train::new("cifar-resnet", &out)
+        .data(&data)
+        .args(&["--epochs", "1", "--warmup", "0", "--batch-size", "16"])
+        .ok();
+    assert!(stdout.contains("of 20), test loss"), "{stdout}");
+    let epochs = metrics(&out);
+    assert_eq!(epochs.len(), 1);
+    assert!(
+        epochs[0]["loss"].as_f64().unwrap().is_finite(),
+        "{:?}",
+        epochs[0]
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    for (key, want) in [
+        ("optimizer", serde_json::json!("nesterov")),
+        ("lr", serde_json::json!(0.1)),
+        ("weight_decay", serde_json::json!(5e-4)),
+        ("schedule", serde_json::json!("cosine")),
+        ("label_smoothing", serde_json::json!(0.1)),
+        ("shift", serde_json::json!(4)),
+        ("flip", serde_json::json!(true)),
+        ("erase", serde_json::json!(0.5)),
+    ] {
+        assert_eq!(run[key], want, "{key} in {run}");
+    }
+}
+
 #[test]
 fn a_malformed_cifar_file_is_one_line_naming_the_file_and_the_record() {
     let tmp = tempfile::tempdir().unwrap();

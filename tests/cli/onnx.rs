@@ -57,6 +57,14 @@ const CONFIGS: &[&str] = &[
      Conv2D filters=6 kernel=3x3 stride=2 padding=same activation=relu\nRoute layers=-2\n\
      Conv2D filters=6 kernel=1x1 stride=2\nShortcut from=-3\nConv2D filters=3 kernel=1x1 activation=tanh\n\
      Route layers=-2,-1\nGlobalAvgPool2D\nDense units=3 activation=softmax\n",
+    // A MobileNetV2 inverted residual block: ReLU6 (exported as Clip from 0 to 6) after the
+    // stem, the 1x1 expansion and the depthwise convolution, none after the projection,
+    // then the residual add.
+    "10\nInput shape=2x8x8\nConv2D filters=4 kernel=3x3 padding=same activation=relu6\n\
+     Conv2D filters=8 kernel=1x1 padding=valid bias=false\nBatchNorm2D activation=relu6\n\
+     Conv2D filters=8 kernel=3x3 padding=same groups=8 bias=false\nBatchNorm2D activation=relu6\n\
+     Conv2D filters=4 kernel=1x1 padding=valid bias=false\nBatchNorm2D\nShortcut from=-7\n\
+     GlobalAvgPool2D\nDense units=3 activation=softmax\n",
 ];
 
 /// A model of `config` with seeded weights, and BatchNorm statistics that are not the
@@ -237,6 +245,48 @@ fn grouped_convolutions_export_their_group_and_a_missing_bias_as_no_third_input(
     let (_, e) = import_refuses(tmp.path(), "group.onnx", &bad.encode_to_vec());
     assert!(
         e.contains("with group 2 takes 2 channels, the value it reads has 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn relu6_exports_as_a_clip_from_0_to_6_and_other_clips_are_refused() {
+    let i = CONFIGS.iter().position(|c| c.contains("relu6")).unwrap();
+    let p = exported(i);
+    let g = p.graph.as_ref().unwrap();
+    let clips: Vec<&NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Clip"))
+        .collect();
+    assert_eq!(clips.len(), 3);
+    let value = |name: &str| -> f32 {
+        let t = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name));
+        let raw = t.unwrap().raw_data.as_ref().unwrap();
+        f32::from_le_bytes(raw[..4].try_into().unwrap())
+    };
+    for clip in &clips {
+        assert_eq!(clip.input.len(), 3);
+        assert_eq!((value(&clip.input[1]), value(&clip.input[2])), (0.0, 6.0));
+    }
+
+    // A Clip from 0 to 5 is no activation of ours.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = exported(i);
+    let max = node_mut(&mut bad, "Clip").input[2].clone();
+    let g = bad.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(max.as_str()))
+        .unwrap();
+    t.raw_data = Some(5.0f32.to_le_bytes().to_vec());
+    let (_, e) = import_refuses(tmp.path(), "clip.onnx", &bad.encode_to_vec());
+    assert!(
+        e.contains("Clip") && e.contains("a Clip from 0 to 5; only from 0 to 6 (ReLU6)"),
         "{e}"
     );
 }
@@ -616,6 +666,56 @@ fn a_default_pytorch_export_with_its_weights_beside_it_imports_and_predicts_as_p
         e.contains("its external data names net.onnx.data, which cannot be opened"),
         "{e}"
     );
+}
+
+/// A MobileNetV2-style network (a stem, an inverted residual block with stride 2 and one with
+/// its residual add, ReLU6 as `Clip`, depthwise convolutions) exported by both of PyTorch's
+/// exporters (written by scripts/make-onnx-inverted-residual-fixture.py): each imports to the
+/// same config, and predicts PyTorch's probabilities for the file's image.
+#[test]
+fn an_inverted_residual_network_from_both_pytorch_exporters_imports_and_predicts_as_pytorch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx-inverted-residual");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let pixels: Vec<u8> = expected["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img.png");
+    crate::files::write_png(&img, 28, 28, |x, y| pixels[(y * 28 + x) as usize]);
+    let mut configs = Vec::new();
+    for exporter in ["torchscript", "dynamo"] {
+        let back = tmp.path().join(format!("{exporter}.safetensors"));
+        let (code, out, err) = run(&[&"import", &dir.join(format!("{exporter}.onnx")), &back]);
+        assert_eq!(code, 0, "{exporter}: {err}");
+        // The exporters fold each BatchNorm into the convolution before it.
+        for line in [
+            "Conv2D filters=32 kernel=1x1 stride=1 padding=valid activation=relu6\n",
+            "Conv2D filters=32 kernel=3x3 stride=2 padding=1 groups=32 activation=relu6\n",
+            "Conv2D filters=12 kernel=1x1 stride=1 padding=valid\n",
+            "Conv2D filters=48 kernel=3x3 stride=1 padding=same groups=48 activation=relu6\n",
+            "Shortcut from=-4\nGlobalAvgPool2D\nDense units=10\n",
+        ] {
+            assert!(out.contains(line), "{exporter}: no {line:?} in {out}");
+        }
+        configs.push(out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+        let (code, out, err) = run(&[&"predict", &back, &img, &"--json", &"--top", &"10"]);
+        assert_eq!(code, 0, "{exporter}: {err}");
+        let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for pair in got["probabilities"].as_array().unwrap() {
+            let class: usize = pair[0].as_str().unwrap().parse().unwrap();
+            let p = pair[1].as_f64().unwrap();
+            let want = expected["probabilities"][class].as_f64().unwrap();
+            assert!(
+                (p - want).abs() < 1e-5,
+                "{exporter}, class {class}: {p} against PyTorch's {want}"
+            );
+        }
+    }
+    assert_eq!(configs[0], configs[1]);
 }
 
 /// `proto` with every float initialiser's data moved into `dir/file`, one after the other

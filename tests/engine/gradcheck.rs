@@ -277,6 +277,58 @@ fn activation_gradients_match_finite_differences() {
             .for_each(|v| *v = v.signum() * (v.abs() + 0.1));
         check_layer(&format!("{act:?}"), &mut layer, &x, &mut rng);
     }
+    // ReLU6 on both sides of both kinks: x = 3 + 4 N(0, 1), kept 0.1 away from 0 and 6.
+    let mut layer = Layer::new(&LayerSpec::Activation(Activation::Relu6), &[2, 3, 3]).unwrap();
+    let mut x = random_tensor(&[4, 2, 3, 3], &mut rng);
+    x.data_mut().iter_mut().for_each(|v| {
+        *v = 3.0 + 4.0 * *v;
+        for kink in [0.0, 6.0] {
+            if (*v - kink).abs() < 0.1 {
+                *v = kink + 0.1f32.copysign(*v - kink);
+            }
+        }
+    });
+    assert!(x.data().iter().any(|&v| v > 6.0) && x.data().iter().any(|&v| v < 0.0));
+    check_layer("ReLU6", &mut layer, &x, &mut rng);
+}
+
+#[test]
+fn an_inverted_residual_network_with_relu6_passes_the_gradient_check() {
+    // MobileNetV2's blocks: expand 1x1 + BatchNorm + ReLU6, depthwise 3x3 + BatchNorm +
+    // ReLU6, project 1x1 + BatchNorm, with the residual add when the shapes are equal, after
+    // a stem with ReLU6 that inputs from 0 to 1 drive past 6 in places.
+    let text = "16\nInput shape=2x6x6\n\
+         Conv2D filters=4 kernel=3x3 padding=same activation=relu6\n\
+         Conv2D filters=8 kernel=1x1 bias=false\n\
+         BatchNorm2D activation=relu6\n\
+         Conv2D filters=8 kernel=3x3 padding=1 groups=8 bias=false\n\
+         BatchNorm2D activation=relu6\n\
+         Conv2D filters=4 kernel=1x1 bias=false\n\
+         BatchNorm2D\n\
+         Shortcut from=-7\n\
+         Conv2D filters=8 kernel=1x1 bias=false\n\
+         BatchNorm2D activation=relu6\n\
+         Conv2D filters=8 kernel=3x3 stride=2 padding=1 groups=8 bias=false\n\
+         BatchNorm2D activation=relu6\n\
+         Conv2D filters=6 kernel=1x1 bias=false\n\
+         BatchNorm2D\n\
+         GlobalAvgPool2D\n\
+         Dense units=3\n";
+    // Scaled so that the stem's ReLU6 is capped at 6 for some units.
+    let (mut model, mut x, _) = graph_setup(text, 8, 1);
+    x.data_mut().iter_mut().for_each(|v| *v *= 6.0);
+    model.forward(&x).unwrap();
+    assert!(model.activation(0).unwrap().data().contains(&6.0));
+    for seed in 1..=4 {
+        let (mut model, mut x, labels) = graph_setup(text, 8, seed);
+        x.data_mut().iter_mut().for_each(|v| *v *= 6.0);
+        let report =
+            cnn::gradcheck::check_network(&mut model, &x, &labels, 40, cnn::gradcheck::STEP, seed)
+                .unwrap();
+        assert_eq!(report.failure(), None, "seed {seed}: {report:?}");
+        assert_eq!(report.forward.wrong_choices, 0, "seed {seed}: {report:?}");
+        assert!(report.tensors.iter().all(|t| t.checked > 0), "{report:?}");
+    }
 }
 
 #[test]

@@ -204,6 +204,21 @@ fn dense_is_w_x_plus_b_by_hand() {
 }
 
 #[test]
+fn relu6_clamps_to_0_and_6_and_passes_gradients_only_between() {
+    // y = min(max(x, 0), 6); dy = 1 everywhere gives dx = [0 < x < 6].
+    let x = Tensor::from_vec(&[1, 6], vec![-2.0, 0.0, 3.0, 5.5, 6.0, 7.5]).unwrap();
+    let spec = LayerSpec::Activation(Activation::Relu6);
+    let mut layer = Layer::new(&spec, &[6]).unwrap();
+    let mut y = Tensor::default();
+    layer.forward(&x, &mut y);
+    assert_eq!(y.data(), &[0.0, 0.0, 3.0, 5.5, 6.0, 6.0]);
+    let mut dy = Tensor::from_vec(&[1, 6], vec![1.0; 6]).unwrap();
+    let mut dx = Tensor::default();
+    layer.backward(&x, &y, &mut dy, Some(&mut dx));
+    assert_eq!(dx.data(), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
 fn relu_zeroes_negatives_and_softmax_of_equal_values_is_uniform() {
     let x = Tensor::from_vec(&[1, 4], vec![-2.0, 0.0, 3.0, -0.5]).unwrap();
     let y = run(LayerSpec::Activation(Activation::Relu), x, &[]);

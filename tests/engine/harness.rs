@@ -50,5 +50,5 @@ fn every_pytorch_fixture_records_the_torch_version() {
             "{name}: torch_version {version:?}"
         );
     }
-    assert_eq!(seen, 27, "the fixtures listed in tests/fixtures/README.md");
+    assert_eq!(seen, 29, "the fixtures listed in tests/fixtures/README.md");
 }

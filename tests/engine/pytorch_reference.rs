@@ -172,6 +172,7 @@ fn a_depthwise_separable_block_matches_pytorch_in_training() {
     assert_eq!(checked, 6);
 }
 
+/// A layer without parameters (pooling, an activation): y and dx of the file's x and dy.
 fn pool_case(file: &str, spec: LayerSpec) {
     let f = fixture(file);
     let x = tensor(&f["x"]);
@@ -184,6 +185,11 @@ fn pool_case(file: &str, spec: LayerSpec) {
     let mut dx = Tensor::default();
     layer.backward(&x, &y, &mut dy, Some(&mut dx));
     assert_close("dx", dx.data(), tensor(&f["dx"]).data(), 1e-5);
+}
+
+#[test]
+fn relu6_matches_pytorch_on_both_sides_of_both_kinks() {
+    pool_case("relu6.json", LayerSpec::Activation(Activation::Relu6));
 }
 
 #[test]
@@ -526,4 +532,9 @@ fn a_residual_block_with_a_projection_shortcut_matches_pytorch_in_training() {
 #[test]
 fn a_concatenation_of_two_branches_matches_pytorch() {
     graph_case("concat_branches.json");
+}
+
+#[test]
+fn a_mobilenet_v2_inverted_residual_block_matches_pytorch_in_training() {
+    graph_case("inverted_residual_block.json");
 }
