@@ -354,6 +354,55 @@ fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
 
 /// A binary built without the `mpi` feature, started as one of several MPI processes,
 /// says so in one line and exits with code 2 instead of training alone.
+/// SIGTERM to every process, as Slurm's `scancel` or a time limit sends it: the processes
+/// stop after the same step, rank 0 writes the checkpoint and says so, the job exits 143,
+/// and the resumed run ends with the bytes of a run never stopped.
+#[test]
+fn sigterm_to_the_processes_checkpoints_exits_143_and_resumes_exactly() {
+    let Some(mut cmd) = mpirun() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, run) = (tmp.path().join("one"), tmp.path().join("run"));
+    let common = ["--epochs", "40", "--batch-size", "8", "--threads", "1"];
+    let mut a = vec!["report1-10", "--out", p(&one)];
+    a.extend(common);
+    train_alone(&a);
+    cmd.args(["-np", "2", BIN, "train", "report1-10", "--out", p(&run)])
+        .args(common);
+    let job = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoint = run.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !checkpoint.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ranks = ranks_of(job.id());
+    assert_eq!(ranks.len(), 2, "both processes among mpirun's children");
+    for (pid, _) in ranks {
+        // SAFETY: kill(2) on a pid this test's own child started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let output = job.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stdout}{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert_eq!(
+        said.matches("terminated (SIGTERM) at epoch").count(),
+        1,
+        "rank 0 alone says so: {said}"
+    );
+    let (code, _, err) = run_command(Command::new(BIN).args(["train", "--resume", p(&run)]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        model_bytes(&run) == model_bytes(&one),
+        "resumed: another model"
+    );
+}
+
 #[test]
 fn without_the_feature_a_process_of_an_mpi_job_refuses_in_one_line() {
     if cfg!(feature = "mpi") {
