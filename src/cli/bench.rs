@@ -50,7 +50,7 @@ pub fn run(args: BenchArgs) -> CmdResult {
     let threads = rayon::current_num_threads();
     let peak = peak_gflops();
     println!(
-        "{}: {threads} threads; machine peak {peak:.1} GFLOP/s (median of a 1024^3 matrix multiply)",
+        "{}: {threads} threads; machine peak {peak:.1} GFLOP/s (best of 1024^3 matrix multiplies over half a second)",
         args.config.display()
     );
     let runs = args.runs;
