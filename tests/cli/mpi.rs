@@ -5,8 +5,8 @@
 //! when `CI` is set (CI installs OpenMPI). A binary built without the feature is checked to
 //! refuse running as one of several MPI processes.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{run_command, BIN};
@@ -300,31 +300,51 @@ fn ranks_of(mpirun: u32) -> Vec<(u32, usize)> {
     found
 }
 
-/// A process killed (SIGKILL, as the kernel's out-of-memory killer does) ends the job within
-/// seconds with a non-zero exit; the last checkpoint is whole, and resuming from it gives
-/// the bytes of the run never stopped.
-#[test]
-fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
-    let Some(mut cmd) = mpirun() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let (one, run) = (tmp.path().join("one"), tmp.path().join("run"));
-    let common = ["--epochs", "3", "--batch-size", "8", "--threads", "1"];
+/// Report 1's network trained with `common` by one process into `dir/one`, then the same
+/// run started by `cmd` (`mpirun`) on 2 processes into `dir/run` with its output to `stdout`
+/// and stderr piped: (one, run, the job), returned once the job's first checkpoint exists.
+fn a_job_past_its_first_checkpoint(
+    mut cmd: Command,
+    dir: &Path,
+    common: &[&str],
+    stdout: Stdio,
+) -> (PathBuf, PathBuf, Child) {
+    let (one, run) = (dir.join("one"), dir.join("run"));
     let mut a = vec!["report1-10", "--out", p(&one)];
     a.extend(common);
     train_alone(&a);
     cmd.args(["-np", "2", BIN, "train", "report1-10", "--out", p(&run)])
         .args(common);
-    let mut job = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let job = cmd.stdout(stdout).stderr(Stdio::piped()).spawn().unwrap();
     let checkpoint = run.join("checkpoint.safetensors");
     let start = Instant::now();
     while !checkpoint.exists() {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (one, run, job)
+}
+
+/// `cnn train --resume run` (one process) succeeds and ends with `one`'s model bytes.
+fn resuming_gives_the_bytes_of(run: &Path, one: &Path) {
+    let (code, _, err) = run_command(Command::new(BIN).args(["train", "--resume", p(run)]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        model_bytes(run) == model_bytes(one),
+        "resumed: another model"
+    );
+}
+
+/// A process killed (SIGKILL, as the kernel's out-of-memory killer does) ends the job within
+/// seconds with a non-zero exit; the last checkpoint is whole, and resuming from it gives
+/// the bytes of the run never stopped.
+#[test]
+fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
+    let Some(cmd) = mpirun() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let common = ["--epochs", "3", "--batch-size", "8", "--threads", "1"];
+    let (one, run, mut job) =
+        a_job_past_its_first_checkpoint(cmd, tmp.path(), &common, Stdio::null());
     let victim = ranks_of(job.id()).into_iter().find(|&(_, r)| r == 1);
     let (pid, _) = victim.expect("rank 1 among mpirun's children");
     // SAFETY: kill(2) on a pid this test's own child started.
@@ -344,41 +364,18 @@ fn a_killed_process_ends_the_job_and_the_checkpoint_resumes_exactly() {
     std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("rank 1"), "names the lost rank: {stderr}");
-    let (code, _, err) = run_command(Command::new(BIN).args(["train", "--resume", p(&run)]));
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        model_bytes(&run) == model_bytes(&one),
-        "resumed: another model"
-    );
+    resuming_gives_the_bytes_of(&run, &one);
 }
 
-/// A binary built without the `mpi` feature, started as one of several MPI processes,
-/// says so in one line and exits with code 2 instead of training alone.
 /// SIGTERM to every process, as Slurm's `scancel` or a time limit sends it: the processes
 /// stop after the same step, rank 0 writes the checkpoint and says so, the job exits 143,
 /// and the resumed run ends with the bytes of a run never stopped.
 #[test]
 fn sigterm_to_the_processes_checkpoints_exits_143_and_resumes_exactly() {
-    let Some(mut cmd) = mpirun() else { return };
+    let Some(cmd) = mpirun() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (one, run) = (tmp.path().join("one"), tmp.path().join("run"));
     let common = ["--epochs", "40", "--batch-size", "8", "--threads", "1"];
-    let mut a = vec!["report1-10", "--out", p(&one)];
-    a.extend(common);
-    train_alone(&a);
-    cmd.args(["-np", "2", BIN, "train", "report1-10", "--out", p(&run)])
-        .args(common);
-    let job = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let checkpoint = run.join("checkpoint.safetensors");
-    let start = Instant::now();
-    while !checkpoint.exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (one, run, job) = a_job_past_its_first_checkpoint(cmd, tmp.path(), &common, Stdio::piped());
     let ranks = ranks_of(job.id());
     assert_eq!(ranks.len(), 2, "both processes among mpirun's children");
     for (pid, _) in ranks {
@@ -395,14 +392,11 @@ fn sigterm_to_the_processes_checkpoints_exits_143_and_resumes_exactly() {
         1,
         "rank 0 alone says so: {said}"
     );
-    let (code, _, err) = run_command(Command::new(BIN).args(["train", "--resume", p(&run)]));
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        model_bytes(&run) == model_bytes(&one),
-        "resumed: another model"
-    );
+    resuming_gives_the_bytes_of(&run, &one);
 }
 
+/// A binary built without the `mpi` feature, started as one of several MPI processes,
+/// says so in one line and exits with code 2 instead of training alone.
 #[test]
 fn without_the_feature_a_process_of_an_mpi_job_refuses_in_one_line() {
     if cfg!(feature = "mpi") {
