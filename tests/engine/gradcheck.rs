@@ -103,7 +103,7 @@ fn conv2d_gradients_match_finite_differences() {
         (2, 2, 5, 6, 3, 5, 5, 1, Padding::Explicit(2)),
     ];
     for (n, c, h, w, k, kh, kw, s, p) in cases {
-        let spec = LayerSpec::Conv2D(Conv2dSpec {
+        let spec = Conv2dSpec {
             filters: k,
             kernel: (kh, kw),
             stride: s,
@@ -111,17 +111,27 @@ fn conv2d_gradients_match_finite_differences() {
             activation: Activation::None,
             groups: 1,
             bias: true,
-        });
-        let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
-        with_random_params(&mut layer, &mut rng);
-        let x = random_tensor(&[n, c, h, w], &mut rng);
-        check_layer(
-            &format!("Conv2D {spec:?} on {:?}", x.shape()),
-            &mut layer,
-            &x,
-            &mut rng,
-        );
+        };
+        check_conv(spec, [n, c, h, w], &mut rng);
     }
+}
+
+/// A Conv2D layer of `spec` with random parameters, on a random input of `shape` (N, C, H,
+/// W), against finite differences; it has a bias tensor only when `spec.bias`.
+fn check_conv(spec: Conv2dSpec, shape: [usize; 4], rng: &mut Rng) {
+    let [n, c, h, w] = shape;
+    let bias = spec.bias;
+    let spec = LayerSpec::Conv2D(spec);
+    let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
+    assert_eq!(layer.params().len(), if bias { 2 } else { 1 });
+    with_random_params(&mut layer, rng);
+    let x = random_tensor(&[n, c, h, w], rng);
+    check_layer(
+        &format!("Conv2D {spec:?} on {:?}", x.shape()),
+        &mut layer,
+        &x,
+        rng,
+    );
 }
 
 #[test]
@@ -138,7 +148,7 @@ fn grouped_and_depthwise_conv_gradients_match_finite_differences() {
         (1, 6, 5, 6, 6, 2, 3, 1, Padding::Valid, 3, true),
     ];
     for (n, c, h, w, k, kh, kw, s, p, groups, bias) in cases {
-        let spec = LayerSpec::Conv2D(Conv2dSpec {
+        let spec = Conv2dSpec {
             filters: k,
             kernel: (kh, kw),
             stride: s,
@@ -146,17 +156,8 @@ fn grouped_and_depthwise_conv_gradients_match_finite_differences() {
             activation: Activation::None,
             groups,
             bias,
-        });
-        let mut layer = Layer::new(&spec, &[c, h, w]).unwrap();
-        assert_eq!(layer.params().len(), if bias { 2 } else { 1 });
-        with_random_params(&mut layer, &mut rng);
-        let x = random_tensor(&[n, c, h, w], &mut rng);
-        check_layer(
-            &format!("Conv2D {spec:?} on {:?}", x.shape()),
-            &mut layer,
-            &x,
-            &mut rng,
-        );
+        };
+        check_conv(spec, [n, c, h, w], &mut rng);
     }
 }
 
