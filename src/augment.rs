@@ -192,6 +192,15 @@ impl Augment {
     }
 }
 
+/// Mirrors every row of `x` (rows of `w` values: any number of images, channels and rows)
+/// left to right in place: out[..][y][x] = in[..][y][w - 1 - x]. The view of the test-time
+/// flip ([`crate::train::evaluate`]).
+pub fn mirror_rows(x: &mut [f32], w: usize) {
+    for row in x.chunks_mut(w.max(1)) {
+        row.reverse();
+    }
+}
+
 /// The random stream of image `index` of the training set in epoch `epoch` of a run seeded
 /// with `seed`.
 pub fn stream(seed: u64, epoch: usize, index: usize) -> Rng {

@@ -48,6 +48,9 @@ pub struct TrainOptions {
     /// The processes that train together, each step's batch split between them
     /// ([`crate::distributed`]); default none: this process computes every batch whole.
     pub processes: Option<crate::distributed::Processes>,
+    /// Classify each held-out image also mirrored left to right and average the two
+    /// ([`evaluate`]); default false.
+    pub test_flip: bool,
 }
 
 impl Default for TrainOptions {
@@ -64,6 +67,7 @@ impl Default for TrainOptions {
             augment: crate::augment::Augment::default(),
             early_stop: None,
             processes: None,
+            test_flip: false,
         }
     }
 }
@@ -278,7 +282,7 @@ pub fn train(
         }
         let (val_loss, val_accuracy) = match val {
             Some(v) if !v.is_empty() => {
-                let e = evaluate(model, v, norm, 256)?;
+                let e = evaluate(model, v, norm, 256, opts.test_flip)?;
                 (Some(e.loss), Some(e.accuracy))
             }
             _ => (None, None),
@@ -355,6 +359,13 @@ pub fn divergence(model: &Model, loss: f32) -> Option<String> {
     None
 }
 
+/// Softmax of each row of `k` logits, in place.
+fn softmax_rows(z: &mut [f32], k: usize) {
+    for row in z.chunks_mut(k) {
+        crate::layers::activation::softmax_in_place(row);
+    }
+}
+
 /// The result of running a model over a dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -369,11 +380,22 @@ pub struct Evaluation {
 }
 
 /// Runs `model` over all of `ds` in batches of `batch_size`.
+///
+/// With `test_flip` (test-time augmentation), each image x is classified as it is and
+/// mirrored left to right, and the two softmax outputs are averaged:
+///
+/// ```text
+/// p = (softmax(f(x)) + softmax(f(mirror(x)))) / 2,   prediction argmax p,   loss -ln p_y
+/// ```
+///
+/// Right for images whose mirror image shows the same class (clothes, most photographs),
+/// wrong for digits and letters.
 pub fn evaluate(
     model: &mut Model,
     ds: &Dataset,
     norm: &Normalization,
     batch_size: usize,
+    test_flip: bool,
 ) -> Result<Evaluation> {
     let k = model.classes();
     if ds.classes.len() > k {
@@ -388,13 +410,31 @@ pub fn evaluate(
     let mut loss_sum = 0.0f64;
     let mut predictions = Vec::with_capacity(ds.len());
     let mut all_labels = Vec::with_capacity(ds.len());
+    let mut probs = Vec::new();
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         ds.batch(chunk, norm, &mut x, &mut labels);
-        let logits = model.infer(&x)?;
-        loss_sum += f64::from(crate::loss::cross_entropy_only(logits.data(), &labels, k))
-            * chunk.len() as f64;
-        predictions.extend(logits.data().chunks(k).map(argmax));
+        if test_flip {
+            let w = *x.shape().last().expect("a batch has a shape");
+            probs.clear();
+            probs.extend_from_slice(model.infer(&x)?.data());
+            softmax_rows(&mut probs, k);
+            crate::augment::mirror_rows(x.data_mut(), w);
+            let mut mirrored = model.infer(&x)?.data().to_vec();
+            softmax_rows(&mut mirrored, k);
+            for (p, q) in probs.iter_mut().zip(&mirrored) {
+                *p = (*p + q) / 2.0;
+            }
+            for (p, &y) in probs.chunks(k).zip(&labels) {
+                loss_sum -= f64::from(p[y]).max(f64::MIN_POSITIVE).ln();
+                predictions.push(argmax(p));
+            }
+        } else {
+            let logits = model.infer(&x)?;
+            loss_sum += f64::from(crate::loss::cross_entropy_only(logits.data(), &labels, k))
+                * chunk.len() as f64;
+            predictions.extend(logits.data().chunks(k).map(argmax));
+        }
         all_labels.extend_from_slice(&labels);
     }
     let n = ds.len().max(1) as f64;

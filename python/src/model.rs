@@ -363,7 +363,7 @@ impl Model {
                 };
                 let net = &mut self.net;
                 let e = py
-                    .detach(|| pool.install(|| cnn::train::evaluate(net, &ds, norm, batch_size)))
+                    .detach(|| pool.install(|| cnn::train::evaluate(net, &ds, norm, batch_size, false)))
                     .or_py()?;
                 (e.loss, e.predictions)
             }

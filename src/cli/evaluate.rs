@@ -39,6 +39,10 @@ pub struct EvaluateArgs {
     /// Resize images whose size differs from the model's input.
     #[arg(long)]
     resize: bool,
+    /// Classify each image also mirrored left to right and average the two outputs'
+    /// probabilities (test-time augmentation; right for clothes, wrong for digits).
+    #[arg(long)]
+    test_flip: bool,
     /// Worker threads [default: all cores; at most 4 per core].
     #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub(super) threads: Option<usize>,
@@ -110,7 +114,7 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
     let (mut model, meta) = model_file::load(&args.model)?;
     let [c, h, w] = model.input_shape();
     let ds = load_data(&args, [c, h, w], &meta.classes)?;
-    let e = train::evaluate(&mut model, &ds, &meta.normalization, 256)?;
+    let e = train::evaluate(&mut model, &ds, &meta.normalization, 256, args.test_flip)?;
     let mut cm = ConfusionMatrix::new(meta.classes.clone());
     for (&y, &p) in e.labels.iter().zip(&e.predictions) {
         cm.add(y, p);

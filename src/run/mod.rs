@@ -627,6 +627,7 @@ impl Run {
             },
             early_stop: self.config.early_stop_rule(),
             processes: self.processes,
+            test_flip: self.config.test_flip,
         };
         let meta = self.meta();
         let steps = self.steps_per_epoch() as u64;
@@ -749,7 +750,7 @@ impl Run {
             let Some(ds) = ds else {
                 return Ok(None);
             };
-            let e = train::evaluate(&mut self.model, ds, &self.norm, 256)?;
+            let e = train::evaluate(&mut self.model, ds, &self.norm, 256, self.config.test_flip)?;
             Ok(Some(TestResult {
                 accuracy: e.accuracy,
                 loss: e.loss,

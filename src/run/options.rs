@@ -256,6 +256,18 @@ run_options! {
         range: Range::Probability,
         example: "0.5",
     },
+    /// Classify each held-out image (test set, validation split) also mirrored left to
+    /// right and average the two softmax outputs, p = (softmax(f(x)) + softmax(f(mirror
+    /// x))) / 2 ([`crate::train::evaluate`]): test-time augmentation. Training is unchanged.
+    /// Default off.
+    test_flip: bool = false => {
+        flag: "test-flip",
+        help: "Classify each test (or validation) image also mirrored left to right and \
+               average the two outputs' probabilities (test-time augmentation; right for \
+               clothes, wrong for digits). Training is unchanged.",
+        key: augment("test_flip"),
+        resume: Resume::MayChange,
+    },
     /// Stop when this figure of the validation split (`val_split`, required) has not
     /// improved for `patience` epochs ([`crate::early_stop`]). Default off.
     early_stop: Option<Monitor> = None => {

@@ -108,3 +108,34 @@ fn the_test_set_is_never_augmented() {
     );
     assert!((a - b).abs() < 1e-9, "train's {a} vs evaluate's {b}");
 }
+
+#[test]
+fn the_test_time_flip_of_the_augment_line_scores_the_test_set_as_evaluate_test_flip_does() {
+    let (dir, data) = bars_setup();
+    let d = dir.path();
+    let text = crate::bars::BARS_CONFIG.replacen("4\n", "4\nAugment test_flip=true\n", 1);
+    let cfg = d.join("flip.cfg");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, stderr) = run(&[
+        &"train", &cfg, &"--data", &data, &"--out", &d.join("run"), &"--epochs", &"2",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(crate::runs::run_json(&d.join("run"))["test_flip"], true);
+    let last = metrics(&d.join("run")).pop().unwrap();
+    let model = d.join("run").join("model.safetensors");
+    let score = |flip: bool| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"evaluate", &model, &"--data", &data, &"--json"];
+        if flip {
+            args.push(&"--test-flip");
+        }
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        report["loss"].as_f64().unwrap()
+    };
+    let (flipped, plain) = (score(true), score(false));
+    let ran = last["test_loss"].as_f64().unwrap();
+    assert!((ran - flipped).abs() < 1e-9, "train's {ran} vs evaluate --test-flip's {flipped}");
+    assert!((flipped - plain).abs() > 1e-6, "the flip changed nothing: {flipped}");
+}

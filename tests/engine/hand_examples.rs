@@ -306,3 +306,49 @@ fn the_gradient_of_a_value_read_by_three_layers_is_the_sum_of_the_paths_by_hand(
     // dL/dx = W0^T dL/da.
     assert_eq!(model.input_gradient().unwrap().data(), &[1.0, 0.5]);
 }
+
+/// `evaluate` with the test-time flip averages the softmax of each image and of its mirror.
+#[test]
+fn the_test_time_flip_averages_the_probabilities_of_the_image_and_its_mirror_by_hand() {
+    // Two 1x1x2 images, both of class 1, through z = diag(2, 1) x (no bias):
+    //   image a = (1, 0.2):  z = (2, 0.2),  mirrored (0.2, 1): z = (0.4, 1)
+    //   image b = (0, 1):    z = (0, 1),    mirrored (1, 0):   z = (2, 0)
+    // softmax(u, v)_1 = 1 / (1 + e^(u - v)); p = average of the two views.
+    let text = "1\nInput shape=1x1x2\nDense units=2 activation=softmax\n";
+    let spec = cnn::config::parse(text, "t").unwrap().spec;
+    let mut model = cnn::model::Model::new(&spec, cnn::init::Init::He, 1).unwrap();
+    let values: [&[f32]; 2] = [&[2.0, 0.0, 0.0, 1.0], &[0.0, 0.0]];
+    for (p, v) in model.params_mut().into_iter().zip(values) {
+        p.value.data_mut().copy_from_slice(v);
+    }
+    let ds = cnn::data::Dataset {
+        images: vec![255, 51, 0, 255],
+        labels: vec![1, 1],
+        shape: [1, 1, 2],
+        classes: vec!["a".into(), "b".into()],
+        source: "two".into(),
+    };
+    let norm = cnn::data::Normalization {
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let p1 = |u: f64, v: f64| 1.0 / (1.0 + (u - v).exp());
+    // As they are: a's p_1 = 0.142 (predicted 0), b's 0.731 (predicted 1).
+    let plain = cnn::train::evaluate(&mut model, &ds, &norm, 2, false).unwrap();
+    assert_eq!(plain.predictions, [0, 1]);
+    let want = -(p1(2.0, 0.2).ln() + p1(0.0, 1.0).ln()) / 2.0;
+    assert!((plain.loss - want).abs() < 1e-6, "{} vs {want}", plain.loss);
+    // With the flip: a's p_1 = (0.142 + 0.646) / 2 = 0.394, b's (0.731 + 0.119) / 2 = 0.425:
+    // both predicted 0.
+    let (a, b) = (
+        (p1(2.0, 0.2) + p1(0.4, 1.0)) / 2.0,
+        (p1(0.0, 1.0) + p1(2.0, 0.0)) / 2.0,
+    );
+    for batch in [1, 2] {
+        let flipped = cnn::train::evaluate(&mut model, &ds, &norm, batch, true).unwrap();
+        assert_eq!(flipped.predictions, [0, 0], "batch {batch}");
+        assert_eq!(flipped.accuracy, 0.0);
+        let want = -(a.ln() + b.ln()) / 2.0;
+        assert!((flipped.loss - want).abs() < 1e-6, "{} vs {want}", flipped.loss);
+    }
+}
