@@ -21,6 +21,9 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
   resnet-epoch    the same with examples/resnet-small.cfg (three residual blocks, one with a
                   projection shortcut, BatchNorm, global average pooling) at batch 128, its
                   Train line left out
+  fashion-resnet-epoch the same with examples/fashion-resnet.cfg (the residual recipe's
+                  network, wider) at batch 128, its Train and Augment lines left out; the
+                  PyTorch network is built from the config's lines (CfgNet)
   infer-1         inference of one image (probabilities), per image: `cnn bench`'s median;
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
@@ -85,6 +88,7 @@ AIMS = {
     "recipe-epoch": 2.0,
     "separable-epoch": 2.0,
     "resnet-epoch": 2.0,
+    "fashion-resnet-epoch": 2.0,
     "infer-1": 6.0,
     "infer-1000": 10.0,
     "lenet-infer-1000": 2.0,
@@ -95,6 +99,7 @@ LABELS = {
     "recipe-epoch": "fashion-93's network, Fashion-MNIST epoch, batch 128 (s)",
     "separable-epoch": "separable (depthwise) network, Fashion-MNIST epoch, batch 128 (s)",
     "resnet-epoch": "resnet-small (residual) network, Fashion-MNIST epoch, batch 128 (s)",
+    "fashion-resnet-epoch": "fashion-resnet's network, Fashion-MNIST epoch, batch 128 (s)",
     "infer-1": "report 1's network, inference, batch 1 (us/image)",
     "infer-1000": "report 1's network, inference, batch 1000 (us/image)",
     "lenet-infer-1000": "LeNet-style, inference, batch 1000 (us/image)",
@@ -106,6 +111,7 @@ CONFIGS = {
     "recipe-epoch": "examples/fashion-93.cfg",
     "separable-epoch": "examples/separable.cfg",
     "resnet-epoch": "examples/resnet-small.cfg",
+    "fashion-resnet-epoch": "examples/fashion-resnet.cfg",
     "infer-1": "examples/report1-10.cfg",
     "infer-1000": "examples/report1-10.cfg",
     "lenet-infer-1000": "examples/lenet.cfg",
@@ -188,6 +194,79 @@ def resnet_net():
         nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, 2),
         BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 32, 1),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+class CfgNet(nn.Module if nn else object):
+    """The network of a cnn config file, built from its layer lines and run in config order:
+    a layer reads the line above it, `Shortcut from=F` adds the output F lines up (or of
+    layer F when F >= 0) to it, `Route layers=...` concatenates earlier outputs along
+    channels (one layer: reads it again). Covers the lines the residual examples use:
+    Conv2D, BatchNorm2D, MaxPool2D, Shortcut, Route, GlobalAvgPool2D, Dropout, Dense; an
+    `activation=relu` is a ReLU after the line, softmax is left to cross_entropy."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        rows = [l.split("#")[0].split() for l in Path(cfg).read_text().splitlines()]
+        rows = [r for r in rows if r and r[0] not in ("Train", "Augment")]
+        keys = lambda r: dict(kv.split("=", 1) for kv in r[1:])
+        shape = [int(v) for v in keys(rows[1])["shape"].split("x")]
+        self.layers = nn.ModuleList()
+        self.plan = []  # (kind, the layers it reads, relu after)
+        shapes = []
+        for i, row in enumerate(rows[2:]):
+            kind, a = row[0], keys(row)
+            at = lambda v: i + int(v) if int(v) < 0 else int(v)
+            prev = shapes[-1] if shapes else shape
+            reads = [i - 1]
+            if kind == "Conv2D":
+                k = int(a["kernel"].split("x")[0])
+                stride = int(a.get("stride", 1))
+                pad = k // 2 if a.get("padding") == "same" else 0
+                groups = int(a.get("groups", 1))
+                module = nn.Conv2d(prev[0], int(a["filters"]), k, stride=stride, padding=pad,
+                                   groups=groups, bias=a.get("bias", "true") == "true")
+                out = [int(a["filters"]), (prev[1] + 2 * pad - k) // stride + 1,
+                       (prev[2] + 2 * pad - k) // stride + 1]
+            elif kind == "BatchNorm2D":
+                module, out = nn.BatchNorm2d(prev[0]), prev
+            elif kind == "MaxPool2D":
+                p = int(a["pool"].split("x")[0])
+                module, out = nn.MaxPool2d(p, int(a.get("stride", p))), [prev[0], prev[1] // p, prev[2] // p]
+            elif kind == "Shortcut":
+                module, out, reads = nn.Identity(), prev, [i - 1, at(a["from"])]
+            elif kind == "Route":
+                reads = [at(v) for v in a["layers"].split(",")]
+                module = nn.Identity()
+                out = [sum(shapes[j][0] for j in reads)] + shapes[reads[0]][1:]
+            elif kind == "GlobalAvgPool2D":
+                module, out = nn.AdaptiveAvgPool2d(1), [prev[0]]
+            elif kind == "Dropout":
+                module, out = nn.Dropout(float(a["rate"])), prev
+            elif kind == "Dense":
+                n_in = prev[0] * prev[1] * prev[2] if len(prev) == 3 else prev[0]
+                module, out = nn.Linear(n_in, int(a["units"])), [int(a["units"])]
+            else:
+                sys.exit(f"error: {cfg}: CfgNet does not build `{kind}` lines")
+            self.layers.append(module)
+            self.plan.append((kind, reads, a.get("activation") == "relu"))
+            shapes.append(out)
+
+    def forward(self, x):
+        outs = []
+        for layer, (kind, reads, relu) in zip(self.layers, self.plan):
+            inputs = [outs[j] if j >= 0 else x for j in reads]
+            if kind == "Shortcut":
+                y = inputs[0] + inputs[1]
+            elif kind == "Route":
+                y = torch.cat(inputs, dim=1)
+            elif kind == "Dense":
+                y = layer(inputs[0].flatten(1))
+            elif kind == "GlobalAvgPool2D":
+                y = layer(inputs[0]).flatten(1)
+            else:
+                y = layer(inputs[0])
+            outs.append(F.relu(y) if relu else y)
+        return outs[-1]
 
 
 def layers_only(cfg, out):
@@ -415,11 +494,13 @@ def selftest():
     rows = list(LABELS)
     cnn_t = {"report1-epoch": [1.50, 1.40, 2.40], "lenet-epoch": [8.5, 8.6, 8.4],
              "recipe-epoch": [12.0, 11.5, 12.5], "separable-epoch": [9.0, 8.8, 9.9],
-             "resnet-epoch": [10.0, 9.5, 11.0], "infer-1": [16e-6, 15e-6, 19e-6],
+             "resnet-epoch": [10.0, 9.5, 11.0], "fashion-resnet-epoch": [30.0, 29.0, 31.0],
+             "infer-1": [16e-6, 15e-6, 19e-6],
              "infer-1000": [8.1e-6, 7.3e-6, 16.4e-6], "lenet-infer-1000": [44e-6, 43e-6, 50e-6]}
     torch_t = {"report1-epoch": [6.4, 5.9, 9.7], "lenet-epoch": [18.9, 17.3, 22.2],
                "recipe-epoch": [26.4, 25.4, 28.9], "separable-epoch": [30.1, 29.0, 33.3],
-               "resnet-epoch": [25.0, 24.0, 27.0], "infer-1": [125e-6, 100e-6, 145e-6],
+               "resnet-epoch": [25.0, 24.0, 27.0], "fashion-resnet-epoch": [40.0, 39.0, 42.0],
+               "infer-1": [125e-6, 100e-6, 145e-6],
                "infer-1000": [84e-6, 82e-6, 99e-6], "lenet-infer-1000": [300e-6, 290e-6, 310e-6]}
     facts = {"date": "2000-01-02", "cpu": "Test CPU", "cores": 2, "kernels": "AVX-512",
              "threads": 2, "runs": 3, "peaks": [150.0, 180.4], "torch": "0.0 (made up)",
@@ -439,11 +520,12 @@ def selftest():
     assert len(lines) == 4 + len(rows)
     assert lines[4] == ("| report 1's network, Fashion-MNIST epoch, batch 32 (s) | 6.40 [5.90-9.70] "
                         "| 1.50 [1.40-2.40] | 4.3x | 69% | 4x |"), lines[4]
-    assert lines[9] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
-                        "| 16.0 [15.0-19.0] | 7.8x | 41% | 6x |"), lines[9]
-    assert lines[10].endswith("| 10.4x | 80% | 10x |"), lines[10]
+    assert lines[10] == ("| report 1's network, inference, batch 1 (us/image) | 125.0 [100.0-145.0] "
+                        "| 16.0 [15.0-19.0] | 7.8x | 41% | 6x |"), lines[10]
+    assert lines[11].endswith("| 10.4x | 80% | 10x |"), lines[10]
     assert lines[5].endswith("| 2.2x | - | 2x |"), lines[5]
-    assert lines[11].endswith("| 6.8x | - | 2x |"), lines[11]
+    assert lines[9].endswith("| 1.3x | - | 2x |"), lines[9]
+    assert lines[12].endswith("| 6.8x | - | 2x |"), lines[11]
     assert "peak" not in markdown(rows, cnn_t, torch_t, dict(facts, peaks=[None])).splitlines()[0]
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "PERFORMANCE.md"
@@ -496,6 +578,8 @@ def main():
     recipe_dir = tempfile.TemporaryDirectory()
     recipe_cfg = layers_only(ROOT / "examples/fashion-93.cfg", Path(recipe_dir.name) / "fashion-93-layers.cfg")
     resnet_cfg = layers_only(ROOT / "examples/resnet-small.cfg", Path(recipe_dir.name) / "resnet-small-layers.cfg")
+    fashion_resnet_cfg = layers_only(ROOT / "examples/fashion-resnet.cfg",
+                                     Path(recipe_dir.name) / "fashion-resnet-layers.cfg")
     cnn_t = {r: [] for r in rows}
     torch_t = {r: [] for r in rows}
     peaks = []
@@ -518,6 +602,9 @@ def main():
             elif r == "resnet-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, resnet_cfg, args.data, 128, args.threads, seed))
                 torch_t[r].append(torch_epoch(resnet_net, x, y, 128, seed))
+            elif r == "fashion-resnet-epoch":
+                cnn_t[r].append(cnn_epoch(args.cnn, fashion_resnet_cfg, args.data, 128, args.threads, seed))
+                torch_t[r].append(torch_epoch(lambda: CfgNet(fashion_resnet_cfg), x, y, 128, seed))
         if "infer-1" in rows or "infer-1000" in rows:
             per, peak = cnn_bench(args.cnn, "examples/report1-10.cfg", [1, 1000], args.threads, 30)
             peaks.append(peak)

@@ -165,39 +165,47 @@ impl Augment {
         rng: &mut Rng,
         scratch: &mut Vec<f32>,
     ) {
-        let [c, h, w] = shape;
         let span = 2 * self.shift + 1;
         let dy = rng.below(span) as isize - self.shift as isize;
         let dx = rng.below(span) as isize - self.shift as isize;
         let flip = self.flip && rng.below(2) == 1;
+        let [c, h, w] = shape;
         scratch.clear();
         scratch.extend_from_slice(&x[..c * h * w]);
-        for ch in 0..c {
-            let src = &scratch[ch * h * w..(ch + 1) * h * w];
-            let dst = &mut x[ch * h * w..(ch + 1) * h * w];
-            for y in 0..h {
-                for xo in 0..w {
-                    let sy = y as isize - dy;
-                    let sx0 = xo as isize - dx;
-                    let sx = if flip { w as isize - 1 - sx0 } else { sx0 };
-                    let inside = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
-                    dst[y * w + xo] = if inside {
-                        src[sy as usize * w + sx as usize]
-                    } else {
-                        fill.get(ch).copied().unwrap_or(0.0)
-                    };
-                }
-            }
-        }
+        place(scratch, x, shape, [dy, dx], flip, fill);
     }
 }
 
-/// Mirrors every row of `x` (rows of `w` values: any number of images, channels and rows)
-/// left to right in place: out[..][y][x] = in[..][y][w - 1 - x]. The view of the test-time
-/// flip ([`crate::train::evaluate`]).
-pub fn mirror_rows(x: &mut [f32], w: usize) {
-    for row in x.chunks_mut(w.max(1)) {
-        row.reverse();
+/// Writes the `[C, H, W]` image `src` into `dst` moved by `dy` rows and `dx` columns and,
+/// with `flip`, mirrored first: dst[c][y][x] = src[c][y - dy][x'] with x' = W - 1 - (x - dx)
+/// when flipped, x - dx when not, or `fill[c]` where that falls outside the image. The
+/// shift and flip of training ([`Augment::apply`]) and the views of the test-time
+/// augmentation ([`crate::train::TestViews`]).
+pub fn place(
+    src: &[f32],
+    dst: &mut [f32],
+    shape: [usize; 3],
+    [dy, dx]: [isize; 2],
+    flip: bool,
+    fill: &[f32],
+) {
+    let [c, h, w] = shape;
+    for ch in 0..c {
+        let src = &src[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut dst[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            for xo in 0..w {
+                let sy = y as isize - dy;
+                let sx0 = xo as isize - dx;
+                let sx = if flip { w as isize - 1 - sx0 } else { sx0 };
+                let inside = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
+                dst[y * w + xo] = if inside {
+                    src[sy as usize * w + sx as usize]
+                } else {
+                    fill.get(ch).copied().unwrap_or(0.0)
+                };
+            }
+        }
     }
 }
 

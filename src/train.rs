@@ -48,9 +48,6 @@ pub struct TrainOptions {
     /// The processes that train together, each step's batch split between them
     /// ([`crate::distributed`]); default none: this process computes every batch whole.
     pub processes: Option<crate::distributed::Processes>,
-    /// Classify each held-out image also mirrored left to right and average the two
-    /// ([`evaluate`]); default false.
-    pub test_flip: bool,
 }
 
 impl Default for TrainOptions {
@@ -67,7 +64,6 @@ impl Default for TrainOptions {
             augment: crate::augment::Augment::default(),
             early_stop: None,
             processes: None,
-            test_flip: false,
         }
     }
 }
@@ -282,7 +278,7 @@ pub fn train(
         }
         let (val_loss, val_accuracy) = match val {
             Some(v) if !v.is_empty() => {
-                let e = evaluate(model, v, norm, 256, opts.test_flip)?;
+                let e = evaluate(model, v, norm, 256, TestViews::ONE)?;
                 (Some(e.loss), Some(e.accuracy))
             }
             _ => (None, None),
@@ -359,13 +355,6 @@ pub fn divergence(model: &Model, loss: f32) -> Option<String> {
     None
 }
 
-/// Softmax of each row of `k` logits, in place.
-fn softmax_rows(z: &mut [f32], k: usize) {
-    for row in z.chunks_mut(k) {
-        crate::layers::activation::softmax_in_place(row);
-    }
-}
-
 /// The result of running a model over a dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -379,23 +368,57 @@ pub struct Evaluation {
     pub labels: Vec<usize>,
 }
 
+/// The views of each test image that evaluation averages (test-time augmentation): the
+/// image moved by every offset (dy, dx) with |dy|, |dx| <= `shift` (zero fill, as training's
+/// `--shift`), each also mirrored left to right with `flip`. The default, one view, is the
+/// image as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestViews {
+    /// Each view also mirrored left to right.
+    pub flip: bool,
+    /// The largest offset, in pixels along each axis.
+    pub shift: usize,
+}
+
+impl TestViews {
+    /// The image as it is.
+    pub const ONE: TestViews = TestViews {
+        flip: false,
+        shift: 0,
+    };
+
+    /// The views in the order their probabilities are added: offsets row by row from
+    /// (-shift, -shift), each unmirrored then mirrored.
+    pub fn views(&self) -> Vec<([isize; 2], bool)> {
+        let s = self.shift as isize;
+        let flips: &[bool] = if self.flip { &[false, true] } else { &[false] };
+        let mut out = Vec::new();
+        for dy in -s..=s {
+            for dx in -s..=s {
+                out.extend(flips.iter().map(|&f| ([dy, dx], f)));
+            }
+        }
+        out
+    }
+}
+
 /// Runs `model` over all of `ds` in batches of `batch_size`.
 ///
-/// With `test_flip` (test-time augmentation), each image x is classified as it is and
-/// mirrored left to right, and the two softmax outputs are averaged:
+/// With more than one view ([`TestViews`]: test-time augmentation), each image x is
+/// classified in each of its V views v_1(x) .. v_V(x) and the softmax outputs averaged:
 ///
 /// ```text
-/// p = (softmax(f(x)) + softmax(f(mirror(x)))) / 2,   prediction argmax p,   loss -ln p_y
+/// p = (softmax(f(v_1(x))) + ... + softmax(f(v_V(x)))) / V,   prediction argmax p,   loss -ln p_y
 /// ```
 ///
-/// Right for images whose mirror image shows the same class (clothes, most photographs),
-/// wrong for digits and letters.
+/// The mirrored views are right for images whose mirror image shows the same class
+/// (clothes, most photographs), wrong for digits and letters.
 pub fn evaluate(
     model: &mut Model,
     ds: &Dataset,
     norm: &Normalization,
     batch_size: usize,
-    test_flip: bool,
+    views: TestViews,
 ) -> Result<Evaluation> {
     let k = model.classes();
     if ds.classes.len() > k {
@@ -405,29 +428,39 @@ pub fn evaluate(
             ds.classes.len()
         )));
     }
+    let views = views.views();
+    let fill = black_pixel(norm, ds.shape[0]);
     let mut x = Tensor::default();
+    let mut xv = Tensor::default();
     let mut labels = Vec::new();
     let mut loss_sum = 0.0f64;
     let mut predictions = Vec::with_capacity(ds.len());
     let mut all_labels = Vec::with_capacity(ds.len());
-    let mut probs = Vec::new();
+    let (mut probs, mut p) = (Vec::new(), Vec::new());
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         ds.batch(chunk, norm, &mut x, &mut labels);
-        if test_flip {
-            let w = *x.shape().last().expect("a batch has a shape");
+        if views.len() > 1 {
+            let len = ds.shape.iter().product::<usize>();
+            xv.resize(x.shape());
             probs.clear();
-            probs.extend_from_slice(model.infer(&x)?.data());
-            softmax_rows(&mut probs, k);
-            crate::augment::mirror_rows(x.data_mut(), w);
-            let mut mirrored = model.infer(&x)?.data().to_vec();
-            softmax_rows(&mut mirrored, k);
-            for (p, q) in probs.iter_mut().zip(&mirrored) {
-                *p = (*p + q) / 2.0;
+            probs.resize(chunk.len() * k, 0.0f32);
+            for &(offset, flip) in &views {
+                for (src, dst) in x.data().chunks(len).zip(xv.data_mut().chunks_mut(len)) {
+                    crate::augment::place(src, dst, ds.shape, offset, flip, &fill);
+                }
+                p.clear();
+                p.extend_from_slice(model.infer(&xv)?.data());
+                for (row, sum) in p.chunks_mut(k).zip(probs.chunks_mut(k)) {
+                    crate::layers::activation::softmax_in_place(row);
+                    sum.iter_mut().zip(row.iter()).for_each(|(s, v)| *s += v);
+                }
             }
-            for (p, &y) in probs.chunks(k).zip(&labels) {
-                loss_sum -= f64::from(p[y]).max(f64::MIN_POSITIVE).ln();
-                predictions.push(argmax(p));
+            let v = views.len() as f32;
+            for (row, &y) in probs.chunks_mut(k).zip(&labels) {
+                row.iter_mut().for_each(|s| *s /= v);
+                loss_sum -= f64::from(row[y]).max(f64::MIN_POSITIVE).ln();
+                predictions.push(argmax(row));
             }
         } else {
             let logits = model.infer(&x)?;

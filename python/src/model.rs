@@ -363,7 +363,17 @@ impl Model {
                 };
                 let net = &mut self.net;
                 let e = py
-                    .detach(|| pool.install(|| cnn::train::evaluate(net, &ds, norm, batch_size, false)))
+                    .detach(|| {
+                        pool.install(|| {
+                            cnn::train::evaluate(
+                                net,
+                                &ds,
+                                norm,
+                                batch_size,
+                                cnn::train::TestViews::ONE,
+                            )
+                        })
+                    })
                     .or_py()?;
                 (e.loss, e.predictions)
             }

@@ -39,10 +39,14 @@ pub struct EvaluateArgs {
     /// Resize images whose size differs from the model's input.
     #[arg(long)]
     resize: bool,
-    /// Classify each image also mirrored left to right and average the two outputs'
-    /// probabilities (test-time augmentation; right for clothes, wrong for digits).
+    /// Classify each image also mirrored left to right and average the views' probabilities
+    /// (test-time augmentation; right for clothes, wrong for digits).
     #[arg(long)]
     test_flip: bool,
+    /// Classify each image moved by every offset of up to this many pixels along each axis
+    /// ((2S+1)^2 views, twice that with --test-flip) and average the views' probabilities.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    test_shift: usize,
     /// Worker threads [default: all cores; at most 4 per core].
     #[arg(long, allow_negative_numbers = true, value_parser = super::arg_values::thread_count)]
     pub(super) threads: Option<usize>,
@@ -114,7 +118,11 @@ pub fn run(args: EvaluateArgs) -> CmdResult {
     let (mut model, meta) = model_file::load(&args.model)?;
     let [c, h, w] = model.input_shape();
     let ds = load_data(&args, [c, h, w], &meta.classes)?;
-    let e = train::evaluate(&mut model, &ds, &meta.normalization, 256, args.test_flip)?;
+    let views = train::TestViews {
+        flip: args.test_flip,
+        shift: args.test_shift,
+    };
+    let e = train::evaluate(&mut model, &ds, &meta.normalization, 256, views)?;
     let mut cm = ConfusionMatrix::new(meta.classes.clone());
     for (&y, &p) in e.labels.iter().zip(&e.predictions) {
         cm.add(y, p);

@@ -627,7 +627,6 @@ impl Run {
             },
             early_stop: self.config.early_stop_rule(),
             processes: self.processes,
-            test_flip: self.config.test_flip,
         };
         let meta = self.meta();
         let steps = self.steps_per_epoch() as u64;
@@ -746,11 +745,15 @@ impl Run {
             model_file::save(&self.model_path(), &self.model, &meta)?;
         }
         let kind = self.held_out();
+        let views = train::TestViews {
+            flip: self.config.test_flip,
+            shift: self.config.test_shift,
+        };
         let mut score = |ds: &Option<Dataset>| -> Result<Option<TestResult>> {
             let Some(ds) = ds else {
                 return Ok(None);
             };
-            let e = train::evaluate(&mut self.model, ds, &self.norm, 256, self.config.test_flip)?;
+            let e = train::evaluate(&mut self.model, ds, &self.norm, 256, views)?;
             Ok(Some(TestResult {
                 accuracy: e.accuracy,
                 loss: e.loss,

@@ -256,16 +256,28 @@ run_options! {
         range: Range::Probability,
         example: "0.5",
     },
-    /// Classify each held-out image (test set, validation split) also mirrored left to
-    /// right and average the two softmax outputs, p = (softmax(f(x)) + softmax(f(mirror
-    /// x))) / 2 ([`crate::train::evaluate`]): test-time augmentation. Training is unchanged.
-    /// Default off.
+    /// Score the test set at the end of the run also on each image mirrored left to right,
+    /// averaging the views' softmax outputs ([`crate::train::TestViews`]: test-time
+    /// augmentation). The figures after each epoch stay one view. Default off.
     test_flip: bool = false => {
         flag: "test-flip",
-        help: "Classify each test (or validation) image also mirrored left to right and \
-               average the two outputs' probabilities (test-time augmentation; right for \
-               clothes, wrong for digits). Training is unchanged.",
+        help: "Score the test set at the end of the run also on each image mirrored left to \
+               right, averaging the views' probabilities (test-time augmentation; right for \
+               clothes, wrong for digits). The figures after each epoch stay one view.",
         key: augment("test_flip"),
+        resume: Resume::MayChange,
+    },
+    /// Score the test set at the end of the run on each image moved by every offset
+    /// (dy, dx) with |dy|, |dx| <= S, zero fill as `shift` ((2S + 1)^2 views, times 2 with
+    /// `test_flip`), averaging the views' softmax outputs. Default 0: one view.
+    test_shift: usize = 0 => {
+        flag: "test-shift",
+        help: "Score the test set at the end of the run on each image moved by every offset \
+               of up to this many pixels along each axis ((2S+1)^2 views, twice that with \
+               --test-flip), averaging the views' probabilities. The figures after each \
+               epoch stay one view.",
+        key: augment("test_shift"),
+        range: Range::Whole { min: 0, max: 1000 },
         resume: Resume::MayChange,
     },
     /// Stop when this figure of the validation split (`val_split`, required) has not

@@ -773,8 +773,14 @@ fn evaluation(
             return Ok(Arc::clone(e));
         }
     }
-    let e = crate::train::evaluate(model, ds, &loaded.meta.normalization, 256, false)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let e = crate::train::evaluate(
+        model,
+        ds,
+        &loaded.meta.normalization,
+        256,
+        crate::train::TestViews::ONE,
+    )
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let e = Arc::new(e);
     *cached = Some((loaded.version, Arc::clone(&e)));
     Ok(e)

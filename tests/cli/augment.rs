@@ -110,32 +110,59 @@ fn the_test_set_is_never_augmented() {
 }
 
 #[test]
-fn the_test_time_flip_of_the_augment_line_scores_the_test_set_as_evaluate_test_flip_does() {
+fn the_test_views_of_the_augment_line_score_the_final_test_set_as_evaluate_does() {
+    // The epochs' figures stay one view; the run's final score is `cnn evaluate`'s with the
+    // same views.
     let (dir, data) = bars_setup();
     let d = dir.path();
-    let text = crate::bars::BARS_CONFIG.replacen("4\n", "4\nAugment test_flip=true\n", 1);
-    let cfg = d.join("flip.cfg");
+    let text =
+        crate::bars::BARS_CONFIG.replacen("4\n", "4\nAugment test_flip=true test_shift=1\n", 1);
+    let cfg = d.join("views.cfg");
     std::fs::write(&cfg, text).unwrap();
-    let (code, _, stderr) = run(&[
-        &"train", &cfg, &"--data", &data, &"--out", &d.join("run"), &"--epochs", &"2",
+    let (code, stdout, stderr) = run(&[
+        &"train",
+        &cfg,
+        &"--data",
+        &data,
+        &"--out",
+        &d.join("run"),
+        &"--epochs",
+        &"2",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(crate::runs::run_json(&d.join("run"))["test_flip"], true);
-    let last = metrics(&d.join("run")).pop().unwrap();
+    let json = crate::runs::run_json(&d.join("run"));
+    assert_eq!(
+        (json["test_flip"].clone(), json["test_shift"].clone()),
+        (true.into(), 1.into())
+    );
     let model = d.join("run").join("model.safetensors");
-    let score = |flip: bool| {
+    let accuracy = |views: &[&str]| {
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
             vec![&"evaluate", &model, &"--data", &data, &"--json"];
-        if flip {
-            args.push(&"--test-flip");
-        }
+        args.extend(views.iter().map(|v| v as &dyn AsRef<std::ffi::OsStr>));
         let (code, stdout, stderr) = run(&args);
         assert_eq!(code, 0, "{stderr}");
         let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        report["loss"].as_f64().unwrap()
+        (
+            report["accuracy"].as_f64().unwrap(),
+            report["loss"].as_f64().unwrap(),
+        )
     };
-    let (flipped, plain) = (score(true), score(false));
-    let ran = last["test_loss"].as_f64().unwrap();
-    assert!((ran - flipped).abs() < 1e-9, "train's {ran} vs evaluate --test-flip's {flipped}");
-    assert!((flipped - plain).abs() > 1e-6, "the flip changed nothing: {flipped}");
+    let (plain, viewed) = (
+        accuracy(&[]),
+        accuracy(&["--test-flip", "--test-shift", "1"]),
+    );
+    assert!(
+        (plain.1 - viewed.1).abs() > 1e-6,
+        "the views changed nothing: {viewed:?}"
+    );
+    let last = metrics(&d.join("run")).pop().unwrap();
+    assert!(
+        (last["test_loss"].as_f64().unwrap() - plain.1).abs() < 1e-9,
+        "{last}"
+    );
+    let line = format!("test accuracy {:.2}%", viewed.0 * 100.0);
+    let loss = format!("test loss {:.4}", viewed.1);
+    assert!(stdout.contains(&loss), "want `{loss}` in:\n{stdout}");
+    assert!(stdout.contains(&line), "want `{line}` in:\n{stdout}");
 }

@@ -3,6 +3,7 @@
 
 use cnn::layers::*;
 use cnn::tensor::Tensor;
+use cnn::train::TestViews;
 
 fn run(spec: LayerSpec, x: Tensor, params: &[Vec<f32>]) -> Tensor {
     let mut layer = Layer::new(&spec, &x.shape()[1..]).unwrap();
@@ -307,13 +308,14 @@ fn the_gradient_of_a_value_read_by_three_layers_is_the_sum_of_the_paths_by_hand(
     assert_eq!(model.input_gradient().unwrap().data(), &[1.0, 0.5]);
 }
 
-/// `evaluate` with the test-time flip averages the softmax of each image and of its mirror.
+/// `evaluate` over several views of each test image (test-time augmentation) averages the
+/// views' softmax outputs.
 #[test]
-fn the_test_time_flip_averages_the_probabilities_of_the_image_and_its_mirror_by_hand() {
-    // Two 1x1x2 images, both of class 1, through z = diag(2, 1) x (no bias):
+fn test_time_views_average_the_probabilities_of_the_shifted_and_mirrored_images_by_hand() {
+    // Two 1x1x2 images, both of class 1, through z = diag(2, 1) x (no bias); with mean 0
+    // and std 1, a shifted-in pixel is 0. softmax(u, v)_1 = 1 / (1 + e^(u - v)).
     //   image a = (1, 0.2):  z = (2, 0.2),  mirrored (0.2, 1): z = (0.4, 1)
     //   image b = (0, 1):    z = (0, 1),    mirrored (1, 0):   z = (2, 0)
-    // softmax(u, v)_1 = 1 / (1 + e^(u - v)); p = average of the two views.
     let text = "1\nInput shape=1x1x2\nDense units=2 activation=softmax\n";
     let spec = cnn::config::parse(text, "t").unwrap().spec;
     let mut model = cnn::model::Model::new(&spec, cnn::init::Init::He, 1).unwrap();
@@ -333,22 +335,30 @@ fn the_test_time_flip_averages_the_probabilities_of_the_image_and_its_mirror_by_
         std: vec![1.0],
     };
     let p1 = |u: f64, v: f64| 1.0 / (1.0 + (u - v).exp());
-    // As they are: a's p_1 = 0.142 (predicted 0), b's 0.731 (predicted 1).
-    let plain = cnn::train::evaluate(&mut model, &ds, &norm, 2, false).unwrap();
-    assert_eq!(plain.predictions, [0, 1]);
-    let want = -(p1(2.0, 0.2).ln() + p1(0.0, 1.0).ln()) / 2.0;
-    assert!((plain.loss - want).abs() < 1e-6, "{} vs {want}", plain.loss);
-    // With the flip: a's p_1 = (0.142 + 0.646) / 2 = 0.394, b's (0.731 + 0.119) / 2 = 0.425:
-    // both predicted 0.
+    let loss = |a: f64, b: f64| -(a.ln() + b.ln()) / 2.0;
+    let views = |flip, shift| TestViews { flip, shift };
+    let check = |model: &mut cnn::model::Model, v: TestViews, want: [usize; 2], loss: f64| {
+        for batch in [1, 2] {
+            let e = cnn::train::evaluate(model, &ds, &norm, batch, v).unwrap();
+            assert_eq!(e.predictions, want, "{v:?}, batch {batch}");
+            assert!((e.loss - loss).abs() < 1e-6, "{v:?}: {} vs {loss}", e.loss);
+        }
+    };
+    // One view: a's p_1 = 0.142 (predicted 0), b's 0.731 (predicted 1).
+    let (a, b) = (p1(2.0, 0.2), p1(0.0, 1.0));
+    check(&mut model, views(false, 0), [0, 1], loss(a, b));
+    // Mirrored too: a's p_1 = (0.142 + 0.646) / 2 = 0.394, b's (0.731 + 0.119) / 2 = 0.425.
     let (a, b) = (
         (p1(2.0, 0.2) + p1(0.4, 1.0)) / 2.0,
         (p1(0.0, 1.0) + p1(2.0, 0.0)) / 2.0,
     );
-    for batch in [1, 2] {
-        let flipped = cnn::train::evaluate(&mut model, &ds, &norm, batch, true).unwrap();
-        assert_eq!(flipped.predictions, [0, 0], "batch {batch}");
-        assert_eq!(flipped.accuracy, 0.0);
-        let want = -(a.ln() + b.ln()) / 2.0;
-        assert!((flipped.loss - want).abs() < 1e-6, "{} vs {want}", flipped.loss);
-    }
+    check(&mut model, views(true, 0), [0, 0], loss(a, b));
+    // Shifted by up to 1 pixel: 9 offsets. The 6 with dy != 0 move the one row out (all 0:
+    // p_1 = 1/2); dx = -1, 0, 1 give a: (0.2, 0), (1, 0.2), (0, 1) and b: (1, 0), (0, 1),
+    // (0, 0).
+    let (a, b) = (
+        (3.0 + p1(0.4, 0.0) + p1(2.0, 0.2) + p1(0.0, 1.0)) / 9.0,
+        (3.0 + p1(2.0, 0.0) + p1(0.0, 1.0) + p1(0.0, 0.0)) / 9.0,
+    );
+    check(&mut model, views(false, 1), [0, 0], loss(a, b));
 }
