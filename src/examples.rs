@@ -22,6 +22,9 @@ pub const FASHION_93: &str = include_str!("../examples/fashion-93.cfg");
 pub const SEPARABLE: &str = include_str!("../examples/separable.cfg");
 /// `examples/resnet-small.cfg`: a small residual network (Shortcut and Route lines).
 pub const RESNET_SMALL: &str = include_str!("../examples/resnet-small.cfg");
+/// `examples/fashion-resnet.cfg`: a residual network of three stages with its whole
+/// Fashion-MNIST recipe.
+pub const FASHION_RESNET: &str = include_str!("../examples/fashion-resnet.cfg");
 /// `examples/cifar-resnet.cfg`: a small residual network for CIFAR-10, with its `Train` and
 /// `Augment` lines.
 pub const CIFAR_RESNET: &str = include_str!("../examples/cifar-resnet.cfg");
@@ -88,6 +91,12 @@ pub const EXAMPLES: &[Example] = &[
         description: "a small residual network: three BasicBlocks with identity and \
                       projection shortcuts (Shortcut and Route lines), global average pooling",
         text: RESNET_SMALL,
+    },
+    Example {
+        name: "fashion-resnet",
+        description: "a residual recipe for Fashion-MNIST: three stages of BasicBlocks, \
+                      Train and Augment lines with random erasing",
+        text: FASHION_RESNET,
     },
     Example {
         name: "cifar-resnet",

@@ -152,8 +152,12 @@ pub fn drive(
         // evaluated only here, once).
         for (name, result) in [("validation", outcome.validation), ("test", outcome.test)] {
             if let Some(t) = result {
+                let views = match t.views {
+                    1 => String::new(),
+                    v => format!(", {v} views of each"),
+                };
                 println!(
-                    "{name} accuracy {:.2}% ({} of {}), {name} loss {:.4}",
+                    "{name} accuracy {:.2}% ({} of {}{views}), {name} loss {:.4}",
                     t.accuracy * 100.0,
                     (t.accuracy * t.images as f64).round() as usize,
                     t.images,

@@ -85,6 +85,8 @@ pub struct TestResult {
     pub accuracy: f64,
     pub loss: f64,
     pub images: usize,
+    /// The views of each image averaged (`test_shift`, `test_flip`); 1: the image alone.
+    pub views: usize,
 }
 
 /// How a run ended.
@@ -758,6 +760,7 @@ impl Run {
                 accuracy: e.accuracy,
                 loss: e.loss,
                 images: ds.len(),
+                views: views.views().len(),
             }))
         };
         let held_out = score(&self.data.held_out)?;

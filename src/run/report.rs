@@ -72,9 +72,14 @@ pub fn write_run_report(
             let _ = writeln!(s, "**Diverged.** {msg}\n");
         }
         (None, Some(test)) => {
+            let views = match test.views {
+                1 => String::new(),
+                v => format!(" (the average of {v} views of each image)"),
+            };
             let _ = writeln!(
                 s,
-                "**{} accuracy {:.2}%**, {} loss {:.4}, after {} in {secs:.2} s of training.\n",
+                "**{} accuracy {:.2}%**{views}, {} loss {:.4}, after {} in {secs:.2} s of \
+                 training.\n",
                 capitalised(held_out.name()),
                 test.accuracy * 100.0,
                 held_out.name(),
