@@ -43,8 +43,13 @@ pub struct FitArgs<'a, 'py> {
 }
 
 /// The run options `fit` takes as keywords: those `cnn train` has a flag for.
+///
+/// The test-time views (`test_flip`, `test_shift`) are left out: they act on a run's final
+/// score, and `fit` returns the epochs' history (one view each); `Model.evaluate` scores.
 pub fn keyword_options() -> impl Iterator<Item = &'static Spec> {
-    OPTIONS.iter().filter(|s| !s.flag.is_empty())
+    OPTIONS
+        .iter()
+        .filter(|s| !s.flag.is_empty() && !matches!(s.name, "test_flip" | "test_shift"))
 }
 
 /// A keyword's Python value as the text a flag would give, or `None` for `None` (not given).

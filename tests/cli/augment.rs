@@ -162,7 +162,10 @@ fn the_test_views_of_the_augment_line_score_the_final_test_set_as_evaluate_does(
         "{last}"
     );
     let line = format!("test accuracy {:.2}% (", viewed.0 * 100.0);
-    assert!(stdout.contains(", 18 views of each), test loss"), "{stdout}");
+    assert!(
+        stdout.contains(", 18 views of each), test loss"),
+        "{stdout}"
+    );
     let loss = format!("test loss {:.4}", viewed.1);
     assert!(stdout.contains(&loss), "want `{loss}` in:\n{stdout}");
     assert!(stdout.contains(&line), "want `{line}` in:\n{stdout}");

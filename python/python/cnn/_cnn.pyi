@@ -113,8 +113,6 @@ class Model:
         shift: int = 0,
         flip: bool = False,
         erase: float = 0.0,
-        test_flip: bool = False,
-        test_shift: int = 0,
         early_stop: Optional[Literal['val_loss', 'val_accuracy']] = None,
         patience: int = 5,
         min_delta: float = 0.0,
@@ -195,14 +193,6 @@ class Model:
             erase (default 0.0): Erase a random rectangle (2% to 33% of the image, height /
                 width 0.3 to 3.3) of each training image with this probability, as torchvision's
                 RandomErasing after Normalize: its pixels become 0 after normalisation.
-            test_flip (default False): Score the test set at the end of the run also on each
-                image mirrored left to right, averaging the views' probabilities (test-time
-                augmentation; right for clothes, wrong for digits). The figures after each epoch
-                stay one view.
-            test_shift (default 0): Score the test set at the end of the run on each image moved
-                by every offset of up to this many pixels along each axis ((2S+1)^2 views, twice
-                that with test_flip), averaging the views' probabilities. The figures after each
-                epoch stay one view.
             early_stop (default None): Stop when this figure of the validation split (val_split;
                 never the test set) has not improved for patience epochs, as Keras's
                 EarlyStopping.
