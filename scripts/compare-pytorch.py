@@ -22,12 +22,14 @@ Rows (report 1's network is examples/report1-10.cfg; LeNet-style is examples/len
                   projection shortcut, BatchNorm, global average pooling) at batch 128, its
                   Train line left out
   fashion-resnet-epoch the same with examples/fashion-resnet.cfg (the residual recipe's
-                  network, wider) at batch 128, its Train and Augment lines left out; the
-                  PyTorch network is built from the config's lines (CfgNet)
+                  network, wider) at batch 128, its Train and Augment lines left out
   infer-1         inference of one image (probabilities), per image: `cnn bench`'s median;
                   PyTorch in eval mode under inference_mode, median of blocks of 200 calls
   infer-1000      inference of a batch of 1000 images, per image
   lenet-infer-1000 the same with LeNet-style
+
+The graph rows' PyTorch networks (separable, resnet, fashion-resnet) are built from the
+config files' own lines (CfgNet), so they are the networks cnn trains.
 
 Beside each ratio, cnn's share of its measured peak: the FLOPs of the work (`cnn summary`'s
 count: forward FLOPs per image for inference, training FLOPs per image times 60,000 for an
@@ -157,43 +159,6 @@ def recipe_net():
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2, 2),
         nn.Flatten(), nn.Linear(3136, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
         nn.Linear(256, 10))
-
-
-def separable_net():
-    """examples/separable.cfg's layers."""
-    def bn_relu(c):
-        return [nn.BatchNorm2d(c), nn.ReLU()]
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, bias=False), *bn_relu(32),
-        nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), *bn_relu(32),
-        nn.Conv2d(32, 64, 1, bias=False), *bn_relu(64), nn.MaxPool2d(2, 2),
-        nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), *bn_relu(64),
-        nn.Conv2d(64, 128, 1, bias=False), *bn_relu(128), nn.MaxPool2d(2, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
-
-
-class BasicBlock(nn.Module if nn else object):
-    """Two 3x3 convolutions with BatchNorm, the block's input (or its 1x1 stride-2
-    projection) added, then ReLU: resnet-small's Shortcut blocks."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout))
-        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x):
-        return F.relu(self.main(x) + self.skip(x))
-
-
-def resnet_net():
-    """examples/resnet-small.cfg's layers."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2, 2),
-        BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 32, 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
 
 class CfgNet(nn.Module if nn else object):
@@ -598,10 +563,10 @@ def main():
                 torch_t[r].append(torch_epoch(recipe_net, x, y, 128, seed))
             elif r == "separable-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, ROOT / "examples/separable.cfg", args.data, 128, args.threads, seed))
-                torch_t[r].append(torch_epoch(separable_net, x, y, 128, seed))
+                torch_t[r].append(torch_epoch(lambda: CfgNet(ROOT / "examples/separable.cfg"), x, y, 128, seed))
             elif r == "resnet-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, resnet_cfg, args.data, 128, args.threads, seed))
-                torch_t[r].append(torch_epoch(resnet_net, x, y, 128, seed))
+                torch_t[r].append(torch_epoch(lambda: CfgNet(resnet_cfg), x, y, 128, seed))
             elif r == "fashion-resnet-epoch":
                 cnn_t[r].append(cnn_epoch(args.cnn, fashion_resnet_cfg, args.data, 128, args.threads, seed))
                 torch_t[r].append(torch_epoch(lambda: CfgNet(fashion_resnet_cfg), x, y, 128, seed))
