@@ -332,7 +332,7 @@ impl Profiler {
         let mut bwd = vec![0.0; count];
 
         for (i, fwd) in fwd.iter_mut().enumerate() {
-            let reads = model.layers()[i].reads.clone();
+            let reads = model.layers()[i].shapes.reads.clone();
             let (before, rest) = acts.split_at_mut(i);
             let xs: Vec<&Tensor> = reads
                 .iter()
@@ -363,7 +363,7 @@ impl Profiler {
         // layers gets their gradients summed as in `Model` (the highest layer's first).
         let mut written = vec![false; count];
         for i in (0..count).rev() {
-            let reads = model.layers()[i].reads.clone();
+            let reads = model.layers()[i].shapes.reads.clone();
             let mut dy = std::mem::take(&mut grads[i]);
             let mut dxs: Vec<Option<Tensor>> = reads
                 .iter()

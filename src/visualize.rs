@@ -153,7 +153,7 @@ fn draw_layer(
     image_name: &str,
 ) -> Result<()> {
     let name = layer.spec.name();
-    match (layer.output.as_slice(), output) {
+    match (layer.shapes.output.as_slice(), output) {
         (&[ch, oh, ow], _) => {
             let title = format!(
                 "Layer {i}: {}{} -> ({ch}, {oh}, {ow}), for {image_name}",
@@ -200,10 +200,10 @@ fn reads_note(i: usize, layer: &Layer) -> String {
         0 => Value::Input,
         _ => Value::Output(i - 1),
     };
-    if layer.reads == [above] {
+    if layer.shapes.reads == [above] {
         return String::new();
     }
-    let names: Vec<String> = layer.reads.iter().map(Value::to_string).collect();
+    let names: Vec<String> = layer.shapes.reads.iter().map(Value::to_string).collect();
     match names.as_slice() {
         [one] => format!(", of {one}"),
         [rest @ .., last] => format!(", of {} and {last}", rest.join(", ")),

@@ -131,7 +131,7 @@ impl FrozenNet {
             layers.push(RefLayer {
                 op: layer.op.clone(),
                 name: layer.spec.name(),
-                reads: layer.reads.clone(),
+                reads: layer.shapes.reads.clone(),
                 act,
                 params,
                 mask,

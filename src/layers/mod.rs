@@ -463,15 +463,10 @@ pub struct Filters<'a> {
 pub struct Layer {
     pub spec: LayerSpec,
     pub op: Op,
-    /// Per-sample shape of the (first) value it reads.
-    pub input: SampleShape,
-    /// The values it reads, in order ([`LayerSpec::reads`]), and their per-sample shapes:
-    /// one but for Shortcut and Route. A layer built by [`Layer::new`] reads one value,
-    /// marked the input.
-    pub reads: Vec<Value>,
-    pub inputs: Vec<SampleShape>,
-    /// Per-sample output shape.
-    pub output: SampleShape,
+    /// The values it reads, in order ([`LayerSpec::reads`]), their per-sample shapes (one
+    /// but for Shortcut and Route; a layer built by [`Layer::new`] reads one value, marked
+    /// the input) and the per-sample output shape.
+    pub shapes: LayerShapes,
 }
 
 impl Layer {
@@ -493,30 +488,24 @@ impl Layer {
         Ok(Layer {
             spec: spec.clone(),
             op: spec.build_of(inputs)?,
-            input: inputs[0].shape.to_vec(),
-            reads: inputs.iter().map(|i| i.value).collect(),
-            inputs: inputs.iter().map(|i| i.shape.to_vec()).collect(),
-            output,
+            shapes: LayerShapes {
+                input: inputs[0].shape.to_vec(),
+                reads: inputs.iter().map(|i| i.value).collect(),
+                inputs: inputs.iter().map(|i| i.shape.to_vec()).collect(),
+                output,
+            },
         })
-    }
-
-    /// The values read with their shapes.
-    pub fn input_shapes(&self) -> Vec<InputShape<'_>> {
-        self.reads
-            .iter()
-            .zip(&self.inputs)
-            .map(|(&value, shape)| InputShape { value, shape })
-            .collect()
     }
 
     /// The summary's arithmetic for this layer ([`LayerSpec::explain_of`]).
     pub fn explain(&self) -> Result<Vec<String>> {
-        self.spec.explain_of(&self.input_shapes(), &self.output)
+        self.spec
+            .explain_of(&self.shapes.input_shapes(), &self.shapes.output)
     }
 
     /// Elements per sample of the output.
     pub fn output_len(&self) -> usize {
-        self.output.iter().product()
+        self.shapes.output.iter().product()
     }
 
     /// The activation at the end of this layer.
@@ -535,7 +524,7 @@ impl Layer {
     /// Resizes `y` to this layer's output for a batch of `n` samples, `[n, ..output]`.
     pub fn resize_output(&self, n: usize, y: &mut Tensor) {
         let mut shape = vec![n];
-        shape.extend_from_slice(&self.output);
+        shape.extend_from_slice(&self.shapes.output);
         y.resize(&shape);
     }
 

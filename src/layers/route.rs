@@ -505,7 +505,7 @@ mod tests {
             },
         ];
         let mut layer = Layer::reading(&spec, &inputs).unwrap();
-        assert_eq!(layer.output, [3, 2, 2]);
+        assert_eq!(layer.shapes.output, [3, 2, 2]);
         let xa = Tensor::from_vec(&[2, 1, 2, 2], (0..8).map(|v| v as f32).collect()).unwrap();
         let xb = Tensor::from_vec(&[2, 2, 2, 2], (100..116).map(|v| v as f32).collect()).unwrap();
         let mut y = Tensor::default();

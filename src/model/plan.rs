@@ -138,7 +138,7 @@ impl Plan {
         let mut output_of: Vec<usize> = (0..layers.len()).collect();
         for (i, layer) in layers.iter().enumerate() {
             if i != last && layer.op.passes_input_on() {
-                if let [Value::Output(j)] = layer.reads[..] {
+                if let [Value::Output(j)] = layer.shapes.reads[..] {
                     output_of[i] = output_of[j];
                 }
             }
@@ -150,7 +150,7 @@ impl Plan {
         };
         let reads: Vec<Vec<Value>> = layers
             .iter()
-            .map(|l| l.reads.iter().map(|&v| resolve(v)).collect())
+            .map(|l| l.shapes.reads.iter().map(|&v| resolve(v)).collect())
             .collect();
         // Who reads each output, counting a layer once per reference.
         let mut readers: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];

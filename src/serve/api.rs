@@ -223,7 +223,7 @@ fn describe(
         .iter()
         .enumerate()
         .map(|(index, layer)| {
-            let counts = layer.spec.counts(&layer.input, &layer.output);
+            let counts = layer.spec.counts(&layer.shapes.input, &layer.shapes.output);
             let act = layer.activation();
             let (conv, pool) = match layer.op.window() {
                 Some(Window::Weighted {
@@ -263,6 +263,7 @@ fn describe(
                 kind: layer.spec.name(),
                 label: layer.spec.describe(),
                 reads: layer
+                    .shapes
                     .reads
                     .iter()
                     .map(|v| match v {
@@ -270,8 +271,8 @@ fn describe(
                         crate::layers::Value::Output(j) => Some(*j),
                     })
                     .collect(),
-                input: layer.input.clone(),
-                output: layer.output.clone(),
+                input: layer.shapes.input.clone(),
+                output: layer.shapes.output.clone(),
                 params: counts.params,
                 flops: counts.flops,
                 activation: act.name(),
@@ -631,7 +632,7 @@ fn inspect(model: &Snapshot, copy: &mut Model, image: Image) -> Result<Predictio
         .filter_map(|i| {
             let act = copy.activation(i)?;
             Some(Values {
-                shape: copy.layers()[i].output.clone(),
+                shape: copy.layers()[i].shapes.output.clone(),
                 values: act.data().to_vec(),
             })
         })

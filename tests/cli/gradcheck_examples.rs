@@ -219,7 +219,7 @@ fn one_wrong_entry_with_the_wrong_sign_fails_the_check() {
 /// exactly 0, the ReLU's kink, where the loss has only one-sided derivatives.
 fn with_a_dead_unit(text: &str) -> (Model, Tensor, Vec<usize>) {
     let (mut model, x, labels) = setup(text, 2, 5);
-    let inputs = model.layers()[0].input.iter().product::<usize>();
+    let inputs = model.layers()[0].shapes.input.iter().product::<usize>();
     let mut params = model.params_mut();
     params[0].value.data_mut()[..inputs].fill(0.0);
     params[1].value.data_mut()[0] = 0.0;

@@ -251,7 +251,7 @@ fn shortcut_adds_then_applies_its_activation_and_route_concatenates_by_hand() {
     assert_eq!(db.data(), da.data());
     // Route: the Shortcut's channel, then layer 0's: (2, 2, 2).
     let mut route = layer(3);
-    assert_eq!(route.output, [2, 2, 2]);
+    assert_eq!(route.shapes.output, [2, 2, 2]);
     let mut cat = Tensor::default();
     route.forward_many(&[&y, &a], &mut cat);
     assert_eq!(cat.data(), &[0.0, 0.0, 4.0, 0.0, 1.0, -2.0, 3.0, -4.0]);
