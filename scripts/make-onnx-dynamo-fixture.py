@@ -16,13 +16,14 @@ Usage (from the repository root): python scripts/make-onnx-dynamo-fixture.py
 with torch, onnx and onnxscript installed (scripts/requirements-onnx.txt).
 """
 
-import json
 import os
 import shutil
 import tempfile
 
 import torch
 from torch import nn
+
+from onnx_fixture import image_and_probabilities, write_expected
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "onnx-dynamo")
@@ -42,10 +43,7 @@ def main():
         nn.Linear(32, 10),
     )
     net.eval()
-    pixels = torch.randint(0, 256, (28, 28), dtype=torch.uint8)
-    x = (pixels.float() / 255).reshape(1, 1, 28, 28)
-    with torch.no_grad():
-        probabilities = torch.softmax(net(x), dim=1)[0]
+    pixels, x, probabilities = image_and_probabilities(net)
     os.makedirs(OUT, exist_ok=True)
     # Exported in a folder of its own, then copied: the exporter names the data file after
     # the model file and writes both side by side.
@@ -56,18 +54,7 @@ def main():
         assert names == ["net.onnx", "net.onnx.data"], names
         for name in names:
             shutil.copyfile(os.path.join(tmp, name), os.path.join(OUT, name))
-    with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump(
-            {
-                "description": "a 1x28x28 image as bytes (fed as bytes / 255) and PyTorch's "
-                "softmax of the network's output for it",
-                "torch_version": torch.__version__,
-                "pixels": pixels.flatten().tolist(),
-                "probabilities": [float(p) for p in probabilities],
-            },
-            f,
-        )
-        f.write("\n")
+    write_expected(OUT, pixels, probabilities)
     print(f"wrote {OUT}: {', '.join(sorted(os.listdir(OUT)))}")
 
 

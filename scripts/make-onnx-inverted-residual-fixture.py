@@ -22,12 +22,13 @@ with torch, onnx, onnxscript and onnxruntime installed (scripts/requirements-onn
 """
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 
 import torch
+
+from onnx_fixture import image_and_probabilities, write_expected
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "onnx-inverted-residual")
@@ -46,10 +47,7 @@ def check_onnx():
 def main():
     net = check_onnx().pytorch_models()["mobilenet-v2-inverted-residual"]
     torch.manual_seed(1)
-    pixels = torch.randint(0, 256, (28, 28), dtype=torch.uint8)
-    x = (pixels.float() / 255).reshape(1, 1, 28, 28)
-    with torch.no_grad():
-        probabilities = torch.softmax(net(x), dim=1)[0]
+    pixels, x, probabilities = image_and_probabilities(net)
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
     os.makedirs(OUT)
@@ -61,18 +59,7 @@ def main():
             torch.onnx.export(net, (x,), os.path.join(tmp, f"{name}.onnx"), input_names=["input"], **kwargs)
         for name in sorted(os.listdir(tmp)):
             shutil.copyfile(os.path.join(tmp, name), os.path.join(OUT, name))
-    with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump(
-            {
-                "description": "a 1x28x28 image as bytes (fed as bytes / 255) and PyTorch's "
-                "softmax of the network's output for it",
-                "torch_version": torch.__version__,
-                "pixels": pixels.flatten().tolist(),
-                "probabilities": [float(p) for p in probabilities],
-            },
-            f,
-        )
-        f.write("\n")
+    write_expected(OUT, pixels, probabilities)
     print(f"wrote {OUT}: {', '.join(sorted(os.listdir(OUT)))}")
 
 
