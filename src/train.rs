@@ -43,6 +43,9 @@ pub struct TrainOptions {
     pub base_lr: Option<f32>,
     /// Random shifts, flips and erasing of the training images; default none.
     pub augment: crate::augment::Augment,
+    /// Evaluate `val` after every N-th epoch and after the last (Keras's `validation_freq`);
+    /// default 1, every epoch.
+    pub eval_every: usize,
     /// Stop when the held-out figure stops improving ([`crate::early_stop`]); default never.
     pub early_stop: Option<crate::early_stop::EarlyStop>,
     /// The processes that train together, each step's batch split between them
@@ -62,6 +65,7 @@ impl Default for TrainOptions {
             warmup: 0,
             base_lr: None,
             augment: crate::augment::Augment::default(),
+            eval_every: 1,
             early_stop: None,
             processes: None,
         }
@@ -193,7 +197,8 @@ fn augment_batch(
 /// Trains `model` on `train` until `opts.epochs` epochs are done, early stopping says stop
 /// (see [`crate::early_stop`]; the callback sees that epoch first) or the callback says
 /// stop. Returns true when training is done (all epochs, or stopped early). After each
-/// epoch the model is evaluated on `val` if given.
+/// epoch (or each `opts.eval_every`-th, and the last) the model is evaluated on `val` if
+/// given.
 ///
 /// # Errors
 /// [`Error::Diverged`] when a batch's loss is NaN or infinite, naming the epoch and step.
@@ -276,8 +281,10 @@ pub fn train(
                 return Ok(false);
             }
         }
+        let done = state.epoch + 1;
+        let evaluated = done % opts.eval_every.max(1) == 0 || done == opts.epochs;
         let (val_loss, val_accuracy) = match val {
-            Some(v) if !v.is_empty() => {
+            Some(v) if !v.is_empty() && evaluated => {
                 let e = evaluate(model, v, norm, 256, TestViews::ONE)?;
                 (Some(e.loss), Some(e.accuracy))
             }

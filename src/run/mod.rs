@@ -627,6 +627,7 @@ impl Run {
                 flip: self.config.flip,
                 erase: self.config.erase,
             },
+            eval_every: self.config.eval_every,
             early_stop: self.config.early_stop_rule(),
             processes: self.processes,
         };

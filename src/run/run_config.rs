@@ -369,6 +369,24 @@ impl RunConfig {
                     .into(),
             );
         }
+        if let (Some(monitor), true) = (self.early_stop, self.eval_every > 1) {
+            let n = self.eval_every;
+            return misfit(
+                "eval_every",
+                format!(
+                    "--eval-every {n} leaves early stopping (--early-stop {monitor}) without a \
+                     figure for most epochs: leave --eval-every out with --early-stop"
+                ),
+                format!(
+                    "eval_every={n} leaves early stopping (early_stop='{monitor}') without a \
+                     figure for most epochs: leave eval_every out with early_stop"
+                ),
+                format!(
+                    "must be 1 with `early_stop={monitor}` (early stopping needs the figure of \
+                     every epoch), found {n}"
+                ),
+            );
+        }
         if let (Some(monitor), None) = (self.early_stop, self.val_split) {
             return misfit(
                 "early_stop",

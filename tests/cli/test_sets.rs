@@ -83,3 +83,74 @@ fn val_split_with_test_data_of_classes_the_model_lacks_is_refused_before_trainin
     );
     assert!(!dir.path().join("run").exists());
 }
+
+#[test]
+fn eval_every_scores_the_test_set_after_every_nth_epoch_and_the_last_and_leaves_the_model_alone() {
+    let (dir, _) = bars_setup();
+    let d = dir.path();
+    let args = ["--epochs", "5", "--batch-size", "8", "--lr", "0.05"];
+    bars_train(d, "every").args(&args).ok();
+    let stdout = bars_train(d, "second")
+        .args(&args)
+        .args(&["--eval-every", "2"])
+        .ok();
+    // Epochs 2 and 4, and the last (5), have the test figures; 1 and 3 have none.
+    let scored: Vec<bool> = metrics(&d.join("second"))
+        .iter()
+        .map(|m| m["test_accuracy"].is_number())
+        .collect();
+    assert_eq!(scored, [false, true, false, true, true], "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(
+        !lines[0].contains("test acc") && lines[1].contains("test acc"),
+        "{stdout}"
+    );
+    // Evaluating less often changes nothing that training computes.
+    let every = metrics(&d.join("every"));
+    for (a, b) in every.iter().zip(metrics(&d.join("second"))) {
+        assert_eq!(a["loss"], b["loss"]);
+        if b["test_accuracy"].is_number() {
+            assert_eq!(a["test_accuracy"], b["test_accuracy"]);
+        }
+    }
+    assert_eq!(
+        crate::runs::model_bytes(&d.join("every")),
+        crate::runs::model_bytes(&d.join("second"))
+    );
+    assert_eq!(run_json(&d.join("second"))["eval_every"], 2);
+}
+
+#[test]
+fn eval_every_is_refused_with_early_stopping_which_needs_every_epochs_figure() {
+    let (dir, _) = bars_setup();
+    let (code, _, stderr) = bars_train(dir.path(), "run")
+        .args(&[
+            "--eval-every",
+            "3",
+            "--val-split",
+            "0.2",
+            "--early-stop",
+            "val_loss",
+        ])
+        .run();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "--eval-every 3 leaves early stopping (--early-stop val_loss) without a figure"
+        ),
+        "{stderr}"
+    );
+    let text = crate::bars::BARS_CONFIG.replacen(
+        "4\n",
+        "4\nTrain eval_every=3 val_split=0.2 early_stop=val_loss\n",
+        1,
+    );
+    let (code, _, stderr) = bars_train(dir.path(), "run").config(&text).run();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("net.cfg:2:"), "{stderr}");
+    assert!(
+        stderr.contains("must be 1 with `early_stop=val_loss`"),
+        "{stderr}"
+    );
+}

@@ -113,6 +113,7 @@ class Model:
         shift: int = 0,
         flip: bool = False,
         erase: float = 0.0,
+        eval_every: int = 1,
         early_stop: Optional[Literal['val_loss', 'val_accuracy']] = None,
         patience: int = 5,
         min_delta: float = 0.0,
@@ -193,6 +194,9 @@ class Model:
             erase (default 0.0): Erase a random rectangle (2% to 33% of the image, height /
                 width 0.3 to 3.3) of each training image with this probability, as torchvision's
                 RandomErasing after Normalize: its pixels become 0 after normalisation.
+            eval_every (default 1): Evaluate the held-out set (test or validation) after every
+                N-th epoch and after                the last, instead of after every epoch
+                (Keras's validation_freq).
             early_stop (default None): Stop when this figure of the validation split (val_split;
                 never the test set) has not improved for patience epochs, as Keras's
                 EarlyStopping.
