@@ -282,7 +282,7 @@ pub fn train(
             }
         }
         let done = state.epoch + 1;
-        let evaluated = done % opts.eval_every.max(1) == 0 || done == opts.epochs;
+        let evaluated = done.is_multiple_of(opts.eval_every.max(1)) || done == opts.epochs;
         let (val_loss, val_accuracy) = match val {
             Some(v) if !v.is_empty() && evaluated => {
                 let e = evaluate(model, v, norm, 256, TestViews::ONE)?;

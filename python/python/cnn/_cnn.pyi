@@ -195,8 +195,8 @@ class Model:
                 width 0.3 to 3.3) of each training image with this probability, as torchvision's
                 RandomErasing after Normalize: its pixels become 0 after normalisation.
             eval_every (default 1): Evaluate the held-out set (test or validation) after every
-                N-th epoch and after                the last, instead of after every epoch
-                (Keras's validation_freq).
+                N-th epoch and after the last, instead of after every epoch (Keras's
+                validation_freq).
             early_stop (default None): Stop when this figure of the validation split (val_split;
                 never the test set) has not improved for patience epochs, as Keras's
                 EarlyStopping.
