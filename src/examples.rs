@@ -94,8 +94,8 @@ pub const EXAMPLES: &[Example] = &[
     },
     Example {
         name: "fashion-resnet",
-        description: "a residual recipe for Fashion-MNIST: three stages of BasicBlocks, \
-                      Train and Augment lines with random erasing",
+        description: "a residual recipe for Fashion-MNIST, 95.0%: three stages of \
+                      BasicBlocks, its Train and Augment lines, 18 test views scored at the end",
         text: FASHION_RESNET,
     },
     Example {

@@ -280,9 +280,16 @@ pub(crate) fn dash(points: &[(f64, f64)], pattern: &[f64]) -> Vec<Vec<(f64, f64)
 
 /// The points of series `index` (of a chart spanning `x_span`) that get a marker: about one
 /// every twelfth of the x axis, shifted by the series index so that coinciding curves show
-/// each one's markers, and always the last point.
+/// each one's markers, and always the last point. A series sparser than that (a test set
+/// scored every few epochs) has a marker on every point, so that the reader sees where its
+/// figures were taken.
 pub(crate) fn marked(points: &[(f64, f64)], index: usize, x_span: f64) -> Vec<(f64, f64)> {
-    let every = (x_span / 12.0).ceil().max(1.0) as usize;
+    // The mean distance between neighbouring points along x.
+    let dx = match (points.first(), points.last()) {
+        (Some(a), Some(b)) if points.len() > 1 => (b.0 - a.0) / (points.len() - 1) as f64,
+        _ => 1.0,
+    };
+    let every = (x_span / 12.0 / dx.max(f64::MIN_POSITIVE)).ceil().max(1.0) as usize;
     points
         .iter()
         .enumerate()
@@ -1012,6 +1019,9 @@ mod tests {
         assert_eq!(a.last(), points.last());
         // A short series is marked at every point.
         assert_eq!(marked(&points[..5], 2, 4.0).len(), 5);
+        // So is a sparse one: a figure every 4th epoch of 36.
+        let sparse: Vec<(f64, f64)> = (1..=9).map(|e| (f64::from(4 * e), 0.5)).collect();
+        assert_eq!(marked(&sparse, 1, 35.0), sparse);
     }
 
     fn plot() -> Rect {
