@@ -93,12 +93,13 @@ impl Model {
         let n = spec.layers.len();
         let mut layers = Vec::with_capacity(n);
         for (i, (l, s)) in spec.layers.iter().zip(&shapes).enumerate() {
-            let inputs = s.input_shapes();
-            let mut layer = Layer::reading(l, &inputs)?;
+            let mut layer = Layer::of(l, s.clone())?;
             if i == n - 1 && l.activation() == Activation::Softmax {
                 // The loss fuses softmax with cross-entropy, so the last layer outputs the
                 // logits z; predict_proba applies the softmax.
-                layer.op = l.with_activation(Activation::None).build_of(&inputs)?;
+                layer.op = l
+                    .with_activation(Activation::None)
+                    .build_of(&s.input_shapes())?;
             }
             layers.push(layer);
         }

@@ -484,16 +484,22 @@ impl Layer {
     /// Builds the layer for the values it reads with their per-sample shapes, with zero
     /// parameters.
     pub fn reading(spec: &LayerSpec, inputs: &[InputShape]) -> Result<Layer> {
-        let output = spec.output_shape_of(inputs)?;
+        let shapes = LayerShapes {
+            input: inputs[0].shape.to_vec(),
+            reads: inputs.iter().map(|i| i.value).collect(),
+            inputs: inputs.iter().map(|i| i.shape.to_vec()).collect(),
+            output: spec.output_shape_of(inputs)?,
+        };
+        Layer::of(spec, shapes)
+    }
+
+    /// Builds the layer for its row of the network's shape walk ([`NetworkSpec::shapes`]),
+    /// with zero parameters.
+    pub fn of(spec: &LayerSpec, shapes: LayerShapes) -> Result<Layer> {
         Ok(Layer {
             spec: spec.clone(),
-            op: spec.build_of(inputs)?,
-            shapes: LayerShapes {
-                input: inputs[0].shape.to_vec(),
-                reads: inputs.iter().map(|i| i.value).collect(),
-                inputs: inputs.iter().map(|i| i.shape.to_vec()).collect(),
-                output,
-            },
+            op: spec.build_of(&shapes.input_shapes())?,
+            shapes,
         })
     }
 

@@ -287,7 +287,8 @@ run_options! {
     /// on about 1,000, so a long run on a small network saves a few percent. Default 1.
     eval_every: usize = 1 => {
         flag: "eval-every",
-        help: "Evaluate the held-out set (test or validation) after every N-th epoch and after the last, instead of after every epoch (Keras's validation_freq).",
+        help: "Evaluate the held-out set (test or validation) after every N-th epoch and after \
+               the last, instead of after every epoch (Keras's validation_freq).",
         key: train("eval_every"),
         range: COUNT,
         resume: Resume::MayChange,

@@ -453,7 +453,7 @@ fn check_layer_many(what: &str, layer: &mut Layer, xs: &[Tensor], rng: &mut Rng)
 fn graph_layer(text: &str, index: usize) -> Layer {
     let spec = cnn::config::parse(text, "t").unwrap().spec;
     let shapes = spec.shapes().unwrap();
-    Layer::reading(&spec.layers[index], &shapes[index].input_shapes()).unwrap()
+    Layer::of(&spec.layers[index], shapes[index].clone()).unwrap()
 }
 
 #[test]

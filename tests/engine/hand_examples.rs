@@ -236,7 +236,7 @@ fn shortcut_adds_then_applies_its_activation_and_route_concatenates_by_hand() {
                Shortcut from=-2 activation=relu\nRoute layers=-1,0\n";
     let spec = cnn::config::parse(net, "t").unwrap().spec;
     let shapes = spec.shapes().unwrap();
-    let layer = |i: usize| Layer::reading(&spec.layers[i], &shapes[i].input_shapes()).unwrap();
+    let layer = |i: usize| Layer::of(&spec.layers[i], shapes[i].clone()).unwrap();
     let a = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, -2.0, 3.0, -4.0]).unwrap();
     let b = Tensor::from_vec(&[1, 1, 2, 2], vec![-2.0, 1.0, 1.0, 1.0]).unwrap();
     let mut shortcut = layer(2);
