@@ -466,7 +466,7 @@ mod tests {
         }
         assert_eq!(
             profile_inference(&spec, 2, 0, 1).unwrap()[0].name,
-            "0 Conv2D"
+            "0-1 Conv2D+MaxPool2D"
         );
     }
 

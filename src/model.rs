@@ -330,7 +330,11 @@ impl Model {
                     else {
                         unreachable!("two layers")
                     };
-                    conv_pool::forward(conv, pool, input(*v), y, pooled)
+                    if shared {
+                        conv_pool::infer(conv, pool, input(*v), pooled)
+                    } else {
+                        conv_pool::forward(conv, pool, input(*v), y, pooled)
+                    }
                 }
                 Step::BatchOneChain { input: v, .. } => {
                     batch_one::forward(&mut layers[out.clone()], input(*v), &mut ys)

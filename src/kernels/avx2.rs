@@ -783,6 +783,128 @@ pub unsafe fn conv9_flat(
     }
 }
 
+/// Filters per group of [`conv9_relu_pool2`]: 8 accumulators and the 4 input vectors of a
+/// padded row in the 16 registers.
+const POOL_FILTERS: usize = 2;
+
+/// One sample's 3x3 convolution with ReLU and 2x2 max pooling (see
+/// `kernels::conv_relu_pool`), the AVX-512 kernel's arithmetic on 8 lanes: each pooled
+/// row in two vectors (px < 8 and 8 <= px < `ow`), each output the chain bias, then the
+/// nine products in order, by fused multiply-adds; so the same bits.
+///
+/// # Safety
+/// AVX2 and FMA must be available. `planes` holds 2 `oh` + 2 padded rows, each an even
+/// and an odd half of `HALF_ROW` floats (`kernels::conv_relu_pool`'s layout); `w` holds K
+/// x 9 floats, `bias` K, `y` K x `oh` x `ow` not overlapping them, with `k` = K and 1 <=
+/// `ow` <= 16.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn conv9_relu_pool2(
+    planes: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    k: usize,
+    oh: usize,
+    ow: usize,
+    y: *mut f32,
+) {
+    let row = 2 * super::conv_relu_pool::HALF_ROW;
+    let plane = oh * ow;
+    let mut f = 0;
+    while f < k {
+        let group = if f + POOL_FILTERS <= k {
+            POOL_FILTERS
+        } else {
+            1
+        };
+        for py in 0..oh {
+            for c0 in (0..ow).step_by(8) {
+                let mask = lanes_upto(ow - c0);
+                // SAFETY: padded rows 2 py .. 2 py + 4 <= 2 oh + 2 are in `planes`, and
+                // columns c0 .. c0 + 9 <= 17 of their halves; filters f .. f + group <= k
+                // have their weights and bias, and pooled row py of their planes is in y,
+                // columns c0 .. ow of it (caller).
+                unsafe {
+                    let (x, w, b) = (planes.add(2 * py * row + c0), w.add(9 * f), bias.add(f));
+                    let y = y.add(f * plane + py * ow + c0);
+                    if group == POOL_FILTERS {
+                        pool_row::<POOL_FILTERS>(x, row, w, b, mask, y, plane);
+                    } else {
+                        pool_row::<1>(x, row, w, b, mask, y, plane);
+                    }
+                }
+            }
+        }
+        f += group;
+    }
+}
+
+/// [`conv9_relu_pool2`] for `F` filters on 8 columns of one pooled row: the four padded
+/// rows from `x` (`row` floats apart) give the window's upper output row (their rows 0, 1,
+/// 2) and lower one (rows 1, 2, 3), each at even and odd columns: four accumulators per
+/// filter.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x` holds four padded rows `row` floats apart, 9 floats
+/// of each of their halves from `x`; `w` F x 9 floats, `bias` F, and `y` F rows `y_stride`
+/// apart writable in the lanes of `mask`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pool_row<const F: usize>(
+    x: *const f32,
+    row: usize,
+    w: *const f32,
+    bias: *const f32,
+    mask: __m256i,
+    y: *mut f32,
+    y_stride: usize,
+) {
+    let half = super::conv_relu_pool::HALF_ROW;
+    // acc[f]: the upper row's even and odd columns, then the lower row's.
+    let mut acc = [[_mm256_setzero_ps(); 4]; F];
+    for (f, a) in acc.iter_mut().enumerate() {
+        // SAFETY: bias[f] is in bounds (caller).
+        *a = [_mm256_set1_ps(unsafe { *bias.add(f) }); 4];
+    }
+    for r in 0..4 {
+        // E, O, E from 1, O from 1 of padded row r: window columns 0, 1, 2 of an even
+        // output column are v[0], v[1], v[2]; of an odd one v[1], v[2], v[3].
+        // SAFETY: 9 floats of each half of row r are readable (caller).
+        let v = unsafe {
+            let e = x.add(r * row);
+            let o = e.add(half);
+            [
+                _mm256_loadu_ps(e),
+                _mm256_loadu_ps(o),
+                _mm256_loadu_ps(e.add(1)),
+                _mm256_loadu_ps(o.add(1)),
+            ]
+        };
+        for (f, a) in acc.iter_mut().enumerate() {
+            // Window row i = r for the upper output row, r - 1 for the lower.
+            for (out, i) in [(0, r), (2, r.wrapping_sub(1))] {
+                if i > 2 {
+                    continue;
+                }
+                for j in 0..3 {
+                    // SAFETY: w[9 f + 3 i + j] is in bounds (caller).
+                    let wv = _mm256_set1_ps(unsafe { *w.add(9 * f + 3 * i + j) });
+                    a[out] = _mm256_fmadd_ps(wv, v[j], a[out]);
+                    a[out + 1] = _mm256_fmadd_ps(wv, v[j + 1], a[out + 1]);
+                }
+            }
+        }
+    }
+    let zero = _mm256_setzero_ps();
+    for (f, a) in acc.iter().enumerate() {
+        // ReLU first (max_ps gives its second operand, +0, for NaN and -0), then the
+        // maximum of four values that hold no NaN and no -0: one value in any order.
+        let [p, q, s, t] = a.map(|v| _mm256_max_ps(v, zero));
+        let m = _mm256_max_ps(_mm256_max_ps(p, q), _mm256_max_ps(s, t));
+        // SAFETY: row f of y, the lanes of mask, is writable (caller).
+        unsafe { _mm256_maskstore_ps(y.add(f * y_stride), mask, m) };
+    }
+}
+
 /// Which outputs of each filter's plane [`conv9_filters`] computes: `n[0]` from `p` and
 /// `n[1]` from `p + 8` (0 to 8 each), the planes `stride` apart.
 #[derive(Clone, Copy)]

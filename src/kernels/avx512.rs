@@ -727,6 +727,123 @@ unsafe fn output_lanes(x: &Inputs9, p: usize, ohw: usize) -> (__mmask16, [__mmas
     (mask, cols)
 }
 
+/// Filters per group of [`conv9_relu_pool2`]: 16 accumulators and the 4 input vectors of a
+/// padded row in registers.
+const POOL_FILTERS: usize = 4;
+
+/// One sample's 3x3 convolution with ReLU and 2x2 max pooling (see
+/// `kernels::conv_relu_pool`): for each filter k and pooled row py, the 16 lanes px < `ow`
+/// of `y[k][py]` = the maximum of the four ReLU outputs of the window, each the chain
+/// bias, then the nine products in order, by fused multiply-adds.
+///
+/// # Safety
+/// AVX-512F must be available. `planes` holds 2 `oh` + 2 padded rows, each an even and an
+/// odd half of `HALF_ROW` floats (`kernels::conv_relu_pool`'s layout); `w` holds K x 9
+/// floats, `bias` K, `y` K x `oh` x `ow` not overlapping them, with `k` = K and 1 <= `ow`
+/// <= 16.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn conv9_relu_pool2(
+    planes: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    k: usize,
+    oh: usize,
+    ow: usize,
+    y: *mut f32,
+) {
+    let mask = masks(ow).0;
+    let row = 2 * super::conv_relu_pool::HALF_ROW;
+    let plane = oh * ow;
+    let mut f = 0;
+    while f < k {
+        let group = if f + POOL_FILTERS <= k {
+            POOL_FILTERS
+        } else {
+            1
+        };
+        for py in 0..oh {
+            // SAFETY: padded rows 2 py .. 2 py + 4 <= 2 oh + 2 are in `planes`, filters f ..
+            // f + group <= k have their weights and bias, and pooled row py of their planes
+            // is in y (caller).
+            unsafe {
+                let (x, w, b) = (planes.add(2 * py * row), w.add(9 * f), bias.add(f));
+                let y = y.add(f * plane + py * ow);
+                if group == POOL_FILTERS {
+                    pool_row::<POOL_FILTERS>(x, row, w, b, mask, y, plane);
+                } else {
+                    pool_row::<1>(x, row, w, b, mask, y, plane);
+                }
+            }
+        }
+        f += group;
+    }
+}
+
+/// [`conv9_relu_pool2`] for `F` filters on one pooled row: the four padded rows from `x`
+/// (`row` floats apart) give the window's upper output row (their rows 0, 1, 2) and lower
+/// one (rows 1, 2, 3), each at even and odd columns: four accumulators per filter.
+///
+/// # Safety
+/// AVX-512F must be available; `x` holds four padded rows `row` floats apart, `w` F x 9
+/// floats, `bias` F, and `y` F rows `y_stride` apart writable in the lanes of `mask`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pool_row<const F: usize>(
+    x: *const f32,
+    row: usize,
+    w: *const f32,
+    bias: *const f32,
+    mask: __mmask16,
+    y: *mut f32,
+    y_stride: usize,
+) {
+    let half = super::conv_relu_pool::HALF_ROW;
+    // acc[f]: the upper row's even and odd columns, then the lower row's.
+    let mut acc = [[_mm512_setzero_ps(); 4]; F];
+    for (f, a) in acc.iter_mut().enumerate() {
+        // SAFETY: bias[f] is in bounds (caller).
+        *a = [_mm512_set1_ps(unsafe { *bias.add(f) }); 4];
+    }
+    for r in 0..4 {
+        // E, O, E from 1, O from 1 of padded row r: window columns 0, 1, 2 of an even
+        // output column are v[0], v[1], v[2]; of an odd one v[1], v[2], v[3].
+        // SAFETY: 17 floats of each half of row r are readable (caller).
+        let v = unsafe {
+            let e = x.add(r * row);
+            let o = e.add(half);
+            [
+                _mm512_loadu_ps(e),
+                _mm512_loadu_ps(o),
+                _mm512_loadu_ps(e.add(1)),
+                _mm512_loadu_ps(o.add(1)),
+            ]
+        };
+        for (f, a) in acc.iter_mut().enumerate() {
+            // Window row i = r for the upper output row, r - 1 for the lower.
+            for (out, i) in [(0, r), (2, r.wrapping_sub(1))] {
+                if i > 2 {
+                    continue;
+                }
+                for j in 0..3 {
+                    // SAFETY: w[9 f + 3 i + j] is in bounds (caller).
+                    let wv = _mm512_set1_ps(unsafe { *w.add(9 * f + 3 * i + j) });
+                    a[out] = _mm512_fmadd_ps(wv, v[j], a[out]);
+                    a[out + 1] = _mm512_fmadd_ps(wv, v[j + 1], a[out + 1]);
+                }
+            }
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    for (f, a) in acc.iter().enumerate() {
+        // ReLU first (max_ps gives its second operand, +0, for NaN and -0), then the
+        // maximum of four values that hold no NaN and no -0: one value in any order.
+        let [p, q, s, t] = a.map(|v| _mm512_max_ps(v, zero));
+        let m = _mm512_max_ps(_mm512_max_ps(p, q), _mm512_max_ps(s, t));
+        // SAFETY: row f of y, the lanes of mask, is writable (caller).
+        unsafe { _mm512_mask_storeu_ps(y.add(f * y_stride), mask, m) };
+    }
+}
+
 /// Filters per group of [`weight_grad9`]: the 10 lane accumulators of each (9 weights and
 /// the bias) are added up 16 at a time by [`lane_sums_16`].
 const WG_FILTERS: usize = 16;

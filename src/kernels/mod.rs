@@ -11,6 +11,7 @@
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod conv_relu_pool;
 pub mod depthwise;
 pub mod direct;
 pub mod gemm;

@@ -1,4 +1,5 @@
-//! Matrix transpose: `out[c][r] = m[r][c]` for a row-major `rows` x `cols` matrix.
+//! Matrix transpose: `out[c][r] = m[r][c]` for a row-major `rows` x `cols` matrix; and a
+//! row split into its even and odd columns ([`deinterleave`]).
 //!
 //! Data movement only, so every path gives the same result. On AVX-512 it moves 16 x 16
 //! blocks through registers ([`super::avx512::transpose`]); elsewhere a plain loop in bands
@@ -8,6 +9,27 @@
 //! with the plain loop); [`transpose`] stays on the calling thread.
 
 use rayon::prelude::*;
+
+/// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the pairs of `src` (and its odd last value,
+/// which goes to `e`): a row split into its even and odd columns.
+#[inline(always)]
+pub fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_available() {
+        // SAFETY: AVX-512F is available (checked).
+        return unsafe { super::avx512::deinterleave(src, e, o) };
+    }
+    let pairs = src.chunks_exact(2);
+    let last = pairs.remainder().first().copied();
+    let n = pairs.len();
+    for ((pair, e), o) in pairs.zip(e.iter_mut()).zip(o.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let Some(v) = last {
+        e[n] = v;
+    }
+}
 
 /// Output rows per band.
 const BAND: usize = 16;

@@ -68,6 +68,7 @@
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geom::ConvGeom;
 use super::on_best_simd;
+use super::transpose::deinterleave;
 
 /// The 16 positions of a 4x4 tile.
 pub const TILE: usize = 16;
@@ -202,26 +203,6 @@ pub fn weight_grad(p: &Plan, du: &[f32], dw: &mut [f32]) {
                 out[i * 3 + 2] = 0.5 * (d1 + d2) + d3;
             }
         }
-    }
-}
-
-/// `e[t] = src[2 t]`, `o[t] = src[2 t + 1]` for the pairs of `src` (and its odd last value).
-#[inline(always)]
-fn deinterleave(src: &[f32], e: &mut [f32], o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512_available() {
-        // SAFETY: AVX-512F is available (checked).
-        return unsafe { super::avx512::deinterleave(src, e, o) };
-    }
-    let pairs = src.chunks_exact(2);
-    let last = pairs.remainder().first().copied();
-    let n = pairs.len();
-    for ((pair, e), o) in pairs.zip(e.iter_mut()).zip(o.iter_mut()) {
-        *e = pair[0];
-        *o = pair[1];
-    }
-    if let Some(v) = last {
-        e[n] = v;
     }
 }
 

@@ -60,10 +60,10 @@ use super::{chw, Counts, Filters, InputForm, LayerKind, LayerOp, SampleShape, Wi
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{gemm, gemm_bias_relu, sum, MatMut, MatRef};
-use crate::kernels::geom::{ConvGeom, Padding};
+use crate::kernels::geom::{ConvGeom, Padding, PoolGeom};
 use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::winograd::{self, Plan};
-use crate::kernels::{depthwise, direct};
+use crate::kernels::{conv_relu_pool, depthwise, direct};
 use crate::onnx::export::{int, ints, Graph, LayerAt};
 use crate::onnx::import::{equal_strides, short, Attrs, Importer, Step, StepKind};
 use crate::onnx::proto::NodeProto;
@@ -573,6 +573,8 @@ struct BlockScratch {
     wino: winograd::Scratch,
     /// The direct kernels' input plane and masks.
     direct: direct::Scratch,
+    /// The split padded plane of the kernel that pools as it goes.
+    relu_pool: conv_relu_pool::Scratch,
     /// The depthwise kernels' padded planes.
     depthwise: depthwise::Scratch,
 }
@@ -681,19 +683,21 @@ impl Conv2D {
     /// layer's own activation (what [`LayerOp::forward`] applies).
     pub fn forward_act(&mut self, x: &[f32], y: &mut [f32], n: usize, act: Activation) {
         let mut nothing: Vec<Nothing> = (0..n.div_ceil(GRAD_BLOCK)).map(|_| Nothing).collect();
-        self.forward_blocks(x, y, n, act, &mut nothing);
+        self.forward_blocks(x, Some(y), n, act, &mut nothing);
     }
 
     /// [`LayerOp::forward`], with `after[b].run` called on the output of each block `b` of
     /// [`GRAD_BLOCK`] samples right after it is computed, by the thread that computed it,
-    /// while it is in that thread's cache (`crate::model::fused` pools it there).
+    /// while it is in that thread's cache (`crate::model::fused` pools it there). With no
+    /// `y` the output is not kept: each block goes to a buffer of the thread's, reused from
+    /// block to block, for inference that needs only what `after` makes of it.
     ///
     /// # Panics
     /// If `after` does not hold one entry per block, `n.div_ceil(GRAD_BLOCK)`.
     pub(crate) fn forward_blocks_then(
         &mut self,
         x: &[f32],
-        y: &mut [f32],
+        y: Option<&mut [f32]>,
         n: usize,
         after: &mut [impl AfterBlock],
     ) {
@@ -707,7 +711,7 @@ impl Conv2D {
     fn forward_blocks<A: AfterBlock>(
         &mut self,
         x: &[f32],
-        y: &mut [f32],
+        mut y: Option<&mut [f32]>,
         n: usize,
         act: Activation,
         after: &mut [A],
@@ -728,51 +732,86 @@ impl Conv2D {
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
         // (One sample of a larger batch split over processes takes the batch's path.)
-        if n == 1 && self.shard.total(n) == 1 && self.one_image_split_for(act).is_some() {
-            self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
-            if let Some(a) = after.first_mut() {
-                a.run(&y[..out_len]);
+        if let Some(y) = y.as_deref_mut().filter(|_| n == 1) {
+            if self.shard.total(n) == 1 && self.one_image_split_for(act).is_some() {
+                self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
+                if let Some(a) = after.first_mut() {
+                    a.run(&y[..out_len]);
+                }
+                return;
             }
-            return;
         }
         let w = self.weight.value.data();
         let b = self.bias.value.data();
+        let (x, sizes) = (&x[..n * in_len], (in_len, out_len));
+        for_each_block(x, y, sizes, after, |x_b, y_b| {
+            SCRATCH.with_borrow_mut(|sc| {
+                if !direct {
+                    sc.cols.resize(rows * ohw, 0.0);
+                }
+                let cols = &mut sc.cols[..];
+                for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                    if direct {
+                        direct_with_act(&g, x_n, w, b, act, &mut sc.direct, y_n);
+                        continue;
+                    }
+                    let relu = act == Activation::Relu;
+                    // Group by group (one group: the whole sample), y_n = act(W cols + b):
+                    // bias and ReLU fused into the product's stores; any other activation
+                    // is a pass of its own.
+                    for (((x_g, y_g), w_g), b_g) in x_n
+                        .chunks(sub_in)
+                        .zip(y_n.chunks_mut(sub_out))
+                        .zip(w.chunks(sub.k * rows))
+                        .zip(b.chunks(sub.k))
+                    {
+                        im2col(x_g, &sub, cols);
+                        let (w_g, cols) =
+                            (MatRef::new(w_g, sub.k, rows), MatRef::new(cols, rows, ohw));
+                        gemm_bias_relu(w_g, cols, b_g, relu, MatMut::new(y_g, sub.k, ohw));
+                    }
+                    if !relu {
+                        activation::forward(act, y_n, out_len);
+                    }
+                }
+            })
+        });
+    }
+
+    /// Whether [`Conv2D::forward_pooled`] runs this layer and the max pooling `p` after it
+    /// in one kernel ([`conv_relu_pool`]): a one-channel 3x3 "same" convolution with ReLU,
+    /// pooled 2x2 at stride 2.
+    pub(crate) fn pools_in_kernel(&self, p: &PoolGeom) -> bool {
+        let relu = self.act == Activation::Relu;
+        self.winograd.is_none() && self.groups == 1 && conv_relu_pool::applies(&self.geom, p, relu)
+    }
+
+    /// Inference through this layer and the max pooling `p` after it, where
+    /// [`Conv2D::pools_in_kernel`] holds: `y` = the pooling's output `[N, K, H/2, W/2]` of
+    /// the `n` samples of `x`, by one kernel per sample that never stores the convolution's
+    /// output, in parallel over blocks of [`GRAD_BLOCK`] samples. The same bits as the two
+    /// layers' passes.
+    pub(crate) fn forward_pooled(&self, x: &[f32], n: usize, p: &PoolGeom, y: &mut [f32]) {
+        let g = self.geom;
+        let (in_len, out_len) = (g.h * g.w, g.k * p.out_h * p.out_w);
+        let (w, b) = (self.weight.value.data(), self.bias.value.data());
         y[..n * out_len]
             .par_chunks_mut(GRAD_BLOCK * out_len)
             .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(after.par_iter_mut())
-            .for_each(|((y_b, x_b), after_b)| {
+            .for_each(|(y_b, x_b)| {
                 SCRATCH.with_borrow_mut(|sc| {
-                    if !direct {
-                        sc.cols.resize(rows * ohw, 0.0);
-                    }
-                    let cols = &mut sc.cols[..];
                     for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
-                        if direct {
-                            direct_with_act(&g, x_n, w, b, act, &mut sc.direct, y_n);
-                            continue;
-                        }
-                        let relu = act == Activation::Relu;
-                        // Group by group (one group: the whole sample), y_n = act(W cols + b):
-                        // bias and ReLU fused into the product's stores; any other activation
-                        // is a pass of its own.
-                        for (((x_g, y_g), w_g), b_g) in x_n
-                            .chunks(sub_in)
-                            .zip(y_n.chunks_mut(sub_out))
-                            .zip(w.chunks(sub.k * rows))
-                            .zip(b.chunks(sub.k))
-                        {
-                            im2col(x_g, &sub, cols);
-                            let (w_g, cols) =
-                                (MatRef::new(w_g, sub.k, rows), MatRef::new(cols, rows, ohw));
-                            gemm_bias_relu(w_g, cols, b_g, relu, MatMut::new(y_g, sub.k, ohw));
-                        }
-                        if !relu {
-                            activation::forward(act, y_n, out_len);
-                        }
+                        conv_relu_pool::conv3x3_relu_pool2(
+                            &g,
+                            p,
+                            x_n,
+                            w,
+                            b,
+                            &mut sc.relu_pool,
+                            y_n,
+                        );
                     }
-                });
-                after_b.run(y_b);
+                })
             });
     }
 
@@ -969,7 +1008,7 @@ impl Conv2D {
     fn forward_depthwise<A: AfterBlock>(
         &mut self,
         x: &[f32],
-        y: &mut [f32],
+        y: Option<&mut [f32]>,
         n: usize,
         act: Activation,
         after: &mut [A],
@@ -978,21 +1017,17 @@ impl Conv2D {
         let (in_len, out_len) = (g.c * g.h * g.w, g.k * g.out_h * g.out_w);
         let (w, b) = (self.weight.value.data(), self.bias.value.data());
         let relu = act == Activation::Relu;
-        y[..n * out_len]
-            .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(after.par_iter_mut())
-            .for_each(|((y_b, x_b), after_b)| {
-                SCRATCH.with_borrow_mut(|sc| {
-                    for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
-                        depthwise::forward(&g, x_n, w, b, relu, &mut sc.depthwise, y_n);
-                        if !relu {
-                            activation::forward(act, y_n, out_len);
-                        }
+        let (x, sizes) = (&x[..n * in_len], (in_len, out_len));
+        for_each_block(x, y, sizes, after, |x_b, y_b| {
+            SCRATCH.with_borrow_mut(|sc| {
+                for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                    depthwise::forward(&g, x_n, w, b, relu, &mut sc.depthwise, y_n);
+                    if !relu {
+                        activation::forward(act, y_n, out_len);
                     }
-                });
-                after_b.run(y_b);
-            });
+                }
+            })
+        });
     }
 
     /// [`Conv2D::backward_act`] on the depthwise kernels (G = C): per block of
@@ -1056,7 +1091,7 @@ impl Conv2D {
         &mut self,
         plan: &Plan,
         x: &[f32],
-        y: &mut [f32],
+        y: Option<&mut [f32]>,
         n: usize,
         act: Activation,
         after: &mut [A],
@@ -1066,21 +1101,16 @@ impl Conv2D {
         self.winograd_ready(plan);
         let (u, b) = (&self.wino_u, self.bias.value.data());
         let relu = act == Activation::Relu;
-        y[..n * out_len]
-            .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .zip(after.par_iter_mut())
-            .for_each(|((y_b, x_b), after_b)| {
-                SCRATCH.with_borrow_mut(|sc| {
-                    winograd::forward(plan, u, b, relu, x_b, &mut sc.wino, y_b)
-                });
-                if !relu {
-                    for y_n in y_b.chunks_mut(out_len) {
-                        activation::forward(act, y_n, out_len);
-                    }
+        let (x, sizes) = (&x[..n * in_len], (in_len, out_len));
+        for_each_block(x, y, sizes, after, |x_b, y_b| {
+            SCRATCH
+                .with_borrow_mut(|sc| winograd::forward(plan, u, b, relu, x_b, &mut sc.wino, y_b));
+            if !relu {
+                for y_n in y_b.chunks_mut(out_len) {
+                    activation::forward(act, y_n, out_len);
                 }
-                after_b.run(y_b);
-            });
+            }
+        });
     }
 
     /// [`Conv2D::backward_act`] by Winograd: per block of [`GRAD_BLOCK`] samples, in parallel,
@@ -1123,6 +1153,48 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
                 .fold(0, |d, (p, q)| d | (p.to_bits() ^ q.to_bits()))
                 == 0
         })
+}
+
+thread_local! {
+    /// Each thread's buffer for the output of a block that is not kept
+    /// ([`Conv2D::forward_blocks_then`] with no `y`), reused from block to block so that it
+    /// stays in the thread's cache.
+    static BLOCK_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `compute(x_b, y_b)` on each block of [`GRAD_BLOCK`] samples of `x`, in parallel,
+/// then `after[b].run(y_b)` on the same thread. `y_b` is the block's part of `y` when `y`
+/// is given, else the thread's [`BLOCK_OUT`]. `sizes`: the floats of one sample's input
+/// and output.
+fn for_each_block<A: AfterBlock>(
+    x: &[f32],
+    y: Option<&mut [f32]>,
+    (in_len, out_len): (usize, usize),
+    after: &mut [A],
+    compute: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
+    let n = x.len() / in_len;
+    let x_blocks = x.par_chunks(GRAD_BLOCK * in_len);
+    match y {
+        Some(y) => y[..n * out_len]
+            .par_chunks_mut(GRAD_BLOCK * out_len)
+            .zip(x_blocks)
+            .zip(after.par_iter_mut())
+            .for_each(|((y_b, x_b), after_b)| {
+                compute(x_b, y_b);
+                after_b.run(y_b);
+            }),
+        None => x_blocks
+            .zip(after.par_iter_mut())
+            .for_each(|(x_b, after_b)| {
+                BLOCK_OUT.with_borrow_mut(|buf| {
+                    let len = x_b.len() / in_len * out_len;
+                    buf.resize(len, 0.0);
+                    compute(x_b, &mut buf[..len]);
+                    after_b.run(&buf[..len]);
+                })
+            }),
+    }
 }
 
 /// `y = act(conv(x) + b)` for one sample (or some of its filters, `g.k` of them) by the

@@ -33,11 +33,12 @@
 //! - training: a Conv2D followed by a MaxPool2D is one step ([`conv_pool`]) when the
 //!   pooling reads the convolution's output and nothing else does (its fused backward
 //!   gives the convolution only the pooling's gradient);
+//! - inference on more images: the same steps; the convolution's output is pooled block by
+//!   block from the cache of the thread that made it and, unless every output is kept,
+//!   never stored ([`Step::written`]);
 //! - inference on one image: a one-channel Conv2D, its pooling and the Dense layer after
 //!   them are one step where their halves line up ([`batch_one`]), on a stretch where each
-//!   reads the one before it alone;
-//! - inference on more images: every layer is a step of its own (the conv-then-pool pair
-//!   measured faster apart there, see [`conv_pool`]).
+//!   reads the one before it alone; every other layer a step of its own.
 //!
 //! # Buffers
 //!
@@ -69,7 +70,9 @@ pub enum Step {
     /// Layer `layer`'s own passes, reading the values `inputs` (Shortcut, Route).
     Join { layer: usize, inputs: Vec<Value> },
     /// The Conv2D `conv` and the MaxPool2D `conv + 1` on its output, forward and backward
-    /// together, reading `input` ([`conv_pool`]). Training only.
+    /// together, reading `input` ([`conv_pool`]). Training, and inference on more than one
+    /// image, where a pass that shares buffers does not keep the convolution's output
+    /// ([`Step::written`]).
     ConvThenPool { conv: usize, input: Value },
     /// The Conv2D `first`, the pooling `first + 1` and the Dense `first + 2` as one chain on
     /// one image, reading `input` ([`batch_one`]). Inference at batch 1 only.
@@ -83,6 +86,17 @@ impl Step {
             Step::Layer { layer, .. } | Step::Join { layer, .. } => layer..layer + 1,
             Step::ConvThenPool { conv, .. } => conv..conv + 2,
             Step::BatchOneChain { first, .. } => first..first + batch_one::LEN,
+        }
+    }
+
+    /// The layers whose outputs the step writes in a pass that shares buffers (inference on
+    /// more than one image, [`Plan::shared`]): [`Step::layers`], but for the pooling alone
+    /// of a [`Step::ConvThenPool`], whose convolution output stays in the cache of the
+    /// thread that pools it.
+    pub fn written(&self) -> Range<usize> {
+        match *self {
+            Step::ConvThenPool { conv, .. } => conv + 1..conv + 2,
+            _ => self.layers(),
         }
     }
 
@@ -163,12 +177,13 @@ impl Plan {
         }
         // Layer `j` reads layer `j - 1`'s output alone.
         let chained = |j: usize| stepped(j) && reads[j] == [Value::Output(j - 1)];
-        let training = steps(layers, &reads, &stepped, |i, input| {
+        let conv_then_pool = |i: usize, input: Value| {
             let pair = layers.get(i..i + 2)?;
             (chained(i + 1) && readers[i] == [i + 1] && conv_pool::applies(&pair[0], &pair[1]))
                 .then_some(Step::ConvThenPool { conv: i, input })
-        });
-        let inference = steps(layers, &reads, &stepped, |_, _| None);
+        };
+        let training = steps(layers, &reads, &stepped, conv_then_pool);
+        let inference = steps(layers, &reads, &stepped, conv_then_pool);
         let one_image = steps(layers, &reads, &stepped, |i, input| {
             let fits =
                 i + batch_one::LEN <= layers.len() && (i + 1..i + batch_one::LEN).all(chained);
@@ -226,7 +241,7 @@ fn steps(
     steps
 }
 
-/// The buffers of a pass that runs `steps` (one layer each) keeping an output only while a
+/// The buffers of a pass that runs `steps` (writing [`Step::written`]) keeping an output only while a
 /// later step reads it: per layer, the buffer its output goes to (a layer's own, or that of
 /// an earlier output of the same size whose last reader has run), and whether it is still
 /// there at the end of the pass. The last layer's output is never given away.
@@ -244,7 +259,7 @@ fn share_buffers(layers: &[Layer], steps: &[Step], output_of: &[usize]) -> (Vec<
     // Free buffers by the output length they were made for, the last freed first.
     let mut free: HashMap<usize, Vec<usize>> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
-        for j in step.layers() {
+        for j in step.written() {
             let len = layers[j].output_len();
             shared[j] = free.get_mut(&len).and_then(Vec::pop).unwrap_or(j);
         }
@@ -266,7 +281,7 @@ fn share_buffers(layers: &[Layer], steps: &[Step], output_of: &[usize]) -> (Vec<
     // The last output written to each buffer is the one kept.
     let mut occupant: HashMap<usize, usize> = HashMap::new();
     for step in steps {
-        for j in step.layers() {
+        for j in step.written() {
             occupant.insert(shared[j], j);
         }
     }
@@ -288,9 +303,10 @@ mod tests {
         Model::new(&spec, Init::He, 1).unwrap().plan().clone()
     }
 
-    /// Report 1's network: the convolution and its pooling fused in training, chained with
-    /// the first Dense layer on one image (where the direct kernel's one-image path exists),
-    /// every layer apart otherwise; each step reads the output of the step before.
+    /// Report 1's network: the convolution and its pooling fused in training and in
+    /// inference on more images (where only the pooling's output is written), chained with
+    /// the first Dense layer on one image (where the direct kernel's one-image path
+    /// exists); each step reads the output of the step before.
     #[test]
     fn report_1s_network_has_one_fused_step_per_kind_of_pass() {
         let p = plan(crate::examples::REPORT1_10);
@@ -313,13 +329,16 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(p.inference, p.training);
+        let written: Vec<usize> = p.inference.iter().flat_map(|s| s.written()).collect();
+        assert_eq!(written, [1, 2, 3], "the convolution's output is not stored");
+        assert!(!p.kept[0] && p.kept[3]);
         let apart: Vec<Step> = (0..4)
             .map(|i| Layer {
                 layer: i,
                 input: reads(i),
             })
             .collect();
-        assert_eq!(p.inference, apart);
         let geom = crate::layers::Conv2dSpec {
             filters: 16,
             kernel: (3, 3),
@@ -353,7 +372,8 @@ mod tests {
         assert_eq!(p.steps(false, 2), p.inference);
     }
 
-    /// LeNet: both convolution-pooling pairs fused in training; no chain on one image (its
+    /// LeNet: both convolution-pooling pairs fused in training and inference on more
+    /// images; no chain on one image (its
     /// first pooling is followed by a convolution, not a Dense layer). A pooling first, or
     /// an average pooling, is not fused.
     #[test]
@@ -369,6 +389,7 @@ mod tests {
             kinds(&p.training),
             [(0, true), (2, true), (4, false), (5, false)]
         );
+        assert_eq!(p.inference, p.training);
         assert_eq!(p.one_image.len(), 6);
         let p = plan(
             "4\nInput shape=1x8x8\nMaxPool2D pool=2\n\
