@@ -52,6 +52,9 @@ pub struct Model {
     shared_pass: bool,
     /// Whether inference keeps every layer's output ([`Model::set_keep_outputs`]).
     keep_outputs: bool,
+    /// The generation of the weights ([`Pass::weights`]): one more each time a method
+    /// hands out the weights to be changed (or changes them).
+    weights: u64,
     /// dL/dx of the network's input in the last backward pass, when asked for
     /// ([`Model::set_input_gradient`]).
     input_grad: Option<Tensor>,
@@ -113,6 +116,7 @@ impl Model {
             scratch: Vec::new(),
             shared_pass: false,
             keep_outputs: false,
+            weights: 1,
             input_grad: None,
             grad_norm: 0.0,
             step_stream: 0,
@@ -127,6 +131,7 @@ impl Model {
 
     /// Re-draws every weight with `init` from `seed` and zeroes the biases.
     pub fn init_weights(&mut self, init: Init, seed: u64) {
+        self.weights += 1;
         let mut rng = Rng::for_purpose(seed, "init");
         for layer in &mut self.layers {
             let Some((fan_in, fan_out)) = layer.fans() else {
@@ -161,6 +166,7 @@ impl Model {
     /// one by one). The plan of steps was made for these layers' kinds and shapes: change
     /// what they hold, never what they are.
     pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
+        self.weights += 1;
         &mut self.layers
     }
 
@@ -293,6 +299,7 @@ impl Model {
             plan,
             step_stream,
             shard,
+            weights,
             ..
         } = self;
         let shard = if training { *shard } else { Shard::default() };
@@ -311,6 +318,7 @@ impl Model {
                     training,
                     stream,
                     shard,
+                    weights: *weights,
                 });
             }
             // The step's outputs, taken out of `acts` while it reads the values it reads.
@@ -621,6 +629,7 @@ impl Model {
 
     /// Every buffer, mutable, in the order of [`Model::named_buffers`].
     pub fn buffers_mut(&mut self) -> Vec<BufferMut<'_>> {
+        self.weights += 1;
         self.layers
             .iter_mut()
             .flat_map(|l| l.buffers_mut().into_iter().map(|(_, b)| b))
@@ -629,6 +638,7 @@ impl Model {
 
     /// Every parameter, mutable, in the order of [`Model::named_params`].
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.weights += 1;
         self.layers
             .iter_mut()
             .flat_map(|l| l.params_mut().into_iter().map(|(_, p)| p))
@@ -861,6 +871,36 @@ mod tests {
             }
             // The logits are not all one value: the comparison means something.
             assert!(alone.iter().any(|&v| v != alone[0]));
+        }
+    }
+
+    /// The one-image path keeps the large Dense layer's weights packed across calls
+    /// (`Dense::pack_for_one`): weights changed through the model afterwards (an
+    /// optimiser's parameters, a new initialisation) are the ones the next call uses.
+    #[test]
+    fn one_image_inference_uses_weights_changed_after_the_last_call() {
+        let spec = crate::examples::report1(10);
+        let mut model = Model::new(&spec, Init::He, 2).unwrap();
+        let (x, _) = synthetic_batch(&spec, 1, 3).unwrap();
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let before = bits(model.infer(&x).unwrap());
+        let changed = |m: &mut Model| {
+            for p in m.params_mut() {
+                p.value.data_mut().iter_mut().for_each(|v| *v *= -0.5);
+            }
+        };
+        // Each change in turn: the model's next call against a model never run before,
+        // given the same weights.
+        let changes: [&dyn Fn(&mut Model); 2] = [&changed, &|m| m.init_weights(Init::He, 9)];
+        for done in 1..=changes.len() {
+            let mut fresh = Model::new(&spec, Init::He, 2).unwrap();
+            for change in &changes[..done] {
+                change(&mut fresh);
+            }
+            changes[done - 1](&mut model);
+            let after = bits(model.infer(&x).unwrap());
+            assert_ne!(after, before, "the weights changed");
+            assert_eq!(after, bits(fresh.infer(&x).unwrap()), "change {done}");
         }
     }
 

@@ -510,6 +510,90 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
     }
 }
 
+/// [`super::avx512::matvec_tile`] on 8-lane vectors: each row's 16 lane chains as two
+/// vectors (lanes 0..8 and 8..16 of every step), added by the same lane tree, so the same
+/// bits.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+///
+/// # Panics
+/// Unless 1 <= rows <= `matvec::TILE_ROWS`, `tile` holds rows x ceil(k / 16) x 16 floats,
+/// `x` k and `out` rows.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn matvec_tile(tile: &[f32], rows: usize, x: &[f32], k: usize, out: &mut [f32]) {
+    assert!(
+        (1..=super::matvec::TILE_ROWS).contains(&rows)
+            && tile.len() >= rows * k.div_ceil(16) * 16
+            && x.len() >= k
+            && out.len() >= rows,
+        "matvec_tile: {rows} rows of {k} in {} floats, {} inputs, {} outputs",
+        tile.len(),
+        x.len(),
+        out.len()
+    );
+    // The rows four at a time: 8 accumulators and x's two vectors in the 16 registers.
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = 4.min(rows - r0);
+        // SAFETY: the lengths are as matvec_rows reads and writes them (asserted); rows
+        // r0 .. r0 + n of the tile are in it.
+        unsafe {
+            let (t, xp, o) = (tile.as_ptr(), x.as_ptr(), &mut out[r0..]);
+            match n {
+                4 => matvec_rows::<4>(t, rows, r0, xp, k, o),
+                3 => matvec_rows::<3>(t, rows, r0, xp, k, o),
+                2 => matvec_rows::<2>(t, rows, r0, xp, k, o),
+                _ => matvec_rows::<1>(t, rows, r0, xp, k, o),
+            }
+        }
+        r0 += n;
+    }
+}
+
+/// [`matvec_tile`] for `R` of the tile's `rows` rows, from row `r0`.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `tile` holds rows x ceil(k / 16) x 16 floats, r0 + R
+/// <= rows, `x` holds k floats and `out` R.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn matvec_rows<const R: usize>(
+    tile: *const f32,
+    rows: usize,
+    r0: usize,
+    x: *const f32,
+    k: usize,
+    out: &mut [f32],
+) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = lo;
+    let steps = k.div_ceil(16);
+    for q in 0..steps {
+        // The last step may be partial: x's lanes past k read as 0 (masked), the tile's
+        // padding is 0, and 0 * 0 is added as the dot kernels add it.
+        let m = masks(k - 16 * q);
+        // SAFETY: x's lanes of the masks (< k; all 16 when 16 q + 16 <= k) and the step's
+        // rows r0 .. r0 + R of the tile are in bounds (caller); masked-off lanes touch no
+        // memory.
+        unsafe {
+            let (b0, b1) = if 16 * q + 16 <= k {
+                load2::<true>(x.add(16 * q), m)
+            } else {
+                load2::<false>(x.add(16 * q), m)
+            };
+            for r in 0..R {
+                let row = tile.add((q * rows + r0 + r) * 16);
+                lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(row), b0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8)), b1, hi[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        out[r] = lane_sum_16(lo[r], hi[r]);
+    }
+}
+
 /// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[N x K]^T`, rows of A and B contiguous:
 /// [`super::avx512::gemm_dot`] on 8-lane vectors, with the same bits.
 ///

@@ -408,6 +408,81 @@ unsafe fn dot_tile<const R: usize, const S: usize>(
     }
 }
 
+/// One tile of `kernels::matvec`'s packed matrix times x: `out[r] = sum_p A[r][p] x[p]`
+/// for the tile's `rows` rows, each by [`gemm_dot`]'s 16 lane chains and lane tree, so the
+/// same bits as a one-column product there.
+///
+/// # Safety
+/// AVX-512F must be available.
+///
+/// # Panics
+/// Unless 1 <= rows <= `matvec::TILE_ROWS`, `tile` holds rows x ceil(k / 16) x 16 floats,
+/// `x` k and `out` rows.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn matvec_tile(tile: &[f32], rows: usize, x: &[f32], k: usize, out: &mut [f32]) {
+    assert!(
+        (1..=super::matvec::TILE_ROWS).contains(&rows)
+            && tile.len() >= rows * k.div_ceil(16) * 16
+            && x.len() >= k
+            && out.len() >= rows,
+        "matvec_tile: {rows} rows of {k} in {} floats, {} inputs, {} outputs",
+        tile.len(),
+        x.len(),
+        out.len()
+    );
+    // SAFETY: the lengths are as matvec_rows reads and writes them (asserted).
+    unsafe {
+        let (t, xp) = (tile.as_ptr(), x.as_ptr());
+        match rows {
+            8 => matvec_rows::<8>(t, xp, k, out),
+            7 => matvec_rows::<7>(t, xp, k, out),
+            6 => matvec_rows::<6>(t, xp, k, out),
+            5 => matvec_rows::<5>(t, xp, k, out),
+            4 => matvec_rows::<4>(t, xp, k, out),
+            3 => matvec_rows::<3>(t, xp, k, out),
+            2 => matvec_rows::<2>(t, xp, k, out),
+            _ => matvec_rows::<1>(t, xp, k, out),
+        }
+    }
+}
+
+/// [`matvec_tile`] for `R` rows.
+///
+/// # Safety
+/// AVX-512F must be available; `tile` holds R x ceil(k / 16) x 16 floats, `x` k, `out` R.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn matvec_rows<const R: usize>(tile: *const f32, x: *const f32, k: usize, out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let full = k / 16;
+    for q in 0..full {
+        // SAFETY: x[16 q .. 16 q + 16] (16 q + 16 <= k) and the step's R vectors of the
+        // tile are in bounds (caller); unaligned loads need no alignment.
+        unsafe {
+            let bv = _mm512_loadu_ps(x.add(16 * q));
+            for (r, acc) in acc.iter_mut().enumerate().take(R) {
+                let av = _mm512_loadu_ps(tile.add((q * R + r) * 16));
+                *acc = _mm512_fmadd_ps(av, bv, *acc);
+            }
+        }
+    }
+    if full * 16 < k {
+        // The last step is partial: x's masked-off lanes read nothing and are 0, the
+        // tile's padding is 0, and 0 * 0 is added as gemm_dot's masked step adds it.
+        let mask = ((1u32 << (k - full * 16)) - 1) as __mmask16;
+        // SAFETY: the mask enables x[16 full .. k]; the step's R vectors are in the tile.
+        unsafe {
+            let bv = _mm512_maskz_loadu_ps(mask, x.add(16 * full));
+            for (r, acc) in acc.iter_mut().enumerate().take(R) {
+                let av = _mm512_loadu_ps(tile.add((full * R + r) * 16));
+                *acc = _mm512_fmadd_ps(av, bv, *acc);
+            }
+        }
+    }
+    let sums = lane_sums_16(&acc);
+    out[..R].copy_from_slice(&sums[..R]);
+}
+
 /// `C[M x N] = (beta_one ? C : 0) + A[M x K] * B[N x K]^T`: each element of C is the dot
 /// product of a row of A and a row of B, both contiguous (column stride 1).
 ///

@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod geom;
 pub mod im2col;
 pub mod mat;
+pub mod matvec;
 pub mod pool;
 pub mod threads;
 pub mod transpose;

@@ -28,6 +28,7 @@ use super::param::Param;
 use super::{Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape};
 use crate::error::Result;
 use crate::kernels::gemm::{gemm, par_gemm, MatMut, MatRef};
+use crate::kernels::matvec::{self, Packed};
 use crate::kernels::transpose::par_transpose;
 use crate::onnx::export::{int, Graph, LayerAt};
 use crate::onnx::import::{dims_text, unsupported, Attrs, Importer, Step, StepKind};
@@ -275,6 +276,12 @@ pub struct Dense {
     inference: bool,
     /// This process's part of the batch ([`super::Pass::shard`]).
     shard: crate::distributed::Shard,
+    /// The generation of the weights of the next pass ([`super::Pass::weights`]).
+    weights_now: u64,
+    /// The weights of the one-image path's two halves of the inputs, packed for
+    /// [`matvec`], and the generation they were packed from (0: none).
+    packed: Packed,
+    packed_from: u64,
 }
 
 impl Dense {
@@ -290,6 +297,9 @@ impl Dense {
             yt: Vec::new(),
             inference: false,
             shard: crate::distributed::Shard::default(),
+            weights_now: 0,
+            packed: Default::default(),
+            packed_from: 0,
         }
     }
 
@@ -384,6 +394,7 @@ impl Dense {
                 MatMut::new(&mut y[..o], o, 1),
             );
         };
+        self.pack_for_one();
         let mut parts = self.take_parts();
         let (p0, p1) = parts.split_at_mut(o);
         let this = &*self;
@@ -411,12 +422,41 @@ impl Dense {
         parts
     }
 
-    /// `p = W[:, c0..c0 + len] x_part` for one sample, where `x_part` is the inputs
-    /// `c0..c0 + len` (`p` holds O values).
-    pub(crate) fn forward_one_part(&self, x_part: &[f32], c0: usize, p: &mut [f32]) {
+    /// Packs the weights of the one-image path's two halves for [`matvec`], unless they
+    /// are packed from this pass's weights already or the pass's weights are unknown
+    /// ([`super::Pass::weights`] 0). A call reads all of W, two operations per weight, so
+    /// its time is the time to read W: packed, each half is one stream of consecutive
+    /// memory instead of O rows of W at once (report 1's network at batch 1: see
+    /// `kernels::matvec`).
+    pub(crate) fn pack_for_one(&mut self) {
+        let fresh = self.packed_from == self.weights_now;
+        let Some(h) = self.one_split().filter(|_| matvec::applies() && !fresh) else {
+            return;
+        };
+        if self.weights_now == 0 {
+            self.packed = Default::default();
+            self.packed_from = 0;
+            return;
+        }
         let (i, o) = (self.inputs, self.units);
         let w = MatRef::new(self.weight.value.data(), o, i);
+        self.packed = Packed::new(&[w.block(0, 0, o, h), w.block(0, h, o, i - h)]);
+        self.packed_from = self.weights_now;
+    }
+
+    /// `p = W[:, c0..c0 + len] x_part` for one sample, where `x_part` is the inputs
+    /// `c0..c0 + len` (`p` holds O values): from the packed half when
+    /// [`Dense::pack_for_one`] packed it for these weights, the same bits.
+    pub(crate) fn forward_one_part(&self, x_part: &[f32], c0: usize, p: &mut [f32]) {
+        let (i, o) = (self.inputs, self.units);
         let cols = x_part.len();
+        if self.packed_from != 0 && self.packed_from == self.weights_now {
+            let half = usize::from(c0 > 0);
+            if self.packed.shape(half) == Some((o, cols)) {
+                return self.packed.matvec(half, x_part, &mut p[..o]);
+            }
+        }
+        let w = MatRef::new(self.weight.value.data(), o, i);
         let xh = MatRef::new(x_part, cols, 1);
         gemm(
             w.block(0, c0, o, cols),
@@ -474,6 +514,7 @@ impl LayerOp for Dense {
     fn prepare(&mut self, pass: Pass) {
         self.inference = !pass.training;
         self.shard = pass.shard;
+        self.weights_now = pass.weights;
     }
 
     /// y = act(W x + b).

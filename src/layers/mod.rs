@@ -99,6 +99,11 @@ pub struct Pass {
     /// merges its sums with ([`crate::distributed`]); the default, the whole batch here, for
     /// every pass of one process and every inference pass.
     pub shard: crate::distributed::Shard,
+    /// The generation of the weights this pass runs with: the model counts up from 1 each
+    /// time it hands out its weights to be changed, so a layer may keep a copy of its
+    /// weights in another layout (Dense's packed matrix on one image) while this stays
+    /// the same. 0 (the default, a layer run on its own): unknown, keep no copy.
+    pub weights: u64,
 }
 
 /// What a layer reads of its input shape.

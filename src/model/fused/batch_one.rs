@@ -88,6 +88,7 @@ pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor]) {
     let g = pool_geom(pool).expect("checked by starts_at");
     // The Dense layer's split: the pooled planes of the first half of the filters.
     let h = half * g.out_h * g.out_w;
+    dense.pack_for_one();
     let mut parts = dense.take_parts();
     let units = dense.units;
     let (y_conv, rest) = acts.split_at_mut(1);
