@@ -52,6 +52,9 @@ pub struct Model {
     shared_pass: bool,
     /// Whether inference keeps every layer's output ([`Model::set_keep_outputs`]).
     keep_outputs: bool,
+    /// Per layer: whether the last pass left its output unwritten (a convolution pooled as
+    /// it goes on one image, see `fused::batch_one`).
+    unwritten: Vec<bool>,
     /// The generation of the weights ([`Pass::weights`]): one more each time a method
     /// hands out the weights to be changed (or changes them).
     weights: u64,
@@ -116,6 +119,7 @@ impl Model {
             scratch: Vec::new(),
             shared_pass: false,
             keep_outputs: false,
+            unwritten: vec![false; n],
             weights: 1,
             input_grad: None,
             grad_norm: 0.0,
@@ -238,10 +242,12 @@ impl Model {
         self.input_grad.as_ref()
     }
 
-    /// Whether inference on several images keeps every layer's output for
-    /// [`Model::activation`] (off by default: it keeps an output only while a later layer
-    /// still reads it, and lends its buffer to the next output of the same size). A
-    /// training pass and inference on one image always keep every output.
+    /// Whether inference keeps every layer's output for [`Model::activation`] (off by
+    /// default: on several images it keeps an output only while a later layer still reads
+    /// it, and lends its buffer to the next output of the same size; on any number, a
+    /// convolution whose max pooling consumes it in the same kernel does not write it). A
+    /// training pass always keeps every output, and so does inference on one image but for
+    /// such a convolution's.
     pub fn set_keep_outputs(&mut self, keep: bool) {
         self.keep_outputs = keep;
     }
@@ -300,8 +306,11 @@ impl Model {
             step_stream,
             shard,
             weights,
+            keep_outputs,
+            unwritten,
             ..
         } = self;
+        unwritten.fill(false);
         let shard = if training { *shard } else { Shard::default() };
         // Where each layer's output goes in this pass.
         let at = if shared {
@@ -344,8 +353,10 @@ impl Model {
                         conv_pool::forward(conv, pool, input(*v), y, pooled)
                     }
                 }
-                Step::BatchOneChain { input: v, .. } => {
-                    batch_one::forward(&mut layers[out.clone()], input(*v), &mut ys)
+                Step::BatchOneChain { first, input: v } => {
+                    let chain = &mut layers[out.clone()];
+                    let written = batch_one::forward(chain, input(*v), &mut ys, *keep_outputs);
+                    unwritten[*first] = !written;
                 }
             }
             for (j, y) in out.zip(ys) {
@@ -671,11 +682,15 @@ impl Model {
     }
 
     /// The output of layer `i` for the last forward pass (for visualisation), if the pass
-    /// kept it: a training pass and inference on one image keep every output; inference on
-    /// more images only those no later output took the buffer of, unless
-    /// [`Model::set_keep_outputs`] says to keep them all. The last layer's is always kept.
+    /// kept it: a training pass keeps every output; inference on one image all but a
+    /// convolution's that was pooled as it went; inference on more images only those no
+    /// later output took the buffer of; unless [`Model::set_keep_outputs`] says to keep them
+    /// all. The last layer's is always kept.
     pub fn activation(&self, i: usize) -> Option<&Tensor> {
         let j = *self.plan.output_of.get(i)?;
+        if self.unwritten[j] {
+            return None;
+        }
         if self.shared_pass {
             return self
                 .plan

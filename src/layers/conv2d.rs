@@ -815,6 +815,31 @@ impl Conv2D {
             });
     }
 
+    /// Filters `ks` of one image `x` through this layer and the max pooling `p` after it
+    /// ([`Conv2D::pools_in_kernel`] must hold): `y` holds their pooled planes, `[ks.len(),
+    /// H/2, W/2]`, by the kernel that never stores the convolution's output.
+    pub(crate) fn forward_pooled_filters(
+        &self,
+        x: &[f32],
+        ks: std::ops::Range<usize>,
+        p: &PoolGeom,
+        y: &mut [f32],
+    ) {
+        if ks.is_empty() {
+            return;
+        }
+        let w = &self.weight.value.data()[ks.start * 9..ks.end * 9];
+        let b = &self.bias.value.data()[ks.clone()];
+        let g = ConvGeom {
+            k: ks.len(),
+            ..self.geom
+        };
+        let p = PoolGeom { c: ks.len(), ..*p };
+        SCRATCH.with_borrow_mut(|sc| {
+            conv_relu_pool::conv3x3_relu_pool2(&g, &p, x, w, b, &mut sc.relu_pool, y);
+        });
+    }
+
     /// One image through the direct kernel, its filters in two halves on two threads (the
     /// calling thread takes the first): the latency path of inference at batch 1, where
     /// the batch gives nothing to split. The pooling layer after it splits its planes the

@@ -61,11 +61,15 @@ fn pool_geom(op: &Op) -> Option<PoolGeom> {
 }
 
 /// Runs the chain `layers` (three layers, [`starts_at`]`(layers, 0)`) on one image `x`
-/// (`[1, C, H, W]`) for inference, writing the three layers' outputs into `acts`.
+/// (`[1, C, H, W]`) for inference, writing the three layers' outputs into `acts`; but
+/// unless `keep` asks for every output, a convolution that the max pooling after it can
+/// consume in one kernel (`Conv2D::pools_in_kernel`) is run that way, each thread pooling
+/// its filters' planes in registers, and its output is not written. Returns whether the
+/// convolution's output was written.
 ///
 /// # Panics
 /// If `layers` is not such a chain or `x` is not one image of the first layer's input.
-pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor]) {
+pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor], keep: bool) -> bool {
     assert!(starts_at(layers, 0), "batch_one::forward: not a chain");
     assert_eq!(x.shape()[0], 1, "batch_one::forward: one image");
     for (layer, y) in layers.iter().zip(acts.iter_mut()) {
@@ -86,6 +90,17 @@ pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor]) {
     let k = conv.geom.k;
     let conv_plane = conv.geom.out_h * conv.geom.out_w;
     let g = pool_geom(pool).expect("checked by starts_at");
+    let in_kernel = !keep && matches!(pool, Op::MaxPool2D(_)) && conv.pools_in_kernel(&g);
+    // Filters `ks` of the image into their convolution planes `c` and pooled planes `q`:
+    // by the kernel that pools as it goes (leaving `c`), or layer by layer.
+    let conv_pool = |ks: std::ops::Range<usize>, c: &mut [f32], q: &mut [f32]| {
+        if in_kernel {
+            conv.forward_pooled_filters(x.data(), ks, &g, q);
+        } else {
+            conv.forward_one_filters(x.data(), ks, conv.act, c);
+            pool_planes(c, q);
+        }
+    };
     // The Dense layer's split: the pooled planes of the first half of the filters.
     let h = half * g.out_h * g.out_w;
     dense.pack_for_one();
@@ -97,22 +112,20 @@ pub fn forward(layers: &mut [Layer], x: &Tensor, acts: &mut [Tensor]) {
     let (q0, q1) = y_pool[0].data_mut().split_at_mut(h);
     let (p0, p1) = parts.split_at_mut(units);
     let dense_ref = &*dense;
-    let x = x.data();
     rayon::join(
         || {
-            conv.forward_one_filters(x, 0..half, conv.act, c0);
-            pool_planes(c0, q0);
+            conv_pool(0..half, c0, q0);
             dense_ref.forward_one_part(q0, 0, p0);
         },
         || {
-            conv.forward_one_filters(x, half..k, conv.act, c1);
-            pool_planes(c1, q1);
+            conv_pool(half..k, c1, q1);
             dense_ref.forward_one_part(q1, h, p1);
         },
     );
     let y = y_dense[0].data_mut();
     dense.finish_one(parts, y);
     activation::forward(dense.act, &mut y[..units], units);
+    !in_kernel
 }
 
 #[cfg(test)]
@@ -157,7 +170,9 @@ mod tests {
     }
 
     /// The chain writes every layer's output with the same bits as the layers one by one,
-    /// for max and average pooling, on one thread and on two.
+    /// for max and average pooling, on one thread and on two; unless every output is to be
+    /// kept, a convolution pooled as it goes leaves its own unwritten (and the others the
+    /// same bits).
     #[test]
     fn the_chain_writes_the_bits_of_the_layers_one_by_one() {
         for pool in ["MaxPool2D", "AvgPool2D"] {
@@ -175,19 +190,33 @@ mod tests {
             assert!(!starts_at(&m.layers, 1));
             let (x, _) = synthetic_batch(&m.spec, 1, 3).unwrap();
             let want = layer_by_layer(&mut m, &x);
-            for threads in [1, 2] {
+            // The convolution pooled as it goes when no one asks for its output: a
+            // one-channel 3x3 ReLU convolution with max pooling, on AVX-512 or AVX2.
+            let Op::Conv2D(conv) = &m.layers[0].op else {
+                unreachable!("the first layer is the convolution")
+            };
+            let pool_geom = pool_geom(&m.layers[1].op).unwrap();
+            let in_kernel = pool == "MaxPool2D" && conv.pools_in_kernel(&pool_geom);
+            for (threads, keep) in [(1, true), (2, true), (1, false), (2, false)] {
                 let pool_threads = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
+                m.set_keep_outputs(keep);
                 let logits = pool_threads.install(|| m.infer(&x).unwrap().clone());
-                assert_eq!(bits(&logits), bits(&want[3]), "{pool}, {threads} threads");
+                let at = format!("{pool}, {threads} threads, keep {keep}");
+                assert_eq!(bits(&logits), bits(&want[3]), "{at}");
+                assert_eq!(m.activation(0).is_none(), in_kernel && !keep, "{at}");
                 for (i, w) in want.iter().enumerate() {
-                    let got = m.activation(i).unwrap();
+                    let Some(got) = m.activation(i) else {
+                        assert!(i == 0 && in_kernel && !keep, "layer {i}: {at}");
+                        continue;
+                    };
                     assert_eq!(got.shape(), w.shape());
-                    assert_eq!(bits(got), bits(w), "{pool}, layer {i}, {threads} threads");
+                    assert_eq!(bits(got), bits(w), "layer {i}, {at}");
                 }
             }
+            m.set_keep_outputs(false);
             // The outputs are not all one value: the comparison means something.
             assert!(want[2].data().iter().any(|&v| v != want[2].data()[0]));
         }
