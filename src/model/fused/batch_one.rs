@@ -16,9 +16,12 @@
 //! ```
 //!
 //! Each layer computes what its own one-image path computes, in the same order, so the
-//! outputs are the same bits, and every layer's output is written as usual (the page of
-//! `cnn serve` shows them). What goes is two of the three waits for the slower half, and
-//! two of the three hand-overs of a job to the other thread.
+//! outputs are the same bits, and every layer's output is written as usual when the caller
+//! keeps them all (the page of `cnn serve` shows them). What goes is two of the three waits
+//! for the slower half, and two of the three hand-overs of a job to the other thread.
+//! Otherwise a one-channel 3x3 ReLU convolution and its max pooling run as the kernel that
+//! pools as it goes (`kernels::conv_relu_pool`), each thread its half of the filters, and
+//! the convolution's output is not written.
 
 use crate::kernels::geom::PoolGeom;
 use crate::layers::activation;
