@@ -240,6 +240,15 @@ mod tests {
         all.filter(|&s| s != Simd::Portable).collect()
     }
 
+    /// `A x` by the dot-product kernel of `simd`: the reference.
+    fn dot_kernel(simd: Simd, a: MatRef, x: &[f32]) -> Vec<f32> {
+        let (rows, cols) = (a.rows(), a.cols());
+        let mut y = vec![0.0; rows];
+        let x = MatRef::new(&x[..cols], cols, 1);
+        gemm_on(simd, a, x, 0.0, MatMut::new(&mut y, rows, 1));
+        y
+    }
+
     #[test]
     fn a_packed_product_gives_the_bits_of_the_dot_product_kernel() {
         let mut rng = Rng::new(3);
@@ -254,14 +263,7 @@ mod tests {
                 let a: Vec<f32> = (0..rows * ld).map(|_| rng.normal() as f32).collect();
                 let x: Vec<f32> = (0..cols).map(|_| rng.normal() as f32).collect();
                 let a = MatRef::new(&a, rows, ld).block(0, 0, rows, cols);
-                let mut want = vec![0.0; rows];
-                gemm_on(
-                    simd,
-                    a,
-                    MatRef::new(&x, cols, 1),
-                    0.0,
-                    MatMut::new(&mut want, rows, 1),
-                );
+                let want = dot_kernel(simd, a, &x);
                 let mut got = vec![f32::NAN; rows];
                 // The matrix second, after another: parts start where the one before ends.
                 let other = MatRef::new(&x, 1, cols);
@@ -294,14 +296,7 @@ mod tests {
             .collect();
         let a = MatRef::new(&a, rows, cols);
         for simd in families() {
-            let mut want = vec![0.0; rows];
-            gemm_on(
-                simd,
-                a,
-                MatRef::new(&x, cols, 1),
-                0.0,
-                MatMut::new(&mut want, rows, 1),
-            );
+            let want = dot_kernel(simd, a, &x);
             let mut got = vec![1.0; rows];
             Packed::new(&[a]).clone().matvec_on(simd, 0, &x, &mut got);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

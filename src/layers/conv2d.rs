@@ -732,14 +732,14 @@ impl Conv2D {
         // direct kernel gives the same bits (see `kernels::direct`).
         let direct = direct::applies(&g);
         // (One sample of a larger batch split over processes takes the batch's path.)
-        if let Some(y) = y.as_deref_mut().filter(|_| n == 1) {
-            if self.shard.total(n) == 1 && self.one_image_split_for(act).is_some() {
-                self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
-                if let Some(a) = after.first_mut() {
-                    a.run(&y[..out_len]);
-                }
-                return;
+        let one_image =
+            n == 1 && self.shard.total(n) == 1 && self.one_image_split_for(act).is_some();
+        if let Some(y) = y.as_deref_mut().filter(|_| one_image) {
+            self.forward_one_direct(&x[..in_len], &mut y[..out_len], act);
+            if let Some(a) = after.first_mut() {
+                a.run(&y[..out_len]);
             }
+            return;
         }
         let w = self.weight.value.data();
         let b = self.bias.value.data();
@@ -795,24 +795,16 @@ impl Conv2D {
         let g = self.geom;
         let (in_len, out_len) = (g.h * g.w, g.k * p.out_h * p.out_w);
         let (w, b) = (self.weight.value.data(), self.bias.value.data());
-        y[..n * out_len]
-            .par_chunks_mut(GRAD_BLOCK * out_len)
-            .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
-            .for_each(|(y_b, x_b)| {
-                SCRATCH.with_borrow_mut(|sc| {
-                    for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
-                        conv_relu_pool::conv3x3_relu_pool2(
-                            &g,
-                            p,
-                            x_n,
-                            w,
-                            b,
-                            &mut sc.relu_pool,
-                            y_n,
-                        );
-                    }
-                })
-            });
+        let mut nothing: Vec<Nothing> = (0..n.div_ceil(GRAD_BLOCK)).map(|_| Nothing).collect();
+        let (x, sizes) = (&x[..n * in_len], (in_len, out_len));
+        for_each_block(x, Some(y), sizes, &mut nothing, |x_b, y_b| {
+            SCRATCH.with_borrow_mut(|sc| {
+                for (y_n, x_n) in y_b.chunks_mut(out_len).zip(x_b.chunks(in_len)) {
+                    let sc = &mut sc.relu_pool;
+                    conv_relu_pool::conv3x3_relu_pool2(&g, p, x_n, w, b, sc, y_n);
+                }
+            })
+        });
     }
 
     /// Filters `ks` of one image `x` through this layer and the max pooling `p` after it

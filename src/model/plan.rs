@@ -183,7 +183,8 @@ impl Plan {
                 .then_some(Step::ConvThenPool { conv: i, input })
         };
         let training = steps(layers, &reads, &stepped, conv_then_pool);
-        let inference = steps(layers, &reads, &stepped, conv_then_pool);
+        // The same steps: a pass that shares buffers leaves out what they do not write.
+        let inference = training.clone();
         let one_image = steps(layers, &reads, &stepped, |i, input| {
             let fits =
                 i + batch_one::LEN <= layers.len() && (i + 1..i + batch_one::LEN).all(chained);
@@ -241,10 +242,11 @@ fn steps(
     steps
 }
 
-/// The buffers of a pass that runs `steps` (writing [`Step::written`]) keeping an output only while a
-/// later step reads it: per layer, the buffer its output goes to (a layer's own, or that of
-/// an earlier output of the same size whose last reader has run), and whether it is still
-/// there at the end of the pass. The last layer's output is never given away.
+/// The buffers of a pass that runs `steps` (writing [`Step::written`]) keeping an output
+/// only while a later step reads it: per layer, the buffer its output goes to (a layer's
+/// own, or that of an earlier output of the same size whose last reader has run), and
+/// whether it is still there at the end of the pass. The last layer's output is never
+/// given away.
 fn share_buffers(layers: &[Layer], steps: &[Step], output_of: &[usize]) -> (Vec<usize>, Vec<bool>) {
     let n = layers.len();
     let mut last_read = vec![None; n];
@@ -373,9 +375,8 @@ mod tests {
     }
 
     /// LeNet: both convolution-pooling pairs fused in training and inference on more
-    /// images; no chain on one image (its
-    /// first pooling is followed by a convolution, not a Dense layer). A pooling first, or
-    /// an average pooling, is not fused.
+    /// images; no chain on one image (its first pooling is followed by a convolution, not a
+    /// Dense layer). A pooling first, or an average pooling, is not fused.
     #[test]
     fn every_conv_then_max_pool_pair_is_one_training_step() {
         let p = plan(crate::examples::LENET);
