@@ -50,7 +50,7 @@ pub struct Model {
     scratch: Vec<Tensor>,
     /// Whether the last forward pass shared buffers ([`Plan::shared`]).
     shared_pass: bool,
-    /// Whether inference keeps every layer's output ([`Model::set_keep_outputs`]).
+    /// Whether a pass keeps every layer's output ([`Model::set_keep_outputs`]).
     keep_outputs: bool,
     /// Per layer: whether the last pass left its output unwritten (a convolution pooled as
     /// it goes on one image, see `fused::batch_one`).
@@ -242,14 +242,20 @@ impl Model {
         self.input_grad.as_ref()
     }
 
-    /// Whether inference keeps every layer's output for [`Model::activation`] (off by
-    /// default: on several images it keeps an output only while a later layer still reads
-    /// it, and lends its buffer to the next output of the same size; on any number, a
-    /// convolution whose max pooling consumes it in the same kernel does not write it). A
-    /// training pass always keeps every output, and so does inference on one image but for
-    /// such a convolution's.
+    /// Whether a pass keeps every layer's output for [`Model::activation`]. Off by
+    /// default: inference on several images keeps an output only while a later layer still
+    /// reads it, and lends its buffer to the next output of the same size; a convolution
+    /// whose max pooling takes its output block by block (every pass on several images, a
+    /// training pass where the convolution's activation is none, ReLU or ReLU6, see
+    /// `fused::conv_pool`) or in the same kernel (inference on one image) does not write
+    /// it. Every other output of a training pass or of inference on one image is kept.
     pub fn set_keep_outputs(&mut self, keep: bool) {
         self.keep_outputs = keep;
+    }
+
+    /// Whether passes keep every layer's output ([`Model::set_keep_outputs`]).
+    pub fn keeps_outputs(&self) -> bool {
+        self.keep_outputs
     }
 
     /// Runs the network on `x` (`[N, C, H, W]`) as in a training step (Dropout drops values;
@@ -350,7 +356,9 @@ impl Model {
                     if shared {
                         conv_pool::infer(conv, pool, input(*v), pooled)
                     } else {
-                        conv_pool::forward(conv, pool, input(*v), y, pooled)
+                        let keep = *keep_outputs;
+                        let written = conv_pool::forward(conv, pool, input(*v), y, pooled, keep);
+                        unwritten[at[out.start]] = !written;
                     }
                 }
                 Step::BatchOneChain { first, input: v } => {
@@ -503,7 +511,8 @@ impl Model {
                     let [conv_l, pool_l] = &mut layers[out] else {
                         unreachable!("two layers")
                     };
-                    conv_pool::backward(conv_l, pool_l, xs[0], &acts[*conv], &dy, dxs[0].as_mut())
+                    let outputs = (&acts[*conv], &acts[*conv + 1]);
+                    conv_pool::backward(conv_l, pool_l, xs[0], outputs, &dy, dxs[0].as_mut())
                 }
                 Step::BatchOneChain { .. } => unreachable!("an inference step in training"),
             }
@@ -682,10 +691,10 @@ impl Model {
     }
 
     /// The output of layer `i` for the last forward pass (for visualisation), if the pass
-    /// kept it: a training pass keeps every output; inference on one image all but a
-    /// convolution's that was pooled as it went; inference on more images only those no
-    /// later output took the buffer of; unless [`Model::set_keep_outputs`] says to keep them
-    /// all. The last layer's is always kept.
+    /// kept it: a training pass and inference on one image keep all but a convolution's
+    /// that its max pooling took block by block or in its kernel; inference on more images
+    /// only those no later output took the buffer of; unless [`Model::set_keep_outputs`]
+    /// says to keep them all. The last layer's is always kept.
     pub fn activation(&self, i: usize) -> Option<&Tensor> {
         let j = *self.plan.output_of.get(i)?;
         if self.unwritten[j] {
@@ -937,22 +946,37 @@ mod tests {
     /// block, see `Model::run_layers` and `Model::backward`), give the same outputs and set
     /// the same gradients, bit for bit, as the layers' forward and backward passes one by
     /// one, for a batch of one whole block of samples and a partial one: as the first layer
-    /// (no dx), and further in, by Winograd and by im2col, with dx.
+    /// (no dx), and further in, by Winograd and by im2col, with dx. With ReLU or ReLU6 the
+    /// convolution's output is not kept (the pooling's backward applies the activation's
+    /// gate) unless every output is asked for; with tanh it is.
     #[test]
     fn a_convolution_run_with_its_pooling_gives_the_layers_outputs_and_gradients() {
-        let first = "Conv2D filters=8 kernel=3x3 stride=1 padding=same activation=relu\n\
-                     MaxPool2D pool=2x2 stride=2\n";
-        for (second, winograd) in [
-            ("", false),
+        for (first_act, second, winograd, keep) in [
+            ("relu", "", false, false),
+            ("relu", "", false, true),
             (
+                "relu",
                 "Conv2D filters=5 kernel=3x3 padding=same activation=relu\n",
+                true,
+                false,
+            ),
+            (
+                "relu",
+                "Conv2D filters=5 kernel=3x3 padding=same activation=relu\n",
+                true,
                 true,
             ),
             (
-                "Conv2D filters=5 kernel=2x2 padding=same activation=relu\n",
+                "tanh",
+                "Conv2D filters=5 kernel=2x2 padding=same activation=relu6\n",
+                false,
                 false,
             ),
         ] {
+            let first = format!(
+                "Conv2D filters=8 kernel=3x3 stride=1 padding=same activation={first_act}\n\
+                 MaxPool2D pool=2x2 stride=2\n"
+            );
             let more = if second.is_empty() {
                 ""
             } else {
@@ -981,16 +1005,22 @@ mod tests {
                 assert_eq!(conv.uses_winograd(), winograd, "{second}");
             }
             let (x, labels) = synthetic_batch(&spec, 6, 8).unwrap();
+            fused.set_keep_outputs(keep);
             fused.compute_gradients(&x, &labels).unwrap();
             // The same step with each layer's own forward and backward pass.
             layer_by_layer(&mut apart, &x);
-            let bits = |m: &Model| -> Vec<Vec<u32>> {
-                m.acts
-                    .iter()
-                    .map(|t| t.data().iter().map(|v| v.to_bits()).collect())
-                    .collect()
-            };
-            assert_eq!(bits(&fused), bits(&apart), "{second}");
+            let bits = |t: &Tensor| -> Vec<u32> { t.data().iter().map(|v| v.to_bits()).collect() };
+            for (i, want) in apart.acts.iter().enumerate() {
+                let conv_gated = (i == 0 && first_act == "relu") || (i == 2 && !second.is_empty());
+                let at = format!("{first_act} {second} keep {keep}: layer {i}");
+                match fused.activation(i) {
+                    Some(got) => assert_eq!(bits(got), bits(want), "{at}"),
+                    None => assert!(conv_gated && !keep, "{at}: not kept"),
+                }
+                if conv_gated && !keep {
+                    assert!(fused.activation(i).is_none(), "{at}: kept");
+                }
+            }
             let last = apart.layers.len() - 1;
             let logits = apart.acts[last].clone();
             apart.grads[last].resize(logits.shape());
@@ -1017,7 +1047,11 @@ mod tests {
                     .map(|(_, p)| p.grad.data().iter().map(|v| v.to_bits()).collect())
                     .collect()
             };
-            assert_eq!(grads(&fused), grads(&apart), "{second}");
+            assert_eq!(
+                grads(&fused),
+                grads(&apart),
+                "{first_act} {second} keep {keep}"
+            );
             // The first layer's gradients are not all zero: the comparison means something.
             assert!(fused.layers[0].params()[0]
                 .1

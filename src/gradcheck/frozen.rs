@@ -109,7 +109,12 @@ impl FrozenNet {
     /// Runs `model` forward on `x` and freezes the choices it makes, then evaluates the
     /// frozen network in f64 and compares the two passes layer by layer.
     pub fn new(model: &mut Model, x: &Tensor, labels: &[usize]) -> Result<FrozenNet> {
-        model.forward(x)?;
+        // Every layer's output, the convolutions' before a max pooling among them.
+        let keep = model.keeps_outputs();
+        model.set_keep_outputs(true);
+        let pass = model.forward(x).map(|_| ());
+        model.set_keep_outputs(keep);
+        pass?;
         let n = x.batch();
         let last = model.layers().len() - 1;
         let mut layers = Vec::with_capacity(model.layers().len());

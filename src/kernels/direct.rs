@@ -245,7 +245,7 @@ impl Scratch {
 }
 
 /// One sample's weight and bias gradients for `g` where [`weight_grad9_applies`] is true,
-/// ReLU undone on the way if `relu`:
+/// ReLU undone on the way from its output `y` if `relu_of` gives it:
 ///
 /// ```text
 /// d[k][p]   = 0 if relu and y[k][p] <= 0, else dy[k][p]
@@ -268,8 +268,7 @@ pub fn weight_grad9(
     g: &ConvGeom,
     x: &[f32],
     dy: &[f32],
-    y: &[f32],
-    relu: bool,
+    relu_of: Option<&[f32]>,
     beta_one: bool,
     sc: &mut Scratch,
     dw: &mut [f32],
@@ -280,6 +279,8 @@ pub fn weight_grad9(
         "weight_grad9: not nine weights per filter on AVX-512: {g:?}"
     );
     let (k, ohw) = (g.k, g.out_h * g.out_w);
+    // Without ReLU the kernel reads no y.
+    let (relu, y) = (relu_of.is_some(), relu_of.unwrap_or(dy));
     assert!(
         x.len() >= g.c * g.h * g.w
             && dy.len() >= k * ohw

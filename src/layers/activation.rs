@@ -410,6 +410,29 @@ pub fn forward(act: Activation, y: &mut [f32], features: usize) {
     }
 }
 
+/// Whether ReLU's backward passes the gradient of an output `y` on (f'(x) = 1) rather
+/// than zeroing it: `y` > 0, or NaN (a NaN output keeps its gradient).
+pub fn relu_passes(y: f32) -> bool {
+    y > 0.0 || y.is_nan()
+}
+
+/// Whether ReLU6's backward passes the gradient of an output `y` on: 0 < `y` < 6, or NaN.
+pub fn relu6_passes(y: f32) -> bool {
+    (y > 0.0 && y < 6.0) || y.is_nan()
+}
+
+/// Whether `act`'s backward multiplies each gradient by 0 or 1 chosen by its output alone
+/// (none, ReLU, ReLU6: [`relu_passes`], [`relu6_passes`]), a gate: [`backward`] on one
+/// value `d` of output `y` gives `d` where the gate passes `y` and 0 elsewhere. Not for the
+/// others, whose derivative takes other values (and 0 times it may be -0 or NaN).
+///
+/// A max pooling after such an activation routes each gradient to its window's winner,
+/// whose output the pooling keeps, so its backward can apply the gate itself and the
+/// activation's output need not be kept (`crate::model::fused::conv_pool`).
+pub fn has_gate(act: Activation) -> bool {
+    matches!(act, Activation::None | Activation::Relu | Activation::Relu6)
+}
+
 /// Replaces `dy` (dL/dy) by dL/dx, given the activation's output `y`.
 pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], features: usize) {
     match act {
@@ -420,11 +443,11 @@ pub fn backward(act: Activation, y: &[f32], dy: &mut [f32], features: usize) {
         Activation::Relu => dy
             .iter_mut()
             .zip(y)
-            .for_each(|(d, &v)| *d = if v <= 0.0 { 0.0 } else { *d }),
+            .for_each(|(d, &v)| *d = if relu_passes(v) { *d } else { 0.0 }),
         Activation::Relu6 => dy
             .iter_mut()
             .zip(y)
-            .for_each(|(d, &v)| *d = if v <= 0.0 || v >= 6.0 { 0.0 } else { *d }),
+            .for_each(|(d, &v)| *d = if relu6_passes(v) { *d } else { 0.0 }),
         Activation::LeakyRelu(a) => dy
             .iter_mut()
             .zip(y)

@@ -899,40 +899,51 @@ impl Conv2D {
     ) {
         let out_len = self.geom.k * self.geom.out_h * self.geom.out_w;
         let dy: Vec<&mut [f32]> = dy[..n * out_len].chunks_mut(GRAD_BLOCK * out_len).collect();
-        self.backward_dy(x, y, dy, dx, n, act);
+        self.backward_dy(x, Some(y), dy, dx, n, act);
     }
 
     /// [`LayerOp::backward`] with dL/dy given block by block: `dy[b]` makes the dL/dy of
     /// block `b` of [`GRAD_BLOCK`] samples when the thread that computes the block asks for
     /// it, so that it is in that thread's cache (`crate::model::fused` makes it there from
-    /// the max pooling's gradient).
+    /// the max pooling's gradient). With the output `y` of the last forward pass, the
+    /// activation is undone here; with none, `dy` gives dL/d(conv output), the activation
+    /// already undone.
     ///
     /// # Panics
     /// If `dy` does not hold one entry per block, `n.div_ceil(GRAD_BLOCK)`.
     pub(crate) fn backward_blocks_from(
         &mut self,
         x: &[f32],
-        y: &[f32],
+        y: Option<&[f32]>,
         dy: Vec<impl DyBlock>,
         dx: Option<&mut [f32]>,
         n: usize,
     ) {
         assert_eq!(dy.len(), n.div_ceil(GRAD_BLOCK), "one entry per block");
-        let act = self.act;
+        let act = if y.is_some() {
+            self.act
+        } else {
+            Activation::None
+        };
         self.backward_dy(x, y, dy, dx, n, act);
     }
 
     /// [`Conv2D::backward_act`] with dL/dy block by block from `dy`: by Winograd where the
-    /// layer uses it, else here (the direct one-pass kernel or im2col).
+    /// layer uses it, else here (the direct one-pass kernel or im2col). `y` may be left out
+    /// when `act` is [`Activation::None`], which does not read it.
     fn backward_dy<D: DyBlock>(
         &mut self,
         x: &[f32],
-        y: &[f32],
+        y: Option<&[f32]>,
         dy: Vec<D>,
         dx: Option<&mut [f32]>,
         n: usize,
         act: Activation,
     ) {
+        assert!(
+            y.is_some() || act == Activation::None,
+            "Conv2D backward: {act:?} is undone from the output, and none was given"
+        );
         if let Some(plan) = self.winograd {
             return self.backward_winograd(&plan, x, y, dy, dx, n, act);
         }
@@ -969,19 +980,16 @@ impl Conv2D {
                 }
                 let (cols, direct_sc) = (&mut sc.cols[..], &mut sc.direct);
                 let mut beta = 0.0;
-                for (s, (dy_s, y_s)) in
-                    b.dy.chunks_mut(out_len)
-                        .zip(b.y.chunks(out_len))
-                        .enumerate()
-                {
+                for (s, dy_s) in b.dy.chunks_mut(out_len).enumerate() {
+                    let y_s = sample_of(b.y, s, out_len);
                     if one_pass {
                         let relu = act == Activation::Relu;
                         if !relu {
                             activation::backward(act, y_s, dy_s, dy_s.len());
                         }
                         let x_s = &b.x[s * in_len..(s + 1) * in_len];
-                        let dw = &mut *b.dw;
-                        direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, direct_sc, dw, b.db);
+                        let (dw, mask) = (&mut *b.dw, relu.then_some(y_s));
+                        direct::weight_grad9(&g, x_s, dy_s, mask, s > 0, direct_sc, dw, b.db);
                         continue;
                     }
                     undo_activation(act, y_s, dy_s, ohw, b.db);
@@ -1053,7 +1061,7 @@ impl Conv2D {
     fn backward_depthwise<D: DyBlock>(
         &mut self,
         x: &[f32],
-        y: &[f32],
+        y: Option<&[f32]>,
         dy: Vec<D>,
         dx: Option<&mut [f32]>,
         n: usize,
@@ -1072,11 +1080,11 @@ impl Conv2D {
             n,
             |sc, mut b| {
                 if act != Activation::None {
-                    for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
-                        activation::backward(act, y_s, dy_s, dy_s.len());
+                    for (s, dy_s) in b.dy.chunks_mut(out_len).enumerate() {
+                        activation::backward(act, sample_of(b.y, s, out_len), dy_s, dy_s.len());
                     }
                 }
-                let m = b.y.len() / out_len;
+                let m = b.dy.len() / out_len;
                 let dx = b.dx.as_deref_mut();
                 depthwise::backward(&g, b.x, b.dy, w, m, &mut sc.depthwise, b.dw, b.db, dx);
             },
@@ -1138,7 +1146,7 @@ impl Conv2D {
         &mut self,
         plan: &Plan,
         x: &[f32],
-        y: &[f32],
+        y: Option<&[f32]>,
         dy: Vec<D>,
         dx: Option<&mut [f32]>,
         n: usize,
@@ -1151,8 +1159,8 @@ impl Conv2D {
         let u = &self.wino_u;
         let io = (x, y, dy, dx);
         let total = grad_blocks(&mut self.partial, self.shard, &g, ulen, io, n, |sc, b| {
-            for (dy_s, y_s) in b.dy.chunks_mut(out_len).zip(b.y.chunks(out_len)) {
-                undo_activation(act, y_s, dy_s, ohw, b.db);
+            for (s, dy_s) in b.dy.chunks_mut(out_len).enumerate() {
+                undo_activation(act, sample_of(b.y, s, out_len), dy_s, ohw, b.db);
             }
             winograd::backward(plan, u, b.x, b.dy, &mut sc.wino, b.dw, b.dx);
         });
@@ -1236,9 +1244,9 @@ fn direct_with_act(
 /// One block of [`GRAD_BLOCK`] samples in backward, as [`grad_blocks`] hands it out.
 struct GradBlock<'a> {
     /// dL/d(output) of the block's samples (the caller may change it in place), their
-    /// output y and input x.
+    /// output y (if given: see [`sample_of`]) and input x.
     dy: &'a mut [f32],
-    y: &'a [f32],
+    y: Option<&'a [f32]>,
     x: &'a [f32],
     /// The block's slice of dL/dx, if asked for.
     dx: Option<&'a mut [f32]>,
@@ -1248,8 +1256,15 @@ struct GradBlock<'a> {
     db: &'a mut [f32],
 }
 
-/// The input, output, dL/d(output) by block and dL/dx (if asked for) of a backward pass.
-type GradIo<'a, D> = (&'a [f32], &'a [f32], Vec<D>, Option<&'a mut [f32]>);
+/// The input, output (if given), dL/d(output) by block and dL/dx (if asked for) of a
+/// backward pass.
+type GradIo<'a, D> = (&'a [f32], Option<&'a [f32]>, Vec<D>, Option<&'a mut [f32]>);
+
+/// Sample `s`'s `len` values of a block's output `y`, or none where no output was given (a
+/// backward pass whose activation is already undone reads none).
+fn sample_of(y: Option<&[f32]>, s: usize, len: usize) -> &[f32] {
+    y.map_or(&[], |y| &y[s * len..(s + 1) * len])
+}
 
 /// Work on the output of one block of [`GRAD_BLOCK`] samples, run by
 /// [`Conv2D::forward_blocks_then`] right after it computed the block, on the same thread.
@@ -1301,6 +1316,13 @@ fn grad_blocks<'p, D: DyBlock>(
     let part_len = wlen + g.k;
     let blocks = n.div_ceil(GRAD_BLOCK);
     partial.resize(blocks * part_len, 0.0);
+    let y_blocks: Vec<Option<&[f32]>> = match y {
+        Some(y) => y[..n * out_len]
+            .chunks(GRAD_BLOCK * out_len)
+            .map(Some)
+            .collect(),
+        None => vec![None; blocks],
+    };
     let mut dx_blocks: Vec<Option<&mut [f32]>> = match dx {
         Some(dx) => dx[..n * in_len]
             .chunks_mut(GRAD_BLOCK * in_len)
@@ -1311,10 +1333,10 @@ fn grad_blocks<'p, D: DyBlock>(
     partial[..blocks * part_len]
         .par_chunks_mut(part_len)
         .zip(dy_blocks.par_iter_mut())
-        .zip(y[..n * out_len].par_chunks(GRAD_BLOCK * out_len))
+        .zip(y_blocks.par_iter())
         .zip(x[..n * in_len].par_chunks(GRAD_BLOCK * in_len))
         .zip(dx_blocks.par_iter_mut())
-        .for_each(|((((part, dy), y), x), dx)| {
+        .for_each(|((((part, dy), &y), x), dx)| {
             let (dw, db) = part.split_at_mut(wlen);
             db.fill(0.0);
             let dx = dx.as_deref_mut();
@@ -1333,7 +1355,7 @@ fn grad_blocks<'p, D: DyBlock>(
                     )
                 })
             };
-            dy.with(y.len(), run);
+            dy.with(x.len() / in_len * out_len, run);
         });
     partial.truncate(blocks * part_len);
     if shard.exact() {

@@ -25,6 +25,7 @@
 
 use rayon::prelude::*;
 
+use super::activation::{self, Activation};
 use super::keys::{LineKeys, MAX_DIM};
 use super::{chw, Counts, InputForm, LayerKind, LayerOp, Pass, SampleShape, Window};
 use crate::error::Result;
@@ -517,18 +518,63 @@ impl MaxPool2D {
         let g = self.geom;
         let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
         let planes = dy.len() / ohw;
-        let args = first * g.c * ohw..(first * g.c + planes) * ohw;
-        assert!(
-            args.end <= self.argmax.len(),
-            "MaxPool2D backward needs a training forward pass of these samples first"
-        );
         for ((dx_p, arg_p), dy_p) in dx[..planes * hw]
             .chunks_mut(hw)
-            .zip(self.argmax[args].chunks(ohw))
+            .zip(self.argmax_of(first, planes).chunks(ohw))
             .zip(dy.chunks(ohw))
         {
             unpool(arg_p, dy_p, dx_p);
         }
+    }
+
+    /// [`MaxPool2D::backward_samples`] followed by the backward pass of the activation
+    /// `act` before this layer, which must have a gate ([`activation::has_gate`]): a
+    /// gradient reaches its window's winner only if the gate passes the winner's value,
+    /// which is the window's output `y`. So `dx` is dL/d(the activation's input), the same
+    /// bits as unpooling and then undoing the activation with its output (every gradient a
+    /// position gets passes the same gate, and a position no gradient reaches holds 0
+    /// either way), without reading that output.
+    ///
+    /// # Panics
+    /// If `act` has no gate or the samples were not in the last training forward pass.
+    pub(crate) fn backward_samples_gated(
+        &self,
+        dy: &[f32],
+        y: &[f32],
+        first: usize,
+        act: Activation,
+        dx: &mut [f32],
+    ) {
+        let g = self.geom;
+        let (hw, ohw) = (g.h * g.w, g.out_h * g.out_w);
+        let planes = dy.len() / ohw;
+        let args = self.argmax_of(first, planes);
+        // One loop per gate, each inlined into it.
+        let planes = dx[..planes * hw]
+            .chunks_mut(hw)
+            .zip(args.chunks(ohw))
+            .zip(dy.chunks(ohw))
+            .zip(y.chunks(ohw));
+        match act {
+            Activation::None => planes.for_each(|(((dx, a), dy), _)| unpool(a, dy, dx)),
+            Activation::Relu => planes
+                .for_each(|(((dx, a), dy), y)| unpool_gated(a, dy, y, activation::relu_passes, dx)),
+            Activation::Relu6 => planes.for_each(|(((dx, a), dy), y)| {
+                unpool_gated(a, dy, y, activation::relu6_passes, dx)
+            }),
+            _ => panic!("MaxPool2D: {act:?} has no gate"),
+        }
+    }
+
+    /// The winners of `planes` planes from sample `first` of the last training pass.
+    fn argmax_of(&self, first: usize, planes: usize) -> &[u32] {
+        let ohw = self.geom.out_h * self.geom.out_w;
+        let at = first * self.geom.c * ohw..(first * self.geom.c + planes) * ohw;
+        assert!(
+            at.end <= self.argmax.len(),
+            "MaxPool2D backward needs a training forward pass of these samples first"
+        );
+        &self.argmax[at]
     }
 }
 
@@ -553,6 +599,26 @@ fn unpool(arg_p: &[u32], dy_p: &[f32], dx_p: &mut [f32]) {
     dx_p.fill(0.0);
     for (&a, &d) in arg_p.iter().zip(dy_p) {
         dx_p[a as usize] += d;
+    }
+}
+
+/// [`unpool`] with the gate of the activation before the pooling: the gradient of an
+/// output whose value `y` the gate does not pass is dropped.
+///
+/// Adding 0 in its place is a select, not a branch (the gate's answer is as unpredictable
+/// as ReLU's, see [`activation::backward`]), and gives the same bits: every gradient a
+/// position gets passes the same gate, so a position gets only zeros or only the gradients
+/// it would get, and a sum from +0 is never -0, so adding +0 leaves it as it is.
+fn unpool_gated(
+    arg_p: &[u32],
+    dy_p: &[f32],
+    y_p: &[f32],
+    gate: impl Fn(f32) -> bool,
+    dx_p: &mut [f32],
+) {
+    dx_p.fill(0.0);
+    for ((&a, &d), &v) in arg_p.iter().zip(dy_p).zip(y_p) {
+        dx_p[a as usize] += if gate(v) { d } else { 0.0 };
     }
 }
 
@@ -670,6 +736,50 @@ mod tests {
                 assert!(layer.argmax().is_empty(), "pool {pool}, n {n}");
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&trained), bits(&inferred), "pool {pool}, n {n}");
+            }
+        }
+    }
+
+    /// The gated backward (unpooling that applies the gate of the activation before the
+    /// pooling, from the pooled values) gives the bits of unpooling and then the
+    /// activation's own backward from its outputs, for none, ReLU and ReLU6, on
+    /// non-overlapping and overlapping windows (3x3 at stride 2: one input wins up to four
+    /// windows), with outputs of 0, -0, 6, NaN and infinities and gradients of -0 and NaN.
+    #[test]
+    fn the_gated_backward_gives_the_bits_of_unpooling_then_the_activation() {
+        let specials = [0.0, -0.0, 6.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            for (pool, stride) in [(2, 2), (3, 2)] {
+                let g = geom(pool, stride);
+                let n = 2;
+                let mut r = Rng::new(11);
+                // The activation's outputs: activated values, with specials among them.
+                let mut x: Vec<f32> = (0..n * 3 * 9 * 10).map(|_| r.normal() as f32).collect();
+                // The first plane all off for ReLU and ReLU6: its windows' winners are 0.
+                x[..9 * 10].iter_mut().for_each(|v| *v = -v.abs());
+                activation::forward(act, &mut x, 1);
+                for (i, v) in x.iter_mut().enumerate().filter(|(i, _)| i % 7 == 0) {
+                    *v = specials[i / 7 % specials.len()];
+                }
+                let len = n * 3 * g.out_h * g.out_w;
+                let (mut y, mut layer) = (vec![0.0; len], MaxPool2D::new(g));
+                LayerOp::prepare(&mut layer, pass(true));
+                LayerOp::forward(&mut layer, &x, &mut y, n);
+                let mut dy: Vec<f32> = (0..len).map(|_| r.normal() as f32).collect();
+                dy[1] = -0.0;
+                dy[4] = f32::NAN;
+                let mut unpooled = vec![0.0; x.len()];
+                layer.backward_samples(&dy, 0, &mut unpooled);
+                let mut want = unpooled.clone();
+                activation::backward(act, &x, &mut want, 1);
+                let mut got = vec![1.0; x.len()];
+                layer.backward_samples_gated(&dy, &y, 0, act, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{act:?} pool {pool}");
+                // Gradients passed the gate, and for ReLU and ReLU6 some did not.
+                assert!(want.iter().any(|v| *v != 0.0), "{act:?} pool {pool}");
+                let dropped = bits(&want) != bits(&unpooled);
+                assert_eq!(dropped, act != Activation::None, "{act:?} pool {pool}");
             }
         }
     }

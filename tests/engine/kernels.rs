@@ -433,7 +433,8 @@ proptest! {
         for s in 0..2 {
             let (x_s, plane) = (&x[s * h * w..(s + 1) * h * w], s * k * ohw..(s + 1) * k * ohw);
             let (dy_s, y_s) = (&dy[plane.clone()], &y[plane]);
-            direct::weight_grad9(&g, x_s, dy_s, y_s, relu, s > 0, &mut sc, &mut dw, &mut db);
+            let mask = relu.then_some(y_s);
+            direct::weight_grad9(&g, x_s, dy_s, mask, s > 0, &mut sc, &mut dw, &mut db);
             let mut d = dy_s.to_vec();
             let act = if relu { Activation::Relu } else { Activation::None };
             let len = d.len();

@@ -4,12 +4,23 @@
 //! Forward: each block is pooled by the thread that computed its convolution, right after,
 //! while the block's output is in that thread's cache. Run one after the other, the pooling
 //! read the whole batch's output back from memory (12.8 MB for LeNet's first layer at batch
-//! 128). The convolution's output is still written whole, as backward reads it for the
-//! activation's mask.
+//! 128). Where the convolution's activation has a derivative of 0 or 1 chosen by its output
+//! (none, ReLU, ReLU6: `activation::has_gate`), its output is not written at all (unless the
+//! model is asked to keep every output): each block goes to a buffer of the thread's, as in
+//! inference. Backward needs the activation's output only where a gradient arrives, at the
+//! winner of each pooling window, and there it is the pooled value the pooling keeps:
 //!
-//! Backward: each block first gets its dL/dy from the pooling's backward
-//! (`MaxPool2D::backward_samples`, from the pooling's output gradient), into a buffer of
-//! the thread's, and then goes through the convolution's backward (the one-pass
+//! ```text
+//! dL/dz[p] = sum over the windows w that p won of dL/dpooled[w], if gate(pooled[w]); else 0
+//! ```
+//!
+//! (z the convolution's output before the activation; every window p won has the same
+//! pooled value, y[p]). For another activation (tanh, sigmoid, leaky ReLU) the output is
+//! written whole, and backward undoes the activation from it.
+//!
+//! Backward: each block first gets its dL/dy (or dL/dz, gated as above) from the pooling's
+//! backward (`MaxPool2D::backward_samples`, from the pooling's output gradient), into a
+//! buffer of the thread's, and then goes through the convolution's backward (the one-pass
 //! weight-gradient kernel for a one-channel 3x3 convolution on AVX-512, Winograd where it
 //! applies, else im2col) while that buffer is in cache. Run one after the other, the pooling
 //! wrote the whole batch's dL/dy to memory (12.8 MB for LeNet's first layer at batch 128,
@@ -26,6 +37,7 @@
 //! same bits.
 
 use crate::kernels::geom::PoolGeom;
+use crate::layers::activation::{has_gate, Activation};
 use crate::layers::conv2d::{AfterBlock, DyBlock, GRAD_BLOCK};
 use crate::layers::pool::max_pool_planes;
 use crate::layers::{Conv2D, Layer, MaxPool2D, Op};
@@ -37,9 +49,10 @@ pub fn applies(a: &Layer, b: &Layer) -> bool {
     matches!((&a.op, &b.op), (Op::Conv2D(_), Op::MaxPool2D(_)))
 }
 
-/// The convolution `conv` and the max pooling `pool` after it, forward on `x`: writes the
-/// convolution's output `y` and the pooling's `pooled` (both resized), the pooling's record
-/// of winners in a training pass.
+/// The convolution `conv` and the max pooling `pool` after it, forward on `x` in a training
+/// pass: writes the pooling's output `pooled` and record of winners and, if `keep` or if
+/// [`backward`] needs it (an activation with no gate, [`has_gate`]), the convolution's output `y`
+/// (each resized that it writes). Returns whether it wrote `y`.
 ///
 /// # Panics
 /// If the layers are not a Conv2D and a MaxPool2D ([`applies`]) on its output.
@@ -49,13 +62,19 @@ pub fn forward(
     x: &Tensor,
     y: &mut Tensor,
     pooled: &mut Tensor,
-) {
+    keep: bool,
+) -> bool {
     let n = x.batch();
-    conv.resize_output(n, y);
+    let write = keep || !has_gate(conv.activation());
+    if write {
+        conv.resize_output(n, y);
+    }
     pool.resize_output(n, pooled);
     let (conv, pool) = the_pair(&mut conv.op, &mut pool.op);
     let mut blocks = pool_blocks(pool, pooled.data_mut(), n);
-    conv.forward_blocks_then(x.data(), Some(y.data_mut()), n, &mut blocks);
+    let y = write.then(|| y.data_mut());
+    conv.forward_blocks_then(x.data(), y, n, &mut blocks);
+    write
 }
 
 /// The convolution `conv` and the max pooling `pool` after it in inference, keeping only
@@ -79,9 +98,11 @@ pub fn infer(conv: &mut Layer, pool: &mut Layer, x: &Tensor, pooled: &mut Tensor
 }
 
 /// Backward through the pooling `pool` and the convolution `conv` before it, from the
-/// pooling's output gradient `pool_dy`, given the convolution's input `x` and output `y` of
-/// the last forward pass: sets the convolution's parameter gradients and, if `dx` is given,
-/// writes dL/dx (resized to `x`'s shape).
+/// pooling's output gradient `pool_dy`, given the convolution's input `x` of the last
+/// forward pass ([`forward`]) and its outputs: the convolution's `y` (read only for an
+/// activation with no gate, [`has_gate`]; [`forward`] wrote it then) and the pooling's `pooled`. Sets
+/// the convolution's parameter gradients and, if `dx` is given, writes dL/dx (resized to
+/// `x`'s shape).
 ///
 /// # Panics
 /// If the layers are not a Conv2D and a MaxPool2D ([`applies`]) on its output, or the last
@@ -90,7 +111,7 @@ pub fn backward(
     conv: &mut Layer,
     pool: &mut Layer,
     x: &Tensor,
-    y: &Tensor,
+    (y, pooled): (&Tensor, &Tensor),
     pool_dy: &Tensor,
     dx: Option<&mut Tensor>,
 ) {
@@ -99,20 +120,26 @@ pub fn backward(
         t.resize(x.shape());
         t.data_mut()
     });
+    let act = conv.activation();
+    let gated = has_gate(act);
     let (conv, pool) = the_pair(&mut conv.op, &mut pool.op);
     let pool = &*pool;
     let p = pool.geom;
-    let pooled = p.c * p.out_h * p.out_w;
-    let dy: Vec<Unpooled> = pool_dy.data()[..n * pooled]
-        .chunks(GRAD_BLOCK * pooled)
+    let len = p.c * p.out_h * p.out_w;
+    let dy: Vec<Unpooled> = pool_dy.data()[..n * len]
+        .chunks(GRAD_BLOCK * len)
+        .zip(pooled.data()[..n * len].chunks(GRAD_BLOCK * len))
         .enumerate()
-        .map(|(b, pool_dy)| Unpooled {
+        .map(|(b, (pool_dy, pooled))| Unpooled {
             pool,
             pool_dy,
+            gated: gated.then_some((act, pooled)),
             first: b * GRAD_BLOCK,
         })
         .collect();
-    conv.backward_blocks_from(x.data(), y.data(), dy, dx, n);
+    // With a gate, the blocks' gradients are dL/dz already: the convolution reads no y.
+    let y = (!gated).then(|| y.data());
+    conv.backward_blocks_from(x.data(), y, dy, dx, n);
 }
 
 /// The convolution and the pooling of two layer operations, checked to be a Conv2D and a
@@ -173,10 +200,12 @@ impl AfterBlock for PoolBlock<'_> {
 }
 
 /// One block's dL/d(convolution output), made from the pooling's output gradient of its
-/// samples `first..`, `pool_dy`.
+/// samples `first..`, `pool_dy`; with the gate of the convolution's activation and the
+/// pooling's output of those samples, dL/d(convolution output before the activation).
 struct Unpooled<'a> {
     pool: &'a MaxPool2D,
     pool_dy: &'a [f32],
+    gated: Option<(Activation, &'a [f32])>,
     first: usize,
 }
 
@@ -190,7 +219,11 @@ impl DyBlock for Unpooled<'_> {
     fn with(&mut self, len: usize, f: impl FnOnce(&mut [f32])) {
         DY_BLOCK.with_borrow_mut(|buf| {
             buf.resize(len, 0.0);
-            self.pool.backward_samples(self.pool_dy, self.first, buf);
+            let (dy, first) = (self.pool_dy, self.first);
+            match self.gated {
+                Some((act, y)) => self.pool.backward_samples_gated(dy, y, first, act, buf),
+                None => self.pool.backward_samples(dy, first, buf),
+            }
             f(buf)
         })
     }
