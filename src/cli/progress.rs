@@ -101,15 +101,23 @@ pub fn drive(
     let mut total = 0;
     let should_stop =
         |total: u64| stop_after_steps.is_some_and(|s| total >= s) || stop_signal() != 0;
+    // The monitor's lines, read right after each epoch's last step (the evaluation after it
+    // leaves other layer outputs), from a model that keeps every output.
+    let mut health = String::new();
+    run.set_keep_outputs(monitor);
     let result = run.train(&mut |event| match event {
         RunEvent::Step {
             epoch,
             step,
+            steps: of,
             total: t,
             loss,
-            ..
+            model,
         } => {
             total = t;
+            if monitor && step == of {
+                health = monitor_lines(model);
+            }
             if step == 1 || shown.is_none_or(|(e, _, _)| e != epoch) {
                 bar.reset();
                 bar.set_prefix(format!("{epoch}/{epochs}"));
@@ -121,12 +129,10 @@ pub fn drive(
             bar.set_message(bar_message(loss, images / since.elapsed().as_secs_f64()));
             stop_or_continue(should_stop(total))
         }
-        RunEvent::Epoch { metrics, model } => {
+        RunEvent::Epoch { metrics, .. } => {
             bar.finish_and_clear();
             println!("{}", epoch_line(metrics, epochs, held_out));
-            if monitor {
-                print!("{}", monitor_lines(model));
-            }
+            print!("{}", std::mem::take(&mut health));
             stop_or_continue(should_stop(total))
         }
     });

@@ -62,17 +62,20 @@ use crate::train::{self, Control, EpochMetrics, Event, TrainOptions, TrainState}
 #[derive(Debug)]
 pub enum RunEvent<'a> {
     /// A gradient step finished: `step` of `steps` in `epoch` (1-based), with the batch's
-    /// loss; `total` counts the steps of the whole run, before a resume too.
+    /// loss; `total` counts the steps of the whole run, before a resume too. The model holds
+    /// the step's gradients and layer outputs (for gradient norms and dead ReLUs:
+    /// [`crate::monitor`]; see [`Run::set_keep_outputs`]).
     Step {
         epoch: usize,
         step: usize,
         steps: usize,
         total: u64,
         loss: f32,
+        model: &'a Model,
     },
     /// An epoch finished (its checkpoint and metrics are written right after this event).
-    /// The model is the one after the epoch's last step (for gradient norms and dead ReLUs:
-    /// [`crate::monitor`]).
+    /// The model's weights and gradients are those after the epoch's last step; its layer
+    /// outputs may be those of the epoch's evaluation.
     Epoch {
         metrics: &'a EpochMetrics,
         model: &'a Model,
@@ -532,6 +535,13 @@ impl Run {
         self.folder && self.processes.is_none_or(|p| p.group.rank() == 0)
     }
 
+    /// Whether every training step keeps every layer's output for [`RunEvent::Step`]'s
+    /// model to show ([`Model::set_keep_outputs`]): off by default, as a convolution whose
+    /// max pooling takes its output block by block does not write it.
+    pub fn set_keep_outputs(&mut self, keep: bool) {
+        self.model.set_keep_outputs(keep);
+    }
+
     /// The run's options, as `run.json` will store them.
     pub fn config(&self) -> &RunConfig {
         &self.config
@@ -657,6 +667,7 @@ impl Run {
                         steps,
                         total,
                         loss,
+                        model: m,
                     })
                 }
                 Event::Epoch => match st.history.last() {

@@ -26,17 +26,22 @@ fn write_halves_idx(dir: &Path, n: u32) -> PathBuf {
     write_idx(dir, "x", 6, 6, &pixels, &labels)
 }
 
-const CFG: &str = "3\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
-Dense units=8 activation=relu\nDense units=2 activation=softmax\n";
+const CFG: &str = "4\nInput shape=1x6x6\nConv2D filters=3 kernel=3x3 activation=relu\n\
+MaxPool2D pool=2x2\nDense units=8 activation=relu\nDense units=2 activation=softmax\n";
 
+/// The shares are those of each epoch's last training batch, for the convolution too (its
+/// pooling takes its output block by block, and the evaluation after the epoch runs the
+/// network again on the test set).
 #[test]
 fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_halves_idx(tmp.path(), 20);
+    let test = data.to_str().unwrap();
     let stdout = Train::new(tmp.path().join("net.cfg"), tmp.path().join("run"))
         .config(CFG)
         .data(&data)
         .args(&["--epochs", "2", "--batch-size", "4", "--monitor"])
+        .args(&["--test-data", test])
         .ok();
     let lines: Vec<&str> = stdout.lines().collect();
     for epoch in 1..=2 {
@@ -54,10 +59,10 @@ fn train_with_monitor_prints_gradient_norms_and_dead_relu_shares_each_epoch() {
             conv.contains("dead ReLU ") && conv.ends_with('%'),
             "{stdout}"
         );
-        assert!(lines[at + 2].starts_with("  layer 1 Dense"), "{stdout}");
+        assert!(lines[at + 2].starts_with("  layer 2 Dense"), "{stdout}");
         assert!(lines[at + 2].contains("dead ReLU "), "{stdout}");
         let out = lines[at + 3];
-        assert!(out.starts_with("  layer 2 Dense"), "{stdout}");
+        assert!(out.starts_with("  layer 3 Dense"), "{stdout}");
         assert!(
             !out.contains("dead ReLU"),
             "softmax has no dead share: {stdout}"
