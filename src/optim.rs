@@ -223,8 +223,18 @@ fn clip_scale(params: &[&mut Param], c: f32) -> f32 {
 }
 
 /// `sum of g^2` over a block, in 64 interleaved f32 partial sums (four vector registers, so
-/// consecutive adds do not wait on each other), added up in f64.
+/// consecutive adds do not wait on each other), added up in f64. Compiled for the widest
+/// vectors the CPU has: each lane's sum is the same at any width, and at 4 lanes the pass
+/// was 4% of report 1's training step.
 fn sum_of_squares(g: &[f32]) -> f64 {
+    crate::kernels::on_best_simd(
+        #[inline(always)]
+        || sum_of_squares_lanes(g),
+    )
+}
+
+#[inline(always)]
+fn sum_of_squares_lanes(g: &[f32]) -> f64 {
     const L: usize = 64;
     let mut acc = [0.0f32; L];
     let chunks = g.chunks_exact(L);
