@@ -98,8 +98,9 @@ unsafe fn load2<const FULL: bool>(p: *const f32, m: (__m256i, __m256i)) -> (__m2
 
 /// Stores the first `cols` (16 if `FULL`) lanes of two vectors to a row at `p`.
 ///
-/// A partial row goes through a buffer on the stack and is copied out by scalars: AMD's
-/// CPUs run the masked store `vmaskmovps` as microcode, many times slower than this.
+/// A partial row is two masked stores (`vmaskmovps`, microcode on AMD's CPUs). A copy
+/// through a buffer on the stack had been faster, until it compiled to a call to memmove:
+/// see docs/PERFORMANCE.md, "The AVX2+FMA path".
 ///
 /// # Safety
 /// AVX must be available; the `cols` floats from `p` must be writable.
@@ -163,6 +164,10 @@ unsafe fn bcast_tile<const R: usize, const FULL: bool>(
     start: Start,
     relu: bool,
 ) {
+    if !FULL && cols <= 8 {
+        // SAFETY: passed on from the caller, for cols <= 8.
+        return unsafe { bcast_tile_half::<R>(k, cols, a, b, c, start, relu) };
+    }
     let m = masks(cols);
     let mut acc0 = [_mm256_setzero_ps(); R];
     let mut acc1 = [_mm256_setzero_ps(); R];
@@ -209,6 +214,63 @@ unsafe fn bcast_tile<const R: usize, const FULL: bool>(
         // SAFETY: C(r, j) for j < cols is in bounds and overlaps no operand (caller);
         // `store2` writes only those columns.
         unsafe { store2::<FULL>(c.at(r, 0), cols, (acc0[r], acc1[r])) };
+    }
+}
+
+/// [`bcast_tile`] for a tile of at most 8 columns: one vector per row, so half the
+/// multiply-adds of a two-vector tile whose second vector is all masked off (Winograd's
+/// products leave out their last 8 columns of 64, spare slots). The same operations per
+/// column, so the same bits.
+///
+/// # Safety
+/// As for [`bcast_tile`], with `cols` <= 8.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn bcast_tile_half<const R: usize>(
+    k: usize,
+    cols: usize,
+    a: MatPtr,
+    b: MatPtr,
+    c: MatPtrMut,
+    start: Start,
+    relu: bool,
+) {
+    let m = lanes_upto(cols);
+    let mut acc = [_mm256_setzero_ps(); R];
+    match start {
+        Start::Zero => {}
+        // SAFETY: C(r, j) is in bounds for r < R, j < cols (caller): the lanes of the mask.
+        Start::C => unsafe {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_maskload_ps(c.at(r, 0), m);
+            }
+        },
+        // SAFETY: bias[r] is in bounds for r < R (caller).
+        Start::Bias(bias) => unsafe {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_set1_ps(*bias.add(r));
+            }
+        },
+    }
+    let (rsa, ldb) = (a.row_stride, b.row_stride);
+    for p in 0..k {
+        // SAFETY: B(p, j) for j < cols and A(r, p) for r < R are in bounds (caller); the
+        // masked load reads only B's columns j < cols.
+        unsafe {
+            let bv = _mm256_maskload_ps(b.ptr.add(p * ldb), m);
+            let ap = a.at(0, p);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(*ap.add(r * rsa)), bv, *acc);
+            }
+        }
+    }
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if relu {
+            // As in bcast_tile: 0 for NaN, as f32::max gives.
+            *acc = _mm256_max_ps(*acc, _mm256_setzero_ps());
+        }
+        // SAFETY: C(r, j) for j < cols is in bounds and overlaps no operand (caller).
+        unsafe { _mm256_maskstore_ps(c.at(r, 0), m, *acc) };
     }
 }
 

@@ -66,6 +66,35 @@ pub fn gemm_on(simd: Simd, a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
     unsafe { gemm_raw(simd, d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
 }
 
+/// [`gemm`] into the first N columns of each row of `c`, which has N' >= N: the columns
+/// after them are left as they are. For a product whose last columns nobody reads
+/// (Winograd's spare slots); each element written is the one [`gemm`] writes.
+///
+/// # Panics
+/// Unless A is M x K, B is K x N and C is M x N' with N <= N'.
+pub fn gemm_leading_cols(a: MatRef, b: MatRef, beta: f32, mut c: MatMut) {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() <= c.cols(),
+        "gemm_leading_cols: A is {a}, B is {b}, C is {} x {}; they must be M x K, K x N and \
+         M x N' with N <= N'",
+        c.rows(),
+        c.cols()
+    );
+    let d = Dims {
+        m: a.rows(),
+        n: b.cols(),
+        k: a.cols(),
+    };
+    if d.m == 0 || d.n == 0 {
+        return;
+    }
+    // SAFETY: A and B hold every element of their shapes (the views' invariant) and the
+    // shapes are d's (checked); C's pointer has a row stride of N' >= N, so element (i, j),
+    // i < M, j < N, lies inside C's M x N'; C is borrowed mutably, so it overlaps neither
+    // A nor B.
+    unsafe { gemm_raw(simd(), d, a.as_ptr(), b.as_ptr(), beta, c.as_ptr()) }
+}
+
 /// `Y[M x N] = max(W[M x K] * X[K x N] + bias, 0)` (ReLU only if `relu`), with `bias[i]`
 /// added to every element of row i, on one thread: a convolution's forward pass with its
 /// bias and activation. On AVX-512 the bias is the accumulators' starting value and ReLU is

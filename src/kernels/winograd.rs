@@ -52,8 +52,10 @@
 //! row's or channel's values, their outputs are dropped and their output gradients are
 //! zero (so they add nothing to dU or dx). That is T_h + T_w + 1 spare slots per plane, the
 //! price of loops without edges (for LeNet's 14x14 planes, 64 slots for 49 tiles). The
-//! product for dU, whose sum runs over the slots, leaves out the last row of them; the
-//! other two products have the slots as their columns, in whole vectors either way.
+//! three products leave out the last row of slots: dU's sum runs over the other slots, and
+//! the other two write only their columns ([`super::gemm::gemm_leading_cols`]; dV's last
+//! row is set to zero instead). On AVX2 that drops a column tile's second vector (56 of 64
+//! columns: three tiles of 16 and one of 8); the spare slots inside each row stay.
 //!
 //! Padding and ragged edges: an input block reads zeros outside the image (the padding,
 //! and beyond the last row or column when H' or W' is odd); outputs beyond H' x W' are
@@ -65,7 +67,7 @@
 //! backward the input transform writes V slot-major, as V^T, so that dU's product runs on
 //! the broadcast kernel without a transpose.
 
-use super::gemm::{gemm, MatMut, MatRef};
+use super::gemm::{gemm, gemm_leading_cols, MatMut, MatRef};
 use super::geom::ConvGeom;
 use super::on_best_simd;
 use super::transpose::deinterleave;
@@ -792,6 +794,7 @@ pub fn forward(
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
     let slots = p.slots();
+    let rows = p.tiles_h * p.half();
     let (v, m, mut q, _) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
     let (vst, mst) = (p.v_stride(), p.m_stride());
@@ -800,15 +803,13 @@ pub fn forward(
             #[inline(always)]
             || input_transform(p, x_s, v, &mut q),
         );
+        // M = U V over the slots of the tile rows: the last row of slots is spare, and
+        // what the output transform makes of it is dropped.
         for xi in 0..TILE {
             let u_xi = MatRef::new(&u[xi * kc..(xi + 1) * kc], p.k, p.c);
-            let v_xi = MatRef::new(&v[xi * vst..][..cs], p.c, slots);
-            gemm(
-                u_xi,
-                v_xi,
-                0.0,
-                MatMut::new(&mut m[xi * mst..][..ks], p.k, slots),
-            );
+            let v_xi = MatRef::new(&v[xi * vst..][..cs], p.c, slots).block(0, 0, p.c, rows);
+            let m_xi = MatMut::new(&mut m[xi * mst..][..ks], p.k, slots);
+            gemm_leading_cols(u_xi, v_xi, 0.0, m_xi);
         }
         on_best_simd(
             #[inline(always)]
@@ -859,12 +860,14 @@ pub fn backward(
         let Some(dx) = dx.as_deref_mut() else {
             continue;
         };
-        // V is free again: it holds dV = U^T dM.
+        // V is free again: it holds dV = U^T dM, over the slots of the tile rows; the
+        // last row's dM is zero, so its dV is set to zero rather than computed.
         for xi in 0..TILE {
             let u_xi = MatRef::new(&u[xi * kc..(xi + 1) * kc], p.k, p.c);
-            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots);
-            let dv_xi = MatMut::new(&mut v[xi * vst..][..cs], p.c, slots);
-            gemm(u_xi.t(), dm_xi, 0.0, dv_xi);
+            let dm_xi = MatRef::new(&m[xi * mst..][..ks], p.k, slots).block(0, 0, p.k, rows);
+            let dv = &mut v[xi * vst..][..cs];
+            gemm_leading_cols(u_xi.t(), dm_xi, 0.0, MatMut::new(dv, p.c, slots));
+            dv.chunks_mut(slots).for_each(|row| row[rows..].fill(0.0));
         }
         let dx_s = &mut dx[s * in_len..(s + 1) * in_len];
         on_best_simd(
