@@ -53,7 +53,8 @@ pub struct Model {
     /// Whether a pass keeps every layer's output ([`Model::set_keep_outputs`]).
     keep_outputs: bool,
     /// Per layer: whether the last pass left its output unwritten (a convolution pooled as
-    /// it goes on one image, see `fused::batch_one`).
+    /// it goes on one image, see `fused::batch_one`, or whose pooling takes it block by
+    /// block in a pass that keeps outputs, see `fused::conv_pool::forward`).
     unwritten: Vec<bool>,
     /// The generation of the weights ([`Pass::weights`]): one more each time a method
     /// hands out the weights to be changed (or changes them).

@@ -49,10 +49,11 @@ pub fn applies(a: &Layer, b: &Layer) -> bool {
     matches!((&a.op, &b.op), (Op::Conv2D(_), Op::MaxPool2D(_)))
 }
 
-/// The convolution `conv` and the max pooling `pool` after it, forward on `x` in a training
-/// pass: writes the pooling's output `pooled` and record of winners and, if `keep` or if
-/// [`backward`] needs it (an activation with no gate, [`has_gate`]), the convolution's output `y`
-/// (each resized that it writes). Returns whether it wrote `y`.
+/// The convolution `conv` and the max pooling `pool` after it, forward on `x` in a pass that
+/// keeps its outputs (training, inference on one image): writes the pooling's output
+/// `pooled` (and in training its record of winners) and, if `keep` or if [`backward`] needs
+/// it (an activation with no gate, [`has_gate`]), the convolution's output `y` (each
+/// resized that it writes). Returns whether it wrote `y`.
 ///
 /// # Panics
 /// If the layers are not a Conv2D and a MaxPool2D ([`applies`]) on its output.
