@@ -454,6 +454,40 @@ mod tests {
         );
     }
 
+    /// The product into a wider C writes the bits `gemm` writes into C's leading columns and
+    /// leaves the others as they were, for fresh and accumulated sums (beta 0 and 1), over
+    /// widths that end a 16-column tile exactly, in its first half and in its second.
+    #[test]
+    fn a_product_into_leading_columns_writes_those_alone() {
+        let mut r = crate::rng::Rng::new(5);
+        for (m, k, n, wide) in [
+            (7, 9, 8, 12),
+            (13, 32, 56, 64),
+            (5, 3, 21, 40),
+            (6, 4, 16, 17),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| r.normal() as f32).collect();
+            let b: Vec<f32> = (0..k * wide).map(|_| r.normal() as f32).collect();
+            let start: Vec<f32> = (0..m * wide).map(|_| r.normal() as f32).collect();
+            let (am, bm) = (
+                MatRef::new(&a, m, k),
+                MatRef::new(&b, k, wide).block(0, 0, k, n),
+            );
+            for beta in [0.0, 1.0] {
+                let mut got = start.clone();
+                gemm_leading_cols(am, bm, beta, MatMut::new(&mut got, m, wide));
+                let mut want: Vec<f32> = (0..m * n).map(|i| start[i / n * wide + i % n]).collect();
+                gemm(am, bm, beta, MatMut::new(&mut want, m, n));
+                for i in 0..m {
+                    let row = &got[i * wide..(i + 1) * wide];
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&row[..n]), bits(&want[i * n..(i + 1) * n]), "{m}x{n}");
+                    assert_eq!(bits(&row[n..]), bits(&start[i * wide + n..(i + 1) * wide]));
+                }
+            }
+        }
+    }
+
     #[test]
     fn two_by_two_by_hand() {
         // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]
