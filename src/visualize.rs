@@ -60,10 +60,7 @@ pub fn draw(
     let [c, h, w] = model.input_shape();
     let pixels = norm.image(bytes);
     let x = Tensor::from_vec(&[1, c, h, w], pixels.clone())?;
-    model.set_keep_outputs(true);
-    let probs = model.predict_proba(&x);
-    model.set_keep_outputs(false);
-    let probs = probs?.into_vec();
+    let probs = model.keeping_outputs(|m| m.predict_proba(&x))?.into_vec();
     crate::io::create_dir(out)?;
     let mut written = Vec::new();
 

@@ -466,17 +466,17 @@ impl Model {
                         vec![(Vec::new(), Vec::new()); layers];
                     // Every layer's output, not only those a pass that shares buffers
                     // leaves in place.
-                    net.set_keep_outputs(true);
-                    let passes = inputs.iter().try_for_each(|x| {
-                        net.infer(x)?;
-                        for (i, out) in outs.iter_mut().enumerate() {
-                            let Some(a) = net.activation(i) else { continue };
-                            out.0 = a.shape().to_vec();
-                            out.1.extend_from_slice(a.data());
-                        }
-                        Ok(())
+                    let passes = net.keeping_outputs(|net| {
+                        inputs.iter().try_for_each(|x| {
+                            net.infer(x)?;
+                            for (i, out) in outs.iter_mut().enumerate() {
+                                let Some(a) = net.activation(i) else { continue };
+                                out.0 = a.shape().to_vec();
+                                out.1.extend_from_slice(a.data());
+                            }
+                            Ok(())
+                        })
                     });
-                    net.set_keep_outputs(false);
                     passes.map(|()| outs)
                 })
             })

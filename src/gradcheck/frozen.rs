@@ -110,11 +110,7 @@ impl FrozenNet {
     /// frozen network in f64 and compares the two passes layer by layer.
     pub fn new(model: &mut Model, x: &Tensor, labels: &[usize]) -> Result<FrozenNet> {
         // Every layer's output, the convolutions' before a max pooling among them.
-        let keep = model.keeps_outputs();
-        model.set_keep_outputs(true);
-        let pass = model.forward(x).map(|_| ());
-        model.set_keep_outputs(keep);
-        pass?;
+        model.keeping_outputs(|m| m.forward(x).map(|_| ()))?;
         let n = x.batch();
         let last = model.layers().len() - 1;
         let mut layers = Vec::with_capacity(model.layers().len());

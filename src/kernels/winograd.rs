@@ -135,6 +135,12 @@ impl Plan {
         (self.tiles_h + 1) * self.half()
     }
 
+    /// The slots in the rows of tiles, T_h (T_w + 1): all but the spare last row, which the
+    /// products leave out.
+    pub fn row_slots(&self) -> usize {
+        self.tiles_h * self.half()
+    }
+
     /// Floats of U (or dU): 16 K C.
     pub fn u_len(&self) -> usize {
         TILE * self.k * self.c
@@ -793,8 +799,7 @@ pub fn forward(
     y: &mut [f32],
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
-    let slots = p.slots();
-    let rows = p.tiles_h * p.half();
+    let (slots, rows) = (p.slots(), p.row_slots());
     let (v, m, mut q, _) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
     let (vst, mst) = (p.v_stride(), p.m_stride());
@@ -831,9 +836,7 @@ pub fn backward(
     mut dx: Option<&mut [f32]>,
 ) {
     let (in_len, out_len) = (p.c * p.h * p.w, p.k * p.out_h * p.out_w);
-    let slots = p.slots();
-    // Slots in the rows of tiles, T_h (T_w + 1).
-    let rows = p.tiles_h * p.half();
+    let (slots, rows) = (p.slots(), p.row_slots());
     let (v, m, mut q, t) = sc.parts(p);
     let (kc, cs, ks) = (p.k * p.c, p.c * slots, p.k * slots);
     let (vst, mst) = (p.v_stride(), p.m_stride());

@@ -627,9 +627,7 @@ fn inspect(model: &Snapshot, copy: &mut Model, image: Image) -> Result<Predictio
     let internal =
         |e: crate::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let x = Tensor::from_vec(&[1, c, h, w], input.clone()).map_err(internal)?;
-    copy.set_keep_outputs(true);
-    let probs = copy.predict_proba(&x);
-    copy.set_keep_outputs(false);
+    let probs = copy.keeping_outputs(|m| m.predict_proba(&x));
     let probs = probs.map_err(internal)?.into_vec();
     let layers = (0..copy.layers().len())
         .filter_map(|i| {
